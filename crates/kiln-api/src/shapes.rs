@@ -296,3 +296,53 @@ pub struct TrainingJobSummary {
 pub fn timestamp_value(v: &Value) -> Option<f64> {
     v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
+
+/// Requests that name one training job: Describe, Stop, Delete.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TrainingJobNameRequest {
+    pub training_job_name: String,
+}
+
+/// `UpdateTrainingJobRequest`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateTrainingJobRequest {
+    pub training_job_name: String,
+    pub resource_config: Option<ResourceConfigForUpdate>,
+    pub profiler_config: Option<Value>,
+    pub profiler_rule_configurations: Option<Value>,
+    pub remote_debug_config: Option<Value>,
+}
+
+/// `ResourceConfigForUpdate`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResourceConfigForUpdate {
+    pub keep_alive_period_in_seconds: i64,
+}
+
+/// `AddTagsInput`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AddTagsRequest {
+    pub resource_arn: String,
+    pub tags: Vec<Tag>,
+}
+
+/// `ListTagsInput`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListTagsRequest {
+    pub resource_arn: String,
+    pub next_token: Option<String>,
+    pub max_results: Option<i64>,
+}
+
+/// `DeleteTagsInput`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteTagsRequest {
+    pub resource_arn: String,
+    pub tag_keys: Vec<String>,
+}

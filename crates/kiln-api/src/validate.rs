@@ -213,25 +213,25 @@ pub fn fill_defaults(req: &mut CreateTrainingJobRequest) {
     if req.hyper_parameters.is_none() {
         req.hyper_parameters = Some(Default::default());
     }
-    if let Some(rc) = &mut req.resource_config {
-        if rc.volume_size_in_gb.is_none() {
-            rc.volume_size_in_gb = Some(if rc.instance_groups.is_some() { 0 } else { 30 });
-        }
+    if let Some(rc) = &mut req.resource_config
+        && rc.volume_size_in_gb.is_none()
+    {
+        rc.volume_size_in_gb = Some(if rc.instance_groups.is_some() { 0 } else { 30 });
     }
     let sc = req.stopping_condition.get_or_insert_with(Default::default);
     if sc.max_runtime_in_seconds.is_none() {
         sc.max_runtime_in_seconds = Some(DEFAULT_MAX_RUNTIME);
     }
-    if let Some(spec) = &mut req.algorithm_specification {
-        if spec.enable_sage_maker_metrics_time_series.is_none() {
-            spec.enable_sage_maker_metrics_time_series = Some(false);
-        }
+    if let Some(spec) = &mut req.algorithm_specification
+        && spec.enable_sage_maker_metrics_time_series.is_none()
+    {
+        spec.enable_sage_maker_metrics_time_series = Some(false);
     }
     for ch in req.input_data_config.iter_mut().flatten() {
-        if let Some(s3) = &mut ch.data_source.s3_data_source {
-            if s3.s3_data_distribution_type.is_none() {
-                s3.s3_data_distribution_type = Some("FullyReplicated".into());
-            }
+        if let Some(s3) = &mut ch.data_source.s3_data_source
+            && s3.s3_data_distribution_type.is_none()
+        {
+            s3.s3_data_distribution_type = Some("FullyReplicated".into());
         }
         if ch.compression_type.is_none() {
             ch.compression_type = Some("None".into());

@@ -1,0 +1,59 @@
+//! The control plane's logic: what each SageMaker operation does to kiln's state, the training-job
+//! state machine, and (as the engine grows) scheduling, executors and reconciliation. It takes
+//! typed, protocol-validated requests from `kiln-server` and answers with response bodies or
+//! SageMaker's errors; it never sees HTTP, and it is the only writer of the store.
+
+pub mod job;
+pub mod status;
+mod tags;
+mod token;
+mod training;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kiln_api::AwsError;
+use kiln_store::{Store, StoreError};
+
+pub use job::{JobState, TrainingJob};
+pub use status::{JobStatus, Secondary};
+
+/// Who is calling: the account of the access key and the region of the signature's scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub account: String,
+    pub region: String,
+}
+
+/// The engine: one per server.
+pub struct Engine {
+    store: Arc<dyn Store>,
+}
+
+impl Engine {
+    /// An engine over a store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// The store (read access for the server's health checks and tests).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+/// Epoch seconds with millisecond precision, as SageMaker reports times.
+pub fn now() -> f64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    t as f64 / 1000.0
+}
+
+pub(crate) fn store_err(e: StoreError) -> AwsError {
+    match e {
+        StoreError::Database(msg) => AwsError::internal(format!("The metadata store failed: {msg}")),
+        other => AwsError::internal(format!("The metadata store failed: {other}")),
+    }
+}

@@ -1,0 +1,195 @@
+//! AWS JSON 1.1: `POST /` with `X-Amz-Target: <Service>.<Operation>`, SigV4-signed.
+//! Authenticates, checks the body against the service model, parses it into the operation's
+//! request type and calls the one engine function for the operation.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use kiln_api::sigv4::{self, RequestParts, SigError};
+use kiln_api::{ApiResult, AwsError, model};
+use kiln_engine::Caller;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::App;
+
+/// Largest JSON request body accepted.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// A service served over AWS JSON 1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    SageMaker,
+    Logs,
+}
+
+impl Service {
+    fn signing_name(self) -> &'static str {
+        match self {
+            Self::SageMaker => "sagemaker",
+            Self::Logs => "logs",
+        }
+    }
+}
+
+/// Splits `X-Amz-Target` into service and operation.
+pub fn parse_target(target: &str) -> Option<(Service, &str)> {
+    let (prefix, op) = target.split_once('.')?;
+    let service = match prefix {
+        "SageMaker" => Service::SageMaker,
+        "Logs_20140328" => Service::Logs,
+        _ => return None,
+    };
+    (!op.is_empty()).then_some((service, op))
+}
+
+fn request_id() -> String {
+    let r: u128 = rand::random();
+    let h = format!("{r:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn respond(status: u16, body: String) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-requestid", request_id())
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+/// An error response.
+pub fn error_response(e: &AwsError) -> Response {
+    let mut r = respond(e.status, e.body());
+    if let Ok(v) = e.code.parse() {
+        r.headers_mut().insert("x-amzn-errortype", v);
+    }
+    r
+}
+
+fn sig_error(e: SigError) -> AwsError {
+    let (status, code) = e.status_and_code();
+    AwsError::new(status, code, e.to_string())
+}
+
+fn epoch_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Verifies the request's signature; returns the calling account and region.
+pub fn authenticate(
+    app: &App,
+    service: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> ApiResult<Caller> {
+    let auth_header = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| sig_error(SigError::Missing))?;
+    let auth = sigv4::parse_authorization(auth_header).map_err(sig_error)?;
+    let key = app
+        .keys
+        .get(&auth.access_key)
+        .ok_or_else(|| sig_error(SigError::UnknownKey))?;
+    if auth.service != service {
+        return Err(AwsError::new(
+            403,
+            "InvalidSignatureException",
+            format!("Credential should be scoped to correct service: '{service}'."),
+        ));
+    }
+    let parts = RequestParts {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers,
+        body,
+    };
+    sigv4::verify(&parts, &auth, &key.secret_access_key, epoch_now()).map_err(sig_error)?;
+    Ok(Caller {
+        account: key.account_id,
+        region: auth.region,
+    })
+}
+
+fn parse<T: DeserializeOwned>(body: Value) -> ApiResult<T> {
+    serde_json::from_value(body).map_err(|e| AwsError::serialization(format!("Could not read the request: {e}")))
+}
+
+/// Handles one AWS JSON 1.1 request.
+pub async fn handle(app: &App, method: Method, uri: Uri, headers: HeaderMap, target: &str, body: &[u8]) -> Response {
+    match handle_inner(app, method, uri, headers, target, body).await {
+        Ok(v) => respond(200, v.to_string()),
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::error!(target: "kiln::api", op = target, "{}", e.message);
+            }
+            error_response(&e)
+        }
+    }
+}
+
+async fn handle_inner(
+    app: &App,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    target: &str,
+    body: &[u8],
+) -> ApiResult<Value> {
+    let (service, op) = parse_target(target).ok_or_else(|| AwsError::unknown_operation(target))?;
+    let mut pairs = Vec::with_capacity(headers.len());
+    for (k, v) in &headers {
+        let v = v
+            .to_str()
+            .map_err(|_| AwsError::serialization(format!("Header '{k}' is not valid text.")))?;
+        pairs.push((k.as_str().to_string(), v.to_string()));
+    }
+    let caller = authenticate(app, service.signing_name(), &method, &uri, &pairs, body)?;
+    if method != Method::POST {
+        return Err(AwsError::serialization("AWS JSON requests must use POST."));
+    }
+    let model = match service {
+        Service::SageMaker => model::sagemaker(),
+        Service::Logs => model::logs(),
+    };
+    if !model.has_operation(op) {
+        return Err(AwsError::unknown_operation(target));
+    }
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| AwsError::serialization(format!("The request body is not valid JSON: {e}")))?
+    };
+    model.validate(op, &body)?;
+    let engine = &app.engine;
+    match (service, op) {
+        (Service::SageMaker, "CreateTrainingJob") => engine.create_training_job(&caller, parse(body)?).await,
+        (Service::SageMaker, "DescribeTrainingJob") => engine.describe_training_job(&caller, parse(body)?).await,
+        (Service::SageMaker, "ListTrainingJobs") => engine.list_training_jobs(&caller, parse(body)?).await,
+        (Service::SageMaker, "StopTrainingJob") => engine.stop_training_job(&caller, parse(body)?).await,
+        (Service::SageMaker, "DeleteTrainingJob") => engine.delete_training_job(&caller, parse(body)?).await,
+        (Service::SageMaker, "UpdateTrainingJob") => engine.update_training_job(&caller, parse(body)?).await,
+        (Service::SageMaker, "AddTags") => engine.add_tags(&caller, parse(body)?).await,
+        (Service::SageMaker, "ListTags") => engine.list_tags(&caller, parse(body)?).await,
+        (Service::SageMaker, "DeleteTags") => engine.delete_tags(&caller, parse(body)?).await,
+        _ => Err(AwsError::unknown_operation(target)),
+    }
+}

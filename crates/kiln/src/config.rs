@@ -1,0 +1,78 @@
+//! Settings of `kiln serve` and of the client commands: flags, then environment, then `kiln.toml`,
+//! then defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// `kiln.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub region: Option<String>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub region: String,
+}
+
+fn home_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".kiln")
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+}
+
+/// The config file to use: `--config`, else `./kiln.toml`, else `<data-dir>/kiln.toml`.
+fn find_file(explicit: Option<&Path>, data_dir: Option<&Path>) -> Result<FileConfig> {
+    if let Some(p) = explicit {
+        return read_file(p);
+    }
+    for candidate in [Some(PathBuf::from("kiln.toml")), data_dir.map(|d| d.join("kiln.toml"))]
+        .into_iter()
+        .flatten()
+    {
+        if candidate.is_file() {
+            return read_file(&candidate);
+        }
+    }
+    Ok(FileConfig::default())
+}
+
+/// Combines flags (already merged with their environment variables by clap) with the file.
+pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Path>) -> Result<Settings> {
+    let file = find_file(config, data_dir.or(Some(&home_data_dir())))?;
+    let listen_text = listen
+        .map(str::to_string)
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen = listen_text
+        .parse()
+        .with_context(|| format!("listen address '{listen_text}' is not HOST:PORT (e.g. {DEFAULT_LISTEN})"))?;
+    let data_dir = data_dir
+        .map(Path::to_path_buf)
+        .or(file.data_dir)
+        .unwrap_or_else(home_data_dir);
+    let region = file.region.unwrap_or_else(|| "us-east-1".to_string());
+    Ok(Settings {
+        listen,
+        data_dir,
+        region,
+    })
+}

@@ -1,0 +1,303 @@
+//! The `kiln` command: `serve` runs the control plane; `env`, `keys` and `jobs` are user commands,
+//! thin clients of the HTTP API (or of the keys file, for credentials).
+
+mod client;
+mod config;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use kiln_server::{Server, ServerConfig, keys};
+use serde_json::{Value, json};
+
+use crate::client::Client;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "A self-hosted training service that speaks SageMaker's API"
+)]
+struct Cli {
+    /// Config file (default: ./kiln.toml, then <data-dir>/kiln.toml).
+    #[arg(long, global = true, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (default: ~/.kiln).
+    #[arg(long, global = true, env = "KILN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane: SageMaker, S3 and Logs APIs on one listener.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "KILN_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Print the shell lines that point AWS clients at this kiln.
+    Env,
+    /// Manage access keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Training jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an access key (for a new account unless --account is given) and print it.
+    Create {
+        /// 12-digit account id the key belongs to.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// List access key ids and their accounts.
+    List,
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List training jobs, newest first.
+    List {
+        /// Only jobs with this status (InProgress, Completed, Failed, Stopping, Stopped).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only jobs whose name contains this text.
+        #[arg(long)]
+        name_contains: Option<String>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 50)]
+        max: usize,
+    },
+    /// Show a training job as DescribeTrainingJob returns it.
+    Describe { name: String },
+    /// Stop a training job.
+    Stop { name: String },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kiln: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let listen = match &cli.command {
+        Command::Serve { listen } => listen.clone(),
+        _ => std::env::var("KILN_LISTEN").ok(),
+    };
+    let settings = config::resolve(cli.config.as_deref(), listen.as_deref(), cli.data_dir.as_deref())?;
+    match cli.command {
+        Command::Serve { .. } => serve(settings).await,
+        Command::Env => env(&settings),
+        Command::Keys { command } => keys_command(&settings, command),
+        Command::Jobs { command } => jobs(&settings, command).await,
+    }
+}
+
+async fn serve(settings: config::Settings) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let server = Server::open(ServerConfig {
+        listen: settings.listen,
+        data_dir: settings.data_dir.clone(),
+    })
+    .await?;
+    if let Some(key) = &server.created_key {
+        println!(
+            "kiln: created access key for account {} (stored in {}):",
+            key.account_id,
+            keys::keys_path(&settings.data_dir).display()
+        );
+        println!("  AWS_ACCESS_KEY_ID={}", key.access_key_id);
+        println!("  AWS_SECRET_ACCESS_KEY={}", key.secret_access_key);
+        println!("kiln: `kiln env` prints these again as shell lines.");
+    }
+    println!(
+        "kiln: serving on http://{} (data in {})",
+        settings.listen,
+        settings.data_dir.display()
+    );
+    server.run(shutdown_signal()).await?;
+    println!("kiln: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+fn env(settings: &config::Settings) -> Result<()> {
+    let path = keys::keys_path(&settings.data_dir);
+    let key = keys::read_keys(&path)?.into_iter().next().with_context(|| {
+        format!(
+            "no access key in {}: start `kiln serve` once to create one",
+            path.display()
+        )
+    })?;
+    println!("export AWS_ENDPOINT_URL=http://{}", settings.listen);
+    println!("export AWS_ACCESS_KEY_ID={}", key.access_key_id);
+    println!("export AWS_SECRET_ACCESS_KEY={}", key.secret_access_key);
+    println!("export AWS_DEFAULT_REGION={}", settings.region);
+    Ok(())
+}
+
+fn keys_command(settings: &config::Settings, command: KeysCommand) -> Result<()> {
+    let path = keys::keys_path(&settings.data_dir);
+    match command {
+        KeysCommand::Create { account } => {
+            if let Some(a) = &account
+                && (a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()))
+            {
+                bail!("--account must be 12 digits, got '{a}'");
+            }
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
+            let key = keys::generate_key(account.as_deref());
+            keys::append_key(&path, &key)?;
+            println!("account_id={}", key.account_id);
+            println!("AWS_ACCESS_KEY_ID={}", key.access_key_id);
+            println!("AWS_SECRET_ACCESS_KEY={}", key.secret_access_key);
+        }
+        KeysCommand::List => {
+            for k in keys::read_keys(&path)? {
+                println!("{}\t{}", k.access_key_id, k.account_id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints rows as left-aligned columns.
+fn print_table(rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+fn time_text(v: &Value) -> String {
+    v.as_f64()
+        .map(|t| kiln_api::sigv4::format_amz_date(t as i64))
+        .map(|s| {
+            format!(
+                "{}-{}-{} {}:{}:{}",
+                &s[0..4],
+                &s[4..6],
+                &s[6..8],
+                &s[9..11],
+                &s[11..13],
+                &s[13..15]
+            )
+        })
+        .unwrap_or_default()
+}
+
+async fn jobs(settings: &config::Settings, command: JobsCommand) -> Result<()> {
+    let client = Client::from_env(settings)?;
+    match command {
+        JobsCommand::List {
+            status,
+            name_contains,
+            max,
+        } => {
+            let mut table = vec![
+                ["NAME", "STATUS", "SECONDARY", "CREATED (UTC)"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            let mut token: Option<String> = None;
+            let mut shown = 0;
+            loop {
+                let mut body = json!({ "MaxResults": 100 });
+                if let Some(s) = &status {
+                    body["StatusEquals"] = json!(s);
+                }
+                if let Some(n) = &name_contains {
+                    body["NameContains"] = json!(n);
+                }
+                if let Some(t) = &token {
+                    body["NextToken"] = json!(t);
+                }
+                let page = client.sagemaker("ListTrainingJobs", body).await?;
+                for j in page["TrainingJobSummaries"].as_array().into_iter().flatten() {
+                    if shown == max {
+                        break;
+                    }
+                    table.push(vec![
+                        j["TrainingJobName"].as_str().unwrap_or_default().to_string(),
+                        j["TrainingJobStatus"].as_str().unwrap_or_default().to_string(),
+                        j["SecondaryStatus"].as_str().unwrap_or_default().to_string(),
+                        time_text(&j["CreationTime"]),
+                    ]);
+                    shown += 1;
+                }
+                token = page.get("NextToken").and_then(Value::as_str).map(str::to_string);
+                if token.is_none() || shown == max {
+                    break;
+                }
+            }
+            if shown == 0 {
+                println!("no training jobs");
+            } else {
+                print_table(&table);
+            }
+        }
+        JobsCommand::Describe { name } => {
+            let job = client
+                .sagemaker("DescribeTrainingJob", json!({ "TrainingJobName": name }))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        JobsCommand::Stop { name } => {
+            client
+                .sagemaker("StopTrainingJob", json!({ "TrainingJobName": name }))
+                .await?;
+            println!("stopping {name}");
+        }
+    }
+    Ok(())
+}
