@@ -1,0 +1,273 @@
+//! Quantile binning: every feature value becomes a `u8` bin code once, before training.
+//!
+//! Feature `f` has cut points `c[0] < c[1] < ... < c[k-1]`; value `x` goes to bin
+//! `#{j : c[j] <= x}` (0..=k), and a missing value to code `k + 1`. A split "bin <= b goes left"
+//! is therefore exactly "x < c[b]" — the test xgboost's predictor applies to `split_conditions` —
+//! so a model evaluated on raw floats routes every training row as the binned trainer did.
+
+use rayon::prelude::*;
+
+use crate::data::DenseMatrix;
+
+/// Most value bins a feature can have: one `u8` code is kept for "missing".
+pub const MAX_VALUE_BINS: usize = 255;
+
+/// Rows sampled to choose cut points (all rows when there are fewer).
+const SKETCH_ROWS: usize = 1 << 18;
+
+/// Cut points per feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BinCuts {
+    cuts: Vec<Vec<f32>>,
+}
+
+impl BinCuts {
+    /// Chooses at most `max_bin` (capped at 255) value bins per feature from weighted quantiles of
+    /// a systematic sample of rows; features with few distinct values get one bin per value.
+    pub fn compute(m: &DenseMatrix, weights: Option<&[f32]>, max_bin: usize) -> Self {
+        let max_bins = max_bin.clamp(2, MAX_VALUE_BINS);
+        let n = m.n_rows();
+        let step = n.div_ceil(SKETCH_ROWS).max(1);
+        let sample: Vec<usize> = (0..n).step_by(step).collect();
+        let cuts = (0..m.n_cols())
+            .into_par_iter()
+            .map(|f| {
+                let mut vals: Vec<(f32, f32)> = sample
+                    .iter()
+                    .filter_map(|&r| {
+                        let v = m.row(r)[f];
+                        let w = weights.map_or(1.0, |w| w[r]);
+                        (!v.is_nan() && w > 0.0).then_some((v, w))
+                    })
+                    .collect();
+                vals.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+                cuts_from_sorted(&vals, max_bins)
+            })
+            .collect();
+        Self { cuts }
+    }
+
+    /// Builds cuts directly (each list must be strictly increasing and at most 254 long).
+    pub fn from_cuts(cuts: Vec<Vec<f32>>) -> Self {
+        Self { cuts }
+    }
+
+    /// Number of features.
+    pub fn n_features(&self) -> usize {
+        self.cuts.len()
+    }
+
+    /// Cut points of feature `f`.
+    pub fn cuts(&self, f: usize) -> &[f32] {
+        &self.cuts[f]
+    }
+
+    /// Value bins of feature `f` (the missing code is this number).
+    pub fn n_value_bins(&self, f: usize) -> usize {
+        self.cuts[f].len() + 1
+    }
+
+    /// Bin code of `x` for feature `f`.
+    #[inline]
+    pub fn bin(&self, f: usize, x: f32) -> u8 {
+        let c = &self.cuts[f];
+        if x.is_nan() {
+            return c.len() as u8 + 1;
+        }
+        c.partition_point(|&v| v <= x) as u8
+    }
+
+    /// The split threshold for "bin <= b goes left".
+    pub fn threshold(&self, f: usize, b: u8) -> f32 {
+        self.cuts[f][b as usize]
+    }
+}
+
+/// Cut points from (value, weight) pairs sorted by value.
+fn cuts_from_sorted(vals: &[(f32, f32)], max_bins: usize) -> Vec<f32> {
+    // Distinct values with the total weight of each.
+    let mut distinct: Vec<(f32, f64)> = Vec::new();
+    for &(v, w) in vals {
+        match distinct.last_mut() {
+            Some((last, acc)) if *last == v => *acc += f64::from(w),
+            _ => distinct.push((v, f64::from(w))),
+        }
+    }
+    if distinct.len() <= max_bins {
+        return distinct.iter().skip(1).map(|d| d.0).collect();
+    }
+    let total: f64 = distinct.iter().map(|d| d.1).sum();
+    let mut cuts = Vec::with_capacity(max_bins - 1);
+    let mut before = 0.0;
+    let mut next_q = 1;
+    for (i, &(v, w)) in distinct.iter().enumerate() {
+        // Cut before the first value whose preceding weight reaches the next quantile.
+        if i > 0 && before >= total * next_q as f64 / max_bins as f64 {
+            cuts.push(v);
+            while next_q < max_bins && before >= total * next_q as f64 / max_bins as f64 {
+                next_q += 1;
+            }
+            if next_q >= max_bins {
+                break;
+            }
+        }
+        before += w;
+    }
+    cuts
+}
+
+/// Training data as bin codes, row-major, plus the histogram layout.
+#[derive(Debug, Clone)]
+pub struct BinnedMatrix {
+    n_rows: usize,
+    n_features: usize,
+    codes: Vec<u8>,
+    cuts: BinCuts,
+    /// Start of each feature's slots in a node histogram (value bins, then missing).
+    offsets: Vec<usize>,
+    hist_len: usize,
+    has_missing: Vec<bool>,
+}
+
+impl BinnedMatrix {
+    /// Bins every value of `m` with `cuts`.
+    pub fn new(m: &DenseMatrix, cuts: BinCuts) -> Self {
+        let nf = m.n_cols();
+        let mut codes = vec![0u8; m.n_rows() * nf];
+        if nf > 0 {
+            codes
+                .par_chunks_mut(nf * 4096)
+                .zip(m.values().par_chunks(nf * 4096))
+                .for_each(|(out, vals)| {
+                    for (o, v) in out.chunks_mut(nf).zip(vals.chunks(nf)) {
+                        for f in 0..nf {
+                            o[f] = cuts.bin(f, v[f]);
+                        }
+                    }
+                });
+        }
+        let has_missing = (0..nf)
+            .into_par_iter()
+            .map(|f| m.values().iter().skip(f).step_by(nf).any(|v| v.is_nan()))
+            .collect();
+        let mut offsets = Vec::with_capacity(nf);
+        let mut acc = 0;
+        for f in 0..nf {
+            offsets.push(acc);
+            acc += cuts.n_value_bins(f) + 1;
+        }
+        Self {
+            n_rows: m.n_rows(),
+            n_features: nf,
+            codes,
+            cuts,
+            offsets,
+            hist_len: acc,
+            has_missing,
+        }
+    }
+
+    /// Number of rows.
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    /// Number of features.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// All codes, row-major.
+    pub fn codes(&self) -> &[u8] {
+        &self.codes
+    }
+
+    /// Codes of one row.
+    #[inline]
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.codes[r * self.n_features..(r + 1) * self.n_features]
+    }
+
+    /// The cut points.
+    pub fn cuts(&self) -> &BinCuts {
+        &self.cuts
+    }
+
+    /// Histogram slot offsets per feature.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
+    /// Slots in one node histogram.
+    pub fn hist_len(&self) -> usize {
+        self.hist_len
+    }
+
+    /// Whether feature `f` has any missing value.
+    pub fn has_missing(&self, f: usize) -> bool {
+        self.has_missing[f]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn few_distinct_values_get_one_bin_each() {
+        let m = DenseMatrix::new(6, 1, vec![3.0, 1.0, 2.0, f32::NAN, 1.0, 3.0]).unwrap();
+        let cuts = BinCuts::compute(&m, None, 256);
+        assert_eq!(cuts.cuts(0), &[2.0, 3.0]);
+        let b = BinnedMatrix::new(&m, cuts);
+        assert_eq!(b.codes(), &[2, 0, 1, 3, 0, 2]);
+        assert!(b.has_missing(0));
+        assert_eq!(b.hist_len(), 4);
+    }
+
+    #[test]
+    fn quantile_cuts_are_balanced_and_bounded() {
+        let vals: Vec<f32> = (0..10_000).map(|i| i as f32).collect();
+        let m = DenseMatrix::new(10_000, 1, vals).unwrap();
+        let cuts = BinCuts::compute(&m, None, 16);
+        assert!(cuts.cuts(0).len() <= 15 && cuts.cuts(0).len() >= 14);
+        let b = BinnedMatrix::new(&m, cuts);
+        let mut counts = [0usize; 17];
+        for &c in b.codes() {
+            counts[c as usize] += 1;
+        }
+        for &c in &counts[..cuts_len(&b)] {
+            assert!((600..=700).contains(&c), "{counts:?}");
+        }
+        fn cuts_len(b: &BinnedMatrix) -> usize {
+            b.cuts().n_value_bins(0)
+        }
+    }
+
+    #[test]
+    fn weights_shift_quantiles() {
+        // Heavy weights on the large values pull the cuts up.
+        let vals: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        let w: Vec<f32> = (0..1000).map(|i| if i >= 900 { 100.0 } else { 1.0 }).collect();
+        let m = DenseMatrix::new(1000, 1, vals).unwrap();
+        let cuts = BinCuts::compute(&m, Some(&w), 4);
+        assert!(cuts.cuts(0)[0] >= 900.0, "{:?}", cuts.cuts(0));
+    }
+
+    proptest! {
+        #[test]
+        fn bin_order_matches_threshold(vals in proptest::collection::vec(-100f32..100.0, 1..400), max_bin in 2usize..40) {
+            let m = DenseMatrix::new(vals.len(), 1, vals.clone()).unwrap();
+            let cuts = BinCuts::compute(&m, None, max_bin);
+            prop_assert!(cuts.n_value_bins(0) <= max_bin);
+            prop_assert!(cuts.cuts(0).windows(2).all(|w| w[0] < w[1]));
+            for &x in &vals {
+                let b = cuts.bin(0, x);
+                for s in 0..cuts.cuts(0).len() as u8 {
+                    // "bin <= s" must be the same test as "x < threshold(s)".
+                    prop_assert_eq!(b <= s, x < cuts.threshold(0, s));
+                }
+            }
+        }
+    }
+}

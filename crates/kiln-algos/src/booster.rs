@@ -1,0 +1,592 @@
+//! The boosting loop and the trained model.
+
+use std::io::Write;
+
+use rayon::prelude::*;
+
+use crate::binning::{BinCuts, BinnedMatrix};
+use crate::data::{Dataset, DenseMatrix};
+use crate::grow::{GrowParams, Grower};
+use crate::metric::Metric;
+use crate::objective::{GradPair, Objective, weighted_quantile};
+use crate::params::{GrowPolicy, XgbParams};
+use crate::rng::{Rng, n_sampled};
+use crate::tree::RegTree;
+
+/// A trained gradient-boosted tree ensemble.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Booster {
+    /// Objective (decides the output transform).
+    pub objective: Objective,
+    /// `base_score` in the objective's "probability" space, as xgboost stores it.
+    pub base_score: f32,
+    /// Per-group intercepts already in margin space (xgboost >= 3.1 multi-class files);
+    /// when set it replaces `base_score`.
+    pub base_margin_vec: Option<Vec<f32>>,
+    /// Number of features the model was trained on.
+    pub num_feature: usize,
+    /// Trees, round by round, `n_groups` per round.
+    pub trees: Vec<RegTree>,
+    /// Output group of each tree.
+    pub tree_info: Vec<usize>,
+    /// Best iteration and score when early stopping ran.
+    pub best: Option<(usize, f64)>,
+}
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A label the objective cannot use.
+    #[error("{set} data: row {row}: label {label} is invalid for objective {objective}: {why}")]
+    BadLabel {
+        /// "train" or "validation".
+        set: String,
+        /// 1-based row.
+        row: usize,
+        /// The label.
+        label: f32,
+        /// Objective name.
+        objective: &'static str,
+        /// The rule.
+        why: String,
+    },
+    /// The data has no rows or no labels.
+    #[error("{set} data: {why}")]
+    BadData {
+        /// "train" or "validation".
+        set: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// Writing a log line failed.
+    #[error("could not write the training log: {0}")]
+    Log(#[from] std::io::Error),
+}
+
+/// A data set to evaluate: (name, margins, labels, weights).
+type EvalSet<'a> = (&'a str, &'a [f32], &'a [f32], Option<&'a [f32]>);
+
+/// One evaluation result: (data set, metric, value).
+pub type EvalResult = (String, String, f64);
+
+/// Where per-round lines go and which sets are evaluated.
+pub struct TrainOptions<'a> {
+    /// Evaluate on the training data each round (the container does).
+    pub eval_train: bool,
+    /// Destination of `[i]\ttrain-m:v...` lines (flushed each round); None = no evaluation
+    /// output (metrics are then only computed when early stopping needs them).
+    pub log: Option<&'a mut dyn Write>,
+}
+
+impl Default for TrainOptions<'_> {
+    fn default() -> Self {
+        Self {
+            eval_train: true,
+            log: None,
+        }
+    }
+}
+
+fn check_labels(obj: &Objective, ds: &Dataset, set: &str) -> Result<(), TrainError> {
+    if ds.n_rows() == 0 {
+        return Err(TrainError::BadData {
+            set: set.into(),
+            why: "no rows".into(),
+        });
+    }
+    if ds.labels.len() != ds.n_rows() {
+        return Err(TrainError::BadData {
+            set: set.into(),
+            why: "every row needs a label".into(),
+        });
+    }
+    if let Some(w) = &ds.weights
+        && w.len() != ds.n_rows()
+    {
+        return Err(TrainError::BadData {
+            set: set.into(),
+            why: "weights and rows differ in number".into(),
+        });
+    }
+    for (i, &y) in ds.labels.iter().enumerate() {
+        if let Err(why) = obj.check_label(y) {
+            return Err(TrainError::BadLabel {
+                set: set.into(),
+                row: i + 1,
+                label: y,
+                objective: obj.name(),
+                why,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Formats a metric value as xgboost's Python monitor does (`{:.5f}`).
+fn fmt5(v: f64) -> String {
+    if v.is_nan() {
+        "nan".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        format!("{v:.5}")
+    }
+}
+
+/// Trains a model. `valid` is the validation channel (used for early stopping).
+pub fn train(
+    params: &XgbParams,
+    train: &Dataset,
+    valid: Option<&Dataset>,
+    opts: TrainOptions<'_>,
+) -> Result<Booster, TrainError> {
+    let cuts = BinCuts::compute(&train.features, train.weights.as_deref(), params.max_bin);
+    let binned = BinnedMatrix::new(&train.features, cuts);
+    train_binned(params, &binned, &train.labels, train.weights.as_deref(), valid, opts)
+}
+
+/// Trains from already-binned data (the data can be dropped before training).
+pub fn train_binned(
+    params: &XgbParams,
+    data: &BinnedMatrix,
+    labels: &[f32],
+    weights: Option<&[f32]>,
+    valid: Option<&Dataset>,
+    mut opts: TrainOptions<'_>,
+) -> Result<Booster, TrainError> {
+    let obj = params.objective;
+    let n = data.n_rows();
+    let k = obj.n_groups();
+    if n == 0 || labels.len() != n {
+        return Err(TrainError::BadData {
+            set: "train".into(),
+            why: if n == 0 {
+                "no rows".into()
+            } else {
+                "every row needs a label".into()
+            },
+        });
+    }
+    for (i, &y) in labels.iter().enumerate() {
+        if let Err(why) = obj.check_label(y) {
+            return Err(TrainError::BadLabel {
+                set: "train".into(),
+                row: i + 1,
+                label: y,
+                objective: obj.name(),
+                why,
+            });
+        }
+    }
+    if let Some(v) = valid {
+        check_labels(&obj, v, "validation")?;
+    }
+    let base_score = params
+        .base_score
+        .map_or_else(|| obj.default_base_score(labels, weights), |b| b as f32);
+    let base_margin = obj.prob_to_margin(base_score);
+    let mut margins = vec![base_margin; n * k];
+    let mut valid_margins = valid.map(|v| vec![base_margin; v.n_rows() * k]);
+    let mut grads = vec![GradPair::default(); n * k];
+    let mut group_grads = if k > 1 {
+        vec![GradPair::default(); n]
+    } else {
+        Vec::new()
+    };
+
+    let gp = GrowParams {
+        eta: params.eta,
+        lambda: params.lambda,
+        alpha: params.alpha,
+        gamma: params.gamma,
+        min_child_weight: params.min_child_weight,
+        max_delta_step: params.max_delta_step,
+        max_depth: params.max_depth,
+        max_leaves: params.max_leaves,
+        lossguide: params.grow_policy == GrowPolicy::Lossguide,
+        colsample_bylevel: params.colsample_bylevel,
+        colsample_bynode: params.colsample_bynode,
+    };
+    let mut grower = Grower::new(data, &gp);
+    let mut rng = Rng::new(params.seed);
+    let all_features: Vec<usize> = (0..data.n_features()).collect();
+    let mut booster = Booster {
+        objective: obj,
+        base_score,
+        base_margin_vec: None,
+        num_feature: data.n_features(),
+        trees: Vec::new(),
+        tree_info: Vec::new(),
+        best: None,
+    };
+
+    let metrics = params.metrics().to_vec();
+    let es_metric = params.early_stopping_metric();
+    let es_rounds = params.early_stopping_rounds.filter(|_| valid.is_some());
+    let mut best: Option<(usize, f64)> = None;
+    let mut preds_buf = Vec::new();
+    let mut active: Vec<u32> = Vec::new();
+
+    for round in 0..params.num_round {
+        obj.gradients(&margins, labels, weights, params.scale_pos_weight as f32, &mut grads);
+        let sampled = if params.subsample < 1.0 {
+            active.clear();
+            active.extend((0..n as u32).filter(|_| rng.next_f64() < params.subsample));
+            if active.is_empty() {
+                active.push(rng.below(n) as u32);
+            }
+            true
+        } else {
+            false
+        };
+        let tree_features = if params.colsample_bytree < 1.0 {
+            rng.sample_sorted(&all_features, n_sampled(all_features.len(), params.colsample_bytree))
+        } else {
+            all_features.clone()
+        };
+        for g in 0..k {
+            let gr: &[GradPair] = if k > 1 {
+                group_grads
+                    .par_iter_mut()
+                    .enumerate()
+                    .for_each(|(i, out)| *out = grads[i * k + g]);
+                &group_grads
+            } else {
+                &grads
+            };
+            let grown = grower.grow(gr, sampled.then_some(&active[..]), &tree_features, &mut rng);
+            let mut tree = grown.tree;
+            if matches!(obj, Objective::AbsoluteError) {
+                refit_l1_leaves(
+                    &mut tree,
+                    &grown.leaves,
+                    grower.rows(),
+                    &margins,
+                    labels,
+                    weights,
+                    k,
+                    g,
+                    params.eta as f32,
+                );
+            }
+            // Training margins: leaf ranges give each row's leaf when every row was used.
+            if sampled {
+                let missing = grower.missing_codes();
+                let t = &tree;
+                margins
+                    .par_chunks_mut(k)
+                    .enumerate()
+                    .for_each(|(r, m)| m[g] += t.cond[t.leaf_for_codes(data.row(r), missing)]);
+            } else {
+                let rows = grower.rows();
+                for &(leaf, s, e) in &grown.leaves {
+                    let v = tree.cond[leaf];
+                    for &r in &rows[s..e] {
+                        margins[r as usize * k + g] += v;
+                    }
+                }
+            }
+            if let (Some(vm), Some(v)) = (valid_margins.as_mut(), valid) {
+                let t = &tree;
+                vm.par_chunks_mut(k)
+                    .enumerate()
+                    .for_each(|(r, m)| m[g] += t.cond[t.leaf_for(v.features.row(r))]);
+            }
+            booster.trees.push(tree);
+            booster.tree_info.push(g);
+        }
+
+        // Evaluation and logging.
+        let mut line = String::new();
+        let mut es_value = None;
+        let want_log = opts.log.is_some();
+        if want_log || es_rounds.is_some() {
+            line.push_str(&format!("[{round}]"));
+            let mut sets: Vec<EvalSet<'_>> = Vec::new();
+            if want_log && opts.eval_train {
+                sets.push(("train", &margins, labels, weights));
+            }
+            if let (Some(vm), Some(v)) = (valid_margins.as_ref(), valid) {
+                sets.push(("validation", vm, &v.labels, v.weights.as_deref()));
+            }
+            for (name, m, y, w) in sets {
+                obj.eval_transform(m, &mut preds_buf);
+                let kk = if preds_buf.len() == y.len() { 1 } else { k };
+                let to_eval: Vec<Metric> = if want_log {
+                    metrics.clone()
+                } else {
+                    es_metric.into_iter().collect()
+                };
+                for metric in &to_eval {
+                    let value = metric.eval(&preds_buf, kk, y, w);
+                    if name == "validation" && Some(*metric) == es_metric {
+                        es_value = Some(value);
+                    }
+                    line.push_str(&format!("\t{name}-{}:{}", metric.name(), fmt5(value)));
+                }
+                if name == "validation"
+                    && let Some(m) = es_metric
+                    && !to_eval.contains(&m)
+                {
+                    es_value = Some(m.eval(&preds_buf, kk, y, w));
+                }
+            }
+            if let Some(w) = opts.log.as_mut() {
+                writeln!(w, "{line}")?;
+                w.flush()?;
+            }
+        }
+        if let (Some(rounds), Some(value), Some(metric)) = (es_rounds, es_value, es_metric) {
+            let better = match best {
+                None => true,
+                Some((_, b)) => {
+                    if metric.maximize() {
+                        value > b
+                    } else {
+                        value < b
+                    }
+                }
+            };
+            if better && !value.is_nan() {
+                best = Some((round, value));
+            }
+            let best_round = best.map_or(0, |b| b.0);
+            if round >= best_round + rounds {
+                break;
+            }
+        }
+    }
+    if let Some((best_round, score)) = best {
+        // Keep the best iteration's trees, like xgboost's EarlyStopping(save_best=True).
+        booster.trees.truncate((best_round + 1) * k);
+        booster.tree_info.truncate((best_round + 1) * k);
+        booster.best = Some((best_round, score));
+    }
+    Ok(booster)
+}
+
+/// reg:absoluteerror: replace each leaf by eta × the weighted median of its rows' residuals
+/// (xgboost's adaptive leaves for L1).
+#[allow(clippy::too_many_arguments)]
+fn refit_l1_leaves(
+    tree: &mut RegTree,
+    leaves: &[(usize, usize, usize)],
+    rows: &[u32],
+    margins: &[f32],
+    labels: &[f32],
+    weights: Option<&[f32]>,
+    k: usize,
+    g: usize,
+    eta: f32,
+) {
+    for &(leaf, s, e) in leaves {
+        let pairs: Vec<(f32, f32)> = rows[s..e]
+            .iter()
+            .map(|&r| {
+                let r = r as usize;
+                (labels[r] - margins[r * k + g], weights.map_or(1.0, |w| w[r]))
+            })
+            .collect();
+        if !pairs.is_empty() {
+            tree.set_leaf(leaf, eta * weighted_quantile(pairs, 0.5));
+        }
+    }
+}
+
+impl Booster {
+    /// Margins for every row (`n × n_groups`), accumulated in `f32` tree by tree as xgboost does.
+    pub fn predict_margin(&self, x: &DenseMatrix) -> Vec<f32> {
+        let k = self.objective.n_groups();
+        let base: Vec<f32> = match &self.base_margin_vec {
+            Some(v) if v.len() == k => v.clone(),
+            _ => vec![self.objective.prob_to_margin(self.base_score); k],
+        };
+        let mut out = vec![0f32; x.n_rows() * k];
+        out.par_chunks_mut(k).enumerate().for_each(|(r, m)| {
+            m.copy_from_slice(&base);
+            let row = x.row(r);
+            for (t, &g) in self.trees.iter().zip(&self.tree_info) {
+                m[g] += t.cond[t.leaf_for(row)];
+            }
+        });
+        out
+    }
+
+    /// Predictions (probabilities, values, or class indices for multi:softmax); `n_outputs()`
+    /// values per row.
+    pub fn predict(&self, x: &DenseMatrix) -> Vec<f32> {
+        let m = self.predict_margin(x);
+        let mut out = Vec::new();
+        self.objective.transform(&m, &mut out);
+        out
+    }
+
+    /// Values per row in [`Self::predict`]'s output.
+    pub fn n_outputs(&self) -> usize {
+        self.objective.n_outputs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::XgbConfig;
+
+    fn synthetic(n: usize, seed: u64) -> Dataset {
+        let mut rng = Rng::new(seed);
+        let mut vals = Vec::with_capacity(n * 4);
+        let mut labels = Vec::with_capacity(n);
+        for _ in 0..n {
+            let x: Vec<f32> = (0..4).map(|_| rng.next_f64() as f32 * 4.0 - 2.0).collect();
+            let mut row = x.clone();
+            if rng.next_f64() < 0.1 {
+                row[1] = f32::NAN;
+            }
+            let z = x[0] * 1.5 - x[1] + 0.5 * x[2] * x[3] + (rng.next_f64() as f32 - 0.5);
+            labels.push(if z > 0.0 { 1.0 } else { 0.0 });
+            vals.extend(row);
+        }
+        Dataset {
+            features: DenseMatrix::new(n, 4, vals).unwrap(),
+            labels,
+            weights: None,
+        }
+    }
+
+    fn params(f: impl FnOnce(&mut XgbConfig)) -> XgbParams {
+        let mut c = XgbConfig {
+            num_round: 20,
+            objective: Objective::BinaryLogistic,
+            ..XgbConfig::default()
+        };
+        f(&mut c);
+        c.check().unwrap()
+    }
+
+    #[test]
+    fn learns_and_predicts_consistently_with_training_margins() {
+        let d = synthetic(3000, 1);
+        let p = params(|_| {});
+        let b = train(&p, &d, None, TrainOptions::default()).unwrap();
+        let pred = b.predict(&d.features);
+        let auc = Metric::Auc.eval(&pred, 1, &d.labels, None);
+        assert!(auc > 0.9, "auc {auc}");
+    }
+
+    #[test]
+    fn deterministic_for_seed_and_threads() {
+        let d = synthetic(5000, 2);
+        let p = params(|c| {
+            c.subsample = 0.7;
+            c.colsample_bytree = 0.75;
+            c.colsample_bynode = 0.8;
+            c.seed = 42;
+        });
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| train(&p, &d, None, TrainOptions::default()).unwrap())
+        };
+        let a = run(2);
+        assert_eq!(a, run(2));
+        // Work pieces do not depend on the thread count, so neither does the model.
+        assert_eq!(a, run(1));
+        let p2 = params(|c| {
+            c.subsample = 0.7;
+            c.seed = 43;
+        });
+        let c = train(&p2, &d, None, TrainOptions::default()).unwrap();
+        assert_ne!(a.trees, c.trees);
+    }
+
+    #[test]
+    fn log_lines_and_early_stopping() {
+        let d = synthetic(2000, 3);
+        let v = synthetic(500, 4);
+        let p = params(|c| {
+            c.num_round = 200;
+            c.eta = 0.5;
+            c.eval_metric = vec![Metric::Logloss, Metric::Auc];
+            c.early_stopping_rounds = Some(5);
+        });
+        let mut out = Vec::new();
+        let b = train(
+            &p,
+            &d,
+            Some(&v),
+            TrainOptions {
+                eval_train: true,
+                log: Some(&mut out),
+            },
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("[0]\ttrain-logloss:"), "{}", lines[0]);
+        let fields: Vec<&str> = lines[0].split('\t').collect();
+        assert_eq!(fields.len(), 5);
+        assert!(fields[2].starts_with("train-auc:") && fields[4].starts_with("validation-auc:"));
+        let (best, _) = b.best.unwrap();
+        assert!(lines.len() < 200, "early stopping stopped training");
+        assert_eq!(lines.len(), best + 1 + 5);
+        assert_eq!(b.trees.len(), best + 1);
+    }
+
+    #[test]
+    fn multiclass_and_regression_objectives_train() {
+        let d = synthetic(1500, 5);
+        let mut multi = d.clone();
+        multi.labels = d
+            .features
+            .values()
+            .chunks(4)
+            .map(|r| {
+                if r[0] < -0.5 {
+                    0.0
+                } else if r[0] < 0.7 {
+                    1.0
+                } else {
+                    2.0
+                }
+            })
+            .collect();
+        let p = params(|c| c.objective = Objective::Softprob { num_class: 3 });
+        let b = train(&p, &multi, None, TrainOptions::default()).unwrap();
+        assert_eq!(b.trees.len(), 60);
+        let pred = b.predict(&multi.features);
+        let err = Metric::Merror.eval(&pred, 3, &multi.labels, None);
+        assert!(err < 0.05, "merror {err}");
+        let mut reg = d.clone();
+        reg.labels = d.features.values().chunks(4).map(|r| 2.0 * r[0] + 1.0).collect();
+        for obj in [Objective::SquaredError, Objective::AbsoluteError] {
+            let p = params(|c| c.objective = obj);
+            let b = train(&p, &reg, None, TrainOptions::default()).unwrap();
+            let rmse = Metric::Rmse.eval(&b.predict(&reg.features), 1, &reg.labels, None);
+            assert!(rmse < 0.6, "{obj:?} rmse {rmse}");
+        }
+        // Pseudo-Huber takes huge Newton steps on large residuals (as in xgboost): only check
+        // that it beats the constant intercept.
+        let p = params(|c| c.objective = Objective::PseudoHuber { slope: 1.0 });
+        let b = train(&p, &reg, None, TrainOptions::default()).unwrap();
+        let mphe = Metric::Mphe.eval(&b.predict(&reg.features), 1, &reg.labels, None);
+        let med = crate::objective::weighted_median(&reg.labels, None);
+        let base = Metric::Mphe.eval(&vec![med; reg.n_rows()], 1, &reg.labels, None);
+        assert!(mphe < base, "mphe {mphe} vs {base}");
+        let mut pos = d.clone();
+        pos.labels = d.features.values().chunks(4).map(|r| (r[0] + 2.5).max(0.1)).collect();
+        for obj in [Objective::Gamma, Objective::Tweedie { rho: 1.5 }, Objective::Poisson] {
+            let p = params(|c| c.objective = obj);
+            let b = train(&p, &pos, None, TrainOptions::default()).unwrap();
+            let rmse = Metric::Rmse.eval(&b.predict(&pos.features), 1, &pos.labels, None);
+            assert!(rmse < 0.6, "{obj:?} rmse {rmse}");
+        }
+    }
+
+    #[test]
+    fn bad_labels_are_reported_with_row() {
+        let mut d = synthetic(10, 6);
+        d.labels[3] = 2.0;
+        let p = params(|_| {});
+        let e = train(&p, &d, None, TrainOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("row 4") && e.contains("[0, 1]"), "{e}");
+    }
+}

@@ -1,0 +1,662 @@
+//! Evaluation metrics with xgboost's names and definitions (plus the SageMaker container's
+//! `r2`, `accuracy`, `f1` and `mse`). All are weighted by instance weights.
+
+use rayon::prelude::*;
+
+/// An evaluation metric (`eval_metric` entry).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Metric {
+    /// Root mean squared error.
+    Rmse,
+    /// Root mean squared log error.
+    Rmsle,
+    /// Mean squared error (container metric).
+    Mse,
+    /// Mean absolute error.
+    Mae,
+    /// Mean absolute percentage error.
+    Mape,
+    /// Mean pseudo-Huber error (slope 1).
+    Mphe,
+    /// Binary negative log-likelihood.
+    Logloss,
+    /// Binary error rate at a threshold (0.5 for `error`).
+    Error {
+        /// Predictions above this count as positive.
+        threshold: f32,
+        /// Whether the name carries `@t`.
+        explicit: bool,
+    },
+    /// Area under the ROC curve.
+    Auc,
+    /// Area under the precision-recall curve.
+    Aucpr,
+    /// Multi-class error rate.
+    Merror,
+    /// Multi-class negative log-likelihood.
+    Mlogloss,
+    /// Poisson negative log-likelihood.
+    PoissonNloglik,
+    /// Gamma negative log-likelihood.
+    GammaNloglik,
+    /// Gamma deviance.
+    GammaDeviance,
+    /// Tweedie negative log-likelihood at variance power rho.
+    TweedieNloglik {
+        /// Variance power.
+        rho: f32,
+    },
+    /// Coefficient of determination (container metric, maximize).
+    R2,
+    /// Accuracy (container metric, maximize).
+    Accuracy,
+    /// F1 score: binary, or macro-averaged over classes (container metric, maximize).
+    F1,
+}
+
+/// Every metric name `eval_metric` accepts (without `@` parameters).
+pub const METRIC_NAMES: &[&str] = &[
+    "rmse",
+    "rmsle",
+    "mse",
+    "mae",
+    "mape",
+    "mphe",
+    "logloss",
+    "error",
+    "auc",
+    "aucpr",
+    "merror",
+    "mlogloss",
+    "poisson-nloglik",
+    "gamma-nloglik",
+    "gamma-deviance",
+    "tweedie-nloglik",
+    "r2",
+    "accuracy",
+    "f1",
+];
+
+/// Metrics where larger is better (SageMaker container's `XGB_MAXIMIZE_METRICS`).
+pub const MAXIMIZE: &[&str] = &[
+    "accuracy",
+    "auc",
+    "aucpr",
+    "balanced_accuracy",
+    "f1",
+    "f1_binary",
+    "f1_macro",
+    "map",
+    "ndcg",
+    "precision",
+    "r2",
+    "recall",
+    "precision_macro",
+    "precision_micro",
+    "recall_macro",
+    "recall_micro",
+];
+
+/// Metrics where smaller is better (SageMaker container's `XGB_MINIMIZE_METRICS`).
+pub const MINIMIZE: &[&str] = &[
+    "aft-nloglik",
+    "cox-nloglik",
+    "error",
+    "gamma-deviance",
+    "gamma-nloglik",
+    "interval-regression-accuracy",
+    "logloss",
+    "mae",
+    "mape",
+    "merror",
+    "mlogloss",
+    "mphe",
+    "mse",
+    "poisson-nloglik",
+    "rmse",
+    "rmsle",
+    "tweedie-nloglik",
+];
+
+impl Metric {
+    /// Parses an `eval_metric` entry such as `auc`, `error@0.7` or `tweedie-nloglik@1.5`.
+    /// `tweedie_rho` is the objective's variance power (used when no `@` is given).
+    pub fn parse(s: &str, tweedie_rho: f32) -> Result<Self, String> {
+        let s = s.trim();
+        let (name, arg) = match s.split_once('@') {
+            Some((n, a)) => (n, Some(a)),
+            None => (s, None),
+        };
+        let arg_f = |a: &str| {
+            a.parse::<f32>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| format!("'{a}' after '@' in '{s}' is not a number"))
+        };
+        let m = match (name, arg) {
+            ("rmse", None) => Metric::Rmse,
+            ("rmsle", None) => Metric::Rmsle,
+            ("mse", None) => Metric::Mse,
+            ("mae", None) => Metric::Mae,
+            ("mape", None) => Metric::Mape,
+            ("mphe", None) => Metric::Mphe,
+            ("logloss", None) => Metric::Logloss,
+            ("error", None) => Metric::Error {
+                threshold: 0.5,
+                explicit: false,
+            },
+            ("error", Some(a)) => Metric::Error {
+                threshold: arg_f(a)?,
+                explicit: true,
+            },
+            ("auc", None) => Metric::Auc,
+            ("aucpr", None) => Metric::Aucpr,
+            ("merror", None) => Metric::Merror,
+            ("mlogloss", None) => Metric::Mlogloss,
+            ("poisson-nloglik", None) => Metric::PoissonNloglik,
+            ("gamma-nloglik", None) => Metric::GammaNloglik,
+            ("gamma-deviance", None) => Metric::GammaDeviance,
+            ("tweedie-nloglik", None) => Metric::TweedieNloglik { rho: tweedie_rho },
+            ("tweedie-nloglik", Some(a)) => Metric::TweedieNloglik { rho: arg_f(a)? },
+            ("r2", None) => Metric::R2,
+            ("accuracy", None) => Metric::Accuracy,
+            ("f1", None) => Metric::F1,
+            _ => {
+                return Err(format!(
+                    "'{s}' is not a supported metric; supported: {}, error@<t>, \
+                     tweedie-nloglik@<rho>",
+                    METRIC_NAMES.join(", ")
+                ));
+            }
+        };
+        Ok(m)
+    }
+
+    /// The name printed in log lines (`error@0.7`, `tweedie-nloglik@1.5`, ...).
+    pub fn name(&self) -> String {
+        match self {
+            Metric::Rmse => "rmse".into(),
+            Metric::Rmsle => "rmsle".into(),
+            Metric::Mse => "mse".into(),
+            Metric::Mae => "mae".into(),
+            Metric::Mape => "mape".into(),
+            Metric::Mphe => "mphe".into(),
+            Metric::Logloss => "logloss".into(),
+            Metric::Error { threshold, explicit } => {
+                if *explicit {
+                    format!("error@{threshold}")
+                } else {
+                    "error".into()
+                }
+            }
+            Metric::Auc => "auc".into(),
+            Metric::Aucpr => "aucpr".into(),
+            Metric::Merror => "merror".into(),
+            Metric::Mlogloss => "mlogloss".into(),
+            Metric::PoissonNloglik => "poisson-nloglik".into(),
+            Metric::GammaNloglik => "gamma-nloglik".into(),
+            Metric::GammaDeviance => "gamma-deviance".into(),
+            Metric::TweedieNloglik { rho } => format!("tweedie-nloglik@{rho}"),
+            Metric::R2 => "r2".into(),
+            Metric::Accuracy => "accuracy".into(),
+            Metric::F1 => "f1".into(),
+        }
+    }
+
+    /// The name without any `@` parameter (what metric definitions and tuning use).
+    pub fn base_name(&self) -> String {
+        let n = self.name();
+        n.split('@').next().unwrap_or(&n).to_string()
+    }
+
+    /// Whether larger values are better.
+    pub fn maximize(&self) -> bool {
+        matches!(
+            self,
+            Metric::Auc | Metric::Aucpr | Metric::R2 | Metric::Accuracy | Metric::F1
+        )
+    }
+
+    /// Whether the metric needs class probabilities of a multi-class objective.
+    pub fn needs_multiclass(&self) -> bool {
+        matches!(self, Metric::Merror | Metric::Mlogloss)
+    }
+
+    /// Evaluates on predictions as xgboost's `EvalTransform` produces them: one value per row, or
+    /// `k` class probabilities per row when `k > 1`.
+    pub fn eval(&self, preds: &[f32], k: usize, labels: &[f32], weights: Option<&[f32]>) -> f64 {
+        let w = |i: usize| f64::from(weights.map_or(1.0, |w| w[i]));
+        let n = labels.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        // Weighted mean of a per-row loss (row index, prediction row, label).
+        let mean = |f: &(dyn Fn(&[f32], f64) -> f64 + Sync)| -> f64 {
+            let (s, sw) = (0..n)
+                .into_par_iter()
+                .with_min_len(4096)
+                .map(|i| {
+                    let wi = w(i);
+                    (wi * f(&preds[i * k..(i + 1) * k], f64::from(labels[i])), wi)
+                })
+                .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+            if sw > 0.0 { s / sw } else { f64::NAN }
+        };
+        const EPS: f64 = 1e-16;
+        match *self {
+            Metric::Rmse => mean(&|p, y| (f64::from(p[0]) - y).powi(2)).sqrt(),
+            Metric::Mse => mean(&|p, y| (f64::from(p[0]) - y).powi(2)),
+            Metric::Rmsle => mean(&|p, y| ((f64::from(p[0]) + 1.0).ln() - (y + 1.0).ln()).powi(2)).sqrt(),
+            Metric::Mae => mean(&|p, y| (f64::from(p[0]) - y).abs()),
+            Metric::Mape => mean(&|p, y| ((y - f64::from(p[0])) / y).abs()),
+            Metric::Mphe => mean(&|p, y| {
+                let z = f64::from(p[0]) - y;
+                (1.0 + z * z).sqrt() - 1.0
+            }),
+            Metric::Logloss => mean(&|p, y| {
+                let p = f64::from(p[0]).clamp(EPS, 1.0 - EPS);
+                -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+            }),
+            Metric::Error { threshold, .. } => {
+                let t = f64::from(threshold);
+                if k > 1 {
+                    return mean(&|p, y| f64::from(argmax(p) as f64 != y));
+                }
+                mean(&|p, y| {
+                    let pos = f64::from(p[0]) > t;
+                    f64::from(pos != (y > 0.5))
+                })
+            }
+            Metric::Merror => mean(&|p, y| f64::from(argmax(p) as f64 != y)),
+            Metric::Mlogloss => mean(&|p, y| {
+                let c = y as usize;
+                -f64::from(p.get(c).copied().unwrap_or(0.0)).clamp(EPS, 1.0).ln()
+            }),
+            Metric::Accuracy => {
+                if k > 1 {
+                    mean(&|p, y| f64::from(argmax(p) as f64 == y))
+                } else {
+                    mean(&|p, y| f64::from((f64::from(p[0]) > 0.5) == (y > 0.5)))
+                }
+            }
+            Metric::PoissonNloglik => mean(&|p, y| {
+                let p = f64::from(p[0]).max(EPS);
+                ln_gamma(y + 1.0) + p - p.ln() * y
+            }),
+            Metric::GammaNloglik => mean(&|p, y| {
+                let p = f64::from(p[0]).max(EPS);
+                y / p + p.ln()
+            }),
+            Metric::GammaDeviance => {
+                2.0 * mean(&|p, y| {
+                    let t = (y + EPS) / (f64::from(p[0]) + EPS);
+                    t - t.ln() - 1.0
+                })
+            }
+            Metric::TweedieNloglik { rho } => {
+                let rho = f64::from(rho);
+                mean(&|p, y| {
+                    let p = f64::from(p[0]).max(EPS);
+                    let a = y * ((1.0 - rho) * p.ln()).exp() / (1.0 - rho);
+                    let b = ((2.0 - rho) * p.ln()).exp() / (2.0 - rho);
+                    -a + b
+                })
+            }
+            Metric::R2 => {
+                let ybar = mean(&|_, y| y);
+                let ss_res = mean(&|p, y| (y - f64::from(p[0])).powi(2));
+                let ss_tot = mean(&|_, y| (y - ybar).powi(2));
+                if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { f64::NAN }
+            }
+            Metric::F1 => f1(preds, k, labels, weights),
+            Metric::Auc => {
+                if k > 1 {
+                    one_vs_rest(preds, k, labels, weights, auc)
+                } else {
+                    auc(preds, labels, weights, |y| y > 0.5)
+                }
+            }
+            Metric::Aucpr => {
+                if k > 1 {
+                    one_vs_rest(preds, k, labels, weights, aucpr)
+                } else {
+                    aucpr(preds, labels, weights, |y| y > 0.5)
+                }
+            }
+        }
+    }
+}
+
+fn argmax(p: &[f32]) -> usize {
+    crate::objective::argmax(p)
+}
+
+type BinaryAreaFn = fn(&[f32], &[f32], Option<&[f32]>, fn(f32) -> bool) -> f64;
+
+/// Class-prevalence-weighted mean of per-class one-vs-rest areas.
+fn one_vs_rest(preds: &[f32], k: usize, labels: &[f32], weights: Option<&[f32]>, area: BinaryAreaFn) -> f64 {
+    let n = labels.len();
+    let (mut total, mut wsum) = (0.0, 0.0);
+    for c in 0..k {
+        let scores: Vec<f32> = (0..n).map(|i| preds[i * k + c]).collect();
+        let bin_labels: Vec<f32> = labels
+            .iter()
+            .map(|&y| if y as usize == c { 1.0 } else { 0.0 })
+            .collect();
+        let prevalence: f64 = (0..n)
+            .filter(|&i| bin_labels[i] == 1.0)
+            .map(|i| f64::from(weights.map_or(1.0, |w| w[i])))
+            .sum();
+        if prevalence == 0.0 {
+            continue;
+        }
+        let a = area(&scores, &bin_labels, weights, |y| y > 0.5);
+        if a.is_finite() {
+            total += a * prevalence;
+            wsum += prevalence;
+        }
+    }
+    if wsum > 0.0 { total / wsum } else { f64::NAN }
+}
+
+/// Rows sorted by descending score (ties keep row order, so results are deterministic).
+fn order_desc(scores: &[f32]) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+    idx.par_sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]));
+    idx
+}
+
+/// Weighted ROC AUC; tied scores form one trapezoid.
+pub fn auc(scores: &[f32], labels: &[f32], weights: Option<&[f32]>, pos: fn(f32) -> bool) -> f64 {
+    let idx = order_desc(scores);
+    let (mut tp, mut fp, mut area) = (0.0f64, 0.0f64, 0.0f64);
+    let mut i = 0;
+    while i < idx.len() {
+        let s = scores[idx[i] as usize];
+        let (tp0, fp0) = (tp, fp);
+        while i < idx.len() && scores[idx[i] as usize] == s {
+            let r = idx[i] as usize;
+            let w = f64::from(weights.map_or(1.0, |w| w[r]));
+            if pos(labels[r]) {
+                tp += w;
+            } else {
+                fp += w;
+            }
+            i += 1;
+        }
+        area += (fp - fp0) * (tp + tp0) / 2.0;
+    }
+    if tp == 0.0 || fp == 0.0 {
+        return f64::NAN;
+    }
+    area / (tp * fp)
+}
+
+/// Weighted area under the precision-recall curve (trapezoids between tied-score groups,
+/// starting at recall 0 with the first group's precision).
+pub fn aucpr(scores: &[f32], labels: &[f32], weights: Option<&[f32]>, pos: fn(f32) -> bool) -> f64 {
+    let idx = order_desc(scores);
+    let total_pos: f64 = idx
+        .iter()
+        .filter(|&&r| pos(labels[r as usize]))
+        .map(|&r| f64::from(weights.map_or(1.0, |w| w[r as usize])))
+        .sum();
+    if total_pos == 0.0 {
+        return f64::NAN;
+    }
+    let (mut tp, mut fp, mut area) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut prev_recall, mut prev_prec) = (0.0, f64::NAN);
+    let mut i = 0;
+    while i < idx.len() {
+        let s = scores[idx[i] as usize];
+        while i < idx.len() && scores[idx[i] as usize] == s {
+            let r = idx[i] as usize;
+            let w = f64::from(weights.map_or(1.0, |w| w[r]));
+            if pos(labels[r]) {
+                tp += w;
+            } else {
+                fp += w;
+            }
+            i += 1;
+        }
+        let recall = tp / total_pos;
+        let prec = if tp + fp > 0.0 { tp / (tp + fp) } else { 1.0 };
+        let p0 = if prev_prec.is_nan() { prec } else { prev_prec };
+        area += (recall - prev_recall) * (prec + p0) / 2.0;
+        prev_recall = recall;
+        prev_prec = prec;
+    }
+    area
+}
+
+/// F1 at threshold 0.5 for one output, macro-averaged over classes for `k > 1`.
+fn f1(preds: &[f32], k: usize, labels: &[f32], weights: Option<&[f32]>) -> f64 {
+    let n = labels.len();
+    let predicted = |i: usize| -> usize {
+        if k > 1 {
+            argmax(&preds[i * k..(i + 1) * k])
+        } else {
+            usize::from(preds[i] > 0.5)
+        }
+    };
+    let classes = if k > 1 { k } else { 2 };
+    let mut tp = vec![0.0f64; classes];
+    let mut fp = vec![0.0f64; classes];
+    let mut fneg = vec![0.0f64; classes];
+    for i in 0..n {
+        let w = f64::from(weights.map_or(1.0, |w| w[i]));
+        let y = if k > 1 {
+            labels[i] as usize
+        } else {
+            usize::from(labels[i] > 0.5)
+        };
+        let p = predicted(i);
+        if p == y {
+            tp[y] += w;
+        } else {
+            fp[p] += w;
+            if y < classes {
+                fneg[y] += w;
+            }
+        }
+    }
+    let score = |c: usize| {
+        let d = 2.0 * tp[c] + fp[c] + fneg[c];
+        if d > 0.0 { 2.0 * tp[c] / d } else { 0.0 }
+    };
+    if k > 1 {
+        (0..classes).map(score).sum::<f64>() / classes as f64
+    } else {
+        score(1)
+    }
+}
+
+/// ln Γ(x) for x > 0 (Lanczos, g = 7, n = 9; ~15 significant digits).
+pub fn ln_gamma(x: f64) -> f64 {
+    const G: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = G[0];
+    let t = x + 7.5;
+    for (i, &g) in G.iter().enumerate().skip(1) {
+        a += g / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ev(m: &str, p: &[f32], y: &[f32]) -> f64 {
+        Metric::parse(m, 1.5).unwrap().eval(p, 1, y, None)
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9 * (1.0 + b.abs())
+    }
+
+    #[test]
+    fn regression_metrics_by_hand() {
+        let p = [1.0, 2.0, 4.0];
+        let y = [1.0, 3.0, 2.0];
+        assert!(close(ev("rmse", &p, &y), (5.0f64 / 3.0).sqrt()));
+        assert!(close(ev("mse", &p, &y), 5.0 / 3.0));
+        assert!(close(ev("mae", &p, &y), 1.0));
+        assert!(close(ev("mape", &p, &y), (0.0 + 1.0 / 3.0 + 1.0) / 3.0));
+        let rmsle =
+            (((2f64.ln() - 2f64.ln()).powi(2) + (3f64.ln() - 4f64.ln()).powi(2) + (5f64.ln() - 3f64.ln()).powi(2))
+                / 3.0)
+                .sqrt();
+        assert!(close(ev("rmsle", &p, &y), rmsle));
+        // r2 = 1 - SS_res/SS_tot; mean y = 2, SS_tot = 2, SS_res = 5
+        assert!(close(ev("r2", &p, &y), 1.0 - 5.0 / 2.0));
+        let mphe = ((1.0f64 + 1.0).sqrt() - 1.0 + (1.0f64 + 4.0).sqrt() - 1.0) / 3.0;
+        assert!(close(ev("mphe", &p, &y), mphe));
+    }
+
+    #[test]
+    fn weighted_mean() {
+        let m = Metric::Mae;
+        let v = m.eval(&[0.0, 0.0], 1, &[1.0, 3.0], Some(&[3.0, 1.0]));
+        assert!(close(v, (3.0 + 3.0) / 4.0));
+    }
+
+    #[test]
+    fn binary_metrics_by_hand() {
+        let p = [0.9, 0.2, 0.6, 0.4];
+        let y = [1.0, 0.0, 0.0, 1.0];
+        let ll = -(0.9f64.ln() + 0.8f64.ln() + 0.4f64.ln() + 0.4f64.ln()) / 4.0;
+        assert!((ev("logloss", &p, &y) - ll).abs() < 1e-6);
+        assert!(close(ev("error", &p, &y), 0.5));
+        assert!(close(ev("error@0.7", &p, &y), 0.25));
+        assert!(close(ev("accuracy", &p, &y), 0.5));
+        // positives 0.9, 0.4; negatives 0.6, 0.2: pairs won = (0.9>0.6, 0.9>0.2, 0.4>0.2) = 3/4
+        assert!(close(ev("auc", &p, &y), 0.75));
+        // precision/recall: tp=1,fp=1,fn=1 → f1 = 2/(2+1+1) = 0.5
+        assert!(close(ev("f1", &p, &y), 0.5));
+        assert_eq!(Metric::parse("error@0.7", 1.5).unwrap().name(), "error@0.7");
+    }
+
+    #[test]
+    fn count_metrics_by_hand() {
+        let p = [2.0f32, 0.5];
+        let y = [3.0f32, 0.0];
+        // poisson: lgamma(y+1) + p - y ln p
+        let want = ((6f64.ln() + 2.0 - 3.0 * 2f64.ln()) + (0.0 + 0.5)) / 2.0;
+        assert!((ev("poisson-nloglik", &p, &y) - want).abs() < 1e-6);
+        let y2 = [3.0f32, 1.0];
+        let want = ((3.0 / 2.0 + 2f64.ln()) + (1.0 / 0.5 + 0.5f64.ln())) / 2.0;
+        assert!((ev("gamma-nloglik", &p, &y2) - want).abs() < 1e-6);
+        let tw = |p: f64, y: f64| -y * p.powf(-0.5) / -0.5 + p.powf(0.5) / 0.5;
+        let want = (tw(2.0, 3.0) + tw(0.5, 1.0)) / 2.0;
+        assert!((ev("tweedie-nloglik@1.5", &p, &y2) - want).abs() < 1e-6);
+        let gd = |p: f64, y: f64| y / p - (y / p).ln() - 1.0;
+        let want = 2.0 * (gd(2.0, 3.0) + gd(0.5, 1.0)) / 2.0;
+        assert!((ev("gamma-deviance", &p, &y2) - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn multiclass_metrics_by_hand() {
+        let p = [0.7, 0.2, 0.1, 0.1, 0.3, 0.6];
+        let y = [0.0, 1.0];
+        let m = Metric::parse("mlogloss", 1.5).unwrap();
+        assert!((m.eval(&p, 3, &y, None) - (-(0.7f64.ln() + 0.3f64.ln()) / 2.0)).abs() < 1e-6);
+        let m = Metric::parse("merror", 1.5).unwrap();
+        assert!(close(m.eval(&p, 3, &y, None), 0.5));
+        let m = Metric::parse("accuracy", 1.5).unwrap();
+        assert!(close(m.eval(&p, 3, &y, None), 0.5));
+    }
+
+    #[test]
+    fn ln_gamma_values() {
+        assert!(ln_gamma(1.0).abs() < 1e-12);
+        assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-12);
+        assert!((ln_gamma(0.5) - std::f64::consts::PI.sqrt().ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn parse_errors_name_the_metric() {
+        let e = Metric::parse("ndcg", 1.5).unwrap_err();
+        assert!(e.contains("'ndcg'") && e.contains("auc"));
+        assert!(Metric::parse("error@x", 1.5).is_err());
+    }
+
+    fn naive_auc(s: &[f32], y: &[f32]) -> f64 {
+        let (mut num, mut den) = (0.0, 0.0);
+        for i in 0..s.len() {
+            for j in 0..s.len() {
+                if y[i] > 0.5 && y[j] <= 0.5 {
+                    den += 1.0;
+                    if s[i] > s[j] {
+                        num += 1.0;
+                    } else if s[i] == s[j] {
+                        num += 0.5;
+                    }
+                }
+            }
+        }
+        num / den
+    }
+
+    /// Average precision with the same trapezoid rule, computed from scratch per threshold.
+    fn naive_aucpr(s: &[f32], y: &[f32]) -> f64 {
+        let mut th: Vec<f32> = s.to_vec();
+        th.sort_by(|a, b| b.total_cmp(a));
+        th.dedup();
+        let pos = y.iter().filter(|&&v| v > 0.5).count() as f64;
+        let (mut area, mut pr, mut pp) = (0.0, 0.0, f64::NAN);
+        for t in th {
+            let tp = (0..s.len()).filter(|&i| s[i] >= t && y[i] > 0.5).count() as f64;
+            let all = (0..s.len()).filter(|&i| s[i] >= t).count() as f64;
+            let (r, p) = (tp / pos, tp / all);
+            let p0 = if pp.is_nan() { p } else { pp };
+            area += (r - pr) * (p + p0) / 2.0;
+            pr = r;
+            pp = p;
+        }
+        area
+    }
+
+    proptest! {
+        #[test]
+        fn auc_matches_pairwise_count(v in proptest::collection::vec((0u8..10, 0u8..2), 2..60)) {
+            let s: Vec<f32> = v.iter().map(|x| f32::from(x.0)).collect();
+            let y: Vec<f32> = v.iter().map(|x| f32::from(x.1)).collect();
+            prop_assume!(y.iter().any(|&t| t > 0.5) && y.iter().any(|&t| t < 0.5));
+            prop_assert!((auc(&s, &y, None, |t| t > 0.5) - naive_auc(&s, &y)).abs() < 1e-12);
+            prop_assert!((aucpr(&s, &y, None, |t| t > 0.5) - naive_aucpr(&s, &y)).abs() < 1e-12);
+        }
+
+        #[test]
+        fn integer_weights_equal_repetition(v in proptest::collection::vec((0u8..10, 0u8..2, 1u8..4), 2..40)) {
+            let s: Vec<f32> = v.iter().map(|x| f32::from(x.0)).collect();
+            let y: Vec<f32> = v.iter().map(|x| f32::from(x.1)).collect();
+            let w: Vec<f32> = v.iter().map(|x| f32::from(x.2)).collect();
+            prop_assume!(y.iter().any(|&t| t > 0.5) && y.iter().any(|&t| t < 0.5));
+            let (mut s2, mut y2) = (Vec::new(), Vec::new());
+            for x in &v { for _ in 0..x.2 { s2.push(f32::from(x.0)); y2.push(f32::from(x.1)); } }
+            prop_assert!((auc(&s, &y, Some(&w), |t| t > 0.5) - naive_auc(&s2, &y2)).abs() < 1e-12);
+            let p: Vec<f32> = s.iter().map(|x| x / 10.0).collect();
+            let p2: Vec<f32> = s2.iter().map(|x| x / 10.0).collect();
+            for m in ["logloss", "rmse", "error"] {
+                let m = Metric::parse(m, 1.5).unwrap();
+                prop_assert!((m.eval(&p, 1, &y, Some(&w)) - m.eval(&p2, 1, &y2, None)).abs() < 1e-9);
+            }
+        }
+    }
+}

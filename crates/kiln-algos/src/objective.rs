@@ -1,0 +1,531 @@
+//! Learning objectives: gradients and hessians, intercepts, and output transforms, following
+//! xgboost's definitions so a model file means the same thing in both.
+
+use rayon::prelude::*;
+
+/// A gradient/hessian pair for one row (and one output group).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GradPair {
+    /// First derivative of the loss w.r.t. the margin, times the instance weight.
+    pub g: f32,
+    /// Second derivative, times the instance weight.
+    pub h: f32,
+}
+
+/// A training objective (`objective` hyperparameter).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Objective {
+    /// `reg:squarederror` (alias `reg:linear`).
+    SquaredError,
+    /// `reg:logistic`.
+    RegLogistic,
+    /// `reg:absoluteerror`.
+    AbsoluteError,
+    /// `reg:pseudohubererror` with `huber_slope`.
+    PseudoHuber {
+        /// Huber slope (delta).
+        slope: f32,
+    },
+    /// `reg:gamma`.
+    Gamma,
+    /// `reg:tweedie` with `tweedie_variance_power`.
+    Tweedie {
+        /// Variance power rho in (1, 2).
+        rho: f32,
+    },
+    /// `count:poisson` (its hessian uses xgboost's fixed `max_delta_step` of 0.7).
+    Poisson,
+    /// `binary:logistic`.
+    BinaryLogistic,
+    /// `binary:logitraw`.
+    BinaryLogitRaw,
+    /// `binary:hinge`.
+    BinaryHinge,
+    /// `multi:softmax`.
+    Softmax {
+        /// Number of classes.
+        num_class: usize,
+    },
+    /// `multi:softprob`.
+    Softprob {
+        /// Number of classes.
+        num_class: usize,
+    },
+}
+
+/// xgboost's `max_delta_step` inside the Poisson objective (not the tree parameter).
+pub const POISSON_MAX_DELTA_STEP: f32 = 0.7;
+
+impl Objective {
+    /// The name xgboost writes into model files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Objective::SquaredError => "reg:squarederror",
+            Objective::RegLogistic => "reg:logistic",
+            Objective::AbsoluteError => "reg:absoluteerror",
+            Objective::PseudoHuber { .. } => "reg:pseudohubererror",
+            Objective::Gamma => "reg:gamma",
+            Objective::Tweedie { .. } => "reg:tweedie",
+            Objective::Poisson => "count:poisson",
+            Objective::BinaryLogistic => "binary:logistic",
+            Objective::BinaryLogitRaw => "binary:logitraw",
+            Objective::BinaryHinge => "binary:hinge",
+            Objective::Softmax { .. } => "multi:softmax",
+            Objective::Softprob { .. } => "multi:softprob",
+        }
+    }
+
+    /// Number of output groups (trees per round).
+    pub fn n_groups(&self) -> usize {
+        match self {
+            Objective::Softmax { num_class } | Objective::Softprob { num_class } => *num_class,
+            _ => 1,
+        }
+    }
+
+    /// Whether this is a multi-class objective.
+    pub fn is_multiclass(&self) -> bool {
+        self.n_groups() > 1
+    }
+
+    /// Whether labels must be 0/1-like classes.
+    pub fn is_binary(&self) -> bool {
+        matches!(
+            self,
+            Objective::BinaryLogistic | Objective::BinaryLogitRaw | Objective::BinaryHinge
+        )
+    }
+
+    /// Checks one label; returns the reason it is invalid.
+    pub fn check_label(&self, y: f32) -> Result<(), String> {
+        match self {
+            Objective::RegLogistic | Objective::BinaryLogistic | Objective::BinaryLogitRaw
+                if !(0.0..=1.0).contains(&y) =>
+            {
+                Err("must be in [0, 1]".into())
+            }
+            Objective::BinaryHinge if !(0.0..=1.0).contains(&y) => Err("must be 0 or 1".into()),
+            Objective::Gamma if y <= 0.0 => Err("must be > 0 for reg:gamma".into()),
+            Objective::Tweedie { .. } | Objective::Poisson if y < 0.0 => {
+                Err(format!("must be >= 0 for {}", self.name()))
+            }
+            Objective::Softmax { num_class } | Objective::Softprob { num_class }
+                if y < 0.0 || y.fract() != 0.0 || y as usize >= *num_class =>
+            {
+                Err(format!(
+                    "must be an integer class index in [0, {}) (num_class = {num_class})",
+                    num_class
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Intercept in "probability" space (what `base_score` holds) estimated from the labels, as
+    /// xgboost >= 2 does when `base_score` is not set: the weighted mean for mean-type losses,
+    /// the weighted median for L1.
+    pub fn default_base_score(&self, labels: &[f32], weights: Option<&[f32]>) -> f32 {
+        match self {
+            Objective::Softmax { .. } | Objective::Softprob { .. } => 0.5,
+            Objective::BinaryHinge => 0.0,
+            Objective::AbsoluteError | Objective::PseudoHuber { .. } => weighted_median(labels, weights),
+            _ => {
+                let (mut s, mut sw) = (0.0f64, 0.0f64);
+                for (i, &y) in labels.iter().enumerate() {
+                    let w = f64::from(weights.map_or(1.0, |w| w[i]));
+                    s += w * f64::from(y);
+                    sw += w;
+                }
+                let mean = if sw > 0.0 { (s / sw) as f32 } else { 0.5 };
+                match self {
+                    // Keep the logit finite when every label is the same class.
+                    Objective::BinaryLogistic | Objective::BinaryLogitRaw | Objective::RegLogistic => {
+                        mean.clamp(1e-6, 1.0 - 1e-6)
+                    }
+                    Objective::Gamma | Objective::Tweedie { .. } | Objective::Poisson => mean.max(1e-6),
+                    _ => mean,
+                }
+            }
+        }
+    }
+
+    /// `base_score` → margin (xgboost's `ProbToMargin`).
+    pub fn prob_to_margin(&self, base_score: f32) -> f32 {
+        match self {
+            Objective::BinaryLogistic | Objective::BinaryLogitRaw | Objective::RegLogistic => {
+                -(1.0 / base_score - 1.0).ln()
+            }
+            Objective::Gamma | Objective::Tweedie { .. } | Objective::Poisson => base_score.ln(),
+            _ => base_score,
+        }
+    }
+
+    /// Gradients for all rows. `margins` and `out` are row-major `n × n_groups`.
+    pub fn gradients(
+        &self,
+        margins: &[f32],
+        labels: &[f32],
+        weights: Option<&[f32]>,
+        scale_pos_weight: f32,
+        out: &mut [GradPair],
+    ) {
+        let k = self.n_groups();
+        const BLOCK: usize = 8192;
+        out.par_chunks_mut(BLOCK * k)
+            .zip(margins.par_chunks(BLOCK * k))
+            .enumerate()
+            .for_each(|(b, (out, m))| {
+                let base = b * BLOCK;
+                for i in 0..m.len() / k {
+                    let r = base + i;
+                    let w = weights.map_or(1.0, |w| w[r]);
+                    self.row_gradient(
+                        &m[i * k..(i + 1) * k],
+                        labels[r],
+                        w,
+                        scale_pos_weight,
+                        &mut out[i * k..(i + 1) * k],
+                    );
+                }
+            });
+    }
+
+    /// Gradient of one row (`m` and `out` have `n_groups` entries).
+    #[inline]
+    pub fn row_gradient(&self, m: &[f32], y: f32, w: f32, spw: f32, out: &mut [GradPair]) {
+        let p = m[0];
+        let gp = |g: f32, h: f32| GradPair { g: g * w, h: h * w };
+        out[0] = match *self {
+            Objective::SquaredError => gp(p - y, 1.0),
+            Objective::RegLogistic | Objective::BinaryLogistic | Objective::BinaryLogitRaw => {
+                let s = sigmoid(p);
+                let w = if y == 1.0 { w * spw } else { w };
+                GradPair {
+                    g: (s - y) * w,
+                    h: (s * (1.0 - s)).max(1e-16) * w,
+                }
+            }
+            Objective::AbsoluteError => {
+                let d = p - y;
+                gp(
+                    if d > 0.0 {
+                        1.0
+                    } else if d < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    },
+                    1.0,
+                )
+            }
+            Objective::PseudoHuber { slope } => {
+                let z = p - y;
+                let s2 = slope * slope;
+                let scale = (1.0 + z * z / s2).sqrt();
+                gp(z / scale, s2 / ((s2 + z * z) * scale))
+            }
+            Objective::Gamma => {
+                let e = (-p).exp();
+                gp(1.0 - y * e, y * e)
+            }
+            Objective::Tweedie { rho } => {
+                let a = ((1.0 - rho) * p).exp();
+                let b = ((2.0 - rho) * p).exp();
+                gp(-y * a + b, -y * (1.0 - rho) * a + (2.0 - rho) * b)
+            }
+            Objective::Poisson => gp(p.exp() - y, (p + POISSON_MAX_DELTA_STEP).exp()),
+            Objective::BinaryHinge => {
+                let yy = 2.0 * y - 1.0;
+                if p * yy < 1.0 {
+                    gp(-yy, 1.0)
+                } else {
+                    gp(0.0, f32::MIN_POSITIVE)
+                }
+            }
+            Objective::Softmax { num_class } | Objective::Softprob { num_class } => {
+                let mut probs = [0f32; 64];
+                let mut heap;
+                let probs: &mut [f32] = if num_class <= 64 {
+                    &mut probs[..num_class]
+                } else {
+                    heap = vec![0f32; num_class];
+                    &mut heap
+                };
+                softmax(m, probs);
+                let label = y as usize;
+                for c in 0..num_class {
+                    let pc = probs[c];
+                    let t = if c == label { 1.0 } else { 0.0 };
+                    out[c] = gp(pc - t, (2.0 * pc * (1.0 - pc)).max(1e-16));
+                }
+                return;
+            }
+        };
+    }
+
+    /// Margins → predictions (`out` has `n_outputs` entries per row, see [`Self::n_outputs`]).
+    pub fn transform(&self, margins: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        match *self {
+            Objective::Softprob { num_class } => {
+                out.resize(margins.len(), 0.0);
+                out.par_chunks_mut(num_class)
+                    .zip(margins.par_chunks(num_class))
+                    .for_each(|(o, m)| softmax(m, o));
+            }
+            Objective::Softmax { num_class } => {
+                out.extend(margins.chunks(num_class).map(|m| argmax(m) as f32));
+            }
+            _ => {
+                out.extend(margins.iter().map(|&m| self.transform_one(m)));
+            }
+        }
+    }
+
+    /// Predictions that metrics see (xgboost's `EvalTransform`): class probabilities for
+    /// `multi:softmax` too.
+    pub fn eval_transform(&self, margins: &[f32], out: &mut Vec<f32>) {
+        match *self {
+            Objective::Softmax { num_class } => Objective::Softprob { num_class }.transform(margins, out),
+            _ => self.transform(margins, out),
+        }
+    }
+
+    /// Predicted values per row in `transform`'s output.
+    pub fn n_outputs(&self) -> usize {
+        match self {
+            Objective::Softprob { num_class } => *num_class,
+            _ => 1,
+        }
+    }
+
+    #[inline]
+    fn transform_one(&self, m: f32) -> f32 {
+        match self {
+            Objective::RegLogistic | Objective::BinaryLogistic => sigmoid(m),
+            Objective::Gamma | Objective::Tweedie { .. } | Objective::Poisson => m.exp(),
+            Objective::BinaryHinge => {
+                if m > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            _ => m,
+        }
+    }
+}
+
+/// Logistic function as xgboost computes it in `f32`.
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Numerically stable softmax of `m` into `out`.
+pub fn softmax(m: &[f32], out: &mut [f32]) {
+    let mx = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for (o, &x) in out.iter_mut().zip(m) {
+        *o = (x - mx).exp();
+        sum += *o;
+    }
+    for o in out.iter_mut() {
+        *o /= sum;
+    }
+}
+
+/// Index of the largest value (first on ties).
+pub fn argmax(m: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in m.iter().enumerate() {
+        if x > m[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Weighted median (lower median on ties of weight), as used for L1 intercepts and leaves.
+pub fn weighted_median(vals: &[f32], weights: Option<&[f32]>) -> f32 {
+    weighted_quantile(
+        vals.iter()
+            .enumerate()
+            .map(|(i, &v)| (v, weights.map_or(1.0, |w| w[i])))
+            .collect(),
+        0.5,
+    )
+}
+
+/// Weighted quantile of (value, weight) pairs; 0 for empty input.
+pub fn weighted_quantile(mut pairs: Vec<(f32, f32)>, alpha: f64) -> f32 {
+    pairs.retain(|p| p.1 > 0.0 && !p.0.is_nan());
+    if pairs.is_empty() {
+        return 0.0;
+    }
+    pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = pairs.iter().map(|p| f64::from(p.1)).sum();
+    let target = alpha * total;
+    let mut acc = 0.0;
+    for (i, &(v, w)) in pairs.iter().enumerate() {
+        acc += f64::from(w);
+        if acc >= target {
+            // Interpolate when the target falls exactly on a boundary, like numpy's median.
+            if (acc - target).abs() < 1e-9 * total.max(1.0) && i + 1 < pairs.len() {
+                return (v + pairs[i + 1].0) / 2.0;
+            }
+            return v;
+        }
+    }
+    pairs[pairs.len() - 1].0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grad(obj: Objective, m: f32, y: f32) -> GradPair {
+        let mut out = [GradPair::default()];
+        obj.row_gradient(&[m], y, 1.0, 1.0, &mut out);
+        out[0]
+    }
+
+    /// Central finite differences of a loss written independently of the gradient code.
+    fn numeric(loss: impl Fn(f64) -> f64, m: f64) -> (f64, f64) {
+        let e = 1e-4;
+        let g = (loss(m + e) - loss(m - e)) / (2.0 * e);
+        let h = (loss(m + e) - 2.0 * loss(m) + loss(m - e)) / (e * e);
+        (g, h)
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * (1.0 + b.abs())
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_of_the_loss() {
+        type Case = (Objective, Box<dyn Fn(f64, f64) -> f64>, Vec<(f32, f32)>);
+        let cases: Vec<Case> = vec![
+            (
+                Objective::SquaredError,
+                Box::new(|m: f64, y: f64| 0.5 * (m - y).powi(2)),
+                vec![(0.3, 1.5), (-2.0, 0.0)],
+            ),
+            (
+                Objective::BinaryLogistic,
+                Box::new(|m: f64, y: f64| {
+                    let p = 1.0 / (1.0 + (-m).exp());
+                    -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+                }),
+                vec![(0.3, 1.0), (-1.2, 0.0), (2.0, 0.0)],
+            ),
+            (
+                Objective::PseudoHuber { slope: 1.0 },
+                Box::new(|m: f64, y: f64| (1.0 + (m - y).powi(2)).sqrt() - 1.0),
+                vec![(0.3, 1.5), (2.0, -1.0)],
+            ),
+            (
+                Objective::Gamma,
+                // negative log-likelihood with log link, up to terms free of m
+                Box::new(|m: f64, y: f64| y * (-m).exp() + m),
+                vec![(0.3, 1.5), (-1.0, 0.2)],
+            ),
+            (
+                Objective::Tweedie { rho: 1.5 },
+                Box::new(|m: f64, y: f64| {
+                    -y * ((1.0 - 1.5) * m).exp() / (1.0 - 1.5) + ((2.0 - 1.5) * m).exp() / (2.0 - 1.5)
+                }),
+                vec![(0.3, 1.5), (-1.0, 0.0)],
+            ),
+        ];
+        for (obj, loss, points) in cases {
+            for (m, y) in points {
+                let (g, h) = numeric(|x| loss(x, f64::from(y)), f64::from(m));
+                let got = grad(obj, m, y);
+                assert!(close(f64::from(got.g), g, 1e-3), "{obj:?} g {} vs {g}", got.g);
+                assert!(close(f64::from(got.h), h, 1e-2), "{obj:?} h {} vs {h}", got.h);
+            }
+        }
+    }
+
+    #[test]
+    fn poisson_hinge_absolute_by_hand() {
+        let g = grad(Objective::Poisson, 0.5, 2.0);
+        assert!(close(f64::from(g.g), 0.5f64.exp() - 2.0, 1e-6));
+        assert!(close(f64::from(g.h), 1.2f64.exp(), 1e-6));
+        assert_eq!(grad(Objective::BinaryHinge, 0.5, 1.0), GradPair { g: -1.0, h: 1.0 });
+        assert_eq!(grad(Objective::BinaryHinge, 0.5, 0.0), GradPair { g: 1.0, h: 1.0 });
+        assert_eq!(grad(Objective::BinaryHinge, 2.0, 1.0).g, 0.0);
+        assert_eq!(grad(Objective::AbsoluteError, 2.0, 1.0), GradPair { g: 1.0, h: 1.0 });
+        assert_eq!(grad(Objective::AbsoluteError, 0.0, 1.0), GradPair { g: -1.0, h: 1.0 });
+        // logitraw and reg:logistic share binary:logistic's gradient
+        assert_eq!(
+            grad(Objective::BinaryLogitRaw, 0.7, 1.0),
+            grad(Objective::BinaryLogistic, 0.7, 1.0)
+        );
+        assert_eq!(
+            grad(Objective::RegLogistic, 0.7, 0.3),
+            grad(Objective::BinaryLogistic, 0.7, 0.3)
+        );
+    }
+
+    #[test]
+    fn softmax_gradient_by_hand() {
+        let obj = Objective::Softprob { num_class: 3 };
+        let mut out = [GradPair::default(); 3];
+        obj.row_gradient(&[1.0, 2.0, 0.5], 1.0, 2.0, 1.0, &mut out);
+        let e = [1.0f64.exp(), 2.0f64.exp(), 0.5f64.exp()];
+        let s: f64 = e.iter().sum();
+        for c in 0..3 {
+            let p = e[c] / s;
+            let t = if c == 1 { 1.0 } else { 0.0 };
+            assert!(close(f64::from(out[c].g), 2.0 * (p - t), 1e-6));
+            assert!(close(f64::from(out[c].h), 2.0 * 2.0 * p * (1.0 - p), 1e-6));
+        }
+    }
+
+    #[test]
+    fn weights_and_scale_pos_weight_scale_gradients() {
+        let mut out = [GradPair::default()];
+        Objective::BinaryLogistic.row_gradient(&[0.0], 1.0, 2.0, 3.0, &mut out);
+        assert_eq!(
+            out[0],
+            GradPair {
+                g: -0.5 * 6.0,
+                h: 0.25 * 6.0
+            }
+        );
+        Objective::BinaryLogistic.row_gradient(&[0.0], 0.0, 2.0, 3.0, &mut out);
+        assert_eq!(
+            out[0],
+            GradPair {
+                g: 0.5 * 2.0,
+                h: 0.25 * 2.0
+            }
+        );
+    }
+
+    #[test]
+    fn intercepts_and_transforms() {
+        let y = [0.0, 1.0, 1.0, 1.0];
+        let b = Objective::BinaryLogistic.default_base_score(&y, None);
+        assert!((b - 0.75).abs() < 1e-6);
+        assert!((Objective::BinaryLogistic.prob_to_margin(b) - 3f32.ln()).abs() < 1e-5);
+        assert_eq!(Objective::AbsoluteError.default_base_score(&[1.0, 5.0, 2.0], None), 2.0);
+        assert_eq!(Objective::Poisson.prob_to_margin(1.0), 0.0);
+        let mut out = Vec::new();
+        Objective::Softmax { num_class: 3 }.transform(&[0.1, 0.5, 0.2, 3.0, 1.0, 2.0], &mut out);
+        assert_eq!(out, vec![1.0, 0.0]);
+        Objective::Softprob { num_class: 2 }.transform(&[0.0, 0.0], &mut out);
+        assert_eq!(out, vec![0.5, 0.5]);
+        Objective::Gamma.transform(&[0.0], &mut out);
+        assert_eq!(out, vec![1.0]);
+    }
+
+    #[test]
+    fn weighted_median_examples() {
+        assert_eq!(weighted_median(&[3.0, 1.0, 2.0], None), 2.0);
+        assert_eq!(weighted_median(&[1.0, 2.0, 3.0, 4.0], None), 2.5);
+        assert_eq!(weighted_median(&[1.0, 2.0, 3.0], Some(&[1.0, 1.0, 5.0])), 3.0);
+    }
+}

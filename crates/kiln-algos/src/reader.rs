@@ -1,0 +1,1073 @@
+//! Readers for the text formats SageMaker's built-in XGBoost accepts: headerless CSV with the label
+//! first, and libsvm (`label[:weight] index:value ...`).
+//!
+//! The CSV reader is built for throughput: the input is one byte slice (usually a memory map), rows
+//! are counted in a first parallel pass so that the second parallel pass can parse every chunk
+//! straight into its slice of the final matrix, with no per-field allocation and no copy.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::data::{Dataset, DenseMatrix};
+
+/// Data format of a channel, from its `ContentType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    /// `text/csv`: label first, no header.
+    Csv,
+    /// `text/libsvm`: `label[:weight] index:value ...`.
+    Libsvm,
+}
+
+impl ContentType {
+    /// Parses a SageMaker `ContentType`; a missing one means libsvm, as in the XGBoost container.
+    pub fn parse(content_type: Option<&str>) -> Result<Self, DataError> {
+        let Some(raw) = content_type else {
+            return Ok(ContentType::Libsvm);
+        };
+        let lower = raw.trim().to_ascii_lowercase();
+        let mut parts = lower.split(';').map(str::trim);
+        let base = parts.next().unwrap_or("");
+        let params: Vec<&str> = parts.filter(|p| !p.is_empty()).collect();
+        match base {
+            "text/csv" | "csv" => {
+                for p in params {
+                    let compact: String = p.chars().filter(|c| !c.is_whitespace()).collect();
+                    if compact != "label_size=1" {
+                        return Err(DataError::ContentType {
+                            value: raw.to_string(),
+                            why: format!("parameter '{p}' is not supported; only 'label_size=1' is allowed"),
+                        });
+                    }
+                }
+                Ok(ContentType::Csv)
+            }
+            "text/libsvm" | "libsvm" | "text/x-libsvm" if params.is_empty() => Ok(ContentType::Libsvm),
+            "application/x-parquet" | "parquet" | "application/x-recordio-protobuf" | "recordio-protobuf" => {
+                Err(DataError::ContentType {
+                    value: raw.to_string(),
+                    why: "this format is not supported by kiln yet; convert the data to text/csv or \
+                      text/libsvm"
+                        .to_string(),
+                })
+            }
+            _ => Err(DataError::ContentType {
+                value: raw.to_string(),
+                why: "use text/csv, text/csv;label_size=1, csv, text/libsvm, text/x-libsvm or libsvm".to_string(),
+            }),
+        }
+    }
+}
+
+/// What went wrong while reading data. Line and field numbers are 1-based.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A field that is neither empty nor a number.
+    #[error("line {line}: could not parse field {field} ('{text}') as a number{hint}")]
+    BadNumber {
+        /// 1-based line number.
+        line: usize,
+        /// 1-based field number (field 1 is the label).
+        field: usize,
+        /// The offending text (truncated).
+        text: String,
+        /// Extra advice (e.g. about header rows), may be empty.
+        hint: String,
+    },
+    /// A row whose field count differs from the first row's.
+    #[error(
+        "line {line}: found {found} fields but the first row has {expected}; every row needs the \
+         same number of comma-separated fields (use an empty field for a missing value)"
+    )]
+    FieldCount {
+        /// 1-based line number.
+        line: usize,
+        /// Fields in the first row.
+        expected: usize,
+        /// Fields in this row.
+        found: usize,
+    },
+    /// Label (or weight) empty or not finite.
+    #[error("line {line}: the {what} is missing or not finite; every row needs a {what}")]
+    MissingValue {
+        /// 1-based line number.
+        line: usize,
+        /// "label" or "weight".
+        what: &'static str,
+    },
+    /// A negative instance weight.
+    #[error("line {line}: instance weight {value} is negative; weights must be >= 0")]
+    NegativeWeight {
+        /// 1-based line number.
+        line: usize,
+        /// The weight.
+        value: f32,
+    },
+    /// A malformed libsvm token.
+    #[error("line {line}: could not parse '{token}' as libsvm 'index:value'{hint}")]
+    BadLibsvm {
+        /// 1-based line number.
+        line: usize,
+        /// The offending token (truncated).
+        token: String,
+        /// Extra advice, may be empty.
+        hint: String,
+    },
+    /// Rows have a different number of features than expected (e.g. than the model).
+    #[error("expected {expected} feature columns but the data has {found}")]
+    FeatureCount {
+        /// Expected feature count.
+        expected: usize,
+        /// Found feature count.
+        found: usize,
+    },
+    /// A `ContentType` kiln does not read.
+    #[error("content type '{value}' is not supported: {why}")]
+    ContentType {
+        /// The content type given.
+        value: String,
+        /// Why / what to use instead.
+        why: String,
+    },
+    /// No data rows at all.
+    #[error("no data rows found")]
+    Empty,
+    /// File system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An error inside one file of a channel.
+    #[error("file '{file}': {source}")]
+    InFile {
+        /// File name relative to the channel directory.
+        file: String,
+        /// The error.
+        source: Box<DataError>,
+    },
+}
+
+/// Options for parsing text data.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    /// The first column (CSV) or first token (libsvm) is the label.
+    pub has_label: bool,
+    /// CSV only: the second column is an instance weight (`csv_weights=1`).
+    pub csv_weights: bool,
+    /// Minimum number of feature columns (pads with missing values); used to align validation
+    /// or prediction data with the training data.
+    pub min_features: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            has_label: true,
+            csv_weights: false,
+            min_features: 0,
+        }
+    }
+}
+
+/// Parses data in the given format from memory.
+pub fn parse_bytes(bytes: &[u8], content_type: ContentType, opts: &ReadOptions) -> Result<Dataset, DataError> {
+    match content_type {
+        ContentType::Csv => parse_csv(bytes, opts),
+        ContentType::Libsvm => parse_libsvm(bytes, opts),
+    }
+}
+
+/// Reads one file (memory-mapped; `.gz` files are decompressed into memory first).
+pub fn read_file(path: &Path, content_type: ContentType, opts: &ReadOptions) -> Result<Dataset, DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.extension().is_some_and(|e| e == "gz") {
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(file), &mut buf).map_err(io)?;
+        return parse_bytes(&buf, content_type, opts);
+    }
+    let map = map_file(path).map_err(io)?;
+    parse_bytes(map.as_bytes(), content_type, opts)
+}
+
+/// Reads every data file under `dir` (recursively, sorted by path, skipping names that start with
+/// `.` or `_`, as the XGBoost container does) and appends them.
+pub fn read_dir(dir: &Path, content_type: ContentType, opts: &ReadOptions) -> Result<Dataset, DataError> {
+    let files = list_files(dir)?;
+    let mut out: Option<Dataset> = None;
+    for f in &files {
+        let ds = read_file(f, content_type, opts).map_err(|e| match e {
+            DataError::Io { .. } => e,
+            other => DataError::InFile {
+                file: f.strip_prefix(dir).unwrap_or(f).to_string_lossy().into_owned(),
+                source: Box::new(other),
+            },
+        });
+        let ds = match ds {
+            Ok(ds) => ds,
+            // An empty file among others is harmless; only an empty channel is an error.
+            Err(DataError::InFile { source, .. }) if matches!(*source, DataError::Empty) => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        out = Some(match out {
+            None => ds,
+            Some(prev) => {
+                if content_type == ContentType::Csv && prev.features.n_cols() != ds.features.n_cols() {
+                    return Err(DataError::InFile {
+                        file: f.to_string_lossy().into_owned(),
+                        source: Box::new(DataError::FeatureCount {
+                            expected: prev.features.n_cols(),
+                            found: ds.features.n_cols(),
+                        }),
+                    });
+                }
+                prev.append(ds)
+            }
+        });
+    }
+    out.ok_or(DataError::Empty)
+}
+
+/// Lists data files under `dir` recursively, sorted, skipping hidden (`.`) and `_` names.
+pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+        let rd = std::fs::read_dir(dir).map_err(|source| DataError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut entries: Vec<PathBuf> = Vec::new();
+        for e in rd {
+            let e = e.map_err(|source| DataError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            entries.push(e.path());
+        }
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out)?;
+    Ok(out)
+}
+
+/// A read-only view of a whole file: a memory map, or a buffer for empty/special files.
+pub struct FileBytes {
+    inner: FileBytesInner,
+}
+
+enum FileBytesInner {
+    Map(memmap2::Mmap),
+    Buf(Vec<u8>),
+}
+
+impl FileBytes {
+    /// The file's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.inner {
+            FileBytesInner::Map(m) => m,
+            FileBytesInner::Buf(b) => b,
+        }
+    }
+}
+
+/// Maps a file read-only.
+pub fn map_file(path: &Path) -> std::io::Result<FileBytes> {
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 {
+        // Mapping zero bytes fails on Linux, and pipes/devices cannot be mapped.
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut buf)?;
+        return Ok(FileBytes {
+            inner: FileBytesInner::Buf(buf),
+        });
+    }
+    // SAFETY: `Mmap::map` is unsafe because another process could truncate or modify the file
+    // while it is mapped, which Rust's aliasing rules cannot see. Channel files are inputs staged
+    // for this job and nothing writes them while the algorithm runs (the SageMaker contract gives
+    // the algorithm a read-only view of its channels); the mapping is read-only (`PROT_READ`), and
+    // it lives only while `FileBytes` is borrowed for parsing. `tests::mmap_matches_read` checks
+    // that the mapped bytes equal `std::fs::read`.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(FileBytes {
+        inner: FileBytesInner::Map(map),
+    })
+}
+
+// ------------------------------------------------------------------------------------------------
+// Number parsing
+
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// Parses a decimal number as `f64`, correctly rounded. Short decimals (at most 19 significant
+/// digits, exponent within ±22) take Clinger's exact fast path: the mantissa fits in an `f64`
+/// exactly and so does the power of ten, so one IEEE multiply or divide gives the correctly rounded
+/// result. Everything else (long mantissas, `inf`, `nan`, ...) falls back to `str::parse`.
+/// Rounding to `f32` afterwards matches how pandas and numpy read CSV into `float32`.
+#[inline]
+pub fn parse_f64(s: &[u8]) -> Option<f64> {
+    let n = s.len();
+    if n == 0 {
+        return None;
+    }
+    let mut i = 0;
+    let neg = match s[0] {
+        b'-' => {
+            i = 1;
+            true
+        }
+        b'+' => {
+            i = 1;
+            false
+        }
+        _ => false,
+    };
+    let mut mant: u64 = 0;
+    let mut digits = 0u32;
+    let mut exp: i32 = 0;
+    let mut any = false;
+    while i < n && s[i].is_ascii_digit() {
+        any = true;
+        if mant == 0 && s[i] == b'0' {
+            i += 1;
+            continue;
+        }
+        if digits >= 19 {
+            return parse_slow(s);
+        }
+        mant = mant * 10 + u64::from(s[i] - b'0');
+        digits += 1;
+        i += 1;
+    }
+    if i < n && s[i] == b'.' {
+        i += 1;
+        while i < n && s[i].is_ascii_digit() {
+            any = true;
+            if mant == 0 && s[i] == b'0' {
+                exp -= 1;
+                i += 1;
+                continue;
+            }
+            if digits >= 19 {
+                return parse_slow(s);
+            }
+            mant = mant * 10 + u64::from(s[i] - b'0');
+            digits += 1;
+            exp -= 1;
+            i += 1;
+        }
+    }
+    if !any {
+        return parse_slow(s);
+    }
+    if i < n && (s[i] == b'e' || s[i] == b'E') {
+        i += 1;
+        let mut eneg = false;
+        if i < n && (s[i] == b'-' || s[i] == b'+') {
+            eneg = s[i] == b'-';
+            i += 1;
+        }
+        let start = i;
+        let mut e: i32 = 0;
+        while i < n && s[i].is_ascii_digit() {
+            if e < 100_000 {
+                e = e * 10 + i32::from(s[i] - b'0');
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        exp += if eneg { -e } else { e };
+    }
+    if i != n {
+        return parse_slow(s);
+    }
+    if mant == 0 {
+        return Some(if neg { -0.0 } else { 0.0 });
+    }
+    if mant <= (1u64 << 53) && (-22..=22).contains(&exp) {
+        let m = mant as f64;
+        let v = if exp >= 0 {
+            m * POW10[exp as usize]
+        } else {
+            m / POW10[(-exp) as usize]
+        };
+        return Some(if neg { -v } else { v });
+    }
+    parse_slow(s)
+}
+
+#[cold]
+fn parse_slow(s: &[u8]) -> Option<f64> {
+    std::str::from_utf8(s).ok()?.parse::<f64>().ok()
+}
+
+#[inline]
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if *first == b' ' || *first == b'\t' || *first == b'"' {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if *last == b' ' || *last == b'\t' || *last == b'\r' || *last == b'"' {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+fn excerpt(s: &[u8]) -> String {
+    let t = String::from_utf8_lossy(s);
+    if t.chars().count() > 40 {
+        format!("{}...", t.chars().take(40).collect::<String>())
+    } else {
+        t.into_owned()
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Chunking
+
+/// Splits `bytes` into about `n` pieces that end just after a newline (or at the end).
+fn chunk_bounds(bytes: &[u8], n: usize) -> Vec<(usize, usize)> {
+    let len = bytes.len();
+    let target = (len / n.max(1)).max(1 << 16);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < len {
+        let mut end = (start + target).min(len);
+        if end < len {
+            end = match memchr::memchr(b'\n', &bytes[end..]) {
+                Some(p) => end + p + 1,
+                None => len,
+            };
+        }
+        out.push((start, end));
+        start = end;
+    }
+    out
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
+}
+
+/// Iterates the lines of a chunk (without the `\n`).
+fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = chunk;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        match memchr::memchr(b'\n', rest) {
+            Some(p) => {
+                let line = &rest[..p];
+                rest = &rest[p + 1..];
+                Some(line)
+            }
+            None => {
+                let line = rest;
+                rest = &[];
+                Some(line)
+            }
+        }
+    })
+}
+
+/// (rows with data, lines) in a chunk.
+fn count_rows(chunk: &[u8]) -> (usize, usize) {
+    let mut rows = 0;
+    let mut n_lines = 0;
+    for line in lines(chunk) {
+        n_lines += 1;
+        if !is_blank(line) {
+            rows += 1;
+        }
+    }
+    (rows, n_lines)
+}
+
+fn n_chunks() -> usize {
+    rayon::current_num_threads() * 8
+}
+
+// ------------------------------------------------------------------------------------------------
+// CSV
+
+fn sniff_delimiter(first_line: &[u8]) -> u8 {
+    let count = |d: u8| memchr::memchr_iter(d, first_line).count();
+    [b',', b'\t', b';', b'|']
+        .into_iter()
+        .map(|d| (count(d), d))
+        .filter(|(c, _)| *c > 0)
+        .max_by_key(|(c, d)| (*c, *d == b','))
+        .map_or(b',', |(_, d)| d)
+}
+
+fn parse_csv(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let Some(first) = lines(bytes).find(|l| !is_blank(l)) else {
+        return Err(DataError::Empty);
+    };
+    let delim = sniff_delimiter(first);
+    let n_fields = memchr::memchr_iter(delim, first).count() + 1;
+    let lead = usize::from(opts.has_label) + usize::from(opts.has_label && opts.csv_weights);
+    if n_fields < lead {
+        return Err(DataError::FieldCount {
+            line: 1,
+            expected: lead,
+            found: n_fields,
+        });
+    }
+    let n_feat = n_fields - lead;
+    let width = n_feat.max(opts.min_features);
+
+    let bounds = chunk_bounds(bytes, n_chunks());
+    let counts: Vec<(usize, usize)> = bounds.par_iter().map(|&(s, e)| count_rows(&bytes[s..e])).collect();
+    let n_rows: usize = counts.iter().map(|c| c.0).sum();
+
+    let mut values = vec![f32::NAN; n_rows * width];
+    let mut labels = vec![0f32; if opts.has_label { n_rows } else { 0 }];
+    let mut weights = vec![1f32; if opts.csv_weights { n_rows } else { 0 }];
+
+    // Hand each chunk its own disjoint output slices.
+    struct Job<'a> {
+        text: &'a [u8],
+        first_line: usize,
+        values: &'a mut [f32],
+        labels: &'a mut [f32],
+        weights: &'a mut [f32],
+    }
+    let mut jobs = Vec::with_capacity(bounds.len());
+    {
+        let (mut v, mut l, mut w) = (&mut values[..], &mut labels[..], &mut weights[..]);
+        let mut line_no = 1;
+        for (&(s, e), &(rows, n_lines)) in bounds.iter().zip(&counts) {
+            let (v0, v1) = v.split_at_mut(rows * width);
+            let (l0, l1) = l.split_at_mut(if opts.has_label { rows } else { 0 });
+            let (w0, w1) = w.split_at_mut(if opts.csv_weights { rows } else { 0 });
+            jobs.push(Job {
+                text: &bytes[s..e],
+                first_line: line_no,
+                values: v0,
+                labels: l0,
+                weights: w0,
+            });
+            (v, l, w) = (v1, l1, w1);
+            line_no += n_lines;
+        }
+    }
+    let results: Vec<Result<(), DataError>> = jobs
+        .into_par_iter()
+        .map(|job| {
+            let mut row = 0;
+            for (k, line) in lines(job.text).enumerate() {
+                if is_blank(line) {
+                    continue;
+                }
+                let line_no = job.first_line + k;
+                let out = &mut job.values[row * width..row * width + n_feat];
+                let found = parse_csv_row(line, delim, lead, out, |field, text| {
+                    let hint = if line_no == 1 {
+                        " (the data must have no header row)".to_string()
+                    } else {
+                        String::new()
+                    };
+                    DataError::BadNumber {
+                        line: line_no,
+                        field,
+                        text: excerpt(text),
+                        hint,
+                    }
+                })?;
+                let (found, label, weight) = found;
+                if found != n_fields {
+                    return Err(DataError::FieldCount {
+                        line: line_no,
+                        expected: n_fields,
+                        found,
+                    });
+                }
+                if opts.has_label {
+                    if !label.is_finite() {
+                        return Err(DataError::MissingValue {
+                            line: line_no,
+                            what: "label",
+                        });
+                    }
+                    job.labels[row] = label;
+                }
+                if opts.csv_weights {
+                    if !weight.is_finite() {
+                        return Err(DataError::MissingValue {
+                            line: line_no,
+                            what: "weight",
+                        });
+                    }
+                    if weight < 0.0 {
+                        return Err(DataError::NegativeWeight {
+                            line: line_no,
+                            value: weight,
+                        });
+                    }
+                    job.weights[row] = weight;
+                }
+                row += 1;
+            }
+            Ok(())
+        })
+        .collect();
+    for r in results {
+        r?;
+    }
+    let features = DenseMatrix::new(n_rows, width, values).ok_or(DataError::Empty)?;
+    Ok(Dataset {
+        features,
+        labels,
+        weights: opts.csv_weights.then_some(weights),
+    })
+}
+
+/// Parses one CSV row into `out` (features only); returns (fields found, label, weight).
+/// Stops writing features once `out` is full but keeps counting fields.
+#[inline]
+fn parse_csv_row(
+    line: &[u8],
+    delim: u8,
+    lead: usize,
+    out: &mut [f32],
+    bad: impl Fn(usize, &[u8]) -> DataError,
+) -> Result<(usize, f32, f32), DataError> {
+    let mut field = 0;
+    let mut label = f32::NAN;
+    let mut weight = 1.0;
+    let mut start = 0;
+    let n = line.len();
+    loop {
+        let end = memchr::memchr(delim, &line[start..]).map_or(n, |p| start + p);
+        let text = trim(&line[start..end]);
+        let v = if text.is_empty() {
+            f32::NAN
+        } else {
+            match parse_f64(text) {
+                Some(x) => x as f32,
+                None => return Err(bad(field + 1, text)),
+            }
+        };
+        if field < lead {
+            if field == 0 {
+                label = v;
+            } else {
+                weight = v;
+            }
+        } else if let Some(slot) = out.get_mut(field - lead) {
+            *slot = v;
+        }
+        field += 1;
+        if end == n {
+            break;
+        }
+        start = end + 1;
+    }
+    Ok((field, label, weight))
+}
+
+// ------------------------------------------------------------------------------------------------
+// libsvm
+
+struct SparseChunk {
+    labels: Vec<f32>,
+    weights: Vec<f32>,
+    any_weight: bool,
+    indptr: Vec<usize>,
+    entries: Vec<(u32, f32)>,
+    max_index: Option<u32>,
+}
+
+fn parse_libsvm(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
+    let bounds = chunk_bounds(bytes, n_chunks());
+    let counts: Vec<usize> = bounds.par_iter().map(|&(s, e)| count_rows(&bytes[s..e]).1).collect();
+    let mut starts = Vec::with_capacity(counts.len());
+    let mut acc = 1;
+    for c in &counts {
+        starts.push(acc);
+        acc += c;
+    }
+    let chunks: Vec<Result<SparseChunk, DataError>> = bounds
+        .par_iter()
+        .zip(starts)
+        .map(|(&(s, e), first_line)| parse_libsvm_chunk(&bytes[s..e], first_line, opts))
+        .collect();
+    let mut parsed = Vec::with_capacity(chunks.len());
+    for c in chunks {
+        parsed.push(c?);
+    }
+    let n_rows: usize = parsed.iter().map(|c| c.indptr.len() - 1).sum();
+    if n_rows == 0 {
+        return Err(DataError::Empty);
+    }
+    let max_index = parsed.iter().filter_map(|c| c.max_index).max();
+    let width = max_index.map_or(0, |m| m as usize + 1).max(opts.min_features);
+    let any_weight = parsed.iter().any(|c| c.any_weight);
+    let mut values = vec![f32::NAN; n_rows * width];
+    let mut labels = Vec::with_capacity(if opts.has_label { n_rows } else { 0 });
+    let mut weights = Vec::with_capacity(if any_weight { n_rows } else { 0 });
+    let mut row = 0;
+    for c in parsed {
+        labels.extend_from_slice(&c.labels);
+        if any_weight {
+            weights.extend_from_slice(&c.weights);
+        }
+        for r in 0..c.indptr.len() - 1 {
+            let out = &mut values[row * width..(row + 1) * width];
+            for &(i, v) in &c.entries[c.indptr[r]..c.indptr[r + 1]] {
+                out[i as usize] = v;
+            }
+            row += 1;
+        }
+    }
+    let features = DenseMatrix::new(n_rows, width, values).ok_or(DataError::Empty)?;
+    Ok(Dataset {
+        features,
+        labels,
+        weights: any_weight.then_some(weights),
+    })
+}
+
+fn parse_libsvm_chunk(text: &[u8], first_line: usize, opts: &ReadOptions) -> Result<SparseChunk, DataError> {
+    let mut c = SparseChunk {
+        labels: Vec::new(),
+        weights: Vec::new(),
+        any_weight: false,
+        indptr: vec![0],
+        entries: Vec::new(),
+        max_index: None,
+    };
+    let hint_for = |tok: &[u8]| {
+        if tok.contains(&b',') {
+            " (this looks like CSV: set the channel's ContentType to text/csv; a missing \
+             ContentType means libsvm)"
+                .to_string()
+        } else {
+            String::new()
+        }
+    };
+    for (k, line) in lines(text).enumerate() {
+        let line_no = first_line + k;
+        let line = match memchr::memchr(b'#', line) {
+            Some(p) => &line[..p],
+            None => line,
+        };
+        if is_blank(line) {
+            continue;
+        }
+        let mut toks = line
+            .split(|b| matches!(b, b' ' | b'\t' | b'\r'))
+            .filter(|t| !t.is_empty());
+        if opts.has_label {
+            let Some(tok) = toks.next() else { continue };
+            let (lab, w) = match memchr::memchr(b':', tok) {
+                Some(p) => (&tok[..p], Some(&tok[p + 1..])),
+                None => (tok, None),
+            };
+            let bad = || DataError::BadLibsvm {
+                line: line_no,
+                token: excerpt(tok),
+                hint: hint_for(tok),
+            };
+            let label = parse_f64(lab).ok_or_else(bad)? as f32;
+            if !label.is_finite() {
+                return Err(DataError::MissingValue {
+                    line: line_no,
+                    what: "label",
+                });
+            }
+            c.labels.push(label);
+            let weight = match w {
+                Some(w) => {
+                    c.any_weight = true;
+                    let w = parse_f64(w).ok_or_else(bad)? as f32;
+                    if !w.is_finite() {
+                        return Err(DataError::MissingValue {
+                            line: line_no,
+                            what: "weight",
+                        });
+                    }
+                    if w < 0.0 {
+                        return Err(DataError::NegativeWeight {
+                            line: line_no,
+                            value: w,
+                        });
+                    }
+                    w
+                }
+                None => 1.0,
+            };
+            c.weights.push(weight);
+        }
+        for tok in toks {
+            let bad = || DataError::BadLibsvm {
+                line: line_no,
+                token: excerpt(tok),
+                hint: hint_for(tok),
+            };
+            let p = memchr::memchr(b':', tok).ok_or_else(bad)?;
+            let (idx, val) = (&tok[..p], &tok[p + 1..]);
+            if idx == b"qid" {
+                continue;
+            }
+            let idx: u32 = std::str::from_utf8(idx)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .filter(|&i: &u32| i < (1 << 24))
+                .ok_or_else(bad)?;
+            let val = parse_f64(val).ok_or_else(bad)? as f32;
+            c.max_index = Some(c.max_index.map_or(idx, |m| m.max(idx)));
+            c.entries.push((idx, val));
+        }
+        c.indptr.push(c.entries.len());
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn csv(s: &str) -> Result<Dataset, DataError> {
+        parse_bytes(s.as_bytes(), ContentType::Csv, &ReadOptions::default())
+    }
+
+    #[test]
+    fn csv_basic_missing_crlf_trailing_newline() {
+        let d = csv("1,2.5,,3\r\n0,,1e-3,-4\r\n\r\n").unwrap();
+        assert_eq!(d.labels, vec![1.0, 0.0]);
+        assert_eq!(d.features.n_cols(), 3);
+        let v = d.features.values();
+        assert_eq!(v[0], 2.5);
+        assert!(v[1].is_nan());
+        assert_eq!(v[2], 3.0);
+        assert!(v[3].is_nan());
+        assert_eq!(v[4], 1e-3);
+        assert_eq!(v[5], -4.0);
+        let d2 = csv("1,2.5,,3\n0,,1e-3,-4").unwrap();
+        assert_eq!(d2.labels, d.labels);
+    }
+
+    #[test]
+    fn csv_bad_number_reports_line_and_field() {
+        let e = csv("1,2,3\n0,4,5\n1,abc,6\n").unwrap_err().to_string();
+        assert_eq!(e, "line 3: could not parse field 2 ('abc') as a number");
+        let e = csv("Survived,Age\n1,2\n").unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("no header row"), "{e}");
+    }
+
+    #[test]
+    fn csv_bad_number_line_numbers_across_chunks() {
+        let mut s = String::new();
+        for i in 0..200_000 {
+            s.push_str(&format!("{},{}.5\n", i % 2, i));
+        }
+        s.push_str("1,x\n");
+        let e = csv(&s).unwrap_err().to_string();
+        assert!(e.starts_with("line 200001:"), "{e}");
+    }
+
+    #[test]
+    fn csv_field_count_and_missing_label() {
+        let e = csv("1,2,3\n0,4\n").unwrap_err();
+        assert!(matches!(
+            e,
+            DataError::FieldCount {
+                line: 2,
+                expected: 3,
+                found: 2
+            }
+        ));
+        let e = csv("1,2\n,4\n").unwrap_err();
+        assert!(matches!(e, DataError::MissingValue { line: 2, what: "label" }));
+        assert!(matches!(csv("\n\n"), Err(DataError::Empty)));
+    }
+
+    #[test]
+    fn csv_weights_and_delimiters() {
+        let opts = ReadOptions {
+            csv_weights: true,
+            ..ReadOptions::default()
+        };
+        let d = parse_bytes(b"1,0.5,7\n0,2,8\n", ContentType::Csv, &opts).unwrap();
+        assert_eq!(d.weights, Some(vec![0.5, 2.0]));
+        assert_eq!(d.features.values(), &[7.0, 8.0]);
+        let e = parse_bytes(b"1,-1,7\n", ContentType::Csv, &opts).unwrap_err();
+        assert!(matches!(e, DataError::NegativeWeight { .. }));
+        let d = csv("1\t2\t3\n0\t4\t5\n").unwrap();
+        assert_eq!(d.features.values(), &[2.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn libsvm_basic() {
+        let s = "1 0:1.5 3:2\n0:2.0 qid:4 1:-1 # comment\n\n1 2:3\n";
+        let d = parse_bytes(s.as_bytes(), ContentType::Libsvm, &ReadOptions::default()).unwrap();
+        assert_eq!(d.labels, vec![1.0, 0.0, 1.0]);
+        assert_eq!(d.weights, Some(vec![1.0, 2.0, 1.0]));
+        assert_eq!(d.features.n_cols(), 4);
+        let r0 = d.features.row(0);
+        assert_eq!(r0[0], 1.5);
+        assert!(r0[1].is_nan());
+        assert_eq!(r0[3], 2.0);
+        assert_eq!(d.features.row(1)[1], -1.0);
+        let e = parse_bytes(b"1 0:1\n0 1:x\n", ContentType::Libsvm, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("line 2:") && e.contains("1:x"), "{e}");
+        let e = parse_bytes(b"1,2,3\n", ContentType::Libsvm, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("text/csv"), "{e}");
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(ContentType::parse(None).unwrap(), ContentType::Libsvm);
+        for c in ["text/csv", "csv", "text/csv;label_size=1", "text/csv; label_size=1"] {
+            assert_eq!(ContentType::parse(Some(c)).unwrap(), ContentType::Csv, "{c}");
+        }
+        for c in ["text/libsvm", "libsvm", "text/x-libsvm"] {
+            assert_eq!(ContentType::parse(Some(c)).unwrap(), ContentType::Libsvm, "{c}");
+        }
+        assert!(ContentType::parse(Some("text/csv;label_size=2")).is_err());
+        assert!(ContentType::parse(Some("application/json")).is_err());
+        assert!(ContentType::parse(Some("parquet")).is_err());
+    }
+
+    #[test]
+    fn mmap_matches_read() {
+        let dir = std::env::temp_dir().join(format!("kiln-mmap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.csv");
+        let content: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        std::fs::write(&p, &content).unwrap();
+        assert_eq!(map_file(&p).unwrap().as_bytes(), &content[..]);
+        let e = dir.join("empty.csv");
+        std::fs::write(&e, b"").unwrap();
+        assert_eq!(map_file(&e).unwrap().as_bytes(), b"");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn read_dir_skips_hidden_and_sorts() {
+        let dir = std::env::temp_dir().join(format!("kiln-dir-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("b.csv"), "1,2\n").unwrap();
+        std::fs::write(dir.join("a.csv"), "0,1\n").unwrap();
+        std::fs::write(dir.join("sub/c.csv"), "1,3\n").unwrap();
+        std::fs::write(dir.join(".hidden"), "garbage").unwrap();
+        std::fs::write(dir.join("_SUCCESS"), "garbage").unwrap();
+        let d = read_dir(&dir, ContentType::Csv, &ReadOptions::default()).unwrap();
+        assert_eq!(d.labels, vec![0.0, 1.0, 1.0]);
+        assert_eq!(d.features.values(), &[1.0, 2.0, 3.0]);
+        std::fs::write(dir.join("sub/d.csv"), "1,zz\n").unwrap();
+        let e = read_dir(&dir, ContentType::Csv, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("d.csv") && e.contains("line 1"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn parse_f64_examples() {
+        for s in [
+            "0",
+            "-0",
+            "1",
+            "1.5",
+            "-2.25e-3",
+            "1e22",
+            "1e23",
+            "123456789012345678901234",
+            "0.000001234567",
+            "3.4028235e38",
+            "1E5",
+            "+7",
+            ".5",
+            "5.",
+            "nan",
+            "inf",
+        ] {
+            let want: f64 = s.parse().unwrap();
+            let got = parse_f64(s.as_bytes()).unwrap();
+            assert!(got == want || (got.is_nan() && want.is_nan()), "{s}");
+        }
+        for s in ["", "-", "e5", "1e", "abc", "1.2.3", "--1"] {
+            assert_eq!(parse_f64(s.as_bytes()), None, "{s}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_f64_matches_std(x in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL) {
+            for s in [format!("{x}"), format!("{x:e}"), format!("{x:.7}"), format!("{:.7e}", x)] {
+                let want: f64 = s.parse().unwrap();
+                prop_assert_eq!(parse_f64(s.as_bytes()), Some(want), "{}", s);
+            }
+        }
+
+        #[test]
+        fn csv_roundtrip(rows in proptest::collection::vec(
+            (0u8..2, proptest::collection::vec(proptest::option::of(-1e6f32..1e6), 3)), 1..50)) {
+            let mut s = String::new();
+            for (l, r) in &rows {
+                s.push_str(&l.to_string());
+                for v in r {
+                    s.push(',');
+                    if let Some(v) = v { s.push_str(&v.to_string()); }
+                }
+                s.push('\n');
+            }
+            let d = csv(&s).unwrap();
+            prop_assert_eq!(d.n_rows(), rows.len());
+            for (i, (l, r)) in rows.iter().enumerate() {
+                prop_assert_eq!(d.labels[i], f32::from(*l));
+                for (j, v) in r.iter().enumerate() {
+                    let got = d.features.row(i)[j];
+                    match v {
+                        Some(v) => prop_assert_eq!(got, *v),
+                        None => prop_assert!(got.is_nan()),
+                    }
+                }
+            }
+        }
+    }
+}
