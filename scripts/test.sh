@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, Rust unit tests, and the integration tests that drive the
+# real `kiln` binary with boto3, the AWS CLI and the SageMaker SDK. Installs what it needs (idempotent).
+#   scripts/test.sh            everything
+#   scripts/test.sh -k tags    pass pytest arguments to run part of the integration suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "python packages"
+scripts/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build"
+cargo build --workspace --bins --examples
+
+step "cargo test"
+cargo test --workspace
+
+step "integration tests (pytest)"
+export KILN_BIN="$PWD/target/debug/kiln"
+python3 -m pytest -q -ra --durations=15 tests "$@"
