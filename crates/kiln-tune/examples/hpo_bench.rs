@@ -281,6 +281,7 @@ fn hpo_part(args: &Args) {
                 .map(|&c| summarise(&regrets.iter().map(|r| r[c - 1]).collect::<Vec<_>>()))
                 .collect();
             kiln.insert((p.name.to_string(), name.to_string()), cells);
+            eprintln!("  {} {name}: {:.0} s", p.name, t0.elapsed().as_secs_f64());
             timing.push(format!(
                 "{:12} {:14} {:6.1} s wall, {:6.1} ms per suggestion",
                 p.name,
@@ -383,6 +384,35 @@ fn hpo_part(args: &Args) {
     for t in timing {
         println!("{t}");
     }
+    println!("{}", latency_at_100());
+}
+
+/// Wall time of one Bayesian suggestion with 100 finished trials (Hartmann6, 6-D) and 4 running.
+fn latency_at_100() -> String {
+    let p = &problems()[1];
+    let space = space_of(&p.bounds);
+    let mut history: Vec<Trial> = (0..104)
+        .map(|k| {
+            let a = random_assignment(&space, 7, k);
+            let y = (p.f)(&point(&a, 6));
+            Trial::completed(a, y)
+        })
+        .collect();
+    for t in &mut history[100..] {
+        t.state = TrialState::Running;
+    }
+    let strat = StrategyConfig::Bayesian(BayesianConfig::default());
+    let mut times = Vec::new();
+    for seed in 0..5 {
+        let t0 = Instant::now();
+        let _ = suggest(&strat, &space, &history, Direction::Minimize, seed, 104);
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    format!(
+        "one Bayesian suggestion with 100 finished + 4 running trials (6-D): median {:.0} ms, max {:.0} ms",
+        times[2], times[4]
+    )
 }
 
 // ---------------------------------------------------------------- part 2: Hyperband
