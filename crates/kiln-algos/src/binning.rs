@@ -122,6 +122,9 @@ pub struct BinnedMatrix {
     n_rows: usize,
     n_features: usize,
     codes: Vec<u8>,
+    /// The same codes feature-major: partitioning reads one feature of many rows, and a 1-byte
+    /// column stays in cache where the row-major layout would touch one cache line per row.
+    columns: Vec<u8>,
     cuts: BinCuts,
     /// Start of each feature's slots in a node histogram (value bins, then missing).
     offsets: Vec<usize>,
@@ -146,6 +149,15 @@ impl BinnedMatrix {
                     }
                 });
         }
+        let n = m.n_rows();
+        let mut columns = vec![0u8; n * nf];
+        if n > 0 {
+            columns.par_chunks_mut(n).enumerate().for_each(|(f, col)| {
+                for (r, c) in col.iter_mut().enumerate() {
+                    *c = codes[r * nf + f];
+                }
+            });
+        }
         let has_missing = (0..nf)
             .into_par_iter()
             .map(|f| m.values().iter().skip(f).step_by(nf).any(|v| v.is_nan()))
@@ -160,6 +172,7 @@ impl BinnedMatrix {
             n_rows: m.n_rows(),
             n_features: nf,
             codes,
+            columns,
             cuts,
             offsets,
             hist_len: acc,
@@ -180,6 +193,12 @@ impl BinnedMatrix {
     /// All codes, row-major.
     pub fn codes(&self) -> &[u8] {
         &self.codes
+    }
+
+    /// Codes of feature `f` for every row.
+    #[inline]
+    pub fn column(&self, f: usize) -> &[u8] {
+        &self.columns[f * self.n_rows..(f + 1) * self.n_rows]
     }
 
     /// Codes of one row.

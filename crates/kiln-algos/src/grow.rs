@@ -3,6 +3,15 @@
 //! direction for missing values, and in-place partitioning of a row-index buffer so every node
 //! owns a contiguous range of it.
 //!
+//! Histograms hold quantized gradients: each row's (g, h) becomes a pair of integers packed into
+//! one `i64` (g in the high 32 bits, h >= 0 in the low 32), with stochastic rounding to 65535
+//! levels. A piece of at most `PIECE` rows is summed in packed form — one integer add per
+//! (row, feature) instead of two `f64` adds, into a histogram half the size — and cannot
+//! overflow either half; pieces are then unpacked into `(i64, i64)` node histograms, where
+//! parent − child is exact. Leaf values and covers are then recomputed from the exact gradients of each leaf's
+//! rows (as LightGBM does with `use_quantized_grad`), so quantization only affects which split
+//! wins, not the values a split produces.
+//!
 //! Work is cut into fixed-size row pieces, independent of the thread count, and partial results
 //! are combined in piece order, so a tree is bit-identical for a given seed whatever the number
 //! of threads.
@@ -89,7 +98,7 @@ impl GrowParams {
     }
 }
 
-/// One histogram slot: sums of gradients and hessians.
+/// Sums of gradients and hessians (exact, or decoded from a quantized histogram).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Entry {
     /// Sum of gradients.
@@ -103,12 +112,111 @@ impl Entry {
         self.g += o.g;
         self.h += o.h;
     }
-    fn sub(self, o: Entry) -> Entry {
-        Entry {
+}
+
+/// Quantization levels: a piece's packed sum stays within i32 (gradient) and u32 (hessian).
+const LEVELS: usize = (i32::MAX as usize) / PIECE;
+
+/// Exact integer sums of quantized gradients and hessians.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wide {
+    /// Sum of quantized gradients.
+    pub g: i64,
+    /// Sum of quantized hessians.
+    pub h: i64,
+}
+
+impl Wide {
+    #[inline]
+    fn add(self, o: Wide) -> Wide {
+        Wide {
+            g: self.g + o.g,
+            h: self.h + o.h,
+        }
+    }
+    #[inline]
+    fn sub(self, o: Wide) -> Wide {
+        Wide {
             g: self.g - o.g,
             h: self.h - o.h,
         }
     }
+}
+
+/// Scales of one tree's quantized gradients: real value = integer × scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quant {
+    /// Gradient units.
+    pub g_scale: f64,
+    /// Hessian units.
+    pub h_scale: f64,
+}
+
+impl Quant {
+    /// Packs quantized (g, h) into one `i64`.
+    #[inline]
+    pub fn pack(g: i32, h: u32) -> i64 {
+        (i64::from(g) << 32) + i64::from(h)
+    }
+
+    /// Unpacks a packed sum of at most `PIECE` rows.
+    #[inline]
+    pub fn unpack(s: i64) -> Wide {
+        Wide {
+            g: s >> 32,
+            h: i64::from(s as u32),
+        }
+    }
+
+    /// Real-valued sums of a wide sum.
+    #[inline]
+    pub fn decode(&self, w: Wide) -> Entry {
+        Entry {
+            g: w.g as f64 * self.g_scale,
+            h: w.h as f64 * self.h_scale,
+        }
+    }
+
+    /// Quantizes every row's gradient pair into `out`.
+    pub fn quantize(grads: &[GradPair], seed: u64, out: &mut Vec<i64>) -> Quant {
+        let g_levels = LEVELS as f64;
+        let h_levels = LEVELS as f64;
+        let (gmax, hmax) = grads
+            .par_chunks(PIECE)
+            .map(|c| {
+                c.iter()
+                    .fold((0f32, 0f32), |(a, b), gp| (a.max(gp.g.abs()), b.max(gp.h)))
+            })
+            .reduce(|| (0.0, 0.0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+        let g_scale = if gmax > 0.0 { f64::from(gmax) / g_levels } else { 1.0 };
+        let h_scale = if hmax > 0.0 { f64::from(hmax) / h_levels } else { 1.0 };
+        out.resize(grads.len(), 0);
+        out.par_chunks_mut(PIECE)
+            .zip(grads.par_chunks(PIECE))
+            .enumerate()
+            .for_each(|(c, (o, gs))| {
+                for (i, (o, gp)) in o.iter_mut().zip(gs).enumerate() {
+                    let r = (c * PIECE + i) as u64;
+                    // Stochastic rounding keeps sums unbiased; the noise depends only on the
+                    // seed and the row, never on the thread that computes it.
+                    let bits = mix64(seed ^ r.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let u1 = (bits >> 40) as f64 / (1u64 << 24) as f64;
+                    let u2 = ((bits >> 16) & 0xFF_FFFF) as f64 / (1u64 << 24) as f64;
+                    let g = (f64::from(gp.g) / g_scale + u1).floor().clamp(-g_levels, g_levels);
+                    let h = (f64::from(gp.h.max(0.0)) / h_scale + u2).floor().clamp(0.0, h_levels);
+                    *o = Quant::pack(g as i32, h as u32);
+                }
+            });
+        Quant { g_scale, h_scale }
+    }
+}
+
+/// SplitMix64's finalizer: a cheap, well-mixed hash of 64 bits.
+#[inline]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// A candidate split of one node.
@@ -123,9 +231,9 @@ pub struct Split {
     /// Missing values go left.
     pub default_left: bool,
     /// Left child sums.
-    pub left: Entry,
+    pub left: Wide,
     /// Right child sums.
-    pub right: Entry,
+    pub right: Wide,
 }
 
 /// Best split of a node over `features`, from its histogram. Ties keep the first candidate in
@@ -133,11 +241,13 @@ pub struct Split {
 pub fn best_split(
     data: &BinnedMatrix,
     p: &GrowParams,
-    hist: &[Entry],
-    sum: Entry,
+    q: &Quant,
+    hist: &[Wide],
+    sum: Wide,
     features: &[usize],
 ) -> Option<Split> {
-    let parent_gain = p.gain(sum.g, sum.h);
+    let total = q.decode(sum);
+    let parent_gain = p.gain(total.g, total.h);
     let mut best: Option<Split> = None;
     let cuts = data.cuts();
     let mcw = p.min_child_weight;
@@ -149,16 +259,17 @@ pub fn best_split(
         let off = data.offsets()[f];
         let h = &hist[off..off + nb + 1];
         let miss = h[nb];
-        let try_missing_left = data.has_missing(f) && miss.h > RT_EPS;
-        let mut acc = Entry::default();
-        for (b, e) in h[..nb - 1].iter().enumerate() {
-            acc.add(*e);
-            let mut consider = |left: Entry, default_left: bool| {
+        let try_missing_left = data.has_missing(f) && miss.h > 0;
+        let mut acc = Wide::default();
+        for (b, &e) in h[..nb - 1].iter().enumerate() {
+            acc = acc.add(e);
+            let mut consider = |left: Wide, default_left: bool| {
                 let right = sum.sub(left);
-                if left.h < mcw || right.h < mcw {
+                let (l, r) = (q.decode(left), q.decode(right));
+                if l.h < mcw || r.h < mcw {
                     return;
                 }
-                let chg = p.gain(left.g, left.h) + p.gain(right.g, right.h) - parent_gain;
+                let chg = p.gain(l.g, l.h) + p.gain(r.g, r.h) - parent_gain;
                 if best.is_none_or(|s| chg > s.loss_chg) {
                     best = Some(Split {
                         loss_chg: chg,
@@ -172,9 +283,7 @@ pub fn best_split(
             };
             consider(acc, false);
             if try_missing_left {
-                let mut l = acc;
-                l.add(miss);
-                consider(l, true);
+                consider(acc.add(miss), true);
             }
         }
     }
@@ -187,16 +296,18 @@ struct Node {
     depth: usize,
     start: usize,
     end: usize,
-    sum: Entry,
-    hist: Option<Vec<Entry>>,
+    sum: Wide,
+    hist: Option<Vec<Wide>>,
     split: Option<Split>,
 }
 
-/// Grows trees for one data set; keeps its row buffer between trees.
+/// Grows trees for one data set; keeps its buffers between trees.
 pub struct Grower<'a> {
     data: &'a BinnedMatrix,
     p: &'a GrowParams,
     rows: Vec<u32>,
+    packed: Vec<i64>,
+    quant: Quant,
     missing_code: Vec<u8>,
 }
 
@@ -218,6 +329,11 @@ impl<'a> Grower<'a> {
             data,
             p,
             rows: Vec::new(),
+            packed: Vec::new(),
+            quant: Quant {
+                g_scale: 1.0,
+                h_scale: 1.0,
+            },
             missing_code,
         }
     }
@@ -233,7 +349,7 @@ impl<'a> Grower<'a> {
     }
 
     /// Grows one tree on the rows in `active` (None = all rows) using `features` (by-tree
-    /// column sample, ascending).
+    /// column sample, ascending). `seed` drives the stochastic rounding of gradients.
     pub fn grow(&mut self, grads: &[GradPair], active: Option<&[u32]>, features: &[usize], rng: &mut Rng) -> Grown {
         self.rows.clear();
         match active {
@@ -241,10 +357,10 @@ impl<'a> Grower<'a> {
             None => self.rows.extend(0..self.data.n_rows() as u32),
         }
         let n = self.rows.len();
-        let sum = self.sum_rows(grads, 0, n);
+        self.quant = Quant::quantize(grads, rng.next_u64(), &mut self.packed);
+        let sum = self.sum_packed(0, n);
         let p = self.p;
-        let mut tree = RegTree::new_root((p.eta * p.weight(sum.g, sum.h)) as f32, sum.h as f32);
-        tree.base_weight[0] = p.weight(sum.g, sum.h) as f32;
+        let mut tree = RegTree::new_root(0.0, 0.0);
         let mut ranges = vec![(0usize, n)];
         let root = Node {
             nid: 0,
@@ -257,22 +373,62 @@ impl<'a> Grower<'a> {
         };
         if self.can_split(&root) {
             if p.lossguide {
-                self.grow_lossguide(grads, root, features, rng, &mut tree, &mut ranges);
+                self.grow_lossguide(root, features, rng, &mut tree, &mut ranges);
             } else {
-                self.grow_depthwise(grads, root, features, rng, &mut tree, &mut ranges);
+                self.grow_depthwise(root, features, rng, &mut tree, &mut ranges);
             }
         }
-        let leaves = (0..tree.n_nodes())
+        let leaves: Vec<(usize, usize, usize)> = (0..tree.n_nodes())
             .filter(|&i| tree.is_leaf(i))
             .map(|i| (i, ranges[i].0, ranges[i].1))
             .collect();
+        self.finalize(&mut tree, &leaves, grads);
         Grown { tree, leaves }
+    }
+
+    /// Sets leaf values, weights and covers from exact gradient sums of each leaf's rows.
+    fn finalize(&self, tree: &mut RegTree, leaves: &[(usize, usize, usize)], grads: &[GradPair]) {
+        let p = self.p;
+        let rows = &self.rows;
+        let sums: Vec<Entry> = leaves
+            .par_iter()
+            .map(|&(_, s, e)| {
+                let mut acc = Entry::default();
+                for &r in &rows[s..e] {
+                    let gp = grads[r as usize];
+                    acc.g += f64::from(gp.g);
+                    acc.h += f64::from(gp.h);
+                }
+                acc
+            })
+            .collect();
+        let mut node_sum = vec![Entry::default(); tree.n_nodes()];
+        for (&(leaf, _, _), s) in leaves.iter().zip(&sums) {
+            node_sum[leaf] = *s;
+            tree.set_leaf(leaf, (p.eta * p.weight(s.g, s.h)) as f32);
+            tree.sum_hess[leaf] = s.h as f32;
+        }
+        // Children always have larger ids than their parent.
+        for i in (0..tree.n_nodes()).rev() {
+            if !tree.is_leaf(i) {
+                let (l, r) = (tree.left[i] as usize, tree.right[i] as usize);
+                let mut s = node_sum[l];
+                s.add(node_sum[r]);
+                node_sum[i] = s;
+                tree.base_weight[i] = p.weight(s.g, s.h) as f32;
+                tree.sum_hess[i] = s.h as f32;
+            }
+        }
+        if tree.n_nodes() == 1 {
+            let s = node_sum[0];
+            tree.set_leaf(0, (p.eta * p.weight(s.g, s.h)) as f32);
+        }
     }
 
     fn can_split(&self, n: &Node) -> bool {
         (self.p.max_depth == 0 || n.depth < self.p.max_depth)
             && n.end - n.start >= 2
-            && n.sum.h >= 2.0 * self.p.min_child_weight
+            && self.quant.decode(n.sum).h >= 2.0 * self.p.min_child_weight
     }
 
     fn valid(&self, s: &Split) -> bool {
@@ -287,9 +443,30 @@ impl<'a> Grower<'a> {
         }
     }
 
+    fn children(node: &Node, mid: usize, l: usize, r: usize, s: &Split) -> (Node, Node) {
+        let left = Node {
+            nid: l,
+            depth: node.depth + 1,
+            start: node.start,
+            end: mid,
+            sum: s.left,
+            hist: None,
+            split: None,
+        };
+        let right = Node {
+            nid: r,
+            depth: node.depth + 1,
+            start: mid,
+            end: node.end,
+            sum: s.right,
+            hist: None,
+            split: None,
+        };
+        (left, right)
+    }
+
     fn grow_depthwise(
         &mut self,
-        grads: &[GradPair],
         mut root: Node,
         features: &[usize],
         rng: &mut Rng,
@@ -297,7 +474,7 @@ impl<'a> Grower<'a> {
         ranges: &mut Vec<(usize, usize)>,
     ) {
         let p = self.p;
-        root.hist = self.build_hists(grads, &[(0, root.end)]).pop();
+        root.hist = self.build_hists(&[(0, root.end)]).pop();
         let mut level = vec![root];
         let mut n_leaves = 1;
         while !level.is_empty() {
@@ -306,21 +483,18 @@ impl<'a> Grower<'a> {
                 .iter()
                 .map(|_| self.sample(&level_feats, p.colsample_bynode, rng))
                 .collect();
-            let data = self.data;
+            let (data, q) = (self.data, self.quant);
             level.par_iter_mut().zip(node_feats.par_iter()).for_each(|(n, feats)| {
                 if let Some(h) = &n.hist {
-                    n.split = best_split(data, p, h, n.sum, feats);
+                    n.split = best_split(data, p, &q, h, n.sum, feats);
                 }
             });
             // Expand the best splits first so a leaf limit keeps the most useful ones.
+            let gain = |i: usize| level[i].split.map_or(0.0, |s| s.loss_chg);
             let mut order: Vec<usize> = (0..level.len())
                 .filter(|&i| level[i].split.is_some_and(|s| self.valid(&s)))
                 .collect();
-            order.sort_by(|&a, &b| {
-                let (sa, sb) = (level[a].split, level[b].split);
-                let (ga, gb) = (sa.map_or(0.0, |s| s.loss_chg), sb.map_or(0.0, |s| s.loss_chg));
-                gb.total_cmp(&ga).then(a.cmp(&b))
-            });
+            order.sort_by(|&a, &b| gain(b).total_cmp(&gain(a)).then(a.cmp(&b)));
             if p.max_leaves > 0 {
                 order.truncate(p.max_leaves.saturating_sub(n_leaves));
             }
@@ -343,50 +517,24 @@ impl<'a> Grower<'a> {
                 ranges.resize(tree.n_nodes(), (0, 0));
                 ranges[l] = (node.start, mid);
                 ranges[r] = (mid, node.end);
-                let left = Node {
-                    nid: l,
-                    depth: node.depth + 1,
-                    start: node.start,
-                    end: mid,
-                    sum: s.left,
-                    hist: None,
-                    split: None,
-                };
-                let right = Node {
-                    nid: r,
-                    depth: node.depth + 1,
-                    start: mid,
-                    end: node.end,
-                    sum: s.right,
-                    hist: None,
-                    split: None,
-                };
+                let (left, right) = Self::children(node, mid, l, r, &s);
                 if self.can_split(&left) || self.can_split(&right) {
-                    let parent_hist = node.hist.take();
                     let small_is_left = mid - node.start <= node.end - mid;
-                    let (small, large) = if small_is_left {
-                        ((left.start, left.end), (right.start, right.end))
+                    let small = if small_is_left {
+                        (left.start, left.end)
                     } else {
-                        ((right.start, right.end), (left.start, left.end))
+                        (right.start, right.end)
                     };
-                    let _ = large;
-                    to_build.push((next.len(), small_is_left, small, parent_hist));
+                    to_build.push((next.len(), small_is_left, small, node.hist.take()));
                 }
                 next.push(left);
                 next.push(right);
             }
-            let ranges_to_build: Vec<(usize, usize)> = to_build.iter().map(|t| t.2).collect();
-            let built = self.build_hists(grads, &ranges_to_build);
+            let small_ranges: Vec<(usize, usize)> = to_build.iter().map(|t| t.2).collect();
+            let built = self.build_hists(&small_ranges);
             for ((pos, small_is_left, _, parent), small_hist) in to_build.into_iter().zip(built) {
-                let Some(mut parent) = parent else { continue };
-                for (ph, sh) in parent.iter_mut().zip(&small_hist) {
-                    *ph = ph.sub(*sh);
-                }
-                let (lh, rh) = if small_is_left {
-                    (small_hist, parent)
-                } else {
-                    (parent, small_hist)
-                };
+                let Some(parent) = parent else { continue };
+                let (lh, rh) = sibling_hists(parent, small_hist, small_is_left);
                 next[pos].hist = Some(lh);
                 next[pos + 1].hist = Some(rh);
             }
@@ -401,7 +549,6 @@ impl<'a> Grower<'a> {
 
     fn grow_lossguide(
         &mut self,
-        grads: &[GradPair],
         mut root: Node,
         features: &[usize],
         rng: &mut Rng,
@@ -434,12 +581,12 @@ impl<'a> Grower<'a> {
             }
             this.sample(&level_feats[depth], p.colsample_bynode, rng)
         };
-        root.hist = self.build_hists(grads, &[(0, root.end)]).pop();
+        root.hist = self.build_hists(&[(0, root.end)]).pop();
         let f = feats_for(0, rng, self);
         root.split = root
             .hist
             .as_ref()
-            .and_then(|h| best_split(self.data, p, h, root.sum, &f));
+            .and_then(|h| best_split(self.data, p, &self.quant, h, root.sum, &f));
         let mut heap = BinaryHeap::new();
         let mut stamp = 0;
         heap.push(Cand(
@@ -462,24 +609,7 @@ impl<'a> Grower<'a> {
             ranges.resize(tree.n_nodes(), (0, 0));
             ranges[l] = (node.start, mid);
             ranges[r] = (mid, node.end);
-            let mut left = Node {
-                nid: l,
-                depth: node.depth + 1,
-                start: node.start,
-                end: mid,
-                sum: s.left,
-                hist: None,
-                split: None,
-            };
-            let mut right = Node {
-                nid: r,
-                depth: node.depth + 1,
-                start: mid,
-                end: node.end,
-                sum: s.right,
-                hist: None,
-                split: None,
-            };
+            let (mut left, mut right) = Self::children(&node, mid, l, r, &s);
             let (cl, cr) = (self.can_split(&left), self.can_split(&right));
             if !(cl || cr) {
                 continue;
@@ -490,24 +620,14 @@ impl<'a> Grower<'a> {
             } else {
                 (right.start, right.end)
             };
-            let Some(small_hist) = self.build_hists(grads, &[small]).pop() else {
+            let (Some(small_hist), Some(parent)) = (self.build_hists(&[small]).pop(), node.hist.take()) else {
                 continue;
             };
-            let Some(mut parent) = node.hist.take() else {
-                continue;
-            };
-            for (ph, sh) in parent.iter_mut().zip(&small_hist) {
-                *ph = ph.sub(*sh);
-            }
-            let (lh, rh) = if small_is_left {
-                (small_hist, parent)
-            } else {
-                (parent, small_hist)
-            };
+            let (lh, rh) = sibling_hists(parent, small_hist, small_is_left);
             for (child, h, ok) in [(&mut left, lh, cl), (&mut right, rh, cr)] {
                 if ok {
                     let f = feats_for(child.depth, rng, self);
-                    child.split = best_split(self.data, p, &h, child.sum, &f);
+                    child.split = best_split(self.data, p, &self.quant, &h, child.sum, &f);
                     child.hist = Some(h);
                 }
             }
@@ -523,41 +643,34 @@ impl<'a> Grower<'a> {
 
     fn apply_split(&self, tree: &mut RegTree, node: &Node, s: &Split) -> (usize, usize) {
         let p = self.p;
-        let leaf = |e: Entry| ((p.eta * p.weight(e.g, e.h)) as f32, e.h as f32);
+        let q = self.quant;
+        let leaf = |w: Wide| {
+            let e = q.decode(w);
+            ((p.eta * p.weight(e.g, e.h)) as f32, e.h as f32)
+        };
+        let total = q.decode(node.sum);
         tree.split(
             node.nid,
             s.feature as u32,
             s.bin,
             self.data.cuts().threshold(s.feature, s.bin),
             s.default_left,
-            p.weight(node.sum.g, node.sum.h) as f32,
+            p.weight(total.g, total.h) as f32,
             s.loss_chg as f32,
             [leaf(s.left), leaf(s.right)],
         )
     }
 
-    fn sum_rows(&self, grads: &[GradPair], start: usize, end: usize) -> Entry {
-        let parts: Vec<Entry> = self.rows[start..end]
+    fn sum_packed(&self, start: usize, end: usize) -> Wide {
+        let packed = &self.packed;
+        self.rows[start..end]
             .par_chunks(PIECE)
-            .map(|rows| {
-                let mut e = Entry::default();
-                for &r in rows {
-                    let gp = grads[r as usize];
-                    e.g += f64::from(gp.g);
-                    e.h += f64::from(gp.h);
-                }
-                e
-            })
-            .collect();
-        let mut total = Entry::default();
-        for e in parts {
-            total.add(e);
-        }
-        total
+            .map(|rows| Quant::unpack(rows.iter().fold(0i64, |a, &r| a.wrapping_add(packed[r as usize]))))
+            .reduce(Wide::default, Wide::add)
     }
 
     /// Histograms of the given row ranges (one per range).
-    fn build_hists(&self, grads: &[GradPair], jobs: &[(usize, usize)]) -> Vec<Vec<Entry>> {
+    fn build_hists(&self, jobs: &[(usize, usize)]) -> Vec<Vec<Wide>> {
         let pieces: Vec<(usize, usize, usize)> = jobs
             .iter()
             .enumerate()
@@ -565,29 +678,34 @@ impl<'a> Grower<'a> {
             .collect();
         let data = self.data;
         let rows = &self.rows;
+        let packed = &self.packed;
         let len = data.hist_len();
-        let partials: Vec<(usize, Vec<Entry>)> = pieces
+        // Integer sums are exact, so combining pieces in any order gives the same histogram.
+        let partials: Vec<(usize, Vec<i64>)> = pieces
             .par_iter()
             .map(|&(j, s, e)| {
-                let mut h = vec![Entry::default(); len];
-                accumulate(&mut h, data, grads, &rows[s..e]);
+                let mut h = vec![0i64; len];
+                accumulate(&mut h, data, packed, &rows[s..e]);
                 (j, h)
             })
             .collect();
-        let mut out: Vec<Option<Vec<Entry>>> = vec![None; jobs.len()];
+        let mut out: Vec<Vec<Wide>> = vec![Vec::new(); jobs.len()];
         for (j, h) in partials {
-            match &mut out[j] {
-                None => out[j] = Some(h),
-                Some(acc) => {
-                    for (a, b) in acc.iter_mut().zip(&h) {
-                        a.add(*b);
-                    }
+            let acc = &mut out[j];
+            if acc.is_empty() {
+                acc.extend(h.iter().map(|&s| Quant::unpack(s)));
+            } else {
+                for (a, &b) in acc.iter_mut().zip(&h) {
+                    *a = a.add(Quant::unpack(b));
                 }
             }
         }
-        out.into_iter()
-            .map(|h| h.unwrap_or_else(|| vec![Entry::default(); len]))
-            .collect()
+        for h in &mut out {
+            if h.is_empty() {
+                h.resize(len, Wide::default());
+            }
+        }
+        out
     }
 
     /// Stable in-place partition of each (start, end, split) range; returns each split point.
@@ -598,20 +716,18 @@ impl<'a> Grower<'a> {
             .flat_map(|(j, &(s, e, _))| (s..e).step_by(PIECE).map(move |ps| (j, ps, (ps + PIECE).min(e))))
             .collect();
         let data = self.data;
-        let nf = data.n_features();
-        let codes = data.codes();
         let rows = &self.rows;
         let missing = &self.missing_code;
         let parts: Vec<(Vec<u32>, Vec<u32>)> = pieces
             .par_iter()
             .map(|&(j, s, e)| {
                 let sp = jobs[j].2;
-                let f = sp.feature;
-                let (bin, miss, dl) = (sp.bin, missing[f], sp.default_left);
+                let col = data.column(sp.feature);
+                let (bin, miss, dl) = (sp.bin, missing[sp.feature], sp.default_left);
                 let mut left = Vec::with_capacity(e - s);
-                let mut right = Vec::new();
+                let mut right = Vec::with_capacity(e - s);
                 for &r in &rows[s..e] {
-                    let c = codes[r as usize * nf + f];
+                    let c = col[r as usize];
                     let go_left = if c == miss { dl } else { c <= bin };
                     if go_left {
                         left.push(r);
@@ -644,21 +760,33 @@ impl<'a> Grower<'a> {
     }
 }
 
-/// The histogram kernel: for each row, add its gradient pair to the slot of each feature's code.
+/// (left, right) histograms from the parent's and the smaller child's: sibling = parent − child,
+/// computed in the parent's buffer.
+fn sibling_hists(mut parent: Vec<Wide>, small: Vec<Wide>, small_is_left: bool) -> (Vec<Wide>, Vec<Wide>) {
+    for (ph, sh) in parent.iter_mut().zip(&small) {
+        *ph = ph.sub(*sh);
+    }
+    if small_is_left {
+        (small, parent)
+    } else {
+        (parent, small)
+    }
+}
+
+/// The histogram kernel: for each row, add its packed gradient to the slot of each feature's
+/// code.
 #[inline(never)]
-fn accumulate(hist: &mut [Entry], data: &BinnedMatrix, grads: &[GradPair], rows: &[u32]) {
+fn accumulate(hist: &mut [i64], data: &BinnedMatrix, packed: &[i64], rows: &[u32]) {
     let nf = data.n_features();
     let codes = data.codes();
     let offsets = data.offsets();
     for &r in rows {
         let r = r as usize;
-        let gp = grads[r];
-        let (g, h) = (f64::from(gp.g), f64::from(gp.h));
+        let v = packed[r];
         let row = &codes[r * nf..r * nf + nf];
         for (&c, &off) in row.iter().zip(offsets) {
             let e = &mut hist[off + c as usize];
-            e.g += g;
-            e.h += h;
+            *e = e.wrapping_add(v);
         }
     }
 }
@@ -691,14 +819,23 @@ mod tests {
         BinnedMatrix::new(&m, cuts)
     }
 
-    /// Histogram of a node computed naively from the raw rows.
-    fn naive_hist(b: &BinnedMatrix, grads: &[GradPair], rows: &[u32]) -> Vec<Entry> {
-        let mut h = vec![Entry::default(); b.hist_len()];
+    const EXACT: Quant = Quant {
+        g_scale: 1.0,
+        h_scale: 1.0,
+    };
+
+    /// Integer gradients packed exactly (scale 1).
+    fn pack_exact(grads: &[GradPair]) -> Vec<i64> {
+        grads.iter().map(|g| Quant::pack(g.g as i32, g.h as u32)).collect()
+    }
+
+    /// Histogram of a node computed naively, one slot at a time.
+    fn naive_hist(b: &BinnedMatrix, packed: &[i64], rows: &[u32]) -> Vec<Wide> {
+        let mut h = vec![Wide::default(); b.hist_len()];
         for &r in rows {
             for f in 0..b.n_features() {
                 let slot = b.offsets()[f] + b.row(r as usize)[f] as usize;
-                h[slot].g += f64::from(grads[r as usize].g);
-                h[slot].h += f64::from(grads[r as usize].h);
+                h[slot] = h[slot].add(Quant::unpack(packed[r as usize]));
             }
         }
         h
@@ -725,31 +862,58 @@ mod tests {
         let p = params();
         let mut g = Grower::new(&b, &p);
         g.rows = (0..100_000).collect();
-        let all = g.build_hists(&grads, &[(0, 100_000)]).pop().unwrap();
-        let want = naive_hist(&b, &grads, &g.rows);
-        for (a, w) in all.iter().zip(&want) {
-            assert!((a.g - w.g).abs() < 1e-6 && (a.h - w.h).abs() < 1e-6);
-        }
+        g.quant = Quant::quantize(&grads, 7, &mut g.packed);
+        let all = g.build_hists(&[(0, 100_000)]).pop().unwrap();
+        assert_eq!(all, naive_hist(&b, &g.packed, &g.rows));
         // Partition on feature 0 at bin 2, then parent - left must equal the right child's.
         let split = Split {
             loss_chg: 1.0,
             feature: 0,
             bin: 2,
             default_left: false,
-            left: Entry::default(),
-            right: Entry::default(),
+            left: Wide::default(),
+            right: Wide::default(),
         };
         let mid = g.partition(&[(0, 100_000, split)])[0];
         assert!(g.rows[..mid].iter().all(|&r| b.row(r as usize)[0] <= 2));
         assert!(g.rows[mid..].iter().all(|&r| b.row(r as usize)[0] > 2));
         assert!(g.rows[..mid].windows(2).all(|w| w[0] < w[1]), "partition is stable");
-        let left = g.build_hists(&grads, &[(0, mid)]).pop().unwrap();
-        let right_naive = naive_hist(&b, &grads, &g.rows[mid..]);
-        for i in 0..all.len() {
-            let sub = all[i].sub(left[i]);
-            assert!((sub.g - right_naive[i].g).abs() < 1e-6);
-            assert!((sub.h - right_naive[i].h).abs() < 1e-6);
+        let left = g.build_hists(&[(0, mid)]).pop().unwrap();
+        let right_naive = naive_hist(&b, &g.packed, &g.rows[mid..]);
+        let (l2, r2) = sibling_hists(all.clone(), left.clone(), true);
+        assert_eq!(l2, left);
+        assert_eq!(r2, right_naive);
+        // Decoded sums track the exact gradient sums closely.
+        let exact = grads.iter().fold(Entry::default(), |mut a, gp| {
+            a.g += f64::from(gp.g);
+            a.h += f64::from(gp.h);
+            a
+        });
+        let total = g.quant.decode(g.sum_packed(0, 100_000));
+        assert!(
+            (total.g - exact.g).abs() < 1e-3 * 100_000f64.sqrt(),
+            "{total:?} {exact:?}"
+        );
+        assert!(
+            (total.h - exact.h).abs() < 1e-3 * 100_000f64.sqrt(),
+            "{total:?} {exact:?}"
+        );
+    }
+
+    #[test]
+    fn packing_roundtrips_negative_sums() {
+        let vals = [(-5, 3u32), (7, 0), (-2_000_000, 4_000_000), (1, 1)];
+        let mut s = 0i64;
+        let (mut gs, mut hs) = (0i64, 0u64);
+        for (g, h) in vals {
+            s = s.wrapping_add(Quant::pack(g, h));
+            gs += i64::from(g);
+            hs += u64::from(h);
         }
+        let e = EXACT.decode(Quant::unpack(s));
+        assert_eq!((e.g, e.h), (gs as f64, hs as f64));
+        let e = EXACT.decode(Quant::unpack(s).sub(Quant::unpack(Quant::pack(-5, 3))));
+        assert_eq!((e.g, e.h), ((gs + 5) as f64, (hs - 3) as f64));
     }
 
     #[test]
@@ -770,9 +934,10 @@ mod tests {
         let b = binned(&rows);
         let p = params();
         let all: Vec<u32> = (0..400).collect();
-        let hist = naive_hist(&b, &grads, &all);
-        let sum = Entry { g: 0.0, h: 400.0 };
-        let s = best_split(&b, &p, &hist, sum, &[0]).unwrap();
+        let packed = pack_exact(&grads);
+        let hist = naive_hist(&b, &packed, &all);
+        let sum = Wide { g: 0, h: 400 };
+        let s = best_split(&b, &p, &EXACT, &hist, sum, &[0]).unwrap();
         assert!(s.default_left);
         assert_eq!(b.cuts().threshold(0, s.bin), 3.0);
         // gain = GL²/HL + GR²/HR - G²/H = 200²/200 + 200²/200 - 0
@@ -783,9 +948,10 @@ mod tests {
                 gp.g = 1.0;
             }
         }
-        let hist = naive_hist(&b, &grads, &all);
-        let sum = Entry { g: 200.0, h: 400.0 };
-        let s = best_split(&b, &p, &hist, sum, &[0]).unwrap();
+        let packed = pack_exact(&grads);
+        let hist = naive_hist(&b, &packed, &all);
+        let sum = Wide { g: 200, h: 400 };
+        let s = best_split(&b, &p, &EXACT, &hist, sum, &[0]).unwrap();
         assert!(!s.default_left);
         assert_eq!(b.cuts().threshold(0, s.bin), 3.0);
     }
@@ -832,10 +998,11 @@ mod tests {
             let b = binned(&rows);
             let p = GrowParams { lambda, alpha, max_delta_step: mds, min_child_weight: 1.0, ..params() };
             let all: Vec<u32> = (0..rows.len() as u32).collect();
-            let hist = naive_hist(&b, &grads, &all);
-            let sum = grads.iter().fold(Entry::default(), |mut a, g| { a.g += f64::from(g.g); a.h += f64::from(g.h); a });
+            let packed = pack_exact(&grads);
+            let hist = naive_hist(&b, &packed, &all);
+            let sum = Quant::unpack(packed.iter().sum::<i64>());
             let want = naive_best_gain(&rows, &grads, &p);
-            match best_split(&b, &p, &hist, sum, &[0, 1]) {
+            match best_split(&b, &p, &EXACT, &hist, sum, &[0, 1]) {
                 Some(s) => proptest::prop_assert!((s.loss_chg - want).abs() < 1e-9, "{} vs {}", s.loss_chg, want),
                 None => proptest::prop_assert!(want == f64::NEG_INFINITY),
             }

@@ -1,0 +1,98 @@
+//! One benchmark measurement in a fresh process (clean peak-RSS accounting), used by
+//! `bench/gbdt/run.sh`:
+//!
+//!   gbdt_bench <train.csv> <test.csv> <rounds> <threads> [max_depth] [max_leaves]
+//!
+//! Prints `RESULT {json}` with CSV parse time and MB/s, binning time, training time, test AUC
+//! and peak RSS. `max_leaves > 0` switches to lossguide growth (max_depth 0 = unlimited).
+
+use std::time::Instant;
+
+use kiln_algos::binning::{BinCuts, BinnedMatrix};
+use kiln_algos::booster::{TrainOptions, train_binned};
+use kiln_algos::reader::{ContentType, ReadOptions, read_file};
+use kiln_algos::{GrowPolicy, Metric, Objective, XgbConfig};
+
+fn vm_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a: Vec<String> = std::env::args().collect();
+    if a.len() < 5 {
+        return Err("usage: gbdt_bench <train.csv> <test.csv> <rounds> <threads> [max_depth] [max_leaves]".into());
+    }
+    let rounds: usize = a[3].parse()?;
+    let threads: usize = a[4].parse()?;
+    let max_depth: usize = a.get(5).map_or(Ok(6), |s| s.parse())?;
+    let max_leaves: usize = a.get(6).map_or(Ok(0), |s| s.parse())?;
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    let rss0 = vm_kib("VmRSS:");
+
+    let t = Instant::now();
+    let train = read_file(a[1].as_ref(), ContentType::Csv, &ReadOptions::default())?;
+    let parse_s = t.elapsed().as_secs_f64();
+    let size_mb = std::fs::metadata(&a[1])?.len() as f64 / 1e6;
+
+    let params = XgbConfig {
+        num_round: rounds,
+        objective: Objective::BinaryLogistic,
+        eta: 0.1,
+        max_depth,
+        max_leaves,
+        grow_policy: if max_leaves > 0 {
+            GrowPolicy::Lossguide
+        } else {
+            GrowPolicy::Depthwise
+        },
+        nthread: Some(threads),
+        ..XgbConfig::default()
+    }
+    .check()?;
+    let t = Instant::now();
+    let cuts = BinCuts::compute(&train.features, None, params.max_bin);
+    let binned = BinnedMatrix::new(&train.features, cuts);
+    let bin_s = t.elapsed().as_secs_f64();
+    let (labels, n_rows) = (train.labels, binned.n_rows());
+    drop(train.features);
+
+    let t = Instant::now();
+    let model = train_binned(
+        &params,
+        &binned,
+        &labels,
+        None,
+        None,
+        TrainOptions {
+            eval_train: false,
+            log: None,
+        },
+    )?;
+    let train_s = t.elapsed().as_secs_f64();
+    drop(binned);
+
+    let test = read_file(a[2].as_ref(), ContentType::Csv, &ReadOptions::default())?;
+    let t = Instant::now();
+    let pred = model.predict(&test.features);
+    let predict_s = t.elapsed().as_secs_f64();
+    let auc = Metric::Auc.eval(&pred, 1, &test.labels, None);
+    let hwm = vm_kib("VmHWM:");
+    println!(
+        "RESULT {{\"tool\": \"kiln\", \"rows\": {n_rows}, \"threads\": {threads}, \"rounds\": {rounds}, \
+         \"max_depth\": {max_depth}, \"max_leaves\": {max_leaves}, \"csv_mb\": {size_mb:.1}, \
+         \"parse_s\": {parse_s:.3}, \"parse_mb_per_s\": {:.0}, \"dataset_build_s\": {bin_s:.3}, \
+         \"train_s\": {train_s:.3}, \"predict_s\": {predict_s:.3}, \"test_auc\": {auc:.5}, \
+         \"process_peak_rss_mib\": {:.0}, \"rss_at_start_mib\": {:.0}}}",
+        size_mb / parse_s,
+        hwm as f64 / 1024.0,
+        rss0 as f64 / 1024.0
+    );
+    Ok(())
+}
