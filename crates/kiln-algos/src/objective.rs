@@ -53,6 +53,10 @@ pub enum Objective {
     },
 }
 
+/// The `b` with `logit(b) == b` (to f32 precision): a logitraw intercept every xgboost version
+/// reads the same way.
+pub const LOGITRAW_BASE_SCORE: f32 = 0.659_046_05;
+
 /// xgboost's `max_delta_step` inside the Poisson objective (not the tree parameter).
 pub const POISSON_MAX_DELTA_STEP: f32 = 0.7;
 
@@ -128,6 +132,9 @@ impl Objective {
         match self {
             Objective::Softmax { .. } | Objective::Softprob { .. } => 0.5,
             Objective::BinaryHinge => 0.0,
+            // xgboost 3.x reads a logitraw base_score as a margin, older versions as a
+            // probability; at the fixed point of logit(b) = b both readings agree.
+            Objective::BinaryLogitRaw => LOGITRAW_BASE_SCORE,
             Objective::AbsoluteError | Objective::PseudoHuber { .. } => weighted_median(labels, weights),
             _ => {
                 let (mut s, mut sw) = (0.0f64, 0.0f64);
@@ -152,9 +159,7 @@ impl Objective {
     /// `base_score` → margin (xgboost's `ProbToMargin`).
     pub fn prob_to_margin(&self, base_score: f32) -> f32 {
         match self {
-            Objective::BinaryLogistic | Objective::BinaryLogitRaw | Objective::RegLogistic => {
-                -(1.0 / base_score - 1.0).ln()
-            }
+            Objective::BinaryLogistic | Objective::RegLogistic => -(1.0 / base_score - 1.0).ln(),
             Objective::Gamma | Objective::Tweedie { .. } | Objective::Poisson => base_score.ln(),
             _ => base_score,
         }
