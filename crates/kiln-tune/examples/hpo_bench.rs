@@ -384,33 +384,34 @@ fn hpo_part(args: &Args) {
     for t in timing {
         println!("{t}");
     }
-    println!("{}", latency_at_100());
+    println!("{}", latency(100));
+    println!("{}", latency(500));
 }
 
-/// Wall time of one Bayesian suggestion with 100 finished trials (Hartmann6, 6-D) and 4 running.
-fn latency_at_100() -> String {
+/// Wall time of one Bayesian suggestion with `n` finished trials (Hartmann6, 6-D) and 4 running.
+fn latency(n: usize) -> String {
     let p = &problems()[1];
     let space = space_of(&p.bounds);
-    let mut history: Vec<Trial> = (0..104)
+    let mut history: Vec<Trial> = (0..n + 4)
         .map(|k| {
             let a = random_assignment(&space, 7, k);
             let y = (p.f)(&point(&a, 6));
             Trial::completed(a, y)
         })
         .collect();
-    for t in &mut history[100..] {
+    for t in &mut history[n..] {
         t.state = TrialState::Running;
     }
     let strat = StrategyConfig::Bayesian(BayesianConfig::default());
     let mut times = Vec::new();
     for seed in 0..5 {
         let t0 = Instant::now();
-        let _ = suggest(&strat, &space, &history, Direction::Minimize, seed, 104);
+        let _ = suggest(&strat, &space, &history, Direction::Minimize, seed, n + 4);
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
     format!(
-        "one Bayesian suggestion with 100 finished + 4 running trials (6-D): median {:.0} ms, max {:.0} ms",
+        "one Bayesian suggestion with {n} finished + 4 running trials (6-D): median {:.0} ms, max {:.0} ms",
         times[2], times[4]
     )
 }

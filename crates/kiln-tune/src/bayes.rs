@@ -122,41 +122,82 @@ pub(crate) struct Model {
 /// Fits the surrogate; `None` when there is nothing to learn (constant losses) or the fit fails.
 pub(crate) fn fit_model(space: &SearchSpace, obs: &Observations, seed: u64, trial_index: usize) -> Option<Model> {
     let cats: Vec<Option<usize>> = space.params.iter().map(|p| p.n_categories()).collect();
-    let y = transform_losses(&obs.loss);
-    if y.iter().all(|v| *v == 0.0) {
+    let y_full = transform_losses(&obs.loss);
+    if y_full.iter().all(|v| *v == 0.0) {
         return None;
     }
+    let pick = |idx: &[usize]| -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
+        (
+            idx.iter().map(|&i| obs.x[i].clone()).collect(),
+            idx.iter().map(|&i| y_full[i]).collect(),
+            idx.iter().map(|&i| obs.extra_noise[i]).collect(),
+        )
+    };
     let mut rng = Rng::for_trial(seed, trial_index, Stream::GpFit);
-    let inputs = Inputs::new(obs.x.clone(), cats.clone());
-    let hyper = fit_hyper(&inputs, &y, &obs.extra_noise, 3, 60, &mut rng)?;
-    let base = Gp::new(obs.x.clone(), cats.clone(), &y, &obs.extra_noise, &hyper)?;
+    let (fx, fy, fnoise) = pick(&subset(&obs.loss, MAX_FIT_POINTS));
+    let inputs = Inputs::new(fx, cats.clone());
+    let hyper = fit_hyper(&inputs, &fy, &fnoise, 3, 60, &mut rng)?;
+    let (x, y, noise) = pick(&subset(&obs.loss, MAX_GP_POINTS));
+    let n_obs = x.len();
+    let base = Gp::new(x.clone(), cats.clone(), &y, &noise, &hyper)?;
 
-    let mut x_all = obs.x.clone();
-    let mut y_all = y.clone();
-    let mut noise_all = obs.extra_noise.clone();
+    let mut x_all = x;
+    let mut y_all = y;
+    let mut noise_all = noise;
     for p in &obs.pending {
         x_all.push(p.clone());
         y_all.push(base.predict(p).0);
         noise_all.push(0.0);
     }
-    let worst = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let worst = y_full.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     for p in &obs.failed {
         x_all.push(p.clone());
         y_all.push(worst);
         noise_all.push(0.0);
     }
-    let gp = if x_all.len() > obs.x.len() {
-        Gp::new(x_all, cats, &y_all, &noise_all, &hyper)?
+    let gp = if x_all.len() > n_obs {
+        Gp::new(x_all.clone(), cats, &y_all, &noise_all, &hyper)?
     } else {
         base
     };
-    let incumbent = obs
-        .x
+    let incumbent = x_all[..n_obs]
         .iter()
         .chain(&obs.pending)
         .map(|p| gp.predict(p).0)
         .fold(f64::INFINITY, f64::min);
     Some(Model { gp, incumbent })
+}
+
+/// Most observations used to fit kernel hyperparameters (cost grows with the cube).
+pub(crate) const MAX_FIT_POINTS: usize = 100;
+/// Most observations the GP is conditioned on.
+pub(crate) const MAX_GP_POINTS: usize = 250;
+
+/// Indices of at most `max` observations: all of them if few enough, else the best half of the
+/// allowance by loss plus the most recent of the rest, because the model matters most near the
+/// incumbent and where the search currently is. Returned in history order.
+pub(crate) fn subset(loss: &[f64], max: usize) -> Vec<usize> {
+    let n = loss.len();
+    if n <= max {
+        return (0..n).collect();
+    }
+    let mut by_loss: Vec<usize> = (0..n).collect();
+    by_loss.sort_by(|&a, &b| loss[a].total_cmp(&loss[b]));
+    let mut keep = vec![false; n];
+    for &i in by_loss.iter().take(max / 2) {
+        keep[i] = true;
+    }
+    let mut left = max - max / 2;
+    for i in (0..n).rev() {
+        if left == 0 {
+            break;
+        }
+        if !keep[i] {
+            keep[i] = true;
+            left -= 1;
+        }
+    }
+    (0..n).filter(|&i| keep[i]).collect()
 }
 
 impl Model {
@@ -311,6 +352,16 @@ mod tests {
         assert!(mean.abs() < 1e-9);
         assert!((variance(&z) - 1.0).abs() < 1e-9);
         assert_eq!(transform_losses(&[2.0, 2.0]), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn subset_keeps_best_and_recent() {
+        let loss: Vec<f64> = (0..10)
+            .map(|i| [5.0, 0.1, 7.0, 0.2, 9.0, 8.0, 6.0, 4.0, 3.0, 2.0][i])
+            .collect();
+        assert_eq!(subset(&loss, 20), (0..10).collect::<Vec<_>>());
+        // Best two (indices 1, 3) and the two most recent others (8, 9).
+        assert_eq!(subset(&loss, 4), vec![1, 3, 8, 9]);
     }
 }
 
