@@ -58,9 +58,11 @@ pub struct Trial {
     /// Its state.
     pub state: TrialState,
     /// Objective values the job printed per epoch, in order (index 0 = epoch 1).
+    #[serde(default)]
     pub intermediate: Vec<f64>,
     /// Order in which the job finished (any increasing number, e.g. end time in ms); `None` when
     /// unknown, in which case history order stands in for completion order.
+    #[serde(default)]
     pub finish_seq: Option<u64>,
 }
 

@@ -15,6 +15,33 @@
 //! after each new intermediate value call [`hyperband_should_stop`] or [`median_should_stop`];
 //! after each finished trial consult [`best_trial`], [`not_improving_count`],
 //! [`convergence_detected`] and [`target_reached`].
+//!
+//! ```
+//! use kiln_tune::*;
+//!
+//! let space = SearchSpace::new(vec![
+//!     Param::continuous("eta", 1e-3, 0.5, Scaling::Logarithmic),
+//!     Param::integer("max_depth", 2, 10, Scaling::Auto),
+//!     Param::categorical("booster", ["gbtree", "dart"]),
+//! ]);
+//! let strategy = StrategyConfig::Bayesian(BayesianConfig::default());
+//! space.validate()?;
+//! strategy.validate(&space)?;
+//!
+//! let mut history: Vec<Trial> = Vec::new();
+//! for k in 0..3 {
+//!     let hp = suggest(&strategy, &space, &history, Direction::Maximize, 42, k)?;
+//!     history.push(Trial::running(hp)); // launch the training job with these values
+//! }
+//! history[1].intermediate.push(0.71); // job 1 printed its epoch-1 accuracy
+//! let stop = median_should_stop(1, &history, Direction::Maximize);
+//! assert!(!stop); // no completed jobs yet to compare with
+//! history[0].state = TrialState::Completed { objective: 0.83 };
+//! assert_eq!(best_trial(&history, Direction::Maximize), Some(0));
+//! # Ok::<(), TuneError>(())
+//! ```
+
+#![warn(missing_docs)]
 
 mod bayes;
 mod error;
@@ -145,7 +172,9 @@ fn observations(
                 obs.extra_noise.push(0.0);
             }
             (TrialState::Running, None) => obs.pending.push(u),
-            (TrialState::Failed, None) => obs.failed.push(u),
+            // A job that "completed" with a NaN or infinite objective failed as far as the
+            // model is concerned.
+            (TrialState::Failed | TrialState::Completed { .. }, None) => obs.failed.push(u),
             _ => {}
         }
     }

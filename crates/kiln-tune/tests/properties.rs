@@ -142,6 +142,33 @@ proptest! {
 }
 
 #[test]
+fn only_earlier_trials_shape_a_suggestion() {
+    // The engine may re-ask for trial k after a restart, when later trials already exist.
+    let space = quadratic_space();
+    let strat = StrategyConfig::Bayesian(BayesianConfig::default());
+    let mut history = Vec::new();
+    for k in 0..12 {
+        let a = suggest(&strat, &space, &history, Direction::Minimize, 21, k).unwrap();
+        let (x, y) = xy(&a);
+        history.push(Trial::completed(a, x * x + y));
+    }
+    let first = suggest(&strat, &space, &history, Direction::Minimize, 21, 12).unwrap();
+    history.push(Trial::running(first.clone()));
+    history.push(Trial::completed(first.clone(), -5.0));
+    let again = suggest(&strat, &space, &history, Direction::Minimize, 21, 12).unwrap();
+    assert_eq!(first, again);
+}
+
+#[test]
+fn trials_serialise_without_optional_fields() {
+    let t: Trial = serde_json::from_str(r#"{"assignment":{"x":"0.5"},"state":"Running"}"#).unwrap();
+    assert!(t.is_running() && t.intermediate.is_empty() && t.finish_seq.is_none());
+    let done = Trial::completed(Assignment::new(), 1.5);
+    let back: Trial = serde_json::from_str(&serde_json::to_string(&done).unwrap()).unwrap();
+    assert_eq!(back, done);
+}
+
+#[test]
 fn scaling_shapes_the_sample_distribution() {
     let space = SearchSpace::new(vec![
         Param::continuous("lr", 1e-4, 1.0, Scaling::Logarithmic),
