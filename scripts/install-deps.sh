@@ -3,7 +3,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if ! $PY -c "import pytest, boto3" 2>/dev/null || ! [ -f .deps-python-ok ] || [ requirements-test.txt -nt .deps-python-ok ]; then
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+
+apt_missing=()
+# The AWS CLI v2 (Debian's awscli) for `aws logs tail`; the pip CLI (v1) stays the default `aws`.
+/usr/bin/aws --version 2>/dev/null | grep -q '^aws-cli/2' || apt_missing+=(awscli)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+fi
+
+if ! [ -f .deps-python-ok ] || [ requirements-test.txt -nt .deps-python-ok ] || ! $PY -c "import pytest, boto3" 2>/dev/null; then
   $PY -m pip install -q --disable-pip-version-check -r requirements-test.txt
   touch .deps-python-ok
 fi

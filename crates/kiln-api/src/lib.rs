@@ -5,6 +5,7 @@
 
 pub mod arn;
 pub mod error;
+pub mod logs;
 pub mod model;
 pub mod shapes;
 pub mod sigv4;

@@ -4,6 +4,7 @@
 //! SageMaker's errors; it never sees HTTP, and it is the only writer of the store.
 
 pub mod job;
+mod logs;
 pub mod status;
 mod tags;
 mod token;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_api::AwsError;
-use kiln_store::{Store, StoreError};
+use kiln_store::{LogStore, Store, StoreError};
 
 pub use job::{JobState, TrainingJob};
 pub use status::{JobStatus, Secondary};
@@ -28,12 +29,18 @@ pub struct Caller {
 /// The engine: one per server.
 pub struct Engine {
     store: Arc<dyn Store>,
+    logs: Arc<dyn LogStore>,
+    known_groups: logs::KnownGroups,
 }
 
 impl Engine {
     /// An engine over a store.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, logs: Arc<dyn LogStore>) -> Self {
+        Self {
+            store,
+            logs,
+            known_groups: Default::default(),
+        }
     }
 
     /// The store (read access for the server's health checks and tests).

@@ -190,6 +190,13 @@ async fn handle_inner(
         (Service::SageMaker, "AddTags") => engine.add_tags(&caller, parse(body)?).await,
         (Service::SageMaker, "ListTags") => engine.list_tags(&caller, parse(body)?).await,
         (Service::SageMaker, "DeleteTags") => engine.delete_tags(&caller, parse(body)?).await,
+        (Service::Logs, "CreateLogGroup") => engine.create_log_group(&caller, parse(body)?).await,
+        (Service::Logs, "CreateLogStream") => engine.create_log_stream(&caller, parse(body)?).await,
+        (Service::Logs, "PutLogEvents") => engine.put_log_events(&caller, parse(body)?).await,
+        (Service::Logs, "DescribeLogGroups") => engine.describe_log_groups(&caller, parse(body)?).await,
+        (Service::Logs, "DescribeLogStreams") => engine.describe_log_streams(&caller, parse(body)?).await,
+        (Service::Logs, "GetLogEvents") => engine.get_log_events(&caller, parse(body)?).await,
+        (Service::Logs, "FilterLogEvents") => engine.filter_log_events(&caller, parse(body)?).await,
         _ => Err(AwsError::unknown_operation(target)),
     }
 }

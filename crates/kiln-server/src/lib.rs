@@ -16,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use kiln_api::AwsError;
 use kiln_engine::Engine;
-use kiln_store::SqliteStore;
+use kiln_store::{SqliteLogStore, SqliteStore};
 
 use crate::keys::Keyring;
 
@@ -71,8 +71,9 @@ impl Server {
             created_key = Some(key);
         }
         let store = SqliteStore::open(&config.data_dir.join("kiln.db")).await?;
+        let logs = SqliteLogStore::open(&config.data_dir.join("logs.db")).await?;
         let app = App {
-            engine: Engine::new(Arc::new(store)),
+            engine: Engine::new(Arc::new(store), Arc::new(logs)),
             keys: Keyring::load(&keys_file)?,
         };
         Ok(Self {

@@ -3,10 +3,12 @@
 //! a PostgreSQL implementation can share it. Every write is committed durably before it returns.
 //! This crate knows rows, not HTTP and not the job state machine: the engine decides what to write.
 
+pub mod logs;
 mod sqlite;
 
 use async_trait::async_trait;
 
+pub use logs::{LogStore, SqliteLogStore};
 pub use sqlite::SqliteStore;
 
 /// Errors of the store.

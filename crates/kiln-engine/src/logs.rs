@@ -1,0 +1,456 @@
+//! The CloudWatch Logs operations, and the engine-side API that stores a job's log lines.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use kiln_api::logs::{
+    CreateLogGroupRequest, CreateLogStreamRequest, DescribeLogGroupsRequest, DescribeLogStreamsRequest,
+    FilterLogEventsRequest, FilterPattern, GetLogEventsRequest, PutLogEventsRequest, TRAINING_LOG_GROUP,
+    escape_control_chars,
+};
+use kiln_api::{ApiResult, AwsError};
+use kiln_store::StoreError;
+use kiln_store::logs::{EventPos, EventRange, FilterQuery, LogStore, NewEvent, StreamQuery, StreamSelector};
+use serde_json::{Value, json};
+
+use crate::{Caller, Engine, store_err};
+
+/// Most events one `GetLogEvents`/`FilterLogEvents` page returns (the service's default).
+const MAX_EVENTS: u32 = 10_000;
+/// At most this many events are scanned by one filtered call before it returns a token.
+const MAX_SCAN: usize = 200_000;
+
+fn now_ms() -> i64 {
+    (crate::now() * 1000.0) as i64
+}
+
+fn group_arn(caller: &Caller, group: &str) -> String {
+    format!("arn:aws:logs:{}:{}:log-group:{group}", caller.region, caller.account)
+}
+
+fn group_of(name: &Option<String>, identifier: &Option<String>) -> ApiResult<String> {
+    match (name, identifier) {
+        (Some(n), None) => Ok(n.clone()),
+        (None, Some(id)) => Ok(id
+            .rsplit_once(":log-group:")
+            .map(|(_, g)| g.trim_end_matches(":*").to_string())
+            .unwrap_or_else(|| id.clone())),
+        (Some(_), Some(_)) => Err(AwsError::logs_invalid_parameter(
+            "LogGroup name and LogGroup identifier are mutually exclusive parameters.",
+        )),
+        (None, None) => Err(AwsError::logs_invalid_parameter(
+            "Either LogGroup name or LogGroup identifier is required.",
+        )),
+    }
+}
+
+fn encode_pos(dir: char, p: EventPos) -> String {
+    format!("{dir}/{}/{}", p.timestamp, p.seq)
+}
+
+fn decode_pos(token: &str) -> ApiResult<(char, EventPos)> {
+    let bad = || AwsError::logs_invalid_parameter(format!("The specified nextToken is invalid: {token}"));
+    let mut parts = token.split('/');
+    let dir = match parts.next() {
+        Some("f") => 'f',
+        Some("b") => 'b',
+        _ => return Err(bad()),
+    };
+    let timestamp = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let seq = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok((dir, EventPos { timestamp, seq }))
+}
+
+/// Accounts whose training-job log group is known to exist.
+#[derive(Default)]
+pub(crate) struct KnownGroups(Mutex<HashSet<String>>);
+
+impl Engine {
+    fn logs(&self) -> &dyn LogStore {
+        self.logs.as_ref()
+    }
+
+    /// Makes sure `/aws/sagemaker/TrainingJobs` exists for the account.
+    pub async fn ensure_training_log_group(&self, account: &str) -> ApiResult<()> {
+        if self.known_groups.0.lock().map(|s| s.contains(account)).unwrap_or(false) {
+            return Ok(());
+        }
+        match self.logs().create_group(account, TRAINING_LOG_GROUP, now_ms()).await {
+            Ok(()) | Err(StoreError::AlreadyExists) => {}
+            Err(e) => return Err(store_err(e)),
+        }
+        if let Ok(mut s) = self.known_groups.0.lock() {
+            s.insert(account.to_string());
+        }
+        Ok(())
+    }
+
+    /// Appends lines of a job's host stream (creating the stream), escaping control characters as
+    /// SageMaker does. `lines` are `(epoch milliseconds, text)`.
+    pub async fn append_job_log(&self, account: &str, stream: &str, lines: &[(i64, String)]) -> ApiResult<()> {
+        self.ensure_training_log_group(account).await?;
+        let now = now_ms();
+        let events: Vec<NewEvent> = lines
+            .iter()
+            .map(|(t, l)| NewEvent {
+                timestamp: *t,
+                message: escape_control_chars(l).into_owned(),
+            })
+            .collect();
+        match self
+            .logs()
+            .put_events(account, TRAINING_LOG_GROUP, stream, &events, now)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(StoreError::NotFound) => {
+                match self
+                    .logs()
+                    .create_stream(account, TRAINING_LOG_GROUP, stream, now)
+                    .await
+                {
+                    Ok(()) | Err(StoreError::AlreadyExists) => {}
+                    Err(e) => return Err(store_err(e)),
+                }
+                self.logs()
+                    .put_events(account, TRAINING_LOG_GROUP, stream, &events, now)
+                    .await
+                    .map_err(store_err)
+            }
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    /// `CreateLogGroup`.
+    pub async fn create_log_group(&self, caller: &Caller, req: CreateLogGroupRequest) -> ApiResult<Value> {
+        self.ensure_training_log_group(&caller.account).await?;
+        match self
+            .logs()
+            .create_group(&caller.account, &req.log_group_name, now_ms())
+            .await
+        {
+            Ok(()) => Ok(json!({})),
+            Err(StoreError::AlreadyExists) => {
+                Err(AwsError::logs_already_exists("The specified log group already exists"))
+            }
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    /// `CreateLogStream`.
+    pub async fn create_log_stream(&self, caller: &Caller, req: CreateLogStreamRequest) -> ApiResult<Value> {
+        self.ensure_training_log_group(&caller.account).await?;
+        match self
+            .logs()
+            .create_stream(&caller.account, &req.log_group_name, &req.log_stream_name, now_ms())
+            .await
+        {
+            Ok(()) => Ok(json!({})),
+            Err(StoreError::AlreadyExists) => {
+                Err(AwsError::logs_already_exists("The specified log stream already exists"))
+            }
+            Err(StoreError::NotFound) => Err(AwsError::logs_not_found("The specified log group does not exist.")),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    /// `PutLogEvents`.
+    pub async fn put_log_events(&self, caller: &Caller, req: PutLogEventsRequest) -> ApiResult<Value> {
+        self.ensure_training_log_group(&caller.account).await?;
+        if req.log_events.windows(2).any(|w| w[1].timestamp < w[0].timestamp) {
+            return Err(AwsError::logs_invalid_parameter(
+                "Log events in a single PutLogEvents request must be in chronological order.",
+            ));
+        }
+        let events: Vec<NewEvent> = req
+            .log_events
+            .into_iter()
+            .map(|e| NewEvent {
+                timestamp: e.timestamp,
+                message: e.message,
+            })
+            .collect();
+        match self
+            .logs()
+            .put_events(
+                &caller.account,
+                &req.log_group_name,
+                &req.log_stream_name,
+                &events,
+                now_ms(),
+            )
+            .await
+        {
+            Ok(()) => Ok(json!({ "nextSequenceToken": "0" })),
+            Err(StoreError::NotFound) => Err(AwsError::logs_not_found("The specified log stream does not exist.")),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    /// `DescribeLogGroups`.
+    pub async fn describe_log_groups(&self, caller: &Caller, req: DescribeLogGroupsRequest) -> ApiResult<Value> {
+        self.ensure_training_log_group(&caller.account).await?;
+        let limit = req.limit.unwrap_or(50).clamp(1, 50) as u32;
+        let prefix = req.log_group_name_prefix.unwrap_or_default();
+        let mut rows = self
+            .logs()
+            .list_groups(&caller.account, &prefix, req.next_token.as_deref(), limit + 1)
+            .await
+            .map_err(store_err)?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let groups: Vec<Value> = rows
+            .iter()
+            .map(|g| {
+                let arn = group_arn(caller, &g.name);
+                json!({
+                    "logGroupName": g.name, "creationTime": g.creation_time, "metricFilterCount": 0,
+                    "arn": format!("{arn}:*"), "logGroupArn": arn, "storedBytes": g.stored_bytes,
+                    "logGroupClass": "STANDARD",
+                })
+            })
+            .collect();
+        let mut out = json!({ "logGroups": groups });
+        if more && let Some(last) = rows.last() {
+            out["nextToken"] = json!(last.name);
+        }
+        Ok(out)
+    }
+
+    async fn require_group(&self, caller: &Caller, group: &str) -> ApiResult<()> {
+        self.ensure_training_log_group(&caller.account).await?;
+        if self
+            .logs()
+            .group_exists(&caller.account, group)
+            .await
+            .map_err(store_err)?
+        {
+            Ok(())
+        } else {
+            Err(AwsError::logs_not_found("The specified log group does not exist."))
+        }
+    }
+
+    /// `DescribeLogStreams`: `nextToken` only when more streams remain (the SageMaker SDK loops
+    /// forever otherwise).
+    pub async fn describe_log_streams(&self, caller: &Caller, req: DescribeLogStreamsRequest) -> ApiResult<Value> {
+        let group = group_of(&req.log_group_name, &req.log_group_identifier)?;
+        self.require_group(caller, &group).await?;
+        let by_last_event = match req.order_by.as_deref() {
+            None | Some("LogStreamName") => false,
+            Some("LastEventTime") => true,
+            Some(other) => {
+                return Err(AwsError::logs_invalid_parameter(format!("Invalid orderBy '{other}'.")));
+            }
+        };
+        let prefix = req.log_stream_name_prefix.unwrap_or_default();
+        if by_last_event && !prefix.is_empty() {
+            return Err(AwsError::logs_invalid_parameter(
+                "Cannot order by LastEventTime with a logStreamNamePrefix.",
+            ));
+        }
+        let limit = req.limit.unwrap_or(50).clamp(1, 50) as u32;
+        let descending = req.descending.unwrap_or(false);
+        let mut rows = self
+            .logs()
+            .list_streams(
+                &caller.account,
+                &group,
+                &StreamQuery {
+                    prefix,
+                    by_last_event,
+                    descending,
+                    after: req.next_token.clone(),
+                    limit: limit + 1,
+                },
+            )
+            .await
+            .map_err(store_err)?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let arn = group_arn(caller, &group);
+        let streams: Vec<Value> = rows
+            .iter()
+            .map(|s| {
+                let mut v = json!({
+                    "logStreamName": s.name, "creationTime": s.creation_time,
+                    "arn": format!("{arn}:log-stream:{}", s.name), "storedBytes": s.stored_bytes,
+                    "uploadSequenceToken": "0",
+                });
+                if let Some(t) = s.first_event_time {
+                    v["firstEventTimestamp"] = json!(t);
+                }
+                if let Some(t) = s.last_event_time {
+                    v["lastEventTimestamp"] = json!(t);
+                }
+                if let Some(t) = s.last_ingestion_time {
+                    v["lastIngestionTime"] = json!(t);
+                }
+                v
+            })
+            .collect();
+        let mut out = json!({ "logStreams": streams });
+        if more && let Some(last) = rows.last() {
+            let token = if by_last_event {
+                format!("{}:{}", last.last_event_time.unwrap_or(0), last.name)
+            } else {
+                last.name.clone()
+            };
+            out["nextToken"] = json!(token);
+        }
+        Ok(out)
+    }
+
+    /// `GetLogEvents`: forward and backward tokens; at the end of a stream an empty page with the
+    /// same forward token.
+    pub async fn get_log_events(&self, caller: &Caller, req: GetLogEventsRequest) -> ApiResult<Value> {
+        let group = group_of(&req.log_group_name, &req.log_group_identifier)?;
+        self.require_group(caller, &group).await?;
+        if self
+            .logs()
+            .get_stream(&caller.account, &group, &req.log_stream_name)
+            .await
+            .map_err(store_err)?
+            .is_none()
+        {
+            return Err(AwsError::logs_not_found("The specified log stream does not exist."));
+        }
+        let limit = req
+            .limit
+            .unwrap_or(i64::from(MAX_EVENTS))
+            .clamp(1, i64::from(MAX_EVENTS)) as u32;
+        let (forward, from) = match &req.next_token {
+            Some(t) => {
+                let (dir, pos) = decode_pos(t)?;
+                (dir == 'f', Some(pos))
+            }
+            None => (req.start_from_head.unwrap_or(false), None),
+        };
+        let range = EventRange {
+            start: req.start_time,
+            end: req.end_time,
+            from,
+            forward,
+            limit,
+        };
+        let events = self
+            .logs()
+            .get_events(&caller.account, &group, &req.log_stream_name, &range)
+            .await
+            .map_err(store_err)?;
+        let pos = |e: &kiln_store::logs::LogEventRow| EventPos {
+            timestamp: e.timestamp,
+            seq: e.seq,
+        };
+        let start_pos = EventPos {
+            timestamp: req.start_time.unwrap_or(i64::MIN + 1) - 1,
+            seq: i64::MAX,
+        };
+        let end_pos = EventPos {
+            timestamp: req.end_time.unwrap_or(i64::MAX),
+            seq: 0,
+        };
+        let (fwd, back) = match (events.first(), events.last()) {
+            (Some(first), Some(last)) => (pos(last), pos(first)),
+            _ => {
+                let here = from.unwrap_or(if forward { start_pos } else { end_pos });
+                (if forward { here } else { start_pos }, here)
+            }
+        };
+        let items: Vec<Value> = events
+            .iter()
+            .map(|e| json!({ "timestamp": e.timestamp, "message": e.message, "ingestionTime": e.ingestion_time }))
+            .collect();
+        Ok(json!({
+            "events": items,
+            "nextForwardToken": encode_pos('f', fwd),
+            "nextBackwardToken": encode_pos('b', back),
+        }))
+    }
+
+    /// `FilterLogEvents`: events of many streams interleaved by time, with a text pattern.
+    pub async fn filter_log_events(&self, caller: &Caller, req: FilterLogEventsRequest) -> ApiResult<Value> {
+        let group = group_of(&req.log_group_name, &req.log_group_identifier)?;
+        self.require_group(caller, &group).await?;
+        let selector = match (req.log_stream_names, req.log_stream_name_prefix) {
+            (Some(_), Some(_)) => {
+                return Err(AwsError::logs_invalid_parameter(
+                    "logStreamNames and logStreamNamePrefix are mutually exclusive parameters.",
+                ));
+            }
+            (Some(names), None) => StreamSelector::Names(names),
+            (None, Some(p)) => StreamSelector::Prefix(p),
+            (None, None) => StreamSelector::All,
+        };
+        let pattern = FilterPattern::parse(req.filter_pattern.as_deref().unwrap_or(""))
+            .map_err(AwsError::logs_invalid_parameter)?;
+        let limit = req
+            .limit
+            .unwrap_or(i64::from(MAX_EVENTS))
+            .clamp(1, i64::from(MAX_EVENTS)) as usize;
+        let mut after = match &req.next_token {
+            Some(t) => Some(decode_pos(t)?.1),
+            None => None,
+        };
+        let mut matched = Vec::new();
+        let mut scanned = 0usize;
+        let mut exhausted = false;
+        while matched.len() < limit && scanned < MAX_SCAN {
+            let batch = (limit - matched.len()).max(1000) as u32;
+            let page = self
+                .logs()
+                .filter_events(
+                    &caller.account,
+                    &group,
+                    &FilterQuery {
+                        streams: selector.clone(),
+                        start: req.start_time,
+                        end: req.end_time,
+                        after,
+                        limit: batch,
+                    },
+                )
+                .await
+                .map_err(store_err)?;
+            let got = page.len();
+            let mut used = 0;
+            for e in page {
+                scanned += 1;
+                used += 1;
+                after = Some(EventPos {
+                    timestamp: e.timestamp,
+                    seq: e.seq,
+                });
+                if pattern.matches(&e.message) {
+                    matched.push(e);
+                    if matched.len() == limit {
+                        break;
+                    }
+                }
+            }
+            // The end of the data is reached when the store had no more and every row was looked at.
+            if got < batch as usize {
+                exhausted = used == got;
+                break;
+            }
+        }
+        let more = !exhausted;
+        let events: Vec<Value> = matched
+            .iter()
+            .map(|e| {
+                json!({
+                    "logStreamName": e.stream, "timestamp": e.timestamp, "message": e.message,
+                    "ingestionTime": e.ingestion_time, "eventId": format!("{:020}", e.seq),
+                })
+            })
+            .collect();
+        let mut out = json!({ "events": events, "searchedLogStreams": [] });
+        if more && let Some(p) = after {
+            out["nextToken"] = json!(encode_pos('f', p));
+        }
+        Ok(out)
+    }
+}
