@@ -63,12 +63,12 @@ pub use history::{
     CONVERGENCE_MIN_TRIALS, Direction, Trial, TrialState, best_trial, convergence_detected, not_improving_count,
     target_reached,
 };
-pub use hyperband::{HyperbandConfig, REDUCTION_FACTOR, hyperband_should_stop};
+pub use hyperband::{HyperbandConfig, MAX_RESOURCE_LIMIT, RANDOM_EVERY, REDUCTION_FACTOR, hyperband_should_stop};
 pub use median::{MedianRule, median_should_stop, median_should_stop_with};
 pub use sampling::{grid_point, grid_size, random_assignment};
 pub use space::{
-    AUTO_LOG_RATIO, Assignment, MAX_CATEGORICAL_VALUES, MAX_PARAMS, Param, ParamKind, Scaling, SearchSpace, Value,
-    format_float,
+    AUTO_LOG_RATIO, Assignment, MAX_CATEGORICAL_VALUES, MAX_INTEGER_MAGNITUDE, MAX_PARAMS, Param, ParamKind, Scaling,
+    SearchSpace, Value, format_float,
 };
 pub use warm::{WarmStart, WarmStartType, project_assignment};
 
