@@ -1,117 +1,9 @@
-"""Fixtures that run the real `kiln` binary and point real AWS clients at it."""
-import os
-import pathlib
+"""pytest fixtures: a running `kiln serve` and clients pointed at it (helpers in kilntest.py)."""
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import tomllib
-import urllib.request
 
-import boto3
 import pytest
-from botocore.config import Config
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-
-
-def kiln_bin():
-    return os.environ.get("KILN_BIN", str(ROOT / "target" / "debug" / "kiln"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Kiln:
-    """A `kiln serve` process on its own port and data directory."""
-
-    def __init__(self, data_dir=None, extra_env=None):
-        self.data_dir = pathlib.Path(data_dir or tempfile.mkdtemp(prefix="kiln-test-"))
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-        self.extra_env = extra_env or {}
-        self.log_path = self.data_dir / "serve.log"
-
-    def start(self):
-        env = dict(os.environ, KILN_LOG="warn", **self.extra_env)
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [kiln_bin(), "serve", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kiln serve exited with {self.proc.returncode}: {self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(self.endpoint + "/_kiln/health", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("kiln serve did not become healthy in 30 s")
-
-    def keys(self):
-        with open(self.data_dir / "keys.toml", "rb") as f:
-            return tomllib.load(f)["keys"]
-
-    @property
-    def key(self):
-        return self.keys()[0]
-
-    def add_key(self, account=None):
-        args = [kiln_bin(), "--data-dir", str(self.data_dir), "keys", "create"]
-        if account:
-            args += ["--account", account]
-        out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-        return dict(line.split("=", 1) for line in out.split())
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def kill(self):
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def env(self, key=None):
-        key = key or self.key
-        return dict(os.environ, AWS_ENDPOINT_URL=self.endpoint,
-                    AWS_ACCESS_KEY_ID=key["access_key_id"] if "access_key_id" in key else key["AWS_ACCESS_KEY_ID"],
-                    AWS_SECRET_ACCESS_KEY=key.get("secret_access_key") or key["AWS_SECRET_ACCESS_KEY"],
-                    AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
-
-    def client(self, service="sagemaker", key=None, validate=True, **kw):
-        key = key or self.key
-        akid = key.get("access_key_id") or key["AWS_ACCESS_KEY_ID"]
-        secret = key.get("secret_access_key") or key["AWS_SECRET_ACCESS_KEY"]
-        cfg = Config(parameter_validation=validate, retries={"max_attempts": 1}, **kw)
-        return boto3.session.Session().client(
-            service, endpoint_url=self.endpoint, region_name="us-east-1",
-            aws_access_key_id=akid, aws_secret_access_key=secret, config=cfg)
-
-    def aws(self, *args, key=None, check=True):
-        """Runs the AWS CLI against this server; returns the CompletedProcess."""
-        p = subprocess.run(["aws", *args], capture_output=True, text=True, env=self.env(key))
-        if check and p.returncode != 0:
-            raise AssertionError(f"aws {' '.join(args)} failed: {p.stderr}")
-        return p
+from kilntest import Kiln
 
 
 @pytest.fixture(scope="module")
@@ -139,16 +31,3 @@ def sm(kiln):
 def sm_raw(kiln):
     """A client that sends what it is given: server-side validation is what is under test."""
     return kiln.client(validate=False)
-
-
-def job_request(name, **overrides):
-    req = {
-        "TrainingJobName": name,
-        "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
-        "AlgorithmSpecification": {"TrainingImage": "kiln/noop", "TrainingInputMode": "File"},
-        "OutputDataConfig": {"S3OutputPath": "s3://bucket/output"},
-        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-    }
-    req.update(overrides)
-    return req

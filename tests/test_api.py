@@ -10,7 +10,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import job_request
+from kilntest import job_request
 
 
 def error_of(call, *args, **kwargs):
@@ -438,7 +438,7 @@ def test_aws_cli_operations(kiln):
 
 def test_kiln_cli_is_a_client_of_the_api(kiln):
     import subprocess
-    from conftest import kiln_bin
+    from kilntest import kiln_bin
     a = kiln.client()
     a.create_training_job(**job_request("kcli-1"))
     env = kiln.env()

@@ -1,5 +1,5 @@
 """What the server acknowledged survives SIGKILL."""
-from conftest import Kiln, job_request
+from kilntest import Kiln, job_request
 
 
 def test_jobs_and_tags_survive_sigkill(fresh_kiln):

@@ -45,6 +45,13 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Run a built-in algorithm inside the SageMaker container contract, e.g.
+    /// `kiln algo xgboost train --ml-root /opt/ml` or `kiln algo xgboost predict --model M --data D`.
+    #[command(disable_help_flag = true)]
+    Algo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Training jobs.
     Jobs {
         #[command(subcommand)]
@@ -86,6 +93,11 @@ enum JobsCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Built-in algorithms run synchronously with their own thread pool; no async runtime needed.
+    if let Command::Algo { args } = &cli.command {
+        let code = kiln_algos::cli::run(args);
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -113,6 +125,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Env => env(&settings),
         Command::Keys { command } => keys_command(&settings, command),
         Command::Jobs { command } => jobs(&settings, command).await,
+        Command::Algo { .. } => Ok(()),
     }
 }
 
