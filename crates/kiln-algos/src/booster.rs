@@ -10,6 +10,7 @@ use crate::grow::{GrowParams, Grower};
 use crate::metric::Metric;
 use crate::objective::{GradPair, Objective, weighted_quantile};
 use crate::params::{GrowPolicy, XgbParams};
+use crate::prof::{Phase, time};
 use crate::rng::{Rng, n_sampled};
 use crate::tree::RegTree;
 
@@ -228,7 +229,9 @@ pub fn train_binned(
     let mut active: Vec<u32> = Vec::new();
 
     for round in 0..params.num_round {
-        obj.gradients(&margins, labels, weights, params.scale_pos_weight as f32, &mut grads);
+        time(Phase::Gradients, || {
+            obj.gradients(&margins, labels, weights, params.scale_pos_weight as f32, &mut grads)
+        });
         let sampled = if params.subsample < 1.0 {
             active.clear();
             active.extend((0..n as u32).filter(|_| rng.next_f64() < params.subsample));
@@ -270,22 +273,24 @@ pub fn train_binned(
                 );
             }
             // Training margins: leaf ranges give each row's leaf when every row was used.
-            if sampled {
-                let missing = grower.missing_codes();
-                let t = &tree;
-                margins
-                    .par_chunks_mut(k)
-                    .enumerate()
-                    .for_each(|(r, m)| m[g] += t.cond[t.leaf_for_codes(data.row(r), missing)]);
-            } else {
-                let rows = grower.rows();
-                for &(leaf, s, e) in &grown.leaves {
-                    let v = tree.cond[leaf];
-                    for &r in &rows[s..e] {
-                        margins[r as usize * k + g] += v;
+            time(Phase::Margins, || {
+                if sampled {
+                    let missing = grower.missing_codes();
+                    let t = &tree;
+                    margins
+                        .par_chunks_mut(k)
+                        .enumerate()
+                        .for_each(|(r, m)| m[g] += t.cond[t.leaf_for_codes(data.row(r), missing)]);
+                } else {
+                    let rows = grower.rows();
+                    for &(leaf, s, e) in &grown.leaves {
+                        let v = tree.cond[leaf];
+                        for &r in &rows[s..e] {
+                            margins[r as usize * k + g] += v;
+                        }
                     }
                 }
-            }
+            });
             if let (Some(vm), Some(v)) = (valid_margins.as_mut(), valid) {
                 let t = &tree;
                 vm.par_chunks_mut(k)
@@ -297,6 +302,7 @@ pub fn train_binned(
         }
 
         // Evaluation and logging.
+        let eval_start = std::time::Instant::now();
         let mut line = String::new();
         let mut es_value = None;
         let want_log = opts.log.is_some();
@@ -336,6 +342,7 @@ pub fn train_binned(
                 w.flush()?;
             }
         }
+        crate::prof::add(Phase::Eval, eval_start.elapsed());
         if let (Some(rounds), Some(value), Some(metric)) = (es_rounds, es_value, es_metric) {
             let better = match best {
                 None => true,
@@ -356,6 +363,7 @@ pub fn train_binned(
             }
         }
     }
+    crate::prof::report();
     if let Some((best_round, score)) = best {
         // Keep the best iteration's trees, like xgboost's EarlyStopping(save_best=True).
         booster.trees.truncate((best_round + 1) * k);

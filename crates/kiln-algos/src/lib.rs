@@ -19,6 +19,7 @@ pub mod metric;
 pub mod model_json;
 pub mod objective;
 pub mod params;
+pub mod prof;
 pub mod reader;
 pub mod rng;
 pub mod tree;

@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Summarize bench/out/gbdt/results.jsonl (written by run.sh): min over repetitions per
+(data set, tool), then the ratios kiln/xgboost and kiln/LightGBM."""
+import json
+import sys
+from collections import defaultdict
+
+path = sys.argv[1] if len(sys.argv) > 1 else "bench/out/gbdt/results.jsonl"
+runs = defaultdict(list)
+for line in open(path):
+    r = json.loads(line)
+    runs[(r["data"], r["tool"])].append(r)
+
+def best(data, tool, key):
+    vals = [r[key] for r in runs.get((data, tool), []) if key in r]
+    return min(vals) if vals else float("nan")
+
+for data in sorted({d for d, _ in runs}):
+    print(f"\n== {data} ({len(runs.get((data, 'kiln'), []))} reps; min over reps) ==")
+    print(f"{'tool':6} {'build s':>8} {'train s':>8} {'build+train':>11} {'test AUC':>9} {'peak RSS MiB':>13} {'train-phase MiB':>16}")
+    for tool in ("kiln", "xgb", "lgb"):
+        if (data, tool) not in runs:
+            continue
+        rs = runs[(data, tool)]
+        tot = min(r["dataset_build_s"] + r["train_s"] for r in rs)
+        auc = rs[-1]["test_auc"]
+        delta = best(data, tool, "train_peak_delta_mib")
+        print(f"{tool:6} {best(data, tool, 'dataset_build_s'):8.2f} {best(data, tool, 'train_s'):8.2f} {tot:11.2f} "
+              f"{auc:9.5f} {best(data, tool, 'process_peak_rss_mib'):13.0f} {delta:16.0f}")
+    k = best(data, "kiln", "train_s")
+    for ref, name in (("xgb", "xgboost"), ("lgb", "LightGBM")):
+        if (data, ref) in runs:
+            kt = min(r["dataset_build_s"] + r["train_s"] for r in runs[(data, "kiln")])
+            rt = min(r["dataset_build_s"] + r["train_s"] for r in runs[(data, ref)])
+            print(f"train-time ratio kiln/{name}: {k / best(data, ref, 'train_s'):.2f}   "
+                  f"(build+train: {kt / rt:.2f})")
+    aucs = {t: runs[(data, t)][-1]["test_auc"] for t in ("kiln", "xgb", "lgb") if (data, t) in runs}
+    better = max(v for t, v in aucs.items() if t != "kiln")
+    print(f"AUC kiln - best reference: {aucs['kiln'] - better:+.5f}")
+    mbs = [r["parse_mb_per_s"] for r in runs[(data, "kiln")] if "parse_mb_per_s" in r]
+    if mbs:
+        print(f"kiln CSV parse: {max(mbs):.0f} MB/s ({runs[(data, 'kiln')][0]['csv_mb']:.0f} MB)")

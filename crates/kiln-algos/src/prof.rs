@@ -1,0 +1,66 @@
+//! Wall-clock totals per training phase, printed to stderr when `KILN_PROFILE` is set. Cheap
+//! enough to leave on: a few dozen clock reads per tree.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Phases timed during training.
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    /// Objective gradients.
+    Gradients,
+    /// Gradient quantization.
+    Quantize,
+    /// Histogram building.
+    Histograms,
+    /// Split finding.
+    Splits,
+    /// Row partitioning.
+    Partition,
+    /// Exact leaf values.
+    Leaves,
+    /// Training-margin update.
+    Margins,
+    /// Metric evaluation.
+    Eval,
+}
+
+const NAMES: [&str; 8] = [
+    "gradients",
+    "quantize",
+    "histograms",
+    "splits",
+    "partition",
+    "leaves",
+    "margins",
+    "eval",
+];
+
+static NANOS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+/// Runs `f`, adding its wall time to `phase`.
+#[inline]
+pub fn time<T>(phase: Phase, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let out = f();
+    NANOS[phase as usize].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    out
+}
+
+/// Adds an already measured duration to `phase`.
+pub fn add(phase: Phase, d: std::time::Duration) {
+    NANOS[phase as usize].fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// Prints the totals to stderr if `KILN_PROFILE` is set.
+pub fn report() {
+    if std::env::var_os("KILN_PROFILE").is_none() {
+        return;
+    }
+    let parts: Vec<String> = NAMES
+        .iter()
+        .zip(&NANOS)
+        .map(|(n, v)| format!("{n} {:.3}s", v.load(Ordering::Relaxed) as f64 / 1e9))
+        .collect();
+    eprintln!("kiln profile: {}", parts.join(", "));
+}
