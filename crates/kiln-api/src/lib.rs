@@ -3,6 +3,7 @@
 //! and SigV4 signing/verification. Pure: no I/O, no clocks (callers pass the time in).
 //! HTTP routing lives in `kiln-server`; what an operation *does* lives in `kiln-engine`.
 
+pub mod agent;
 pub mod arn;
 pub mod error;
 pub mod logs;

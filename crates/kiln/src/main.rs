@@ -52,6 +52,27 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run one host of a training job (started by an executor, not by hand).
+    Agent {
+        /// Control plane URL.
+        #[arg(long)]
+        server: String,
+        /// Account that owns the job.
+        #[arg(long)]
+        account: String,
+        /// Training job name.
+        #[arg(long)]
+        job: String,
+        /// Host name, e.g. algo-1.
+        #[arg(long)]
+        host: String,
+        /// Directory under which the host's tree is built.
+        #[arg(long)]
+        work_dir: PathBuf,
+        /// The job's agent token.
+        #[arg(long, env = "KILN_AGENT_TOKEN", hide_env_values = true)]
+        token: String,
+    },
     /// Training jobs.
     Jobs {
         #[command(subcommand)]
@@ -126,6 +147,25 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Keys { command } => keys_command(&settings, command),
         Command::Jobs { command } => jobs(&settings, command).await,
         Command::Algo { .. } => Ok(()),
+        Command::Agent {
+            server,
+            account,
+            job,
+            host,
+            work_dir,
+            token,
+        } => {
+            let code = kiln_agent::run(kiln_agent::AgentArgs {
+                server,
+                account,
+                job,
+                host,
+                work_dir,
+                token,
+            })
+            .await?;
+            std::process::exit(code)
+        }
     }
 }
 

@@ -1,0 +1,150 @@
+//! The protocol between the control plane and `kiln agent` (one agent per host of a job), served
+//! under `/_kiln/agent/v1/jobs/{account}/{job}/hosts/{host}/...` with `Authorization: Bearer
+//! <job token>`. JSON bodies, snake_case. The agent retries every call until the control plane
+//! answers (it may be restarting); reports are idempotent.
+//!
+//! | call | body | answer |
+//! |---|---|---|
+//! | `GET  .../assignment` | | [`Assignment`] |
+//! | `POST .../status` | [`StatusReport`] | [`Directive`] |
+//! | `POST .../logs` | [`LogBatch`] | [`Directive`] |
+//! | `POST .../heartbeat` | `{}` | [`Directive`] |
+//! | `POST .../done` | [`DoneReport`] | `{}` |
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where the agent API lives, relative to the control plane's URL.
+pub fn host_path(account: &str, job: &str, host: &str) -> String {
+    format!("/_kiln/agent/v1/jobs/{account}/{job}/hosts/{host}")
+}
+
+/// An S3 endpoint and the credentials to use there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct S3Access {
+    pub endpoint_url: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style addressing (`http://host/bucket/key`), as kiln's embedded store needs.
+    pub path_style: bool,
+}
+
+/// An external S3 for buckets matching `bucket` (an exact name or `*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalS3 {
+    pub bucket: String,
+    #[serde(flatten)]
+    pub access: S3Access,
+}
+
+/// What the host runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Runtime {
+    /// A built-in algorithm: `kiln algo <algorithm> train`.
+    Builtin { algorithm: String },
+    /// Script mode (sagemaker-training-toolkit semantics): the `sagemaker_program` entry point from
+    /// `sagemaker_submit_directory`. `framework` is informational (pytorch, tensorflow, sklearn, ...).
+    Script { framework: String },
+    /// `ContainerEntrypoint` + `ContainerArguments` run as a command on the host.
+    Command {
+        entrypoint: Vec<String>,
+        arguments: Vec<String>,
+    },
+    /// Does nothing and succeeds (measures the platform's own overhead).
+    Noop,
+}
+
+/// One instance group of `resourceconfig.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceGroupHosts {
+    pub instance_group_name: String,
+    pub instance_type: String,
+    pub hosts: Vec<String>,
+}
+
+/// Everything a host needs to run its part of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub account: String,
+    pub region: String,
+    pub job_name: String,
+    pub job_arn: String,
+    /// This host, e.g. `algo-1`.
+    pub host: String,
+    /// Every host of the job, sorted.
+    pub hosts: Vec<String>,
+    pub current_group: String,
+    pub instance_type: String,
+    pub instance_groups: Vec<InstanceGroupHosts>,
+    /// CPUs and GPUs this host may use (`SM_NUM_CPUS`, `SM_NUM_GPUS`).
+    pub num_cpus: u32,
+    pub num_gpus: u32,
+    /// The stored `CreateTrainingJob` request with the service's defaults filled in.
+    pub spec: Value,
+    pub runtime: Runtime,
+    /// Log stream of this host start: `<job>/algo-N-<epoch seconds>`.
+    pub log_stream: String,
+    /// Access to kiln's embedded object store, as the job's account.
+    pub s3: S3Access,
+    /// External S3 endpoints by bucket.
+    #[serde(default)]
+    pub external_s3: Vec<ExternalS3>,
+    /// `<S3OutputPath>/<job>/output` (no trailing slash).
+    pub output_prefix: String,
+    /// Whether this host uploads `model.tar.gz` and `output.tar.gz` (the first host does).
+    pub uploads_artifacts: bool,
+    /// Seconds between SIGTERM and SIGKILL when the job is stopped.
+    pub stop_grace_seconds: u64,
+    /// A directory shared by the jobs of this machine for caches (virtualenvs by requirements hash).
+    pub cache_dir: String,
+}
+
+/// Phases a host reports, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Downloading,
+    Training,
+    Uploading,
+}
+
+/// `POST .../status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub phase: Phase,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `POST .../logs`: `(epoch milliseconds, line)` pairs, raw (the control plane escapes them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub lines: Vec<(i64, String)>,
+}
+
+/// What the control plane wants the host to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Continue,
+    /// Stop the algorithm (SIGTERM, then SIGKILL after the grace period), upload what exists, report done.
+    Stop,
+}
+
+/// The answer to status, logs and heartbeat calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Directive {
+    pub action: Action,
+}
+
+/// `POST .../done`: how the host's part ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneReport {
+    /// Exit code of the algorithm; `None` if it never ran (staging failed) or was killed by a signal.
+    pub exit_code: Option<i32>,
+    /// `AlgorithmError: ...` or `ClientError: ...` when the host failed; `None` on success or stop.
+    pub failure_reason: Option<String>,
+    /// `s3://.../model.tar.gz` once uploaded.
+    pub model_artifacts: Option<String>,
+}
