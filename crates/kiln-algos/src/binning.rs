@@ -12,6 +12,9 @@ use crate::data::DenseMatrix;
 /// Most value bins a feature can have: one `u8` code is kept for "missing".
 pub const MAX_VALUE_BINS: usize = 255;
 
+/// Histogram slots per feature (value bins and the missing code all fit in a `u8`).
+pub const SLOTS_PER_FEATURE: usize = 256;
+
 /// Rows sampled to choose cut points (all rows when there are fewer).
 const SKETCH_ROWS: usize = 1 << 18;
 
@@ -162,12 +165,10 @@ impl BinnedMatrix {
             .into_par_iter()
             .map(|f| m.values().iter().skip(f).step_by(nf).any(|v| v.is_nan()))
             .collect();
-        let mut offsets = Vec::with_capacity(nf);
-        let mut acc = 0;
-        for f in 0..nf {
-            offsets.push(acc);
-            acc += cuts.n_value_bins(f) + 1;
-        }
+        // A fixed stride of 256 slots per feature lets the histogram kernel index a
+        // `[i64; 256]` with a `u8` code: no offset load and no bounds check per cell.
+        let offsets: Vec<usize> = (0..nf).map(|f| f * SLOTS_PER_FEATURE).collect();
+        let acc = nf * SLOTS_PER_FEATURE;
         Self {
             n_rows: m.n_rows(),
             n_features: nf,
@@ -241,7 +242,7 @@ mod tests {
         let b = BinnedMatrix::new(&m, cuts);
         assert_eq!(b.codes(), &[2, 0, 1, 3, 0, 2]);
         assert!(b.has_missing(0));
-        assert_eq!(b.hist_len(), 4);
+        assert_eq!(b.hist_len(), SLOTS_PER_FEATURE);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
-use crate::binning::BinnedMatrix;
+use crate::binning::{BinnedMatrix, SLOTS_PER_FEATURE};
 use crate::objective::GradPair;
 use crate::prof::{Phase, time};
 use crate::rng::{Rng, n_sampled};
@@ -699,10 +699,10 @@ impl<'a> Grower<'a> {
         let packed = &self.packed;
         let len = data.hist_len();
         // Integer sums are exact, so combining pieces in any order gives the same histogram.
-        let partials: Vec<(usize, Vec<i64>)> = pieces
+        let partials: Vec<(usize, Vec<[i64; SLOTS_PER_FEATURE]>)> = pieces
             .par_iter()
             .map(|&(j, s, e)| {
-                let mut h = vec![0i64; len];
+                let mut h = vec![[0i64; SLOTS_PER_FEATURE]; data.n_features()];
                 accumulate(&mut h, data, packed, &rows[s..e]);
                 (j, h)
             })
@@ -711,9 +711,9 @@ impl<'a> Grower<'a> {
         for (j, h) in partials {
             let acc = &mut out[j];
             if acc.is_empty() {
-                acc.extend(h.iter().map(|&s| Quant::unpack(s)));
+                acc.extend(h.iter().flatten().map(|&s| Quant::unpack(s)));
             } else {
-                for (a, &b) in acc.iter_mut().zip(&h) {
+                for (a, &b) in acc.iter_mut().zip(h.iter().flatten()) {
                     *a = a.add(Quant::unpack(b));
                 }
             }
@@ -838,10 +838,9 @@ const PREFETCH_ROWS: usize = 16;
 /// The histogram kernel: for each row, add its packed gradient to the slot of each feature's
 /// code.
 #[inline(never)]
-fn accumulate(hist: &mut [i64], data: &BinnedMatrix, packed: &[i64], rows: &[u32]) {
+fn accumulate(hist: &mut [[i64; SLOTS_PER_FEATURE]], data: &BinnedMatrix, packed: &[i64], rows: &[u32]) {
     let nf = data.n_features();
     let codes = data.codes();
-    let offsets = data.offsets();
     for (i, &r) in rows.iter().enumerate() {
         if let Some(&ahead) = rows.get(i + PREFETCH_ROWS) {
             let a = ahead as usize;
@@ -851,10 +850,8 @@ fn accumulate(hist: &mut [i64], data: &BinnedMatrix, packed: &[i64], rows: &[u32
         }
         let r = r as usize;
         let v = packed[r];
-        let row = &codes[r * nf..r * nf + nf];
-        for (&c, &off) in row.iter().zip(offsets) {
-            let e = &mut hist[off + c as usize];
-            *e = e.wrapping_add(v);
+        for (h, &c) in hist.iter_mut().zip(&codes[r * nf..r * nf + nf]) {
+            h[usize::from(c)] = h[usize::from(c)].wrapping_add(v);
         }
     }
 }
