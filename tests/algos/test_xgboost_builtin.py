@@ -265,3 +265,30 @@ def test_help_and_unknown_command():
     assert p.returncode == 0 and "train" in p.stdout
     p = subprocess.run([str(kiln_bin()), "algo", "kmeans", "train"], capture_output=True, text=True)
     assert p.returncode != 0
+
+
+def test_lossguide_matches_xgboost_predictions_and_limits_leaves(tmp_path):
+    hp = {"num_round": 30, "objective": "binary:logistic", "eta": 0.1, "grow_policy": "lossguide",
+          "max_leaves": 15, "max_depth": 0, "eval_metric": "auc"}
+    job = run_train(make_job(tmp_path, hp, {"train": FLIGHTS / "test.csv"}))
+    assert job.proc.returncode == 0, job.proc.stderr
+    b = xgb_load(job.model)
+    leaves = b.trees_to_dataframe().groupby("Tree")["Feature"].apply(lambda f: (f == "Leaf").sum())
+    assert leaves.max() == 15
+    Xte, _ = load_csv(FLIGHTS / "test.csv")
+    ours = kiln_predict(job.model, FLIGHTS / "test.csv", "--has-label")[:, 0]
+    assert np.abs(ours - b.predict(xgb.DMatrix(Xte))).max() < 1e-5
+
+
+def test_gzip_channel_files(tmp_path):
+    import gzip
+
+    d = tmp_path / "gz"
+    d.mkdir()
+    with gzip.open(d / "train.csv.gz", "wb") as f:
+        f.write((TITANIC / "train.csv").read_bytes())
+    hp = {"num_round": 5, "objective": "binary:logistic"}
+    job = run_train(make_job(tmp_path / "job", hp, {"train": d / "train.csv.gz"}))
+    assert job.proc.returncode == 0, job.proc.stderr
+    n = sum(1 for l in (TITANIC / "train.csv").read_text().splitlines() if l.strip())
+    assert f"train {n} rows" in job.proc.stderr, job.proc.stderr

@@ -83,6 +83,21 @@ impl GrowParams {
         }
     }
 
+    /// Leaf weight from exact sums. Unlike [`Self::weight`] it skips the `min_child_weight`
+    /// test: the split that made the leaf already passed it on the (quantized) sums, and a
+    /// rounding difference must not zero the leaf.
+    pub fn leaf_weight(&self, g: f64, h: f64) -> f64 {
+        if h <= 0.0 {
+            return 0.0;
+        }
+        let w = -self.thresh_l1(g) / (h + self.lambda);
+        if self.max_delta_step > 0.0 && w.abs() > self.max_delta_step {
+            self.max_delta_step.copysign(w)
+        } else {
+            w
+        }
+    }
+
     /// Structure score of a node: -2 × the minimal regularised loss.
     #[inline]
     pub fn gain(&self, g: f64, h: f64) -> f64 {
@@ -315,8 +330,7 @@ pub struct Grower<'a> {
     packed: Vec<i64>,
     quant: Quant,
     missing_code: Vec<u8>,
-    scratch_l: Vec<u32>,
-    scratch_r: Vec<u32>,
+    scratch: Vec<u32>,
 }
 
 /// A grown tree and, for every leaf, the range of the row buffer holding its rows.
@@ -343,8 +357,7 @@ impl<'a> Grower<'a> {
                 h_scale: 1.0,
             },
             missing_code,
-            scratch_l: Vec::new(),
-            scratch_r: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -417,7 +430,7 @@ impl<'a> Grower<'a> {
         let mut node_sum = vec![Entry::default(); tree.n_nodes()];
         for (&(leaf, _, _), s) in leaves.iter().zip(&sums) {
             node_sum[leaf] = *s;
-            tree.set_leaf(leaf, (p.eta * p.weight(s.g, s.h)) as f32);
+            tree.set_leaf(leaf, (p.eta * p.leaf_weight(s.g, s.h)) as f32);
             tree.sum_hess[leaf] = s.h as f32;
         }
         // Children always have larger ids than their parent.
@@ -740,42 +753,41 @@ impl<'a> Grower<'a> {
             .collect();
         pieces.sort_unstable_by_key(|p| p.1);
         let n = self.rows.len();
-        self.scratch_l.resize(n, 0);
-        self.scratch_r.resize(n, 0);
-        let (data, missing, rows) = (self.data, &self.missing_code, &self.rows);
+        self.scratch.resize(n, 0);
+        let (data, missing) = (self.data, &self.missing_code);
         let mut bufs = Vec::with_capacity(pieces.len());
-        let (mut sl, mut sr, mut at) = (&mut self.scratch_l[..], &mut self.scratch_r[..], 0);
+        let (mut rest_rows, mut rest_scratch, mut at) = (&mut self.rows[..], &mut self.scratch[..], 0);
         for &(_, s, e) in &pieces {
-            let (l, r) = (&mut sl[s - at..], &mut sr[s - at..]);
-            let (pl, restl) = l.split_at_mut(e - s);
-            let (pr, restr) = r.split_at_mut(e - s);
-            bufs.push((pl, pr));
-            (sl, sr, at) = (restl, restr, e);
+            let (pr, tail_r) = rest_rows[s - at..].split_at_mut(e - s);
+            let (ps, tail_s) = rest_scratch[s - at..].split_at_mut(e - s);
+            bufs.push((pr, ps));
+            (rest_rows, rest_scratch, at) = (tail_r, tail_s, e);
         }
-        // Each piece writes every row to both buffers and advances one cursor: no branch to
-        // mispredict on the coin-flip left/right decision.
+        // Lefts are compacted in place (the write index never passes the read index), rights go
+        // to the scratch buffer. Every row is written to both places and one cursor advances:
+        // no branch to mispredict on the coin-flip left/right decision.
         let counts: Vec<usize> = pieces
             .par_iter()
             .zip(bufs.into_par_iter())
-            .map(|(&(j, s, e), (lbuf, rbuf))| {
+            .map(|(&(j, _, _), (piece, right))| {
                 let sp = jobs[j].2;
                 let col = data.column(sp.feature);
                 let (bin, miss, dl) = (sp.bin, missing[sp.feature], sp.default_left);
                 let (mut nl, mut nr) = (0, 0);
-                for &r in &rows[s..e] {
-                    let c = col[r as usize];
-                    let left = (c <= bin) | ((c == miss) & dl);
-                    lbuf[nl] = r;
-                    rbuf[nr] = r;
+                for i in 0..piece.len() {
+                    let r = piece[i];
+                    let left = (col[r as usize] <= bin) | ((col[r as usize] == miss) & dl);
+                    piece[nl] = r;
+                    right[nr] = r;
                     nl += usize::from(left);
                     nr += usize::from(!left);
                 }
                 nl
             })
             .collect();
-        // Destination of each piece's lefts and rights: per node, all lefts then all rights.
+        // Per node: move each piece's lefts down to follow the previous ones (destinations never
+        // pass their sources), then append every piece's rights after all the lefts.
         let mut mids = vec![0; jobs.len()];
-        let mut copies: Vec<(usize, usize, usize, bool)> = Vec::with_capacity(2 * pieces.len());
         let mut k = 0;
         while k < pieces.len() {
             let j = pieces[k].0;
@@ -783,36 +795,22 @@ impl<'a> Grower<'a> {
             while k < pieces.len() && pieces[k].0 == j {
                 k += 1;
             }
-            let start = jobs[j].0;
-            let n_left: usize = counts[first..k].iter().sum();
-            mids[j] = start + n_left;
-            let (mut dl, mut dr) = (start, start + n_left);
+            let mut dest = jobs[j].0;
+            for q in first..k {
+                let s = pieces[q].1;
+                if dest != s {
+                    self.rows.copy_within(s..s + counts[q], dest);
+                }
+                dest += counts[q];
+            }
+            mids[j] = dest;
             for q in first..k {
                 let (_, s, e) = pieces[q];
-                copies.push((dl, s, counts[q], true));
-                copies.push((dr, s, e - s - counts[q], false));
-                dl += counts[q];
-                dr += e - s - counts[q];
+                let nr = e - s - counts[q];
+                self.rows[dest..dest + nr].copy_from_slice(&self.scratch[s..s + nr]);
+                dest += nr;
             }
         }
-        // Empty parts would share a destination with their neighbour and break the ordering.
-        copies.retain(|c| c.2 > 0);
-        copies.sort_unstable_by_key(|c| c.0);
-        let (scratch_l, scratch_r) = (&self.scratch_l, &self.scratch_r);
-        let mut dests = Vec::with_capacity(copies.len());
-        let (mut rest, mut at) = (&mut self.rows[..], 0);
-        for &(d, src, len, left) in &copies {
-            let (seg, tail) = rest[d - at..].split_at_mut(len);
-            // Each part's rows sit at the front of its piece's buffer.
-            let source = if left {
-                &scratch_l[src..src + len]
-            } else {
-                &scratch_r[src..src + len]
-            };
-            dests.push((seg, source));
-            (rest, at) = (tail, d + len);
-        }
-        dests.into_par_iter().for_each(|(d, s)| d.copy_from_slice(s));
         mids
     }
 }
