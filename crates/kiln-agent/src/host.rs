@@ -1,0 +1,289 @@
+//! One host's part of a job, from the assignment to the final report: build the tree, stage the
+//! channels, run the runtime, settle the failure reason, upload artifacts. Every problem becomes a
+//! [`DoneReport`]; nothing here panics on bad input.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use kiln_api::agent::{Assignment, DoneReport, Phase, Runtime};
+use kiln_api::shapes::{Channel, CreateTrainingJobRequest};
+
+use crate::AgentArgs;
+use crate::artifacts::{algorithm_error, client_error, read_failure, toolkit_failure};
+use crate::env::{Context, Params, process_env};
+use crate::launch::{self, Exit, Finished, Spawn, stop_requested};
+use crate::script;
+use crate::session::Session;
+use crate::tree::{self, Tree};
+
+/// Why a host ends before or outside the algorithm.
+enum Early {
+    /// `ClientError: ...`: the job's setup cannot work as given.
+    Client(String),
+    /// A stop arrived before training started.
+    Stopped,
+}
+
+impl From<String> for Early {
+    fn from(m: String) -> Early {
+        Early::Client(m)
+    }
+}
+
+/// How the algorithm ended, as far as the report cares.
+struct Ran {
+    exit: Exit,
+    stopped: bool,
+}
+
+/// Runs the host's part and says how it ended.
+pub async fn run(args: &AgentArgs, a: &Assignment, s: &Session) -> DoneReport {
+    match run_inner(args, a, s).await {
+        Ok(report) => report,
+        Err(Early::Client(m)) => {
+            s.sink.line(format!("[kiln agent] {}", client_error(&m)));
+            DoneReport {
+                exit_code: None,
+                failure_reason: Some(client_error(&m)),
+                model_artifacts: None,
+            }
+        }
+        Err(Early::Stopped) => DoneReport {
+            exit_code: None,
+            failure_reason: None,
+            model_artifacts: None,
+        },
+    }
+}
+
+/// The agent's own environment as strings (variables that are not UTF-8 are left out).
+fn own_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<DoneReport, Early> {
+    let spec: CreateTrainingJobRequest = serde_json::from_value(a.spec.clone()).map_err(|e| {
+        format!(
+            "the job specification in the assignment cannot be read ({e}); the agent and the control plane may be different kiln versions"
+        )
+    })?;
+    let tree = Tree::new(&args.work_dir, &args.job, &args.host)?;
+    tree.create()?;
+
+    let channels: Vec<&Channel> = spec
+        .input_data_config
+        .iter()
+        .flatten()
+        .filter(|c| tree::channel_on_host(c, a))
+        .collect();
+    for c in &channels {
+        tree::check_channel_name(&c.channel_name)?;
+    }
+    let input_data_config = tree::input_data_config(&spec, &channels);
+    let resource_config = tree::resource_config(a);
+    let checkpoint = tree::checkpoint_config(&spec, &tree)?;
+    let hyperparameters = spec.hyper_parameters.clone().unwrap_or_default();
+    tree::write_configs(
+        &tree,
+        &hyperparameters,
+        &input_data_config,
+        &resource_config,
+        checkpoint.as_ref().map(|(v, _)| v),
+    )?;
+    if let Some((_, local)) = &checkpoint {
+        std::fs::create_dir_all(local)
+            .map_err(|e| format!("cannot create the checkpoint directory {}: {e}", local.display()))?;
+    }
+
+    s.status(Phase::Downloading, "Downloading input data");
+    let mut stop = s.stop_rx();
+    tokio::select! {
+        r = crate::staging::stage_channels(a, &spec, &channels, &tree, &s.sink) => r?,
+        () = stop_requested(&mut stop) => return Err(Early::Stopped),
+    }
+    if s.stopping() {
+        return Err(Early::Stopped);
+    }
+
+    s.status(
+        Phase::Training,
+        "Training image download completed. Training in progress.",
+    );
+    let params = Params::new(&hyperparameters);
+    let ctx = Context {
+        assignment: a,
+        spec: &spec,
+        tree: &tree,
+        input_data_config: &input_data_config,
+        resource_config: &resource_config,
+        params: &params,
+    };
+    let env = process_env(&ctx, own_env());
+    let grace = std::time::Duration::from_secs(a.stop_grace_seconds);
+
+    let ran = match &a.runtime {
+        Runtime::Noop => Ran {
+            exit: Exit::Code(0),
+            stopped: false,
+        },
+        Runtime::Builtin { algorithm } => {
+            let exe = std::env::current_exe().map_err(|e| {
+                format!("the agent cannot find its own executable to run `kiln algo {algorithm}` ({e}); reinstall kiln")
+            })?;
+            let spawn = Spawn {
+                program: exe.display().to_string(),
+                args: vec![
+                    "algo".into(),
+                    algorithm.clone(),
+                    "train".into(),
+                    "--ml-root".into(),
+                    tree.root.display().to_string(),
+                ],
+                cwd: tree.root.clone(),
+                env,
+            };
+            run_process(&spawn, s, grace).await?
+        }
+        Runtime::Command { entrypoint, arguments } => {
+            let Some((program, rest)) = entrypoint.split_first() else {
+                return Err(Early::Client(
+                    "AlgorithmSpecification.ContainerEntrypoint is empty; give the program to run as its first element"
+                        .into(),
+                ));
+            };
+            let spawn = Spawn {
+                program: program.clone(),
+                args: rest.iter().chain(arguments).cloned().collect(),
+                cwd: tree.root.clone(),
+                env,
+            };
+            run_process(&spawn, s, grace).await?
+        }
+        Runtime::Script { .. } => run_script(a, &params, &tree, env, s, grace).await?,
+    };
+
+    s.status(Phase::Uploading, "Uploading generated training model");
+    let failure_reason = if ran.stopped || ran.exit.success() {
+        None
+    } else {
+        Some(algorithm_error(ran.exit, read_failure(&tree.failure_file()).as_deref()))
+    };
+    let mut model_artifacts = None;
+    if a.uploads_artifacts && (ran.stopped || ran.exit.success()) {
+        match crate::staging::upload_artifacts(a, &spec, &tree).await {
+            Ok(uri) => model_artifacts = Some(uri),
+            Err(m) => {
+                return Ok(DoneReport {
+                    exit_code: ran.exit.code(),
+                    failure_reason: Some(client_error(&m)),
+                    model_artifacts: None,
+                });
+            }
+        }
+    }
+    Ok(DoneReport {
+        exit_code: ran.exit.code(),
+        failure_reason,
+        model_artifacts,
+    })
+}
+
+/// Runs a process; a process that cannot start is the job's problem (`ClientError`).
+async fn run_process(spawn: &Spawn, s: &Session, grace: std::time::Duration) -> Result<Ran, Early> {
+    let mut stop = s.stop_rx();
+    let Finished { exit, stopped, .. } = launch::run(spawn, &s.sink, &mut stop, grace)
+        .await
+        .map_err(|e| Early::Client(e.0))?;
+    Ok(Ran { exit, stopped })
+}
+
+/// Script mode: code, requirements, entry point, and the toolkit's `output/failure` and
+/// `output/success`.
+async fn run_script(
+    a: &Assignment,
+    params: &Params,
+    tree: &Tree,
+    mut env: BTreeMap<String, String>,
+    s: &Session,
+    grace: std::time::Duration,
+) -> Result<Ran, Early> {
+    let Some(entry) = params.program() else {
+        return Err(Early::Client(
+            "script mode needs the entry point in the 'sagemaker_program' hyperparameter (e.g. \"train.py\")".into(),
+        ));
+    };
+    let code = tree.code_dir();
+    crate::staging::fetch_source(a, params.submit_directory().as_deref(), &code, &s.sink).await?;
+
+    let mut python = "python3".to_string();
+    let requirements = code.join("requirements.txt");
+    if requirements.is_file() {
+        let cache = PathBuf::from(&a.cache_dir);
+        match crate::venv::ensure(&requirements, &cache, &code, &env, s, grace).await? {
+            crate::venv::Outcome::Ready(venv) => {
+                python = venv.join("bin/python").display().to_string();
+                let path = env.get("PATH").cloned().unwrap_or_default();
+                env.insert("PATH".into(), format!("{}:{path}", venv.join("bin").display()));
+                env.insert("VIRTUAL_ENV".into(), venv.display().to_string());
+            }
+            crate::venv::Outcome::Failed {
+                exit,
+                stderr_tail,
+                command,
+            } => {
+                let text = toolkit_failure("InstallRequirementsError", exit.returncode(), &stderr_tail, &command);
+                write_quietly(&tree.failure_file(), &text);
+                return Ok(Ran {
+                    exit: Exit::Code(1),
+                    stopped: false,
+                });
+            }
+            crate::venv::Outcome::Stopped => return Err(Early::Stopped),
+        }
+    }
+
+    let kind = script::entry_kind(&code, &entry);
+    let (program, args) = script::entry_command(kind, &entry, &params.user_args(), &python)?;
+    if kind == script::EntryKind::Command {
+        script::make_executable(&code.join(&entry));
+    }
+    let spawn = Spawn {
+        program,
+        args,
+        cwd: code,
+        env,
+    };
+    s.sink.line(format!(
+        "Invoking script with the following command: {}",
+        spawn.display()
+    ));
+    let mut stop = s.stop_rx();
+    let Finished {
+        exit,
+        stopped,
+        stderr_tail,
+    } = launch::run(&spawn, &s.sink, &mut stop, grace)
+        .await
+        .map_err(|e| Early::Client(e.0))?;
+    if exit.success() {
+        write_quietly(&tree.success_file(), "");
+    } else if !stopped && read_failure(&tree.failure_file()).is_none() {
+        let text = toolkit_failure(
+            "ExecuteUserScriptError",
+            exit.returncode(),
+            &stderr_tail,
+            &spawn.display(),
+        );
+        write_quietly(&tree.failure_file(), &text);
+    }
+    Ok(Ran { exit, stopped })
+}
+
+/// Writes a status file; a failure to write it is reported in the log but changes nothing else.
+fn write_quietly(path: &std::path::Path, text: &str) {
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("kiln agent: cannot write {}: {e}", path.display());
+    }
+}

@@ -1,0 +1,210 @@
+//! Running the algorithm: a child process in its own process group, its stdout and stderr cut into
+//! lines for the log stream, and the stop sequence (SIGTERM to the group, SIGKILL after the grace
+//! period). When the main process ends, whatever it left running in its group is killed, as a
+//! container's end would.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+use crate::logs::{LineSplitter, LogSink, now_ms};
+
+/// How long the output pipes may stay open after the process group is gone (a grandchild that
+/// left the group may hold them).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stderr lines kept for the toolkit's `ErrorMessage`.
+const STDERR_TAIL_LINES: usize = 20;
+const STDERR_TAIL_BYTES: usize = 8 * 1024;
+
+/// A process to run.
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    pub program: String,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    /// The complete environment (nothing else is inherited).
+    pub env: BTreeMap<String, String>,
+}
+
+impl Spawn {
+    /// The command line, for messages.
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+
+    /// The exit code, if it exited rather than being killed.
+    pub fn code(self) -> Option<i32> {
+        match self {
+            Exit::Code(c) => Some(c),
+            Exit::Signal(_) => None,
+        }
+    }
+
+    /// Python's `Popen.returncode`: the code, or minus the signal number.
+    pub fn returncode(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => -s,
+        }
+    }
+}
+
+/// The end of a run.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub exit: Exit,
+    /// Whether it ended because a stop was requested.
+    pub stopped: bool,
+    /// The last lines it wrote to stderr.
+    pub stderr_tail: Vec<String>,
+}
+
+/// Why a process could not be run at all.
+#[derive(Debug, Clone)]
+pub struct SpawnError(pub String);
+
+/// Resolves once a stop has been requested (never, if the requester is gone).
+pub async fn stop_requested(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    // ESRCH (the group is already gone) is the expected answer once everything has exited.
+    let _ = killpg(Pid::from_raw(pgid), signal);
+}
+
+/// Runs `spawn` to its end, its output lines into `sink`; on a stop request, SIGTERM to its process
+/// group, then SIGKILL after `grace`.
+pub async fn run(
+    spawn: &Spawn,
+    sink: &LogSink,
+    stop: &mut watch::Receiver<bool>,
+    grace: Duration,
+) -> Result<Finished, SpawnError> {
+    let mut cmd = tokio::process::Command::new(&spawn.program);
+    cmd.args(&spawn.args)
+        .current_dir(&spawn.cwd)
+        .env_clear()
+        .envs(&spawn.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        SpawnError(format!(
+            "cannot start `{}` in {}: {e}",
+            spawn.display(),
+            spawn.cwd.display()
+        ))
+    })?;
+    let Some(pgid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
+        return Err(SpawnError(format!(
+            "`{}` exited before it could be watched",
+            spawn.display()
+        )));
+    };
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(pump(out, sink.clone(), None)));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(pump(err, sink.clone(), Some(tail.clone()))));
+    }
+
+    let mut stopped = false;
+    let status = tokio::select! {
+        status = child.wait() => status,
+        () = stop_requested(stop) => {
+            stopped = true;
+            signal_group(pgid, Signal::SIGTERM);
+            match tokio::time::timeout(grace, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    signal_group(pgid, Signal::SIGKILL);
+                    child.wait().await
+                }
+            }
+        }
+    };
+    // Whatever the main process left behind in its group ends with it.
+    signal_group(pgid, Signal::SIGKILL);
+    for mut r in readers {
+        if tokio::time::timeout(DRAIN_TIMEOUT, &mut r).await.is_err() {
+            r.abort();
+        }
+    }
+    let exit = match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => Exit::Code(-1),
+        },
+        Err(e) => {
+            sink.line(format!("[kiln agent] lost track of `{}`: {e}", spawn.display()));
+            Exit::Code(-1)
+        }
+    };
+    let stderr_tail = tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+    Ok(Finished {
+        exit,
+        stopped,
+        stderr_tail,
+    })
+}
+
+/// Copies one output stream into the sink line by line.
+async fn pump<R: AsyncRead + Unpin>(mut r: R, sink: LogSink, tail: Option<Arc<Mutex<VecDeque<String>>>>) {
+    let mut split = LineSplitter::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let emit = |line: String| {
+        if let Some(tail) = &tail
+            && let Ok(mut t) = tail.lock()
+        {
+            t.push_back(line.chars().take(STDERR_TAIL_BYTES).collect());
+            while t.len() > STDERR_TAIL_LINES
+                || (t.len() > 1 && t.iter().map(String::len).sum::<usize>() > STDERR_TAIL_BYTES)
+            {
+                t.pop_front();
+            }
+        }
+        sink.push(now_ms(), line);
+    };
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => split.push(&buf[..n]).into_iter().for_each(&emit),
+        }
+    }
+    if let Some(line) = split.finish() {
+        emit(line);
+    }
+}

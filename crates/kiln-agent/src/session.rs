@@ -1,0 +1,213 @@
+//! What runs beside the host's work from the assignment to the final report: heartbeats, phase
+//! reports (delivered in order, retried until the control plane takes them), the log shipper, and
+//! the stop switch that directives and the agent's own SIGTERM/SIGINT flip. None of it blocks the
+//! algorithm: while the control plane is away, reports and log lines wait and are retried.
+
+use std::time::{Duration, Instant};
+
+use kiln_api::agent::{Action, Directive, DoneReport, LogBatch, Phase, StatusReport};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::Timing;
+use crate::client::{Backoff, CallError, ControlPlane};
+use crate::logs::LogSink;
+
+/// The most lines in one `POST .../logs`.
+pub const MAX_BATCH_LINES: usize = 1000;
+/// About the most bytes of line text in one `POST .../logs` (a single longer line still goes).
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// The background side of one host's run.
+pub struct Session {
+    pub cp: ControlPlane,
+    pub sink: LogSink,
+    stop_tx: watch::Sender<bool>,
+    status_tx: Option<mpsc::UnboundedSender<StatusReport>>,
+    timing: Timing,
+    tasks: Vec<JoinHandle<()>>,
+    reporter: Option<JoinHandle<()>>,
+    shipper: Option<JoinHandle<()>>,
+}
+
+fn apply(d: &Directive, stop: &watch::Sender<bool>) {
+    if d.action == Action::Stop && !*stop.borrow() {
+        eprintln!("kiln agent: the control plane asks to stop the job");
+        stop.send_replace(true);
+    }
+}
+
+impl Session {
+    /// Starts heartbeats, the phase reporter, the log shipper and the signal watch.
+    pub fn start(cp: ControlPlane, timing: Timing) -> Session {
+        let sink = LogSink::new(timing.log_buffer_bytes, timing.echo_logs);
+        let (stop_tx, _) = watch::channel(false);
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+
+        let (hb_cp, hb_stop, every) = (cp.clone(), stop_tx.clone(), timing.heartbeat_every);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Ok(d) = hb_cp.heartbeat().await {
+                    apply(&d, &hb_stop);
+                }
+            }
+        }));
+
+        let sig_stop = stop_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                eprintln!("kiln agent: cannot watch SIGTERM/SIGINT; stop the job through the API");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            eprintln!("kiln agent: stopping the algorithm on a signal");
+            sig_stop.send_replace(true);
+        }));
+
+        let reporter = tokio::spawn(report_phases(cp.clone(), status_rx, stop_tx.clone()));
+        let shipper = tokio::spawn(ship_logs(
+            cp.clone(),
+            sink.clone(),
+            stop_tx.clone(),
+            timing.log_flush_every,
+        ));
+        Session {
+            cp,
+            sink,
+            stop_tx,
+            status_tx: Some(status_tx),
+            timing,
+            tasks,
+            reporter: Some(reporter),
+            shipper: Some(shipper),
+        }
+    }
+
+    /// A receiver that sees the stop switch.
+    pub fn stop_rx(&self) -> watch::Receiver<bool> {
+        self.stop_tx.subscribe()
+    }
+
+    /// Whether a stop has been requested.
+    pub fn stopping(&self) -> bool {
+        *self.stop_tx.borrow()
+    }
+
+    /// Queues a phase report (delivered in order, in the background).
+    pub fn status(&self, phase: Phase, message: &str) {
+        if let Some(tx) = &self.status_tx {
+            let _ = tx.send(StatusReport {
+                phase,
+                message: Some(message.to_string()),
+            });
+        }
+    }
+
+    /// Delivers what is still queued (phase reports, log lines), then the final report.
+    pub async fn finish(mut self, report: DoneReport) -> Result<(), String> {
+        self.sink.close();
+        self.status_tx = None;
+        let limit = self.timing.final_retry_for;
+        let started = Instant::now();
+        for task in [self.reporter.take(), self.shipper.take()].into_iter().flatten() {
+            let left = limit.saturating_sub(started.elapsed());
+            if tokio::time::timeout(left, task).await.is_err() {
+                eprintln!(
+                    "kiln agent: gave up delivering queued reports and log lines after {}s",
+                    limit.as_secs()
+                );
+            }
+        }
+        let left = limit.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+        let result = self.cp.done(&report, left).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        result
+    }
+}
+
+async fn report_phases(cp: ControlPlane, mut rx: mpsc::UnboundedReceiver<StatusReport>, stop: watch::Sender<bool>) {
+    while let Some(report) = rx.recv().await {
+        let mut backoff = Backoff::new(Duration::from_secs(2));
+        loop {
+            match cp.status(&report).await {
+                Ok(d) => {
+                    apply(&d, &stop);
+                    break;
+                }
+                Err(CallError::Refused(m)) => {
+                    eprintln!("kiln agent: phase report {:?} refused: {m}", report.phase);
+                    break;
+                }
+                Err(CallError::Unreachable(_)) => tokio::time::sleep(backoff.next_delay()).await,
+            }
+        }
+    }
+}
+
+async fn ship_logs(cp: ControlPlane, sink: LogSink, stop: watch::Sender<bool>, flush_every: Duration) {
+    let mut last_send: Option<Instant> = None;
+    let mut inflight: Option<LogBatch> = None;
+    let mut backoff = Backoff::new(Duration::from_secs(2));
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        let batch = match inflight.take() {
+            Some(b) => b,
+            None => {
+                if sink.queued() == 0 {
+                    if sink.finished() {
+                        return;
+                    }
+                    sink.wait(Duration::from_secs(1)).await;
+                    continue;
+                }
+                // At most one batch per flush interval, unless a full batch is waiting or the
+                // run is over.
+                if let Some(t) = last_send {
+                    let since = t.elapsed();
+                    if since < flush_every && sink.queued() < MAX_BATCH_LINES && !sink.is_closed() {
+                        tokio::time::sleep(flush_every - since).await;
+                    }
+                }
+                match sink.take(MAX_BATCH_LINES, MAX_BATCH_BYTES) {
+                    Some(lines) => LogBatch { lines },
+                    None => continue,
+                }
+            }
+        };
+        match cp.logs(&batch).await {
+            Ok(d) => {
+                apply(&d, &stop);
+                last_send = Some(Instant::now());
+                backoff = Backoff::new(Duration::from_secs(2));
+                if let Some(t) = unreachable_since.take() {
+                    eprintln!(
+                        "kiln agent: control plane back after {:.1}s; sending buffered log lines",
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            Err(CallError::Refused(m)) => {
+                eprintln!(
+                    "kiln agent: the control plane refused {} log lines, which are dropped: {m}",
+                    batch.lines.len()
+                );
+            }
+            Err(CallError::Unreachable(m)) => {
+                if unreachable_since.is_none() {
+                    eprintln!("kiln agent: cannot send log lines, buffering them: {m}");
+                    unreachable_since = Some(Instant::now());
+                }
+                inflight = Some(batch);
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
