@@ -34,6 +34,11 @@ for data in sorted({d for d, _ in runs}):
             rt = min(r["dataset_build_s"] + r["train_s"] for r in runs[(data, ref)])
             print(f"train-time ratio kiln/{name}: {k / best(data, ref, 'train_s'):.2f}   "
                   f"(build+train: {kt / rt:.2f})")
+    kc = best(data, "kiln", "train_cpu_s")
+    for ref, name in (("xgb", "xgboost"), ("lgb", "LightGBM")):
+        rc = best(data, ref, "train_cpu_s")
+        if rc == rc and kc == kc:
+            print(f"train CPU-seconds kiln {kc:.2f} / {name} {rc:.2f} = {kc / rc:.2f} (less sensitive to a busy machine)")
     aucs = {t: runs[(data, t)][-1]["test_auc"] for t in ("kiln", "xgb", "lgb") if (data, t) in runs}
     better = max(v for t, v in aucs.items() if t != "kiln")
     print(f"AUC kiln - best reference: {aucs['kiln'] - better:+.5f}")
