@@ -3,12 +3,13 @@ import shutil
 
 import pytest
 
-from kilntest import Kiln
+from kilntest import API_ONLY, Kiln
 
 
 @pytest.fixture(scope="module")
 def kiln():
-    k = Kiln().start()
+    """A server for API tests: jobs are accepted but not run."""
+    k = Kiln(config=API_ONLY).start()
     yield k
     k.stop()
     shutil.rmtree(k.data_dir, ignore_errors=True)
@@ -16,7 +17,7 @@ def kiln():
 
 @pytest.fixture
 def fresh_kiln():
-    k = Kiln().start()
+    k = Kiln(config=API_ONLY).start()
     yield k
     k.kill()
     shutil.rmtree(k.data_dir, ignore_errors=True)

@@ -11,6 +11,9 @@ import time
 import tomllib
 import urllib.request
 
+# A server that accepts jobs but runs none: for tests of the API alone.
+API_ONLY = '[jobs]\nexecutor = "none"\n'
+
 import boto3
 from botocore.config import Config
 
@@ -31,8 +34,11 @@ def free_port():
 class Kiln:
     """A `kiln serve` process on its own port and data directory."""
 
-    def __init__(self, data_dir=None, extra_env=None):
+    def __init__(self, data_dir=None, extra_env=None, config=None):
+        """`config` is kiln.toml text written into the data directory (e.g. `[jobs]\nexecutor = "none"`)."""
         self.data_dir = pathlib.Path(data_dir or tempfile.mkdtemp(prefix="kiln-test-"))
+        if config is not None:
+            (self.data_dir / "kiln.toml").write_text(config)
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -83,11 +89,32 @@ class Kiln:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.cleanup()
 
     def kill(self):
+        """SIGKILLs the server (its process group); jobs' agents live on, as after a crash."""
         if self.alive():
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+    def cleanup(self):
+        """SIGKILLs every process this server's jobs left behind (agents run in their own process
+        groups so that they survive a restart of the server): those whose command line names the
+        data directory or whose working directory is inside it."""
+        root = str(self.data_dir)
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except OSError:
+                continue
+            if root in cmd or cwd.startswith(root):
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
 
     def env(self, key=None):
         key = key or self.key

@@ -1,13 +1,66 @@
 //! A training job as the engine sees it: the stored row, the typed request, and the run's state.
 //! Every status change goes through [`TrainingJob::transition`].
 
+use kiln_api::agent::{DoneReport, Phase};
 use kiln_api::shapes::{CreateTrainingJobRequest, MetricData, SecondaryStatusTransition, WarmPoolStatus};
 use kiln_api::{AwsError, arn};
 use kiln_store::TrainingJobRow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::executor::HostHandle;
 use crate::status::{JobStatus, Secondary};
+
+/// One host of a placed job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostState {
+    pub host: String,
+    /// Where the executor put the agent (absent until it was launched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<HostHandle>,
+    pub log_stream: String,
+    /// The last phase the host reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// How the host ended, once it reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<DoneReport>,
+}
+
+impl HostState {
+    /// 0 = not started, 1 = downloading, 2 = training, 3 = uploading, 4 = done.
+    pub fn rank(&self) -> u8 {
+        if self.done.is_some() {
+            return 4;
+        }
+        match self.phase {
+            None => 0,
+            Some(Phase::Downloading) => 1,
+            Some(Phase::Training) => 2,
+            Some(Phase::Uploading) => 3,
+        }
+    }
+}
+
+/// What the engine keeps to run a job (never shown by `DescribeTrainingJob`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Hosts, once the job was placed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostState>,
+    /// Bearer token of the agent API for this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<String>,
+    /// The job's own S3 credentials (access key id, secret), valid while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<(String, String)>,
+    /// How a stop ends: `Stopped` or `MaxRuntimeExceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// The first host failure, while the other hosts are being stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<String>,
+}
 
 /// What happened to a job since it was created (stored as JSON beside the request).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +81,9 @@ pub struct JobState {
     pub billable_time_in_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_pool_status: Option<WarmPoolStatus>,
+    /// The engine's bookkeeping of the run.
+    #[serde(default)]
+    pub run: RunState,
 }
 
 /// A training job loaded from the store.
@@ -95,6 +151,18 @@ impl TrainingJob {
     /// Current secondary status.
     pub fn secondary(&self) -> Secondary {
         self.row.secondary_status.parse().unwrap_or(Secondary::Starting)
+    }
+
+    /// How far the job has come in the normal flow: 0 = starting, 1 = downloading, 2 = training,
+    /// 3 = uploading.
+    pub fn secondary_rank(&self) -> u8 {
+        match self.secondary() {
+            Secondary::Downloading => 1,
+            Secondary::Training => 2,
+            Secondary::Uploading => 3,
+            Secondary::Completed => 4,
+            _ => 0,
+        }
     }
 
     /// Moves the job to `to` with `message` (or the status's default message). Staying in the same

@@ -3,20 +3,28 @@
 //! typed, protocol-validated requests from `kiln-server` and answers with response bodies or
 //! SageMaker's errors; it never sees HTTP, and it is the only writer of the store.
 
+pub mod capacity;
+pub mod executor;
 pub mod job;
 mod logs;
+pub mod metrics;
+pub mod runner;
+pub mod runtime;
 pub mod status;
 mod tags;
 mod token;
 mod training;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_api::AwsError;
 use kiln_store::{LogStore, Store, StoreError};
 
+pub use executor::{Executor, LocalExecutor, NoExecutor};
 pub use job::{JobState, TrainingJob};
+pub use runner::RunnerConfig;
 pub use status::{JobStatus, Secondary};
 
 /// Who is calling: the account of the access key and the region of the signature's scope.
@@ -31,15 +39,37 @@ pub struct Engine {
     store: Arc<dyn Store>,
     logs: Arc<dyn LogStore>,
     known_groups: logs::KnownGroups,
+    runner: RunnerConfig,
+    executor: Arc<dyn Executor>,
+    wake: tokio::sync::Notify,
+    /// Temporary S3 credentials of running jobs: access key id → (secret, account).
+    job_keys: Mutex<HashMap<String, (String, String)>>,
+    /// Compiled metric definitions of jobs that are reporting logs.
+    matchers: Mutex<HashMap<(String, String), Arc<metrics::MetricMatcher>>>,
 }
 
 impl Engine {
     /// An engine over a store.
     pub fn new(store: Arc<dyn Store>, logs: Arc<dyn LogStore>) -> Self {
+        Self::with_executor(store, logs, Arc::new(NoExecutor), RunnerConfig::default())
+    }
+
+    /// An engine that runs jobs on `executor`.
+    pub fn with_executor(
+        store: Arc<dyn Store>,
+        logs: Arc<dyn LogStore>,
+        executor: Arc<dyn Executor>,
+        runner: RunnerConfig,
+    ) -> Self {
         Self {
             store,
             logs,
             known_groups: Default::default(),
+            runner,
+            executor,
+            wake: tokio::sync::Notify::new(),
+            job_keys: Mutex::new(HashMap::new()),
+            matchers: Mutex::new(HashMap::new()),
         }
     }
 

@@ -10,7 +10,24 @@ use serde_json::{Value, json};
 
 use crate::job::TrainingJob;
 use crate::status::{JobStatus, Secondary};
-use crate::{Caller, Engine, now, store_err, token};
+use crate::{Caller, Engine, metrics, now, runtime, store_err, token};
+
+/// Built-in images come with their metric definitions, as on SageMaker (reference §13.1): the
+/// service adds them to `AlgorithmSpecification.MetricDefinitions` unless the request names them.
+fn inject_builtin_metrics(req: &mut CreateTrainingJobRequest) {
+    if !runtime::is_builtin_xgboost(req) {
+        return;
+    }
+    let Some(spec) = req.algorithm_specification.as_mut() else {
+        return;
+    };
+    let defs = spec.metric_definitions.get_or_insert_with(Vec::new);
+    for (name, regex) in kiln_algos::builtin_metric_definitions("xgboost") {
+        if !defs.iter().any(|d| d.name == name) && defs.len() < 40 {
+            defs.push(kiln_api::shapes::MetricDefinition { name, regex });
+        }
+    }
+}
 
 const NOT_FOUND: &str = "Requested resource not found.";
 
@@ -57,6 +74,12 @@ impl Engine {
     pub async fn create_training_job(&self, caller: &Caller, mut req: CreateTrainingJobRequest) -> ApiResult<Value> {
         validate::check_training_job(&req)?;
         validate::fill_defaults(&mut req);
+        if let Some(spec) = req.algorithm_specification.as_ref()
+            && let Some(defs) = &spec.metric_definitions
+        {
+            metrics::validate(defs).map_err(AwsError::validation)?;
+        }
+        inject_builtin_metrics(&mut req);
         let tags: Vec<TagRow> = req
             .tags
             .iter()
@@ -67,8 +90,12 @@ impl Engine {
             })
             .collect();
         let job = TrainingJob::new(&caller.account, &caller.region, req, now());
+        self.check_fits(&job)?;
         match self.store.insert_training_job(&job.to_row(), &tags).await {
-            Ok(()) => Ok(json!({ "TrainingJobArn": job.row.arn })),
+            Ok(()) => {
+                self.wake();
+                Ok(json!({ "TrainingJobArn": job.row.arn }))
+            }
             Err(StoreError::AlreadyExists) => {
                 let existing = self
                     .load_job(&caller.account, &job.row.name)
@@ -169,7 +196,9 @@ impl Engine {
         self.update_job(&caller.account, &req.training_job_name, |job| match job.status() {
             JobStatus::InProgress => {
                 job.transition(Secondary::Stopping, None, t)?;
-                if job.state.training_start_time.is_none() {
+                job.state.run.stop_reason = Some(Secondary::Stopped.as_str().into());
+                // With no host placed there is nothing to wait for.
+                if job.state.run.hosts.is_empty() {
                     job.transition(Secondary::Stopped, None, t)?;
                 }
                 Ok(())
@@ -182,6 +211,7 @@ impl Engine {
             ))),
         })
         .await?;
+        self.wake();
         Ok(json!({}))
     }
 

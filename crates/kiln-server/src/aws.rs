@@ -103,9 +103,19 @@ pub fn authenticate(
         .map(|(_, v)| v.as_str())
         .ok_or_else(|| sig_error(SigError::Missing))?;
     let auth = sigv4::parse_authorization(auth_header).map_err(sig_error)?;
+    // Access keys of the keys file, or the temporary key of a running job (its scripts' calls).
     let key = app
         .keys
         .get(&auth.access_key)
+        .or_else(|| {
+            app.engine
+                .job_credentials(&auth.access_key)
+                .map(|(secret, account)| crate::keys::AccessKey {
+                    access_key_id: auth.access_key.clone(),
+                    secret_access_key: secret,
+                    account_id: account,
+                })
+        })
         .ok_or_else(|| sig_error(SigError::UnknownKey))?;
     if auth.service != service {
         return Err(AwsError::new(

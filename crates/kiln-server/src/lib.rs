@@ -3,6 +3,7 @@
 //! (health, agent API); everything else → the S3 API. Protocol concerns (SigV4, error envelopes,
 //! body limits) live here; what an operation does lives in `kiln-engine`.
 
+mod agent_api;
 pub mod aws;
 pub mod keys;
 
@@ -15,7 +16,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
 use kiln_api::AwsError;
-use kiln_engine::Engine;
+use kiln_engine::{Engine, LocalExecutor, NoExecutor, RunnerConfig};
 use kiln_store::{SqliteLogStore, SqliteStore};
 
 use crate::keys::Keyring;
@@ -25,11 +26,30 @@ use crate::keys::Keyring;
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// How jobs run: the executor and its settings.
+    pub jobs: JobsConfig,
+}
+
+/// Settings of the job runner.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// Run agents as local processes (`true`), or run nothing (jobs wait in `Starting`).
+    pub local_executor: bool,
+    /// The `kiln` binary agents are started from.
+    pub kiln_bin: PathBuf,
+    /// Where hosts' trees go (default `<data-dir>/work`).
+    pub work_dir: Option<PathBuf>,
+    /// What the executor can run at once (default: 192 vCPUs, 3 TiB, this machine's GPUs).
+    pub capacity: Option<kiln_engine::capacity::Resources>,
+    /// URL agents reach the control plane at (default `http://<listen>`).
+    pub public_url: Option<String>,
+    /// SIGTERM → SIGKILL grace period when stopping (default 120 s, as SageMaker).
+    pub stop_grace_seconds: u64,
 }
 
 /// Shared state of the server.
 pub struct App {
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
     pub keys: Keyring,
 }
 
@@ -73,7 +93,7 @@ impl Server {
         let store = SqliteStore::open(&config.data_dir.join("kiln.db")).await?;
         let logs = SqliteLogStore::open(&config.data_dir.join("logs.db")).await?;
         let app = App {
-            engine: Engine::new(Arc::new(store), Arc::new(logs)),
+            engine: Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs))),
             keys: Keyring::load(&keys_file)?,
         };
         Ok(Self {
@@ -98,6 +118,7 @@ impl Server {
             })?;
         tracing::info!(target: "kiln::serve", "listening on http://{}", listener.local_addr()?);
         let router = self.router();
+        tokio::spawn(self.app.engine.clone().run_scheduler());
         axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(shutdown)
             .await?;
@@ -105,10 +126,62 @@ impl Server {
     }
 }
 
+/// GPUs of this machine (NVIDIA device nodes).
+fn detect_gpus() -> u32 {
+    let Ok(entries) = std::fs::read_dir("/dev") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.strip_prefix("nvidia")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count() as u32
+}
+
+fn build_engine(
+    config: &ServerConfig,
+    store: Arc<dyn kiln_store::Store>,
+    logs: Arc<dyn kiln_store::LogStore>,
+) -> Engine {
+    let jobs = &config.jobs;
+    let machine_cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let runner = RunnerConfig {
+        public_url: jobs
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen)),
+        work_dir: jobs.work_dir.clone().unwrap_or_else(|| config.data_dir.join("work")),
+        cache_dir: config.data_dir.join("cache"),
+        capacity: jobs.capacity.unwrap_or(kiln_engine::capacity::Resources {
+            vcpus: 192,
+            memory_gib: 3072.0,
+            gpus: detect_gpus(),
+            neuron_devices: 0,
+        }),
+        machine_cpus,
+        stop_grace_seconds: jobs.stop_grace_seconds,
+        external_s3: Vec::new(),
+    };
+    let executor: Arc<dyn kiln_engine::Executor> = if jobs.local_executor {
+        Arc::new(LocalExecutor {
+            kiln_bin: jobs.kiln_bin.clone(),
+        })
+    } else {
+        Arc::new(NoExecutor)
+    };
+    Engine::with_executor(store, logs, executor, runner)
+}
+
 async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     if parts.uri.path().starts_with("/_kiln/") {
-        return kiln_endpoint(&parts.uri);
+        return agent_api::handle(&app, parts, body).await;
     }
     let target = parts
         .headers
@@ -133,17 +206,5 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented</Code>\
              <Message>The S3 API is not available on this server yet.</Message></Error>",
         ))
-        .unwrap_or_default()
-}
-
-fn kiln_endpoint(uri: &axum::http::Uri) -> Response {
-    let (status, body) = match uri.path() {
-        "/_kiln/health" => (200, "{\"status\":\"ok\"}"),
-        _ => (404, "{\"error\":\"no such kiln endpoint\"}"),
-    };
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(body))
         .unwrap_or_default()
 }

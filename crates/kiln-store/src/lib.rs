@@ -129,6 +129,15 @@ pub struct TagRow {
     pub value: String,
 }
 
+/// A metric value parsed from a job's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub metric: String,
+    pub value: f64,
+    /// Epoch seconds of the log line.
+    pub timestamp: f64,
+}
+
 /// kiln's metadata persistence.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -146,6 +155,11 @@ pub trait Store: Send + Sync {
     async fn list_training_jobs(&self, query: &JobQuery) -> StoreResult<Vec<TrainingJobRow>>;
     /// Jobs in any of `statuses`, across accounts (for the scheduler and reconciler).
     async fn training_jobs_with_status(&self, statuses: &[&str]) -> StoreResult<Vec<TrainingJobRow>>;
+
+    /// Appends metric points of a job (in log order).
+    async fn add_metric_points(&self, account: &str, job: &str, points: &[MetricPoint]) -> StoreResult<()>;
+    /// Metric points of a job in log order, of one metric or all.
+    async fn metric_points(&self, account: &str, job: &str, metric: Option<&str>) -> StoreResult<Vec<MetricPoint>>;
 
     /// Adds or overwrites tags of a resource (its ARN).
     async fn put_tags(&self, account: &str, resource_arn: &str, tags: &[TagRow]) -> StoreResult<()>;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
-use crate::{CursorValue, JobQuery, JobSort, Store, StoreError, StoreResult, TagRow, TrainingJobRow};
+use crate::{CursorValue, JobQuery, JobSort, MetricPoint, Store, StoreError, StoreResult, TagRow, TrainingJobRow};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -164,6 +164,11 @@ impl Store for SqliteStore {
             .bind(arn.to_lowercase())
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM metric_points WHERE account = $1 AND name_key = $2")
+            .bind(account)
+            .bind(name.to_lowercase())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -254,6 +259,57 @@ impl Store for SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    async fn add_metric_points(&self, account: &str, job: &str, points: &[MetricPoint]) -> StoreResult<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let key = job.to_lowercase();
+        let mut tx = self.pool.begin().await?;
+        let next: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM metric_points WHERE account = $1 AND name_key = $2")
+                .bind(account)
+                .bind(&key)
+                .fetch_one(&mut *tx)
+                .await?;
+        for (i, p) in points.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO metric_points (account, name_key, metric, value, ts, seq) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(account)
+            .bind(&key)
+            .bind(&p.metric)
+            .bind(p.value)
+            .bind(p.timestamp)
+            .bind(next + 1 + i as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn metric_points(&self, account: &str, job: &str, metric: Option<&str>) -> StoreResult<Vec<MetricPoint>> {
+        let rows = sqlx::query(
+            "SELECT metric, value, ts FROM metric_points WHERE account = $1 AND name_key = $2 \
+             AND ($3 = '' OR metric = $3) ORDER BY seq",
+        )
+        .bind(account)
+        .bind(job.to_lowercase())
+        .bind(metric.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MetricPoint {
+                    metric: r.try_get("metric")?,
+                    value: r.try_get("value")?,
+                    timestamp: r.try_get("ts")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     async fn put_tags(&self, account: &str, resource_arn: &str, tags: &[TagRow]) -> StoreResult<()> {

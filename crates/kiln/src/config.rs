@@ -17,6 +17,32 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub region: Option<String>,
+    #[serde(default)]
+    pub jobs: JobsSection,
+    pub capacity: Option<CapacitySection>,
+}
+
+/// `[jobs]` of `kiln.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSection {
+    /// `local` (default) runs jobs as local processes; `none` runs nothing.
+    pub executor: Option<String>,
+    pub work_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub stop_grace_seconds: Option<u64>,
+}
+
+/// `[capacity]` of `kiln.toml`: what the executor runs at once.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySection {
+    pub vcpus: u32,
+    pub memory_gib: f64,
+    #[serde(default)]
+    pub gpus: u32,
+    #[serde(default)]
+    pub neuron_devices: u32,
 }
 
 /// Resolved settings.
@@ -25,6 +51,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub region: String,
+    pub jobs: JobsSection,
+    pub capacity: Option<CapacitySection>,
 }
 
 fn home_data_dir() -> PathBuf {
@@ -70,9 +98,17 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         .or(file.data_dir)
         .unwrap_or_else(home_data_dir);
     let region = file.region.unwrap_or_else(|| "us-east-1".to_string());
+    if let Some(e) = &file.jobs.executor
+        && e != "local"
+        && e != "none"
+    {
+        anyhow::bail!("[jobs] executor = \"{e}\" is not known: use \"local\" or \"none\"");
+    }
     Ok(Settings {
         listen,
         data_dir,
         region,
+        jobs: file.jobs,
+        capacity: file.capacity,
     })
 }

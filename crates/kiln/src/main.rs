@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use kiln_server::{Server, ServerConfig, keys};
+use kiln_engine::capacity::Resources;
+use kiln_server::{JobsConfig, Server, ServerConfig, keys};
 use serde_json::{Value, json};
 
 use crate::client::Client;
@@ -174,9 +175,24 @@ async fn serve(settings: config::Settings) -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+    let kiln_bin = std::env::current_exe().context("cannot find the kiln binary to start agents from")?;
+    let jobs = JobsConfig {
+        local_executor: settings.jobs.executor.as_deref() != Some("none"),
+        kiln_bin,
+        work_dir: settings.jobs.work_dir.clone(),
+        capacity: settings.capacity.map(|c| Resources {
+            vcpus: c.vcpus,
+            memory_gib: c.memory_gib,
+            gpus: c.gpus,
+            neuron_devices: c.neuron_devices,
+        }),
+        public_url: settings.jobs.public_url.clone(),
+        stop_grace_seconds: settings.jobs.stop_grace_seconds.unwrap_or(120),
+    };
     let server = Server::open(ServerConfig {
         listen: settings.listen,
         data_dir: settings.data_dir.clone(),
+        jobs,
     })
     .await?;
     if let Some(key) = &server.created_key {

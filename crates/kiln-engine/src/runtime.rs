@@ -1,0 +1,181 @@
+//! Which runtime a job's image maps to (architecture "Image URIs and runtimes").
+
+use kiln_api::agent::Runtime;
+use kiln_api::shapes::CreateTrainingJobRequest;
+
+/// Built-in algorithms kiln implements, by image repository name.
+const BUILTINS: &[(&str, &str)] = &[
+    ("sagemaker-xgboost", "xgboost"),
+    ("xgboost", "xgboost"),
+    ("kiln/xgboost", "xgboost"),
+];
+/// Built-in images SageMaker has that kiln does not implement yet.
+const UNIMPLEMENTED: &[&str] = &[
+    "linear-learner",
+    "kmeans",
+    "knn",
+    "pca",
+    "factorization-machines",
+    "ntm",
+    "lda",
+    "randomcutforest",
+    "object2vec",
+    "ipinsights",
+    "blazingtext",
+    "image-classification",
+    "object-detection",
+    "semantic-segmentation",
+    "forecasting-deepar",
+    "seq2seq",
+];
+
+/// The repository part of an image URI: `123.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1`
+/// → `sagemaker-xgboost`; `kiln/xgboost:latest` → `kiln/xgboost`.
+pub fn image_repository(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    // A first path segment with a dot, a port or `localhost` is a registry host, not part of the name.
+    let rest = match without_digest.split_once('/') {
+        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => rest,
+        _ => without_digest,
+    };
+    let repo = match rest.rsplit_once(':') {
+        Some((r, tag)) if !tag.contains('/') => r,
+        _ => rest,
+    };
+    repo.to_string()
+}
+
+/// Decodes a hyperparameter value the way the SageMaker toolkit does: JSON when it parses.
+fn decoded(v: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => v.to_string(),
+    }
+}
+
+/// Maps a job to its runtime, or explains (as a `ClientError` reason) why kiln cannot run it.
+pub fn resolve(spec: &CreateTrainingJobRequest) -> Result<Runtime, String> {
+    let Some(alg) = &spec.algorithm_specification else {
+        return Err("ClientError: the job has no AlgorithmSpecification, so there is nothing to run.".into());
+    };
+    if let Some(name) = &alg.algorithm_name {
+        return Err(format!(
+            "ClientError: AlgorithmName '{name}' names a marketplace or custom algorithm resource, which kiln does not host. \
+             Use TrainingImage with a built-in image (e.g. sagemaker-xgboost) or a framework image with sagemaker_program."
+        ));
+    }
+    let image = alg.training_image.clone().unwrap_or_default();
+    if let Some(entrypoint) = &alg.container_entrypoint {
+        return Ok(Runtime::Command {
+            entrypoint: entrypoint.clone(),
+            arguments: alg.container_arguments.clone().unwrap_or_default(),
+        });
+    }
+    let repo = image_repository(&image);
+    let program = spec
+        .hyper_parameters
+        .as_ref()
+        .and_then(|h| h.get("sagemaker_program"))
+        .map(|p| decoded(p));
+    if let Some(program) = program
+        && !program.is_empty()
+    {
+        let framework = repo
+            .rsplit('/')
+            .next()
+            .unwrap_or(&repo)
+            .trim_start_matches("sagemaker-")
+            .to_string();
+        return Ok(Runtime::Script { framework });
+    }
+    if repo == "kiln/noop" {
+        return Ok(Runtime::Noop);
+    }
+    if let Some((_, algorithm)) = BUILTINS.iter().find(|(r, _)| *r == repo) {
+        return Ok(Runtime::Builtin {
+            algorithm: (*algorithm).to_string(),
+        });
+    }
+    if UNIMPLEMENTED.contains(&repo.as_str()) {
+        return Err(format!(
+            "ClientError: the built-in algorithm image '{image}' ({repo}) is not implemented by kiln yet. \
+             Built-in algorithms available: xgboost (sagemaker-xgboost images, kiln/xgboost)."
+        ));
+    }
+    Err(format!(
+        "ClientError: cannot run image '{image}': it is not a kiln built-in algorithm image (sagemaker-xgboost, \
+         kiln/xgboost, kiln/noop), no 'sagemaker_program' hyperparameter selects script mode, and no container \
+         runtime is configured. Use a built-in image, set sagemaker_program (script mode), or set \
+         ContainerEntrypoint to run a command."
+    ))
+}
+
+/// Whether the job runs the built-in XGBoost (for injecting its metric definitions).
+pub fn is_builtin_xgboost(spec: &CreateTrainingJobRequest) -> bool {
+    matches!(resolve(spec), Ok(Runtime::Builtin { ref algorithm }) if algorithm == "xgboost")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_api::shapes::AlgorithmSpecification;
+    use std::collections::BTreeMap;
+
+    fn spec(image: &str, hps: &[(&str, &str)]) -> CreateTrainingJobRequest {
+        CreateTrainingJobRequest {
+            algorithm_specification: Some(AlgorithmSpecification {
+                training_image: Some(image.into()),
+                training_input_mode: "File".into(),
+                ..Default::default()
+            }),
+            hyper_parameters: Some(
+                hps.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn repositories() {
+        assert_eq!(
+            image_repository("683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"),
+            "sagemaker-xgboost"
+        );
+        assert_eq!(image_repository("kiln/xgboost"), "kiln/xgboost");
+        assert_eq!(image_repository("localhost:5000/team/img:tag"), "team/img");
+        assert_eq!(image_repository("img@sha256:abc"), "img");
+    }
+
+    #[test]
+    fn mapping() {
+        let xgb = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1";
+        assert_eq!(
+            resolve(&spec(xgb, &[])),
+            Ok(Runtime::Builtin {
+                algorithm: "xgboost".into()
+            })
+        );
+        assert_eq!(
+            resolve(&spec(xgb, &[("sagemaker_program", "\"train.py\"")])),
+            Ok(Runtime::Script {
+                framework: "xgboost".into()
+            })
+        );
+        let pt = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310";
+        assert_eq!(
+            resolve(&spec(pt, &[("sagemaker_program", "train.py")])),
+            Ok(Runtime::Script {
+                framework: "pytorch-training".into()
+            })
+        );
+        assert!(resolve(&spec(pt, &[])).unwrap_err().contains("cannot run image"));
+        assert!(
+            resolve(&spec("382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1", &[]))
+                .unwrap_err()
+                .contains("not implemented")
+        );
+        assert_eq!(resolve(&spec("kiln/noop", &[])), Ok(Runtime::Noop));
+    }
+}

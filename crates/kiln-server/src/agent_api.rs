@@ -1,0 +1,110 @@
+//! kiln's own endpoints under `/_kiln/`: health, and the agent API that hosts of running jobs
+//! report to (`/_kiln/agent/v1/jobs/{account}/{job}/hosts/{host}/{call}`, protocol in
+//! `kiln_api::agent`). Agents authenticate with their job's bearer token.
+
+use axum::body::{Body, to_bytes};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use kiln_api::AwsError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::App;
+
+/// Largest agent request body (a log batch).
+const MAX_AGENT_BODY: usize = 64 * 1024 * 1024;
+
+fn json_response<T: Serialize>(status: u16, body: &T) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
+        .unwrap_or_default()
+}
+
+fn error_response(e: &AwsError) -> Response {
+    json_response(e.status, &serde_json::json!({ "error": e.code, "message": e.message }))
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AwsError> {
+    serde_json::from_slice(body).map_err(|e| AwsError::serialization(format!("bad agent request body: {e}")))
+}
+
+/// Handles a request under `/_kiln/`.
+pub async fn handle(app: &App, parts: Parts, body: Body) -> Response {
+    let path = parts.uri.path().to_string();
+    if path == "/_kiln/health" {
+        return json_response(200, &serde_json::json!({ "status": "ok" }));
+    }
+    let Some(rest) = path.strip_prefix("/_kiln/agent/v1/jobs/") else {
+        return json_response(
+            404,
+            &serde_json::json!({ "error": "NotFound", "message": "no such kiln endpoint" }),
+        );
+    };
+    let segs: Vec<&str> = rest.split('/').collect();
+    let [account, job, "hosts", host, call] = segs.as_slice() else {
+        return json_response(
+            404,
+            &serde_json::json!({ "error": "NotFound", "message": "no such agent endpoint" }),
+        );
+    };
+    let token = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
+    let body = match to_bytes(body, MAX_AGENT_BODY).await {
+        Ok(b) => b,
+        Err(_) => return error_response(&AwsError::serialization("agent request body too large or unreadable")),
+    };
+    let engine = &app.engine;
+    let result = match (&parts.method, *call) {
+        (&Method::GET, "assignment") => engine
+            .agent_assignment(account, job, host, &token)
+            .await
+            .map(|a| json_response(200, &a)),
+        (&Method::POST, "status") => match parse(&body) {
+            Ok(r) => engine
+                .agent_status(account, job, host, &token, r)
+                .await
+                .map(|d| json_response(200, &d)),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, "logs") => match parse(&body) {
+            Ok(r) => engine
+                .agent_logs(account, job, host, &token, r)
+                .await
+                .map(|d| json_response(200, &d)),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, "heartbeat") => engine
+            .agent_heartbeat(account, job, host, &token)
+            .await
+            .map(|d| json_response(200, &d)),
+        (&Method::POST, "done") => match parse(&body) {
+            Ok(r) => engine
+                .agent_done(account, job, host, &token, r)
+                .await
+                .map(|()| json_response(200, &serde_json::json!({}))),
+            Err(e) => Err(e),
+        },
+        _ => Err(AwsError::new(
+            404,
+            "NotFound",
+            format!("no agent call {} {call}", parts.method),
+        )),
+    };
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::error!(target: "kiln::agent_api", "{job}/{host} {call}: {}", e.message);
+            }
+            error_response(&e)
+        }
+    }
+}
