@@ -10,11 +10,12 @@ use kiln_api::shapes::{Channel, CreateTrainingJobRequest};
 
 use crate::AgentArgs;
 use crate::artifacts::{algorithm_error, client_error, read_failure, toolkit_failure};
+use crate::blob::BlobObjects;
 use crate::env::{Context, Params, process_env};
 use crate::launch::{self, Exit, Finished, Spawn, stop_requested};
-use crate::script;
 use crate::session::Session;
 use crate::tree::{self, Tree};
+use crate::{script, staging};
 
 /// Why a host ends before or outside the algorithm.
 enum Early {
@@ -97,10 +98,11 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
             .map_err(|e| format!("cannot create the checkpoint directory {}: {e}", local.display()))?;
     }
 
+    let objects = BlobObjects::new(a)?;
     s.status(Phase::Downloading, "Downloading input data");
     let mut stop = s.stop_rx();
     tokio::select! {
-        r = crate::staging::stage_channels(a, &spec, &channels, &tree, &s.sink) => r?,
+        r = staging::stage_channels(&objects, a, &spec, &channels, &tree) => r?,
         () = stop_requested(&mut stop) => return Err(Early::Stopped),
     }
     if s.stopping() {
@@ -161,7 +163,7 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
             };
             run_process(&spawn, s, grace).await?
         }
-        Runtime::Script { .. } => run_script(a, &params, &tree, env, s, grace).await?,
+        Runtime::Script { .. } => run_script(&objects, a, &params, &tree, env, s, grace).await?,
     };
 
     s.status(Phase::Uploading, "Uploading generated training model");
@@ -172,7 +174,7 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
     };
     let mut model_artifacts = None;
     if a.uploads_artifacts && (ran.stopped || ran.exit.success()) {
-        match crate::staging::upload_artifacts(a, &spec, &tree).await {
+        match staging::upload_artifacts(&objects, a, &spec, &tree).await {
             Ok(uri) => model_artifacts = Some(uri),
             Err(m) => {
                 return Ok(DoneReport {
@@ -202,6 +204,7 @@ async fn run_process(spawn: &Spawn, s: &Session, grace: std::time::Duration) -> 
 /// Script mode: code, requirements, entry point, and the toolkit's `output/failure` and
 /// `output/success`.
 async fn run_script(
+    objects: &BlobObjects,
     a: &Assignment,
     params: &Params,
     tree: &Tree,
@@ -215,7 +218,7 @@ async fn run_script(
         ));
     };
     let code = tree.code_dir();
-    crate::staging::fetch_source(a, params.submit_directory().as_deref(), &code, &s.sink).await?;
+    staging::fetch_source(objects, params.submit_directory().as_deref(), tree).await?;
 
     let mut python = "python3".to_string();
     let requirements = code.join("requirements.txt");

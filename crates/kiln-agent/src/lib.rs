@@ -12,7 +12,9 @@
 //! artifacts), [`launch`] (processes and signals), [`logs`] (lines and the bounded buffer),
 //! [`script`] and `venv` (script mode), [`artifacts`] (failure reasons).
 
+mod archive;
 pub mod artifacts;
+mod blob;
 pub mod client;
 pub mod env;
 mod host;

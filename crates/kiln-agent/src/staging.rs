@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+use futures::StreamExt;
 use kiln_api::agent::Assignment;
 use kiln_api::shapes::{Channel, CreateTrainingJobRequest};
 
-use crate::logs::LogSink;
-use crate::tree::{Tree, safe_relative, sorted_hosts};
+use crate::tree::{Tree, channel_distribution, channel_input_mode, safe_relative, sorted_hosts};
 
 /// Where the objects under an `S3Prefix` go, relative to the channel directory.
 ///
@@ -120,50 +120,210 @@ pub fn shuffle<T>(items: &mut [T], seed: i64) {
     }
 }
 
-/// Stages every channel of this host.
-pub async fn stage_channels(
-    _a: &Assignment,
-    _spec: &CreateTrainingJobRequest,
+/// Object access as the agent needs it: the real one goes through `kiln-blob`, tests use maps.
+/// URIs are `s3://bucket/key` or `file:///path`.
+pub trait Objects: Sync {
+    /// The URIs of every object whose URI starts with `prefix` (a raw string prefix, not a
+    /// folder), sorted.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+    /// Downloads one object to `dest` (its parent directory exists).
+    fn download(&self, uri: &str, dest: &Path) -> impl Future<Output = Result<(), String>> + Send;
+    /// The bytes of one small object (a manifest).
+    fn get_bytes(&self, uri: &str) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
+    /// Uploads a local file to `uri`.
+    fn upload(&self, src: &Path, uri: &str) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Downloads in flight at once per channel.
+const PARALLEL_DOWNLOADS: usize = 8;
+
+/// The objects this host gets for `channel` and where they go under its directory, in order.
+pub async fn plan_channel<O: Objects>(o: &O, a: &Assignment, ch: &Channel) -> Result<Vec<(String, PathBuf)>, String> {
+    let name = &ch.channel_name;
+    let Some(s3) = &ch.data_source.s3_data_source else {
+        return Err(if ch.data_source.file_system_data_source.is_some() {
+            format!(
+                "channel '{name}' uses a FileSystemDataSource (EFS/FSx), which kiln does not support; copy the data to S3 and use an S3DataSource"
+            )
+        } else {
+            format!("channel '{name}' has no S3DataSource; give it DataSource.S3DataSource with an S3Uri")
+        });
+    };
+    let uri = &s3.s3_uri;
+    let mut items = match s3.s3_data_type.as_str() {
+        "S3Prefix" => {
+            let listed = o
+                .list(uri)
+                .await
+                .map_err(|e| format!("channel '{name}': cannot list {uri}: {e}"))?;
+            let layout = prefix_layout(uri, &listed).map_err(|e| format!("channel '{name}': {e}"))?;
+            if layout.is_empty() {
+                return Err(format!(
+                    "channel '{name}' is empty: no objects under {uri}; upload the data there or correct the channel's S3Uri"
+                ));
+            }
+            layout
+        }
+        "ManifestFile" => {
+            let bytes = o.get_bytes(uri).await.map_err(|e| {
+                format!(
+                    "channel '{name}': cannot read the manifest file {uri}: {e}; check that it exists and is readable"
+                )
+            })?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("channel '{name}': the manifest file {uri} is not UTF-8 text"))?;
+            let (prefix, entries) =
+                parse_manifest(&text).map_err(|e| format!("channel '{name}': manifest file {uri}: {e}"))?;
+            if entries.is_empty() {
+                return Err(format!("channel '{name}': the manifest file {uri} lists no objects"));
+            }
+            let mut items = Vec::with_capacity(entries.len());
+            for e in entries {
+                let rel = safe_relative(e.trim_start_matches('/')).map_err(|err| {
+                    format!("channel '{name}': manifest file {uri}: entry '{e}' cannot be placed in the channel: {err}")
+                })?;
+                items.push((format!("{prefix}{e}"), rel));
+            }
+            items
+        }
+        "AugmentedManifestFile" => {
+            return Err(format!(
+                "channel '{name}' uses an AugmentedManifestFile, which kiln does not support yet; use S3Prefix or ManifestFile"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "channel '{name}' has S3DataType '{other}'; use S3Prefix or ManifestFile"
+            ));
+        }
+    };
+    if let Some(sc) = &ch.shuffle_config {
+        shuffle(&mut items, sc.seed);
+    }
+    if channel_distribution(ch) == "ShardedByS3Key" {
+        items = shard(items, &receivers(ch, a), &a.host);
+    }
+    Ok(items)
+}
+
+/// Stages every channel of this host into `input/data/<channel>/`.
+pub async fn stage_channels<O: Objects>(
+    o: &O,
+    a: &Assignment,
+    spec: &CreateTrainingJobRequest,
     channels: &[&Channel],
     tree: &Tree,
-    _sink: &LogSink,
 ) -> Result<(), String> {
-    if let Some(ch) = channels.first() {
-        let dir = tree.channel_dir(&ch.channel_name);
+    for ch in channels {
+        let name = &ch.channel_name;
+        let dir = tree.channel_dir(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        return Err(format!(
-            "channel '{}': staging input data is not available in this build yet",
-            ch.channel_name
-        ));
+        let mode = channel_input_mode(spec, ch);
+        if mode == "Pipe" {
+            return Err(format!(
+                "channel '{name}' uses Pipe input mode, which kiln does not support yet; use File or FastFile (the data is then read from files)"
+            ));
+        }
+        let items = plan_channel(o, a, ch).await?;
+        let started = std::time::Instant::now();
+        let count = items.len();
+        let mut downloads = futures::stream::iter(items.into_iter().map(|(uri, rel)| {
+            let dest = dir.join(&rel);
+            async move {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("channel '{name}': cannot create {}: {e}", parent.display()))?;
+                }
+                o.download(&uri, &dest)
+                    .await
+                    .map_err(|e| format!("channel '{name}': cannot download {uri}: {e}"))
+            }
+        }))
+        .buffer_unordered(PARALLEL_DOWNLOADS);
+        while let Some(r) = downloads.next().await {
+            r?;
+        }
+        eprintln!(
+            "kiln agent: channel '{name}': {count} objects in {:.2}s",
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
 
-/// Puts the source bundle into `code/` unless it already has files.
-pub async fn fetch_source(_a: &Assignment, submit: Option<&str>, code: &Path, _sink: &LogSink) -> Result<(), String> {
-    if !crate::script::dir_is_empty(code) {
+/// Puts the source bundle (`sagemaker_submit_directory`: an `s3://` tar.gz, or a local/`file://`
+/// directory or tar.gz) into `code/`, unless `code/` already has files (as the toolkit does).
+pub async fn fetch_source<O: Objects>(o: &O, submit: Option<&str>, tree: &Tree) -> Result<(), String> {
+    let code = tree.code_dir();
+    if !crate::script::dir_is_empty(&code) {
         return Ok(());
     }
     let Some(submit) = submit else {
         return Ok(());
     };
-    let local = submit.strip_prefix("file://").unwrap_or(submit);
-    let path = Path::new(local);
-    if path.is_dir() {
-        return crate::script::copy_dir(path, code);
-    }
-    Err(format!(
-        "sagemaker_submit_directory '{submit}' cannot be fetched by this build yet (local directories only)"
-    ))
+    let archive = if submit.starts_with("s3://") {
+        let dest = tree.host_dir.join("sourcedir.tar.gz");
+        o.download(submit, &dest).await.map_err(|e| {
+            format!(
+                "cannot download the source bundle sagemaker_submit_directory={submit}: {e}; check that it exists and the job's credentials can read it"
+            )
+        })?;
+        dest
+    } else {
+        let path = PathBuf::from(submit.strip_prefix("file://").unwrap_or(submit));
+        if path.is_dir() {
+            return crate::script::copy_dir(&path, &code);
+        }
+        if !path.is_file() {
+            return Err(format!(
+                "sagemaker_submit_directory '{submit}' does not exist on this host; give an s3:// URI of a sourcedir.tar.gz or a local directory"
+            ));
+        }
+        path
+    };
+    crate::archive::unpack_tar_gz(&archive, &code)
+        .map_err(|e| format!("cannot unpack the source bundle {submit}: {e}; it must be a .tar.gz archive"))
 }
 
-/// Uploads `model.tar.gz` and `output.tar.gz`; returns `S3ModelArtifacts`.
-pub async fn upload_artifacts(
+/// Uploads the model (`model.tar.gz`, or the files under `model/` with `CompressionType` `NONE`)
+/// and `output.tar.gz` to `<output_prefix>/`; returns `S3ModelArtifacts`.
+pub async fn upload_artifacts<O: Objects>(
+    o: &O,
     a: &Assignment,
-    _spec: &CreateTrainingJobRequest,
-    _tree: &Tree,
+    spec: &CreateTrainingJobRequest,
+    tree: &Tree,
 ) -> Result<String, String> {
-    Ok(format!("{}/model.tar.gz", a.output_prefix))
+    let prefix = a.output_prefix.trim_end_matches('/');
+    let work = tree.host_dir.join("artifacts");
+    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let upload = |src: PathBuf, uri: String| async move {
+        o.upload(&src, &uri).await.map_err(|e| {
+            format!("cannot upload {uri}: {e}; check that the S3OutputPath bucket exists and the job may write to it")
+        })
+    };
+    let uncompressed = spec
+        .output_data_config
+        .compression_type
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case("NONE"));
+    let model_uri = if uncompressed {
+        for (path, rel) in crate::archive::files_under(&tree.model_dir())? {
+            upload(path, format!("{prefix}/model/{rel}")).await?;
+        }
+        format!("{prefix}/model")
+    } else {
+        let tarball = work.join("model.tar.gz");
+        crate::archive::pack_tar_gz(&tree.model_dir(), &tarball)
+            .map_err(|e| format!("cannot pack {}: {e}", tree.model_dir().display()))?;
+        let uri = format!("{prefix}/model.tar.gz");
+        upload(tarball, uri.clone()).await?;
+        uri
+    };
+    let tarball = work.join("output.tar.gz");
+    crate::archive::pack_tar_gz(&tree.output_data_dir(), &tarball)
+        .map_err(|e| format!("cannot pack {}: {e}", tree.output_data_dir().display()))?;
+    upload(tarball, format!("{prefix}/output.tar.gz")).await?;
+    Ok(model_uri)
 }
 
 #[cfg(test)]
@@ -230,6 +390,126 @@ mod tests {
         assert_eq!(c, vec![2, 5, 8]);
         assert!(shard(vec![1], &hosts, "algo-2").is_empty(), "a host may get nothing");
         assert!(shard(items, &hosts, "algo-9").is_empty());
+    }
+
+    /// Objects in memory, by URI.
+    struct MapObjects(std::collections::BTreeMap<String, Vec<u8>>);
+
+    impl Objects for MapObjects {
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+            Ok(self.0.keys().filter(|k| k.starts_with(prefix)).cloned().collect())
+        }
+        async fn download(&self, uri: &str, dest: &Path) -> Result<(), String> {
+            let b = self.0.get(uri).ok_or_else(|| format!("NoSuchKey {uri}"))?;
+            std::fs::write(dest, b).map_err(|e| e.to_string())
+        }
+        async fn get_bytes(&self, uri: &str) -> Result<Vec<u8>, String> {
+            self.0.get(uri).cloned().ok_or_else(|| format!("NoSuchKey {uri}"))
+        }
+        async fn upload(&self, _src: &Path, _uri: &str) -> Result<(), String> {
+            Err("read-only".into())
+        }
+    }
+
+    fn objects(uris: &[&str]) -> MapObjects {
+        MapObjects(uris.iter().map(|u| (u.to_string(), u.as_bytes().to_vec())).collect())
+    }
+
+    fn s3_channel(name: &str, kind: &str, uri: &str, dist: Option<&str>) -> Channel {
+        use kiln_api::shapes::{DataSource, S3DataSource};
+        Channel {
+            channel_name: name.into(),
+            data_source: DataSource {
+                s3_data_source: Some(S3DataSource {
+                    s3_data_type: kind.into(),
+                    s3_uri: uri.into(),
+                    s3_data_distribution_type: dist.map(str::to_string),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn two_hosts(host: &str) -> Assignment {
+        let mut a = crate::tree::tests::assignment();
+        a.host = host.into();
+        a
+    }
+
+    fn run<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn plans_prefix_channels_with_sharding() {
+        let o = objects(&[
+            "s3://b/d/0",
+            "s3://b/d/1",
+            "s3://b/d/2",
+            "s3://b/d/sub/",
+            "s3://b/other",
+        ]);
+        let ch = s3_channel("train", "S3Prefix", "s3://b/d/", Some("ShardedByS3Key"));
+        let p1 = run(plan_channel(&o, &two_hosts("algo-1"), &ch)).unwrap();
+        let p2 = run(plan_channel(&o, &two_hosts("algo-2"), &ch)).unwrap();
+        assert_eq!(
+            p1,
+            vec![
+                ("s3://b/d/0".into(), PathBuf::from("0")),
+                ("s3://b/d/2".into(), PathBuf::from("2"))
+            ]
+        );
+        assert_eq!(p2, vec![("s3://b/d/1".into(), PathBuf::from("1"))]);
+        let full = s3_channel("train", "S3Prefix", "s3://b/d/", None);
+        assert_eq!(run(plan_channel(&o, &two_hosts("algo-2"), &full)).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn plans_manifests() {
+        let mut o = objects(&["s3://b/p/x.csv", "s3://b/p/y/z.csv"]);
+        o.0.insert(
+            "s3://b/m.json".into(),
+            br#"[{"prefix": "s3://b/p/"}, "x.csv", "y/z.csv"]"#.to_vec(),
+        );
+        let ch = s3_channel("train", "ManifestFile", "s3://b/m.json", None);
+        let p = run(plan_channel(&o, &two_hosts("algo-1"), &ch)).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                ("s3://b/p/x.csv".into(), PathBuf::from("x.csv")),
+                ("s3://b/p/y/z.csv".into(), PathBuf::from("y/z.csv"))
+            ]
+        );
+        let missing = s3_channel("train", "ManifestFile", "s3://b/nope.json", None);
+        let e = run(plan_channel(&o, &two_hosts("algo-1"), &missing)).unwrap_err();
+        assert!(e.contains("cannot read the manifest file s3://b/nope.json"), "{e}");
+    }
+
+    #[test]
+    fn empty_prefixes_and_unsupported_sources_are_client_errors() {
+        let o = objects(&["s3://b/d/0"]);
+        let e = run(plan_channel(
+            &o,
+            &two_hosts("algo-1"),
+            &s3_channel("train", "S3Prefix", "s3://b/none/", None),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "channel 'train' is empty: no objects under s3://b/none/; upload the data there or correct the channel's S3Uri"
+        );
+        let e = run(plan_channel(
+            &o,
+            &two_hosts("algo-1"),
+            &s3_channel("train", "AugmentedManifestFile", "s3://b/d/0", None),
+        ))
+        .unwrap_err();
+        assert!(e.contains("AugmentedManifestFile"), "{e}");
     }
 
     #[test]

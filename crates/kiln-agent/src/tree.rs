@@ -301,12 +301,12 @@ pub fn write_configs(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kiln_api::agent::{InstanceGroupHosts, Runtime, S3Access};
     use kiln_api::shapes::{AlgorithmSpecification, DataSource, S3DataSource};
 
-    pub(crate) fn assignment() -> Assignment {
+    pub fn assignment() -> Assignment {
         Assignment {
             account: "123456789012".into(),
             region: "us-east-1".into(),
