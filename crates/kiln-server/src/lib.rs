@@ -51,6 +51,8 @@ pub struct JobsConfig {
 pub struct App {
     pub engine: Arc<Engine>,
     pub keys: Keyring,
+    /// The embedded S3 endpoint (its store is also the engine's way to create buckets).
+    pub s3: kiln_s3::S3Handler,
 }
 
 /// Errors starting the server.
@@ -62,6 +64,8 @@ pub enum ServeError {
     Keys(#[from] keys::KeysError),
     #[error("cannot open the metadata store: {0}")]
     Store(#[from] kiln_store::StoreError),
+    #[error("cannot open the object store: {0}")]
+    Objects(#[from] kiln_s3::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
@@ -92,9 +96,12 @@ impl Server {
         }
         let store = SqliteStore::open(&config.data_dir.join("kiln.db")).await?;
         let logs = SqliteLogStore::open(&config.data_dir.join("logs.db")).await?;
+        let objects = kiln_s3::ObjectStore::open(&config.data_dir.join("s3")).await?;
+        let s3 = kiln_s3::S3Handler::new(objects, Arc::new(KeyringAccounts(Keyring::load(&keys_file)?)));
         let app = App {
             engine: Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs))),
             keys: Keyring::load(&keys_file)?,
+            s3,
         };
         Ok(Self {
             app: Arc::new(app),
@@ -199,12 +206,15 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
         };
         return aws::handle(&app, parts.method, parts.uri, parts.headers, &target, &body).await;
     }
-    Response::builder()
-        .status(501)
-        .header("content-type", "application/xml")
-        .body(Body::from(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented</Code>\
-             <Message>The S3 API is not available on this server yet.</Message></Error>",
-        ))
-        .unwrap_or_default()
+    // S3: the body streams through unlimited (parts up to 5 GiB); `kiln-s3` verifies SigV4.
+    app.s3.handle(Request::from_parts(parts, body)).await.map(Body::new)
+}
+
+/// The S3 endpoint's view of the keys file: secret and account of an access key.
+struct KeyringAccounts(Keyring);
+
+impl kiln_s3::Accounts for KeyringAccounts {
+    fn lookup(&self, access_key_id: &str) -> Option<(String, String)> {
+        self.0.get(access_key_id).map(|k| (k.secret_access_key, k.account_id))
+    }
 }

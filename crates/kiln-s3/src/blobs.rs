@@ -1,0 +1,430 @@
+//! Blob files: the bytes of objects and parts, named by random ids, never by keys.
+//!
+//! A blob is written to `tmp/<id>`, fsync'd, renamed to `blobs/<id[..2]>/<id>` and its directory
+//! fsync'd; only then does the index refer to it. Blobs are immutable once published. A blob the
+//! index no longer refers to is retired: deleted after a grace period and once no reader holds it,
+//! so a GET that looked an object up just before it was replaced still reads the old bytes.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use s3s::crypto::{Checksum as _, Md5};
+use tokio::sync::mpsc;
+
+use crate::Error;
+use crate::index::Segment;
+
+/// How long a retired blob stays on disk at least.
+const GRACE: Duration = Duration::from_secs(30);
+/// The size of the chunks reads are streamed in.
+const READ_CHUNK: usize = 1 << 20;
+/// The write buffer of a blob file.
+const WRITE_BUFFER: usize = 1 << 20;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// A blob that has been written and published.
+#[derive(Debug, Clone)]
+pub(crate) struct Written {
+    pub id: String,
+    pub size: u64,
+    pub md5: [u8; 16],
+}
+
+enum Msg {
+    Data(Bytes),
+    Done,
+}
+
+#[derive(Default)]
+struct Retirement {
+    pins: HashMap<String, usize>,
+    retired: Vec<(String, Instant)>,
+}
+
+/// The blob directory.
+pub(crate) struct Blobs {
+    blobs: PathBuf,
+    tmp: PathBuf,
+    retirement: Mutex<Retirement>,
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Blobs {
+    /// Opens the directory, creating its layout, and removes temporary files a crash left behind.
+    pub fn open(root: &Path) -> Result<Self, Error> {
+        let blobs = root.join("blobs");
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(io_err(format!("cannot create {}", tmp.display())))?;
+        for b in 0..=255u8 {
+            let d = blobs.join(format!("{b:02x}"));
+            std::fs::create_dir_all(&d).map_err(io_err(format!("cannot create {}", d.display())))?;
+        }
+        let entries = std::fs::read_dir(&tmp).map_err(io_err(format!("cannot read {}", tmp.display())))?;
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        fsync_dir(root).map_err(io_err(format!("cannot sync {}", root.display())))?;
+        fsync_dir(&blobs).map_err(io_err(format!("cannot sync {}", blobs.display())))?;
+        Ok(Self {
+            blobs,
+            tmp,
+            retirement: Mutex::default(),
+        })
+    }
+
+    fn dir_of(&self, id: &str) -> PathBuf {
+        self.blobs.join(id.get(..2).unwrap_or("00"))
+    }
+
+    /// The file of a blob.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir_of(id).join(id)
+    }
+
+    /// Deletes every blob file not in `keep` (files a crash left between publishing and indexing).
+    pub fn remove_unreferenced(&self, keep: &HashSet<String>) -> Result<usize, Error> {
+        let mut removed = 0;
+        for b in 0..=255u8 {
+            let dir = self.blobs.join(format!("{b:02x}"));
+            let entries = std::fs::read_dir(&dir).map_err(io_err(format!("cannot read {}", dir.display())))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if !keep.contains(name.to_string_lossy().as_ref()) && std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Streams `body` into a new blob and publishes it. Nothing is published if the body fails.
+    pub async fn write<S, E>(&self, mut body: S) -> Result<Written, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Into<s3s::StdError>,
+    {
+        let id = new_id();
+        let tmp = self.tmp.join(&id);
+        let (tx, rx) = mpsc::channel::<Msg>(16);
+        let writer = {
+            let tmp = tmp.clone();
+            tokio::task::spawn_blocking(move || write_file(&tmp, rx))
+        };
+        let mut body_error = None;
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => {
+                    if tx.send(Msg::Data(chunk)).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e.into());
+                    break;
+                }
+            }
+        }
+        if body_error.is_none() {
+            let _ = tx.send(Msg::Done).await;
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| Error::Io {
+                context: "the blob writer stopped".into(),
+                source: io::Error::other(e.to_string()),
+            })
+            .and_then(|r| r.map_err(io_err(format!("cannot write {}", tmp.display()))));
+        let written = match (body_error, written) {
+            (None, Ok(Some((size, md5)))) => Written { id, size, md5 },
+            (Some(e), _) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::Body(e));
+            }
+            (None, Ok(None)) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::Body("the request body ended early".into()));
+            }
+            (None, Err(e)) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let dir = self.dir_of(&written.id);
+        let dst = dir.join(&written.id);
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            std::fs::rename(&tmp, &dst)?;
+            fsync_dir(&dir)
+        })
+        .await
+        .map_err(|e| Error::Io {
+            context: "the blob publisher stopped".into(),
+            source: io::Error::other(e.to_string()),
+        })?
+        .map_err(io_err("cannot publish a blob"))?;
+        Ok(written)
+    }
+
+    /// A new blob with the same bytes as `id` (a hard link, or a copy where links are refused).
+    pub async fn duplicate(&self, id: &str) -> Result<String, Error> {
+        let new = new_id();
+        let src = self.path(id);
+        let dir = self.dir_of(&new);
+        let dst = dir.join(&new);
+        let tmp = self.tmp.join(&new);
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            if std::fs::hard_link(&src, &dst).is_err() {
+                std::fs::copy(&src, &tmp)?;
+                File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &dst)?;
+            }
+            fsync_dir(&dir)
+        })
+        .await
+        .map_err(|e| Error::Io {
+            context: "the blob copier stopped".into(),
+            source: io::Error::other(e.to_string()),
+        })?
+        .map_err(io_err(format!("cannot copy blob {id}")))?;
+        Ok(new)
+    }
+
+    /// Removes a blob now (one that was never indexed).
+    pub fn remove_now(&self, id: &str) {
+        let _ = std::fs::remove_file(self.path(id));
+    }
+
+    /// Marks blobs the index no longer refers to for deletion.
+    pub fn retire(&self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Ok(mut r) = self.retirement.lock() {
+            let now = Instant::now();
+            r.retired.extend(ids.into_iter().map(|id| (id, now)));
+        }
+        self.sweep();
+    }
+
+    /// Deletes retired blobs whose grace period is over and that no reader holds.
+    pub fn sweep(&self) {
+        let due: Vec<String> = match self.retirement.lock() {
+            Ok(mut r) => {
+                let now = Instant::now();
+                let Retirement { pins, retired } = &mut *r;
+                let mut due = Vec::new();
+                retired.retain(|(id, at)| {
+                    if now.duration_since(*at) >= GRACE && !pins.contains_key(id) {
+                        due.push(id.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+                due
+            }
+            Err(_) => return,
+        };
+        for id in due {
+            self.remove_now(&id);
+        }
+    }
+
+    /// Holds blobs against deletion until the returned guard is dropped.
+    pub fn pin(self: &Arc<Self>, ids: &[String]) -> BlobPin {
+        if let Ok(mut r) = self.retirement.lock() {
+            for id in ids {
+                *r.pins.entry(id.clone()).or_default() += 1;
+            }
+        }
+        BlobPin {
+            blobs: self.clone(),
+            ids: ids.to_vec(),
+        }
+    }
+
+    /// Streams `range` (byte offsets within the concatenated segments) of an object.
+    pub fn read(self: &Arc<Self>, segments: &[Segment], range: std::ops::Range<u64>) -> BlobStream {
+        let ids: Vec<String> = segments.iter().map(|Segment(id, _)| id.clone()).collect();
+        let pin = self.pin(&ids);
+        let mut pieces = Vec::new();
+        let mut offset = 0u64;
+        for Segment(id, size) in segments {
+            let (start, end) = (offset, offset + size);
+            offset = end;
+            if end <= range.start || start >= range.end {
+                continue;
+            }
+            let from = range.start.max(start) - start;
+            let to = range.end.min(end) - start;
+            pieces.push((self.path(id), from, to - from));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let _pin = pin;
+            read_pieces(pieces, &tx);
+        });
+        BlobStream { rx }
+    }
+}
+
+/// Keeps blobs from being deleted while it lives.
+pub(crate) struct BlobPin {
+    blobs: Arc<Blobs>,
+    ids: Vec<String>,
+}
+
+impl Drop for BlobPin {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.blobs.retirement.lock() {
+            for id in &self.ids {
+                if let Some(n) = r.pins.get_mut(id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        r.pins.remove(id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_file(path: &Path, mut rx: mpsc::Receiver<Msg>) -> io::Result<Option<(u64, [u8; 16])>> {
+    let file = File::create_new(path)?;
+    let mut out = io::BufWriter::with_capacity(WRITE_BUFFER, file);
+    let mut md5 = Md5::new();
+    let mut size = 0u64;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(chunk) => {
+                md5.update(&chunk);
+                out.write_all(&chunk)?;
+                size += chunk.len() as u64;
+            }
+            Msg::Done => {
+                let file = out.into_inner().map_err(|e| e.into_error())?;
+                file.sync_all()?;
+                return Ok(Some((size, md5.finalize())));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn read_pieces(pieces: Vec<(PathBuf, u64, u64)>, tx: &mpsc::Sender<io::Result<Bytes>>) {
+    for (path, from, len) in pieces {
+        let result = (|| -> io::Result<()> {
+            let mut file = File::open(&path)?;
+            file.seek(SeekFrom::Start(from))?;
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(READ_CHUNK as u64) as usize;
+                let mut buf = vec![0u8; n];
+                file.read_exact(&mut buf)?;
+                left -= n as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return Err(io::Error::new(io::ErrorKind::BrokenPipe, "reader gone"));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                tracing::error!(target: "kiln::s3", "cannot read blob {}: {e}", path.display());
+                let _ = tx.blocking_send(Err(e));
+            }
+            return;
+        }
+    }
+}
+
+/// The bytes of an object, read by a blocking thread ahead of the consumer.
+pub struct BlobStream {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl Stream for BlobStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, io::Error>> + Unpin {
+        futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
+    }
+
+    async fn collect(s: BlobStream) -> Vec<u8> {
+        let parts: Vec<io::Result<Bytes>> = s.collect().await;
+        parts.into_iter().flat_map(|p| p.expect("read").to_vec()).collect()
+    }
+
+    #[tokio::test]
+    async fn written_blobs_read_back_by_range_across_segments() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let blobs = Arc::new(Blobs::open(dir.path()).expect("open"));
+        let a = blobs.write(chunks(&[b"hello ", b"wor"])).await.expect("write a");
+        let b = blobs.write(chunks(&[b"ld!"])).await.expect("write b");
+        assert_eq!(a.size, 9);
+        assert_eq!(b.md5, Md5::checksum(b"ld!"));
+        let segments = vec![Segment(a.id.clone(), a.size), Segment(b.id.clone(), b.size)];
+        assert_eq!(collect(blobs.read(&segments, 0..12)).await, b"hello world!");
+        assert_eq!(collect(blobs.read(&segments, 4..10)).await, b"o worl");
+        assert_eq!(collect(blobs.read(&segments, 9..12)).await, b"ld!");
+        assert!(collect(blobs.read(&segments, 12..12)).await.is_empty());
+        assert!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").next().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_body_publishes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let blobs = Blobs::open(dir.path()).expect("open");
+        let body = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"partial")),
+            Err(io::Error::other("connection reset")),
+        ]);
+        assert!(matches!(blobs.write(body).await, Err(Error::Body(_))));
+        assert!(blobs.remove_unreferenced(&HashSet::new()).expect("scan") == 0);
+        assert!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").next().is_none());
+    }
+
+    #[tokio::test]
+    async fn retired_blobs_wait_for_readers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let blobs = Arc::new(Blobs::open(dir.path()).expect("open"));
+        let w = blobs.write(chunks(&[b"x"])).await.expect("write");
+        let pin = blobs.pin(std::slice::from_ref(&w.id));
+        if let Ok(mut r) = blobs.retirement.lock() {
+            r.retired.push((w.id.clone(), Instant::now() - GRACE));
+        }
+        blobs.sweep();
+        assert!(blobs.path(&w.id).exists(), "a pinned blob must survive");
+        drop(pin);
+        blobs.sweep();
+        assert!(!blobs.path(&w.id).exists(), "an unpinned retired blob goes");
+    }
+}
