@@ -10,6 +10,7 @@ pub mod logs;
 pub mod model;
 pub mod shapes;
 pub mod sigv4;
+pub mod tuning;
 pub mod validate;
 
 pub use error::{ApiResult, AwsError};

@@ -14,6 +14,7 @@ pub mod status;
 mod tags;
 mod token;
 mod training;
+mod tuning;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -160,6 +160,9 @@ impl Engine {
             if let Err(e) = self.tick().await {
                 tracing::warn!(target: "kiln::engine", "scheduler pass failed: {}", e.message);
             }
+            if let Err(e) = self.tune_tick().await {
+                tracing::warn!(target: "kiln::engine", "tuner pass failed: {}", e.message);
+            }
             let _ = tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
         }
     }

@@ -24,7 +24,10 @@ impl Engine {
                 Some(job) => Ok(job.row.arn),
                 None => Err(missing()),
             },
-            ResourceType::TuningJob => Err(missing()),
+            ResourceType::TuningJob => self
+                .tuning_arn(&caller.account, &parsed.name)
+                .await?
+                .ok_or_else(missing),
         }
     }
 

@@ -200,6 +200,16 @@ async fn handle_inner(
         (Service::SageMaker, "AddTags") => engine.add_tags(&caller, parse(body)?).await,
         (Service::SageMaker, "ListTags") => engine.list_tags(&caller, parse(body)?).await,
         (Service::SageMaker, "DeleteTags") => engine.delete_tags(&caller, parse(body)?).await,
+        (Service::SageMaker, "CreateHyperParameterTuningJob") => engine.create_tuning_job(&caller, parse(body)?).await,
+        (Service::SageMaker, "DescribeHyperParameterTuningJob") => {
+            engine.describe_tuning_job(&caller, parse(body)?).await
+        }
+        (Service::SageMaker, "ListHyperParameterTuningJobs") => engine.list_tuning_jobs(&caller, parse(body)?).await,
+        (Service::SageMaker, "ListTrainingJobsForHyperParameterTuningJob") => {
+            engine.list_tuning_children(&caller, parse(body)?).await
+        }
+        (Service::SageMaker, "StopHyperParameterTuningJob") => engine.stop_tuning_job(&caller, parse(body)?).await,
+        (Service::SageMaker, "DeleteHyperParameterTuningJob") => engine.delete_tuning_job(&caller, parse(body)?).await,
         (Service::Logs, "CreateLogGroup") => engine.create_log_group(&caller, parse(body)?).await,
         (Service::Logs, "CreateLogStream") => engine.create_log_stream(&caller, parse(body)?).await,
         (Service::Logs, "PutLogEvents") => engine.put_log_events(&caller, parse(body)?).await,

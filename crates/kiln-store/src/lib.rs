@@ -156,6 +156,19 @@ pub trait Store: Send + Sync {
     /// Jobs in any of `statuses`, across accounts (for the scheduler and reconciler).
     async fn training_jobs_with_status(&self, statuses: &[&str]) -> StoreResult<Vec<TrainingJobRow>>;
 
+    /// Inserts a tuning job (same row shape as a training job; `secondary_status` is unused) and its tags.
+    async fn insert_tuning_job(&self, job: &TrainingJobRow, tags: &[TagRow]) -> StoreResult<()>;
+    /// Reads a tuning job by name (case-insensitive).
+    async fn get_tuning_job(&self, account: &str, name: &str) -> StoreResult<Option<TrainingJobRow>>;
+    /// Writes a tuning job whose `version` is the one read.
+    async fn update_tuning_job(&self, job: &TrainingJobRow) -> StoreResult<i64>;
+    /// Deletes a tuning job record and its tags (its training jobs stay).
+    async fn delete_tuning_job(&self, account: &str, name: &str) -> StoreResult<()>;
+    /// One page of tuning jobs.
+    async fn list_tuning_jobs(&self, query: &JobQuery) -> StoreResult<Vec<TrainingJobRow>>;
+    /// Tuning jobs in any of `statuses`, across accounts.
+    async fn tuning_jobs_with_status(&self, statuses: &[&str]) -> StoreResult<Vec<TrainingJobRow>>;
+
     /// Appends metric points of a job (in log order).
     async fn add_metric_points(&self, account: &str, job: &str, points: &[MetricPoint]) -> StoreResult<()>;
     /// Metric points of a job in log order, of one metric or all.

@@ -71,15 +71,18 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn insert_training_job(&self, job: &TrainingJobRow, tags: &[TagRow]) -> StoreResult<()> {
+const TRAINING: &str = "training_jobs";
+const TUNING: &str = "tuning_jobs";
+
+// Training and tuning jobs share one row shape and one SQL text, by table.
+impl SqliteStore {
+    async fn insert_row(&self, table: &str, job: &TrainingJobRow, tags: &[TagRow]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO training_jobs (account, name_key, name, arn, status, secondary_status, creation_time, \
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (account, name_key, name, arn, status, secondary_status, creation_time, \
              last_modified_time, training_end_time, warm_pool_status, tuning_job_arn, spec, state, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        )))
         .bind(&job.account)
         .bind(job.name.to_lowercase())
         .bind(&job.name)
@@ -103,8 +106,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn get_training_job(&self, account: &str, name: &str) -> StoreResult<Option<TrainingJobRow>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE account = $1 AND name_key = $2");
+    async fn get_row(&self, table: &str, account: &str, name: &str) -> StoreResult<Option<TrainingJobRow>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM {table} WHERE account = $1 AND name_key = $2");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(account)
             .bind(name.to_lowercase())
@@ -113,13 +116,13 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(job_from_row).transpose()?)
     }
 
-    async fn update_training_job(&self, job: &TrainingJobRow) -> StoreResult<i64> {
+    async fn update_row(&self, table: &str, job: &TrainingJobRow) -> StoreResult<i64> {
         let next = job.version + 1;
-        let done = sqlx::query(
-            "UPDATE training_jobs SET status = $1, secondary_status = $2, last_modified_time = $3, \
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {table} SET status = $1, secondary_status = $2, last_modified_time = $3, \
              training_end_time = $4, warm_pool_status = $5, tuning_job_arn = $6, spec = $7, state = $8, version = $9 \
-             WHERE account = $10 AND name_key = $11 AND version = $12",
-        )
+             WHERE account = $10 AND name_key = $11 AND version = $12"
+        )))
         .bind(&job.status)
         .bind(&job.secondary_status)
         .bind(job.last_modified_time)
@@ -137,44 +140,49 @@ impl Store for SqliteStore {
         if done.rows_affected() == 1 {
             return Ok(next);
         }
-        match self.get_training_job(&job.account, &job.name).await? {
+        match self.get_row(table, &job.account, &job.name).await? {
             Some(_) => Err(StoreError::Conflict),
             None => Err(StoreError::NotFound),
         }
     }
 
-    async fn delete_training_job(&self, account: &str, name: &str) -> StoreResult<()> {
+    async fn delete_row(&self, table: &str, account: &str, name: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let arn: Option<String> =
-            sqlx::query_scalar("SELECT arn FROM training_jobs WHERE account = $1 AND name_key = $2")
-                .bind(account)
-                .bind(name.to_lowercase())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let arn: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT arn FROM {table} WHERE account = $1 AND name_key = $2"
+        )))
+        .bind(account)
+        .bind(name.to_lowercase())
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(arn) = arn else {
             return Err(StoreError::NotFound);
         };
-        sqlx::query("DELETE FROM training_jobs WHERE account = $1 AND name_key = $2")
-            .bind(account)
-            .bind(name.to_lowercase())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE account = $1 AND name_key = $2"
+        )))
+        .bind(account)
+        .bind(name.to_lowercase())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM tags WHERE account = $1 AND resource_key = $2")
             .bind(account)
             .bind(arn.to_lowercase())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM metric_points WHERE account = $1 AND name_key = $2")
-            .bind(account)
-            .bind(name.to_lowercase())
-            .execute(&mut *tx)
-            .await?;
+        if table == TRAINING {
+            sqlx::query("DELETE FROM metric_points WHERE account = $1 AND name_key = $2")
+                .bind(account)
+                .bind(name.to_lowercase())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn list_training_jobs(&self, q: &JobQuery) -> StoreResult<Vec<TrainingJobRow>> {
-        let mut sql = format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE account = $1");
+    async fn list_rows(&self, table: &str, q: &JobQuery) -> StoreResult<Vec<TrainingJobRow>> {
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM {table} WHERE account = $1");
         let mut binds: Vec<Bind> = vec![Bind::Text(q.account.clone())];
         let mut push = |sql: &mut String, clause: &str, b: Bind| {
             binds.push(b);
@@ -246,10 +254,10 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(job_from_row).collect::<Result<_, _>>()?)
     }
 
-    async fn training_jobs_with_status(&self, statuses: &[&str]) -> StoreResult<Vec<TrainingJobRow>> {
+    async fn rows_with_status(&self, table: &str, statuses: &[&str]) -> StoreResult<Vec<TrainingJobRow>> {
         let mut out = Vec::new();
         for status in statuses {
-            let sql = format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE status = $1 ORDER BY creation_time");
+            let sql = format!("SELECT {JOB_COLUMNS} FROM {table} WHERE status = $1 ORDER BY creation_time");
             let rows = sqlx::query(AssertSqlSafe(sql))
                 .bind(*status)
                 .fetch_all(&self.pool)
@@ -259,6 +267,57 @@ impl Store for SqliteStore {
             }
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_training_job(&self, job: &TrainingJobRow, tags: &[TagRow]) -> StoreResult<()> {
+        self.insert_row(TRAINING, job, tags).await
+    }
+
+    async fn get_training_job(&self, account: &str, name: &str) -> StoreResult<Option<TrainingJobRow>> {
+        self.get_row(TRAINING, account, name).await
+    }
+
+    async fn update_training_job(&self, job: &TrainingJobRow) -> StoreResult<i64> {
+        self.update_row(TRAINING, job).await
+    }
+
+    async fn delete_training_job(&self, account: &str, name: &str) -> StoreResult<()> {
+        self.delete_row(TRAINING, account, name).await
+    }
+
+    async fn list_training_jobs(&self, q: &JobQuery) -> StoreResult<Vec<TrainingJobRow>> {
+        self.list_rows(TRAINING, q).await
+    }
+
+    async fn training_jobs_with_status(&self, statuses: &[&str]) -> StoreResult<Vec<TrainingJobRow>> {
+        self.rows_with_status(TRAINING, statuses).await
+    }
+
+    async fn insert_tuning_job(&self, job: &TrainingJobRow, tags: &[TagRow]) -> StoreResult<()> {
+        self.insert_row(TUNING, job, tags).await
+    }
+
+    async fn get_tuning_job(&self, account: &str, name: &str) -> StoreResult<Option<TrainingJobRow>> {
+        self.get_row(TUNING, account, name).await
+    }
+
+    async fn update_tuning_job(&self, job: &TrainingJobRow) -> StoreResult<i64> {
+        self.update_row(TUNING, job).await
+    }
+
+    async fn delete_tuning_job(&self, account: &str, name: &str) -> StoreResult<()> {
+        self.delete_row(TUNING, account, name).await
+    }
+
+    async fn list_tuning_jobs(&self, q: &JobQuery) -> StoreResult<Vec<TrainingJobRow>> {
+        self.list_rows(TUNING, q).await
+    }
+
+    async fn tuning_jobs_with_status(&self, statuses: &[&str]) -> StoreResult<Vec<TrainingJobRow>> {
+        self.rows_with_status(TUNING, statuses).await
     }
 
     async fn add_metric_points(&self, account: &str, job: &str, points: &[MetricPoint]) -> StoreResult<()> {
