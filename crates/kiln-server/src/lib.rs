@@ -97,9 +97,14 @@ impl Server {
         let store = SqliteStore::open(&config.data_dir.join("kiln.db")).await?;
         let logs = SqliteLogStore::open(&config.data_dir.join("logs.db")).await?;
         let objects = kiln_s3::ObjectStore::open(&config.data_dir.join("s3")).await?;
-        let s3 = kiln_s3::S3Handler::new(objects, Arc::new(KeyringAccounts(Keyring::load(&keys_file)?)));
+        let engine = Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs)));
+        let accounts = KeyringAccounts {
+            keys: Keyring::load(&keys_file)?,
+            engine: engine.clone(),
+        };
+        let s3 = kiln_s3::S3Handler::new(objects, Arc::new(accounts));
         let app = App {
-            engine: Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs))),
+            engine,
             keys: Keyring::load(&keys_file)?,
             s3,
         };
@@ -210,11 +215,18 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
     app.s3.handle(Request::from_parts(parts, body)).await.map(Body::new)
 }
 
-/// The S3 endpoint's view of the keys file: secret and account of an access key.
-struct KeyringAccounts(Keyring);
+/// The S3 endpoint's view of access keys: the keys file, and the temporary keys of running jobs
+/// (agents stage data and upload models with them).
+struct KeyringAccounts {
+    keys: Keyring,
+    engine: Arc<Engine>,
+}
 
 impl kiln_s3::Accounts for KeyringAccounts {
     fn lookup(&self, access_key_id: &str) -> Option<(String, String)> {
-        self.0.get(access_key_id).map(|k| (k.secret_access_key, k.account_id))
+        self.keys
+            .get(access_key_id)
+            .map(|k| (k.secret_access_key, k.account_id))
+            .or_else(|| self.engine.job_credentials(access_key_id))
     }
 }
