@@ -292,3 +292,46 @@ def test_gzip_channel_files(tmp_path):
     assert job.proc.returncode == 0, job.proc.stderr
     n = sum(1 for l in (TITANIC / "train.csv").read_text().splitlines() if l.strip())
     assert f"train {n} rows" in job.proc.stderr, job.proc.stderr
+
+
+CROSS_CHECK = r'''
+import sys, warnings, numpy as np, xgboost as xgb
+warnings.simplefilter("ignore")
+X = np.load(sys.argv[1])
+for model, preds in zip(sys.argv[2::2], sys.argv[3::2]):
+    p = xgb.Booster(model_file=model).predict(xgb.DMatrix(X))
+    k = np.load(preds)
+    k = k[:, 0] if p.ndim == 1 else k
+    d = float(np.abs(p - k).max()) / max(1.0, float(np.abs(p).max()))
+    assert d < 1e-5, (xgb.__version__, model, d)
+print("ok", xgb.__version__)
+'''
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("KILN_XGB_PYTHONS"),
+                    reason="set KILN_XGB_PYTHONS=/venv17/bin/python:/venv21/bin/python to check other xgboost versions")
+def test_models_load_in_other_xgboost_versions(tmp_path):
+    """kiln's model files give kiln's predictions in xgboost 1.7 and 2.x too (every objective)."""
+    import os
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1500, 5)).astype(np.float32)
+    X[rng.random(1500) < 0.1, 1] = np.nan
+    z = X[:, 0] + 0.5 * np.nan_to_num(X[:, 1]) + 0.3 * rng.normal(size=1500)
+    ys = {"bin": (z > 0).astype(float), "reg": 3 * z + 1, "pos": np.exp(z / 2),
+          "count": rng.poisson(np.exp(z / 2)), "multi": np.digitize(z, [-0.5, 0.5])}
+    cases = [(o, k, e) for o, k, e in OBJECTIVES] + [("multi:softprob", "multi", {"num_class": 3}),
+                                                      ("multi:softmax", "multi", {"num_class": 3})]
+    write_csv(tmp_path / "te.csv", X[:300])
+    np.save(tmp_path / "X.npy", X[:300])
+    args = []
+    for i, (obj, kind, extra) in enumerate(cases):
+        write_csv(tmp_path / f"tr{i}.csv", X, ys[kind])
+        job = run_train(make_job(tmp_path / f"job{i}", {"num_round": 8, "objective": obj, "max_depth": 4, **extra},
+                                 {"train": tmp_path / f"tr{i}.csv"}))
+        assert job.proc.returncode == 0, job.proc.stderr
+        np.save(tmp_path / f"k{i}.npy", kiln_predict(job.model, tmp_path / "te.csv"))
+        args += [str(job.model), str(tmp_path / f"k{i}.npy")]
+    for py in os.environ["KILN_XGB_PYTHONS"].split(":"):
+        p = subprocess.run([py, "-c", CROSS_CHECK, str(tmp_path / "X.npy"), *args], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]

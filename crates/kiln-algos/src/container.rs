@@ -233,8 +233,13 @@ pub fn run_train(
         let valid = match channels.get("validation") {
             Some(cfg) => {
                 let vct = ct("validation", cfg)?;
+                // libsvm rows may stop before the last feature; CSV rows must have every column.
                 let vopts = ReadOptions {
-                    min_features: train.features.n_cols(),
+                    min_features: if vct == ContentType::Libsvm {
+                        train.features.n_cols()
+                    } else {
+                        0
+                    },
                     ..opts
                 };
                 let v =

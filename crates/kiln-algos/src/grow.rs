@@ -851,6 +851,20 @@ const PREFETCH_ROWS: usize = 16;
 fn accumulate(hist: &mut [[i64; SLOTS_PER_FEATURE]], data: &BinnedMatrix, packed: &[i64], rows: &[u32]) {
     let nf = data.n_features();
     let codes = data.codes();
+    // A node's rows are ascending (the root is 0..n and partitioning is stable), so a range
+    // whose ends are len - 1 apart is contiguous: stream it without the index and prefetches.
+    if let (Some(&first), Some(&last)) = (rows.first(), rows.last())
+        && (last - first) as usize + 1 == rows.len()
+        && nf > 0
+    {
+        let (a, b) = (first as usize, last as usize + 1);
+        for (row, &v) in codes[a * nf..b * nf].chunks_exact(nf).zip(&packed[a..b]) {
+            for (h, &c) in hist.iter_mut().zip(row) {
+                h[usize::from(c)] = h[usize::from(c)].wrapping_add(v);
+            }
+        }
+        return;
+    }
     for (i, &r) in rows.iter().enumerate() {
         if let Some(&ahead) = rows.get(i + PREFETCH_ROWS) {
             let a = ahead as usize;

@@ -133,6 +133,17 @@ pub enum DataError {
     /// No data rows at all.
     #[error("no data rows found")]
     Empty,
+    /// Sparse data whose dense form would not fit in memory.
+    #[error(
+        "{rows} rows x {features} features is too large to hold densely (kiln stores features \
+         densely); use fewer or renumbered feature indices"
+    )]
+    TooWide {
+        /// Rows.
+        rows: usize,
+        /// Features (largest index + 1).
+        features: usize,
+    },
     /// File system trouble.
     #[error("{path}: {source}")]
     Io {
@@ -706,6 +717,9 @@ fn parse_csv_row(
 // ------------------------------------------------------------------------------------------------
 // libsvm
 
+/// Largest dense matrix a libsvm file may expand to (16 GiB of `f32`).
+const MAX_DENSE_CELLS: usize = 1 << 32;
+
 struct SparseChunk {
     labels: Vec<f32>,
     weights: Vec<f32>,
@@ -740,6 +754,12 @@ fn parse_libsvm(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> 
     let max_index = parsed.iter().filter_map(|c| c.max_index).max();
     let width = max_index.map_or(0, |m| m as usize + 1).max(opts.min_features);
     let any_weight = parsed.iter().any(|c| c.any_weight);
+    if n_rows.saturating_mul(width) > MAX_DENSE_CELLS {
+        return Err(DataError::TooWide {
+            rows: n_rows,
+            features: width,
+        });
+    }
     let mut values = vec![f32::NAN; n_rows * width];
     let mut labels = Vec::with_capacity(if opts.has_label { n_rows } else { 0 });
     let mut weights = Vec::with_capacity(if any_weight { n_rows } else { 0 });
@@ -956,6 +976,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("text/csv"), "{e}");
+    }
+
+    #[test]
+    fn libsvm_too_wide_is_an_error_not_an_abort() {
+        let text = "1 16000000:1\n".repeat(300);
+        let e = parse_bytes(text.as_bytes(), ContentType::Libsvm, &ReadOptions::default()).unwrap_err();
+        assert!(matches!(e, DataError::TooWide { rows: 300, .. }), "{e}");
     }
 
     #[test]
