@@ -42,6 +42,7 @@ for rep in $(seq 1 "$REPS"); do
   for set in synthetic-1m flights; do
     if [ $set = synthetic-1m ]; then tr=bench/out/data/train_1m.csv; te=bench/out/data/test.csv
     else tr=$SHARED/data/flights/train.csv; te=$SHARED/data/flights/test.csv; fi
+    record $set "$BIN" parse "$tr" "$THREADS"
     record $set "$BIN" "$tr" "$te" "$ROUNDS" "$THREADS" 6
     record $set python3 bench/gbdt/ref.py xgb "$tr" "$te" "$ROUNDS" "$THREADS"
     record $set python3 bench/gbdt/ref.py lgb "$tr" "$te" "$ROUNDS" "$THREADS"

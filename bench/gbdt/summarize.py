@@ -42,6 +42,9 @@ for data in sorted({d for d, _ in runs}):
     aucs = {t: runs[(data, t)][-1]["test_auc"] for t in ("kiln", "xgb", "lgb") if (data, t) in runs}
     better = max(v for t, v in aucs.items() if t != "kiln")
     print(f"AUC kiln - best reference: {aucs['kiln'] - better:+.5f}")
-    mbs = [r["parse_mb_per_s"] for r in runs[(data, "kiln")] if "parse_mb_per_s" in r]
+    mbs = [r["parse_mb_per_s"] for r in runs.get((data, "kiln-parse"), [])]
     if mbs:
-        print(f"kiln CSV parse: {max(mbs):.0f} MB/s ({runs[(data, 'kiln')][0]['csv_mb']:.0f} MB)")
+        pr = runs[(data, "kiln-parse")]
+        print(f"kiln CSV parse to floats: {max(mbs):.0f} MB/s ({pr[0]['csv_mb']:.0f} MB, peak RSS "
+              f"{min(r['process_peak_rss_mib'] for r in pr):.0f} MiB); CSV straight to bins: "
+              f"{max(r['dataset_build_mb_per_s'] for r in runs[(data, 'kiln')]):.0f} MB/s")

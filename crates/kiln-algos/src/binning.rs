@@ -16,12 +16,39 @@ pub const MAX_VALUE_BINS: usize = 255;
 pub const SLOTS_PER_FEATURE: usize = 256;
 
 /// Rows sampled to choose cut points (all rows when there are fewer).
-const SKETCH_ROWS: usize = 1 << 18;
+pub const SKETCH_ROWS: usize = 1 << 18;
+
+/// Rows `r` with `r % step == 0` form the sketch sample: the smallest power of two that keeps
+/// at most `SKETCH_ROWS` rows (a power of two so a streaming reader can reach the same sample by
+/// halving its sample as rows arrive).
+pub fn sketch_step(n_rows: usize) -> usize {
+    n_rows.div_ceil(SKETCH_ROWS).max(1).next_power_of_two()
+}
 
 /// Cut points per feature.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct BinCuts {
     cuts: Vec<Vec<f32>>,
+    /// The cuts padded to 256 with NaN (never `<=` anything, even +inf), for a fixed-depth
+    /// branch-free search.
+    padded: Vec<[f32; 256]>,
+}
+
+impl PartialEq for BinCuts {
+    /// The padding is derived (and NaN), so equal cuts mean equal binning.
+    fn eq(&self, other: &Self) -> bool {
+        self.cuts == other.cuts
+    }
+}
+
+fn pad(cuts: &[Vec<f32>]) -> Vec<[f32; 256]> {
+    cuts.iter()
+        .map(|c| {
+            let mut p = [f32::NAN; 256];
+            p[..c.len()].copy_from_slice(c);
+            p
+        })
+        .collect()
 }
 
 impl BinCuts {
@@ -30,7 +57,7 @@ impl BinCuts {
     pub fn compute(m: &DenseMatrix, weights: Option<&[f32]>, max_bin: usize) -> Self {
         let max_bins = max_bin.clamp(2, MAX_VALUE_BINS);
         let n = m.n_rows();
-        let step = n.div_ceil(SKETCH_ROWS).max(1);
+        let step = sketch_step(n);
         let sample: Vec<usize> = (0..n).step_by(step).collect();
         let cuts = (0..m.n_cols())
             .into_par_iter()
@@ -46,13 +73,19 @@ impl BinCuts {
                 vals.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
                 cuts_from_sorted(&vals, max_bins)
             })
-            .collect();
-        Self { cuts }
+            .collect::<Vec<Vec<f32>>>();
+        Self {
+            padded: pad(&cuts),
+            cuts,
+        }
     }
 
     /// Builds cuts directly (each list must be strictly increasing and at most 254 long).
     pub fn from_cuts(cuts: Vec<Vec<f32>>) -> Self {
-        Self { cuts }
+        Self {
+            padded: pad(&cuts),
+            cuts,
+        }
     }
 
     /// Number of features.
@@ -73,11 +106,17 @@ impl BinCuts {
     /// Bin code of `x` for feature `f`.
     #[inline]
     pub fn bin(&self, f: usize, x: f32) -> u8 {
-        let c = &self.cuts[f];
         if x.is_nan() {
-            return c.len() as u8 + 1;
+            return self.cuts[f].len() as u8 + 1;
         }
-        c.partition_point(|&v| v <= x) as u8
+        // Eight halvings over 256 slots; NaN padding never counts. The data-dependent
+        // comparisons become conditional moves instead of mispredicted branches.
+        let p = &self.padded[f];
+        let mut i = 0usize;
+        for step in [128, 64, 32, 16, 8, 4, 2, 1] {
+            i += usize::from(p[i + step - 1] <= x) * step;
+        }
+        i as u8
     }
 
     /// The split threshold for "bin <= b goes left".
@@ -152,7 +191,12 @@ impl BinnedMatrix {
                     }
                 });
         }
-        let n = m.n_rows();
+        Self::from_codes(m.n_rows(), nf, codes, cuts)
+    }
+
+    /// Wraps row-major codes made with `cuts` (`codes.len() == n_rows * n_features`).
+    pub fn from_codes(n_rows: usize, nf: usize, codes: Vec<u8>, cuts: BinCuts) -> Self {
+        let n = n_rows;
         let mut columns = vec![0u8; n * nf];
         if n > 0 {
             columns.par_chunks_mut(n).enumerate().for_each(|(f, col)| {
@@ -163,20 +207,22 @@ impl BinnedMatrix {
         }
         let has_missing = (0..nf)
             .into_par_iter()
-            .map(|f| m.values().iter().skip(f).step_by(nf).any(|v| v.is_nan()))
+            .map(|f| {
+                let miss = cuts.n_value_bins(f) as u8;
+                columns[f * n..(f + 1) * n].contains(&miss)
+            })
             .collect();
         // A fixed stride of 256 slots per feature lets the histogram kernel index a
         // `[i64; 256]` with a `u8` code: no offset load and no bounds check per cell.
         let offsets: Vec<usize> = (0..nf).map(|f| f * SLOTS_PER_FEATURE).collect();
-        let acc = nf * SLOTS_PER_FEATURE;
         Self {
-            n_rows: m.n_rows(),
+            n_rows: n,
             n_features: nf,
             codes,
             columns,
             cuts,
             offsets,
-            hist_len: acc,
+            hist_len: nf * SLOTS_PER_FEATURE,
             has_missing,
         }
     }
@@ -272,6 +318,20 @@ mod tests {
         let m = DenseMatrix::new(1000, 1, vals).unwrap();
         let cuts = BinCuts::compute(&m, Some(&w), 4);
         assert!(cuts.cuts(0)[0] >= 900.0, "{:?}", cuts.cuts(0));
+    }
+
+    #[test]
+    fn infinities_bin_like_partition_point() {
+        let cuts = BinCuts::from_cuts(vec![vec![-1.0, 0.0, 2.5]]);
+        assert_eq!(cuts.bin(0, f32::INFINITY), 3);
+        assert_eq!(cuts.bin(0, f32::NEG_INFINITY), 0);
+        assert_eq!(cuts.bin(0, 2.5), 3);
+        assert_eq!(cuts.bin(0, f32::NAN), 4);
+        let full: Vec<f32> = (0..254).map(|i| i as f32).collect();
+        let cuts = BinCuts::from_cuts(vec![full]);
+        assert_eq!(cuts.bin(0, 1e9), 254);
+        assert_eq!(cuts.bin(0, f32::INFINITY), 254);
+        assert_eq!(cuts.bin(0, 100.5), 101);
     }
 
     proptest! {

@@ -8,7 +8,16 @@ use std::path::{Path, PathBuf};
 use crate::binning::{BinCuts, BinnedMatrix};
 use crate::booster::{TrainError, TrainOptions, train_binned};
 use crate::params::{ParamError, XgbConfig};
-use crate::reader::{ContentType, DataError, ReadOptions, read_dir};
+use crate::reader::{ContentType, DataError, ReadOptions, list_files, read_dir};
+use crate::stream::read_csv_binned;
+
+/// The training channel, binned.
+struct TrainData {
+    matrix: BinnedMatrix,
+    n_features: usize,
+    labels: Vec<f32>,
+    weights: Option<Vec<f32>>,
+}
 
 /// The model file name the XGBoost container writes.
 pub const MODEL_FILE: &str = "xgboost-model";
@@ -229,14 +238,36 @@ pub fn run_train(
             csv_weights: params.csv_weights,
             min_features: 0,
         };
-        let train = read_dir(&paths.channel_dir("train"), train_ct, &opts).map_err(|e| data_error("train", e))?;
+        let train_dir = paths.channel_dir("train");
+        let files = list_files(&train_dir).map_err(|e| data_error("train", e))?;
+        // CSV goes straight into bins (no float matrix); gzip and libsvm take the float path.
+        let streamable =
+            train_ct == ContentType::Csv && !files.iter().any(|f| f.extension().is_some_and(|e| e == "gz"));
+        let train = if streamable {
+            let d = read_csv_binned(&files, &opts, params.max_bin).map_err(|e| data_error("train", e))?;
+            TrainData {
+                n_features: d.matrix.n_features(),
+                matrix: d.matrix,
+                labels: d.labels,
+                weights: d.weights,
+            }
+        } else {
+            let ds = read_dir(&train_dir, train_ct, &opts).map_err(|e| data_error("train", e))?;
+            let cuts = BinCuts::compute(&ds.features, ds.weights.as_deref(), params.max_bin);
+            TrainData {
+                n_features: ds.features.n_cols(),
+                matrix: BinnedMatrix::new(&ds.features, cuts),
+                labels: ds.labels,
+                weights: ds.weights,
+            }
+        };
         let valid = match channels.get("validation") {
             Some(cfg) => {
                 let vct = ct("validation", cfg)?;
                 // libsvm rows may stop before the last feature; CSV rows must have every column.
                 let vopts = ReadOptions {
                     min_features: if vct == ContentType::Libsvm {
-                        train.features.n_cols()
+                        train.n_features
                     } else {
                         0
                     },
@@ -244,12 +275,12 @@ pub fn run_train(
                 };
                 let v =
                     read_dir(&paths.channel_dir("validation"), vct, &vopts).map_err(|e| data_error("validation", e))?;
-                if v.features.n_cols() != train.features.n_cols() {
+                if v.features.n_cols() != train.n_features {
                     return Err(JobError::User(format!(
                         "channel 'validation': it has {} feature columns but 'train' has {}; \
                          both channels need the same columns",
                         v.features.n_cols(),
-                        train.features.n_cols()
+                        train.n_features
                     )));
                 }
                 Some(v)
@@ -259,8 +290,8 @@ pub fn run_train(
         let _ = writeln!(
             err,
             "kiln xgboost: train {} rows x {} features{}; objective {}; {} rounds; {} threads",
-            train.n_rows(),
-            train.features.n_cols(),
+            train.labels.len(),
+            train.n_features,
             valid
                 .as_ref()
                 .map_or(String::new(), |v| format!(", validation {} rows", v.n_rows())),
@@ -276,17 +307,11 @@ pub fn run_train(
                 params.num_round
             );
         }
-        // Bin, then free the float matrix before training.
-        let cuts = BinCuts::compute(&train.features, train.weights.as_deref(), params.max_bin);
-        let binned = BinnedMatrix::new(&train.features, cuts);
-        let labels = train.labels;
-        let weights = train.weights;
-        drop(train.features);
         let booster = train_binned(
             &params,
-            &binned,
-            &labels,
-            weights.as_deref(),
+            &train.matrix,
+            &train.labels,
+            train.weights.as_deref(),
             valid.as_ref(),
             TrainOptions {
                 eval_train: true,

@@ -22,6 +22,7 @@ pub mod params;
 pub mod prof;
 pub mod reader;
 pub mod rng;
+pub mod stream;
 pub mod tree;
 
 pub use booster::{Booster, TrainError, TrainOptions, train};

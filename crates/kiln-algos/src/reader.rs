@@ -458,7 +458,7 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn excerpt(s: &[u8]) -> String {
+pub(crate) fn excerpt(s: &[u8]) -> String {
     let t = String::from_utf8_lossy(s);
     if t.chars().count() > 40 {
         format!("{}...", t.chars().take(40).collect::<String>())
@@ -471,7 +471,7 @@ fn excerpt(s: &[u8]) -> String {
 // Chunking
 
 /// Splits `bytes` into about `n` pieces that end just after a newline (or at the end).
-fn chunk_bounds(bytes: &[u8], n: usize) -> Vec<(usize, usize)> {
+pub(crate) fn chunk_bounds(bytes: &[u8], n: usize) -> Vec<(usize, usize)> {
     let len = bytes.len();
     let target = (len / n.max(1)).max(1 << 16);
     let mut out = Vec::new();
@@ -490,12 +490,12 @@ fn chunk_bounds(bytes: &[u8], n: usize) -> Vec<(usize, usize)> {
     out
 }
 
-fn is_blank(line: &[u8]) -> bool {
+pub(crate) fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
 }
 
 /// Iterates the lines of a chunk (without the `\n`).
-fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = chunk;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -517,7 +517,7 @@ fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// (rows with data, lines) in a chunk.
-fn count_rows(chunk: &[u8]) -> (usize, usize) {
+pub(crate) fn count_rows(chunk: &[u8]) -> (usize, usize) {
     let mut rows = 0;
     let mut n_lines = 0;
     for line in lines(chunk) {
@@ -529,14 +529,14 @@ fn count_rows(chunk: &[u8]) -> (usize, usize) {
     (rows, n_lines)
 }
 
-fn n_chunks() -> usize {
+pub(crate) fn n_chunks() -> usize {
     rayon::current_num_threads() * 8
 }
 
 // ------------------------------------------------------------------------------------------------
 // CSV
 
-fn sniff_delimiter(first_line: &[u8]) -> u8 {
+pub(crate) fn sniff_delimiter(first_line: &[u8]) -> u8 {
     let count = |d: u8| memchr::memchr_iter(d, first_line).count();
     [b',', b'\t', b';', b'|']
         .into_iter()
@@ -673,7 +673,7 @@ fn parse_csv(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
 /// Parses one CSV row into `out` (features only); returns (fields found, label, weight).
 /// Stops writing features once `out` is full but keeps counting fields.
 #[inline]
-fn parse_csv_row(
+pub(crate) fn parse_csv_row(
     line: &[u8],
     delim: u8,
     lead: usize,
