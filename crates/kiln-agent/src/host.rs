@@ -15,7 +15,7 @@ use crate::env::{Context, Params, process_env};
 use crate::launch::{self, Exit, Finished, Spawn, stop_requested};
 use crate::session::Session;
 use crate::tree::{self, Tree};
-use crate::{script, staging};
+use crate::{pipe, script, staging};
 
 /// Why a host ends before or outside the algorithm.
 enum Early {
@@ -98,13 +98,13 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
             .map_err(|e| format!("cannot create the checkpoint directory {}: {e}", local.display()))?;
     }
 
-    let objects = BlobObjects::new(a)?;
+    let objects = BlobObjects::new(a);
     s.status(Phase::Downloading, "Downloading input data");
     let mut stop = s.stop_rx();
-    tokio::select! {
+    let pipes = tokio::select! {
         r = staging::stage_channels(&objects, a, &spec, &channels, &tree) => r?,
         () = stop_requested(&mut stop) => return Err(Early::Stopped),
-    }
+    };
     if s.stopping() {
         return Err(Early::Stopped);
     }
@@ -123,8 +123,52 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
         params: &params,
     };
     let env = process_env(&ctx, own_env());
-    let grace = std::time::Duration::from_secs(a.stop_grace_seconds);
+    let feeders = if pipes.is_empty() || a.runtime == Runtime::Noop {
+        None
+    } else {
+        Some(pipe::start(pipes)?)
+    };
+    let ran = run_runtime(&objects, a, &params, &tree, env, s).await;
+    if let Some(f) = feeders {
+        f.stop().await;
+    }
+    let ran = ran?;
+    s.status(Phase::Uploading, "Uploading generated training model");
+    let failure_reason = if ran.stopped || ran.exit.success() {
+        None
+    } else {
+        Some(algorithm_error(ran.exit, read_failure(&tree.failure_file()).as_deref()))
+    };
+    let mut model_artifacts = None;
+    if a.uploads_artifacts && (ran.stopped || ran.exit.success()) {
+        match staging::upload_artifacts(&objects, a, &spec, &tree).await {
+            Ok(uri) => model_artifacts = Some(uri),
+            Err(m) => {
+                return Ok(DoneReport {
+                    exit_code: ran.exit.code(),
+                    failure_reason: Some(client_error(&m)),
+                    model_artifacts: None,
+                });
+            }
+        }
+    }
+    Ok(DoneReport {
+        exit_code: ran.exit.code(),
+        failure_reason,
+        model_artifacts,
+    })
+}
 
+/// Runs the job's runtime to its end.
+async fn run_runtime(
+    objects: &BlobObjects,
+    a: &Assignment,
+    params: &Params,
+    tree: &Tree,
+    env: BTreeMap<String, String>,
+    s: &Session,
+) -> Result<Ran, Early> {
+    let grace = std::time::Duration::from_secs(a.stop_grace_seconds);
     let ran = match &a.runtime {
         Runtime::Noop => Ran {
             exit: Exit::Code(0),
@@ -163,33 +207,9 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
             };
             run_process(&spawn, s, grace).await?
         }
-        Runtime::Script { .. } => run_script(&objects, a, &params, &tree, env, s, grace).await?,
+        Runtime::Script { .. } => run_script(objects, a, params, tree, env, s, grace).await?,
     };
-
-    s.status(Phase::Uploading, "Uploading generated training model");
-    let failure_reason = if ran.stopped || ran.exit.success() {
-        None
-    } else {
-        Some(algorithm_error(ran.exit, read_failure(&tree.failure_file()).as_deref()))
-    };
-    let mut model_artifacts = None;
-    if a.uploads_artifacts && (ran.stopped || ran.exit.success()) {
-        match staging::upload_artifacts(&objects, a, &spec, &tree).await {
-            Ok(uri) => model_artifacts = Some(uri),
-            Err(m) => {
-                return Ok(DoneReport {
-                    exit_code: ran.exit.code(),
-                    failure_reason: Some(client_error(&m)),
-                    model_artifacts: None,
-                });
-            }
-        }
-    }
-    Ok(DoneReport {
-        exit_code: ran.exit.code(),
-        failure_reason,
-        model_artifacts,
-    })
+    Ok(ran)
 }
 
 /// Runs a process; a process that cannot start is the job's problem (`ClientError`).

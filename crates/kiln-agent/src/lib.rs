@@ -10,9 +10,9 @@
 //! tree and its config files), [`env`] (the `SM_*` environment and script arguments, with
 //! [`pyjson`] for the toolkit's exact formatting), [`staging`] (channels, source bundle,
 //! artifacts), [`launch`] (processes and signals), [`logs`] (lines and the bounded buffer),
-//! [`script`] and `venv` (script mode), [`artifacts`] (failure reasons).
+//! [`pipe`] (Pipe mode FIFOs), [`script`] and `venv` (script mode), [`artifacts`] (failure
+//! reasons).
 
-mod archive;
 pub mod artifacts;
 mod blob;
 pub mod client;
@@ -20,6 +20,7 @@ pub mod env;
 mod host;
 pub mod launch;
 pub mod logs;
+pub mod pipe;
 pub mod pyjson;
 pub mod script;
 mod session;

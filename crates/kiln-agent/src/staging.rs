@@ -9,6 +9,7 @@ use futures::StreamExt;
 use kiln_api::agent::Assignment;
 use kiln_api::shapes::{Channel, CreateTrainingJobRequest};
 
+use crate::pipe::PipeChannel;
 use crate::tree::{Tree, channel_distribution, channel_input_mode, safe_relative, sorted_hosts};
 
 /// Where the objects under an `S3Prefix` go, relative to the channel directory.
@@ -206,27 +207,39 @@ pub async fn plan_channel<O: Objects>(o: &O, a: &Assignment, ch: &Channel) -> Re
     Ok(items)
 }
 
-/// Stages every channel of this host into `input/data/<channel>/`.
+/// Stages every channel of this host: File and FastFile channels into `input/data/<channel>/`,
+/// Pipe channels into `<host>/pipe/<channel>/` (outside the tree) for [`crate::pipe`] to stream.
 pub async fn stage_channels<O: Objects>(
     o: &O,
     a: &Assignment,
     spec: &CreateTrainingJobRequest,
     channels: &[&Channel],
     tree: &Tree,
-) -> Result<(), String> {
+) -> Result<Vec<PipeChannel>, String> {
+    let mut pipes = Vec::new();
     for ch in channels {
         let name = &ch.channel_name;
-        let dir = tree.channel_dir(name);
+        let pipe_mode = channel_input_mode(spec, ch) == "Pipe";
+        let dir = if pipe_mode {
+            tree.host_dir.join("pipe").join(name)
+        } else {
+            tree.channel_dir(name)
+        };
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let mode = channel_input_mode(spec, ch);
-        if mode == "Pipe" {
-            return Err(format!(
-                "channel '{name}' uses Pipe input mode, which kiln does not support yet; use File or FastFile (the data is then read from files)"
-            ));
-        }
         let items = plan_channel(o, a, ch).await?;
         let started = std::time::Instant::now();
         let count = items.len();
+        // Pipe objects are kept in order under numbered names; File objects go where the layout says.
+        let items: Vec<(String, PathBuf)> = if pipe_mode {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, (uri, _))| (uri, PathBuf::from(format!("{i:08}"))))
+                .collect()
+        } else {
+            items
+        };
+        let files: Vec<PathBuf> = items.iter().map(|(_, rel)| dir.join(rel)).collect();
         let mut downloads = futures::stream::iter(items.into_iter().map(|(uri, rel)| {
             let dest = dir.join(&rel);
             async move {
@@ -247,8 +260,24 @@ pub async fn stage_channels<O: Objects>(
             "kiln agent: channel '{name}': {count} objects in {:.2}s",
             started.elapsed().as_secs_f64()
         );
+        if pipe_mode {
+            pipes.push(PipeChannel {
+                name: name.clone(),
+                fifo_dir: tree.data_dir(),
+                files,
+                gzip: ch
+                    .compression_type
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case("Gzip")),
+                recordio: ch
+                    .record_wrapper_type
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case("RecordIO")),
+                shuffle_seed: ch.shuffle_config.as_ref().map(|c| c.seed),
+            });
+        }
     }
-    Ok(())
+    Ok(pipes)
 }
 
 /// Puts the source bundle (`sagemaker_submit_directory`: an `s3://` tar.gz, or a local/`file://`
@@ -281,7 +310,8 @@ pub async fn fetch_source<O: Objects>(o: &O, submit: Option<&str>, tree: &Tree) 
         }
         path
     };
-    crate::archive::unpack_tar_gz(&archive, &code)
+    crate::blob::unpack_tar_gz(&archive, &code)
+        .await
         .map_err(|e| format!("cannot unpack the source bundle {submit}: {e}; it must be a .tar.gz archive"))
 }
 
@@ -307,20 +337,22 @@ pub async fn upload_artifacts<O: Objects>(
         .as_deref()
         .is_some_and(|c| c.eq_ignore_ascii_case("NONE"));
     let model_uri = if uncompressed {
-        for (path, rel) in crate::archive::files_under(&tree.model_dir())? {
+        for (path, rel) in crate::blob::files_under(&tree.model_dir())? {
             upload(path, format!("{prefix}/model/{rel}")).await?;
         }
         format!("{prefix}/model")
     } else {
         let tarball = work.join("model.tar.gz");
-        crate::archive::pack_tar_gz(&tree.model_dir(), &tarball)
+        crate::blob::pack_tar_gz(&tree.model_dir(), &tarball)
+            .await
             .map_err(|e| format!("cannot pack {}: {e}", tree.model_dir().display()))?;
         let uri = format!("{prefix}/model.tar.gz");
         upload(tarball, uri.clone()).await?;
         uri
     };
     let tarball = work.join("output.tar.gz");
-    crate::archive::pack_tar_gz(&tree.output_data_dir(), &tarball)
+    crate::blob::pack_tar_gz(&tree.output_data_dir(), &tarball)
+        .await
         .map_err(|e| format!("cannot pack {}: {e}", tree.output_data_dir().display()))?;
     upload(tarball, format!("{prefix}/output.tar.gz")).await?;
     Ok(model_uri)
