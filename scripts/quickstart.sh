@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs kiln end to end on the embedded defaults: builds it, starts `kiln serve` on a fresh data
-# directory, submits a training job with the AWS CLI, shows what DescribeTrainingJob reports, and
-# stops the server. Nothing to configure.
+# A real training job end to end on the embedded defaults: builds kiln, starts `kiln serve` on a
+# fresh data directory, trains the built-in XGBoost on the Titanic data (../shared/data/titanic)
+# with `kiln train --wait`, then shows the job through the AWS CLI and stops the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --bin kiln
 KILN=$PWD/target/debug/kiln
-DATA=$(mktemp -d /tmp/kiln-quickstart.XXXXXX)
+DATA=${KILN_DATA_DIR:-$(mktemp -d /tmp/kiln-quickstart.XXXXXX)}
 PORT=${PORT:-8080}
 while (echo >/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; do PORT=$((PORT + 1)); done
 export KILN_DATA_DIR=$DATA KILN_LISTEN=127.0.0.1:$PORT
@@ -18,17 +18,14 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/_kiln/health" >/dev/nul
 eval "$("$KILN" env)"
 echo "kiln is serving on $AWS_ENDPOINT_URL (data in $DATA)"
 
-JOB=quickstart-$(date +%s)
-echo "\$ aws sagemaker create-training-job --training-job-name $JOB ..."
-aws sagemaker create-training-job --training-job-name "$JOB" \
-  --role-arn arn:aws:iam::123456789012:role/SageMakerRole \
-  --algorithm-specification TrainingImage=kiln/xgboost,TrainingInputMode=File \
-  --hyper-parameters num_round=20,objective=binary:logistic \
-  --output-data-config S3OutputPath=s3://quickstart/output \
-  --resource-config InstanceType=ml.m5.large,InstanceCount=1,VolumeSizeInGB=10 \
-  --stopping-condition MaxRuntimeInSeconds=600
-echo "\$ aws sagemaker describe-training-job --training-job-name $JOB"
-aws sagemaker describe-training-job --training-job-name "$JOB" \
-  --query '{Status: TrainingJobStatus, Secondary: SecondaryStatus, Transitions: SecondaryStatusTransitions}'
-echo "\$ kiln jobs list"
-"$KILN" jobs list
+TITANIC=../shared/data/titanic
+echo "\$ kiln train --image xgboost --train $TITANIC/train.csv --validation $TITANIC/test.csv --hp ... --wait"
+"$KILN" train --image xgboost --name titanic-xgboost \
+  --train "$TITANIC/train.csv" --validation "$TITANIC/test.csv" \
+  --hp objective=binary:logistic --hp num_round=50 --hp max_depth=4 --hp eta=0.2 --hp eval_metric=auc \
+  --wait
+
+echo
+echo "\$ aws sagemaker describe-training-job --training-job-name titanic-xgboost --query ..."
+aws sagemaker describe-training-job --training-job-name titanic-xgboost \
+  --query '{Status: TrainingJobStatus, Model: ModelArtifacts.S3ModelArtifacts, Metrics: FinalMetricDataList, Seconds: TrainingTimeInSeconds}'

@@ -34,12 +34,12 @@ def free_port():
 class Kiln:
     """A `kiln serve` process on its own port and data directory."""
 
-    def __init__(self, data_dir=None, extra_env=None, config=None):
+    def __init__(self, data_dir=None, extra_env=None, config=None, port=None):
         """`config` is kiln.toml text written into the data directory (e.g. `[jobs]\nexecutor = "none"`)."""
         self.data_dir = pathlib.Path(data_dir or tempfile.mkdtemp(prefix="kiln-test-"))
         if config is not None:
             (self.data_dir / "kiln.toml").write_text(config)
-        self.port = free_port()
+        self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc = None
         self.extra_env = extra_env or {}

@@ -102,6 +102,74 @@ impl Client {
         Ok(value)
     }
 
+    /// Calls a CloudWatch Logs operation.
+    pub async fn logs(&self, op: &str, body: Value) -> Result<Value> {
+        self.call("logs", &format!("Logs_20140328.{op}"), &body).await
+    }
+
+    /// The access key id (also names the CLI's default bucket).
+    pub fn access_key(&self) -> &str {
+        &self.access_key
+    }
+
+    /// Object access as this client's key, on the same endpoint.
+    pub fn blobs(&self) -> kiln_blob::Blobs {
+        kiln_blob::Blobs::new(kiln_blob::BlobConfig {
+            embedded: kiln_blob::S3Endpoint {
+                endpoint_url: self.endpoint.clone(),
+                region: self.region.clone(),
+                access_key_id: self.access_key.clone(),
+                secret_access_key: self.secret.clone(),
+                path_style: true,
+            },
+            external: Vec::new(),
+        })
+    }
+
+    /// Creates a bucket of the embedded store unless this account already owns it.
+    pub async fn ensure_bucket(&self, bucket: &str) -> Result<()> {
+        let url: reqwest::Url = format!("{}/{bucket}", self.endpoint).parse()?;
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => bail!("endpoint URL {} has no host", self.endpoint),
+        };
+        let headers = vec![
+            ("host".to_string(), host),
+            ("x-amz-content-sha256".to_string(), sigv4::sha256_hex(b"")),
+        ];
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let path = format!("/{bucket}");
+        let signed = sigv4::sign(
+            "PUT",
+            &path,
+            &headers,
+            b"",
+            &self.access_key,
+            &self.secret,
+            &self.region,
+            "s3",
+            now,
+        );
+        let mut req = self.http.put(url);
+        for (k, v) in headers.iter().skip(1).chain(signed.iter()) {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach kiln at {}", self.endpoint))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status.is_success() || text.contains("BucketAlreadyOwnedByYou") {
+            return Ok(());
+        }
+        bail!("cannot create bucket {bucket}: HTTP {status}: {text}")
+    }
+
     /// Calls a SageMaker operation.
     pub async fn sagemaker(&self, op: &str, body: Value) -> Result<Value> {
         self.call("sagemaker", &format!("SageMaker.{op}"), &body).await

@@ -3,6 +3,7 @@
 
 mod client;
 mod config;
+mod train;
 
 use std::path::PathBuf;
 
@@ -74,6 +75,8 @@ enum Command {
         #[arg(long, env = "KILN_AGENT_TOKEN", hide_env_values = true)]
         token: String,
     },
+    /// Train a model: upload local data, create a training job, and (with --wait) watch it.
+    Train(train::TrainArgs),
     /// Training jobs.
     Jobs {
         #[command(subcommand)]
@@ -147,6 +150,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Env => env(&settings),
         Command::Keys { command } => keys_command(&settings, command),
         Command::Jobs { command } => jobs(&settings, command).await,
+        Command::Train(args) => {
+            let client = Client::from_env(&settings)?;
+            let code = train::run(&client, args).await?;
+            std::process::exit(code)
+        }
         Command::Algo { .. } => Ok(()),
         Command::Agent {
             server,
