@@ -301,7 +301,7 @@ pub fn sm_vars(ctx: &Context) -> BTreeMap<String, String> {
         ("output_dir".into(), s(path_str(&t.output_dir()))),
         ("output_intermediate_dir".into(), s(path_str(&t.intermediate_dir()))),
         ("resource_config".into(), resource_config.clone()),
-        ("topology".into(), PyValue::None),
+        ("topology".into(), PyValue::List(Vec::new())),
         ("user_entry_point".into(), entry_point.clone().unwrap_or(PyValue::None)),
     ]);
 
@@ -634,6 +634,7 @@ mod tests {
         assert_eq!(training_env["is_master"], json!(false));
         assert_eq!(training_env["master_hostname"], json!("algo-1"));
         assert_eq!(training_env["job_name"], json!("my-job"));
+        assert_eq!(training_env["topology"], json!([]));
         assert_eq!(
             training_env["channel_input_dirs"]["train"],
             json!(format!("{root}/input/data/train"))

@@ -509,3 +509,85 @@ async fn unusable_setups_end_with_a_client_error() {
         "{reason}"
     );
 }
+
+/// With `KILN_TOOLKIT_PYTHON` naming a Python that has `sagemaker-training` installed (e.g. a venv
+/// with `pip install sagemaker-training==5.1.4`), compares every `SM_*` variable and the script
+/// arguments with what the real toolkit computes from the same tree. Skipped otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn environment_matches_the_real_toolkit() {
+    let Ok(toolkit_python) = std::env::var("KILN_TOOLKIT_PYTHON") else {
+        eprintln!("skipped: set KILN_TOOLKIT_PYTHON to a python with sagemaker-training installed");
+        return;
+    };
+    const COMPARE: &str = r#"
+import json, os, sys
+os.environ["SAGEMAKER_BASE_DIR"] = os.path.dirname(os.environ["SM_MODEL_DIR"])
+ours = dict(os.environ)
+from sagemaker_training import environment
+env = environment.Environment()
+diffs = []
+for k, v in sorted(env.to_env_vars().items()):
+    if k == "SM_NUM_CPUS":  # the toolkit counts the machine's CPUs; kiln passes the instance's
+        continue
+    if k == "SM_TRAINING_ENV":
+        a, b = json.loads(v), json.loads(ours.get(k, "{}"))
+        diffs += [f"training_env.{x}: toolkit={a.get(x)!r} kiln={b.get(x)!r}"
+                  for x in sorted(set(a) | set(b)) if x != "num_cpus" and a.get(x, "?") != b.get(x, "?")]
+    elif ours.get(k) != v:
+        diffs.append(f"{k}: toolkit={v!r} kiln={ours.get(k)!r}")
+if env.to_cmd_args() != sys.argv[1:]:
+    diffs.append(f"argv: toolkit={env.to_cmd_args()!r} kiln={sys.argv[1:]!r}")
+print("DIFFS", json.dumps(diffs))
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let job = "toolkit-compare";
+    let train = format!(
+        "import subprocess, sys\nsys.exit(subprocess.run([{toolkit_python:?}, 'compare.py'] + sys.argv[1:]).returncode)\n"
+    );
+    let src = source_dir(tmp.path(), &[("train.py", &train), ("compare.py", COMPARE)]);
+    std::fs::create_dir_all(tmp.path().join("data/train")).unwrap();
+    std::fs::write(tmp.path().join("data/train/a.csv"), "1\n").unwrap();
+    let mut s = spec(
+        job,
+        script_hps(
+            &src,
+            "train.py",
+            &[
+                ("epochs", "10"),
+                ("lr", "3.5e-7"),
+                ("batch-size", "\"64\""),
+                ("flag", "true"),
+                ("opts", r#"{"b": 2, "a": "x y"}"#),
+                ("list", r#"[1, "two", 1e16]"#),
+                ("x", "\"ünïcode\""),
+                ("none", "null"),
+                ("big", "12345678901234567890123"),
+                ("sagemaker_container_log_level", "20"),
+                ("sagemaker_mpi_enabled", "true"),
+                ("_tuning_objective_metric", "\"loss\""),
+            ],
+        ),
+    );
+    s["InputDataConfig"] = json!([{
+        "ChannelName": "train", "ContentType": "text/csv",
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                        "S3Uri": format!("file://{}/data/train/", tmp.path().display())}}
+    }]);
+    let a = assignment(
+        job,
+        Runtime::Script {
+            framework: "pytorch".into(),
+        },
+        s,
+        tmp.path(),
+    );
+    let (fake, url) = start(&a).await;
+    run_agent(args(&url, job, &tmp.path().join("work")), timing()).await;
+    let lines: Vec<String> = fake.log_lines().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(fake.done().unwrap()["failure_reason"], Value::Null, "{lines:#?}");
+    let diffs = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("DIFFS "))
+        .unwrap_or("<no report>");
+    assert_eq!(diffs, "[]", "{lines:#?}");
+}
