@@ -51,7 +51,7 @@ pub async fn run(args: &AgentArgs, a: &Assignment, s: &Session) -> DoneReport {
         }
         Err(Early::Stopped) => DoneReport {
             exit_code: None,
-            failure_reason: None,
+            failure_reason: s.interrupted(&a.host),
             model_artifacts: None,
         },
     }
@@ -134,13 +134,16 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
     }
     let ran = ran?;
     s.status(Phase::Uploading, "Uploading generated training model");
-    let failure_reason = if ran.stopped || ran.exit.success() {
+    let interrupted = s.interrupted(&a.host).filter(|_| ran.stopped);
+    let failure_reason = if interrupted.is_some() {
+        interrupted.clone()
+    } else if ran.stopped || ran.exit.success() {
         None
     } else {
         Some(algorithm_error(ran.exit, read_failure(&tree.failure_file()).as_deref()))
     };
     let mut model_artifacts = None;
-    if a.uploads_artifacts && (ran.stopped || ran.exit.success()) {
+    if a.uploads_artifacts && failure_reason.is_none() {
         match staging::upload_artifacts(&objects, a, &spec, &tree).await {
             Ok(uri) => model_artifacts = Some(uri),
             Err(m) => {
@@ -263,7 +266,13 @@ async fn run_script(
                     stopped: false,
                 });
             }
-            crate::venv::Outcome::Stopped => return Err(Early::Stopped),
+            // Training has begun: a stop now uploads what exists, as a stop of the script would.
+            crate::venv::Outcome::Stopped => {
+                return Ok(Ran {
+                    exit: Exit::Signal(nix::sys::signal::Signal::SIGTERM as i32),
+                    stopped: true,
+                });
+            }
         }
     }
 

@@ -3,6 +3,8 @@
 //! the stop switch that directives and the agent's own SIGTERM/SIGINT flip. None of it blocks the
 //! algorithm: while the control plane is away, reports and log lines wait and are retried.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_api::agent::{Action, Directive, DoneReport, LogBatch, Phase, StatusReport};
@@ -24,6 +26,8 @@ pub struct Session {
     pub sink: LogSink,
     stop_tx: watch::Sender<bool>,
     status_tx: Option<mpsc::UnboundedSender<StatusReport>>,
+    /// The stop came from a signal to the agent, not from the control plane.
+    signalled: Arc<AtomicBool>,
     timing: Timing,
     tasks: Vec<JoinHandle<()>>,
     reporter: Option<JoinHandle<()>>,
@@ -56,6 +60,8 @@ impl Session {
         }));
 
         let sig_stop = stop_tx.clone();
+        let signalled = Arc::new(AtomicBool::new(false));
+        let sig_flag = signalled.clone();
         tasks.push(tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
@@ -67,6 +73,9 @@ impl Session {
                 _ = int.recv() => {},
             }
             eprintln!("kiln agent: stopping the algorithm on a signal");
+            if !*sig_stop.borrow() {
+                sig_flag.store(true, Ordering::SeqCst);
+            }
             sig_stop.send_replace(true);
         }));
 
@@ -82,6 +91,7 @@ impl Session {
             sink,
             stop_tx,
             status_tx: Some(status_tx),
+            signalled,
             timing,
             tasks,
             reporter: Some(reporter),
@@ -97,6 +107,17 @@ impl Session {
     /// Whether a stop has been requested.
     pub fn stopping(&self) -> bool {
         *self.stop_tx.borrow()
+    }
+
+    /// Why the host was interrupted, when the stop came from a signal to the agent (the machine
+    /// shutting down, an operator) rather than from the control plane: the job did not finish and
+    /// must not look stopped on purpose.
+    pub fn interrupted(&self, host: &str) -> Option<String> {
+        self.signalled.load(Ordering::SeqCst).then(|| {
+            format!(
+                "InternalServerError: the kiln agent of {host} received SIGTERM or SIGINT and stopped the algorithm before it finished; start the job again"
+            )
+        })
     }
 
     /// Queues a phase report (delivered in order, in the background).
