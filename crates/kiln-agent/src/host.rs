@@ -39,7 +39,19 @@ struct Ran {
 
 /// Runs the host's part and says how it ended.
 pub async fn run(args: &AgentArgs, a: &Assignment, s: &Session) -> DoneReport {
-    match run_inner(args, a, s).await {
+    let report = run_inner(args, a, s).await;
+    // The tree stays for inspection; the agent's own scratch (Pipe copies, archives) goes.
+    if let Ok(tree) = Tree::new(&args.work_dir, &args.job, &args.host) {
+        for scratch in ["pipe", "artifacts", "sourcedir.tar.gz"] {
+            let p = tree.host_dir.join(scratch);
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+    match report {
         Ok(report) => report,
         Err(Early::Client(m)) => {
             s.sink.line(format!("[kiln agent] {}", client_error(&m)));

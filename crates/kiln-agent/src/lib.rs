@@ -7,9 +7,9 @@
 //! It is not where jobs are scheduled or their status decided (that is `kiln-engine`), and it does
 //! not speak S3 itself (`kiln-blob` does). Modules by concern: [`client`] (the agent protocol),
 //! `session` (heartbeats, phase reports, log shipping, the stop switch), [`tree`] (the `/opt/ml`
-//! tree and its config files), [`env`] (the `SM_*` environment and script arguments, with
+//! tree and its config files), [`env`](mod@env) (the `SM_*` environment and script arguments, with
 //! [`pyjson`] for the toolkit's exact formatting), [`staging`] (channels, source bundle,
-//! artifacts), [`launch`] (processes and signals), [`logs`] (lines and the bounded buffer),
+//! artifacts; `blob` adapts `kiln-blob` to it), `host` (one host's run, start to end), [`launch`] (processes and signals), [`logs`] (lines and the bounded buffer),
 //! [`pipe`] (Pipe mode FIFOs), [`script`] and `venv` (script mode), [`artifacts`] (failure
 //! reasons).
 
