@@ -399,6 +399,16 @@ impl Engine {
             statics.insert("_tuning_objective_metric".into(), objective.metric_name.clone());
             // The child's request must be valid: check a sample child now rather than fail later.
             let sample = child_request("validation-sample", def, BTreeMap::new(), None)?;
+            // Clients read ResourceConfig back from the definition (the SDK's attach() does), also
+            // when the request gave HyperParameterTuningResourceConfig instead.
+            if !def.extra.contains_key("ResourceConfig")
+                && let Some(rc) = &sample.resource_config
+            {
+                let mut rc = rc.clone();
+                rc.volume_size_in_gb.get_or_insert(30);
+                def.extra
+                    .insert("ResourceConfig".into(), serde_json::to_value(&rc).unwrap_or_default());
+            }
             validate::check_training_job(&sample)?;
             if runtime::is_builtin_xgboost(&sample) {
                 let defs = def
