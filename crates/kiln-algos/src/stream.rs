@@ -15,13 +15,16 @@ use rayon::prelude::*;
 use crate::binning::{BinCuts, BinnedMatrix, SKETCH_ROWS};
 use crate::data::DenseMatrix;
 use crate::reader::{
-    DataError, ReadOptions, chunk_bounds, count_rows, excerpt, is_blank, lines, n_chunks, parse_csv_row,
-    sniff_delimiter,
+    ContentType, DataError, ReadOptions, chunk_bounds, count_rows, excerpt, is_blank, lines, n_chunks, parse_csv_row,
+    read_file, sniff_delimiter,
 };
 
 /// Bytes read per block (a block always ends at a line end); small under test so that
 /// block boundaries are exercised.
 const BLOCK: usize = if cfg!(test) { 1 << 16 } else { 32 << 20 };
+
+/// Inputs smaller than this are parsed into floats once and binned (tests stream everything).
+const SMALL_INPUT_BELOW: u64 = if cfg!(test) { 1 } else { 64 << 20 };
 
 /// Binned training data with its labels and weights.
 #[derive(Debug)]
@@ -168,6 +171,45 @@ fn in_file(files: &[PathBuf], i: usize, e: DataError) -> DataError {
 /// Reads headerless, label-first CSV files (in order) straight into a [`BinnedMatrix`] with at
 /// most `max_bin` bins per feature. Errors name the file and line as [`crate::reader`] does.
 pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) -> Result<BinnedData, DataError> {
+    // Small inputs: floats for a moment cost little, and one parse beats two.
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    if total < SMALL_INPUT_BELOW {
+        let mut all: Option<crate::data::Dataset> = None;
+        for (fi, f) in files.iter().enumerate() {
+            let d = match read_file(f, ContentType::Csv, opts) {
+                Ok(d) => d,
+                Err(DataError::Empty) => continue,
+                Err(e) => return Err(in_file(files, fi, e)),
+            };
+            if let Some(prev) = &all
+                && prev.features.n_cols() != d.features.n_cols()
+            {
+                return Err(in_file(
+                    files,
+                    fi,
+                    DataError::FeatureCount {
+                        expected: prev.features.n_cols(),
+                        found: d.features.n_cols(),
+                    },
+                ));
+            }
+            all = Some(match all {
+                None => d,
+                Some(prev) => prev.append(d),
+            });
+        }
+        let d = all.ok_or(DataError::Empty)?;
+        let cuts = BinCuts::compute(&d.features, d.weights.as_deref(), max_bin);
+        return Ok(BinnedData {
+            matrix: BinnedMatrix::new(&d.features, cuts),
+            labels: d.labels,
+            weights: d.weights,
+        });
+    }
     // Pass 1: layout, row count, sketch sample.
     let mut lay: Option<Layout> = None;
     let mut n_rows = 0usize;
@@ -331,7 +373,6 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reader::{ContentType, read_file};
 
     fn tmp(name: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("kiln-stream-{}", std::process::id()));
