@@ -22,7 +22,24 @@ def error_of(call, *args, **kwargs):
 
 # --- every operation -------------------------------------------------------------------------------
 
-def test_create_describe_echoes_request_with_service_defaults(sm):
+@pytest.fixture(scope="module")
+def data_bucket(kiln):
+    s3 = kiln.client("s3")
+    s3.create_bucket(Bucket="bucket")
+    s3.put_object(Bucket="bucket", Key="train/part-0.csv", Body=b"1,2,3\n")
+    return "bucket"
+
+
+def test_input_prefix_without_objects_is_refused(sm, data_bucket):
+    for uri in ("s3://bucket/empty/", "s3://no-such-bucket/train/"):
+        req = job_request("no-input", InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": uri}}}])
+        code, msg, _ = error_of(sm.create_training_job, **req)
+        assert code == "ValidationException"
+        assert msg.startswith(f'No S3 objects found under S3 URL "{uri}" given in input data source.'), msg
+
+
+def test_create_describe_echoes_request_with_service_defaults(sm, data_bucket):
     req = job_request("echo-1", HyperParameters={"num_round": "10"},
                       InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
                           "S3DataType": "S3Prefix", "S3Uri": "s3://bucket/train/"}}}],

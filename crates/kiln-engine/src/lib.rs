@@ -4,6 +4,7 @@
 //! SageMaker's errors; it never sees HTTP, and it is the only writer of the store.
 
 pub mod capacity;
+pub mod catalog;
 pub mod executor;
 pub mod job;
 mod logs;
@@ -23,6 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kiln_api::AwsError;
 use kiln_store::{LogStore, Store, StoreError};
 
+pub use async_trait::async_trait;
 pub use executor::{Executor, LocalExecutor, NoExecutor};
 pub use job::{JobState, TrainingJob};
 pub use runner::RunnerConfig;
@@ -47,6 +49,8 @@ pub struct Engine {
     job_keys: Mutex<HashMap<String, (String, String)>>,
     /// Compiled metric definitions of jobs that are reporting logs.
     matchers: Mutex<HashMap<(String, String), Arc<metrics::MetricMatcher>>>,
+    /// Where input prefixes are checked for objects at create time.
+    catalog: Arc<dyn catalog::ObjectCatalog>,
 }
 
 impl Engine {
@@ -71,7 +75,14 @@ impl Engine {
             wake: tokio::sync::Notify::new(),
             job_keys: Mutex::new(HashMap::new()),
             matchers: Mutex::new(HashMap::new()),
+            catalog: Arc::new(catalog::NoCatalog),
         }
+    }
+
+    /// Checks input prefixes against `catalog` when jobs are created.
+    pub fn with_catalog(mut self, catalog: Arc<dyn catalog::ObjectCatalog>) -> Self {
+        self.catalog = catalog;
+        self
     }
 
     /// The store (read access for the server's health checks and tests).

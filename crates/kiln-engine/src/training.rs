@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::job::TrainingJob;
 use crate::status::{JobStatus, Secondary};
-use crate::{Caller, Engine, metrics, now, runtime, store_err, token};
+use crate::{Caller, Engine, catalog, metrics, now, runtime, store_err, token};
 
 /// Built-in images come with their metric definitions, as on SageMaker (reference §13.1): the
 /// service adds them to `AlgorithmSpecification.MetricDefinitions` unless the request names them.
@@ -91,6 +91,7 @@ impl Engine {
             .collect();
         let job = TrainingJob::new(&caller.account, &caller.region, req, now());
         self.check_fits(&job)?;
+        self.check_inputs(caller, &job).await?;
         match self.store.insert_training_job(&job.to_row(), &tags).await {
             Ok(()) => {
                 self.wake();
@@ -108,6 +109,27 @@ impl Engine {
             }
             Err(e) => Err(store_err(e)),
         }
+    }
+
+    /// Refuses input channels whose S3 prefix holds no object, as SageMaker does at create time.
+    async fn check_inputs(&self, caller: &Caller, job: &TrainingJob) -> ApiResult<()> {
+        for ch in job.spec.input_data_config.iter().flatten() {
+            let Some(s3) = &ch.data_source.s3_data_source else {
+                continue;
+            };
+            let Some((bucket, prefix)) = catalog::split_s3_uri(&s3.s3_uri) else {
+                continue;
+            };
+            if self.catalog.has_objects(&caller.account, bucket, prefix).await == Some(false) {
+                return Err(AwsError::validation(format!(
+                    "No S3 objects found under S3 URL \"{}\" given in input data source. Please ensure that the bucket \
+                     exists in the selected region ({}), that objects exist under that S3 prefix, and that the role \
+                     \"{}\" has \"s3:ListBucket\" permissions on bucket \"{bucket}\".",
+                    s3.s3_uri, caller.region, job.spec.role_arn
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// `DescribeTrainingJob`. An unknown name is a `ValidationException`, as on the real service.

@@ -45,6 +45,8 @@ pub struct JobsConfig {
     pub public_url: Option<String>,
     /// SIGTERM → SIGKILL grace period when stopping (default 120 s, as SageMaker).
     pub stop_grace_seconds: u64,
+    /// External S3 endpoints by bucket, for jobs' `s3://` URIs outside the embedded store.
+    pub external_s3: Vec<kiln_api::agent::ExternalS3>,
 }
 
 /// Shared state of the server.
@@ -97,7 +99,12 @@ impl Server {
         let store = SqliteStore::open(&config.data_dir.join("kiln.db")).await?;
         let logs = SqliteLogStore::open(&config.data_dir.join("logs.db")).await?;
         let objects = kiln_s3::ObjectStore::open(&config.data_dir.join("s3")).await?;
-        let engine = Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs)));
+        let external: Vec<String> = config.jobs.external_s3.iter().map(|e| e.bucket.clone()).collect();
+        let catalog = Arc::new(EmbeddedCatalog {
+            objects: objects.clone(),
+            external,
+        });
+        let engine = Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs)).with_catalog(catalog));
         let accounts = KeyringAccounts {
             keys: Keyring::load(&keys_file)?,
             engine: engine.clone(),
@@ -178,7 +185,7 @@ fn build_engine(
         }),
         machine_cpus,
         stop_grace_seconds: jobs.stop_grace_seconds,
-        external_s3: Vec::new(),
+        external_s3: jobs.external_s3.clone(),
     };
     let executor: Arc<dyn kiln_engine::Executor> = if jobs.local_executor {
         Arc::new(LocalExecutor {
@@ -213,6 +220,39 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
     }
     // S3: the body streams through unlimited (parts up to 5 GiB); `kiln-s3` verifies SigV4.
     app.s3.handle(Request::from_parts(parts, body)).await.map(Body::new)
+}
+
+/// Input checks against the embedded object store (external buckets are not checked).
+struct EmbeddedCatalog {
+    objects: kiln_s3::ObjectStore,
+    /// Bucket patterns served by external S3 (an exact name or `*`).
+    external: Vec<String>,
+}
+
+#[kiln_engine::async_trait]
+impl kiln_engine::catalog::ObjectCatalog for EmbeddedCatalog {
+    async fn has_objects(&self, account: &str, bucket: &str, prefix: &str) -> Option<bool> {
+        if self.external.iter().any(|p| p == "*" || p == bucket) {
+            return None;
+        }
+        match self.objects.bucket(bucket) {
+            Some(b) if b.account == account => {}
+            // Another account's bucket, or none: nothing this account can read.
+            _ => return Some(false),
+        }
+        let query = kiln_s3::ListQuery {
+            prefix: prefix.to_string(),
+            delimiter: None,
+            marker: None,
+            max_keys: 1,
+        };
+        Some(
+            self.objects
+                .list_objects(bucket, query)
+                .await
+                .is_ok_and(|p| !p.objects.is_empty()),
+        )
+    }
 }
 
 /// The S3 endpoint's view of access keys: the keys file, and the temporary keys of running jobs

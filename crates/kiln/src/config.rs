@@ -20,6 +20,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub jobs: JobsSection,
     pub capacity: Option<CapacitySection>,
+    /// `[[external_s3]]`: buckets that live on another S3 (AWS or any compatible store).
+    #[serde(default)]
+    pub external_s3: Vec<kiln_api::agent::ExternalS3>,
 }
 
 /// `[jobs]` of `kiln.toml`.
@@ -53,6 +56,7 @@ pub struct Settings {
     pub region: String,
     pub jobs: JobsSection,
     pub capacity: Option<CapacitySection>,
+    pub external_s3: Vec<kiln_api::agent::ExternalS3>,
 }
 
 fn home_data_dir() -> PathBuf {
@@ -110,5 +114,6 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         region,
         jobs: file.jobs,
         capacity: file.capacity,
+        external_s3: file.external_s3,
     })
 }

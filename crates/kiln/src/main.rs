@@ -196,6 +196,7 @@ async fn serve(settings: config::Settings) -> Result<()> {
         }),
         public_url: settings.jobs.public_url.clone(),
         stop_grace_seconds: settings.jobs.stop_grace_seconds.unwrap_or(120),
+        external_s3: settings.external_s3.clone(),
     };
     let server = Server::open(ServerConfig {
         listen: settings.listen,
