@@ -91,7 +91,20 @@ fn train_cmd(
         }
     }
     let paths = JobPaths::new(&root, env);
-    match run_train(&paths, env, out, err) {
+    // A bug must still leave a failure reason and the internal-error exit code, not just a
+    // panic message on stderr.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_train(&paths, env, out, err)))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(JobError::Internal(format!(
+                "internal error in kiln's XGBoost: {what}; please report it with the job's hyperparameters"
+            )))
+        });
+    match result {
         Ok(()) => 0,
         Err(e) => {
             let msg = e.to_string();
