@@ -26,3 +26,9 @@ cargo test --workspace
 step "integration tests (pytest)"
 export KILN_BIN="$PWD/target/debug/kiln"
 python3 -m pytest -q -ra --durations=15 tests "$@"
+
+if [ $# -eq 0 ]; then
+  step "README's first command: scripts/quickstart.sh"
+  scripts/quickstart.sh >/tmp/kiln-quickstart.log 2>&1 || { tail -40 /tmp/kiln-quickstart.log; exit 1; }
+  grep -E "Completed in|validation:auc" /tmp/kiln-quickstart.log | head -3
+fi

@@ -32,3 +32,12 @@ def sm(kiln):
 def sm_raw(kiln):
     """A client that sends what it is given: server-side validation is what is under test."""
     return kiln.client(validate=False)
+
+
+@pytest.fixture(scope="module")
+def runner():
+    """A server that runs jobs (local executor; stops give up after 2 s)."""
+    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n').start()
+    yield k
+    k.stop()
+    shutil.rmtree(k.data_dir, ignore_errors=True)

@@ -18,13 +18,6 @@ FAST_STOP = '[jobs]\nstop_grace_seconds = 2\n'
 
 
 @pytest.fixture(scope="module")
-def runner():
-    k = Kiln(config=FAST_STOP).start()
-    yield k
-    k.stop()
-
-
-@pytest.fixture(scope="module")
 def sm(runner):
     return runner.client()
 

@@ -216,8 +216,12 @@ fn strategy_of(cfg: &TuningJobConfig, def: &TrainingJobDefinition) -> ApiResult<
 
 /// `<tuning>-<NNN>-<8 hex>`.
 pub fn child_name(tuning: &str, index: usize) -> String {
-    let h = fnv(format!("{}#{index}", tuning.to_lowercase()).as_bytes());
-    format!("{tuning}-{:03}-{:08x}", index + 1, (h >> 32) as u32 ^ h as u32)
+    // splitmix64's finaliser spreads FNV's similar outputs for similar inputs over all 32 bits.
+    let mut h = fnv(format!("{}#{index}", tuning.to_lowercase()).as_bytes());
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d049bb133111eb);
+    h ^= h >> 31;
+    format!("{tuning}-{:03}-{:08x}", index + 1, h as u32)
 }
 
 fn child_index(tuning: &str, child: &str) -> Option<usize> {

@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod train;
+mod tune;
 
 use std::path::PathBuf;
 
@@ -77,6 +78,8 @@ enum Command {
     },
     /// Train a model: upload local data, create a training job, and (with --wait) watch it.
     Train(train::TrainArgs),
+    /// Tune hyperparameters: start a tuning job from a JSON/YAML spec and (with --wait) watch it.
+    Tune(tune::TuneArgs),
     /// Training jobs.
     Jobs {
         #[command(subcommand)]
@@ -150,6 +153,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Env => env(&settings),
         Command::Keys { command } => keys_command(&settings, command),
         Command::Jobs { command } => jobs(&settings, command).await,
+        Command::Tune(args) => {
+            let client = Client::from_env(&settings)?;
+            let code = tune::run(&client, args).await?;
+            std::process::exit(code)
+        }
         Command::Train(args) => {
             let client = Client::from_env(&settings)?;
             let code = train::run(&client, args).await?;
@@ -282,7 +290,7 @@ fn keys_command(settings: &config::Settings, command: KeysCommand) -> Result<()>
 }
 
 /// Prints rows as left-aligned columns.
-fn print_table(rows: &[Vec<String>]) {
+pub(crate) fn print_table(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
         .map(|c| {
             rows.iter()

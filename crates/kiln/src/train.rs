@@ -65,7 +65,7 @@ fn image_uri(image: &str) -> String {
     }
 }
 
-fn content_type_of(path: &str) -> Option<&'static str> {
+pub(crate) fn content_type_of(path: &str) -> Option<&'static str> {
     let lower = path.to_ascii_lowercase();
     let lower = lower.trim_end_matches(".gz");
     if lower.ends_with(".csv") {
@@ -77,7 +77,7 @@ fn content_type_of(path: &str) -> Option<&'static str> {
     }
 }
 
-fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -87,7 +87,7 @@ fn timestamp() -> String {
 }
 
 /// Uploads a local file or directory under `prefix`; s3:// URIs pass through.
-async fn stage(client: &Client, location: &str, prefix: &str) -> Result<String> {
+pub(crate) async fn stage(client: &Client, location: &str, prefix: &str) -> Result<String> {
     if location.starts_with("s3://") {
         return Ok(location.to_string());
     }
