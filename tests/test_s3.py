@@ -515,6 +515,17 @@ def test_payload_hash_mismatch_and_unsigned_payload(kiln, s3):
     assert s3.get_object(Bucket="hashes", Key="obj")["Body"].read() == b"unsigned body"
 
 
+def test_virtual_hosted_style_on_localhost(kiln, s3):
+    """botocore sends `http://localhost:port` requests to `<bucket>.localhost:port`; IPs stay path-style."""
+    s3.create_bucket(Bucket="vhost")
+    s3.put_object(Bucket="vhost", Key="dir/k.txt", Body=b"virtual")
+    host = f"vhost.localhost:{kiln.port}"
+    req = AWSRequest(method="GET", url=f"http://{host}/dir/k.txt", headers={"Host": host})
+    S3SigV4Auth(_signer(kiln), "s3", "us-east-1").add_auth(req)
+    status, body = _send(kiln, "GET", "/dir/k.txt", dict(req.headers.items()), None)
+    assert (status, body) == (200, b"virtual")
+
+
 # --- durability ------------------------------------------------------------------------------------
 
 def test_objects_survive_sigkill_and_partial_uploads_never_show(fresh_kiln, scratch):

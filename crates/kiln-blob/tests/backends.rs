@@ -363,6 +363,7 @@ async fn buckets_route_to_their_configured_endpoint() {
         multipart_threshold: 5 * MIB as u64,
         part_size: 5 * MIB,
         concurrency: 3,
+        unsigned_payload: true,
     });
     routed
         .put_bytes("s3://shared-name/who", Bytes::from_static(b"embedded"))

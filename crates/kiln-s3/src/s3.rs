@@ -12,6 +12,7 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
+use s3s::host::{S3Host, VirtualHost};
 use s3s::path::S3Path;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders};
@@ -124,6 +125,23 @@ impl S3Auth for Auth {
     }
 }
 
+/// Requests to `<bucket>.localhost[:port]` are virtual-hosted style (botocore addresses an
+/// `http://localhost:port` endpoint that way); every other host, IP addresses included, is path-style.
+struct LocalhostBuckets;
+
+impl S3Host for LocalhostBuckets {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        match name.strip_suffix(".localhost") {
+            Some(bucket) if !bucket.is_empty() => Ok(VirtualHost::new(host).with_bucket(bucket)),
+            _ => Ok(VirtualHost::new(host)),
+        }
+    }
+}
+
 struct Access {
     accounts: Arc<dyn Accounts>,
     store: ObjectStore,
@@ -172,6 +190,7 @@ impl S3Handler {
     pub fn new(store: ObjectStore, accounts: Arc<dyn Accounts>) -> Self {
         let mut builder = S3ServiceBuilder::new(Api { store: store.clone() });
         builder.set_auth(Auth(accounts.clone()));
+        builder.set_host(LocalhostBuckets);
         builder.set_access(Access {
             accounts,
             store: store.clone(),
