@@ -1,7 +1,7 @@
 //! Executors place one `kiln agent` per host of a job. The local executor runs agents as child
 //! processes of this machine; a cluster executor (Slurm) submits them to a scheduler.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use async_trait::async_trait;
@@ -45,6 +45,8 @@ pub trait Executor: Send + Sync {
     fn alive(&self, handle: &HostHandle) -> bool;
     /// Kills the agent and its algorithm (the last resort; agents normally stop on a directive).
     fn kill(&self, handle: &HostHandle);
+    /// Frees what the hosts of an ended job left on disk (their `opt/ml` trees with staged data).
+    fn cleanup(&self, _work_dir: &Path, _job: &str, _hosts: &[String]) {}
 }
 
 /// Runs agents as local processes: `<kiln> agent ...`, each in its own process group so that a
@@ -121,6 +123,18 @@ impl Executor for LocalExecutor {
             Some(t) => h.start_ticks == 0 || t == h.start_ticks,
             None => false,
         }
+    }
+
+    fn cleanup(&self, work_dir: &Path, job: &str, hosts: &[String]) {
+        let dirs: Vec<PathBuf> = hosts.iter().map(|h| work_dir.join(job).join(h).join("opt")).collect();
+        // The agent reports before it exits; give it a moment to finish with its tree. The host's
+        // agent.log stays for reference.
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            for d in dirs {
+                let _ = tokio::fs::remove_dir_all(&d).await;
+            }
+        });
     }
 
     fn kill(&self, h: &HostHandle) {

@@ -468,11 +468,17 @@ impl Engine {
         Ok(())
     }
 
+    /// A job ended: its temporary key stops working, and (unless it failed, when the tree helps
+    /// to find out why) the executor frees the hosts' trees.
     fn forget_credentials(&self, job: &TrainingJob) {
         if let Some((id, _)) = &job.state.run.access_key
             && let Ok(mut keys) = self.job_keys.lock()
         {
             keys.remove(id);
+        }
+        if job.status() != JobStatus::Failed {
+            let hosts: Vec<String> = job.state.run.hosts.iter().map(|h| h.host.clone()).collect();
+            self.executor.cleanup(&self.runner.work_dir, &job.row.name, &hosts);
         }
     }
 

@@ -188,7 +188,9 @@ async fn run(cli: Cli) -> Result<()> {
 
 async fn serve(settings: config::Settings) -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info,s3s=off".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let kiln_bin = std::env::current_exe().context("cannot find the kiln binary to start agents from")?;
