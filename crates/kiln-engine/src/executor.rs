@@ -139,11 +139,17 @@ impl Executor for LocalExecutor {
 
     fn kill(&self, h: &HostHandle) {
         if self.alive(h) {
-            // The agent leads its own process group; the algorithm runs in a group of its own,
-            // which the agent tears down on SIGTERM. SIGKILL both the agent's group and the pid.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{}", h.pid)])
-                .status();
+            // The agent leads its own process group. SIGTERM first: the agent then stops its
+            // algorithm (which runs in a group of its own); SIGKILL whatever is left a bit later.
+            use nix::sys::signal::{Signal, killpg};
+            use nix::unistd::Pid;
+            if let Ok(pid) = i32::try_from(h.pid) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                });
+            }
         }
     }
 }

@@ -238,6 +238,23 @@ impl Engine {
                 })
                 .await?;
             }
+            // Hosts that ignore a stop for much longer than the grace period are killed.
+            let stopping_since = job
+                .state
+                .secondary_status_transitions
+                .iter()
+                .rev()
+                .find(|tr| tr.status == "Stopping")
+                .map(|tr| tr.start_time);
+            if job.status() == JobStatus::Stopping
+                && stopping_since.is_some_and(|s| t - s > (self.runner.stop_grace_seconds + 60) as f64)
+            {
+                for h in job.state.run.hosts.iter().filter(|h| h.done.is_none()) {
+                    if let Some(handle) = &h.handle {
+                        self.executor.kill(handle);
+                    }
+                }
+            }
             // Hosts whose agent died without reporting.
             let dead: Vec<String> = job
                 .state
@@ -695,15 +712,6 @@ impl Engine {
             cache.remove(&(account.to_string(), name.to_lowercase()));
         }
         Ok(())
-    }
-
-    /// Kills the agents of a job that can no longer report (used when a job is deleted or lost).
-    pub fn kill_hosts(&self, job: &TrainingJob) {
-        for h in &job.state.run.hosts {
-            if let Some(handle) = &h.handle {
-                self.executor.kill(handle);
-            }
-        }
     }
 }
 
