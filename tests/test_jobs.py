@@ -11,7 +11,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from kilntest import Kiln, job_request
+from kilntest import SHARED, Kiln, job_request
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 FAST_STOP = '[jobs]\nstop_grace_seconds = 2\n'
@@ -310,3 +310,28 @@ def test_agent_dead_job_is_failed_after_restart(tmp_path):
         assert d["TrainingJobStatus"] == "Failed" and "stopped without reporting" in d["FailureReason"]
     finally:
         k.stop()
+
+
+def test_builtin_xgboost_job_on_flights_through_boto3(runner, sm, s3):
+    flights = SHARED / "data" / "flights"
+    s3.upload_file(str(flights / "train.csv"), "jobs", "flights/train/train.csv")
+    s3.upload_file(str(flights / "test.csv"), "jobs", "flights/validation/test.csv")
+    req = job_request("flights-xgb", HyperParameters={"objective": "binary:logistic", "num_round": "40", "max_depth": "6",
+                                                       "eta": "0.3", "eval_metric": "auc"})
+    req["AlgorithmSpecification"] = {"TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+                                     "TrainingInputMode": "File"}
+    req["OutputDataConfig"] = {"S3OutputPath": "s3://jobs/xgb"}
+    req["InputDataConfig"] = [{"ChannelName": ch, "ContentType": "text/csv", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": f"s3://jobs/flights/{ch}/"}}} for ch in ("train", "validation")]
+    sm.create_training_job(**req)
+    d = wait(sm, "flights-xgb", timeout=300)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    metrics = {m["MetricName"]: m["Value"] for m in d["FinalMetricDataList"]}
+    assert metrics["validation:auc"] > 0.75 and "train:auc" in metrics
+    # The service injected the built-in image's metric definitions, as SageMaker does.
+    names = {m["Name"] for m in d["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert {"validation:auc", "train:auc", "validation:rmse"} <= names
+    body = s3.get_object(Bucket="jobs", Key="xgb/flights-xgb/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        model = json.load(tar.extractfile("xgboost-model"))
+    assert model["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"] == "40"

@@ -218,3 +218,41 @@ def test_sagemaker_sdk_hyperparameter_tuner(tuner, monkeypatch):
     df = tuner_obj.analytics().dataframe()
     assert len(df) == 4 and set(df["TrainingJobStatus"]) == {"Completed"}
     assert df["FinalObjectiveValue"].max() == d["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+
+
+def test_tuning_survives_a_server_restart_without_losing_or_duplicating_children(tmp_path):
+    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n').start()
+    try:
+        s3 = k.client("s3")
+        s3.create_bucket(Bucket="hpo")
+        src = upload_trainer(s3, "code/restart/sourcedir.tar.gz")
+        definition = script_definition(src)
+        definition["StaticHyperParameters"]["epochs"] = "4"
+        k.client().create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName="restart-tune",
+            HyperParameterTuningJobConfig={
+                "Strategy": "Random",
+                "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "score"},
+                "ResourceLimits": {"MaxNumberOfTrainingJobs": 6, "MaxParallelTrainingJobs": 2},
+                "ParameterRanges": {"ContinuousParameterRanges": [{"Name": "x", "MinValue": "0", "MaxValue": "1"}]},
+            },
+            TrainingJobDefinition=definition)
+        deadline = time.time() + 60
+        while True:
+            kids = k.client().list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName="restart-tune")["TrainingJobSummaries"]
+            if len(kids) >= 3:
+                break
+            assert time.time() < deadline
+            time.sleep(0.2)
+        k.proc.kill()  # SIGKILL the server mid-tuning; children's agents keep running
+        k.proc.wait()
+        k = Kiln(data_dir=k.data_dir, port=k.port).start()
+        sm = k.client()
+        d, kids, most = wait_tuning(sm, "restart-tune", timeout=300)
+        assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
+        names = sorted(j["TrainingJobName"] for j in kids)
+        assert len(names) == 6 and len(set(names)) == 6
+        assert [n.split("-")[2] for n in names] == ["001", "002", "003", "004", "005", "006"]
+        assert d["TrainingJobStatusCounters"]["Completed"] == 6
+    finally:
+        k.stop()
