@@ -1,6 +1,7 @@
 //! Pagination tokens: an opaque, hex-encoded cursor naming the list operation it belongs to.
 
 use kiln_api::AwsError;
+use kiln_store::{Cursor, CursorValue, JobSort, TrainingJobRow};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -33,4 +34,24 @@ pub fn decode<T: for<'de> Deserialize<'de>>(op: &str, token: &str) -> Result<T, 
         return Err(invalid());
     }
     Ok(t.cursor)
+}
+
+/// The token after `last` in a job listing sorted by `sort`: a keyset cursor (sort value, name).
+pub fn encode_job_cursor(op: &str, sort: JobSort, last: &TrainingJobRow) -> String {
+    let value = match sort {
+        JobSort::Name => serde_json::json!(last.name.to_lowercase()),
+        JobSort::CreationTime => serde_json::json!(last.creation_time),
+        JobSort::Status => serde_json::json!(last.status),
+    };
+    encode(op, (value, last.name.to_lowercase()))
+}
+
+/// The cursor of a token issued by [`encode_job_cursor`].
+pub fn decode_job_cursor(op: &str, token: &str) -> Result<Cursor, AwsError> {
+    let (value, name_key): (serde_json::Value, String) = decode(op, token)?;
+    let value = match value {
+        serde_json::Value::String(s) => CursorValue::Text(s),
+        v => CursorValue::Number(v.as_f64().unwrap_or(0.0)),
+    };
+    Ok(Cursor { value, name_key })
 }

@@ -5,7 +5,7 @@ use kiln_api::shapes::{
     UpdateTrainingJobRequest, timestamp_value,
 };
 use kiln_api::{ApiResult, AwsError, validate};
-use kiln_store::{Cursor, CursorValue, JobQuery, JobSort, StoreError, TagRow};
+use kiln_store::{JobQuery, JobSort, StoreError, TagRow};
 use serde_json::{Value, json};
 
 use crate::job::TrainingJob;
@@ -150,17 +150,11 @@ impl Engine {
             _ => JobSort::CreationTime,
         };
         let descending = req.sort_order.as_deref() != Some("Ascending");
-        let after = match &req.next_token {
-            Some(t) => {
-                let (value, name_key): (Value, String) = token::decode(OP, t)?;
-                let value = match value {
-                    Value::String(s) => CursorValue::Text(s),
-                    v => CursorValue::Number(v.as_f64().unwrap_or(0.0)),
-                };
-                Some(Cursor { value, name_key })
-            }
-            None => None,
-        };
+        let after = req
+            .next_token
+            .as_deref()
+            .map(|t| token::decode_job_cursor(OP, t))
+            .transpose()?;
         let ts = |v: &Option<Value>| v.as_ref().and_then(timestamp_value);
         let query = JobQuery {
             account: caller.account.clone(),
@@ -201,12 +195,7 @@ impl Engine {
             }).collect::<Vec<_>>()
         });
         if more && let Some(last) = rows.last() {
-            let value = match sort {
-                JobSort::Name => json!(last.name.to_lowercase()),
-                JobSort::CreationTime => json!(last.creation_time),
-                JobSort::Status => json!(last.status),
-            };
-            out["NextToken"] = json!(token::encode(OP, (value, last.name.to_lowercase())));
+            out["NextToken"] = json!(token::encode_job_cursor(OP, sort, last));
         }
         Ok(out)
     }

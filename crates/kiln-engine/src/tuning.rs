@@ -672,17 +672,11 @@ impl Engine {
             _ => JobSort::Name,
         };
         let descending = req.sort_order.as_deref() == Some("Descending");
-        let after = match &req.next_token {
-            Some(t) => {
-                let (value, name_key): (Value, String) = token::decode(OP, t)?;
-                let value = match value {
-                    Value::String(s) => CursorValue::Text(s),
-                    v => CursorValue::Number(v.as_f64().unwrap_or(0.0)),
-                };
-                Some(Cursor { value, name_key })
-            }
-            None => None,
-        };
+        let after = req
+            .next_token
+            .as_deref()
+            .map(|t| token::decode_job_cursor(OP, t))
+            .transpose()?;
         let ts = |v: &Option<Value>| v.as_ref().and_then(timestamp_value);
         let mut q = JobQuery::all(&caller.account, limit + 1);
         q.name_contains = req.name_contains.clone();
@@ -720,12 +714,7 @@ impl Engine {
         }
         let mut out = json!({ "HyperParameterTuningJobSummaries": summaries });
         if more && let Some(last) = rows.last() {
-            let value = match sort {
-                JobSort::Name => json!(last.name.to_lowercase()),
-                JobSort::CreationTime => json!(last.creation_time),
-                JobSort::Status => json!(last.status),
-            };
-            out["NextToken"] = json!(token::encode(OP, (value, last.name.to_lowercase())));
+            out["NextToken"] = json!(token::encode_job_cursor(OP, sort, last));
         }
         Ok(out)
     }

@@ -7,50 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use kiln_api::sigv4;
+#[path = "common/mod.rs"]
+mod common;
 
-struct Target {
-    url: String,
-    host: String,
-    key: String,
-    secret: String,
-    http: reqwest::Client,
-}
-
-impl Target {
-    async fn call(&self, op: &str, body: String) -> Result<(), String> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let headers = vec![
-            ("host".to_string(), self.host.clone()),
-            ("content-type".to_string(), "application/x-amz-json-1.1".to_string()),
-            ("x-amz-target".to_string(), format!("SageMaker.{op}")),
-        ];
-        let signed = sigv4::sign(
-            "POST",
-            "/",
-            &headers,
-            body.as_bytes(),
-            &self.key,
-            &self.secret,
-            "us-east-1",
-            "sagemaker",
-            now,
-        );
-        let mut req = self.http.post(&self.url).body(body);
-        for (k, v) in headers.iter().skip(1).chain(&signed) {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let resp = req.send().await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(resp.text().await.unwrap_or_default());
-        }
-        resp.bytes().await.map_err(|e| e.to_string())?;
-        Ok(())
-    }
-}
+use common::Target;
 
 async fn run(target: Arc<Target>, total: usize, concurrency: usize, op: &'static str, prefix: String) -> f64 {
     let next = Arc::new(AtomicUsize::new(0));
@@ -71,7 +31,7 @@ async fn run(target: Arc<Target>, total: usize, concurrency: usize, op: &'static
                 } else {
                     format!(r#"{{"TrainingJobName":"{prefix}-{}"}}"#, i % 500)
                 };
-                if let Err(e) = target.call(op, body).await {
+                if let Err(e) = target.call("sagemaker", &format!("SageMaker.{op}"), body.into_bytes()).await {
                     eprintln!("{op} failed: {e}");
                     std::process::exit(1);
                 }
@@ -93,15 +53,7 @@ async fn main() {
     }
     let num = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (creates, describes, concurrency) = (num(4, 2000), num(5, 20000), num(6, 16));
-    let endpoint = args[1].trim_end_matches('/').to_string();
-    let host = endpoint.trim_start_matches("http://").to_string();
-    let target = Arc::new(Target {
-        url: format!("{endpoint}/"),
-        host,
-        key: args[2].clone(),
-        secret: args[3].clone(),
-        http: reqwest::Client::new(),
-    });
+    let target = Arc::new(Target::new(&args[1], &args[2], &args[3]));
     let prefix = format!(
         "bench{}",
         SystemTime::now()

@@ -7,49 +7,21 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use kiln_api::sigv4;
+#[path = "common/mod.rs"]
+mod common;
+
+use common::Target;
 use serde_json::{Value, json};
 
-struct Target {
-    url: String,
-    host: String,
-    key: String,
-    secret: String,
-    http: reqwest::Client,
-}
-
-impl Target {
-    async fn call(&self, op: &str, body: &Value) -> Result<Value, String> {
-        let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let headers = vec![
-            ("host".to_string(), self.host.clone()),
-            ("content-type".to_string(), "application/x-amz-json-1.1".to_string()),
-            ("x-amz-target".to_string(), format!("Logs_20140328.{op}")),
-        ];
-        let signed = sigv4::sign(
-            "POST",
-            "/",
-            &headers,
-            &payload,
-            &self.key,
-            &self.secret,
-            "us-east-1",
+async fn call(t: &Target, op: &str, body: &Value) -> Result<Value, String> {
+    let bytes = t
+        .call(
             "logs",
-            now,
-        );
-        let mut req = self.http.post(&self.url).body(payload);
-        for (k, v) in headers.iter().skip(1).chain(&signed) {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let resp = req.send().await.map_err(|e| e.to_string())?;
-        let ok = resp.status().is_success();
-        let v: Value = resp.json().await.map_err(|e| e.to_string())?;
-        if ok { Ok(v) } else { Err(v.to_string()) }
-    }
+            &format!("Logs_20140328.{op}"),
+            serde_json::to_vec(body).map_err(|e| e.to_string())?,
+        )
+        .await?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -61,14 +33,7 @@ async fn main() {
     }
     let lines: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(400_000);
     let writers: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(4);
-    let endpoint = args[1].trim_end_matches('/').to_string();
-    let t = Arc::new(Target {
-        url: format!("{endpoint}/"),
-        host: endpoint.trim_start_matches("http://").to_string(),
-        key: args[2].clone(),
-        secret: args[3].clone(),
-        http: reqwest::Client::new(),
-    });
+    let t = Arc::new(Target::new(&args[1], &args[2], &args[3]));
     let group = "/aws/sagemaker/TrainingJobs";
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -76,12 +41,12 @@ async fn main() {
         .unwrap_or(0);
     for w in 0..writers {
         let stream = format!("bench-{stamp}/algo-{}-1", w + 1);
-        if let Err(e) = t
-            .call(
-                "CreateLogStream",
-                &json!({ "logGroupName": group, "logStreamName": stream }),
-            )
-            .await
+        if let Err(e) = call(
+            &t,
+            "CreateLogStream",
+            &json!({ "logGroupName": group, "logStreamName": stream }),
+        )
+        .await
         {
             eprintln!("CreateLogStream failed: {e}");
             std::process::exit(1);
@@ -100,7 +65,7 @@ async fn main() {
                 let events: Vec<Value> = (0..n)
                     .map(|i| json!({ "timestamp": stamp + (sent + i) as i64, "message": format!("[{}]#011train-rmse:{:.5}#011validation-rmse:{:.5}", sent + i, 1.0 / (sent + i + 1) as f64, 1.5 / (sent + i + 1) as f64) }))
                     .collect();
-                if let Err(e) = t.call("PutLogEvents", &json!({ "logGroupName": group, "logStreamName": stream, "logEvents": events })).await {
+                if let Err(e) = call(&t, "PutLogEvents", &json!({ "logGroupName": group, "logStreamName": stream, "logEvents": events })).await {
                     eprintln!("PutLogEvents failed: {e}");
                     std::process::exit(1);
                 }
@@ -122,7 +87,7 @@ async fn main() {
         if let Some(tk) = &token {
             req["nextToken"] = json!(tk);
         }
-        let page = match t.call("GetLogEvents", &req).await {
+        let page = match call(&t, "GetLogEvents", &req).await {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("GetLogEvents failed: {e}");
@@ -138,12 +103,12 @@ async fn main() {
     }
     let read_rate = read as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let tail = t
-        .call(
-            "GetLogEvents",
-            &json!({ "logGroupName": group, "logStreamName": stream, "limit": 100 }),
-        )
-        .await;
+    let tail = call(
+        &t,
+        "GetLogEvents",
+        &json!({ "logGroupName": group, "logStreamName": stream, "limit": 100 }),
+    )
+    .await;
     let tail_ms = start.elapsed().as_secs_f64() * 1000.0;
     let tail_ok = tail.map(|v| v["events"].as_array().map_or(0, Vec::len)).unwrap_or(0);
     println!(

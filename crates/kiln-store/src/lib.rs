@@ -6,6 +6,46 @@
 pub mod logs;
 mod sqlite;
 
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+/// Opens a SQLite file in WAL mode (`path`), or an in-memory database (`None`), and migrates it.
+/// `durable` commits with `synchronous=FULL` (on disk before the commit returns); otherwise
+/// `NORMAL` (a commit survives a crash of the process, not of the machine).
+pub(crate) async fn open_sqlite(path: Option<&Path>, durable: bool, migrator: &Migrator) -> StoreResult<SqlitePool> {
+    let err = |e: sqlx::Error| StoreError::Database(e.to_string());
+    let pool = match path {
+        Some(path) => {
+            let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+                .map_err(err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(if durable {
+                    SqliteSynchronous::Full
+                } else {
+                    SqliteSynchronous::Normal
+                })
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?
+        }
+        None => {
+            let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(err)?;
+            SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?
+        }
+    };
+    migrator
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+    Ok(pool)
+}
+
 use async_trait::async_trait;
 
 pub use logs::{LogStore, SqliteLogStore};

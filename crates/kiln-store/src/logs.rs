@@ -2,11 +2,9 @@
 //! Events are ordered by `(timestamp, seq)`, where `seq` is the ingestion order.
 
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use crate::{StoreError, StoreResult};
@@ -154,30 +152,16 @@ pub struct SqliteLogStore {
 impl SqliteLogStore {
     /// Opens (creating if needed) the log database.
     pub async fn open(path: &Path) -> StoreResult<Self> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| StoreError::Database(e.to_string()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        MIGRATIONS
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: crate::open_sqlite(Some(path), false, &MIGRATIONS).await?,
+        })
     }
 
     /// An in-memory log store (tests).
     pub async fn in_memory() -> StoreResult<Self> {
-        let opts =
-            SqliteConnectOptions::from_str("sqlite::memory:").map_err(|e| StoreError::Database(e.to_string()))?;
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
-        MIGRATIONS
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: crate::open_sqlite(None, false, &MIGRATIONS).await?,
+        })
     }
 }
 

@@ -2,11 +2,9 @@
 //! commit is on disk before the API answers.
 
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use crate::{CursorValue, JobQuery, JobSort, MetricPoint, Store, StoreError, StoreResult, TagRow, TrainingJobRow};
@@ -43,31 +41,16 @@ fn job_from_row(r: &SqliteRow) -> Result<TrainingJobRow, sqlx::Error> {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> StoreResult<Self> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| StoreError::Database(e.to_string()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        MIGRATIONS
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: crate::open_sqlite(Some(path), true, &MIGRATIONS).await?,
+        })
     }
 
     /// An in-memory database (tests).
     pub async fn in_memory() -> StoreResult<Self> {
-        let opts =
-            SqliteConnectOptions::from_str("sqlite::memory:").map_err(|e| StoreError::Database(e.to_string()))?;
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
-        MIGRATIONS
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: crate::open_sqlite(None, true, &MIGRATIONS).await?,
+        })
     }
 }
 
