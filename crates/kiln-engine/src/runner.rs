@@ -746,3 +746,200 @@ fn truncate(s: &str, max: usize) -> String {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Caller;
+    use kiln_store::{SqliteLogStore, SqliteStore};
+    use serde_json::json;
+
+    async fn engine_with_placed_job(hosts: usize) -> (Engine, Caller) {
+        let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let logs = Arc::new(SqliteLogStore::in_memory().await.unwrap());
+        let engine = Engine::new(store, logs);
+        let caller = Caller {
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+        };
+        let req = json!({
+            "TrainingJobName": "j", "RoleArn": "arn:aws:iam::123456789012:role/R",
+            "AlgorithmSpecification": {"TrainingImage": "kiln/noop", "TrainingInputMode": "File",
+                "MetricDefinitions": [{"Name": "loss", "Regex": "loss=([0-9.]+)"}]},
+            "OutputDataConfig": {"S3OutputPath": "s3://b/o"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": hosts, "VolumeSizeInGB": 1},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 60}
+        });
+        engine
+            .create_training_job(&caller, serde_json::from_value(req).unwrap())
+            .await
+            .unwrap();
+        // Place the job by hand, as try_place does, without an executor.
+        engine
+            .update_job(&caller.account, "j", |j| {
+                j.state.run.hosts = (1..=hosts)
+                    .map(|i| HostState {
+                        host: format!("algo-{i}"),
+                        handle: None,
+                        log_stream: format!("j/algo-{i}-1"),
+                        phase: None,
+                        done: None,
+                    })
+                    .collect();
+                j.state.run.agent_token = Some("t".into());
+                Ok(())
+            })
+            .await
+            .unwrap();
+        (engine, caller)
+    }
+
+    fn statuses(job: &TrainingJob) -> Vec<String> {
+        job.state
+            .secondary_status_transitions
+            .iter()
+            .map(|t| t.status.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn hosts_reports_fold_into_the_normal_flow() {
+        let (e, c) = engine_with_placed_job(2).await;
+        let report = |p| StatusReport {
+            phase: p,
+            message: None,
+        };
+        e.agent_status(&c.account, "j", "algo-1", "t", report(Phase::Downloading))
+            .await
+            .unwrap();
+        e.agent_status(&c.account, "j", "algo-1", "t", report(Phase::Training))
+            .await
+            .unwrap();
+        // The job is as far as its slowest host.
+        let job = e.load_job(&c.account, "j").await.unwrap().unwrap();
+        assert_eq!(job.secondary(), Secondary::Starting);
+        e.agent_status(&c.account, "j", "algo-2", "t", report(Phase::Training))
+            .await
+            .unwrap();
+        let job = e.load_job(&c.account, "j").await.unwrap().unwrap();
+        assert_eq!(statuses(&job), ["Starting", "Downloading", "Training"]);
+        assert!(job.state.training_start_time.is_some());
+        let d = e
+            .agent_logs(
+                &c.account,
+                "j",
+                "algo-1",
+                "t",
+                LogBatch {
+                    lines: vec![(1000, "loss=0.5".into()), (2000, "loss=0.25".into())],
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(d.action, Action::Continue);
+        let done = DoneReport {
+            exit_code: Some(0),
+            failure_reason: None,
+            model_artifacts: Some("s3://b/o/j/output/model.tar.gz".into()),
+        };
+        e.agent_done(&c.account, "j", "algo-1", "t", done.clone())
+            .await
+            .unwrap();
+        e.agent_done(
+            &c.account,
+            "j",
+            "algo-2",
+            "t",
+            DoneReport {
+                model_artifacts: None,
+                ..done
+            },
+        )
+        .await
+        .unwrap();
+        let job = e.load_job(&c.account, "j").await.unwrap().unwrap();
+        assert_eq!(
+            statuses(&job),
+            ["Starting", "Downloading", "Training", "Uploading", "Completed"]
+        );
+        assert_eq!(
+            job.state.model_artifacts.as_deref(),
+            Some("s3://b/o/j/output/model.tar.gz")
+        );
+        assert_eq!(job.state.final_metric_data_list[0].value, 0.25);
+        assert_eq!(job.state.final_metric_data_list[0].timestamp, 2.0);
+    }
+
+    #[tokio::test]
+    async fn one_failed_host_stops_the_others_then_fails_the_job() {
+        let (e, c) = engine_with_placed_job(2).await;
+        let failed = DoneReport {
+            exit_code: Some(1),
+            failure_reason: Some("AlgorithmError: boom".into()),
+            model_artifacts: None,
+        };
+        e.agent_done(&c.account, "j", "algo-2", "t", failed).await.unwrap();
+        let d = e.agent_heartbeat(&c.account, "j", "algo-1", "t").await.unwrap();
+        assert_eq!(d.action, Action::Stop);
+        assert_eq!(
+            e.load_job(&c.account, "j").await.unwrap().unwrap().status(),
+            JobStatus::InProgress
+        );
+        e.agent_done(
+            &c.account,
+            "j",
+            "algo-1",
+            "t",
+            DoneReport {
+                exit_code: None,
+                failure_reason: None,
+                model_artifacts: None,
+            },
+        )
+        .await
+        .unwrap();
+        let job = e.load_job(&c.account, "j").await.unwrap().unwrap();
+        assert_eq!(job.status(), JobStatus::Failed);
+        assert_eq!(job.state.failure_reason.as_deref(), Some("AlgorithmError: boom"));
+    }
+
+    #[tokio::test]
+    async fn stop_waits_for_hosts_and_a_wrong_token_is_refused() {
+        let (e, c) = engine_with_placed_job(1).await;
+        assert_eq!(
+            e.agent_heartbeat(&c.account, "j", "algo-1", "wrong")
+                .await
+                .unwrap_err()
+                .code,
+            "AccessDenied"
+        );
+        e.stop_training_job(
+            &c,
+            kiln_api::shapes::TrainingJobNameRequest {
+                training_job_name: "j".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            e.load_job(&c.account, "j").await.unwrap().unwrap().status(),
+            JobStatus::Stopping
+        );
+        assert_eq!(
+            e.agent_heartbeat(&c.account, "j", "algo-1", "t").await.unwrap().action,
+            Action::Stop
+        );
+        let done = DoneReport {
+            exit_code: None,
+            failure_reason: None,
+            model_artifacts: Some("s3://b/o/j/output/model.tar.gz".into()),
+        };
+        e.agent_done(&c.account, "j", "algo-1", "t", done).await.unwrap();
+        let job = e.load_job(&c.account, "j").await.unwrap().unwrap();
+        assert_eq!(
+            (job.status(), job.secondary()),
+            (JobStatus::Stopped, Secondary::Stopped)
+        );
+        assert!(job.state.model_artifacts.is_some());
+    }
+}
