@@ -137,7 +137,19 @@ impl Server {
             })?;
         tracing::info!(target: "kiln::serve", "listening on http://{}", listener.local_addr()?);
         let router = self.router();
-        tokio::spawn(self.app.engine.clone().run_scheduler());
+        // A bug that panics the scheduler must not stop every job from running: restart it.
+        let engine = self.app.engine.clone();
+        tokio::spawn(async move {
+            loop {
+                match tokio::spawn(engine.clone().run_scheduler()).await {
+                    Err(e) if e.is_panic() => {
+                        tracing::error!(target: "kiln::serve", "the scheduler panicked; restarting it");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    _ => break,
+                }
+            }
+        });
         axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(shutdown)
             .await?;
