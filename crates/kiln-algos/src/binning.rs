@@ -212,9 +212,15 @@ impl BinnedMatrix {
                 columns[f * n..(f + 1) * n].contains(&miss)
             })
             .collect();
-        // A fixed stride of 256 slots per feature lets the histogram kernel index a
-        // `[i64; 256]` with a `u8` code: no offset load and no bounds check per cell.
-        let offsets: Vec<usize> = (0..nf).map(|f| f * SLOTS_PER_FEATURE).collect();
+        // Node histograms are compact: each feature gets its value bins plus the missing slot
+        // (the histogram kernel accumulates into `[i64; 256]` per feature and is unpacked into
+        // this layout, so reducing, subtracting and scanning skip the unused slots).
+        let mut offsets = Vec::with_capacity(nf);
+        let mut hist_len = 0;
+        for f in 0..nf {
+            offsets.push(hist_len);
+            hist_len += cuts.n_value_bins(f) + 1;
+        }
         Self {
             n_rows: n,
             n_features: nf,
@@ -222,7 +228,7 @@ impl BinnedMatrix {
             columns,
             cuts,
             offsets,
-            hist_len: nf * SLOTS_PER_FEATURE,
+            hist_len,
             has_missing,
         }
     }
@@ -259,7 +265,7 @@ impl BinnedMatrix {
         &self.cuts
     }
 
-    /// Histogram slot offsets per feature.
+    /// Start of each feature's slots in a node histogram (its value bins, then missing).
     pub fn offsets(&self) -> &[usize] {
         &self.offsets
     }
@@ -288,7 +294,7 @@ mod tests {
         let b = BinnedMatrix::new(&m, cuts);
         assert_eq!(b.codes(), &[2, 0, 1, 3, 0, 2]);
         assert!(b.has_missing(0));
-        assert_eq!(b.hist_len(), SLOTS_PER_FEATURE);
+        assert_eq!(b.hist_len(), 4);
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub struct TrainOptions<'a> {
     pub eval_train: bool,
     /// Destination of `[i]\ttrain-m:v...` lines (flushed each round); None = no evaluation
     /// output (metrics are then only computed when early stopping needs them).
-    pub log: Option<&'a mut dyn Write>,
+    pub log: Option<&'a mut (dyn Write + Send)>,
 }
 
 impl Default for TrainOptions<'_> {
@@ -148,6 +148,20 @@ pub fn train(
 
 /// Trains from already-binned data (the data can be dropped before training).
 pub fn train_binned(
+    params: &XgbParams,
+    data: &BinnedMatrix,
+    labels: &[f32],
+    weights: Option<&[f32]>,
+    valid: Option<&Dataset>,
+    opts: TrainOptions<'_>,
+) -> Result<Booster, TrainError> {
+    // The boosting loop runs on a thread of the current rayon pool (the global one when called
+    // from outside any pool): each of its many parallel steps then starts with this thread
+    // already working, instead of handing off to the pool and sleeping until it is done.
+    rayon::scope(|_| train_in_pool(params, data, labels, weights, valid, opts))
+}
+
+fn train_in_pool(
     params: &XgbParams,
     data: &BinnedMatrix,
     labels: &[f32],
@@ -260,10 +274,15 @@ pub fn train_binned(
             let grown = grower.grow(gr, sampled.then_some(&active[..]), &tree_features, &mut rng);
             let mut tree = grown.tree;
             if matches!(obj, Objective::AbsoluteError) {
+                let rows: Vec<u32> = if sampled {
+                    active.clone()
+                } else {
+                    (0..n as u32).collect()
+                };
                 refit_l1_leaves(
                     &mut tree,
-                    &grown.leaves,
-                    grower.rows(),
+                    &grower,
+                    &rows,
                     &margins,
                     labels,
                     weights,
@@ -272,23 +291,23 @@ pub fn train_binned(
                     params.eta as f32,
                 );
             }
-            // Training margins: leaf ranges give each row's leaf when every row was used.
+            // Training margins: the grower knows each row's leaf when every row was used.
             time(Phase::Margins, || {
+                let t = &tree;
                 if sampled {
                     let missing = grower.missing_codes();
-                    let t = &tree;
                     margins
                         .par_chunks_mut(k)
                         .enumerate()
                         .for_each(|(r, m)| m[g] += t.cond[t.leaf_for_codes(data.row(r), missing)]);
                 } else {
-                    let rows = grower.rows();
-                    for &(leaf, s, e) in &grown.leaves {
-                        let v = tree.cond[leaf];
-                        for &r in &rows[s..e] {
-                            margins[r as usize * k + g] += v;
+                    const BLOCK: usize = 1 << 14;
+                    let gr = &grower;
+                    margins.par_chunks_mut(BLOCK * k).enumerate().for_each(|(b, m)| {
+                        for (i, m) in m.chunks_exact_mut(k).enumerate() {
+                            m[g] += t.cond[gr.leaf_of(b * BLOCK + i)];
                         }
-                    }
+                    });
                 }
             });
             if let (Some(vm), Some(v)) = (valid_margins.as_mut(), valid) {
@@ -374,11 +393,11 @@ pub fn train_binned(
 }
 
 /// reg:absoluteerror: replace each leaf by eta × the weighted median of its rows' residuals
-/// (xgboost's adaptive leaves for L1).
+/// (xgboost's adaptive leaves for L1). `rows` are the rows the tree was grown on, ascending.
 #[allow(clippy::too_many_arguments)]
 fn refit_l1_leaves(
     tree: &mut RegTree,
-    leaves: &[(usize, usize, usize)],
+    grower: &Grower<'_>,
     rows: &[u32],
     margins: &[f32],
     labels: &[f32],
@@ -387,15 +406,13 @@ fn refit_l1_leaves(
     g: usize,
     eta: f32,
 ) {
-    for &(leaf, s, e) in leaves {
-        let pairs: Vec<(f32, f32)> = rows[s..e]
-            .iter()
-            .map(|&r| {
-                let r = r as usize;
-                (labels[r] - margins[r * k + g], weights.map_or(1.0, |w| w[r]))
-            })
-            .collect();
-        if !pairs.is_empty() {
+    let mut per_leaf: Vec<Vec<(f32, f32)>> = vec![Vec::new(); tree.n_nodes()];
+    for &r in rows {
+        let r = r as usize;
+        per_leaf[grower.leaf_of(r)].push((labels[r] - margins[r * k + g], weights.map_or(1.0, |w| w[r])));
+    }
+    for (leaf, pairs) in per_leaf.into_iter().enumerate() {
+        if tree.is_leaf(leaf) && !pairs.is_empty() {
             tree.set_leaf(leaf, eta * weighted_quantile(pairs, 0.5));
         }
     }

@@ -17,6 +17,7 @@
 //! of threads.
 
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
 
@@ -304,34 +305,90 @@ pub fn best_split(
     best
 }
 
-/// A node waiting to be split.
+/// A node of the tree being grown. Its rows are runs (`segs`, ascending) of the row buffer:
+/// one run per root segment it has rows in, so splitting a node partitions each run in place
+/// and never moves rows between runs.
 struct Node {
     nid: usize,
     depth: usize,
-    start: usize,
-    end: usize,
+    segs: Vec<(usize, usize)>,
+    n_rows: usize,
     sum: Wide,
     hist: Option<Vec<Wide>>,
     split: Option<Split>,
+    /// Its exact sums are already known (a child of a [`Kind::Final`] job).
+    done: bool,
 }
+
+impl Node {
+    fn leaf(nid: usize, depth: usize, sum: Wide) -> Node {
+        Node {
+            nid,
+            depth,
+            segs: Vec::new(),
+            n_rows: 0,
+            sum,
+            hist: None,
+            split: None,
+            done: true,
+        }
+    }
+}
+
+/// What one pass does with a node's rows.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Build its histogram.
+    Hist,
+    /// Partition every run by `split` (stable, left rows first) and build the histogram of the
+    /// left (`small_left`) or right side.
+    Split { split: Split, small_left: bool },
+    /// Both children are leaves: exact gradient sums of each side and each row's leaf, without
+    /// moving rows.
+    Final { split: Split, slots: [u32; 2] },
+    /// The node is a leaf: exact gradient sum and each row's leaf.
+    Leaf { slot: u32 },
+}
+
+struct Job {
+    kind: Kind,
+    segs: Vec<(usize, usize)>,
+}
+
+/// The result of one task (consecutive runs of one job, at most `TASK_ROWS` rows).
+struct Part {
+    job: usize,
+    /// Rows going left, per run of the task (`Split`).
+    nls: Vec<usize>,
+    /// Packed histogram (`Hist`, `Split`).
+    hist: Option<Vec<[i64; SLOTS_PER_FEATURE]>>,
+    /// Exact sums: `[left, right]` (`Final`) or `[all, _]` (`Leaf`).
+    sums: [Entry; 2],
+}
+
+/// Rows per run of the root (a node keeps at most one run per root segment).
+const SEG: usize = 1 << 14;
+/// Most rows in one task; at most `PIECE`, so one packed histogram per task cannot overflow.
+const TASK_ROWS: usize = 1 << 14;
+const _: () = assert!(TASK_ROWS <= PIECE && SEG <= TASK_ROWS);
 
 /// Grows trees for one data set; keeps its buffers between trees.
 pub struct Grower<'a> {
     data: &'a BinnedMatrix,
     p: &'a GrowParams,
     rows: Vec<u32>,
+    scratch: Vec<u32>,
     packed: Vec<i64>,
     quant: Quant,
     missing_code: Vec<u8>,
-    scratch: Vec<u32>,
+    /// Leaf (node id) of every row of the last tree (rows it was grown on).
+    pos: Vec<AtomicU32>,
 }
 
-/// A grown tree and, for every leaf, the range of the row buffer holding its rows.
+/// A grown tree.
 pub struct Grown {
     /// The tree (leaf values already shrunk by eta).
     pub tree: RegTree,
-    /// (leaf id, start, end) into [`Grower::rows`].
-    pub leaves: Vec<(usize, usize, usize)>,
 }
 
 impl<'a> Grower<'a> {
@@ -344,19 +401,22 @@ impl<'a> Grower<'a> {
             data,
             p,
             rows: Vec::new(),
+            scratch: Vec::new(),
             packed: Vec::new(),
             quant: Quant {
                 g_scale: 1.0,
                 h_scale: 1.0,
             },
             missing_code,
-            scratch: Vec::new(),
+            pos: Vec::new(),
         }
     }
 
-    /// The row buffer; leaf ranges of the last [`Grown`] index into it.
-    pub fn rows(&self) -> &[u32] {
-        &self.rows
+    /// The leaf (node id) row `r` fell in, in the last tree; only meaningful for rows the tree
+    /// was grown on.
+    #[inline]
+    pub fn leaf_of(&self, r: usize) -> usize {
+        self.pos[r].load(Ordering::Relaxed) as usize
     }
 
     /// Missing code per feature.
@@ -364,8 +424,8 @@ impl<'a> Grower<'a> {
         &self.missing_code
     }
 
-    /// Grows one tree on the rows in `active` (None = all rows) using `features` (by-tree
-    /// column sample, ascending).
+    /// Grows one tree on the rows in `active` (None = all rows; ascending) using `features`
+    /// (by-tree column sample, ascending).
     pub fn grow(&mut self, grads: &[GradPair], active: Option<&[u32]>, features: &[usize], rng: &mut Rng) -> Grown {
         self.rows.clear();
         match active {
@@ -373,65 +433,96 @@ impl<'a> Grower<'a> {
             None => self.rows.extend(0..self.data.n_rows() as u32),
         }
         let n = self.rows.len();
+        self.scratch.resize(n, 0);
+        if self.pos.len() != self.data.n_rows() {
+            self.pos = (0..self.data.n_rows()).map(|_| AtomicU32::new(0)).collect();
+        }
         self.quant = time(Phase::Quantize, || Quant::quantize(grads, &mut self.packed));
-        let sum = self.sum_packed(0, n);
-        let p = self.p;
+        let segs: Vec<(usize, usize)> = (0..n).step_by(SEG).map(|s| (s, (s + SEG).min(n))).collect();
         let mut tree = RegTree::new_root(0.0, 0.0);
-        let mut ranges = vec![(0usize, n)];
+        let parts = time(Phase::Histograms, || {
+            self.run(
+                &[Job {
+                    kind: Kind::Hist,
+                    segs: segs.clone(),
+                }],
+                grads,
+            )
+        });
+        let hist = self.reduce(&parts);
+        let sum = if self.data.n_features() > 0 {
+            let nb = self.data.cuts().n_value_bins(0);
+            hist[..=nb].iter().fold(Wide::default(), |a, &b| a.add(b))
+        } else {
+            self.sum_packed(0, n)
+        };
         let root = Node {
             nid: 0,
             depth: 0,
-            start: 0,
-            end: n,
+            segs,
+            n_rows: n,
             sum,
-            hist: None,
+            hist: Some(hist),
             split: None,
+            done: false,
         };
-        if self.can_split(&root) {
-            if p.lossguide {
-                self.grow_lossguide(root, features, rng, &mut tree, &mut ranges);
+        let leaf_sums = if self.can_split(&root) {
+            if self.p.lossguide {
+                self.grow_lossguide(root, features, rng, &mut tree, grads)
             } else {
-                self.grow_depthwise(root, features, rng, &mut tree, &mut ranges);
+                self.grow_depthwise(root, features, rng, &mut tree, grads)
             }
-        }
-        let leaves: Vec<(usize, usize, usize)> = (0..tree.n_nodes())
-            .filter(|&i| tree.is_leaf(i))
-            .map(|i| (i, ranges[i].0, ranges[i].1))
-            .collect();
-        time(Phase::Leaves, || self.finalize(&mut tree, &leaves, grads));
-        Grown { tree, leaves }
+        } else {
+            self.leaf_sums(vec![root], grads)
+        };
+        time(Phase::Leaves, || self.finalize(&mut tree, &leaf_sums));
+        Grown { tree }
     }
 
-    /// Sets leaf values, weights and covers from exact gradient sums of each leaf's rows.
-    fn finalize(&self, tree: &mut RegTree, leaves: &[(usize, usize, usize)], grads: &[GradPair]) {
-        let p = self.p;
-        let rows = &self.rows;
-        let sums: Vec<Entry> = leaves
-            .par_iter()
-            .map(|&(_, s, e)| {
-                // Two accumulators halve the chain of dependent f64 adds.
-                let (mut a, mut b) = (Entry::default(), Entry::default());
-                let leaf_rows = &rows[s..e];
-                let mut pairs = leaf_rows.chunks_exact(2);
-                for pair in &mut pairs {
-                    let (x, y) = (grads[pair[0] as usize], grads[pair[1] as usize]);
-                    a.g += f64::from(x.g);
-                    a.h += f64::from(x.h);
-                    b.g += f64::from(y.g);
-                    b.h += f64::from(y.h);
-                }
-                for &r in pairs.remainder() {
-                    let x = grads[r as usize];
-                    a.g += f64::from(x.g);
-                    a.h += f64::from(x.h);
-                }
-                a.add(b);
-                a
+    /// Exact sums (and row positions) of leaves.
+    fn leaf_sums(&mut self, leaves: Vec<Node>, grads: &[GradPair]) -> Vec<(usize, Entry)> {
+        let jobs: Vec<Job> = leaves
+            .into_iter()
+            .filter(|n| !n.done)
+            .map(|n| Job {
+                kind: Kind::Leaf { slot: n.nid as u32 },
+                segs: n.segs,
             })
             .collect();
+        if jobs.is_empty() {
+            return Vec::new();
+        }
+        let parts = time(Phase::Leaves, || self.run(&jobs, grads));
+        Self::collect_sums(&jobs, &parts)
+    }
+
+    /// Exact leaf sums produced by the `Leaf` and `Final` jobs of a pass.
+    fn collect_sums(jobs: &[Job], parts: &[Part]) -> Vec<(usize, Entry)> {
+        let mut out = Vec::new();
+        for (j, job) in jobs.iter().enumerate() {
+            let mut s = [Entry::default(); 2];
+            for part in parts.iter().filter(|p| p.job == j) {
+                s[0].add(part.sums[0]);
+                s[1].add(part.sums[1]);
+            }
+            match job.kind {
+                Kind::Leaf { slot } => out.push((slot as usize, s[0])),
+                Kind::Final { slots, .. } => {
+                    out.push((slots[0] as usize, s[0]));
+                    out.push((slots[1] as usize, s[1]));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Sets leaf values, weights and covers from the exact gradient sums of each leaf's rows.
+    fn finalize(&self, tree: &mut RegTree, leaf_sums: &[(usize, Entry)]) {
+        let p = self.p;
         let mut node_sum = vec![Entry::default(); tree.n_nodes()];
-        for (&(leaf, _, _), s) in leaves.iter().zip(&sums) {
-            node_sum[leaf] = *s;
+        for &(leaf, s) in leaf_sums {
+            node_sum[leaf] = s;
             tree.set_leaf(leaf, (p.eta * p.leaf_weight(s.g, s.h)) as f32);
             tree.sum_hess[leaf] = s.h as f32;
         }
@@ -452,10 +543,13 @@ impl<'a> Grower<'a> {
         }
     }
 
+    /// Whether a node at `depth` with sums `sum` may split, rows aside.
+    fn may_split(&self, depth: usize, sum: Wide) -> bool {
+        (self.p.max_depth == 0 || depth < self.p.max_depth) && self.quant.decode(sum).h >= 2.0 * self.p.min_child_weight
+    }
+
     fn can_split(&self, n: &Node) -> bool {
-        (self.p.max_depth == 0 || n.depth < self.p.max_depth)
-            && n.end - n.start >= 2
-            && self.quant.decode(n.sum).h >= 2.0 * self.p.min_child_weight
+        n.n_rows >= 2 && self.may_split(n.depth, n.sum)
     }
 
     fn valid(&self, s: &Split) -> bool {
@@ -470,26 +564,81 @@ impl<'a> Grower<'a> {
         }
     }
 
-    fn children(node: &Node, mid: usize, l: usize, r: usize, s: &Split) -> (Node, Node) {
-        let left = Node {
-            nid: l,
-            depth: node.depth + 1,
-            start: node.start,
-            end: mid,
-            sum: s.left,
-            hist: None,
-            split: None,
+    /// The job that splits `node` by `s` into tree nodes `l` and `r`, and the two children
+    /// (without rows yet unless the job is `Final`).
+    fn split_job(&self, node: &mut Node, s: Split, l: usize, r: usize) -> (Job, Node, Node) {
+        let depth = node.depth + 1;
+        let segs = std::mem::take(&mut node.segs);
+        if !self.may_split(depth, s.left) && !self.may_split(depth, s.right) {
+            let job = Job {
+                kind: Kind::Final {
+                    split: s,
+                    slots: [l as u32, r as u32],
+                },
+                segs,
+            };
+            return (job, Node::leaf(l, depth, s.left), Node::leaf(r, depth, s.right));
+        }
+        // Build the side with less hessian (a proxy for fewer rows); the other is the
+        // parent minus it. Either way the histograms are the same exact integers.
+        let small_left = s.left.h <= s.right.h;
+        let job = Job {
+            kind: Kind::Split { split: s, small_left },
+            segs,
         };
-        let right = Node {
-            nid: r,
-            depth: node.depth + 1,
-            start: mid,
-            end: node.end,
-            sum: s.right,
-            hist: None,
-            split: None,
+        let child = |nid, sum| Node {
+            done: false,
+            ..Node::leaf(nid, depth, sum)
         };
-        (left, right)
+        (job, child(l, s.left), child(r, s.right))
+    }
+
+    /// After a `Split` job ran: the children's rows.
+    fn child_rows(job: &Job, parts: &[Part], left: &mut Node, right: &mut Node) {
+        let nls = parts.iter().flat_map(|p| p.nls.iter().copied());
+        for (&(s, e), nl) in job.segs.iter().zip(nls) {
+            if nl > 0 {
+                left.segs.push((s, s + nl));
+            }
+            if s + nl < e {
+                right.segs.push((s + nl, e));
+            }
+            left.n_rows += nl;
+            right.n_rows += e - s - nl;
+        }
+    }
+
+    /// After a `Split` job ran and [`Self::child_rows`]: histograms and best splits (over
+    /// `feats`) of the children that can split.
+    fn child_hists(
+        &self,
+        job: &Job,
+        parts: &[Part],
+        parent: Option<Vec<Wide>>,
+        left: &mut Node,
+        right: &mut Node,
+        feats: [&[usize]; 2],
+    ) {
+        let Kind::Split { small_left, .. } = job.kind else {
+            unreachable!("child_hists after a non-split job")
+        };
+        let (cl, cr) = (self.can_split(left), self.can_split(right));
+        if !(cl || cr) {
+            return;
+        }
+        let small = self.reduce(parts);
+        let (lh, rh) = match parent {
+            Some(parent) if (small_left && cr) || (!small_left && cl) => sibling_hists(parent, small, small_left),
+            _ if small_left => (small, Vec::new()),
+            _ => (Vec::new(), small),
+        };
+        let (data, p, q) = (self.data, self.p, &self.quant);
+        for (child, h, ok, f) in [(left, lh, cl, feats[0]), (right, rh, cr, feats[1])] {
+            if ok {
+                child.split = time(Phase::Splits, || best_split(data, p, q, &h, child.sum, f));
+                child.hist = Some(h);
+            }
+        }
     }
 
     fn grow_depthwise(
@@ -498,26 +647,20 @@ impl<'a> Grower<'a> {
         features: &[usize],
         rng: &mut Rng,
         tree: &mut RegTree,
-        ranges: &mut Vec<(usize, usize)>,
-    ) {
+        grads: &[GradPair],
+    ) -> Vec<(usize, Entry)> {
         let p = self.p;
-        root.hist = self.build_hists(&[(0, root.end)]).pop();
+        let mut leaf_sums = Vec::new();
+        let level_feats = self.sample(features, p.colsample_bylevel, rng);
+        let feats = self.sample(&level_feats, p.colsample_bynode, rng);
+        if let Some(h) = &root.hist {
+            root.split = time(Phase::Splits, || {
+                best_split(self.data, p, &self.quant, h, root.sum, &feats)
+            });
+        }
         let mut level = vec![root];
         let mut n_leaves = 1;
-        while !level.is_empty() {
-            let level_feats = self.sample(features, p.colsample_bylevel, rng);
-            let node_feats: Vec<Vec<usize>> = level
-                .iter()
-                .map(|_| self.sample(&level_feats, p.colsample_bynode, rng))
-                .collect();
-            let (data, q) = (self.data, self.quant);
-            time(Phase::Splits, || {
-                level.par_iter_mut().zip(node_feats.par_iter()).for_each(|(n, feats)| {
-                    if let Some(h) = &n.hist {
-                        n.split = best_split(data, p, &q, h, n.sum, feats);
-                    }
-                })
-            });
+        loop {
             // Expand the best splits first so a leaf limit keeps the most useful ones.
             let gain = |i: usize| level[i].split.map_or(0.0, |s| s.loss_chg);
             let mut order: Vec<usize> = (0..level.len())
@@ -527,53 +670,79 @@ impl<'a> Grower<'a> {
             if p.max_leaves > 0 {
                 order.truncate(p.max_leaves.saturating_sub(n_leaves));
             }
-            order.sort_unstable();
             if order.is_empty() {
                 break;
             }
-            let jobs: Vec<(usize, usize, Split)> = order
-                .iter()
-                .filter_map(|&i| level[i].split.map(|s| (level[i].start, level[i].end, s)))
-                .collect();
-            let mids = self.partition(&jobs);
+            let mut chosen = vec![false; level.len()];
+            for &i in &order {
+                chosen[i] = true;
+            }
+            // One pass: split the chosen nodes, and settle the others (leaves now).
+            let mut jobs = Vec::new();
             let mut next = Vec::new();
-            let mut to_build = Vec::new();
-            for (&i, mid) in order.iter().zip(mids) {
-                let node = &mut level[i];
-                let Some(s) = node.split else { continue };
-                let (l, r) = self.apply_split(tree, node, &s);
-                n_leaves += 1;
-                ranges.resize(tree.n_nodes(), (0, 0));
-                ranges[l] = (node.start, mid);
-                ranges[r] = (mid, node.end);
-                let (left, right) = Self::children(node, mid, l, r, &s);
-                if self.can_split(&left) || self.can_split(&right) {
-                    let small_is_left = mid - node.start <= node.end - mid;
-                    let small = if small_is_left {
-                        (left.start, left.end)
-                    } else {
-                        (right.start, right.end)
-                    };
-                    to_build.push((next.len(), small_is_left, small, node.hist.take()));
+            // (job index, parent histogram, index of the left child in `next`)
+            let mut splits = Vec::new();
+            for (mut node, chosen) in level.into_iter().zip(chosen) {
+                if !chosen {
+                    if !node.done {
+                        jobs.push(Job {
+                            kind: Kind::Leaf { slot: node.nid as u32 },
+                            segs: std::mem::take(&mut node.segs),
+                        });
+                    }
+                    continue;
                 }
+                let s = node.split.expect("chosen nodes have splits");
+                let (l, r) = self.apply_split(tree, &node, &s);
+                n_leaves += 1;
+                let (job, left, right) = self.split_job(&mut node, s, l, r);
+                if matches!(job.kind, Kind::Split { .. }) {
+                    splits.push((jobs.len(), node.hist.take(), next.len()));
+                }
+                jobs.push(job);
                 next.push(left);
                 next.push(right);
             }
-            let small_ranges: Vec<(usize, usize)> = to_build.iter().map(|t| t.2).collect();
-            let built = self.build_hists(&small_ranges);
-            for ((pos, small_is_left, _, parent), small_hist) in to_build.into_iter().zip(built) {
-                let Some(parent) = parent else { continue };
-                let (lh, rh) = sibling_hists(parent, small_hist, small_is_left);
-                next[pos].hist = Some(lh);
-                next[pos + 1].hist = Some(rh);
-            }
-            for n in &mut next {
-                if !self.can_split(n) {
-                    n.hist = None;
+            // Features of the next level, drawn in node order before its splits are searched.
+            let level_feats = self.sample(features, p.colsample_bylevel, rng);
+            let node_feats: Vec<Vec<usize>> = next
+                .iter()
+                .map(|_| self.sample(&level_feats, p.colsample_bynode, rng))
+                .collect();
+            let parts = time(Phase::Partition, || self.run(&jobs, grads));
+            leaf_sums.extend(Self::collect_sums(&jobs, &parts));
+            // Per split: the children's rows, histograms (one reduced, one subtracted) and best
+            // splits, in parallel over splits.
+            let mut ranges = vec![(0, 0); jobs.len()];
+            for (i, part) in parts.iter().enumerate() {
+                if ranges[part.job].1 == 0 {
+                    ranges[part.job].0 = i;
                 }
+                ranges[part.job].1 = i + 1;
             }
+            let mut pairs: Vec<(&mut Node, &mut Node)> = Vec::new();
+            let mut rest = &mut next[..];
+            let mut at = 0;
+            for &(_, _, k) in &splits {
+                let (pair, tail) = std::mem::take(&mut rest)[k - at..].split_at_mut(2);
+                let (a, b) = pair.split_at_mut(1);
+                pairs.push((&mut a[0], &mut b[0]));
+                (rest, at) = (tail, k + 2);
+            }
+            let this = &*self;
+            let (jobs, parts, ranges, node_feats) = (&jobs, &parts, &ranges, &node_feats);
+            splits
+                .into_par_iter()
+                .zip(pairs)
+                .for_each(|((j, parent, k), (left, right))| {
+                    let ps = &parts[ranges[j].0..ranges[j].1];
+                    Self::child_rows(&jobs[j], ps, left, right);
+                    this.child_hists(&jobs[j], ps, parent, left, right, [&node_feats[k], &node_feats[k + 1]]);
+                });
             level = next;
         }
+        leaf_sums.extend(self.leaf_sums(level, grads));
+        leaf_sums
     }
 
     fn grow_lossguide(
@@ -582,8 +751,8 @@ impl<'a> Grower<'a> {
         features: &[usize],
         rng: &mut Rng,
         tree: &mut RegTree,
-        ranges: &mut Vec<(usize, usize)>,
-    ) {
+        grads: &[GradPair],
+    ) -> Vec<(usize, Entry)> {
         /// Heap entry: best gain first, then earliest pushed.
         struct Cand(f64, std::cmp::Reverse<usize>, Node);
         impl PartialEq for Cand {
@@ -610,7 +779,6 @@ impl<'a> Grower<'a> {
             }
             this.sample(&level_feats[depth], p.colsample_bynode, rng)
         };
-        root.hist = self.build_hists(&[(0, root.end)]).pop();
         let f = feats_for(0, rng, self);
         root.split = root
             .hist
@@ -623,51 +791,53 @@ impl<'a> Grower<'a> {
             std::cmp::Reverse(stamp),
             root,
         ));
+        let mut leaves = Vec::new();
+        let mut leaf_sums = Vec::new();
         let mut n_leaves = 1;
         while let Some(Cand(_, _, mut node)) = heap.pop() {
-            let Some(s) = node.split else { continue };
-            if !self.valid(&s) {
+            let Some(s) = node.split.filter(|s| self.valid(s)) else {
+                leaves.push(node);
                 continue;
-            }
+            };
             if p.max_leaves > 0 && n_leaves >= p.max_leaves {
+                leaves.push(node);
                 break;
             }
-            let mid = self.partition(&[(node.start, node.end, s)])[0];
             let (l, r) = self.apply_split(tree, &node, &s);
             n_leaves += 1;
-            ranges.resize(tree.n_nodes(), (0, 0));
-            ranges[l] = (node.start, mid);
-            ranges[r] = (mid, node.end);
-            let (mut left, mut right) = Self::children(&node, mid, l, r, &s);
-            let (cl, cr) = (self.can_split(&left), self.can_split(&right));
-            if !(cl || cr) {
+            let (job, mut left, mut right) = self.split_job(&mut node, s, l, r);
+            let jobs = [job];
+            let parts = time(Phase::Partition, || self.run(&jobs, grads));
+            if !matches!(jobs[0].kind, Kind::Split { .. }) {
+                leaf_sums.extend(Self::collect_sums(&jobs, &parts));
                 continue;
             }
-            let small_is_left = mid - node.start <= node.end - mid;
-            let small = if small_is_left {
-                (left.start, left.end)
+            // Sample features only for children that can split, in order.
+            Self::child_rows(&jobs[0], &parts, &mut left, &mut right);
+            let fl = if self.can_split(&left) {
+                feats_for(left.depth, rng, self)
             } else {
-                (right.start, right.end)
+                Vec::new()
             };
-            let (Some(small_hist), Some(parent)) = (self.build_hists(&[small]).pop(), node.hist.take()) else {
-                continue;
+            let fr = if self.can_split(&right) {
+                feats_for(right.depth, rng, self)
+            } else {
+                Vec::new()
             };
-            let (lh, rh) = sibling_hists(parent, small_hist, small_is_left);
-            for (child, h, ok) in [(&mut left, lh, cl), (&mut right, rh, cr)] {
-                if ok {
-                    let f = feats_for(child.depth, rng, self);
-                    child.split = best_split(self.data, p, &self.quant, &h, child.sum, &f);
-                    child.hist = Some(h);
-                }
-            }
+            self.child_hists(&jobs[0], &parts, node.hist.take(), &mut left, &mut right, [&fl, &fr]);
             for child in [left, right] {
                 if child.split.is_some_and(|s| self.valid(&s)) {
                     stamp += 1;
                     let g = child.split.map_or(0.0, |s| s.loss_chg);
                     heap.push(Cand(g, std::cmp::Reverse(stamp), child));
+                } else {
+                    leaves.push(child);
                 }
             }
         }
+        leaves.extend(heap.into_iter().map(|c| c.2));
+        leaf_sums.extend(self.leaf_sums(leaves, grads));
+        leaf_sums
     }
 
     fn apply_split(&self, tree: &mut RegTree, node: &Node, s: &Split) -> (usize, usize) {
@@ -698,133 +868,211 @@ impl<'a> Grower<'a> {
             .reduce(Wide::default, Wide::add)
     }
 
-    /// Histograms of the given row ranges (one per range).
-    fn build_hists(&self, jobs: &[(usize, usize)]) -> Vec<Vec<Wide>> {
-        time(Phase::Histograms, || self.build_hists_inner(jobs))
-    }
-
-    fn build_hists_inner(&self, jobs: &[(usize, usize)]) -> Vec<Vec<Wide>> {
-        let pieces: Vec<(usize, usize, usize)> = jobs
-            .iter()
-            .enumerate()
-            .flat_map(|(j, &(s, e))| (s..e).step_by(PIECE).map(move |ps| (j, ps, (ps + PIECE).min(e))))
-            .collect();
+    /// The node histogram (compact layout) summed from a job's packed task histograms.
+    fn reduce(&self, parts: &[Part]) -> Vec<Wide> {
         let data = self.data;
-        let rows = &self.rows;
-        let packed = &self.packed;
-        let len = data.hist_len();
-        // Integer sums are exact, so combining pieces in any order gives the same histogram.
-        let partials: Vec<(usize, Vec<[i64; SLOTS_PER_FEATURE]>)> = pieces
-            .par_iter()
-            .map(|&(j, s, e)| {
-                let mut h = vec![[0i64; SLOTS_PER_FEATURE]; data.n_features()];
-                accumulate(&mut h, data, packed, &rows[s..e]);
-                (j, h)
-            })
-            .collect();
-        let mut out: Vec<Vec<Wide>> = vec![Vec::new(); jobs.len()];
-        for (j, h) in partials {
-            let acc = &mut out[j];
-            if acc.is_empty() {
-                acc.extend(h.iter().flatten().map(|&s| Quant::unpack(s)));
-            } else {
-                for (a, &b) in acc.iter_mut().zip(h.iter().flatten()) {
+        let mut out = vec![Wide::default(); data.hist_len()];
+        for h in parts.iter().filter_map(|p| p.hist.as_ref()) {
+            for (f, hf) in h.iter().enumerate() {
+                let off = data.offsets()[f];
+                let nb = self.missing_code[f] as usize;
+                for (a, &b) in out[off..=off + nb].iter_mut().zip(&hf[..=nb]) {
                     *a = a.add(Quant::unpack(b));
                 }
-            }
-        }
-        for h in &mut out {
-            if h.is_empty() {
-                h.resize(len, Wide::default());
             }
         }
         out
     }
 
-    /// Stable in-place partition of each (start, end, split) range; returns each split point.
-    fn partition(&mut self, jobs: &[(usize, usize, Split)]) -> Vec<usize> {
-        time(Phase::Partition, || self.partition_inner(jobs))
-    }
-
-    fn partition_inner(&mut self, jobs: &[(usize, usize, Split)]) -> Vec<usize> {
-        // Pieces in row-buffer order, so disjoint slices can be carved off front to back.
-        let mut pieces: Vec<(usize, usize, usize)> = jobs
+    /// Runs `jobs` in one parallel pass. Each job's runs are cut into tasks of at most
+    /// `TASK_ROWS` rows (consecutive runs, never depending on the thread count); the parts come
+    /// back in (job, run) order.
+    fn run(&mut self, jobs: &[Job], grads: &[GradPair]) -> Vec<Part> {
+        // (job, first run, end run)
+        let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+        for (j, job) in jobs.iter().enumerate() {
+            let (mut first, mut rows) = (0, 0);
+            for (k, &(s, e)) in job.segs.iter().enumerate() {
+                if k > first && rows + (e - s) > TASK_ROWS {
+                    tasks.push((j, first, k));
+                    (first, rows) = (k, 0);
+                }
+                rows += e - s;
+            }
+            tasks.push((j, first, job.segs.len()));
+        }
+        // Carve every run out of the row and scratch buffers (runs are disjoint).
+        let mut spans: Vec<(usize, usize, usize)> = tasks
             .iter()
             .enumerate()
-            .flat_map(|(j, &(s, e, _))| (s..e).step_by(PIECE).map(move |ps| (j, ps, (ps + PIECE).min(e))))
+            .flat_map(|(t, &(j, a, b))| jobs[j].segs[a..b].iter().map(move |&(s, e)| (s, e, t)))
             .collect();
-        pieces.sort_unstable_by_key(|p| p.1);
-        let n = self.rows.len();
-        self.scratch.resize(n, 0);
-        let (data, missing) = (self.data, &self.missing_code);
-        let mut bufs = Vec::with_capacity(pieces.len());
-        let (mut rest_rows, mut rest_scratch, mut at) = (&mut self.rows[..], &mut self.scratch[..], 0);
-        for &(_, s, e) in &pieces {
-            let (pr, tail_r) = rest_rows[s - at..].split_at_mut(e - s);
-            let (ps, tail_s) = rest_scratch[s - at..].split_at_mut(e - s);
-            bufs.push((pr, ps));
-            (rest_rows, rest_scratch, at) = (tail_r, tail_s, e);
+        spans.sort_unstable_by_key(|s| s.0);
+        type Run<'b> = (&'b mut [u32], &'b mut [u32]);
+        let mut mine: Vec<Vec<Run<'_>>> = (0..tasks.len()).map(|_| Vec::new()).collect();
+        let (mut rest_r, mut rest_s, mut at) = (&mut self.rows[..], &mut self.scratch[..], 0);
+        for (s, e, t) in spans {
+            let (pr, tail_r) = rest_r[s - at..].split_at_mut(e - s);
+            let (ps, tail_s) = rest_s[s - at..].split_at_mut(e - s);
+            mine[t].push((pr, ps));
+            (rest_r, rest_s, at) = (tail_r, tail_s, e);
         }
-        // Lefts are compacted in place (the write index never passes the read index), rights go
-        // to the scratch buffer. Every row is written to both places and one cursor advances:
-        // no branch to mispredict on the coin-flip left/right decision.
-        let counts: Vec<usize> = pieces
-            .par_iter()
-            .zip(bufs.into_par_iter())
-            .map(|(&(j, _, _), (piece, right))| {
-                let sp = jobs[j].2;
-                let col = data.column(sp.feature);
-                let (bin, miss, dl) = (sp.bin, missing[sp.feature], sp.default_left);
-                let (mut nl, mut nr) = (0, 0);
-                // Decide a block of rows first, then move them: the cursors depend on every
-                // decision, so deciding inside the moving loop would serialise the column loads
-                // (one cache latency per row) instead of overlapping them.
-                let mut flags = [false; 256];
-                for start in (0..piece.len()).step_by(flags.len()) {
-                    let end = (start + flags.len()).min(piece.len());
-                    for (f, &r) in flags.iter_mut().zip(&piece[start..end]) {
-                        let c = col[r as usize];
-                        *f = (c <= bin) | ((c == miss) & dl);
+        let (data, packed, pos, missing) = (self.data, &self.packed, &self.pos, &self.missing_code);
+        mine.into_par_iter()
+            .zip(tasks.par_iter())
+            .map(|(runs, &(j, _, _))| {
+                let mut part = Part {
+                    job: j,
+                    nls: Vec::new(),
+                    hist: None,
+                    sums: [Entry::default(); 2],
+                };
+                match jobs[j].kind {
+                    Kind::Hist => {
+                        let mut h = vec![[0i64; SLOTS_PER_FEATURE]; data.n_features()];
+                        for (r, _) in runs {
+                            accumulate(&mut h, data, packed, r);
+                        }
+                        part.hist = Some(h);
                     }
-                    for (i, &left) in (start..end).zip(&flags) {
-                        let r = piece[i];
-                        piece[nl] = r;
-                        right[nr] = r;
-                        nl += usize::from(left);
-                        nr += usize::from(!left);
+                    Kind::Split { split, small_left } => {
+                        let mut h = vec![[0i64; SLOTS_PER_FEATURE]; data.n_features()];
+                        let (col, miss) = (data.column(split.feature), missing[split.feature]);
+                        for (r, s) in runs {
+                            let nl = partition_run(r, s, col, split.bin, miss, split.default_left);
+                            part.nls.push(nl);
+                            accumulate(&mut h, data, packed, if small_left { &r[..nl] } else { &r[nl..] });
+                        }
+                        part.hist = Some(h);
+                    }
+                    Kind::Final { split, slots } => {
+                        let (col, miss, bin) = (data.column(split.feature), missing[split.feature], split.bin);
+                        part.sums = if split.default_left {
+                            final_sums(&runs, grads, pos, slots, |r| {
+                                let c = col[r as usize];
+                                (c <= bin) | (c == miss)
+                            })
+                        } else {
+                            final_sums(&runs, grads, pos, slots, |r| col[r as usize] <= bin)
+                        };
+                    }
+                    Kind::Leaf { slot } => {
+                        // Two accumulators halve the chain of dependent f64 adds.
+                        let (mut a, mut b) = (Entry::default(), Entry::default());
+                        for (r, _) in runs {
+                            let mut pairs = r.chunks_exact(2);
+                            for pair in &mut pairs {
+                                let (x, y) = (grads[pair[0] as usize], grads[pair[1] as usize]);
+                                a.g += f64::from(x.g);
+                                a.h += f64::from(x.h);
+                                b.g += f64::from(y.g);
+                                b.h += f64::from(y.h);
+                                pos[pair[0] as usize].store(slot, Ordering::Relaxed);
+                                pos[pair[1] as usize].store(slot, Ordering::Relaxed);
+                            }
+                            for &x in pairs.remainder() {
+                                a.g += f64::from(grads[x as usize].g);
+                                a.h += f64::from(grads[x as usize].h);
+                                pos[x as usize].store(slot, Ordering::Relaxed);
+                            }
+                        }
+                        a.add(b);
+                        part.sums[0] = a;
                     }
                 }
-                nl
+                part
             })
-            .collect();
-        // Per node: move each piece's lefts down to follow the previous ones (destinations never
-        // pass their sources), then append every piece's rights after all the lefts.
-        let mut mids = vec![0; jobs.len()];
-        let mut k = 0;
-        while k < pieces.len() {
-            let j = pieces[k].0;
-            let first = k;
-            while k < pieces.len() && pieces[k].0 == j {
-                k += 1;
-            }
-            let mut dest = jobs[j].0;
-            for q in first..k {
-                let s = pieces[q].1;
-                if dest != s {
-                    self.rows.copy_within(s..s + counts[q], dest);
-                }
-                dest += counts[q];
-            }
-            mids[j] = dest;
-            for q in first..k {
-                let (_, s, e) = pieces[q];
-                let nr = e - s - counts[q];
-                self.rows[dest..dest + nr].copy_from_slice(&self.scratch[s..s + nr]);
-                dest += nr;
+            .collect()
+    }
+}
+
+/// Exact `[left, right]` gradient sums of the rows of `runs` (split by `left`), recording each
+/// row's leaf (`slots[0]` left, `slots[1]` right) in `pos`.
+#[inline(always)]
+fn final_sums(
+    runs: &[(&mut [u32], &mut [u32])],
+    grads: &[GradPair],
+    pos: &[AtomicU32],
+    slots: [u32; 2],
+    left: impl Fn(u32) -> bool,
+) -> [Entry; 2] {
+    // Sums of the left rows and of all rows, each over even and odd positions: four
+    // independent chains of f64 adds per sum instead of one.
+    let (mut l, mut t) = ([Entry::default(); 2], [Entry::default(); 2]);
+    for (run, _) in runs {
+        let mut pairs = run.chunks_exact(2);
+        for pair in &mut pairs {
+            for (k, &r) in pair.iter().enumerate() {
+                let goes_left = left(r);
+                let gp = grads[r as usize];
+                let (g, h) = (f64::from(gp.g), f64::from(gp.h));
+                l[k].g += if goes_left { g } else { 0.0 };
+                l[k].h += if goes_left { h } else { 0.0 };
+                t[k].g += g;
+                t[k].h += h;
+                pos[r as usize].store(if goes_left { slots[0] } else { slots[1] }, Ordering::Relaxed);
             }
         }
-        mids
+        for &r in pairs.remainder() {
+            let goes_left = left(r);
+            let gp = grads[r as usize];
+            let (g, h) = (f64::from(gp.g), f64::from(gp.h));
+            l[0].g += if goes_left { g } else { 0.0 };
+            l[0].h += if goes_left { h } else { 0.0 };
+            t[0].g += g;
+            t[0].h += h;
+            pos[r as usize].store(if goes_left { slots[0] } else { slots[1] }, Ordering::Relaxed);
+        }
     }
+    l[0].add(l[1]);
+    t[0].add(t[1]);
+    [
+        l[0],
+        Entry {
+            g: t[0].g - l[0].g,
+            h: t[0].h - l[0].h,
+        },
+    ]
+}
+
+/// Stable in-place partition of one run (`scratch` is at least as long): rows going left first,
+/// in their order, then the rest. Returns the number going left.
+fn partition_run(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, miss: u8, dl: bool) -> usize {
+    // Missing codes are above every value bin, so they only need a test when they go left.
+    if dl {
+        partition_by(rows, scratch, col, |c| (c <= bin) | (c == miss))
+    } else {
+        partition_by(rows, scratch, col, |c| c <= bin)
+    }
+}
+
+/// Rows ahead whose column byte the partition loop prefetches.
+const PREFETCH_COL: usize = 64;
+
+#[inline(always)]
+fn partition_by(rows: &mut [u32], scratch: &mut [u32], col: &[u8], left: impl Fn(u8) -> bool) -> usize {
+    let n = rows.len();
+    let scratch = &mut scratch[..n];
+    let (mut nl, mut nr) = (0, 0);
+    for &r in &rows[..PREFETCH_COL.min(n)] {
+        prefetch(col.as_ptr().wrapping_add(r as usize));
+    }
+    // Lefts are compacted in place (the write index never passes the read index), rights go to
+    // the scratch buffer. Every row is written to both and one cursor advances: no branch to
+    // mispredict on the coin-flip decision.
+    for i in 0..n {
+        if let Some(&ahead) = rows.get(i + PREFETCH_COL) {
+            prefetch(col.as_ptr().wrapping_add(ahead as usize));
+        }
+        let r = rows[i];
+        let l = left(col[r as usize]);
+        rows[nl] = r;
+        scratch[nr] = r;
+        nl += usize::from(l);
+        nr += usize::from(!l);
+    }
+    rows[nl..].copy_from_slice(&scratch[..nr]);
+    nl
 }
 
 /// (left, right) histograms from the parent's and the smaller child's: sibling = parent − child,
@@ -854,6 +1102,7 @@ fn accumulate(hist: &mut [[i64; SLOTS_PER_FEATURE]], data: &BinnedMatrix, packed
     // A node's rows are ascending (the root is 0..n and partitioning is stable), so a range
     // whose ends are len - 1 apart is contiguous: stream it without the index and prefetches.
     if let (Some(&first), Some(&last)) = (rows.first(), rows.last())
+        && first <= last
         && (last - first) as usize + 1 == rows.len()
         && nf > 0
     {
@@ -946,6 +1195,32 @@ mod tests {
         h
     }
 
+    /// A grower over `rows` (in this buffer order) with quantized `grads`.
+    fn setup<'a>(b: &'a BinnedMatrix, p: &'a GrowParams, rows: Vec<u32>, grads: &[GradPair]) -> Grower<'a> {
+        let mut g = Grower::new(b, p);
+        g.scratch = vec![0; rows.len()];
+        g.rows = rows;
+        g.pos = (0..b.n_rows()).map(|_| AtomicU32::new(u32::MAX)).collect();
+        g.quant = Quant::quantize(grads, &mut g.packed);
+        g
+    }
+
+    fn split(feature: usize, bin: u8, default_left: bool) -> Split {
+        Split {
+            loss_chg: 1.0,
+            feature,
+            bin,
+            default_left,
+            left: Wide::default(),
+            right: Wide::default(),
+        }
+    }
+
+    /// Runs of at most `len` rows covering `start..end`.
+    fn runs(start: usize, end: usize, len: usize) -> Vec<(usize, usize)> {
+        (start..end).step_by(len).map(|s| (s, (s + len).min(end))).collect()
+    }
+
     #[test]
     fn histogram_and_subtraction() {
         let rows: Vec<Vec<f32>> = (0..100_000)
@@ -965,29 +1240,44 @@ mod tests {
             })
             .collect();
         let p = params();
-        let mut g = Grower::new(&b, &p);
-        g.rows = (0..100_000).collect();
-        g.quant = Quant::quantize(&grads, &mut g.packed);
-        let all = g.build_hists(&[(0, 100_000)]).pop().unwrap();
-        assert_eq!(all, naive_hist(&b, &g.packed, &g.rows));
-        // Partition on feature 0 at bin 2, then parent - left must equal the right child's.
-        let split = Split {
-            loss_chg: 1.0,
-            feature: 0,
-            bin: 2,
-            default_left: false,
-            left: Wide::default(),
-            right: Wide::default(),
+        let mut g = setup(&b, &p, (0..100_000).collect(), &grads);
+        let segs = runs(0, 100_000, SEG);
+        let hist_job = |segs: &[(usize, usize)]| Job {
+            kind: Kind::Hist,
+            segs: segs.to_vec(),
         };
-        let mid = g.partition(&[(0, 100_000, split)])[0];
-        assert!(g.rows[..mid].iter().all(|&r| b.row(r as usize)[0] <= 2));
-        assert!(g.rows[mid..].iter().all(|&r| b.row(r as usize)[0] > 2));
-        assert!(g.rows[..mid].windows(2).all(|w| w[0] < w[1]), "partition is stable");
-        let left = g.build_hists(&[(0, mid)]).pop().unwrap();
-        let right_naive = naive_hist(&b, &g.packed, &g.rows[mid..]);
-        let (l2, r2) = sibling_hists(all.clone(), left.clone(), true);
-        assert_eq!(l2, left);
-        assert_eq!(r2, right_naive);
+        let parts = g.run(&[hist_job(&segs)], &grads);
+        let all = g.reduce(&parts);
+        assert_eq!(all, naive_hist(&b, &g.packed, &g.rows));
+        // Partition on feature 0 at bin 2 building the left histogram; parent - left must
+        // equal the right child's.
+        let job = Job {
+            kind: Kind::Split {
+                split: split(0, 2, false),
+                small_left: true,
+            },
+            segs: segs.clone(),
+        };
+        let parts = g.run(std::slice::from_ref(&job), &grads);
+        let (mut left, mut right) = (Node::leaf(1, 1, Wide::default()), Node::leaf(2, 1, Wide::default()));
+        Grower::child_rows(&job, &parts, &mut left, &mut right);
+        let gather =
+            |segs: &[(usize, usize)]| -> Vec<u32> { segs.iter().flat_map(|&(s, e)| g.rows[s..e].to_vec()).collect() };
+        let (lrows, rrows) = (gather(&left.segs), gather(&right.segs));
+        assert_eq!(lrows.len(), left.n_rows);
+        assert_eq!(lrows.len() + rrows.len(), 100_000);
+        assert!(lrows.iter().all(|&r| b.row(r as usize)[0] <= 2));
+        assert!(rrows.iter().all(|&r| b.row(r as usize)[0] > 2));
+        assert!(lrows.windows(2).all(|w| w[0] < w[1]), "partition is stable");
+        assert!(rrows.windows(2).all(|w| w[0] < w[1]), "partition is stable");
+        let small = g.reduce(&parts);
+        assert_eq!(small, naive_hist(&b, &g.packed, &lrows));
+        let (l2, r2) = sibling_hists(all.clone(), small.clone(), true);
+        assert_eq!(l2, small);
+        assert_eq!(r2, naive_hist(&b, &g.packed, &rrows));
+        // The children's runs feed the next pass: a histogram of the right child.
+        let parts = g.run(&[hist_job(&right.segs)], &grads);
+        assert_eq!(g.reduce(&parts), r2);
         // Decoded sums track the exact gradient sums closely.
         let exact = grads.iter().fold(Entry::default(), |mut a, gp| {
             a.g += f64::from(gp.g);
@@ -1006,40 +1296,123 @@ mod tests {
     }
 
     #[test]
+    fn final_and_leaf_jobs_sum_exactly_and_record_leaves() {
+        let rows: Vec<Vec<f32>> = (0..70_000)
+            .map(|i| vec![if i % 9 == 0 { f32::NAN } else { (i % 5) as f32 }])
+            .collect();
+        let b = binned(&rows);
+        let grads: Vec<GradPair> = (0..70_000)
+            .map(|i| GradPair {
+                g: ((i * 7) % 13) as f32 - 6.0,
+                h: 1.0 + (i % 2) as f32,
+            })
+            .collect();
+        let p = params();
+        let mut g = setup(&b, &p, (0..70_000).collect(), &grads);
+        // Missing goes left: codes <= 1 or missing.
+        let jobs = [
+            Job {
+                kind: Kind::Final {
+                    split: split(0, 1, true),
+                    slots: [7, 8],
+                },
+                segs: runs(0, 50_000, 3_000),
+            },
+            Job {
+                kind: Kind::Leaf { slot: 9 },
+                segs: runs(50_000, 70_000, 7_000),
+            },
+        ];
+        let parts = g.run(&jobs, &grads);
+        let sums = Grower::collect_sums(&jobs, &parts);
+        let miss = g.missing_codes()[0];
+        let mut want = [Entry::default(); 3];
+        for (r, gp) in grads.iter().enumerate() {
+            let c = b.row(r)[0];
+            let (slot, k) = if r >= 50_000 {
+                (9, 2)
+            } else if c <= 1 || c == miss {
+                (7, 0)
+            } else {
+                (8, 1)
+            };
+            assert_eq!(g.leaf_of(r), slot, "row {r}");
+            want[k].add(Entry {
+                g: f64::from(gp.g),
+                h: f64::from(gp.h),
+            });
+        }
+        // Integer-valued gradients: every order of f64 adds is exact.
+        assert_eq!(sums, vec![(7, want[0]), (8, want[1]), (9, want[2])]);
+    }
+
+    #[test]
     fn multi_node_partition_matches_naive_stable_partition() {
         let rows: Vec<Vec<f32>> = (0..150_000)
             .map(|i| vec![((i * 7919) % 101) as f32, (i % 3) as f32])
             .collect();
         let b = binned(&rows);
         let p = params();
-        let mut g = Grower::new(&b, &p);
-        g.rows = (0..150_000).rev().collect();
-        let split = |feature, bin| Split {
-            loss_chg: 1.0,
-            feature,
-            bin,
-            default_left: false,
-            left: Wide::default(),
-            right: Wide::default(),
-        };
-        // Three nodes (the middle one left alone), pieces of several sizes including empty sides.
+        let grads: Vec<GradPair> = (0..150_000)
+            .map(|i| GradPair {
+                g: (i % 5) as f32,
+                h: 1.0,
+            })
+            .collect();
+        let mut g = setup(&b, &p, (0..150_000).rev().collect(), &grads);
+        // Three nodes (the middle one left alone) with runs of several sizes, more rows than
+        // one task takes, and empty sides.
         let jobs = [
-            (0, 70_000, split(0, 50)),
-            (80_000, 120_000, split(1, 5)),
-            (120_000, 150_000, split(0, 0)),
+            (runs(0, 70_000, 5_000), split(0, 50, false), false),
+            (runs(80_000, 120_000, 40_000), split(1, 5, false), true),
+            (runs(120_000, 150_000, 1_000), split(0, 0, true), true),
         ];
+        let jobs: Vec<Job> = jobs
+            .into_iter()
+            .map(|(segs, split, small_left)| Job {
+                kind: Kind::Split { split, small_left },
+                segs,
+            })
+            .collect();
         let before = g.rows.clone();
-        let mids = g.partition(&jobs);
-        for (&(s, e, sp), &mid) in jobs.iter().zip(&mids) {
+        let parts = g.run(&jobs, &grads);
+        for (j, job) in jobs.iter().enumerate() {
+            let Kind::Split { split: sp, small_left } = job.kind else {
+                unreachable!()
+            };
             let goes_left = |r: &u32| b.row(*r as usize)[sp.feature] <= sp.bin;
-            let want: Vec<u32> = before[s..e]
+            let mine: Vec<Part> = parts
                 .iter()
-                .filter(|r| goes_left(r))
-                .chain(before[s..e].iter().filter(|r| !goes_left(r)))
-                .copied()
+                .filter(|p| p.job == j)
+                .map(|p| Part {
+                    job: 0,
+                    nls: p.nls.clone(),
+                    hist: p.hist.clone(),
+                    sums: p.sums,
+                })
                 .collect();
-            assert_eq!(&g.rows[s..e], &want[..]);
-            assert_eq!(mid - s, before[s..e].iter().filter(|r| goes_left(r)).count());
+            let (mut left, mut right) = (Node::leaf(1, 1, Wide::default()), Node::leaf(2, 1, Wide::default()));
+            Grower::child_rows(job, &mine, &mut left, &mut right);
+            for &(s, e) in &job.segs {
+                let want: Vec<u32> = before[s..e]
+                    .iter()
+                    .filter(|r| goes_left(r))
+                    .chain(before[s..e].iter().filter(|r| !goes_left(r)))
+                    .copied()
+                    .collect();
+                assert_eq!(&g.rows[s..e], &want[..]);
+            }
+            let gather = |segs: &[(usize, usize)]| -> Vec<u32> {
+                segs.iter().flat_map(|&(s, e)| g.rows[s..e].to_vec()).collect()
+            };
+            let (lrows, rrows) = (gather(&left.segs), gather(&right.segs));
+            assert!(lrows.iter().all(goes_left) && !rrows.iter().any(goes_left));
+            assert_eq!(
+                lrows.len() + rrows.len(),
+                job.segs.iter().map(|s| s.1 - s.0).sum::<usize>()
+            );
+            let small = if small_left { &lrows } else { &rrows };
+            assert_eq!(g.reduce(&mine), naive_hist(&b, &g.packed, small));
         }
         assert_eq!(&g.rows[70_000..80_000], &before[70_000..80_000]);
     }
@@ -1195,8 +1568,10 @@ mod tests {
         let mut g = Grower::new(&b, &p);
         let t = g.grow(&grads, None, &feats, &mut Rng::new(0));
         assert!(t.tree.max_depth() <= 3);
-        let covered: usize = t.leaves.iter().map(|l| l.2 - l.1).sum();
-        assert_eq!(covered, 2000);
+        // Every row's recorded leaf is the one the tree routes it to.
+        for r in 0..2000 {
+            assert_eq!(t.tree.leaf_for_codes(b.row(r), g.missing_codes()), g.leaf_of(r));
+        }
         let mut p2 = params();
         p2.lossguide = true;
         p2.max_depth = 0;
@@ -1204,11 +1579,8 @@ mod tests {
         let mut g = Grower::new(&b, &p2);
         let t = g.grow(&grads, None, &feats, &mut Rng::new(0));
         assert_eq!(t.tree.n_leaves(), 5);
-        // Leaf ranges route the same rows as the tree does on codes.
-        for &(leaf, s, e) in &t.leaves {
-            for &r in &g.rows()[s..e] {
-                assert_eq!(t.tree.leaf_for_codes(b.row(r as usize), g.missing_codes()), leaf);
-            }
+        for r in 0..2000 {
+            assert_eq!(t.tree.leaf_for_codes(b.row(r), g.missing_codes()), g.leaf_of(r));
         }
     }
 }
