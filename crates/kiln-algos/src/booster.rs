@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::binning::{BinCuts, BinnedMatrix};
 use crate::data::{Dataset, DenseMatrix};
-use crate::grow::{GrowParams, Grower};
+use crate::grow::{GrowParams, Grower, grad_max};
 use crate::metric::Metric;
 use crate::objective::{GradPair, Objective, weighted_quantile};
 use crate::params::{GrowPolicy, XgbParams};
@@ -242,9 +242,35 @@ fn train_in_pool(
     let mut preds_buf = Vec::new();
     let mut active: Vec<u32> = Vec::new();
 
+    // Training margins are only read for gradients (and a logged train metric), so with one
+    // output group the last tree's leaf values are added in the next round's gradient pass.
+    let defer_margins = k == 1 && params.subsample >= 1.0 && !(opts.log.is_some() && opts.eval_train);
+    let mut pending: Option<usize> = None;
+    let spw = params.scale_pos_weight as f32;
     for round in 0..params.num_round {
-        time(Phase::Gradients, || {
-            obj.gradients(&margins, labels, weights, params.scale_pos_weight as f32, &mut grads)
+        let maxes = time(Phase::Gradients, || {
+            if k > 1 {
+                obj.gradients(&margins, labels, weights, spw, &mut grads);
+                return None;
+            }
+            const BLOCK: usize = 1 << 13;
+            let (pend, gr) = (pending.take().map(|t| &booster.trees[t]), &grower);
+            let maxes = margins
+                .par_chunks_mut(BLOCK)
+                .zip(grads.par_chunks_mut(BLOCK))
+                .enumerate()
+                .map(|(b, (m, out))| {
+                    let rows = b * BLOCK..b * BLOCK + m.len();
+                    if let Some(t) = pend {
+                        for (m, r) in m.iter_mut().zip(rows.clone()) {
+                            *m += t.cond[gr.leaf_of(r)];
+                        }
+                    }
+                    obj.gradients_block(m, &labels[rows.clone()], weights.map(|w| &w[rows]), spw, out);
+                    grad_max(out)
+                })
+                .reduce(|| (0.0, 0.0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+            Some(maxes)
         });
         let sampled = if params.subsample < 1.0 {
             active.clear();
@@ -271,7 +297,7 @@ fn train_in_pool(
             } else {
                 &grads
             };
-            let grown = grower.grow(gr, sampled.then_some(&active[..]), &tree_features, &mut rng);
+            let grown = grower.grow(gr, maxes, sampled.then_some(&active[..]), &tree_features, &mut rng);
             let mut tree = grown.tree;
             if matches!(obj, Objective::AbsoluteError) {
                 let rows: Vec<u32> = if sampled {
@@ -294,7 +320,9 @@ fn train_in_pool(
             // Training margins: the grower knows each row's leaf when every row was used.
             time(Phase::Margins, || {
                 let t = &tree;
-                if sampled {
+                if defer_margins {
+                    pending = Some(booster.trees.len());
+                } else if sampled {
                     let missing = grower.missing_codes();
                     margins
                         .par_chunks_mut(k)

@@ -194,44 +194,85 @@ impl Quant {
         }
     }
 
-    /// Quantizes every row's gradient pair into `out`.
-    pub fn quantize(grads: &[GradPair], out: &mut Vec<i64>) -> Quant {
+    /// Scales for gradients whose largest |g| and h are `gmax` and `hmax`.
+    pub fn from_max(gmax: f32, hmax: f32) -> Quant {
+        let scale = |m: f32| if m > 0.0 { f64::from(m) / LEVELS as f64 } else { 1.0 };
+        Quant {
+            g_scale: scale(gmax),
+            h_scale: scale(hmax),
+        }
+    }
+
+    /// The quantizer of one gradient pair.
+    #[inline]
+    fn packer(&self) -> impl Fn(GradPair) -> i64 + Copy + Sync {
         let levels = LEVELS as f32;
-        let (gmax, hmax) = grads
-            .par_chunks(PIECE)
-            .map(|c| {
-                c.iter()
-                    .fold((0f32, 0f32), |(a, b), gp| (a.max(gp.g.abs()), b.max(gp.h)))
-            })
-            .reduce(|| (0.0, 0.0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
-        let g_scale = if gmax > 0.0 {
-            f64::from(gmax) / LEVELS as f64
-        } else {
-            1.0
-        };
-        let h_scale = if hmax > 0.0 {
-            f64::from(hmax) / LEVELS as f64
-        } else {
-            1.0
-        };
         // Round to nearest: with 65535 levels the error is below 1e-5 of the largest gradient,
         // far under what moves a split, and the loop stays branch-free and vectorizable
         // (`round()` would be a libm call on baseline x86_64; truncating a value shifted to be
         // positive rounds the same way).
         const SHIFT: f32 = 65_536.5;
-        let (inv_g, inv_h) = ((1.0 / g_scale) as f32, (1.0 / h_scale) as f32);
+        let (inv_g, inv_h) = ((1.0 / self.g_scale) as f32, (1.0 / self.h_scale) as f32);
+        move |gp: GradPair| {
+            // `max`/`min` rather than `clamp`: they drop NaN, so the values stay in range.
+            let g = floor_small((gp.g * inv_g).max(-levels).min(levels) + SHIFT) - 65_536;
+            let h = floor_small((gp.h * inv_h).max(0.0).min(levels) + 0.5);
+            Quant::pack(g, h as u32)
+        }
+    }
+
+    /// Quantizes every row's gradient pair into `out`.
+    pub fn quantize(grads: &[GradPair], out: &mut Vec<i64>) -> Quant {
+        let (gmax, hmax) = par_grad_max(grads);
+        let q = Quant::from_max(gmax, hmax);
+        let pack = q.packer();
         out.resize(grads.len(), 0);
         out.par_chunks_mut(PIECE)
             .zip(grads.par_chunks(PIECE))
             .for_each(|(o, gs)| {
-                for (o, gp) in o.iter_mut().zip(gs) {
-                    let g = ((gp.g * inv_g).clamp(-levels, levels) + SHIFT) as i32 - 65_536;
-                    let h = ((gp.h * inv_h).clamp(0.0, levels) + 0.5) as i32;
-                    *o = Quant::pack(g, h as u32);
+                for (o, &gp) in o.iter_mut().zip(gs) {
+                    *o = pack(gp);
                 }
             });
-        Quant { g_scale, h_scale }
+        q
     }
+}
+
+/// `floor(y)` for `0.5 <= y < 2^22`, exactly, from float arithmetic only: a float-to-int `as`
+/// conversion saturates (NaN, overflow), which keeps loops over it from vectorizing.
+#[inline(always)]
+fn floor_small(y: f32) -> i32 {
+    // 1.5 * 2^23: adding it rounds to an integer (to nearest, ties to even) held in the low
+    // mantissa bits. `y - 0.5` is exact in this range, and rounding it to nearest is floor(y)
+    // except on a tie that went down, which the comparison (exact on these values) corrects.
+    const M: f32 = 12_582_912.0;
+    let t = (y - 0.5) + M;
+    let r = t.to_bits() as i32 - M.to_bits() as i32;
+    r + i32::from((t - M) + 1.0 <= y)
+}
+
+/// The largest |g| and the largest h of `grads`, as folds of `f32::max` from 0 give them (NaN
+/// ignored, negative h counted as 0).
+pub fn grad_max(grads: &[GradPair]) -> (f32, f32) {
+    // Non-negative floats order like their bit patterns, so the folds are integer maxima, which
+    // vectorize; patterns above infinity's (NaN, and any negative h) count as 0.
+    const INF: u32 = 0x7f80_0000;
+    let (mut g, mut h) = (0u32, 0u32);
+    for gp in grads {
+        let a = gp.g.to_bits() & 0x7fff_ffff;
+        g = g.max(if a > INF { 0 } else { a });
+        let b = gp.h.to_bits();
+        h = h.max(if b > INF { 0 } else { b });
+    }
+    (f32::from_bits(g), f32::from_bits(h))
+}
+
+/// [`grad_max`] in parallel.
+pub fn par_grad_max(grads: &[GradPair]) -> (f32, f32) {
+    grads
+        .par_chunks(PIECE)
+        .map(grad_max)
+        .reduce(|| (0.0, 0.0), |a, b| (a.0.max(b.0), a.1.max(b.1)))
 }
 
 /// A candidate split of one node.
@@ -338,7 +379,8 @@ impl Node {
 /// What one pass does with a node's rows.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    /// Build its histogram.
+    /// Build its histogram (the root's is built with its gradients' quantization instead).
+    #[cfg(test)]
     Hist,
     /// Partition every run by `split` (stable, left rows first) and build the histogram of the
     /// left (`small_left`) or right side.
@@ -426,7 +468,16 @@ impl<'a> Grower<'a> {
 
     /// Grows one tree on the rows in `active` (None = all rows; ascending) using `features`
     /// (by-tree column sample, ascending).
-    pub fn grow(&mut self, grads: &[GradPair], active: Option<&[u32]>, features: &[usize], rng: &mut Rng) -> Grown {
+    ///
+    /// `maxes` are `grads`' largest |g| and h ([`grad_max`]) when the caller already has them.
+    pub fn grow(
+        &mut self,
+        grads: &[GradPair],
+        maxes: Option<(f32, f32)>,
+        active: Option<&[u32]>,
+        features: &[usize],
+        rng: &mut Rng,
+    ) -> Grown {
         self.rows.clear();
         match active {
             Some(a) => self.rows.extend_from_slice(a),
@@ -437,18 +488,12 @@ impl<'a> Grower<'a> {
         if self.pos.len() != self.data.n_rows() {
             self.pos = (0..self.data.n_rows()).map(|_| AtomicU32::new(0)).collect();
         }
-        self.quant = time(Phase::Quantize, || Quant::quantize(grads, &mut self.packed));
+        let (gmax, hmax) = maxes.unwrap_or_else(|| time(Phase::Quantize, || par_grad_max(grads)));
+        self.quant = Quant::from_max(gmax, hmax);
+        self.packed.resize(self.data.n_rows(), 0);
         let segs: Vec<(usize, usize)> = (0..n).step_by(SEG).map(|s| (s, (s + SEG).min(n))).collect();
         let mut tree = RegTree::new_root(0.0, 0.0);
-        let parts = time(Phase::Histograms, || {
-            self.run(
-                &[Job {
-                    kind: Kind::Hist,
-                    segs: segs.clone(),
-                }],
-                grads,
-            )
-        });
+        let parts = time(Phase::Histograms, || self.root_pass(&segs, grads));
         let hist = self.reduce(&parts);
         let sum = if self.data.n_features() > 0 {
             let nb = self.data.cuts().n_value_bins(0);
@@ -868,6 +913,45 @@ impl<'a> Grower<'a> {
             .reduce(Wide::default, Wide::add)
     }
 
+    /// Quantizes the gradients of the rows of each root segment and builds its histogram.
+    fn root_pass(&mut self, segs: &[(usize, usize)], grads: &[GradPair]) -> Vec<Part> {
+        let rows = &self.rows;
+        // Each segment's rows are ascending and lie in their own range of row ids, so the
+        // packed gradients can be carved into one slice per segment.
+        let mut slices = Vec::with_capacity(segs.len());
+        let (mut rest, mut at) = (&mut self.packed[..], 0);
+        for &(s, e) in segs {
+            let (lo, hi) = (rows[s] as usize, rows[e - 1] as usize + 1);
+            let (mine, tail) = rest[lo - at..].split_at_mut(hi - lo);
+            slices.push((lo, mine));
+            (rest, at) = (tail, hi);
+        }
+        let (data, pack) = (self.data, self.quant.packer());
+        segs.par_iter()
+            .zip(slices)
+            .map(|(&(s, e), (lo, pk))| {
+                let rs = &rows[s..e];
+                if pk.len() == rs.len() {
+                    for (o, &gp) in pk.iter_mut().zip(&grads[lo..lo + rs.len()]) {
+                        *o = pack(gp);
+                    }
+                } else {
+                    for &r in rs {
+                        pk[r as usize - lo] = pack(grads[r as usize]);
+                    }
+                }
+                let mut h = vec![[0i64; SLOTS_PER_FEATURE]; data.n_features()];
+                accumulate(&mut h, data, pk, lo, rs);
+                Part {
+                    job: 0,
+                    nls: Vec::new(),
+                    hist: Some(h),
+                    sums: [Entry::default(); 2],
+                }
+            })
+            .collect()
+    }
+
     /// The node histogram (compact layout) summed from a job's packed task histograms.
     fn reduce(&self, parts: &[Part]) -> Vec<Wide> {
         let data = self.data;
@@ -928,10 +1012,11 @@ impl<'a> Grower<'a> {
                     sums: [Entry::default(); 2],
                 };
                 match jobs[j].kind {
+                    #[cfg(test)]
                     Kind::Hist => {
                         let mut h = vec![[0i64; SLOTS_PER_FEATURE]; data.n_features()];
                         for (r, _) in runs {
-                            accumulate(&mut h, data, packed, r);
+                            accumulate(&mut h, data, packed, 0, r);
                         }
                         part.hist = Some(h);
                     }
@@ -941,7 +1026,7 @@ impl<'a> Grower<'a> {
                         for (r, s) in runs {
                             let nl = partition_run(r, s, col, split.bin, miss, split.default_left);
                             part.nls.push(nl);
-                            accumulate(&mut h, data, packed, if small_left { &r[..nl] } else { &r[nl..] });
+                            accumulate(&mut h, data, packed, 0, if small_left { &r[..nl] } else { &r[nl..] });
                         }
                         part.hist = Some(h);
                     }
@@ -1093,10 +1178,10 @@ fn sibling_hists(mut parent: Vec<Wide>, small: Vec<Wide>, small_is_left: bool) -
 /// overlaps only two or three rows (about 140 µops each).
 const PREFETCH_ROWS: usize = 16;
 
-/// The histogram kernel: for each row, add its packed gradient to the slot of each feature's
-/// code.
+/// The histogram kernel: for each row `r`, add its packed gradient `packed[r - base]` to the
+/// slot of each feature's code.
 #[inline(never)]
-fn accumulate(hist: &mut [[i64; SLOTS_PER_FEATURE]], data: &BinnedMatrix, packed: &[i64], rows: &[u32]) {
+fn accumulate(hist: &mut [[i64; SLOTS_PER_FEATURE]], data: &BinnedMatrix, packed: &[i64], base: usize, rows: &[u32]) {
     let nf = data.n_features();
     let codes = data.codes();
     // A node's rows are ascending (the root is 0..n and partitioning is stable), so a range
@@ -1107,7 +1192,7 @@ fn accumulate(hist: &mut [[i64; SLOTS_PER_FEATURE]], data: &BinnedMatrix, packed
         && nf > 0
     {
         let (a, b) = (first as usize, last as usize + 1);
-        for (row, &v) in codes[a * nf..b * nf].chunks_exact(nf).zip(&packed[a..b]) {
+        for (row, &v) in codes[a * nf..b * nf].chunks_exact(nf).zip(&packed[a - base..b - base]) {
             for (h, &c) in hist.iter_mut().zip(row) {
                 h[usize::from(c)] = h[usize::from(c)].wrapping_add(v);
             }
@@ -1119,10 +1204,10 @@ fn accumulate(hist: &mut [[i64; SLOTS_PER_FEATURE]], data: &BinnedMatrix, packed
             let a = ahead as usize;
             prefetch(codes.as_ptr().wrapping_add(a * nf));
             prefetch(codes.as_ptr().wrapping_add(a * nf + nf - 1));
-            prefetch(packed.as_ptr().wrapping_add(a).cast());
+            prefetch(packed.as_ptr().wrapping_add(a.wrapping_sub(base)).cast());
         }
         let r = r as usize;
-        let v = packed[r];
+        let v = packed[r - base];
         for (h, &c) in hist.iter_mut().zip(&codes[r * nf..r * nf + nf]) {
             h[usize::from(c)] = h[usize::from(c)].wrapping_add(v);
         }
@@ -1418,6 +1503,31 @@ mod tests {
     }
 
     #[test]
+    fn floor_small_is_floor() {
+        let mut ys: Vec<f32> = (1..400_000).map(|i| i as f32 / 2.0).collect();
+        ys.extend((0..100_000).map(|i| 0.5 + i as f32 * 1.2345));
+        ys.extend([0.5, 0.75, 1.0, 1.5, 131_071.5, 131_071.0, 4_194_303.5]);
+        for y in ys {
+            assert_eq!(floor_small(y), y.floor() as i32, "{y}");
+        }
+        // The quantizer keeps every input, NaN and infinities included, in range.
+        let q = Quant::from_max(2.0, 1.0);
+        let pack = q.packer();
+        let lv = LEVELS as i64;
+        for (g, h, want_g, want_h) in [
+            (2.0, 1.0, lv, lv),
+            (-2.0, 0.0, -lv, 0),
+            (f32::INFINITY, f32::INFINITY, lv, lv),
+            (f32::NEG_INFINITY, -1.0, -lv, 0),
+            (f32::NAN, f32::NAN, -lv, 0),
+            (1.0, 0.5, (lv + 1) / 2, (lv + 1) / 2),
+        ] {
+            let w = Quant::unpack(pack(GradPair { g, h }));
+            assert_eq!((w.g, w.h), (want_g, want_h), "{g} {h}");
+        }
+    }
+
+    #[test]
     fn packing_roundtrips_negative_sums() {
         let vals = [(-5, 3u32), (7, 0), (-2_000_000, 4_000_000), (1, 1)];
         let mut s = 0i64;
@@ -1566,7 +1676,7 @@ mod tests {
         p.max_depth = 3;
         let feats = [0, 1];
         let mut g = Grower::new(&b, &p);
-        let t = g.grow(&grads, None, &feats, &mut Rng::new(0));
+        let t = g.grow(&grads, None, None, &feats, &mut Rng::new(0));
         assert!(t.tree.max_depth() <= 3);
         // Every row's recorded leaf is the one the tree routes it to.
         for r in 0..2000 {
@@ -1577,7 +1687,7 @@ mod tests {
         p2.max_depth = 0;
         p2.max_leaves = 5;
         let mut g = Grower::new(&b, &p2);
-        let t = g.grow(&grads, None, &feats, &mut Rng::new(0));
+        let t = g.grow(&grads, None, None, &feats, &mut Rng::new(0));
         assert_eq!(t.tree.n_leaves(), 5);
         for r in 0..2000 {
             assert_eq!(t.tree.leaf_for_codes(b.row(r), g.missing_codes()), g.leaf_of(r));

@@ -176,39 +176,46 @@ impl Objective {
     ) {
         let k = self.n_groups();
         const BLOCK: usize = 8192;
+        out.par_chunks_mut(BLOCK * k)
+            .zip(margins.par_chunks(BLOCK * k))
+            .enumerate()
+            .for_each(|(b, (out, m))| {
+                let rows = b * BLOCK..b * BLOCK + m.len() / k;
+                let ws = weights.map(|w| &w[rows.clone()]);
+                self.gradients_block(m, &labels[rows], ws, scale_pos_weight, out);
+            });
+    }
+
+    /// Gradients for a block of rows: `m` and `out` are row-major `rows × n_groups`, `ys` (and
+    /// `ws`) one per row.
+    pub fn gradients_block(
+        &self,
+        m: &[f32],
+        ys: &[f32],
+        ws: Option<&[f32]>,
+        scale_pos_weight: f32,
+        out: &mut [GradPair],
+    ) {
         if matches!(
             self,
             Objective::BinaryLogistic | Objective::BinaryLogitRaw | Objective::RegLogistic
         ) {
             // The common case gets a branch-free loop the compiler vectorizes (with an exp that
             // is plain arithmetic instead of a libm call).
-            out.par_chunks_mut(BLOCK)
-                .zip(margins.par_chunks(BLOCK))
-                .enumerate()
-                .for_each(|(b, (out, m))| {
-                    let ys = &labels[b * BLOCK..b * BLOCK + m.len()];
-                    let ws = weights.map(|w| &w[b * BLOCK..b * BLOCK + m.len()]);
-                    logistic_block(m, ys, ws, scale_pos_weight, out);
-                });
+            logistic_block(m, ys, ws, scale_pos_weight, out);
             return;
         }
-        out.par_chunks_mut(BLOCK * k)
-            .zip(margins.par_chunks(BLOCK * k))
-            .enumerate()
-            .for_each(|(b, (out, m))| {
-                let base = b * BLOCK;
-                for i in 0..m.len() / k {
-                    let r = base + i;
-                    let w = weights.map_or(1.0, |w| w[r]);
-                    self.row_gradient(
-                        &m[i * k..(i + 1) * k],
-                        labels[r],
-                        w,
-                        scale_pos_weight,
-                        &mut out[i * k..(i + 1) * k],
-                    );
-                }
-            });
+        let k = self.n_groups();
+        for (i, &y) in ys.iter().enumerate() {
+            let w = ws.map_or(1.0, |w| w[i]);
+            self.row_gradient(
+                &m[i * k..(i + 1) * k],
+                y,
+                w,
+                scale_pos_weight,
+                &mut out[i * k..(i + 1) * k],
+            );
+        }
     }
 
     /// Gradient of one row (`m` and `out` have `n_groups` entries).
@@ -379,7 +386,10 @@ pub fn fast_exp(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    // 2^k from the bits of the rounding sum, whose low mantissa bits hold k: a float-to-int `as`
+    // conversion (saturating) would keep the loop from vectorizing.
+    let kb = (x * LOG2E + ROUND).to_bits() as i32 - ROUND.to_bits() as i32;
+    let scale = f32::from_bits(((kb + 127) as u32) << 23);
     p * scale
 }
 
