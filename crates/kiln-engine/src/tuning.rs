@@ -451,11 +451,7 @@ impl Engine {
             if strategy == "Grid" {
                 grid_total += kiln_tune::grid_size(&space).map_err(|e| AwsError::validation(e.to_string()))?;
             }
-            let needs = {
-                let job = TrainingJob::new(&caller.account, &caller.region, sample, now());
-                self.check_fits(&job)
-            };
-            needs?;
+            self.check_fits(&TrainingJob::new(&caller.account, &caller.region, sample, now()))?;
         }
         let cfg = &mut req.hyper_parameter_tuning_job_config;
         if strategy == "Grid" {
