@@ -17,6 +17,7 @@
 //! of threads.
 
 use std::collections::BinaryHeap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
@@ -425,6 +426,8 @@ pub struct Grower<'a> {
     missing_code: Vec<u8>,
     /// Leaf (node id) of every row of the last tree (rows it was grown on).
     pos: Vec<AtomicU32>,
+    /// Cleared packed task histograms, reused.
+    pool: HistPool,
 }
 
 /// A grown tree.
@@ -451,6 +454,7 @@ impl<'a> Grower<'a> {
             },
             missing_code,
             pos: Vec::new(),
+            pool: Mutex::new(Vec::new()),
         }
     }
 
@@ -493,8 +497,8 @@ impl<'a> Grower<'a> {
         self.packed.resize(self.data.n_rows(), 0);
         let segs: Vec<(usize, usize)> = (0..n).step_by(SEG).map(|s| (s, (s + SEG).min(n))).collect();
         let mut tree = RegTree::new_root(0.0, 0.0);
-        let parts = time(Phase::Histograms, || self.root_pass(&segs, grads));
-        let hist = self.reduce(&parts);
+        let mut parts = time(Phase::Histograms, || self.root_pass(&segs, grads));
+        let hist = self.reduce(&mut parts);
         let sum = if self.data.n_features() > 0 {
             let nb = self.data.cuts().n_value_bins(0);
             hist[..=nb].iter().fold(Wide::default(), |a, &b| a.add(b))
@@ -658,7 +662,7 @@ impl<'a> Grower<'a> {
     fn child_hists(
         &self,
         job: &Job,
-        parts: &[Part],
+        parts: &mut [Part],
         parent: Option<Vec<Wide>>,
         left: &mut Node,
         right: &mut Node,
@@ -669,6 +673,7 @@ impl<'a> Grower<'a> {
         };
         let (cl, cr) = (self.can_split(left), self.can_split(right));
         if !(cl || cr) {
+            self.reduce(parts); // recycles the task histograms
             return;
         }
         let small = self.reduce(parts);
@@ -754,36 +759,34 @@ impl<'a> Grower<'a> {
                 .iter()
                 .map(|_| self.sample(&level_feats, p.colsample_bynode, rng))
                 .collect();
-            let parts = time(Phase::Partition, || self.run(&jobs, grads));
+            let mut parts = time(Phase::Partition, || self.run(&jobs, grads));
             leaf_sums.extend(Self::collect_sums(&jobs, &parts));
             // Per split: the children's rows, histograms (one reduced, one subtracted) and best
-            // splits, in parallel over splits.
-            let mut ranges = vec![(0, 0); jobs.len()];
-            for (i, part) in parts.iter().enumerate() {
-                if ranges[part.job].1 == 0 {
-                    ranges[part.job].0 = i;
-                }
-                ranges[part.job].1 = i + 1;
+            // splits, in parallel over splits. Parts come in job order.
+            let mut by_job: Vec<&mut [Part]> = Vec::with_capacity(jobs.len());
+            let mut rest = &mut parts[..];
+            for j in 0..jobs.len() {
+                let len = rest.iter().take_while(|p| p.job == j).count();
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(len);
+                by_job.push(mine);
+                rest = tail;
             }
-            let mut pairs: Vec<(&mut Node, &mut Node)> = Vec::new();
-            let mut rest = &mut next[..];
-            let mut at = 0;
-            for &(_, _, k) in &splits {
-                let (pair, tail) = std::mem::take(&mut rest)[k - at..].split_at_mut(2);
+            let mut work = Vec::with_capacity(splits.len());
+            let (mut by_job, mut next_rest, mut jat, mut at) = (by_job.into_iter(), &mut next[..], 0, 0);
+            for (j, parent, k) in splits {
+                let ps = by_job.nth(j - jat).expect("every job has parts");
+                jat = j + 1;
+                let (pair, tail) = std::mem::take(&mut next_rest)[k - at..].split_at_mut(2);
                 let (a, b) = pair.split_at_mut(1);
-                pairs.push((&mut a[0], &mut b[0]));
-                (rest, at) = (tail, k + 2);
+                work.push((j, ps, parent, &mut a[0], &mut b[0], k));
+                (next_rest, at) = (tail, k + 2);
             }
             let this = &*self;
-            let (jobs, parts, ranges, node_feats) = (&jobs, &parts, &ranges, &node_feats);
-            splits
-                .into_par_iter()
-                .zip(pairs)
-                .for_each(|((j, parent, k), (left, right))| {
-                    let ps = &parts[ranges[j].0..ranges[j].1];
-                    Self::child_rows(&jobs[j], ps, left, right);
-                    this.child_hists(&jobs[j], ps, parent, left, right, [&node_feats[k], &node_feats[k + 1]]);
-                });
+            let (jobs, node_feats) = (&jobs, &node_feats);
+            work.into_par_iter().for_each(|(j, ps, parent, left, right, k)| {
+                Self::child_rows(&jobs[j], ps, left, right);
+                this.child_hists(&jobs[j], ps, parent, left, right, [&node_feats[k], &node_feats[k + 1]]);
+            });
             level = next;
         }
         leaf_sums.extend(self.leaf_sums(level, grads));
@@ -852,7 +855,7 @@ impl<'a> Grower<'a> {
             n_leaves += 1;
             let (job, mut left, mut right) = self.split_job(&mut node, s, l, r);
             let jobs = [job];
-            let parts = time(Phase::Partition, || self.run(&jobs, grads));
+            let mut parts = time(Phase::Partition, || self.run(&jobs, grads));
             if !matches!(jobs[0].kind, Kind::Split { .. }) {
                 leaf_sums.extend(Self::collect_sums(&jobs, &parts));
                 continue;
@@ -869,7 +872,14 @@ impl<'a> Grower<'a> {
             } else {
                 Vec::new()
             };
-            self.child_hists(&jobs[0], &parts, node.hist.take(), &mut left, &mut right, [&fl, &fr]);
+            self.child_hists(
+                &jobs[0],
+                &mut parts,
+                node.hist.take(),
+                &mut left,
+                &mut right,
+                [&fl, &fr],
+            );
             for child in [left, right] {
                 if child.split.is_some_and(|s| self.valid(&s)) {
                     stamp += 1;
@@ -926,7 +936,7 @@ impl<'a> Grower<'a> {
             slices.push((lo, mine));
             (rest, at) = (tail, hi);
         }
-        let (data, pack) = (self.data, self.quant.packer());
+        let (data, pack, pool) = (self.data, self.quant.packer(), &self.pool);
         segs.par_iter()
             .zip(slices)
             .map(|(&(s, e), (lo, pk))| {
@@ -940,7 +950,7 @@ impl<'a> Grower<'a> {
                         pk[r as usize - lo] = pack(grads[r as usize]);
                     }
                 }
-                let mut h = vec![[0i64; SLOTS_PER_FEATURE]; data.n_features()];
+                let mut h = take_hist(pool, data.n_features());
                 accumulate(&mut h, data, pk, lo, rs);
                 Part {
                     job: 0,
@@ -952,17 +962,22 @@ impl<'a> Grower<'a> {
             .collect()
     }
 
-    /// The node histogram (compact layout) summed from a job's packed task histograms.
-    fn reduce(&self, parts: &[Part]) -> Vec<Wide> {
+    /// The node histogram (compact layout) summed from a job's packed task histograms, which go
+    /// back to the pool cleared.
+    fn reduce(&self, parts: &mut [Part]) -> Vec<Wide> {
         let data = self.data;
         let mut out = vec![Wide::default(); data.hist_len()];
-        for h in parts.iter().filter_map(|p| p.hist.as_ref()) {
-            for (f, hf) in h.iter().enumerate() {
+        for mut h in parts.iter_mut().filter_map(|p| p.hist.take()) {
+            for (f, hf) in h.iter_mut().enumerate() {
                 let off = data.offsets()[f];
+                // Codes never exceed the missing code, so the slots above it stay zero.
                 let nb = self.missing_code[f] as usize;
-                for (a, &b) in out[off..=off + nb].iter_mut().zip(&hf[..=nb]) {
-                    *a = a.add(Quant::unpack(b));
+                for (a, b) in out[off..=off + nb].iter_mut().zip(&mut hf[..=nb]) {
+                    *a = a.add(Quant::unpack(std::mem::take(b)));
                 }
+            }
+            if let Ok(mut pool) = self.pool.lock() {
+                pool.push(h);
             }
         }
         out
@@ -1001,7 +1016,7 @@ impl<'a> Grower<'a> {
             mine[t].push((pr, ps));
             (rest_r, rest_s, at) = (tail_r, tail_s, e);
         }
-        let (data, packed, pos, missing) = (self.data, &self.packed, &self.pos, &self.missing_code);
+        let (data, packed, pos, missing, pool) = (self.data, &self.packed, &self.pos, &self.missing_code, &self.pool);
         mine.into_par_iter()
             .zip(tasks.par_iter())
             .map(|(runs, &(j, _, _))| {
@@ -1014,14 +1029,14 @@ impl<'a> Grower<'a> {
                 match jobs[j].kind {
                     #[cfg(test)]
                     Kind::Hist => {
-                        let mut h = vec![[0i64; SLOTS_PER_FEATURE]; data.n_features()];
+                        let mut h = take_hist(pool, data.n_features());
                         for (r, _) in runs {
                             accumulate(&mut h, data, packed, 0, r);
                         }
                         part.hist = Some(h);
                     }
                     Kind::Split { split, small_left } => {
-                        let mut h = vec![[0i64; SLOTS_PER_FEATURE]; data.n_features()];
+                        let mut h = take_hist(pool, data.n_features());
                         let (col, miss) = (data.column(split.feature), missing[split.feature]);
                         for (r, s) in runs {
                             let nl = partition_run(r, s, col, split.bin, miss, split.default_left);
@@ -1120,6 +1135,15 @@ fn final_sums(
     ]
 }
 
+/// Zeroed packed task histograms, reused: taking one costs no allocation nor clearing.
+type HistPool = Mutex<Vec<Vec<[i64; SLOTS_PER_FEATURE]>>>;
+
+/// A zeroed packed histogram of `nf` features, from `pool` if it has one.
+fn take_hist(pool: &HistPool, nf: usize) -> Vec<[i64; SLOTS_PER_FEATURE]> {
+    let reused = pool.lock().map(|mut p| p.pop()).unwrap_or(None);
+    reused.unwrap_or_else(|| vec![[0i64; SLOTS_PER_FEATURE]; nf])
+}
+
 /// Stable in-place partition of one run (`scratch` is at least as long): rows going left first,
 /// in their order, then the rest. Returns the number going left.
 fn partition_run(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, miss: u8, dl: bool) -> usize {
@@ -1131,24 +1155,15 @@ fn partition_run(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, mis
     }
 }
 
-/// Rows ahead whose column byte the partition loop prefetches.
-const PREFETCH_COL: usize = 64;
-
 #[inline(always)]
 fn partition_by(rows: &mut [u32], scratch: &mut [u32], col: &[u8], left: impl Fn(u8) -> bool) -> usize {
     let n = rows.len();
     let scratch = &mut scratch[..n];
     let (mut nl, mut nr) = (0, 0);
-    for &r in &rows[..PREFETCH_COL.min(n)] {
-        prefetch(col.as_ptr().wrapping_add(r as usize));
-    }
     // Lefts are compacted in place (the write index never passes the read index), rights go to
     // the scratch buffer. Every row is written to both and one cursor advances: no branch to
     // mispredict on the coin-flip decision.
     for i in 0..n {
-        if let Some(&ahead) = rows.get(i + PREFETCH_COL) {
-            prefetch(col.as_ptr().wrapping_add(ahead as usize));
-        }
         let r = rows[i];
         let l = left(col[r as usize]);
         rows[nl] = r;
@@ -1331,8 +1346,8 @@ mod tests {
             kind: Kind::Hist,
             segs: segs.to_vec(),
         };
-        let parts = g.run(&[hist_job(&segs)], &grads);
-        let all = g.reduce(&parts);
+        let mut parts = g.run(&[hist_job(&segs)], &grads);
+        let all = g.reduce(&mut parts);
         assert_eq!(all, naive_hist(&b, &g.packed, &g.rows));
         // Partition on feature 0 at bin 2 building the left histogram; parent - left must
         // equal the right child's.
@@ -1343,7 +1358,7 @@ mod tests {
             },
             segs: segs.clone(),
         };
-        let parts = g.run(std::slice::from_ref(&job), &grads);
+        let mut parts = g.run(std::slice::from_ref(&job), &grads);
         let (mut left, mut right) = (Node::leaf(1, 1, Wide::default()), Node::leaf(2, 1, Wide::default()));
         Grower::child_rows(&job, &parts, &mut left, &mut right);
         let gather =
@@ -1355,14 +1370,14 @@ mod tests {
         assert!(rrows.iter().all(|&r| b.row(r as usize)[0] > 2));
         assert!(lrows.windows(2).all(|w| w[0] < w[1]), "partition is stable");
         assert!(rrows.windows(2).all(|w| w[0] < w[1]), "partition is stable");
-        let small = g.reduce(&parts);
+        let small = g.reduce(&mut parts);
         assert_eq!(small, naive_hist(&b, &g.packed, &lrows));
         let (l2, r2) = sibling_hists(all.clone(), small.clone(), true);
         assert_eq!(l2, small);
         assert_eq!(r2, naive_hist(&b, &g.packed, &rrows));
         // The children's runs feed the next pass: a histogram of the right child.
-        let parts = g.run(&[hist_job(&right.segs)], &grads);
-        assert_eq!(g.reduce(&parts), r2);
+        let mut parts = g.run(&[hist_job(&right.segs)], &grads);
+        assert_eq!(g.reduce(&mut parts), r2);
         // Decoded sums track the exact gradient sums closely.
         let exact = grads.iter().fold(Entry::default(), |mut a, gp| {
             a.g += f64::from(gp.g);
@@ -1466,7 +1481,7 @@ mod tests {
                 unreachable!()
             };
             let goes_left = |r: &u32| b.row(*r as usize)[sp.feature] <= sp.bin;
-            let mine: Vec<Part> = parts
+            let mut mine: Vec<Part> = parts
                 .iter()
                 .filter(|p| p.job == j)
                 .map(|p| Part {
@@ -1497,7 +1512,7 @@ mod tests {
                 job.segs.iter().map(|s| s.1 - s.0).sum::<usize>()
             );
             let small = if small_left { &lrows } else { &rrows };
-            assert_eq!(g.reduce(&mine), naive_hist(&b, &g.packed, small));
+            assert_eq!(g.reduce(&mut mine), naive_hist(&b, &g.packed, small));
         }
         assert_eq!(&g.rows[70_000..80_000], &before[70_000..80_000]);
     }
