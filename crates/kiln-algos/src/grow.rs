@@ -303,6 +303,18 @@ pub fn best_split(
     sum: Wide,
     features: &[usize],
 ) -> Option<Split> {
+    best_split_with(data, p, q, hist, sum, features, true)
+}
+
+fn best_split_with(
+    data: &BinnedMatrix,
+    p: &GrowParams,
+    q: &Quant,
+    hist: &[Wide],
+    sum: Wide,
+    features: &[usize],
+    allow_plain: bool,
+) -> Option<Split> {
     let total = q.decode(sum);
     let parent_gain = p.gain(total.g, total.h);
     let mut best: Option<Split> = None;
@@ -317,6 +329,10 @@ pub fn best_split(
         let h = &hist[off..off + nb + 1];
         let miss = h[nb];
         let try_missing_left = data.has_missing(f) && miss.h > 0;
+        if allow_plain && !try_missing_left && p.alpha == 0.0 && p.max_delta_step == 0.0 {
+            scan_plain(p, q, &h[..nb - 1], sum, parent_gain, f, &mut best);
+            continue;
+        }
         let mut acc = Wide::default();
         for (b, &e) in h[..nb - 1].iter().enumerate() {
             acc = acc.add(e);
@@ -345,6 +361,49 @@ pub fn best_split(
         }
     }
     best
+}
+
+/// [`best_split`]'s scan of one feature's bins (missing values right) for the plain gain
+/// `G² / (H + λ)` (no `alpha`, no `max_delta_step`): the same arithmetic as the general scan in
+/// a tighter loop, the left and right gains side by side (one two-lane division).
+#[inline(always)]
+fn scan_plain(
+    p: &GrowParams,
+    q: &Quant,
+    bins: &[Wide],
+    sum: Wide,
+    parent_gain: f64,
+    f: usize,
+    best: &mut Option<Split>,
+) {
+    let (gs, hs, lam, mcw) = (q.g_scale, q.h_scale, p.lambda, p.min_child_weight);
+    let (mut ag, mut ah) = (0i64, 0i64);
+    for (b, &e) in bins.iter().enumerate() {
+        ag += e.g;
+        ah += e.h;
+        let g = [ag as f64 * gs, (sum.g - ag) as f64 * gs];
+        let h = [ah as f64 * hs, (sum.h - ah) as f64 * hs];
+        if h[0] < mcw || h[1] < mcw {
+            continue;
+        }
+        let num = [g[0] * g[0], g[1] * g[1]];
+        let den = [h[0] + lam, h[1] + lam];
+        let ratio = [num[0] / den[0], num[1] / den[1]];
+        let gl = if h[0] > 0.0 { ratio[0] } else { 0.0 };
+        let gr = if h[1] > 0.0 { ratio[1] } else { 0.0 };
+        let chg = gl + gr - parent_gain;
+        if best.is_none_or(|s| chg > s.loss_chg) {
+            let left = Wide { g: ag, h: ah };
+            *best = Some(Split {
+                loss_chg: chg,
+                feature: f,
+                bin: b as u8,
+                default_left: false,
+                left,
+                right: sum.sub(left),
+            });
+        }
+    }
 }
 
 /// A node of the tree being grown. Its rows are runs (`segs`, ascending) of the row buffer:
@@ -403,8 +462,8 @@ struct Part {
     job: usize,
     /// Rows going left, per run of the task (`Split`).
     nls: Vec<usize>,
-    /// Packed histogram (`Hist`, `Split`).
-    hist: Option<Vec<[i64; SLOTS_PER_FEATURE]>>,
+    /// Packed histogram (`Hist`, `Split`) and the number of rows summed in it.
+    hist: Option<(Vec<[i64; SLOTS_PER_FEATURE]>, usize)>,
     /// Exact sums: `[left, right]` (`Final`) or `[all, _]` (`Leaf`).
     sums: [Entry; 2],
 }
@@ -685,7 +744,7 @@ impl<'a> Grower<'a> {
         let (data, p, q) = (self.data, self.p, &self.quant);
         for (child, h, ok, f) in [(left, lh, cl, feats[0]), (right, rh, cr, feats[1])] {
             if ok {
-                child.split = time(Phase::Splits, || best_split(data, p, q, &h, child.sum, f));
+                child.split = best_split(data, p, q, &h, child.sum, f);
                 child.hist = Some(h);
             }
         }
@@ -783,9 +842,11 @@ impl<'a> Grower<'a> {
             }
             let this = &*self;
             let (jobs, node_feats) = (&jobs, &node_feats);
-            work.into_par_iter().for_each(|(j, ps, parent, left, right, k)| {
-                Self::child_rows(&jobs[j], ps, left, right);
-                this.child_hists(&jobs[j], ps, parent, left, right, [&node_feats[k], &node_feats[k + 1]]);
+            time(Phase::Splits, || {
+                work.into_par_iter().for_each(|(j, ps, parent, left, right, k)| {
+                    Self::child_rows(&jobs[j], ps, left, right);
+                    this.child_hists(&jobs[j], ps, parent, left, right, [&node_feats[k], &node_feats[k + 1]]);
+                })
             });
             level = next;
         }
@@ -955,7 +1016,7 @@ impl<'a> Grower<'a> {
                 Part {
                     job: 0,
                     nls: Vec::new(),
-                    hist: Some(h),
+                    hist: Some((h, rs.len())),
                     sums: [Entry::default(); 2],
                 }
             })
@@ -965,22 +1026,51 @@ impl<'a> Grower<'a> {
     /// The node histogram (compact layout) summed from a job's packed task histograms, which go
     /// back to the pool cleared.
     fn reduce(&self, parts: &mut [Part]) -> Vec<Wide> {
-        let data = self.data;
-        let mut out = vec![Wide::default(); data.hist_len()];
-        for mut h in parts.iter_mut().filter_map(|p| p.hist.take()) {
-            for (f, hf) in h.iter_mut().enumerate() {
-                let off = data.offsets()[f];
-                // Codes never exceed the missing code, so the slots above it stay zero.
-                let nb = self.missing_code[f] as usize;
-                for (a, b) in out[off..=off + nb].iter_mut().zip(&mut hf[..=nb]) {
-                    *a = a.add(Quant::unpack(std::mem::take(b)));
+        let mut out = vec![Wide::default(); self.data.hist_len()];
+        // Packed histograms of at most `PIECE` rows in all are summed packed (they cannot
+        // overflow), then unpacked once.
+        let mut acc: Option<(Vec<[i64; SLOTS_PER_FEATURE]>, usize)> = None;
+        for (mut h, n) in parts.iter_mut().filter_map(|p| p.hist.take()) {
+            if let Some((a, an)) = acc.as_mut()
+                && *an + n <= PIECE
+            {
+                for (f, (af, hf)) in a.iter_mut().zip(h.iter_mut()).enumerate() {
+                    let used = ..=self.missing_code[f] as usize;
+                    for (x, y) in af[used].iter_mut().zip(&mut hf[used]) {
+                        *x = x.wrapping_add(std::mem::take(y));
+                    }
                 }
+                *an += n;
+                self.give_back(h);
+                continue;
             }
-            if let Ok(mut pool) = self.pool.lock() {
-                pool.push(h);
+            if let Some((a, _)) = acc.replace((h, n)) {
+                self.unpack_into(&mut out, a);
             }
         }
+        if let Some((a, _)) = acc {
+            self.unpack_into(&mut out, a);
+        }
         out
+    }
+
+    /// Adds a packed histogram to a compact one, and returns it to the pool cleared.
+    fn unpack_into(&self, out: &mut [Wide], mut h: Vec<[i64; SLOTS_PER_FEATURE]>) {
+        for (f, hf) in h.iter_mut().enumerate() {
+            let off = self.data.offsets()[f];
+            // Codes never exceed the missing code, so the slots above it stay zero.
+            let used = ..=self.missing_code[f] as usize;
+            for (o, x) in out[off..].iter_mut().zip(&mut hf[used]) {
+                *o = o.add(Quant::unpack(std::mem::take(x)));
+            }
+        }
+        self.give_back(h);
+    }
+
+    fn give_back(&self, h: Vec<[i64; SLOTS_PER_FEATURE]>) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.push(h);
+        }
     }
 
     /// Runs `jobs` in one parallel pass. Each job's runs are cut into tasks of at most
@@ -1030,20 +1120,24 @@ impl<'a> Grower<'a> {
                     #[cfg(test)]
                     Kind::Hist => {
                         let mut h = take_hist(pool, data.n_features());
+                        let mut n = 0;
                         for (r, _) in runs {
                             accumulate(&mut h, data, packed, 0, r);
+                            n += r.len();
                         }
-                        part.hist = Some(h);
+                        part.hist = Some((h, n));
                     }
                     Kind::Split { split, small_left } => {
-                        let mut h = take_hist(pool, data.n_features());
+                        let (mut h, mut n) = (take_hist(pool, data.n_features()), 0);
                         let (col, miss) = (data.column(split.feature), missing[split.feature]);
                         for (r, s) in runs {
                             let nl = partition_run(r, s, col, split.bin, miss, split.default_left);
                             part.nls.push(nl);
-                            accumulate(&mut h, data, packed, 0, if small_left { &r[..nl] } else { &r[nl..] });
+                            let small = if small_left { &r[..nl] } else { &r[nl..] };
+                            accumulate(&mut h, data, packed, 0, small);
+                            n += small.len();
                         }
-                        part.hist = Some(h);
+                        part.hist = Some((h, n));
                     }
                     Kind::Final { split, slots } => {
                         let (col, miss, bin) = (data.column(split.feature), missing[split.feature], split.bin);
@@ -1633,7 +1727,8 @@ mod tests {
         #[test]
         fn best_split_matches_exhaustive_search(
             data in proptest::collection::vec((proptest::option::of(0u8..20), 0u8..20, -5i8..5, 1u8..4), 4..80),
-            lambda in 0.0f64..2.0, alpha in 0.0f64..1.0, mds in proptest::sample::select(vec![0.0, 0.5]),
+            lambda in 0.0f64..2.0, alpha in proptest::prop_oneof![proptest::strategy::Just(0.0), 0.0f64..1.0],
+            mds in proptest::sample::select(vec![0.0, 0.5]),
         ) {
             let rows: Vec<Vec<f32>> = data.iter().map(|d| vec![d.0.map_or(f32::NAN, f32::from), f32::from(d.1)]).collect();
             let grads: Vec<GradPair> = data.iter().map(|d| GradPair { g: f32::from(d.2), h: f32::from(d.3) }).collect();
@@ -1648,6 +1743,29 @@ mod tests {
                 Some(s) => proptest::prop_assert!((s.loss_chg - want).abs() < 1e-9, "{} vs {}", s.loss_chg, want),
                 None => proptest::prop_assert!(want == f64::NEG_INFINITY),
             }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_scan_is_the_general_scan(
+            data in proptest::collection::vec((0u8..30, 0u8..4, -50i16..50, 0u8..20), 2..300),
+            lambda in proptest::prop_oneof![proptest::strategy::Just(0.0), 0.0f64..3.0],
+            mcw in proptest::sample::select(vec![0.0, 0.5, 1.0, 3.0]),
+            scales in (1e-4f64..1.0, 1e-4f64..1.0),
+        ) {
+            let rows: Vec<Vec<f32>> = data.iter().map(|d| vec![f32::from(d.0), f32::from(d.1)]).collect();
+            let grads: Vec<GradPair> = data.iter().map(|d| GradPair { g: f32::from(d.2), h: f32::from(d.3) }).collect();
+            let b = binned(&rows);
+            let p = GrowParams { lambda, min_child_weight: mcw, ..params() };
+            let q = Quant { g_scale: scales.0, h_scale: scales.1 };
+            let all: Vec<u32> = (0..rows.len() as u32).collect();
+            let packed = pack_exact(&grads);
+            let hist = naive_hist(&b, &packed, &all);
+            let sum = Quant::unpack(packed.iter().sum::<i64>());
+            let plain = best_split_with(&b, &p, &q, &hist, sum, &[0, 1], true);
+            let general = best_split_with(&b, &p, &q, &hist, sum, &[0, 1], false);
+            proptest::prop_assert_eq!(plain, general);
         }
     }
 

@@ -62,5 +62,6 @@ pub fn report() {
         .zip(&NANOS)
         .map(|(n, v)| format!("{n} {:.3}s", v.load(Ordering::Relaxed) as f64 / 1e9))
         .collect();
-    eprintln!("kiln profile: {}", parts.join(", "));
+    let total: u64 = NANOS.iter().map(|v| v.load(Ordering::Relaxed)).sum();
+    eprintln!("kiln profile: {} (sum {:.3}s)", parts.join(", "), total as f64 / 1e9);
 }
