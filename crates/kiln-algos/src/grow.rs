@@ -436,6 +436,9 @@ impl Node {
     }
 }
 
+/// A split job's parent histogram, children, and the left child's index in the next level.
+type SplitWork = (Option<Vec<Wide>>, Node, Node, usize);
+
 /// What one pass does with a node's rows.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -608,21 +611,24 @@ impl<'a> Grower<'a> {
     fn collect_sums(jobs: &[Job], parts: &[Part]) -> Vec<(usize, Entry)> {
         let mut out = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
-            let mut s = [Entry::default(); 2];
-            for part in parts.iter().filter(|p| p.job == j) {
-                s[0].add(part.sums[0]);
-                s[1].add(part.sums[1]);
-            }
-            match job.kind {
-                Kind::Leaf { slot } => out.push((slot as usize, s[0])),
-                Kind::Final { slots, .. } => {
-                    out.push((slots[0] as usize, s[0]));
-                    out.push((slots[1] as usize, s[1]));
-                }
-                _ => {}
-            }
+            let mine: Vec<&Part> = parts.iter().filter(|p| p.job == j).collect();
+            out.extend(Self::job_sums(job, mine));
         }
         out
+    }
+
+    /// Exact leaf sums of a `Leaf` or `Final` job from its parts (in run order).
+    fn job_sums<'p>(job: &Job, parts: impl IntoIterator<Item = &'p Part>) -> Vec<(usize, Entry)> {
+        let mut s = [Entry::default(); 2];
+        for part in parts {
+            s[0].add(part.sums[0]);
+            s[1].add(part.sums[1]);
+        }
+        match job.kind {
+            Kind::Leaf { slot } => vec![(slot as usize, s[0])],
+            Kind::Final { slots, .. } => vec![(slots[0] as usize, s[0]), (slots[1] as usize, s[1])],
+            _ => Vec::new(),
+        }
     }
 
     /// Sets leaf values, weights and covers from the exact gradient sums of each leaf's rows.
@@ -788,9 +794,11 @@ impl<'a> Grower<'a> {
             }
             // One pass: split the chosen nodes, and settle the others (leaves now).
             let mut jobs = Vec::new();
-            let mut next = Vec::new();
-            // (job index, parent histogram, index of the left child in `next`)
-            let mut splits = Vec::new();
+            // The next level, with each split job's children filled in when it finishes.
+            let mut next: Vec<Option<Node>> = Vec::new();
+            // Per job: for `Split` jobs, the parent's histogram, the two children (rows and
+            // histograms still to come) and the left one's index in `next`.
+            let mut work: Vec<Mutex<Option<SplitWork>>> = Vec::new();
             for (mut node, chosen) in level.into_iter().zip(chosen) {
                 if !chosen {
                     if !node.done {
@@ -798,6 +806,7 @@ impl<'a> Grower<'a> {
                             kind: Kind::Leaf { slot: node.nid as u32 },
                             segs: std::mem::take(&mut node.segs),
                         });
+                        work.push(Mutex::new(None));
                     }
                     continue;
                 }
@@ -806,11 +815,13 @@ impl<'a> Grower<'a> {
                 n_leaves += 1;
                 let (job, left, right) = self.split_job(&mut node, s, l, r);
                 if matches!(job.kind, Kind::Split { .. }) {
-                    splits.push((jobs.len(), node.hist.take(), next.len()));
+                    work.push(Mutex::new(Some((node.hist.take(), left, right, next.len()))));
+                    next.extend([None, None]);
+                } else {
+                    work.push(Mutex::new(None));
+                    next.extend([Some(left), Some(right)]);
                 }
                 jobs.push(job);
-                next.push(left);
-                next.push(right);
             }
             // Features of the next level, drawn in node order before its splits are searched.
             let level_feats = self.sample(features, p.colsample_bylevel, rng);
@@ -818,36 +829,36 @@ impl<'a> Grower<'a> {
                 .iter()
                 .map(|_| self.sample(&level_feats, p.colsample_bynode, rng))
                 .collect();
-            let mut parts = time(Phase::Partition, || self.run(&jobs, grads));
-            leaf_sums.extend(Self::collect_sums(&jobs, &parts));
-            // Per split: the children's rows, histograms (one reduced, one subtracted) and best
-            // splits, in parallel over splits. Parts come in job order.
-            let mut by_job: Vec<&mut [Part]> = Vec::with_capacity(jobs.len());
-            let mut rest = &mut parts[..];
-            for j in 0..jobs.len() {
-                let len = rest.iter().take_while(|p| p.job == j).count();
-                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(len);
-                by_job.push(mine);
-                rest = tail;
-            }
-            let mut work = Vec::with_capacity(splits.len());
-            let (mut by_job, mut next_rest, mut jat, mut at) = (by_job.into_iter(), &mut next[..], 0, 0);
-            for (j, parent, k) in splits {
-                let ps = by_job.nth(j - jat).expect("every job has parts");
-                jat = j + 1;
-                let (pair, tail) = std::mem::take(&mut next_rest)[k - at..].split_at_mut(2);
-                let (a, b) = pair.split_at_mut(1);
-                work.push((j, ps, parent, &mut a[0], &mut b[0], k));
-                (next_rest, at) = (tail, k + 2);
-            }
-            let this = &*self;
-            let (jobs, node_feats) = (&jobs, &node_feats);
-            time(Phase::Splits, || {
-                work.into_par_iter().for_each(|(j, ps, parent, left, right, k)| {
-                    Self::child_rows(&jobs[j], ps, left, right);
-                    this.child_hists(&jobs[j], ps, parent, left, right, [&node_feats[k], &node_feats[k + 1]]);
+            // Each split job, once its last task is done, sets its children's rows, histograms
+            // (one reduced, one subtracted) and best splits; leaf jobs give exact sums.
+            let outcomes = time(Phase::Partition, || {
+                let (jobs, work, node_feats) = (&jobs, &work, &node_feats);
+                self.run_then(jobs, grads, move |this, j, mut parts| {
+                    let Some((parent, mut left, mut right, k)) = lock(&work[j]).take() else {
+                        return Err(Self::job_sums(&jobs[j], &parts));
+                    };
+                    Self::child_rows(&jobs[j], &parts, &mut left, &mut right);
+                    this.child_hists(
+                        &jobs[j],
+                        &mut parts,
+                        parent,
+                        &mut left,
+                        &mut right,
+                        [&node_feats[k], &node_feats[k + 1]],
+                    );
+                    Ok((k, left, right))
                 })
             });
+            for outcome in outcomes {
+                match outcome {
+                    Ok((k, left, right)) => {
+                        next[k] = Some(left);
+                        next[k + 1] = Some(right);
+                    }
+                    Err(sums) => leaf_sums.extend(sums),
+                }
+            }
+            let next: Vec<Node> = next.into_iter().map(|n| n.expect("every split finished")).collect();
             level = next;
         }
         leaf_sums.extend(self.leaf_sums(level, grads));
@@ -1073,10 +1084,25 @@ impl<'a> Grower<'a> {
         }
     }
 
-    /// Runs `jobs` in one parallel pass. Each job's runs are cut into tasks of at most
-    /// `TASK_ROWS` rows (consecutive runs, never depending on the thread count); the parts come
-    /// back in (job, run) order.
+    /// Runs `jobs` in one parallel pass and returns their parts, in (job, run) order.
     fn run(&mut self, jobs: &[Job], grads: &[GradPair]) -> Vec<Part> {
+        self.run_then(jobs, grads, |_, _, parts| parts)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Runs `jobs` in one parallel pass. Each job's runs are cut into tasks of at most
+    /// `TASK_ROWS` rows (consecutive runs, never depending on the thread count). The task that
+    /// completes a job calls `finish(self, job, its parts in run order)` right away, inside the
+    /// same parallel pass (no second pass, no waiting for the other jobs); returns each job's
+    /// result.
+    fn run_then<R: Send>(
+        &mut self,
+        jobs: &[Job],
+        grads: &[GradPair],
+        finish: impl Fn(&Self, usize, Vec<Part>) -> R + Sync,
+    ) -> Vec<R> {
         // (job, first run, end run)
         let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
@@ -1090,7 +1116,9 @@ impl<'a> Grower<'a> {
             }
             tasks.push((j, first, job.segs.len()));
         }
-        // Carve every run out of the row and scratch buffers (runs are disjoint).
+        // Carve every run out of the row and scratch buffers (runs are disjoint). The buffers
+        // are moved out meanwhile so that `finish` can borrow the grower.
+        let (mut rows, mut scratch) = (std::mem::take(&mut self.rows), std::mem::take(&mut self.scratch));
         let mut spans: Vec<(usize, usize, usize)> = tasks
             .iter()
             .enumerate()
@@ -1099,17 +1127,31 @@ impl<'a> Grower<'a> {
         spans.sort_unstable_by_key(|s| s.0);
         type Run<'b> = (&'b mut [u32], &'b mut [u32]);
         let mut mine: Vec<Vec<Run<'_>>> = (0..tasks.len()).map(|_| Vec::new()).collect();
-        let (mut rest_r, mut rest_s, mut at) = (&mut self.rows[..], &mut self.scratch[..], 0);
+        let (mut rest_r, mut rest_s, mut at) = (&mut rows[..], &mut scratch[..], 0);
         for (s, e, t) in spans {
             let (pr, tail_r) = rest_r[s - at..].split_at_mut(e - s);
             let (ps, tail_s) = rest_s[s - at..].split_at_mut(e - s);
             mine[t].push((pr, ps));
             (rest_r, rest_s, at) = (tail_r, tail_s, e);
         }
-        let (data, packed, pos, missing, pool) = (self.data, &self.packed, &self.pos, &self.missing_code, &self.pool);
+        // Per job: its tasks' parts as they complete, and how many are still running.
+        let mut pending: Vec<(Vec<Option<Part>>, usize)> = Vec::with_capacity(jobs.len());
+        let mut index = Vec::with_capacity(tasks.len());
+        for &(j, _, _) in &tasks {
+            if pending.len() <= j {
+                pending.push((Vec::new(), 0));
+            }
+            index.push(pending[j].0.len());
+            pending[j].0.push(None);
+            pending[j].1 += 1;
+        }
+        let pending: Vec<Mutex<(Vec<Option<Part>>, usize)>> = pending.into_iter().map(Mutex::new).collect();
+        let results: Vec<Mutex<Option<R>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+        let this = &*self;
+        let (data, packed, pos, missing, pool) = (this.data, &this.packed, &this.pos, &this.missing_code, &this.pool);
         mine.into_par_iter()
-            .zip(tasks.par_iter())
-            .map(|(runs, &(j, _, _))| {
+            .zip(tasks.par_iter().zip(index))
+            .for_each(|(runs, (&(j, _, _), ti))| {
                 let mut part = Part {
                     job: j,
                     nls: Vec::new(),
@@ -1174,7 +1216,28 @@ impl<'a> Grower<'a> {
                         part.sums[0] = a;
                     }
                 }
-                part
+                let done = {
+                    let mut slot = lock(&pending[j]);
+                    slot.0[ti] = Some(part);
+                    slot.1 -= 1;
+                    (slot.1 == 0).then(|| std::mem::take(&mut slot.0))
+                };
+                if let Some(parts) = done {
+                    let parts = parts
+                        .into_iter()
+                        .map(|p| p.expect("every task stored its part"))
+                        .collect();
+                    *lock(&results[j]) = Some(finish(this, j, parts));
+                }
+            });
+        self.rows = rows;
+        self.scratch = scratch;
+        results
+            .into_iter()
+            .map(|r| {
+                r.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .expect("every job finished")
             })
             .collect()
     }
@@ -1227,6 +1290,11 @@ fn final_sums(
             h: t[0].h - l[0].h,
         },
     ]
+}
+
+/// Locks `m`; a panic elsewhere (which rayon re-raises anyway) leaves no broken state here.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Zeroed packed task histograms, reused: taking one costs no allocation nor clearing.
