@@ -327,7 +327,7 @@ fn train_in_pool(
                     margins
                         .par_chunks_mut(k)
                         .enumerate()
-                        .for_each(|(r, m)| m[g] += t.cond[t.leaf_for_codes(data.row(r), missing)]);
+                        .for_each(|(r, m)| m[g] += t.cond[t.leaf_for_codes(|f| data.code(r, f), missing)]);
                 } else {
                     const BLOCK: usize = 1 << 14;
                     let gr = &grower;

@@ -546,10 +546,19 @@ impl<'a> Grower<'a> {
     ) -> Grown {
         self.rows.clear();
         match active {
-            Some(a) => self.rows.extend_from_slice(a),
+            Some(a) => {
+                // Partitioning relies on every id being a row of the data (`partition_run`).
+                assert!(
+                    a.iter().all(|&r| (r as usize) < self.data.n_rows()),
+                    "active row out of range"
+                );
+                self.rows.extend_from_slice(a)
+            }
             None => self.rows.extend(0..self.data.n_rows() as u32),
         }
         let n = self.rows.len();
+        // Every row's gradient is read by id without bounds checks (`final_sums`).
+        assert_eq!(grads.len(), self.data.n_rows(), "one gradient per row");
         self.scratch.resize(n, 0);
         if self.pos.len() != self.data.n_rows() {
             self.pos = (0..self.data.n_rows()).map(|_| AtomicU32::new(0)).collect();
@@ -1022,7 +1031,7 @@ impl<'a> Grower<'a> {
                         pk[r as usize - lo] = pack(grads[r as usize]);
                     }
                 }
-                let mut h = take_hist(pool, data.n_features());
+                let mut h = take_hist(pool, data.n_groups());
                 accumulate(&mut h, data, pk, lo, rs);
                 Part {
                     job: 0,
@@ -1045,8 +1054,8 @@ impl<'a> Grower<'a> {
             if let Some((a, an)) = acc.as_mut()
                 && *an + n <= PIECE
             {
-                for (f, (af, hf)) in a.iter_mut().zip(h.iter_mut()).enumerate() {
-                    let used = ..=self.missing_code[f] as usize;
+                for (g, (af, hf)) in a.iter_mut().zip(h.iter_mut()).enumerate() {
+                    let used = ..self.data.groups()[g].slots;
                     for (x, y) in af[used].iter_mut().zip(&mut hf[used]) {
                         *x = x.wrapping_add(std::mem::take(y));
                     }
@@ -1065,15 +1074,33 @@ impl<'a> Grower<'a> {
         out
     }
 
-    /// Adds a packed histogram to a compact one, and returns it to the pool cleared.
+    /// Adds a packed histogram (one per code group) to a compact one (one per feature), and
+    /// returns it to the pool cleared.
     fn unpack_into(&self, out: &mut [Wide], mut h: Vec<[i64; SLOTS_PER_FEATURE]>) {
-        for (f, hf) in h.iter_mut().enumerate() {
-            let off = self.data.offsets()[f];
-            // Codes never exceed the missing code, so the slots above it stay zero.
-            let used = ..=self.missing_code[f] as usize;
-            for (o, x) in out[off..].iter_mut().zip(&mut hf[used]) {
-                *o = o.add(Quant::unpack(std::mem::take(x)));
+        let offsets = self.data.offsets();
+        for (group, hg) in self.data.groups().iter().zip(h.iter_mut()) {
+            // Codes never reach `slots`, so the slots above stay zero.
+            let used = &mut hg[..group.slots];
+            if let [(f, _)] = group.members[..] {
+                for (o, x) in out[offsets[f]..].iter_mut().zip(used) {
+                    *o = o.add(Quant::unpack(std::mem::take(x)));
+                }
+                continue;
             }
+            // A bundle: each member's histogram sums the joint slots over the other members'
+            // codes. The packed sums cover the same rows as the joint ones, so they cannot
+            // overflow either, and are unpacked once.
+            for (&(f, stride), &size) in group.members.iter().zip(&group.sizes) {
+                let mut member = [0i64; SLOTS_PER_FEATURE];
+                for (j, &x) in used.iter().enumerate() {
+                    let c = j / stride % size;
+                    member[c] = member[c].wrapping_add(x);
+                }
+                for (o, &x) in out[offsets[f]..].iter_mut().zip(&member[..size]) {
+                    *o = o.add(Quant::unpack(x));
+                }
+            }
+            used.fill(0);
         }
         self.give_back(h);
     }
@@ -1161,7 +1188,7 @@ impl<'a> Grower<'a> {
                 match jobs[j].kind {
                     #[cfg(test)]
                     Kind::Hist => {
-                        let mut h = take_hist(pool, data.n_features());
+                        let mut h = take_hist(pool, data.n_groups());
                         let mut n = 0;
                         for (r, _) in runs {
                             accumulate(&mut h, data, packed, 0, r);
@@ -1170,10 +1197,12 @@ impl<'a> Grower<'a> {
                         part.hist = Some((h, n));
                     }
                     Kind::Split { split, small_left } => {
-                        let (mut h, mut n) = (take_hist(pool, data.n_features()), 0);
+                        let (mut h, mut n) = (take_hist(pool, data.n_groups()), 0);
                         let (col, miss) = (data.column(split.feature), missing[split.feature]);
                         for (r, s) in runs {
-                            let nl = partition_run(r, s, col, split.bin, miss, split.default_left);
+                            // SAFETY: the row buffer holds row ids below `data.n_rows()` (see
+                            // `partition_run`), and `col` has a code for each of them.
+                            let nl = unsafe { partition_run(r, s, col, split.bin, miss, split.default_left) };
                             part.nls.push(nl);
                             let small = if small_left { &r[..nl] } else { &r[nl..] };
                             accumulate(&mut h, data, packed, 0, small);
@@ -1183,13 +1212,15 @@ impl<'a> Grower<'a> {
                     }
                     Kind::Final { split, slots } => {
                         let (col, miss, bin) = (data.column(split.feature), missing[split.feature], split.bin);
-                        part.sums = if split.default_left {
-                            final_sums(&runs, grads, pos, slots, |r| {
-                                let c = col[r as usize];
-                                (c <= bin) | (c == miss)
-                            })
-                        } else {
-                            final_sums(&runs, grads, pos, slots, |r| col[r as usize] <= bin)
+                        // SAFETY: the row buffer holds row ids below `data.n_rows()` (see
+                        // `partition_run`), the length of `col`, of `pos` and (checked in
+                        // `grow`) of `grads`.
+                        part.sums = unsafe {
+                            if split.default_left {
+                                final_sums(&runs, grads, pos, col, slots, |c| (c <= bin) | (c == miss))
+                            } else {
+                                final_sums(&runs, grads, pos, col, slots, |c| c <= bin)
+                            }
                         };
                     }
                     Kind::Leaf { slot } => {
@@ -1243,42 +1274,50 @@ impl<'a> Grower<'a> {
     }
 }
 
-/// Exact `[left, right]` gradient sums of the rows of `runs` (split by `left`), recording each
-/// row's leaf (`slots[0]` left, `slots[1]` right) in `pos`.
+/// Exact `[left, right]` gradient sums of the rows of `runs` (split by `left` of their code in
+/// `col`), recording each row's leaf (`slots[0]` left, `slots[1]` right) in `pos`.
+///
+/// # Safety
+/// Every row id in `runs` is below `grads.len()`, `pos.len()` and `col.len()`.
 #[inline(always)]
-fn final_sums(
+unsafe fn final_sums(
     runs: &[(&mut [u32], &mut [u32])],
     grads: &[GradPair],
     pos: &[AtomicU32],
+    col: &[u8],
     slots: [u32; 2],
-    left: impl Fn(u32) -> bool,
+    left: impl Fn(u8) -> bool,
 ) -> [Entry; 2] {
     // Sums of the left rows and of all rows, each over even and odd positions: four
     // independent chains of f64 adds per sum instead of one.
     let (mut l, mut t) = ([Entry::default(); 2], [Entry::default(); 2]);
+    let mut one = |k: usize, r: u32| {
+        let r = r as usize;
+        debug_assert!(r < grads.len() && r < pos.len() && r < col.len());
+        // SAFETY: `r` is below the three lengths: the caller's guarantee. Unchecked, this
+        // pass over every row of the last level is about a third faster.
+        let (goes_left, gp, p) = unsafe {
+            (
+                left(*col.get_unchecked(r)),
+                *grads.get_unchecked(r),
+                pos.get_unchecked(r),
+            )
+        };
+        let (g, h) = (f64::from(gp.g), f64::from(gp.h));
+        l[k].g += if goes_left { g } else { 0.0 };
+        l[k].h += if goes_left { h } else { 0.0 };
+        t[k].g += g;
+        t[k].h += h;
+        p.store(if goes_left { slots[0] } else { slots[1] }, Ordering::Relaxed);
+    };
     for (run, _) in runs {
         let mut pairs = run.chunks_exact(2);
         for pair in &mut pairs {
-            for (k, &r) in pair.iter().enumerate() {
-                let goes_left = left(r);
-                let gp = grads[r as usize];
-                let (g, h) = (f64::from(gp.g), f64::from(gp.h));
-                l[k].g += if goes_left { g } else { 0.0 };
-                l[k].h += if goes_left { h } else { 0.0 };
-                t[k].g += g;
-                t[k].h += h;
-                pos[r as usize].store(if goes_left { slots[0] } else { slots[1] }, Ordering::Relaxed);
-            }
+            one(0, pair[0]);
+            one(1, pair[1]);
         }
         for &r in pairs.remainder() {
-            let goes_left = left(r);
-            let gp = grads[r as usize];
-            let (g, h) = (f64::from(gp.g), f64::from(gp.h));
-            l[0].g += if goes_left { g } else { 0.0 };
-            l[0].h += if goes_left { h } else { 0.0 };
-            t[0].g += g;
-            t[0].h += h;
-            pos[r as usize].store(if goes_left { slots[0] } else { slots[1] }, Ordering::Relaxed);
+            one(0, r);
         }
     }
     l[0].add(l[1]);
@@ -1308,30 +1347,50 @@ fn take_hist(pool: &HistPool, nf: usize) -> Vec<[i64; SLOTS_PER_FEATURE]> {
 
 /// Stable in-place partition of one run (`scratch` is at least as long): rows going left first,
 /// in their order, then the rest. Returns the number going left.
-fn partition_run(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, miss: u8, dl: bool) -> usize {
+///
+/// # Safety
+/// Every row id in `rows` is below `col.len()`. (The grower's row buffer only ever holds ids
+/// below the data's row count, of which `col` has one code each: [`Grower::grow`] fills it with
+/// checked ids and partitioning only permutes it.)
+unsafe fn partition_run(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, miss: u8, dl: bool) -> usize {
     // Missing codes are above every value bin, so they only need a test when they go left.
-    if dl {
-        partition_by(rows, scratch, col, |c| (c <= bin) | (c == miss))
-    } else {
-        partition_by(rows, scratch, col, |c| c <= bin)
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe {
+        if dl {
+            partition_by(rows, scratch, col, |c| (c <= bin) | (c == miss))
+        } else {
+            partition_by(rows, scratch, col, |c| c <= bin)
+        }
     }
 }
 
+/// # Safety
+/// As [`partition_run`]: every row id in `rows` is below `col.len()`.
 #[inline(always)]
-fn partition_by(rows: &mut [u32], scratch: &mut [u32], col: &[u8], left: impl Fn(u8) -> bool) -> usize {
+unsafe fn partition_by(rows: &mut [u32], scratch: &mut [u32], col: &[u8], left: impl Fn(u8) -> bool) -> usize {
+    debug_assert!(rows.iter().all(|&r| (r as usize) < col.len()));
     let n = rows.len();
     let scratch = &mut scratch[..n];
     let (mut nl, mut nr) = (0, 0);
+    let (rp, sp) = (rows.as_mut_ptr(), scratch.as_mut_ptr());
     // Lefts are compacted in place (the write index never passes the read index), rights go to
     // the scratch buffer. Every row is written to both and one cursor advances: no branch to
-    // mispredict on the coin-flip decision.
+    // mispredict on the coin-flip decision. Without bounds checks, which would sit on the chain
+    // of dependent cursor updates, the loop is about 1.4 times faster.
     for i in 0..n {
-        let r = rows[i];
-        let l = left(col[r as usize]);
-        rows[nl] = r;
-        scratch[nr] = r;
-        nl += usize::from(l);
-        nr += usize::from(!l);
+        // SAFETY: at the top of iteration `i`, `nl + nr == i` (each iteration advances exactly
+        // one of them), so `nl <= i < n == rows.len()` and `nr <= i < n == scratch.len()`: the
+        // reads and writes are in bounds. `r < col.len()` is the caller's guarantee. `rp` and
+        // `sp` come from distinct `&mut` slices, and `rows[nl]` is written only after `rows[i]`
+        // (`nl <= i`) was read, so no read sees a clobbered value.
+        unsafe {
+            let r = *rp.add(i);
+            let l = left(*col.get_unchecked(r as usize));
+            *rp.add(nl) = r;
+            *sp.add(nr) = r;
+            nl += usize::from(l);
+            nr += usize::from(!l);
+        }
     }
     rows[nl..].copy_from_slice(&scratch[..nr]);
     nl
@@ -1359,8 +1418,8 @@ const PREFETCH_ROWS: usize = 16;
 /// slot of each feature's code.
 #[inline(never)]
 fn accumulate(hist: &mut [[i64; SLOTS_PER_FEATURE]], data: &BinnedMatrix, packed: &[i64], base: usize, rows: &[u32]) {
-    let nf = data.n_features();
-    let codes = data.codes();
+    let nf = data.n_groups();
+    let codes = data.group_codes();
     // A node's rows are ascending (the root is 0..n and partitioning is stable), so a range
     // whose ends are len - 1 apart is contiguous: stream it without the index and prefetches.
     if let (Some(&first), Some(&last)) = (rows.first(), rows.last())
@@ -1450,7 +1509,7 @@ mod tests {
         let mut h = vec![Wide::default(); b.hist_len()];
         for &r in rows {
             for f in 0..b.n_features() {
-                let slot = b.offsets()[f] + b.row(r as usize)[f] as usize;
+                let slot = b.offsets()[f] + b.code(r as usize, f) as usize;
                 h[slot] = h[slot].add(Quant::unpack(packed[r as usize]));
             }
         }
@@ -1495,6 +1554,8 @@ mod tests {
             })
             .collect();
         let b = binned(&rows);
+        // Features 0 and 1 (7 and 13 codes) share a byte; 2 (3 values and missing) can't join.
+        assert_eq!(b.n_groups(), 2);
         let grads: Vec<GradPair> = (0..100_000)
             .map(|i| GradPair {
                 g: ((i % 11) as f32 - 5.0) / 4.0,
@@ -1528,8 +1589,8 @@ mod tests {
         let (lrows, rrows) = (gather(&left.segs), gather(&right.segs));
         assert_eq!(lrows.len(), left.n_rows);
         assert_eq!(lrows.len() + rrows.len(), 100_000);
-        assert!(lrows.iter().all(|&r| b.row(r as usize)[0] <= 2));
-        assert!(rrows.iter().all(|&r| b.row(r as usize)[0] > 2));
+        assert!(lrows.iter().all(|&r| b.code(r as usize, 0) <= 2));
+        assert!(rrows.iter().all(|&r| b.code(r as usize, 0) > 2));
         assert!(lrows.windows(2).all(|w| w[0] < w[1]), "partition is stable");
         assert!(rrows.windows(2).all(|w| w[0] < w[1]), "partition is stable");
         let small = g.reduce(&mut parts);
@@ -1590,7 +1651,7 @@ mod tests {
         let miss = g.missing_codes()[0];
         let mut want = [Entry::default(); 3];
         for (r, gp) in grads.iter().enumerate() {
-            let c = b.row(r)[0];
+            let c = b.code(r, 0);
             let (slot, k) = if r >= 50_000 {
                 (9, 2)
             } else if c <= 1 || c == miss {
@@ -1642,7 +1703,7 @@ mod tests {
             let Kind::Split { split: sp, small_left } = job.kind else {
                 unreachable!()
             };
-            let goes_left = |r: &u32| b.row(*r as usize)[sp.feature] <= sp.bin;
+            let goes_left = |r: &u32| b.code(*r as usize, sp.feature) <= sp.bin;
             let mut mine: Vec<Part> = parts
                 .iter()
                 .filter(|p| p.job == j)
@@ -1792,6 +1853,28 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The unchecked partition loop against a naive stable partition.
+        #[test]
+        fn partition_run_is_a_stable_partition(
+            col in proptest::collection::vec(0u8..6, 1..300),
+            pick in proptest::collection::vec(proptest::bool::ANY, 300),
+            bin in 0u8..6, miss in 0u8..6, dl in proptest::bool::ANY,
+        ) {
+            let mut rows: Vec<u32> = (0..col.len() as u32).filter(|&r| pick[r as usize]).collect();
+            let goes_left = |r: &u32| {
+                let c = col[*r as usize];
+                c <= bin || (dl && c == miss)
+            };
+            let want: Vec<u32> = rows.iter().filter(|r| goes_left(r)).chain(rows.iter().filter(|r| !goes_left(r))).copied().collect();
+            let mut scratch = vec![0; rows.len() + 3];
+            // SAFETY: `rows` are indices of `col`.
+            let nl = unsafe { partition_run(&mut rows, &mut scratch, &col, bin, miss, dl) };
+            proptest::prop_assert_eq!(&rows, &want);
+            proptest::prop_assert_eq!(nl, want.iter().filter(|r| goes_left(r)).count());
+        }
+    }
+
+    proptest::proptest! {
         #[test]
         fn best_split_matches_exhaustive_search(
             data in proptest::collection::vec((proptest::option::of(0u8..20), 0u8..20, -5i8..5, 1u8..4), 4..80),
@@ -1881,7 +1964,7 @@ mod tests {
         assert!(t.tree.max_depth() <= 3);
         // Every row's recorded leaf is the one the tree routes it to.
         for r in 0..2000 {
-            assert_eq!(t.tree.leaf_for_codes(b.row(r), g.missing_codes()), g.leaf_of(r));
+            assert_eq!(t.tree.leaf_for_codes(|f| b.code(r, f), g.missing_codes()), g.leaf_of(r));
         }
         let mut p2 = params();
         p2.lossguide = true;
@@ -1891,7 +1974,7 @@ mod tests {
         let t = g.grow(&grads, None, None, &feats, &mut Rng::new(0));
         assert_eq!(t.tree.n_leaves(), 5);
         for r in 0..2000 {
-            assert_eq!(t.tree.leaf_for_codes(b.row(r), g.missing_codes()), g.leaf_of(r));
+            assert_eq!(t.tree.leaf_for_codes(|f| b.code(r, f), g.missing_codes()), g.leaf_of(r));
         }
     }
 }

@@ -402,7 +402,8 @@ mod tests {
         let cuts = BinCuts::compute(&floats.features, None, 64);
         let direct = BinnedMatrix::new(&floats.features, cuts.clone());
         assert_eq!(streamed.matrix.cuts(), &cuts);
-        assert_eq!(streamed.matrix.codes(), direct.codes());
+        assert_eq!(streamed.matrix.group_codes(), direct.group_codes());
+        assert_eq!(streamed.matrix.groups(), direct.groups());
         assert_eq!(streamed.labels, floats.labels);
         for f in 0..3 {
             assert_eq!(streamed.matrix.column(f), direct.column(f));

@@ -110,13 +110,14 @@ impl RegTree {
         i
     }
 
-    /// Leaf reached by a row of bin codes (`missing[f]` is feature f's missing code).
+    /// Leaf reached by a row whose feature `f` has bin code `code(f)` (`missing[f]` is its missing
+    /// code).
     #[inline]
-    pub fn leaf_for_codes(&self, codes: &[u8], missing: &[u8]) -> usize {
+    pub fn leaf_for_codes(&self, code: impl Fn(usize) -> u8, missing: &[u8]) -> usize {
         let mut i = 0;
         while self.left[i] >= 0 {
             let f = self.feature[i] as usize;
-            let c = codes[f];
+            let c = code(f);
             i = if c == missing[f] {
                 if self.default_left[i] {
                     self.left[i]
