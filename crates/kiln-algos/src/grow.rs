@@ -254,6 +254,7 @@ fn floor_small(y: f32) -> i32 {
 
 /// The largest |g| and the largest h of `grads`, as folds of `f32::max` from 0 give them (NaN
 /// ignored, negative h counted as 0).
+#[inline(always)]
 pub fn grad_max(grads: &[GradPair]) -> (f32, f32) {
     // Non-negative floats order like their bit patterns, so the folds are integer maxima, which
     // vectorize; patterns above infinity's (NaN, and any negative h) count as 0.
@@ -1088,13 +1089,15 @@ impl<'a> Grower<'a> {
                 continue;
             }
             // A bundle: each member's histogram sums the joint slots over the other members'
-            // codes. The packed sums cover the same rows as the joint ones, so they cannot
-            // overflow either, and are unpacked once.
+            // codes (slot `j` holds member code `j / stride % size`; walked without divisions).
+            // The packed sums cover the same rows as the joint ones, so they cannot overflow
+            // either, and are unpacked once.
             for (&(f, stride), &size) in group.members.iter().zip(&group.sizes) {
                 let mut member = [0i64; SLOTS_PER_FEATURE];
-                for (j, &x) in used.iter().enumerate() {
-                    let c = j / stride % size;
-                    member[c] = member[c].wrapping_add(x);
+                for block in used.chunks_exact(stride * size) {
+                    for (m, run) in member.iter_mut().zip(block.chunks_exact(stride)) {
+                        *m = run.iter().fold(*m, |a, &x| a.wrapping_add(x));
+                    }
                 }
                 for (o, &x) in out[offsets[f]..].iter_mut().zip(&member[..size]) {
                     *o = o.add(Quant::unpack(x));

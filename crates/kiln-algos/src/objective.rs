@@ -187,7 +187,8 @@ impl Objective {
     }
 
     /// Gradients for a block of rows: `m` and `out` are row-major `rows × n_groups`, `ys` (and
-    /// `ws`) one per row.
+    /// `ws`) one per row. (Always inlined, so a caller compiled for wider vectors gets them.)
+    #[inline(always)]
     pub fn gradients_block(
         &self,
         m: &[f32],
@@ -345,6 +346,7 @@ impl Objective {
 }
 
 /// Logistic gradients for a block of rows (see [`Objective::gradients`]).
+#[inline(always)]
 fn logistic_block(m: &[f32], ys: &[f32], ws: Option<&[f32]>, spw: f32, out: &mut [GradPair]) {
     let one = |i: usize, w: f32| {
         let p = 1.0 / (1.0 + fast_exp(-m[i]));
