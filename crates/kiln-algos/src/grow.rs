@@ -17,8 +17,8 @@
 //! of threads.
 
 use std::collections::BinaryHeap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -472,6 +472,31 @@ struct Part {
     sums: [Entry; 2],
 }
 
+/// Deepest depth-wise trees grown asynchronously: heap ids of their nodes stay small.
+const MAX_ASYNC_DEPTH: usize = 20;
+
+/// What the asynchronous grower records, to build the tree when every job is done.
+#[derive(Default)]
+struct AsyncRecord {
+    /// Split nodes: (depth, heap id, quantized sums, split).
+    splits: Vec<(usize, usize, Wide, Split)>,
+    /// Exact sums of the leaves, by heap id.
+    sums: Vec<(usize, Entry)>,
+}
+
+/// What to do when a job is done, with its parts and runs (in run order).
+type Then<'s> = Box<dyn FnOnce(&rayon::Scope<'s>, Vec<Part>, Vec<Run<'s>>) + Send + 's>;
+
+/// One job of the asynchronous grower: its tasks' parts and runs as they finish.
+struct AsyncJob<'s> {
+    done: Vec<Option<(Part, Vec<Run<'s>>)>>,
+    left: usize,
+    then: Option<Then<'s>>,
+}
+
+/// One run of a node's rows: its slice of the row buffer and the matching scratch slice.
+type Run<'b> = (&'b mut [u32], &'b mut [u32]);
+
 /// Rows per run of the root (a node keeps at most one run per root segment).
 const SEG: usize = 1 << 14;
 /// Most rows in one task; at most `PIECE`, so one packed histogram per task cannot overflow.
@@ -489,6 +514,12 @@ pub struct Grower<'a> {
     missing_code: Vec<u8>,
     /// Leaf (node id) of every row of the last tree (rows it was grown on).
     pos: Vec<AtomicU32>,
+    /// When the last tree was grown asynchronously, `pos` holds heap ids (root 0, children of
+    /// `h` at `2h + 1` and `2h + 2`) and this maps them to node ids.
+    heap_nid: Option<Vec<u32>>,
+    /// Grow depth-wise trees node by node as soon as each parent is done, instead of level by
+    /// level, when the parameters allow it (see [`Self::grow_async`]).
+    pub(crate) asynchronous: bool,
     /// Cleared packed task histograms, reused.
     pool: HistPool,
 }
@@ -517,6 +548,12 @@ impl<'a> Grower<'a> {
             },
             missing_code,
             pos: Vec::new(),
+            heap_nid: None,
+            asynchronous: !p.lossguide
+                && p.max_leaves == 0
+                && p.colsample_bylevel >= 1.0
+                && p.colsample_bynode >= 1.0
+                && (1..=MAX_ASYNC_DEPTH).contains(&p.max_depth),
             pool: Mutex::new(Vec::new()),
         }
     }
@@ -525,7 +562,11 @@ impl<'a> Grower<'a> {
     /// was grown on.
     #[inline]
     pub fn leaf_of(&self, r: usize) -> usize {
-        self.pos[r].load(Ordering::Relaxed) as usize
+        let p = self.pos[r].load(Ordering::Relaxed);
+        match &self.heap_nid {
+            Some(map) => map[p as usize] as usize,
+            None => p as usize,
+        }
     }
 
     /// Missing code per feature.
@@ -558,6 +599,7 @@ impl<'a> Grower<'a> {
             None => self.rows.extend(0..self.data.n_rows() as u32),
         }
         let n = self.rows.len();
+        self.heap_nid = None;
         // Every row's gradient is read by id without bounds checks (`final_sums`).
         assert_eq!(grads.len(), self.data.n_rows(), "one gradient per row");
         self.scratch.resize(n, 0);
@@ -590,6 +632,8 @@ impl<'a> Grower<'a> {
         let leaf_sums = if self.can_split(&root) {
             if self.p.lossguide {
                 self.grow_lossguide(root, features, rng, &mut tree, grads)
+            } else if self.asynchronous {
+                self.grow_async(root, features, &mut tree, grads)
             } else {
                 self.grow_depthwise(root, features, rng, &mut tree, grads)
             }
@@ -875,6 +919,184 @@ impl<'a> Grower<'a> {
         leaf_sums
     }
 
+    /// Depth-wise growth without level barriers: each node is split (or settled as a leaf) as
+    /// soon as its parent's job is done, so both cores stay busy while the slowest nodes of a
+    /// level finish. Only for plain depth-wise trees (no leaf limit, which needs a level's
+    /// splits ranked together, and no per-level or per-node column sampling, which draws from
+    /// the random stream in level order).
+    ///
+    /// Jobs, tasks and their order of summation are exactly those of [`Self::grow_depthwise`],
+    /// and the tree's nodes are numbered as it numbers them (breadth first, by heap id), so the
+    /// model is bit-identical; rows record heap ids, mapped to node ids by [`Self::leaf_of`].
+    fn grow_async(
+        &mut self,
+        mut root: Node,
+        features: &[usize],
+        tree: &mut RegTree,
+        grads: &[GradPair],
+    ) -> Vec<(usize, Entry)> {
+        if let Some(h) = &root.hist {
+            root.split = time(Phase::Splits, || {
+                best_split(self.data, self.p, &self.quant, h, root.sum, features)
+            });
+        }
+        let (mut rows, mut scratch) = (std::mem::take(&mut self.rows), std::mem::take(&mut self.scratch));
+        let segs = std::mem::take(&mut root.segs);
+        let mut runs: Vec<Run<'_>> = Vec::with_capacity(segs.len());
+        let (mut rest_r, mut rest_s, mut at) = (&mut rows[..], &mut scratch[..], 0);
+        for (s, e) in segs {
+            let (pr, tail_r) = rest_r[s - at..].split_at_mut(e - s);
+            let (ps, tail_s) = rest_s[s - at..].split_at_mut(e - s);
+            runs.push((pr, ps));
+            (rest_r, rest_s, at) = (tail_r, tail_s, e);
+        }
+        let out = Mutex::new(AsyncRecord::default());
+        let this = &*self;
+        time(Phase::Partition, || {
+            rayon::scope(|sc| this.expand(sc, root, runs, features, grads, &out));
+        });
+        self.rows = rows;
+        self.scratch = scratch;
+        let mut rec = out.into_inner().unwrap_or_else(|e| e.into_inner());
+        // Number the nodes as the level-by-level grower does: breadth first, by heap id.
+        rec.splits.sort_unstable_by_key(|&(depth, heap, ..)| (depth, heap));
+        let end = rec.splits.iter().map(|&(_, h, ..)| 2 * h + 3).max().unwrap_or(1);
+        let mut nid = vec![u32::MAX; end];
+        nid[0] = 0;
+        for &(_, heap, sum, s) in &rec.splits {
+            let (l, r) = self.apply_split_at(tree, nid[heap] as usize, sum, &s);
+            (nid[2 * heap + 1], nid[2 * heap + 2]) = (l as u32, r as u32);
+        }
+        let sums = rec.sums.iter().map(|&(heap, e)| (nid[heap] as usize, e)).collect();
+        self.heap_nid = Some(nid);
+        sums
+    }
+
+    /// Splits `node` (its rows are `runs`) or settles it as a leaf, then its children, each as
+    /// soon as its job is done.
+    fn expand<'s>(
+        &'s self,
+        sc: &rayon::Scope<'s>,
+        mut node: Node,
+        runs: Vec<Run<'s>>,
+        features: &'s [usize],
+        grads: &'s [GradPair],
+        out: &'s Mutex<AsyncRecord>,
+    ) {
+        let Some(s) = node.split.filter(|s| self.valid(s)) else {
+            if !node.done {
+                let kind = Kind::Leaf { slot: node.nid as u32 };
+                self.spawn_job(
+                    sc,
+                    kind,
+                    runs,
+                    grads,
+                    Box::new(move |_, parts, _| {
+                        lock(out)
+                            .sums
+                            .extend(Self::job_sums(&Job { kind, segs: Vec::new() }, &parts));
+                    }),
+                );
+            }
+            return;
+        };
+        let heap = node.nid;
+        lock(out).splits.push((node.depth, heap, node.sum, s));
+        let (job, mut left, mut right) = self.split_job(&mut node, s, 2 * heap + 1, 2 * heap + 2);
+        let kind = job.kind;
+        if !matches!(kind, Kind::Split { .. }) {
+            self.spawn_job(
+                sc,
+                kind,
+                runs,
+                grads,
+                Box::new(move |_, parts, _| {
+                    lock(out)
+                        .sums
+                        .extend(Self::job_sums(&Job { kind, segs: Vec::new() }, &parts));
+                }),
+            );
+            return;
+        }
+        let parent = node.hist.take();
+        self.spawn_job(
+            sc,
+            kind,
+            runs,
+            grads,
+            Box::new(move |sc, mut parts, runs| {
+                // The children's runs, as `child_rows` cuts them: each partitioned run splits into
+                // its left and right rows, empty sides dropped.
+                let nls = parts.iter().flat_map(|p| p.nls.iter().copied());
+                let (mut lruns, mut rruns) = (Vec::new(), Vec::new());
+                for ((rw, sw), nl) in runs.into_iter().zip(nls) {
+                    let ((lr, rr), (ls, rs)) = (rw.split_at_mut(nl), sw.split_at_mut(nl));
+                    left.n_rows += lr.len();
+                    right.n_rows += rr.len();
+                    if !lr.is_empty() {
+                        lruns.push((lr, ls));
+                    }
+                    if !rr.is_empty() {
+                        rruns.push((rr, rs));
+                    }
+                }
+                let job = Job { kind, segs: Vec::new() };
+                self.child_hists(&job, &mut parts, parent, &mut left, &mut right, [features, features]);
+                self.expand(sc, left, lruns, features, grads, out);
+                self.expand(sc, right, rruns, features, grads, out);
+            }),
+        );
+    }
+
+    /// Spawns the tasks of one job on `runs` (cut as [`Self::run_then`] cuts them); the task
+    /// that completes the job calls `then` with the parts and the runs, in run order.
+    fn spawn_job<'s>(
+        &'s self,
+        sc: &rayon::Scope<'s>,
+        kind: Kind,
+        runs: Vec<Run<'s>>,
+        grads: &'s [GradPair],
+        then: Then<'s>,
+    ) {
+        let mut tasks: Vec<Vec<Run<'s>>> = vec![Vec::new()];
+        let mut rows = 0;
+        for run in runs {
+            let len = run.0.len();
+            let cur = tasks.last_mut().expect("there is always a task");
+            if !cur.is_empty() && rows + len > TASK_ROWS {
+                tasks.push(Vec::new());
+                rows = 0;
+            }
+            rows += len;
+            tasks.last_mut().expect("there is always a task").push(run);
+        }
+        let pending = Arc::new(Mutex::new(AsyncJob {
+            done: (0..tasks.len()).map(|_| None).collect(),
+            left: tasks.len(),
+            then: Some(then),
+        }));
+        for (ti, mut task) in tasks.into_iter().enumerate() {
+            let pending = Arc::clone(&pending);
+            sc.spawn(move |sc| {
+                let part = self.run_task(kind, 0, &mut task, grads);
+                let finished = {
+                    let mut p = lock(&pending);
+                    p.done[ti] = Some((part, task));
+                    p.left -= 1;
+                    (p.left == 0).then(|| (std::mem::take(&mut p.done), p.then.take()))
+                };
+                if let Some((done, Some(then))) = finished {
+                    let (mut parts, mut runs) = (Vec::new(), Vec::new());
+                    for (part, task_runs) in done.into_iter().flatten() {
+                        parts.push(part);
+                        runs.extend(task_runs);
+                    }
+                    then(sc, parts, runs);
+                }
+            });
+        }
+    }
+
     fn grow_lossguide(
         &mut self,
         mut root: Node,
@@ -978,15 +1200,20 @@ impl<'a> Grower<'a> {
     }
 
     fn apply_split(&self, tree: &mut RegTree, node: &Node, s: &Split) -> (usize, usize) {
+        self.apply_split_at(tree, node.nid, node.sum, s)
+    }
+
+    /// Splits tree node `nid` (whose quantized sums are `sum`) by `s`; returns the children.
+    fn apply_split_at(&self, tree: &mut RegTree, nid: usize, sum: Wide, s: &Split) -> (usize, usize) {
         let p = self.p;
         let q = self.quant;
         let leaf = |w: Wide| {
             let e = q.decode(w);
             ((p.eta * p.weight(e.g, e.h)) as f32, e.h as f32)
         };
-        let total = q.decode(node.sum);
+        let total = q.decode(sum);
         tree.split(
-            node.nid,
+            nid,
             s.feature as u32,
             s.bin,
             self.data.cuts().threshold(s.feature, s.bin),
@@ -1114,6 +1341,81 @@ impl<'a> Grower<'a> {
         }
     }
 
+    /// One task of a job of `kind` (the job's index is `job`): `runs` are consecutive runs of
+    /// its rows. Shared by the level-synchronous and the asynchronous growers.
+    fn run_task(&self, kind: Kind, job: usize, runs: &mut [Run<'_>], grads: &[GradPair]) -> Part {
+        let (data, packed, pos, missing, pool) = (self.data, &self.packed, &self.pos, &self.missing_code, &self.pool);
+        let mut part = Part {
+            job,
+            nls: Vec::new(),
+            hist: None,
+            sums: [Entry::default(); 2],
+        };
+        match kind {
+            #[cfg(test)]
+            Kind::Hist => {
+                let mut h = take_hist(pool, data.n_groups());
+                let mut n = 0;
+                for (r, _) in runs.iter_mut() {
+                    accumulate(&mut h, data, packed, 0, r);
+                    n += r.len();
+                }
+                part.hist = Some((h, n));
+            }
+            Kind::Split { split, small_left } => {
+                let (mut h, mut n) = (take_hist(pool, data.n_groups()), 0);
+                let (col, miss) = (data.column(split.feature), missing[split.feature]);
+                for (r, s) in runs.iter_mut() {
+                    // SAFETY: the row buffer holds row ids below `data.n_rows()` (see
+                    // `partition_run`), and `col` has a code for each of them.
+                    let nl = unsafe { partition_run(r, s, col, split.bin, miss, split.default_left) };
+                    part.nls.push(nl);
+                    let small = if small_left { &r[..nl] } else { &r[nl..] };
+                    accumulate(&mut h, data, packed, 0, small);
+                    n += small.len();
+                }
+                part.hist = Some((h, n));
+            }
+            Kind::Final { split, slots } => {
+                let (col, miss, bin) = (data.column(split.feature), missing[split.feature], split.bin);
+                // SAFETY: the row buffer holds row ids below `data.n_rows()` (see
+                // `partition_run`), the length of `col`, of `pos` and (checked in
+                // `grow`) of `grads`.
+                part.sums = unsafe {
+                    if split.default_left {
+                        final_sums(runs, grads, pos, col, slots, |c| (c <= bin) | (c == miss))
+                    } else {
+                        final_sums(runs, grads, pos, col, slots, |c| c <= bin)
+                    }
+                };
+            }
+            Kind::Leaf { slot } => {
+                // Two accumulators halve the chain of dependent f64 adds.
+                let (mut a, mut b) = (Entry::default(), Entry::default());
+                for (r, _) in runs.iter_mut() {
+                    let mut pairs = r.chunks_exact(2);
+                    for pair in &mut pairs {
+                        let (x, y) = (grads[pair[0] as usize], grads[pair[1] as usize]);
+                        a.g += f64::from(x.g);
+                        a.h += f64::from(x.h);
+                        b.g += f64::from(y.g);
+                        b.h += f64::from(y.h);
+                        pos[pair[0] as usize].store(slot, Ordering::Relaxed);
+                        pos[pair[1] as usize].store(slot, Ordering::Relaxed);
+                    }
+                    for &x in pairs.remainder() {
+                        a.g += f64::from(grads[x as usize].g);
+                        a.h += f64::from(grads[x as usize].h);
+                        pos[x as usize].store(slot, Ordering::Relaxed);
+                    }
+                }
+                a.add(b);
+                part.sums[0] = a;
+            }
+        }
+        part
+    }
+
     /// Runs `jobs` in one parallel pass and returns their parts, in (job, run) order.
     fn run(&mut self, jobs: &[Job], grads: &[GradPair]) -> Vec<Part> {
         self.run_then(jobs, grads, |_, _, parts| parts)
@@ -1155,7 +1457,6 @@ impl<'a> Grower<'a> {
             .flat_map(|(t, &(j, a, b))| jobs[j].segs[a..b].iter().map(move |&(s, e)| (s, e, t)))
             .collect();
         spans.sort_unstable_by_key(|s| s.0);
-        type Run<'b> = (&'b mut [u32], &'b mut [u32]);
         let mut mine: Vec<Vec<Run<'_>>> = (0..tasks.len()).map(|_| Vec::new()).collect();
         let (mut rest_r, mut rest_s, mut at) = (&mut rows[..], &mut scratch[..], 0);
         for (s, e, t) in spans {
@@ -1178,78 +1479,10 @@ impl<'a> Grower<'a> {
         let pending: Vec<Mutex<(Vec<Option<Part>>, usize)>> = pending.into_iter().map(Mutex::new).collect();
         let results: Vec<Mutex<Option<R>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
         let this = &*self;
-        let (data, packed, pos, missing, pool) = (this.data, &this.packed, &this.pos, &this.missing_code, &this.pool);
         mine.into_par_iter()
             .zip(tasks.par_iter().zip(index))
-            .for_each(|(runs, (&(j, _, _), ti))| {
-                let mut part = Part {
-                    job: j,
-                    nls: Vec::new(),
-                    hist: None,
-                    sums: [Entry::default(); 2],
-                };
-                match jobs[j].kind {
-                    #[cfg(test)]
-                    Kind::Hist => {
-                        let mut h = take_hist(pool, data.n_groups());
-                        let mut n = 0;
-                        for (r, _) in runs {
-                            accumulate(&mut h, data, packed, 0, r);
-                            n += r.len();
-                        }
-                        part.hist = Some((h, n));
-                    }
-                    Kind::Split { split, small_left } => {
-                        let (mut h, mut n) = (take_hist(pool, data.n_groups()), 0);
-                        let (col, miss) = (data.column(split.feature), missing[split.feature]);
-                        for (r, s) in runs {
-                            // SAFETY: the row buffer holds row ids below `data.n_rows()` (see
-                            // `partition_run`), and `col` has a code for each of them.
-                            let nl = unsafe { partition_run(r, s, col, split.bin, miss, split.default_left) };
-                            part.nls.push(nl);
-                            let small = if small_left { &r[..nl] } else { &r[nl..] };
-                            accumulate(&mut h, data, packed, 0, small);
-                            n += small.len();
-                        }
-                        part.hist = Some((h, n));
-                    }
-                    Kind::Final { split, slots } => {
-                        let (col, miss, bin) = (data.column(split.feature), missing[split.feature], split.bin);
-                        // SAFETY: the row buffer holds row ids below `data.n_rows()` (see
-                        // `partition_run`), the length of `col`, of `pos` and (checked in
-                        // `grow`) of `grads`.
-                        part.sums = unsafe {
-                            if split.default_left {
-                                final_sums(&runs, grads, pos, col, slots, |c| (c <= bin) | (c == miss))
-                            } else {
-                                final_sums(&runs, grads, pos, col, slots, |c| c <= bin)
-                            }
-                        };
-                    }
-                    Kind::Leaf { slot } => {
-                        // Two accumulators halve the chain of dependent f64 adds.
-                        let (mut a, mut b) = (Entry::default(), Entry::default());
-                        for (r, _) in runs {
-                            let mut pairs = r.chunks_exact(2);
-                            for pair in &mut pairs {
-                                let (x, y) = (grads[pair[0] as usize], grads[pair[1] as usize]);
-                                a.g += f64::from(x.g);
-                                a.h += f64::from(x.h);
-                                b.g += f64::from(y.g);
-                                b.h += f64::from(y.h);
-                                pos[pair[0] as usize].store(slot, Ordering::Relaxed);
-                                pos[pair[1] as usize].store(slot, Ordering::Relaxed);
-                            }
-                            for &x in pairs.remainder() {
-                                a.g += f64::from(grads[x as usize].g);
-                                a.h += f64::from(grads[x as usize].h);
-                                pos[x as usize].store(slot, Ordering::Relaxed);
-                            }
-                        }
-                        a.add(b);
-                        part.sums[0] = a;
-                    }
-                }
+            .for_each(|(mut runs, (&(j, _, _), ti))| {
+                let part = this.run_task(jobs[j].kind, j, &mut runs, grads);
                 let done = {
                     let mut slot = lock(&pending[j]);
                     slot.0[ti] = Some(part);
@@ -1978,6 +2211,51 @@ mod tests {
         assert_eq!(t.tree.n_leaves(), 5);
         for r in 0..2000 {
             assert_eq!(t.tree.leaf_for_codes(|f| b.code(r, f), g.missing_codes()), g.leaf_of(r));
+        }
+    }
+    #[test]
+    fn asynchronous_growth_is_bit_identical_to_level_by_level() {
+        // Several root segments and tasks per node, missing values, and limits that settle some
+        // nodes early (final jobs and leaves above the last level).
+        let n = 70_000;
+        let rows: Vec<Vec<f32>> = (0..n)
+            .map(|i| {
+                vec![
+                    ((i * 7919) % 211) as f32,
+                    (i % 13) as f32,
+                    if i % 17 == 0 { f32::NAN } else { ((i * 31) % 5) as f32 },
+                    ((i * 104_729) % 1000) as f32 / 10.0,
+                ]
+            })
+            .collect();
+        let b = binned(&rows);
+        let mut rng = Rng::new(3);
+        let grads: Vec<GradPair> = (0..n)
+            .map(|i| GradPair {
+                g: ((i % 13) as f32 - 6.0) * 0.3 + ((i * 7919) % 211) as f32 / 100.0 + rng.next_f64() as f32 - 0.5,
+                h: 0.1 + rng.next_f64() as f32,
+            })
+            .collect();
+        let every_third: Vec<u32> = (0..n as u32).step_by(3).collect();
+        let feats = [0, 1, 2, 3];
+        for (depth, mcw, gamma) in [(6, 1.0, 0.0), (4, 3000.0, 0.0), (8, 1.0, 40.0), (1, 1.0, 0.0)] {
+            let mut p = params();
+            (p.max_depth, p.min_child_weight, p.gamma) = (depth, mcw, gamma);
+            for active in [None, Some(&every_third[..])] {
+                let mut a = Grower::new(&b, &p);
+                let mut s = Grower::new(&b, &p);
+                assert!(a.asynchronous);
+                s.asynchronous = false;
+                let ta = a.grow(&grads, None, active, &feats, &mut Rng::new(0));
+                let ts = s.grow(&grads, None, active, &feats, &mut Rng::new(0));
+                assert!(ts.tree.n_nodes() > 1, "depth {depth}: no split");
+                assert_eq!(ta.tree, ts.tree, "depth {depth}, min_child_weight {mcw}, gamma {gamma}");
+                let grown: Vec<usize> =
+                    active.map_or_else(|| (0..n).collect(), |a| a.iter().map(|&r| r as usize).collect());
+                for r in grown {
+                    assert_eq!(a.leaf_of(r), s.leaf_of(r), "row {r}");
+                }
+            }
         }
     }
 }
