@@ -14,7 +14,11 @@
 //!
 //! Work is cut into fixed-size row pieces, independent of the thread count, and partial results
 //! are combined in piece order, so a tree is bit-identical for a given seed whatever the number
-//! of threads.
+//! of threads. Depth-wise trees are grown node by node (`Grower::grow_async`: a node's job starts
+//! when its parent's is done, with no barrier between levels) whenever no leaf limit or
+//! per-level/per-node column sampling needs a whole level at once; both ways give the same tree.
+//! Low-cardinality features share a byte of each row (`crate::binning::code_groups`), so one add
+//! counts several features; their histograms are recovered exactly.
 
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -512,7 +516,8 @@ pub struct Grower<'a> {
     packed: Vec<i64>,
     quant: Quant,
     missing_code: Vec<u8>,
-    /// Leaf (node id) of every row of the last tree (rows it was grown on).
+    /// Leaf of every row of the last tree (rows it was grown on): its node id, or its heap id
+    /// when `heap_nid` is set.
     pos: Vec<AtomicU32>,
     /// When the last tree was grown asynchronously, `pos` holds heap ids (root 0, children of
     /// `h` at `2h + 1` and `2h + 2`) and this maps them to node ids.
