@@ -2,7 +2,7 @@
 //!
 //! Feature `f` has cut points `c[0] < c[1] < ... < c[k-1]`; value `x` goes to bin
 //! `#{j : c[j] <= x}` (0..=k), and a missing value to code `k + 1`. A split "bin <= b goes left"
-//! is therefore exactly "x < c[b]" — the test xgboost's predictor applies to `split_conditions` —
+//! is therefore exactly `x < c[b]` — the test xgboost's predictor applies to `split_conditions` —
 //! so a model evaluated on raw floats routes every training row as the binned trainer did.
 
 use rayon::prelude::*;
