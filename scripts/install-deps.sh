@@ -18,3 +18,15 @@ if ! [ -f .deps-python-ok ] || [ requirements-test.txt -nt .deps-python-ok ] || 
   touch .deps-python-ok
 fi
 command -v aws >/dev/null || $PY -m pip install -q --disable-pip-version-check awscli
+
+# Older xgboost releases, each in its own venv, so the tests can check that kiln's model files load and
+# predict the same in xgboost 1.7 and 2.x as in the 3.x of requirements-test.txt.
+xgb_venv() {  # dir, pip requirements...
+  local dir=$1; shift
+  [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "import xgboost" 2>/dev/null && return
+  rm -rf "$dir"
+  $PY -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check "$@"
+}
+xgb_venv .venvs/xgboost-1.7 "xgboost==1.7.6" "numpy<2"
+xgb_venv .venvs/xgboost-2.1 "xgboost-cpu==2.1.4"

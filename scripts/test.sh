@@ -25,6 +25,7 @@ cargo test --workspace
 
 step "integration tests (pytest)"
 export KILN_BIN="$PWD/target/debug/kiln"
+export KILN_XGB_PYTHONS="${KILN_XGB_PYTHONS-$PWD/.venvs/xgboost-1.7/bin/python:$PWD/.venvs/xgboost-2.1/bin/python}"
 python3 -m pytest -q -ra --durations=15 tests "$@"
 
 if [ $# -eq 0 ]; then

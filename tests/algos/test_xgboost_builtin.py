@@ -309,7 +309,8 @@ print("ok", xgb.__version__)
 
 
 @pytest.mark.skipif(not __import__("os").environ.get("KILN_XGB_PYTHONS"),
-                    reason="set KILN_XGB_PYTHONS=/venv17/bin/python:/venv21/bin/python to check other xgboost versions")
+                    reason="set KILN_XGB_PYTHONS to python executables with other xgboost versions "
+                           "(scripts/test.sh uses the venvs scripts/install-deps.sh makes)")
 def test_models_load_in_other_xgboost_versions(tmp_path):
     """kiln's model files give kiln's predictions in xgboost 1.7 and 2.x too (every objective)."""
     import os
