@@ -191,15 +191,11 @@ mod tests {
             let Some(&(f, c, dl)) = next.next().filter(|_| depth < 7) else {
                 continue;
             };
-            let (l, r) = t.split(nid, f, 0, c, dl, 0.0, 1.0, [(l_value(nid), 1.0), (-l_value(nid), 1.0)]);
+            let (l, r) = t.split(nid, f, 0, c, dl, 0.0, 1.0, [(0.0, 1.0); 2]);
             open.push((l, depth + 1));
             open.push((r, depth + 1));
         }
         t
-    }
-
-    fn l_value(nid: usize) -> f32 {
-        nid as f32 + 0.5
     }
 
     proptest! {
