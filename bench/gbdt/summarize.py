@@ -34,6 +34,15 @@ for data in sorted({d for d, _ in runs}):
             rt = min(r["dataset_build_s"] + r["train_s"] for r in runs[(data, ref)])
             print(f"train-time ratio kiln/{name}: {k / best(data, ref, 'train_s'):.2f}   "
                   f"(build+train: {kt / rt:.2f})")
+    # The three tools run back to back within a repetition, so a repetition's own ratio compares
+    # them under the same host conditions; on a host whose speed drifts, its median is steadier
+    # than the ratio of minima (which may come from different moments).
+    for ref, name in (("xgb", "xgboost"), ("lgb", "LightGBM")):
+        pairs = list(zip(runs.get((data, "kiln"), []), runs.get((data, ref), [])))
+        if pairs:
+            per = sorted(k["train_s"] / r["train_s"] for k, r in pairs)
+            mid = per[len(per) // 2] if len(per) % 2 else (per[len(per) // 2 - 1] + per[len(per) // 2]) / 2
+            print(f"per-repetition kiln/{name}: median {mid:.2f}, range {per[0]:.2f}-{per[-1]:.2f}")
     kc = best(data, "kiln", "train_cpu_s")
     for ref, name in (("xgb", "xgboost"), ("lgb", "LightGBM")):
         rc = best(data, ref, "train_cpu_s")
