@@ -471,10 +471,20 @@ struct Part {
     /// Rows going left, per run of the task (`Split`).
     nls: Vec<usize>,
     /// Packed histogram (`Hist`, `Split`) and the number of rows summed in it.
-    hist: Option<(Vec<[i64; SLOTS_PER_FEATURE]>, usize)>,
+    hist: Option<(Vec<GroupHist>, usize)>,
     /// Exact sums: `[left, right]` (`Final`) or `[all, _]` (`Leaf`).
     sums: [Entry; 2],
 }
+
+/// Slots of one code group's packed histogram in a task: its `SLOTS_PER_FEATURE` codes, then
+/// padding (never written). Without it, groups two apart sit 4096 bytes apart, and a row whose
+/// codes in both are equal (common on skewed and low-cardinality features) makes the kernel's
+/// read of one wait on its write to the other (the CPU compares the low 12 address bits of loads
+/// with pending stores): up to 6 times slower per add on such rows.
+const GROUP_STRIDE: usize = SLOTS_PER_FEATURE + 8;
+
+/// One code group's packed histogram in a task.
+type GroupHist = [i64; GROUP_STRIDE];
 
 /// Deepest depth-wise trees grown asynchronously: heap ids of their nodes stay small.
 const MAX_ASYNC_DEPTH: usize = 20;
@@ -1284,7 +1294,7 @@ impl<'a> Grower<'a> {
         let mut out = vec![Wide::default(); self.data.hist_len()];
         // Packed histograms of at most `PIECE` rows in all are summed packed (they cannot
         // overflow), then unpacked once.
-        let mut acc: Option<(Vec<[i64; SLOTS_PER_FEATURE]>, usize)> = None;
+        let mut acc: Option<(Vec<GroupHist>, usize)> = None;
         for (mut h, n) in parts.iter_mut().filter_map(|p| p.hist.take()) {
             if let Some((a, an)) = acc.as_mut()
                 && *an + n <= PIECE
@@ -1311,7 +1321,7 @@ impl<'a> Grower<'a> {
 
     /// Adds a packed histogram (one per code group) to a compact one (one per feature), and
     /// returns it to the pool cleared.
-    fn unpack_into(&self, out: &mut [Wide], mut h: Vec<[i64; SLOTS_PER_FEATURE]>) {
+    fn unpack_into(&self, out: &mut [Wide], mut h: Vec<GroupHist>) {
         let offsets = self.data.offsets();
         for (group, hg) in self.data.groups().iter().zip(h.iter_mut()) {
             // Codes never reach `slots`, so the slots above stay zero.
@@ -1342,7 +1352,7 @@ impl<'a> Grower<'a> {
         self.give_back(h);
     }
 
-    fn give_back(&self, h: Vec<[i64; SLOTS_PER_FEATURE]>) {
+    fn give_back(&self, h: Vec<GroupHist>) {
         if let Ok(mut pool) = self.pool.lock() {
             pool.push(h);
         }
@@ -1582,12 +1592,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Zeroed packed task histograms, reused: taking one costs no allocation nor clearing.
-type HistPool = Mutex<Vec<Vec<[i64; SLOTS_PER_FEATURE]>>>;
+type HistPool = Mutex<Vec<Vec<GroupHist>>>;
 
 /// A zeroed packed histogram of `nf` features, from `pool` if it has one.
-fn take_hist(pool: &HistPool, nf: usize) -> Vec<[i64; SLOTS_PER_FEATURE]> {
+fn take_hist(pool: &HistPool, nf: usize) -> Vec<GroupHist> {
     let reused = pool.lock().map(|mut p| p.pop()).unwrap_or(None);
-    reused.unwrap_or_else(|| vec![[0i64; SLOTS_PER_FEATURE]; nf])
+    reused.unwrap_or_else(|| vec![[0i64; GROUP_STRIDE]; nf])
 }
 
 /// Stable in-place partition of one run (`scratch` is at least as long): rows going left first,
@@ -1667,13 +1677,7 @@ const PREFETCH_ROWS: usize = 16;
 /// grower's row buffer only holds rows of the data, checked when it is filled, and its packed
 /// gradients cover every row, or, in [`Grower::root_pass`], the segment the rows lie in.)
 #[inline(never)]
-unsafe fn accumulate(
-    hist: &mut [[i64; SLOTS_PER_FEATURE]],
-    data: &BinnedMatrix,
-    packed: &[i64],
-    base: usize,
-    rows: &[u32],
-) {
+unsafe fn accumulate(hist: &mut [GroupHist], data: &BinnedMatrix, packed: &[i64], base: usize, rows: &[u32]) {
     let nf = data.n_groups();
     let codes = data.group_codes();
     debug_assert!(rows.iter().all(|&r| (r as usize) < data.n_rows()));
@@ -1705,7 +1709,7 @@ unsafe fn accumulate(
 /// As [`accumulate`]; also `hist.len() >= nf` and `codes` holds `nf` codes per row of the data.
 #[inline(always)]
 unsafe fn kernel<const NF: usize>(
-    hist: &mut [[i64; SLOTS_PER_FEATURE]],
+    hist: &mut [GroupHist],
     codes: &[u8],
     nf: usize,
     packed: &[i64],
@@ -1715,12 +1719,12 @@ unsafe fn kernel<const NF: usize>(
     let nf = if NF > 0 { NF } else { nf };
     let h = hist.as_mut_ptr().cast::<i64>();
     // SAFETY (for `add_row`'s callers below): `row` points at a row's `nf` codes, each below
-    // `SLOTS_PER_FEATURE`, and `h` at `nf` histograms of `SLOTS_PER_FEATURE` slots.
+    // `SLOTS_PER_FEATURE`, and `h` at `nf` histograms of `GROUP_STRIDE` slots.
     let add_row = |row: *const u8, v: i64| {
         for g in 0..nf {
-            // SAFETY: see above: slot `g * SLOTS_PER_FEATURE + code` is inside `hist`.
+            // SAFETY: see above: slot `g * GROUP_STRIDE + code` is inside `hist`.
             unsafe {
-                let slot = h.add(g * SLOTS_PER_FEATURE + usize::from(*row.add(g)));
+                let slot = h.add(g * GROUP_STRIDE + usize::from(*row.add(g)));
                 *slot = (*slot).wrapping_add(v);
             }
         }
@@ -1866,7 +1870,7 @@ mod tests {
             let scattered: Vec<u32> = (0..3000).filter(|r| r % 3 != 1).collect();
             let contiguous: Vec<u32> = (100..2900).collect();
             for rows in [&scattered, &contiguous] {
-                let mut h = vec![[0i64; SLOTS_PER_FEATURE]; nf];
+                let mut h = vec![[0i64; GROUP_STRIDE]; nf];
                 // SAFETY: rows of the data; `packed` has one value per row.
                 unsafe { accumulate(&mut h, &b, &packed, 0, rows) };
                 let p = params();
