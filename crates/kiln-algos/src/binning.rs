@@ -15,6 +15,9 @@ pub const MAX_VALUE_BINS: usize = 255;
 /// Histogram slots per feature (value bins and the missing code all fit in a `u8`).
 pub const SLOTS_PER_FEATURE: usize = 256;
 
+/// Readable bytes after each feature's column (see [`BinnedMatrix::column_padded`]).
+pub const COLUMN_PAD: usize = 3;
+
 /// Rows sampled to choose cut points (all rows when there are fewer).
 pub const SKETCH_ROWS: usize = 1 << 18;
 
@@ -252,9 +255,10 @@ impl BinnedMatrix {
     /// Wraps row-major codes made with `cuts` (`codes.len() == n_rows * n_features`).
     pub fn from_codes(n_rows: usize, nf: usize, codes: Vec<u8>, cuts: BinCuts) -> Self {
         let n = n_rows;
-        let mut columns = vec![0u8; n * nf];
+        // `COLUMN_PAD` zero bytes after the last column: see `column_padded`.
+        let mut columns = vec![0u8; n * nf + COLUMN_PAD];
         if n > 0 {
-            columns.par_chunks_mut(n).enumerate().for_each(|(f, col)| {
+            columns[..n * nf].par_chunks_mut(n).enumerate().for_each(|(f, col)| {
                 for (r, c) in col.iter_mut().enumerate() {
                     *c = codes[r * nf + f];
                 }
@@ -349,6 +353,13 @@ impl BinnedMatrix {
     #[inline]
     pub fn column(&self, f: usize) -> &[u8] {
         &self.columns[f * self.n_rows..(f + 1) * self.n_rows]
+    }
+
+    /// Feature `f`'s codes followed by at least `COLUMN_PAD` readable bytes (the next column's
+    /// codes, or zeros after the last column), so a 4-byte read at any row's code stays in
+    /// bounds (vector gathers read whole 32-bit lanes).
+    pub fn column_padded(&self, f: usize) -> &[u8] {
+        &self.columns[f * self.n_rows..(f + 1) * self.n_rows + COLUMN_PAD]
     }
 
     /// The cut points.

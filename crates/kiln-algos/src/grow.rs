@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
-use crate::binning::{BinnedMatrix, SLOTS_PER_FEATURE};
+use crate::binning::{BinnedMatrix, COLUMN_PAD, SLOTS_PER_FEATURE};
 use crate::objective::GradPair;
 use crate::prof::{Phase, time};
 use crate::rng::{Rng, n_sampled};
@@ -1382,10 +1382,10 @@ impl<'a> Grower<'a> {
             }
             Kind::Split { split, small_left } => {
                 let (mut h, mut n) = (take_hist(pool, data.n_groups()), 0);
-                let (col, miss) = (data.column(split.feature), missing[split.feature]);
+                let (col, miss) = (data.column_padded(split.feature), missing[split.feature]);
                 for (r, s) in runs.iter_mut() {
                     // SAFETY: the row buffer holds row ids below `data.n_rows()` (see
-                    // `partition_run`), and `col` has a code for each of them.
+                    // `partition_run`), and `col` is a padded column of the data.
                     let nl = unsafe { partition_run(r, s, col, split.bin, miss, split.default_left) };
                     part.nls.push(nl);
                     let small = if small_left { &r[..nl] } else { &r[nl..] };
@@ -1604,39 +1604,66 @@ fn take_hist(pool: &HistPool, nf: usize) -> Vec<GroupHist> {
 /// in their order, then the rest. Returns the number going left.
 ///
 /// # Safety
-/// Every row id in `rows` is below `col.len()`. (The grower's row buffer only ever holds ids
-/// below the data's row count, of which `col` has one code each: [`Grower::grow`] fills it with
-/// checked ids and partitioning only permutes it.)
+/// Every row id `r` in `rows` has `r + COLUMN_PAD < col.len()`: `col` is a column as
+/// [`BinnedMatrix::column_padded`] gives it, and the grower's row buffer only ever holds ids
+/// below the data's row count ([`Grower::grow`] fills it with checked ids and partitioning only
+/// permutes it).
 unsafe fn partition_run(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, miss: u8, dl: bool) -> usize {
-    // Missing codes are above every value bin, so they only need a test when they go left.
-    // SAFETY: the caller's guarantee, passed on.
-    unsafe {
-        if dl {
-            partition_by(rows, scratch, col, |c| (c <= bin) | (c == miss))
-        } else {
-            partition_by(rows, scratch, col, |c| c <= bin)
-        }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && col.len() <= i32::MAX as usize {
+        // SAFETY: the CPU has AVX-512F (checked just above); the rest is the caller's guarantee.
+        return unsafe { partition_avx512(rows, scratch, col, bin, miss, dl) };
     }
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe { partition_scalar(rows, scratch, col, bin, miss, dl) }
 }
 
+/// [`partition_run`] one row at a time.
+///
 /// # Safety
-/// As [`partition_run`]: every row id in `rows` is below `col.len()`.
+/// As [`partition_run`].
+unsafe fn partition_scalar(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, miss: u8, dl: bool) -> usize {
+    let scratch = &mut scratch[..rows.len()];
+    // Missing codes are above every value bin, so they only need a test when they go left.
+    // SAFETY: the caller's guarantee, passed on; `scratch` is as long as `rows`.
+    let (nl, nr) = unsafe {
+        if dl {
+            partition_rows(rows, scratch, col, 0, (0, 0), |c| (c <= bin) | (c == miss))
+        } else {
+            partition_rows(rows, scratch, col, 0, (0, 0), |c| c <= bin)
+        }
+    };
+    rows[nl..].copy_from_slice(&scratch[..nr]);
+    nl
+}
+
+/// Partitions `rows[from..]` (rows before `from` are done: `nl` of them compacted at the front
+/// of `rows`, `nr` in `scratch`, `nl + nr == from`) and returns the new `(nl, nr)`.
+///
+/// # Safety
+/// `scratch.len() == rows.len()`, `from <= rows.len()`, `nl + nr == from`, and every row id in
+/// `rows[from..]` is below `col.len()`.
 #[inline(always)]
-unsafe fn partition_by(rows: &mut [u32], scratch: &mut [u32], col: &[u8], left: impl Fn(u8) -> bool) -> usize {
-    debug_assert!(rows.iter().all(|&r| (r as usize) < col.len()));
-    let n = rows.len();
-    let scratch = &mut scratch[..n];
-    let (mut nl, mut nr) = (0, 0);
+unsafe fn partition_rows(
+    rows: &mut [u32],
+    scratch: &mut [u32],
+    col: &[u8],
+    from: usize,
+    (mut nl, mut nr): (usize, usize),
+    left: impl Fn(u8) -> bool,
+) -> (usize, usize) {
+    debug_assert!(scratch.len() == rows.len() && nl + nr == from && from <= rows.len());
+    debug_assert!(rows[from..].iter().all(|&r| (r as usize) < col.len()));
     let (rp, sp) = (rows.as_mut_ptr(), scratch.as_mut_ptr());
     // Lefts are compacted in place (the write index never passes the read index), rights go to
     // the scratch buffer. Every row is written to both and one cursor advances: no branch to
     // mispredict on the coin-flip decision. Without bounds checks, which would sit on the chain
     // of dependent cursor updates, the loop is about 1.4 times faster.
-    for i in 0..n {
+    for i in from..rows.len() {
         // SAFETY: at the top of iteration `i`, `nl + nr == i` (each iteration advances exactly
-        // one of them), so `nl <= i < n == rows.len()` and `nr <= i < n == scratch.len()`: the
-        // reads and writes are in bounds. `r < col.len()` is the caller's guarantee. `rp` and
-        // `sp` come from distinct `&mut` slices, and `rows[nl]` is written only after `rows[i]`
+        // one of them), so `nl <= i < rows.len()` and `nr <= i < scratch.len()`: the reads and
+        // writes are in bounds. `r < col.len()` is the caller's guarantee. `rp` and `sp` come
+        // from distinct `&mut` slices, and `rows[nl]` is written only after `rows[i]`
         // (`nl <= i`) was read, so no read sees a clobbered value.
         unsafe {
             let r = *rp.add(i);
@@ -1647,6 +1674,60 @@ unsafe fn partition_by(rows: &mut [u32], scratch: &mut [u32], col: &[u8], left: 
             nr += usize::from(!l);
         }
     }
+    (nl, nr)
+}
+
+/// [`partition_run`] sixteen rows at a time with AVX-512: one gather reads their codes, one
+/// compare gives the left mask, and two compresses write the lefts in place and the rights to
+/// `scratch`. About twice as fast as one row at a time, whose cursor updates form a chain.
+///
+/// # Safety
+/// As [`partition_run`], and the CPU supports AVX-512F; `col.len() <= i32::MAX`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn partition_avx512(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, miss: u8, dl: bool) -> usize {
+    use std::arch::x86_64::*;
+    let n = rows.len();
+    let scratch = &mut scratch[..n];
+    debug_assert!(rows.iter().all(|&r| r as usize + COLUMN_PAD < col.len()));
+    let (rp, sp) = (rows.as_mut_ptr(), scratch.as_mut_ptr());
+    let (bins, missing, low_byte) = (
+        _mm512_set1_epi32(i32::from(bin)),
+        _mm512_set1_epi32(i32::from(miss)),
+        _mm512_set1_epi32(0xff),
+    );
+    let (mut i, mut nl, mut nr) = (0, 0, 0);
+    while i + 16 <= n {
+        // SAFETY: `i + 16 <= n`, so the load reads `rows[i..i + 16]`. The gather reads the 4
+        // bytes at `col[r]` for each of those rows: `r + COLUMN_PAD < col.len()` (the caller's
+        // guarantee, with `COLUMN_PAD == 3`) keeps them in bounds, and `r < col.len() <=
+        // i32::MAX` keeps the signed 32-bit offsets right. `nl + nr == i` holds at the top of
+        // each step (it advances both by 16 in all), so the 16-lane stores at `rows[nl..]` and
+        // `scratch[nr..]` end at or before `i + 16 <= n`; the one into `rows` only overwrites
+        // rows up to `i + 16`, all already loaded.
+        unsafe {
+            let idx = _mm512_loadu_si512(rp.add(i).cast());
+            let codes = _mm512_and_si512(_mm512_i32gather_epi32::<1>(idx, col.as_ptr().cast()), low_byte);
+            let mut m = _mm512_cmple_epu32_mask(codes, bins);
+            if dl {
+                m |= _mm512_cmpeq_epi32_mask(codes, missing);
+            }
+            _mm512_storeu_si512(rp.add(nl).cast(), _mm512_maskz_compress_epi32(m, idx));
+            _mm512_storeu_si512(sp.add(nr).cast(), _mm512_maskz_compress_epi32(!m, idx));
+            let k = m.count_ones() as usize;
+            nl += k;
+            nr += 16 - k;
+        }
+        i += 16;
+    }
+    // SAFETY: `nl + nr == i <= n`, and the rows are below `col.len()` (the caller's guarantee).
+    let (nl, nr) = unsafe {
+        if dl {
+            partition_rows(rows, scratch, col, i, (nl, nr), |c| (c <= bin) | (c == miss))
+        } else {
+            partition_rows(rows, scratch, col, i, (nl, nr), |c| c <= bin)
+        }
+    };
     rows[nl..].copy_from_slice(&scratch[..nr]);
     nl
 }
@@ -2193,7 +2274,8 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The unchecked partition loop against a naive stable partition.
+        /// The unchecked partition loops (AVX-512, when the CPU has it, and one row at a time)
+        /// against a naive stable partition.
         #[test]
         fn partition_run_is_a_stable_partition(
             col in proptest::collection::vec(0u8..6, 1..300),
@@ -2206,11 +2288,18 @@ mod tests {
                 c <= bin || (dl && c == miss)
             };
             let want: Vec<u32> = rows.iter().filter(|r| goes_left(r)).chain(rows.iter().filter(|r| !goes_left(r))).copied().collect();
+            let want_nl = want.iter().filter(|r| goes_left(r)).count();
+            let padded: Vec<u8> = col.iter().copied().chain([7; COLUMN_PAD]).collect();
             let mut scratch = vec![0; rows.len() + 3];
-            // SAFETY: `rows` are indices of `col`.
-            let nl = unsafe { partition_run(&mut rows, &mut scratch, &col, bin, miss, dl) };
+            let mut scalar = rows.clone();
+            // SAFETY: `rows` are indices of `col`, which `padded` extends by `COLUMN_PAD` bytes.
+            let nl = unsafe { partition_run(&mut rows, &mut scratch, &padded, bin, miss, dl) };
             proptest::prop_assert_eq!(&rows, &want);
-            proptest::prop_assert_eq!(nl, want.iter().filter(|r| goes_left(r)).count());
+            proptest::prop_assert_eq!(nl, want_nl);
+            // SAFETY: as above.
+            let nl = unsafe { partition_scalar(&mut scalar, &mut scratch, &padded, bin, miss, dl) };
+            proptest::prop_assert_eq!(&scalar, &want);
+            proptest::prop_assert_eq!(nl, want_nl);
         }
     }
 
