@@ -226,6 +226,30 @@ impl Quant {
         }
     }
 
+    /// Quantizes `grads` into `out` (as long), with AVX2 when the CPU has it (twice the lanes
+    /// of the x86-64 baseline's SSE2).
+    pub fn pack_into(&self, grads: &[GradPair], out: &mut [i64]) {
+        #[inline(always)]
+        fn pack_all(q: &Quant, grads: &[GradPair], out: &mut [i64]) {
+            let pack = q.packer();
+            for (o, &gp) in out.iter_mut().zip(grads) {
+                *o = pack(gp);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn pack_all_avx2(q: &Quant, grads: &[GradPair], out: &mut [i64]) {
+            pack_all(q, grads, out);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above), the one requirement for
+            // calling a function compiled with it enabled.
+            return unsafe { pack_all_avx2(self, grads, out) };
+        }
+        pack_all(self, grads, out);
+    }
+
     /// Quantizes every row's gradient pair into `out`.
     pub fn quantize(grads: &[GradPair], out: &mut Vec<i64>) -> Quant {
         let (gmax, hmax) = par_grad_max(grads);
@@ -1321,7 +1345,7 @@ impl<'a> Grower<'a> {
             slices.push((lo, mine));
             (rest, at) = (tail, hi);
         }
-        let (pack, pool) = (self.quant.packer(), &self.pool);
+        let (pack, quant, pool) = (self.quant.packer(), self.quant, &self.pool);
         segs.par_iter()
             .zip(slices)
             .map(|(&(s, e), (lo, recs))| {
@@ -1330,7 +1354,8 @@ impl<'a> Grower<'a> {
                 if recs.len() == rs.len() * stride {
                     // Contiguous rows: quantize into a buffer (a loop that vectorizes), then add
                     // and store each row's value in one pass over the records.
-                    let vals: Vec<i64> = grads[lo..lo + rs.len()].iter().map(|&gp| pack(gp)).collect();
+                    let mut vals = vec![0i64; rs.len()];
+                    quant.pack_into(&grads[lo..lo + rs.len()], &mut vals);
                     accumulate_fresh(&mut h, recs, nf, &vals);
                 } else {
                     for &r in rs {
