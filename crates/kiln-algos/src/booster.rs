@@ -164,9 +164,13 @@ pub fn train_binned(
 /// Gradients of one block of rows (one output group) and their maxima ([`grad_max`]), with
 /// AVX2's 8-wide vectors when the CPU has them. The results are bit-identical either way: the
 /// same IEEE operations, only more lanes at once (no fused multiply-add).
+///
+/// `leaves`, when given, are the last tree's leaf slot of each row and the table of their
+/// values (a power of two long, see [`Grower::slot_values`]), added to the margins first.
 fn gradient_block(
     obj: &Objective,
-    m: &[f32],
+    m: &mut [f32],
+    leaves: Option<(&[u32], &[f32])>,
     ys: &[f32],
     ws: Option<&[f32]>,
     spw: f32,
@@ -176,20 +180,29 @@ fn gradient_block(
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above), the one requirement for calling
         // a function compiled with it enabled.
-        return unsafe { gradient_block_avx2(obj, m, ys, ws, spw, out) };
+        return unsafe { gradient_block_avx2(obj, m, leaves, ys, ws, spw, out) };
     }
-    gradient_block_plain(obj, m, ys, ws, spw, out)
+    gradient_block_plain(obj, m, leaves, ys, ws, spw, out)
 }
 
 #[inline(always)]
 fn gradient_block_plain(
     obj: &Objective,
-    m: &[f32],
+    m: &mut [f32],
+    leaves: Option<(&[u32], &[f32])>,
     ys: &[f32],
     ws: Option<&[f32]>,
     spw: f32,
     out: &mut [GradPair],
 ) -> (f32, f32) {
+    if let Some((slots, table)) = leaves {
+        assert!(table.len().is_power_of_two(), "slot table length");
+        let mask = table.len() - 1;
+        for (m, &s) in m.iter_mut().zip(slots) {
+            // SAFETY: `s & mask <= mask < table.len()`.
+            *m += unsafe { *table.get_unchecked(s as usize & mask) };
+        }
+    }
     obj.gradients_block(m, ys, ws, spw, out);
     grad_max(out)
 }
@@ -198,13 +211,14 @@ fn gradient_block_plain(
 #[target_feature(enable = "avx2")]
 fn gradient_block_avx2(
     obj: &Objective,
-    m: &[f32],
+    m: &mut [f32],
+    leaves: Option<(&[u32], &[f32])>,
     ys: &[f32],
     ws: Option<&[f32]>,
     spw: f32,
     out: &mut [GradPair],
 ) -> (f32, f32) {
-    gradient_block_plain(obj, m, ys, ws, spw, out)
+    gradient_block_plain(obj, m, leaves, ys, ws, spw, out)
 }
 
 fn train_in_pool(
@@ -300,19 +314,24 @@ fn train_in_pool(
                 return None;
             }
             const BLOCK: usize = 1 << 13;
-            let (pend, gr) = (pending.take().map(|t| &booster.trees[t]), &grower);
+            let table = pending.take().map(|t| grower.slot_values(&booster.trees[t]));
+            let slots = grower.leaf_slots();
             let maxes = margins
                 .par_chunks_mut(BLOCK)
                 .zip(grads.par_chunks_mut(BLOCK))
                 .enumerate()
                 .map(|(b, (m, out))| {
                     let rows = b * BLOCK..b * BLOCK + m.len();
-                    if let Some(t) = pend {
-                        for (m, r) in m.iter_mut().zip(rows.clone()) {
-                            *m += t.cond[gr.leaf_of(r)];
-                        }
-                    }
-                    gradient_block(&obj, m, &labels[rows.clone()], weights.map(|w| &w[rows]), spw, out)
+                    let leaves = table.as_deref().map(|t| (&slots[rows.clone()], t));
+                    gradient_block(
+                        &obj,
+                        m,
+                        leaves,
+                        &labels[rows.clone()],
+                        weights.map(|w| &w[rows]),
+                        spw,
+                        out,
+                    )
                 })
                 .reduce(|| (0.0, 0.0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
             Some(maxes)
@@ -559,14 +578,26 @@ mod tests {
         let m: Vec<f32> = (0..n).map(|_| (rng.next_f64() * 40.0 - 20.0) as f32).collect();
         let ys: Vec<f32> = (0..n).map(|_| f32::from(u8::from(rng.next_f64() < 0.3))).collect();
         let ws: Vec<f32> = (0..n).map(|_| rng.next_f64() as f32 * 3.0).collect();
+        // The last tree's leaves: a slot per row and an 8-long table of values.
+        let slots: Vec<u32> = (0..n).map(|_| rng.below(5) as u32).collect();
+        let table = [0.5f32, -0.25, 1.0, 0.125, -2.0, 0.0, 0.0, 0.0];
         for obj in [Objective::BinaryLogistic, Objective::SquaredError] {
             for w in [None, Some(&ws[..])] {
-                let (mut a, mut b) = (vec![GradPair::default(); n], vec![GradPair::default(); n]);
-                let ma = gradient_block(&obj, &m, &ys, w, 1.5, &mut a);
-                let mb = gradient_block_plain(&obj, &m, &ys, w, 1.5, &mut b);
-                let bits = |v: &[GradPair]| v.iter().map(|g| (g.g.to_bits(), g.h.to_bits())).collect::<Vec<_>>();
-                assert_eq!(bits(&a), bits(&b));
-                assert_eq!((ma.0.to_bits(), ma.1.to_bits()), (mb.0.to_bits(), mb.1.to_bits()));
+                for leaves in [None, Some((&slots[..], &table[..]))] {
+                    let (mut a, mut b) = (vec![GradPair::default(); n], vec![GradPair::default(); n]);
+                    let (mut m_a, mut m_b) = (m.clone(), m.clone());
+                    let ma = gradient_block(&obj, &mut m_a, leaves, &ys, w, 1.5, &mut a);
+                    let mb = gradient_block_plain(&obj, &mut m_b, leaves, &ys, w, 1.5, &mut b);
+                    let bits = |v: &[GradPair]| v.iter().map(|g| (g.g.to_bits(), g.h.to_bits())).collect::<Vec<_>>();
+                    assert_eq!(bits(&a), bits(&b));
+                    assert_eq!((ma.0.to_bits(), ma.1.to_bits()), (mb.0.to_bits(), mb.1.to_bits()));
+                    let want: Vec<f32> = match leaves {
+                        Some(_) => m.iter().zip(&slots).map(|(&x, &s)| x + table[s as usize]).collect(),
+                        None => m.clone(),
+                    };
+                    assert_eq!(m_a, want);
+                    assert_eq!(m_b, want);
+                }
             }
         }
     }

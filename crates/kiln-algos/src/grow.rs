@@ -664,6 +664,30 @@ impl<'a> Grower<'a> {
         }
     }
 
+    /// Every row's leaf slot in the last tree (only meaningful for rows it was grown on): what
+    /// [`Self::slot_values`] is indexed by.
+    pub fn leaf_slots(&self) -> &[u32] {
+        // SAFETY: `AtomicU32` has the size and bit validity of `u32` and at least its alignment.
+        // The slots are only written while a tree grows, inside `grow(&mut self)`; while this
+        // shared borrow of the grower lives nothing can be growing, so plain reads cannot race.
+        unsafe { std::slice::from_raw_parts(self.pos.as_ptr().cast::<u32>(), self.pos.len()) }
+    }
+
+    /// The leaf value of `tree` (the last tree grown) for each slot [`Self::leaf_slots`] can
+    /// hold, in a table whose length is a power of two (0 where no leaf has the slot): a slot
+    /// masked by `len - 1` indexes it without a bounds check.
+    pub fn slot_values(&self, tree: &RegTree) -> Vec<f32> {
+        let n = self.heap_nid.as_ref().map_or(tree.n_nodes(), Vec::len);
+        let mut table = vec![0.0; n.next_power_of_two()];
+        for (slot, v) in table.iter_mut().enumerate().take(n) {
+            let nid = self.heap_nid.as_ref().map_or(slot, |map| map[slot] as usize);
+            if let Some(&c) = tree.cond.get(nid) {
+                *v = c;
+            }
+        }
+        table
+    }
+
     /// Missing code per feature.
     pub fn missing_codes(&self) -> &[u8] {
         &self.missing_code
@@ -2609,8 +2633,14 @@ mod tests {
                 assert_eq!(ta.tree, ts.tree, "depth {depth}, min_child_weight {mcw}, gamma {gamma}");
                 let grown: Vec<usize> =
                     active.map_or_else(|| (0..n).collect(), |a| a.iter().map(|&r| r as usize).collect());
+                // Both growers' slot tables give each row its leaf's value.
+                let (va, vs) = (a.slot_values(&ta.tree), s.slot_values(&ts.tree));
                 for r in grown {
                     assert_eq!(a.leaf_of(r), s.leaf_of(r), "row {r}");
+                    let leaf = ta.tree.cond[a.leaf_of(r)];
+                    assert!(ta.tree.is_leaf(a.leaf_of(r)));
+                    assert_eq!(va[a.leaf_slots()[r] as usize].to_bits(), leaf.to_bits(), "row {r}");
+                    assert_eq!(vs[s.leaf_slots()[r] as usize].to_bits(), leaf.to_bits(), "row {r}");
                 }
             }
         }
