@@ -1722,28 +1722,42 @@ fn take_hist(pool: &HistPool, nf: usize) -> Vec<GroupHist> {
 /// below the data's row count ([`Grower::grow`] fills it with checked ids and partitioning only
 /// permutes it).
 unsafe fn partition_run(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, miss: u8, dl: bool) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && col.len() <= i32::MAX as usize {
-        // SAFETY: the CPU has AVX-512F (checked just above); the rest is the caller's guarantee.
-        return unsafe { partition_avx512(rows, scratch, col, bin, miss, dl) };
-    }
     // SAFETY: the caller's guarantee, passed on.
-    unsafe { partition_scalar(rows, scratch, col, bin, miss, dl) }
+    unsafe { partition_with(rows, scratch, col, bin, miss, dl, true) }
 }
 
-/// [`partition_run`] one row at a time.
+/// [`partition_run`], sixteen rows at a time with AVX-512 when `vector` is set and the CPU has
+/// it, then one row at a time for the rest.
 ///
 /// # Safety
 /// As [`partition_run`].
-unsafe fn partition_scalar(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, miss: u8, dl: bool) -> usize {
+unsafe fn partition_with(
+    rows: &mut [u32],
+    scratch: &mut [u32],
+    col: &[u8],
+    bin: u8,
+    miss: u8,
+    dl: bool,
+    vector: bool,
+) -> usize {
     let scratch = &mut scratch[..rows.len()];
+    let mut done = (0, (0, 0));
+    #[cfg(target_arch = "x86_64")]
+    if vector && std::arch::is_x86_feature_detected!("avx512f") && col.len() <= i32::MAX as usize {
+        // SAFETY: the CPU has AVX-512F (checked just above); the rest is the caller's guarantee.
+        done = unsafe { partition_avx512(rows, scratch, col, bin, miss, dl) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vector;
+    let (from, cursors) = done;
     // Missing codes are above every value bin, so they only need a test when they go left.
-    // SAFETY: the caller's guarantee, passed on; `scratch` is as long as `rows`.
+    // SAFETY: `scratch` is as long as `rows`; the vector steps left `cursors` summing to `from`;
+    // the rows are below `col.len()` (the caller's guarantee).
     let (nl, nr) = unsafe {
         if dl {
-            partition_rows(rows, scratch, col, 0, (0, 0), |c| (c <= bin) | (c == miss))
+            partition_rows(rows, scratch, col, from, cursors, |c| (c <= bin) | (c == miss))
         } else {
-            partition_rows(rows, scratch, col, 0, (0, 0), |c| c <= bin)
+            partition_rows(rows, scratch, col, from, cursors, |c| c <= bin)
         }
     };
     rows[nl..].copy_from_slice(&scratch[..nr]);
@@ -1790,18 +1804,27 @@ unsafe fn partition_rows(
     (nl, nr)
 }
 
-/// [`partition_run`] sixteen rows at a time with AVX-512: one gather reads their codes, one
-/// compare gives the left mask, and two compresses write the lefts in place and the rights to
-/// `scratch`. About twice as fast as one row at a time, whose cursor updates form a chain.
+/// The vector steps of [`partition_with`]: sixteen rows at a time with AVX-512, one gather reads
+/// their codes, one compare gives the left mask, and two compresses write the lefts in place
+/// and the rights to `scratch`. About twice as fast as one row at a time, whose cursor updates
+/// form a chain. Returns how many rows it did and the cursors `(nl, nr)` for the rest.
 ///
 /// # Safety
-/// As [`partition_run`], and the CPU supports AVX-512F; `col.len() <= i32::MAX`.
+/// As [`partition_run`], and the CPU supports AVX-512F; `col.len() <= i32::MAX`;
+/// `scratch.len() == rows.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn partition_avx512(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bin: u8, miss: u8, dl: bool) -> usize {
+unsafe fn partition_avx512(
+    rows: &mut [u32],
+    scratch: &mut [u32],
+    col: &[u8],
+    bin: u8,
+    miss: u8,
+    dl: bool,
+) -> (usize, (usize, usize)) {
     use std::arch::x86_64::*;
     let n = rows.len();
-    let scratch = &mut scratch[..n];
+    debug_assert_eq!(scratch.len(), n);
     debug_assert!(rows.iter().all(|&r| r as usize + COLUMN_PAD < col.len()));
     let (rp, sp) = (rows.as_mut_ptr(), scratch.as_mut_ptr());
     let (bins, missing, low_byte) = (
@@ -1833,16 +1856,7 @@ unsafe fn partition_avx512(rows: &mut [u32], scratch: &mut [u32], col: &[u8], bi
         }
         i += 16;
     }
-    // SAFETY: `nl + nr == i <= n`, and the rows are below `col.len()` (the caller's guarantee).
-    let (nl, nr) = unsafe {
-        if dl {
-            partition_rows(rows, scratch, col, i, (nl, nr), |c| (c <= bin) | (c == miss))
-        } else {
-            partition_rows(rows, scratch, col, i, (nl, nr), |c| c <= bin)
-        }
-    };
-    rows[nl..].copy_from_slice(&scratch[..nr]);
-    nl
+    (i, (nl, nr))
 }
 
 /// (left, right) histograms from the parent's and the smaller child's: sibling = parent − child,
@@ -1950,16 +1964,20 @@ unsafe fn kernel<const NF: usize>(hist: &mut [GroupHist], recs: &[u8], nf: usize
     let nf = if NF > 0 { NF } else { nf };
     let stride = nf + 8;
     let h = hist.as_mut_ptr().cast::<i64>();
+    /// Adds a record's packed gradient to the slots of its codes. (A function, not a closure: a
+    /// closure called from several loops is not always inlined, and a call per row costs about
+    /// a tenth of the kernel.)
+    ///
+    /// # Safety
+    /// As [`add_row`], with the packed gradient in the 8 bytes after the codes.
+    #[inline(always)]
+    unsafe fn add_rec<const NF: usize>(h: *mut i64, rec: *const u8, nf: usize) {
+        // SAFETY: the caller's guarantee.
+        unsafe { add_row::<NF>(h, rec, nf, rec.add(nf).cast::<i64>().read_unaligned()) }
+    }
     // SAFETY (for every call below): `rec` points at a whole record (the caller's guarantee):
     // `nf` codes below `SLOTS_PER_FEATURE`, then the packed gradient; `h` points at `nf`
     // histograms of `GROUP_STRIDE` slots.
-    // (A function, not a closure: a closure called from three loops is not always inlined, and a
-    // call per row costs about a tenth of the kernel.)
-    #[inline(always)]
-    unsafe fn add_rec<const NF: usize>(h: *mut i64, rec: *const u8, nf: usize) {
-        // SAFETY: the caller's guarantee, stated above.
-        unsafe { add_row::<NF>(h, rec, nf, rec.add(nf).cast::<i64>().read_unaligned()) }
-    }
     let add_rec = |rec: *const u8| unsafe { add_rec::<NF>(h, rec, nf) };
     // A node's rows are ascending (the root is 0..n and partitioning is stable), so a range
     // whose ends are len - 1 apart is contiguous: stream it without the index and prefetches.
@@ -2485,7 +2503,7 @@ mod tests {
             proptest::prop_assert_eq!(&rows, &want);
             proptest::prop_assert_eq!(nl, want_nl);
             // SAFETY: as above.
-            let nl = unsafe { partition_scalar(&mut scalar, &mut scratch, &padded, bin, miss, dl) };
+            let nl = unsafe { partition_with(&mut scalar, &mut scratch, &padded, bin, miss, dl, false) };
             proptest::prop_assert_eq!(&scalar, &want);
             proptest::prop_assert_eq!(nl, want_nl);
         }
