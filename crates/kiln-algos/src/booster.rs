@@ -1,6 +1,8 @@
 //! The boosting loop and the trained model.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -175,21 +177,21 @@ pub fn train_binned(
 /// and joins the threads. Linux only; elsewhere, and if the priority cannot be set, there are
 /// no spinners.
 struct IdleSpinners {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl IdleSpinners {
     fn start(n: usize) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..n)
             .filter_map(|_| {
-                let stop = std::sync::Arc::clone(&stop);
+                let stop = Arc::clone(&stop);
                 std::thread::Builder::new()
                     .name("kiln-idle-spinner".into())
                     .spawn(move || {
                         if lowest_priority() {
-                            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            while !stop.load(Ordering::Relaxed) {
                                 std::hint::spin_loop();
                             }
                         }
@@ -203,7 +205,7 @@ impl IdleSpinners {
 
 impl Drop for IdleSpinners {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -648,9 +650,9 @@ mod tests {
         }
         let spinners = IdleSpinners::start(2);
         assert_eq!(spinners.threads.len(), 2);
-        let stop = std::sync::Arc::clone(&spinners.stop);
+        let stop = Arc::clone(&spinners.stop);
         drop(spinners); // joins: would hang if a spinner ignored the flag
-        assert!(stop.load(std::sync::atomic::Ordering::Relaxed));
+        assert!(stop.load(Ordering::Relaxed));
         assert!(IdleSpinners::start(0).threads.is_empty());
     }
 
