@@ -12,6 +12,9 @@
 //! rows (as LightGBM does with `use_quantized_grad`), so quantization only affects which split
 //! wins, not the values a split produces.
 //!
+//! Leaves are settled (exact sums, each row's leaf) in one pass once the tree is grown, root
+//! segment by root segment rather than leaf by leaf (see `Grower::settle_all`).
+//!
 //! Work is cut into fixed-size row pieces, independent of the thread count, and partial results
 //! are combined in piece order, so a tree is bit-identical for a given seed whatever the number
 //! of threads. Depth-wise trees are grown node by node (`Grower::grow_async`: a node's job starts
@@ -468,7 +471,9 @@ impl Node {
 /// A split job's parent histogram, children, and the left child's index in the next level.
 type SplitWork = (Option<Vec<Wide>>, Node, Node, usize);
 
-/// What one pass does with a node's rows.
+/// What a job does with a node's rows. `Split` jobs run as the tree grows; `Final` and `Leaf`
+/// jobs, which only settle rows that no longer move, all run once it is grown
+/// ([`Grower::settle_all`]).
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     /// Build its histogram (the root's is built with its gradients' quantization instead).
@@ -491,13 +496,10 @@ struct Job {
 
 /// The result of one task (consecutive runs of one job, at most `TASK_ROWS` rows).
 struct Part {
-    job: usize,
     /// Rows going left, per run of the task (`Split`).
     nls: Vec<usize>,
-    /// Packed histogram (`Hist`, `Split`) and the number of rows summed in it.
+    /// Packed histogram and the number of rows summed in it.
     hist: Option<(Vec<GroupHist>, usize)>,
-    /// Exact sums: `[left, right]` (`Final`) or `[all, _]` (`Leaf`).
-    sums: [Entry; 2],
 }
 
 /// Slots of one code group's packed histogram in a task: its `SLOTS_PER_FEATURE` codes, then
@@ -516,10 +518,12 @@ const MAX_ASYNC_DEPTH: usize = 20;
 /// What the asynchronous grower records, to build the tree when every job is done.
 #[derive(Default)]
 struct AsyncRecord {
+    /// Address of the row buffer's first element.
+    base: usize,
     /// Split nodes: (depth, heap id, quantized sums, split).
     splits: Vec<(usize, usize, Wide, Split)>,
-    /// Exact sums of the leaves, by heap id.
-    sums: Vec<(usize, Entry)>,
+    /// The `Final` and `Leaf` jobs, left for [`Grower::settle_all`].
+    settle: Vec<Job>,
 }
 
 /// What to do when a job is done, with its parts and runs (in run order).
@@ -758,51 +762,18 @@ impl<'a> Grower<'a> {
                 self.grow_depthwise(root, features, rng, &mut tree, grads)
             }
         } else {
-            self.leaf_sums(vec![root], grads)
+            self.settle_all(&Self::leaf_jobs(vec![root]).collect::<Vec<_>>(), grads)
         };
         time(Phase::Leaves, || self.finalize(&mut tree, &leaf_sums));
         Grown { tree }
     }
 
-    /// Exact sums (and row positions) of leaves.
-    fn leaf_sums(&mut self, leaves: Vec<Node>, grads: &[GradPair]) -> Vec<(usize, Entry)> {
-        let jobs: Vec<Job> = leaves
-            .into_iter()
-            .filter(|n| !n.done)
-            .map(|n| Job {
-                kind: Kind::Leaf { slot: n.nid as u32 },
-                segs: n.segs,
-            })
-            .collect();
-        if jobs.is_empty() {
-            return Vec::new();
-        }
-        let parts = time(Phase::Leaves, || self.run(&jobs, grads));
-        Self::collect_sums(&jobs, &parts)
-    }
-
-    /// Exact leaf sums produced by the `Leaf` and `Final` jobs of a pass.
-    fn collect_sums(jobs: &[Job], parts: &[Part]) -> Vec<(usize, Entry)> {
-        let mut out = Vec::new();
-        for (j, job) in jobs.iter().enumerate() {
-            let mine: Vec<&Part> = parts.iter().filter(|p| p.job == j).collect();
-            out.extend(Self::job_sums(job, mine));
-        }
-        out
-    }
-
-    /// Exact leaf sums of a `Leaf` or `Final` job from its parts (in run order).
-    fn job_sums<'p>(job: &Job, parts: impl IntoIterator<Item = &'p Part>) -> Vec<(usize, Entry)> {
-        let mut s = [Entry::default(); 2];
-        for part in parts {
-            s[0].add(part.sums[0]);
-            s[1].add(part.sums[1]);
-        }
-        match job.kind {
-            Kind::Leaf { slot } => vec![(slot as usize, s[0])],
-            Kind::Final { slots, .. } => vec![(slots[0] as usize, s[0]), (slots[1] as usize, s[1])],
-            _ => Vec::new(),
-        }
+    /// The `Leaf` jobs of the leaves whose exact sums are not known yet.
+    fn leaf_jobs(leaves: Vec<Node>) -> impl Iterator<Item = Job> {
+        leaves.into_iter().filter(|n| !n.done).map(|n| Job {
+            kind: Kind::Leaf { slot: n.nid as u32 },
+            segs: n.segs,
+        })
     }
 
     /// Sets leaf values, weights and covers from the exact gradient sums of each leaf's rows.
@@ -853,7 +824,7 @@ impl<'a> Grower<'a> {
     }
 
     /// The job that splits `node` by `s` into tree nodes `l` and `r`, and the two children
-    /// (without rows yet unless the job is `Final`).
+    /// (without rows yet; a `Final` job's children are leaves, settled by `settle_all`).
     fn split_job(&self, node: &mut Node, s: Split, l: usize, r: usize) -> (Job, Node, Node) {
         let depth = node.depth + 1;
         let segs = std::mem::take(&mut node.segs);
@@ -939,7 +910,8 @@ impl<'a> Grower<'a> {
         grads: &[GradPair],
     ) -> Vec<(usize, Entry)> {
         let p = self.p;
-        let mut leaf_sums = Vec::new();
+        // The `Final` and `Leaf` jobs, run once the tree is grown (`settle_all`).
+        let mut settle = Vec::new();
         let level_feats = self.sample(features, p.colsample_bylevel, rng);
         let feats = self.sample(&level_feats, p.colsample_bynode, rng);
         if let Some(h) = &root.hist {
@@ -966,22 +938,17 @@ impl<'a> Grower<'a> {
             for &i in &order {
                 chosen[i] = true;
             }
-            // One pass: split the chosen nodes, and settle the others (leaves now).
+            // One pass splits the chosen nodes; the others are leaves now.
             let mut jobs = Vec::new();
             // The next level, with each split job's children filled in when it finishes.
             let mut next: Vec<Option<Node>> = Vec::new();
-            // Per job: for `Split` jobs, the parent's histogram, the two children (rows and
-            // histograms still to come) and the left one's index in `next`.
+            // Per split job: the parent's histogram, the two children (rows and histograms
+            // still to come) and the left one's index in `next`.
             let mut work: Vec<Mutex<Option<SplitWork>>> = Vec::new();
+            let mut leaves = Vec::new();
             for (mut node, chosen) in level.into_iter().zip(chosen) {
                 if !chosen {
-                    if !node.done {
-                        jobs.push(Job {
-                            kind: Kind::Leaf { slot: node.nid as u32 },
-                            segs: std::mem::take(&mut node.segs),
-                        });
-                        work.push(Mutex::new(None));
-                    }
+                    leaves.push(node);
                     continue;
                 }
                 let s = node.split.expect("chosen nodes have splits");
@@ -991,12 +958,13 @@ impl<'a> Grower<'a> {
                 if matches!(job.kind, Kind::Split { .. }) {
                     work.push(Mutex::new(Some((node.hist.take(), left, right, next.len()))));
                     next.extend([None, None]);
+                    jobs.push(job);
                 } else {
-                    work.push(Mutex::new(None));
                     next.extend([Some(left), Some(right)]);
+                    settle.push(job);
                 }
-                jobs.push(job);
             }
+            settle.extend(Self::leaf_jobs(leaves));
             // Features of the next level, drawn in node order before its splits are searched.
             let level_feats = self.sample(features, p.colsample_bylevel, rng);
             let node_feats: Vec<Vec<usize>> = next
@@ -1004,13 +972,11 @@ impl<'a> Grower<'a> {
                 .map(|_| self.sample(&level_feats, p.colsample_bynode, rng))
                 .collect();
             // Each split job, once its last task is done, sets its children's rows, histograms
-            // (one reduced, one subtracted) and best splits; leaf jobs give exact sums.
+            // (one reduced, one subtracted) and best splits.
             let outcomes = time(Phase::Partition, || {
                 let (jobs, work, node_feats) = (&jobs, &work, &node_feats);
-                self.run_then(jobs, grads, move |this, j, mut parts| {
-                    let Some((parent, mut left, mut right, k)) = lock(&work[j]).take() else {
-                        return Err(Self::job_sums(&jobs[j], &parts));
-                    };
+                self.run_then(jobs, move |this, j, mut parts| {
+                    let (parent, mut left, mut right, k) = lock(&work[j]).take().expect("one finish per job");
                     Self::child_rows(&jobs[j], &parts, &mut left, &mut right);
                     this.child_hists(
                         &jobs[j],
@@ -1020,23 +986,18 @@ impl<'a> Grower<'a> {
                         &mut right,
                         [&node_feats[k], &node_feats[k + 1]],
                     );
-                    Ok((k, left, right))
+                    (k, left, right)
                 })
             });
-            for outcome in outcomes {
-                match outcome {
-                    Ok((k, left, right)) => {
-                        next[k] = Some(left);
-                        next[k + 1] = Some(right);
-                    }
-                    Err(sums) => leaf_sums.extend(sums),
-                }
+            for (k, left, right) in outcomes {
+                next[k] = Some(left);
+                next[k + 1] = Some(right);
             }
             let next: Vec<Node> = next.into_iter().map(|n| n.expect("every split finished")).collect();
             level = next;
         }
-        leaf_sums.extend(self.leaf_sums(level, grads));
-        leaf_sums
+        settle.extend(Self::leaf_jobs(level));
+        time(Phase::Leaves, || self.settle_all(&settle, grads))
     }
 
     /// Depth-wise growth without level barriers: each node is split (or settled as a leaf) as
@@ -1063,6 +1024,7 @@ impl<'a> Grower<'a> {
         let (mut rows, mut scratch) = (std::mem::take(&mut self.rows), std::mem::take(&mut self.scratch));
         let segs = std::mem::take(&mut root.segs);
         let mut runs: Vec<Run<'_>> = Vec::with_capacity(segs.len());
+        let base = rows.as_ptr() as usize;
         let (mut rest_r, mut rest_s, mut at) = (&mut rows[..], &mut scratch[..], 0);
         for (s, e) in segs {
             let (pr, tail_r) = rest_r[s - at..].split_at_mut(e - s);
@@ -1070,14 +1032,18 @@ impl<'a> Grower<'a> {
             runs.push((pr, ps));
             (rest_r, rest_s, at) = (tail_r, tail_s, e);
         }
-        let out = Mutex::new(AsyncRecord::default());
+        let out = Mutex::new(AsyncRecord {
+            base,
+            ..AsyncRecord::default()
+        });
         let this = &*self;
         time(Phase::Partition, || {
-            rayon::scope(|sc| this.expand(sc, root, runs, features, grads, &out));
+            rayon::scope(|sc| this.expand(sc, root, runs, features, &out));
         });
+        let mut rec = out.into_inner().unwrap_or_else(|e| e.into_inner());
         self.rows = rows;
         self.scratch = scratch;
-        let mut rec = out.into_inner().unwrap_or_else(|e| e.into_inner());
+        let settled = time(Phase::Leaves, || self.settle_all(&rec.settle, grads));
         // Number the nodes as the level-by-level grower does: breadth first, by heap id.
         rec.splits.sort_unstable_by_key(|&(depth, heap, ..)| (depth, heap));
         let end = rec.splits.iter().map(|&(_, h, ..)| 2 * h + 3).max().unwrap_or(1);
@@ -1087,7 +1053,7 @@ impl<'a> Grower<'a> {
             let (l, r) = self.apply_split_at(tree, nid[heap] as usize, sum, &s);
             (nid[2 * heap + 1], nid[2 * heap + 2]) = (l as u32, r as u32);
         }
-        let sums = rec.sums.iter().map(|&(heap, e)| (nid[heap] as usize, e)).collect();
+        let sums = settled.iter().map(|&(heap, e)| (nid[heap] as usize, e)).collect();
         self.heap_nid = Some(nid);
         sums
     }
@@ -1100,23 +1066,24 @@ impl<'a> Grower<'a> {
         mut node: Node,
         runs: Vec<Run<'s>>,
         features: &'s [usize],
-        grads: &'s [GradPair],
         out: &'s Mutex<AsyncRecord>,
     ) {
+        let defer = |kind, runs: Vec<Run<'s>>| {
+            let mut rec = lock(out);
+            let base = rec.base;
+            let runs = runs
+                .into_iter()
+                .map(|(r, _)| {
+                    // The run's place in the row buffer.
+                    let at = (r.as_ptr() as usize - base) / std::mem::size_of::<u32>();
+                    (at, at + r.len())
+                })
+                .collect();
+            rec.settle.push(Job { kind, segs: runs });
+        };
         let Some(s) = node.split.filter(|s| self.valid(s)) else {
             if !node.done {
-                let kind = Kind::Leaf { slot: node.nid as u32 };
-                self.spawn_job(
-                    sc,
-                    kind,
-                    runs,
-                    grads,
-                    Box::new(move |_, parts, _| {
-                        lock(out)
-                            .sums
-                            .extend(Self::job_sums(&Job { kind, segs: Vec::new() }, &parts));
-                    }),
-                );
+                defer(Kind::Leaf { slot: node.nid as u32 }, runs);
             }
             return;
         };
@@ -1125,17 +1092,7 @@ impl<'a> Grower<'a> {
         let (job, mut left, mut right) = self.split_job(&mut node, s, 2 * heap + 1, 2 * heap + 2);
         let kind = job.kind;
         if !matches!(kind, Kind::Split { .. }) {
-            self.spawn_job(
-                sc,
-                kind,
-                runs,
-                grads,
-                Box::new(move |_, parts, _| {
-                    lock(out)
-                        .sums
-                        .extend(Self::job_sums(&Job { kind, segs: Vec::new() }, &parts));
-                }),
-            );
+            defer(kind, runs);
             return;
         }
         let parent = node.hist.take();
@@ -1143,7 +1100,6 @@ impl<'a> Grower<'a> {
             sc,
             kind,
             runs,
-            grads,
             Box::new(move |sc, mut parts, runs| {
                 // The children's runs, as `child_rows` cuts them: each partitioned run splits into
                 // its left and right rows, empty sides dropped.
@@ -1162,22 +1118,15 @@ impl<'a> Grower<'a> {
                 }
                 let job = Job { kind, segs: Vec::new() };
                 self.child_hists(&job, &mut parts, parent, &mut left, &mut right, [features, features]);
-                self.expand(sc, left, lruns, features, grads, out);
-                self.expand(sc, right, rruns, features, grads, out);
+                self.expand(sc, left, lruns, features, out);
+                self.expand(sc, right, rruns, features, out);
             }),
         );
     }
 
     /// Spawns the tasks of one job on `runs` (cut as [`Self::run_then`] cuts them); the task
     /// that completes the job calls `then` with the parts and the runs, in run order.
-    fn spawn_job<'s>(
-        &'s self,
-        sc: &rayon::Scope<'s>,
-        kind: Kind,
-        runs: Vec<Run<'s>>,
-        grads: &'s [GradPair],
-        then: Then<'s>,
-    ) {
+    fn spawn_job<'s>(&'s self, sc: &rayon::Scope<'s>, kind: Kind, runs: Vec<Run<'s>>, then: Then<'s>) {
         let mut tasks: Vec<Vec<Run<'s>>> = vec![Vec::new()];
         let mut rows = 0;
         for run in runs {
@@ -1198,7 +1147,7 @@ impl<'a> Grower<'a> {
         for (ti, mut task) in tasks.into_iter().enumerate() {
             let pending = Arc::clone(&pending);
             sc.spawn(move |sc| {
-                let part = self.run_task(kind, 0, &mut task, grads);
+                let part = self.run_task(kind, &mut task);
                 let finished = {
                     let mut p = lock(&pending);
                     p.done[ti] = Some((part, task));
@@ -1264,7 +1213,8 @@ impl<'a> Grower<'a> {
             root,
         ));
         let mut leaves = Vec::new();
-        let mut leaf_sums = Vec::new();
+        // The `Final` jobs, run with the leaves' once the tree is grown (`settle_all`).
+        let mut settle = Vec::new();
         let mut n_leaves = 1;
         while let Some(Cand(_, _, mut node)) = heap.pop() {
             let Some(s) = node.split.filter(|s| self.valid(s)) else {
@@ -1278,12 +1228,12 @@ impl<'a> Grower<'a> {
             let (l, r) = self.apply_split(tree, &node, &s);
             n_leaves += 1;
             let (job, mut left, mut right) = self.split_job(&mut node, s, l, r);
-            let jobs = [job];
-            let mut parts = time(Phase::Partition, || self.run(&jobs, grads));
-            if !matches!(jobs[0].kind, Kind::Split { .. }) {
-                leaf_sums.extend(Self::collect_sums(&jobs, &parts));
+            if !matches!(job.kind, Kind::Split { .. }) {
+                settle.push(job);
                 continue;
             }
+            let jobs = [job];
+            let mut parts = time(Phase::Partition, || self.run(&jobs));
             // Sample features only for children that can split, in order.
             Self::child_rows(&jobs[0], &parts, &mut left, &mut right);
             let fl = if self.can_split(&left) {
@@ -1315,8 +1265,8 @@ impl<'a> Grower<'a> {
             }
         }
         leaves.extend(heap.into_iter().map(|c| c.2));
-        leaf_sums.extend(self.leaf_sums(leaves, grads));
-        leaf_sums
+        settle.extend(Self::leaf_jobs(leaves));
+        time(Phase::Leaves, || self.settle_all(&settle, grads))
     }
 
     fn apply_split(&self, tree: &mut RegTree, node: &Node, s: &Split) -> (usize, usize) {
@@ -1393,10 +1343,8 @@ impl<'a> Grower<'a> {
                     unsafe { accumulate(&mut h, recs, nf, lo, rs) };
                 }
                 Part {
-                    job: 0,
                     nls: Vec::new(),
                     hist: Some((h, rs.len())),
-                    sums: [Entry::default(); 2],
                 }
             })
             .collect()
@@ -1474,14 +1422,12 @@ impl<'a> Grower<'a> {
 
     /// One task of a job of `kind` (the job's index is `job`): `runs` are consecutive runs of
     /// its rows. Shared by the level-synchronous and the asynchronous growers.
-    fn run_task(&self, kind: Kind, job: usize, runs: &mut [Run<'_>], grads: &[GradPair]) -> Part {
-        let (data, pos, missing, pool) = (self.data, &self.pos, &self.missing_code, &self.pool);
+    fn run_task(&self, kind: Kind, runs: &mut [Run<'_>]) -> Part {
+        let (data, missing, pool) = (self.data, &self.missing_code, &self.pool);
         let (recs, nf) = (&self.records.bytes[..], self.records.nf);
         let mut part = Part {
-            job,
             nls: Vec::new(),
             hist: None,
-            sums: [Entry::default(); 2],
         };
         match kind {
             #[cfg(test)]
@@ -1510,23 +1456,76 @@ impl<'a> Grower<'a> {
                 }
                 part.hist = Some((h, n));
             }
+            Kind::Final { .. } | Kind::Leaf { .. } => unreachable!("settled once the tree is grown"),
+        }
+        part
+    }
+
+    /// Runs the `Final` and `Leaf` jobs `jobs` (runs of the row buffer) root segment by
+    /// root segment instead of job by job, and returns the leaves' exact sums by slot.
+    ///
+    /// A last-level node's rows are spread over every segment, so a job-by-job pass reaches
+    /// each row's gradient, leaf slot and code in memory; segment by segment, the runs of all
+    /// jobs in one segment touch one window of `SEG` consecutive row ids, whose gradients,
+    /// slots and codes stay in the core's cache once the first run has brought them in.
+    /// Each job's sums are added in segment order, whatever the thread count.
+    fn settle_all(&self, jobs: &[Job], grads: &[GradPair]) -> Vec<(usize, Entry)> {
+        let rows = &self.rows;
+        let mut by_seg: Vec<Vec<(usize, &[u32])>> = vec![Vec::new(); rows.len().div_ceil(SEG)];
+        for (j, job) in jobs.iter().enumerate() {
+            for &(s, e) in &job.segs {
+                // Growth keeps a node's runs within root segments (tests may not: a run is
+                // then settled with its first row's segment).
+                by_seg[s / SEG].push((j, &rows[s..e]));
+            }
+        }
+        let partial: Vec<Vec<(usize, [Entry; 2])>> = by_seg
+            .par_iter()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|&(j, run)| (j, self.settle(jobs[j].kind, [run], grads)))
+                    .collect()
+            })
+            .collect();
+        let mut sums = vec![[Entry::default(); 2]; jobs.len()];
+        for (j, s) in partial.into_iter().flatten() {
+            sums[j][0].add(s[0]);
+            sums[j][1].add(s[1]);
+        }
+        let mut out = Vec::new();
+        for (job, s) in jobs.iter().zip(sums) {
+            match job.kind {
+                Kind::Leaf { slot } => out.push((slot as usize, s[0])),
+                Kind::Final { slots, .. } => out.extend([(slots[0] as usize, s[0]), (slots[1] as usize, s[1])]),
+                _ => unreachable!("only final and leaf jobs settle rows"),
+            }
+        }
+        out
+    }
+
+    /// The exact sums of a `Final` (`[left, right]`) or `Leaf` (`[all, _]`) job's rows `runs`,
+    /// recording each row's leaf in `pos`; rows do not move.
+    fn settle<'r>(&self, kind: Kind, runs: impl IntoIterator<Item = &'r [u32]>, grads: &[GradPair]) -> [Entry; 2] {
+        let (data, pos, missing) = (self.data, &self.pos[..], &self.missing_code);
+        match kind {
             Kind::Final { split, slots } => {
                 let (col, miss, bin) = (data.column(split.feature), missing[split.feature], split.bin);
                 // SAFETY: the row buffer holds row ids below `data.n_rows()` (see
                 // `partition_run`), the length of `col`, of `pos` and (checked in
                 // `grow`) of `grads`.
-                part.sums = unsafe {
+                unsafe {
                     if split.default_left {
                         final_sums(runs, grads, pos, col, slots, |c| (c <= bin) | (c == miss))
                     } else {
                         final_sums(runs, grads, pos, col, slots, |c| c <= bin)
                     }
-                };
+                }
             }
             Kind::Leaf { slot } => {
                 // Two accumulators halve the chain of dependent f64 adds.
                 let (mut a, mut b) = (Entry::default(), Entry::default());
-                for (r, _) in runs.iter_mut() {
+                for r in runs {
                     let mut pairs = r.chunks_exact(2);
                     for pair in &mut pairs {
                         let (x, y) = (grads[pair[0] as usize], grads[pair[1] as usize]);
@@ -1544,18 +1543,15 @@ impl<'a> Grower<'a> {
                     }
                 }
                 a.add(b);
-                part.sums[0] = a;
+                [a, Entry::default()]
             }
+            _ => unreachable!("only final and leaf jobs settle rows"),
         }
-        part
     }
 
     /// Runs `jobs` in one parallel pass and returns their parts, in (job, run) order.
-    fn run(&mut self, jobs: &[Job], grads: &[GradPair]) -> Vec<Part> {
-        self.run_then(jobs, grads, |_, _, parts| parts)
-            .into_iter()
-            .flatten()
-            .collect()
+    fn run(&mut self, jobs: &[Job]) -> Vec<Part> {
+        self.run_then(jobs, |_, _, parts| parts).into_iter().flatten().collect()
     }
 
     /// Runs `jobs` in one parallel pass. Each job's runs are cut into tasks of at most
@@ -1563,12 +1559,7 @@ impl<'a> Grower<'a> {
     /// completes a job calls `finish(self, job, its parts in run order)` right away, inside the
     /// same parallel pass (no second pass, no waiting for the other jobs); returns each job's
     /// result.
-    fn run_then<R: Send>(
-        &mut self,
-        jobs: &[Job],
-        grads: &[GradPair],
-        finish: impl Fn(&Self, usize, Vec<Part>) -> R + Sync,
-    ) -> Vec<R> {
+    fn run_then<R: Send>(&mut self, jobs: &[Job], finish: impl Fn(&Self, usize, Vec<Part>) -> R + Sync) -> Vec<R> {
         // (job, first run, end run)
         let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
@@ -1616,7 +1607,7 @@ impl<'a> Grower<'a> {
         mine.into_par_iter()
             .zip(tasks.par_iter().zip(index))
             .for_each(|(mut runs, (&(j, _, _), ti))| {
-                let part = this.run_task(jobs[j].kind, j, &mut runs, grads);
+                let part = this.run_task(jobs[j].kind, &mut runs);
                 let done = {
                     let mut slot = lock(&pending[j]);
                     slot.0[ti] = Some(part);
@@ -1650,8 +1641,8 @@ impl<'a> Grower<'a> {
 /// # Safety
 /// Every row id in `runs` is below `grads.len()`, `pos.len()` and `col.len()`.
 #[inline(always)]
-unsafe fn final_sums(
-    runs: &[(&mut [u32], &mut [u32])],
+unsafe fn final_sums<'r>(
+    runs: impl IntoIterator<Item = &'r [u32]>,
     grads: &[GradPair],
     pos: &[AtomicU32],
     col: &[u8],
@@ -1680,7 +1671,7 @@ unsafe fn final_sums(
         t[k].h += h;
         p.store(if goes_left { slots[0] } else { slots[1] }, Ordering::Relaxed);
     };
-    for (run, _) in runs {
+    for run in runs {
         let mut pairs = run.chunks_exact(2);
         for pair in &mut pairs {
             one(0, pair[0]);
@@ -2198,7 +2189,7 @@ mod tests {
             kind: Kind::Hist,
             segs: segs.to_vec(),
         };
-        let mut parts = g.run(&[hist_job(&segs)], &grads);
+        let mut parts = g.run(&[hist_job(&segs)]);
         let all = g.reduce(&mut parts);
         assert_eq!(all, naive_hist(&b, &g.records.all_packed(), &g.rows));
         // Partition on feature 0 at bin 2 building the left histogram; parent - left must
@@ -2210,7 +2201,7 @@ mod tests {
             },
             segs: segs.clone(),
         };
-        let mut parts = g.run(std::slice::from_ref(&job), &grads);
+        let mut parts = g.run(std::slice::from_ref(&job));
         let (mut left, mut right) = (Node::leaf(1, 1, Wide::default()), Node::leaf(2, 1, Wide::default()));
         Grower::child_rows(&job, &parts, &mut left, &mut right);
         let gather =
@@ -2228,7 +2219,7 @@ mod tests {
         assert_eq!(l2, small);
         assert_eq!(r2, naive_hist(&b, &g.records.all_packed(), &rrows));
         // The children's runs feed the next pass: a histogram of the right child.
-        let mut parts = g.run(&[hist_job(&right.segs)], &grads);
+        let mut parts = g.run(&[hist_job(&right.segs)]);
         assert_eq!(g.reduce(&mut parts), r2);
         // Decoded sums track the exact gradient sums closely.
         let exact = grads.iter().fold(Entry::default(), |mut a, gp| {
@@ -2260,7 +2251,7 @@ mod tests {
             })
             .collect();
         let p = params();
-        let mut g = setup(&b, &p, (0..70_000).collect(), &grads);
+        let g = setup(&b, &p, (0..70_000).collect(), &grads);
         // Missing goes left: codes <= 1 or missing.
         let jobs = [
             Job {
@@ -2275,8 +2266,7 @@ mod tests {
                 segs: runs(50_000, 70_000, 7_000),
             },
         ];
-        let parts = g.run(&jobs, &grads);
-        let sums = Grower::collect_sums(&jobs, &parts);
+        let sums = g.settle_all(&jobs, &grads);
         let miss = g.missing_codes()[0];
         let mut want = [Entry::default(); 3];
         for (r, gp) in grads.iter().enumerate() {
@@ -2327,22 +2317,12 @@ mod tests {
             })
             .collect();
         let before = g.rows.clone();
-        let parts = g.run(&jobs, &grads);
-        for (j, job) in jobs.iter().enumerate() {
+        let per_job = g.run_then(&jobs, |_, _, parts| parts);
+        for (job, mut mine) in jobs.iter().zip(per_job) {
             let Kind::Split { split: sp, small_left } = job.kind else {
                 unreachable!()
             };
             let goes_left = |r: &u32| b.code(*r as usize, sp.feature) <= sp.bin;
-            let mut mine: Vec<Part> = parts
-                .iter()
-                .filter(|p| p.job == j)
-                .map(|p| Part {
-                    job: 0,
-                    nls: p.nls.clone(),
-                    hist: p.hist.clone(),
-                    sums: p.sums,
-                })
-                .collect();
             let (mut left, mut right) = (Node::leaf(1, 1, Wide::default()), Node::leaf(2, 1, Wide::default()));
             Grower::child_rows(job, &mine, &mut left, &mut right);
             for &(s, e) in &job.segs {
