@@ -1484,7 +1484,7 @@ impl<'a> Grower<'a> {
             .map(|items| {
                 items
                     .iter()
-                    .map(|&(j, run)| (j, self.settle(jobs[j].kind, [run], grads)))
+                    .map(|&(j, run)| (j, self.settle(jobs[j].kind, run, grads)))
                     .collect()
             })
             .collect();
@@ -1504,9 +1504,9 @@ impl<'a> Grower<'a> {
         out
     }
 
-    /// The exact sums of a `Final` (`[left, right]`) or `Leaf` (`[all, _]`) job's rows `runs`,
-    /// recording each row's leaf in `pos`; rows do not move.
-    fn settle<'r>(&self, kind: Kind, runs: impl IntoIterator<Item = &'r [u32]>, grads: &[GradPair]) -> [Entry; 2] {
+    /// The exact sums of the rows `run` of a `Final` (`[left, right]`) or `Leaf` (`[all, _]`)
+    /// job, recording each row's leaf in `pos`; rows do not move.
+    fn settle(&self, kind: Kind, run: &[u32], grads: &[GradPair]) -> [Entry; 2] {
         let (data, pos, missing) = (self.data, &self.pos[..], &self.missing_code);
         match kind {
             Kind::Final { split, slots } => {
@@ -1516,31 +1516,29 @@ impl<'a> Grower<'a> {
                 // `grow`) of `grads`.
                 unsafe {
                     if split.default_left {
-                        final_sums(runs, grads, pos, col, slots, |c| (c <= bin) | (c == miss))
+                        final_sums(run, grads, pos, col, slots, |c| (c <= bin) | (c == miss))
                     } else {
-                        final_sums(runs, grads, pos, col, slots, |c| c <= bin)
+                        final_sums(run, grads, pos, col, slots, |c| c <= bin)
                     }
                 }
             }
             Kind::Leaf { slot } => {
                 // Two accumulators halve the chain of dependent f64 adds.
                 let (mut a, mut b) = (Entry::default(), Entry::default());
-                for r in runs {
-                    let mut pairs = r.chunks_exact(2);
-                    for pair in &mut pairs {
-                        let (x, y) = (grads[pair[0] as usize], grads[pair[1] as usize]);
-                        a.g += f64::from(x.g);
-                        a.h += f64::from(x.h);
-                        b.g += f64::from(y.g);
-                        b.h += f64::from(y.h);
-                        pos[pair[0] as usize].store(slot, Ordering::Relaxed);
-                        pos[pair[1] as usize].store(slot, Ordering::Relaxed);
-                    }
-                    for &x in pairs.remainder() {
-                        a.g += f64::from(grads[x as usize].g);
-                        a.h += f64::from(grads[x as usize].h);
-                        pos[x as usize].store(slot, Ordering::Relaxed);
-                    }
+                let mut pairs = run.chunks_exact(2);
+                for pair in &mut pairs {
+                    let (x, y) = (grads[pair[0] as usize], grads[pair[1] as usize]);
+                    a.g += f64::from(x.g);
+                    a.h += f64::from(x.h);
+                    b.g += f64::from(y.g);
+                    b.h += f64::from(y.h);
+                    pos[pair[0] as usize].store(slot, Ordering::Relaxed);
+                    pos[pair[1] as usize].store(slot, Ordering::Relaxed);
+                }
+                for &x in pairs.remainder() {
+                    a.g += f64::from(grads[x as usize].g);
+                    a.h += f64::from(grads[x as usize].h);
+                    pos[x as usize].store(slot, Ordering::Relaxed);
                 }
                 a.add(b);
                 [a, Entry::default()]
@@ -1635,14 +1633,14 @@ impl<'a> Grower<'a> {
     }
 }
 
-/// Exact `[left, right]` gradient sums of the rows of `runs` (split by `left` of their code in
+/// Exact `[left, right]` gradient sums of the rows `run` (split by `left` of their code in
 /// `col`), recording each row's leaf (`slots[0]` left, `slots[1]` right) in `pos`.
 ///
 /// # Safety
-/// Every row id in `runs` is below `grads.len()`, `pos.len()` and `col.len()`.
+/// Every row id in `run` is below `grads.len()`, `pos.len()` and `col.len()`.
 #[inline(always)]
-unsafe fn final_sums<'r>(
-    runs: impl IntoIterator<Item = &'r [u32]>,
+unsafe fn final_sums(
+    run: &[u32],
     grads: &[GradPair],
     pos: &[AtomicU32],
     col: &[u8],
@@ -1671,15 +1669,13 @@ unsafe fn final_sums<'r>(
         t[k].h += h;
         p.store(if goes_left { slots[0] } else { slots[1] }, Ordering::Relaxed);
     };
-    for run in runs {
-        let mut pairs = run.chunks_exact(2);
-        for pair in &mut pairs {
-            one(0, pair[0]);
-            one(1, pair[1]);
-        }
-        for &r in pairs.remainder() {
-            one(0, r);
-        }
+    let mut pairs = run.chunks_exact(2);
+    for pair in &mut pairs {
+        one(0, pair[0]);
+        one(1, pair[1]);
+    }
+    for &r in pairs.remainder() {
+        one(0, r);
     }
     l[0].add(l[1]);
     t[0].add(t[1]);
