@@ -15,8 +15,8 @@ use rayon::prelude::*;
 use crate::binning::{BinCuts, BinnedMatrix, SKETCH_ROWS};
 use crate::data::DenseMatrix;
 use crate::reader::{
-    ContentType, DataError, ReadOptions, chunk_bounds, count_rows, excerpt, is_blank, lines, n_chunks, parse_csv_row,
-    read_file, sniff_delimiter,
+    ContentType, CsvLayout, DataError, ReadOptions, RowSink, chunk_bounds, count_rows, for_each_row, is_blank, lines,
+    n_chunks, parse_row, read_file,
 };
 
 /// Bytes read per block (a block always ends at a line end); small under test so that
@@ -39,20 +39,6 @@ pub struct BinnedData {
 
 /// Sampled rows of one chunk: (row indices, feature values, weights).
 type SampleRows = (Vec<usize>, Vec<f32>, Vec<f32>);
-
-/// CSV layout found on the first data line.
-#[derive(Clone, Copy)]
-struct Layout {
-    delim: u8,
-    n_fields: usize,
-    lead: usize,
-}
-
-impl Layout {
-    fn n_feat(&self) -> usize {
-        self.n_fields - self.lead
-    }
-}
 
 /// Calls `f(block, first_line_number)` for consecutive blocks of `path` that end at line ends.
 fn for_each_block(path: &Path, mut f: impl FnMut(&[u8], usize) -> Result<(), DataError>) -> Result<(), DataError> {
@@ -92,68 +78,6 @@ fn for_each_block(path: &Path, mut f: impl FnMut(&[u8], usize) -> Result<(), Dat
             return Ok(());
         }
     }
-}
-
-fn layout(first_line: &[u8], opts: &ReadOptions) -> Result<Layout, DataError> {
-    let delim = sniff_delimiter(first_line);
-    let n_fields = memchr::memchr_iter(delim, first_line).count() + 1;
-    let lead = 1 + usize::from(opts.csv_weights);
-    if n_fields < lead {
-        return Err(DataError::FieldCount {
-            line: 1,
-            expected: lead,
-            found: n_fields,
-        });
-    }
-    Ok(Layout { delim, n_fields, lead })
-}
-
-/// Parses one line; `row` receives the features.
-fn parse_line(
-    line: &[u8],
-    line_no: usize,
-    lay: Layout,
-    opts: &ReadOptions,
-    row: &mut [f32],
-) -> Result<(f32, f32), DataError> {
-    let (found, label, weight) = parse_csv_row(line, lay.delim, lay.lead, row, |field, text| DataError::BadNumber {
-        line: line_no,
-        field,
-        text: excerpt(text),
-        hint: if line_no == 1 {
-            " (the data must have no header row)".to_string()
-        } else {
-            String::new()
-        },
-    })?;
-    if found != lay.n_fields {
-        return Err(DataError::FieldCount {
-            line: line_no,
-            expected: lay.n_fields,
-            found,
-        });
-    }
-    if !label.is_finite() {
-        return Err(DataError::MissingValue {
-            line: line_no,
-            what: "label",
-        });
-    }
-    if opts.csv_weights {
-        if !weight.is_finite() {
-            return Err(DataError::MissingValue {
-                line: line_no,
-                what: "weight",
-            });
-        }
-        if weight < 0.0 {
-            return Err(DataError::NegativeWeight {
-                line: line_no,
-                value: weight,
-            });
-        }
-    }
-    Ok((label, weight))
 }
 
 fn in_file(files: &[PathBuf], i: usize, e: DataError) -> DataError {
@@ -211,7 +135,7 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
         });
     }
     // Pass 1: layout, row count, sketch sample.
-    let mut lay: Option<Layout> = None;
+    let mut lay: Option<CsvLayout> = None;
     let mut n_rows = 0usize;
     let mut step = 1usize;
     let mut sample_idx: Vec<usize> = Vec::new();
@@ -222,7 +146,12 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
             if lay.is_none()
                 && let Some(l) = lines(block).find(|l| !is_blank(l))
             {
-                lay = Some(layout(l, opts)?);
+                // Training data always has the label first.
+                let opts = ReadOptions {
+                    has_label: true,
+                    ..*opts
+                };
+                lay = Some(CsvLayout::sniff(l, &opts)?);
             }
             let Some(lay) = lay else { return Ok(()) };
             let nf = lay.n_feat();
@@ -247,7 +176,7 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
                             continue;
                         }
                         if r.is_multiple_of(step) {
-                            let (_, w) = parse_line(line, line_start + k, lay, opts, &mut row)?;
+                            let (_, w) = parse_row(line, line_start + k, &lay, &mut row)?;
                             idx.push(r);
                             vals.extend_from_slice(&row);
                             ws.push(w);
@@ -333,23 +262,39 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
             let cuts = &cuts;
             jobs.into_par_iter()
                 .map(|(text, line_start, codes, labels, weights)| {
-                    let mut row = vec![f32::NAN; nf];
-                    let mut r = 0;
-                    for (k, line) in lines(text).enumerate() {
-                        if is_blank(line) {
-                            continue;
-                        }
-                        let (label, w) = parse_line(line, line_start + k, lay, opts, &mut row)?;
-                        for (f, (c, &x)) in codes[r * nf..(r + 1) * nf].iter_mut().zip(&row).enumerate() {
-                            *c = cuts.bin(f, x);
-                        }
-                        labels[r] = label;
-                        if let Some(slot) = weights.get_mut(r) {
-                            *slot = w;
-                        }
-                        r += 1;
+                    struct Codes<'a> {
+                        row: Vec<f32>,
+                        cuts: &'a BinCuts,
+                        codes: &'a mut [u8],
+                        labels: &'a mut [f32],
+                        weights: &'a mut [f32],
+                        r: usize,
                     }
-                    Ok(())
+                    impl RowSink for Codes<'_> {
+                        fn features(&mut self) -> &mut [f32] {
+                            &mut self.row
+                        }
+                        fn push(&mut self, label: f32, weight: f32) {
+                            let (r, nf) = (self.r, self.row.len());
+                            for (f, (c, &x)) in self.codes[r * nf..(r + 1) * nf].iter_mut().zip(&self.row).enumerate() {
+                                *c = self.cuts.bin(f, x);
+                            }
+                            self.labels[r] = label;
+                            if let Some(slot) = self.weights.get_mut(r) {
+                                *slot = weight;
+                            }
+                            self.r += 1;
+                        }
+                    }
+                    let mut sink = Codes {
+                        row: vec![f32::NAN; nf],
+                        cuts,
+                        codes,
+                        labels,
+                        weights,
+                        r: 0,
+                    };
+                    for_each_row(text, line_start, &lay, &mut sink)
                 })
                 .collect::<Result<Vec<()>, DataError>>()?;
             done += block_rows;
