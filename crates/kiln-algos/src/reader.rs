@@ -5,7 +5,7 @@
 //! are counted in a first parallel pass so that the second parallel pass can parse every chunk
 //! straight into its slice of the final matrix, with no per-field allocation and no copy. A row
 //! of plain numbers is read field after field straight off the bytes, eight at a time, without
-//! first finding the line's end ([`for_each_row`]); any other row goes through the general path,
+//! first finding the line's end (`for_each_row`); any other row goes through the general path,
 //! which also words the errors.
 
 use std::path::{Path, PathBuf};
