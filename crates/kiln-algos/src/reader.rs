@@ -672,6 +672,11 @@ pub(crate) fn count_rows(chunk: &[u8]) -> (usize, usize) {
     (rows, n_lines)
 }
 
+/// Lines in a chunk: its newlines, and a last line without one.
+pub(crate) fn count_lines(chunk: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', chunk).count() + usize::from(chunk.last().is_some_and(|&b| b != b'\n'))
+}
+
 pub(crate) fn n_chunks() -> usize {
     rayon::current_num_threads() * 8
 }
@@ -781,76 +786,105 @@ pub(crate) fn for_each_row(
 }
 
 /// One row read without finding its end first: every field is a plain number [`fast_field`]
-/// reads (or empty, but not the first), separated by `lay.delim` and ending in `\n` or `\r\n`.
-/// The label and weight go to `lead`, the features to `row`. Returns where the next line
-/// starts, or `None` when the row is anything else, or ends too near the end of `text`.
+/// reads (or an empty feature), separated by `lay.delim` and ending in `\n` or `\r\n`. The
+/// label and weight go to `lead`, the features to `row`. Returns where the next line starts, or
+/// `None` when the row is anything else, or ends too near the end of `text`.
 #[inline(always)]
 fn fast_row(text: &[u8], p: usize, lay: &CsvLayout, lead: &mut [f32; 2], row: &mut [f32]) -> Option<usize> {
-    let n_lead = lay.lead();
-    let last = lay.n_fields - 1;
     let mut q = p;
-    for k in 0..=last {
-        let (v, end) = fast_field(text, q)?;
-        let term = *text.get(end)?;
-        if k < n_lead {
-            lead[k] = v;
-        } else {
-            row[k - n_lead] = v;
-        }
-        // The first field is never missing here: that is the label, or could be a blank line.
-        if k == 0 && v.is_nan() {
+    for slot in &mut lead[..lay.lead()] {
+        let (v, end, term) = fast_field(text, q)?;
+        // A missing label or weight is an error the general path words.
+        if v.is_nan() || term != lay.delim {
             return None;
         }
-        if k == last {
-            return match term {
-                b'\n' => Some(end + 1),
-                b'\r' if text.get(end + 1) == Some(&b'\n') => Some(end + 2),
-                _ => None,
-            };
-        }
+        *slot = v;
+        q = end + 1;
+    }
+    let (last, feats) = row.split_last_mut()?;
+    for slot in feats {
+        let (v, end, term) = fast_field(text, q)?;
         if term != lay.delim {
             return None;
         }
+        *slot = v;
         q = end + 1;
     }
-    None
+    let (v, end, term) = fast_field(text, q)?;
+    *last = v;
+    // Without a label, a line of one missing feature could be a blank line.
+    if !lay.has_label && row[0].is_nan() {
+        return None;
+    }
+    match term {
+        b'\n' => Some(end + 1),
+        b'\r' if text.get(end + 1) == Some(&b'\n') => Some(end + 2),
+        _ => None,
+    }
 }
 
-/// The field at `text[p]` read as `[-]digits[.digits]` (1 to 8 digits each, a value
-/// [`parse_f64`] computes exactly) or as empty (NaN): its value and the index of the byte
-/// after it. That byte is not checked here: the field is one of those only when the caller
-/// finds a delimiter or the line's end there. Eight bytes at a time ([`digit_run`],
-/// [`digits_value`]); `None` for anything else, or with fewer than eight bytes left to read.
+/// The field at `text[p]` read as `[-]digits[.digits]` (1 to 7 digits before the point, 1 to
+/// 15 after it, a value [`parse_f64`] computes exactly) or as empty (NaN): its value, the index
+/// of the byte after it, and that byte. The field is one of those only when that byte is a
+/// delimiter or the line's end, which the caller checks (after eight digits it is a digit).
+/// Eight bytes at a time ([`digit_run`], [`digits_value`]); `None` for anything else, or with
+/// fewer than eight bytes left to read.
 #[inline(always)]
-fn fast_field(text: &[u8], p: usize) -> Option<(f32, usize)> {
-    let word = |i: usize| {
-        text.get(i..i + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("eight bytes")))
-    };
-    let mut w = word(p)?;
-    let neg = w as u8 == b'-';
-    if neg {
-        w = word(p + 1)?;
-    }
+fn fast_field(text: &[u8], p: usize) -> Option<(f32, usize, u8)> {
+    let w = word_at(text, p)?;
     let n = digit_run(w);
-    let q = p + usize::from(neg) + n;
-    if n == 0 {
-        return (!neg).then_some((f32::NAN, q));
+    if n > 0 {
+        return unsigned_field(text, p, w, n);
     }
-    let int = digits_value(w, n);
-    let (v, end) = if text.get(q) == Some(&b'.') {
-        let w = word(q + 1)?;
-        let f = digit_run(w);
-        let mant = int * POW10_U64[f] + digits_value(w, f);
-        if f == 0 || mant > 1 << 53 {
-            return None;
+    match w as u8 {
+        b'-' => {
+            let w = word_at(text, p + 1)?;
+            let n = digit_run(w);
+            let (v, end, term) = unsigned_field(text, p + 1, w, n).filter(|_| n > 0)?;
+            Some((-v, end, term))
         }
-        ((mant as f64 / POW10[f]) as f32, q + 1 + f)
-    } else {
-        // Rounded once to f32, as through the exact f64.
-        (int as f32, q)
-    };
-    Some((if neg { -v } else { v }, end))
+        // Empty, if a delimiter or the line's end is what follows.
+        next => Some((f32::NAN, p, next)),
+    }
+}
+
+/// [`fast_field`] after the sign: `w` holds the bytes from `at`, the first `n` (at least one)
+/// of them digits.
+#[inline(always)]
+fn unsigned_field(text: &[u8], at: usize, w: u64, n: usize) -> Option<(f32, usize, u8)> {
+    // The byte after the digits; the first digit again after eight.
+    let next = (w >> (8 * (n & 7))) as u8;
+    let q = at + n;
+    let int = digits_value(w, n);
+    if next != b'.' {
+        // At most eight digits: rounded once, as through the exact f64 (and a signed
+        // conversion is one instruction).
+        return Some((int as i64 as f32, q, next));
+    }
+    // The fraction: up to eight digits, then up to eight more.
+    let w = word_at(text, q + 1)?;
+    let mut f = digit_run(w);
+    let mut mant = int * POW10_U64[f] + digits_value(w, f);
+    let mut end = q + 1 + f;
+    let mut term = (w >> (8 * (f & 7))) as u8;
+    if f == 8 {
+        let w = word_at(text, end)?;
+        let more = digit_run(w);
+        mant = mant.checked_mul(POW10_U64[more])?.checked_add(digits_value(w, more))?;
+        f += more;
+        end += more;
+        term = (w >> (8 * (more & 7))) as u8;
+    }
+    if f == 0 || mant > 1 << 53 {
+        return None;
+    }
+    Some(((mant as i64 as f64 / POW10[f]) as f32, end, term))
+}
+
+/// The eight bytes of `text` from `i` as a little-endian word, if there are eight.
+#[inline(always)]
+fn word_at(text: &[u8], i: usize) -> Option<u64> {
+    text.get(i..)?.first_chunk::<8>().map(|b| u64::from_le_bytes(*b))
 }
 
 /// Parses one line that is not blank the general way (see [`parse_csv_row`]) into `row`, and
@@ -911,15 +945,17 @@ fn parse_csv(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
     let n_feat = lay.n_feat();
     let width = n_feat.max(opts.min_features);
 
+    // Room for a row per line: exactly the rows unless there are blank lines, which are
+    // squeezed out at the end.
     let bounds = chunk_bounds(bytes, n_chunks());
-    let counts: Vec<(usize, usize)> = bounds.par_iter().map(|&(s, e)| count_rows(&bytes[s..e])).collect();
-    let n_rows: usize = counts.iter().map(|c| c.0).sum();
+    let n_lines: Vec<usize> = bounds.par_iter().map(|&(s, e)| count_lines(&bytes[s..e])).collect();
+    let room: usize = n_lines.iter().sum();
 
     // Zeroed memory comes from the OS untouched (no serial pass over it here): every row's
     // features and padding columns are written below.
-    let mut values = vec![0f32; n_rows * width];
-    let mut labels = vec![0f32; if opts.has_label { n_rows } else { 0 }];
-    let mut weights = vec![1f32; if opts.csv_weights { n_rows } else { 0 }];
+    let mut values = vec![0f32; room * width];
+    let mut labels = vec![0f32; if opts.has_label { room } else { 0 }];
+    let mut weights = vec![1f32; if opts.csv_weights { room } else { 0 }];
 
     // Hand each chunk its own disjoint output slices.
     struct Job<'a> {
@@ -933,7 +969,7 @@ fn parse_csv(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
     {
         let (mut v, mut l, mut w) = (&mut values[..], &mut labels[..], &mut weights[..]);
         let mut line_no = 1;
-        for (&(s, e), &(rows, n_lines)) in bounds.iter().zip(&counts) {
+        for (&(s, e), &rows) in bounds.iter().zip(&n_lines) {
             let (v0, v1) = v.split_at_mut(rows * width);
             let (l0, l1) = l.split_at_mut(if opts.has_label { rows } else { 0 });
             let (w0, w1) = w.split_at_mut(if opts.csv_weights { rows } else { 0 });
@@ -945,10 +981,10 @@ fn parse_csv(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
                 weights: w0,
             });
             (v, l, w) = (v1, l1, w1);
-            line_no += n_lines;
+            line_no += rows;
         }
     }
-    let results: Vec<Result<(), DataError>> = jobs
+    let results: Vec<Result<usize, DataError>> = jobs
         .into_par_iter()
         .map(|job| {
             struct Rows<'a> {
@@ -989,11 +1025,27 @@ fn parse_csv(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
                 r: 0,
                 spare: vec![0.0; n_feat],
             };
-            for_each_row(text, first_line, &lay, &mut rows)
+            for_each_row(text, first_line, &lay, &mut rows).map(|()| rows.r)
         })
         .collect();
-    for r in results {
-        r?;
+    let rows = results.into_iter().collect::<Result<Vec<usize>, DataError>>()?;
+    let n_rows: usize = rows.iter().sum();
+    if n_rows < room {
+        // Blank lines: move each chunk's rows down to follow the previous chunk's.
+        let (mut from, mut to) = (0, 0);
+        for (&r, &room) in rows.iter().zip(&n_lines) {
+            values.copy_within(from * width..(from + r) * width, to * width);
+            if opts.has_label {
+                labels.copy_within(from..from + r, to);
+            }
+            if opts.csv_weights {
+                weights.copy_within(from..from + r, to);
+            }
+            (from, to) = (from + room, to + r);
+        }
+        values.truncate(n_rows * width);
+        labels.truncate(if opts.has_label { n_rows } else { 0 });
+        weights.truncate(if opts.csv_weights { n_rows } else { 0 });
     }
     let features = DenseMatrix::new(n_rows, width, values).ok_or(DataError::Empty)?;
     Ok(Dataset {
@@ -1068,7 +1120,7 @@ struct SparseChunk {
 
 fn parse_libsvm(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
     let bounds = chunk_bounds(bytes, n_chunks());
-    let counts: Vec<usize> = bounds.par_iter().map(|&(s, e)| count_rows(&bytes[s..e]).1).collect();
+    let counts: Vec<usize> = bounds.par_iter().map(|&(s, e)| count_lines(&bytes[s..e])).collect();
     let mut starts = Vec::with_capacity(counts.len());
     let mut acc = 1;
     for c in &counts {
@@ -1275,6 +1327,45 @@ mod tests {
         s.push_str("1,x\n");
         let e = csv(&s).unwrap_err().to_string();
         assert!(e.starts_with("line 200001:"), "{e}");
+    }
+
+    #[test]
+    fn csv_blank_lines_across_chunks_are_squeezed_out() {
+        // Several chunks (each at least 64 KiB), blank lines in all of them.
+        let mut s = String::new();
+        let mut want = Vec::new();
+        for i in 0..150_000u32 {
+            match i % 997 {
+                0 => s.push('\n'),
+                1 => s.push_str("  \r\n"),
+                _ => {
+                    s.push_str(&format!("{},{}.5,{}\n", i % 2, i, i % 7));
+                    want.push(i);
+                }
+            }
+        }
+        let opts = ReadOptions {
+            csv_weights: true,
+            min_features: 3,
+            ..ReadOptions::default()
+        };
+        let d = parse_bytes(s.as_bytes(), ContentType::Csv, &opts).unwrap();
+        assert_eq!(d.n_rows(), want.len());
+        assert_eq!(d.features.n_cols(), 3);
+        let weights = d.weights.as_ref().unwrap();
+        for (r, &i) in want.iter().enumerate() {
+            assert_eq!(d.labels[r], (i % 2) as f32);
+            assert_eq!(weights[r], i as f32 + 0.5);
+            let row = d.features.row(r);
+            assert_eq!(row[0], (i % 7) as f32);
+            assert!(row[1].is_nan() && row[2].is_nan());
+        }
+        // Line numbers still count the blank lines.
+        s.push_str("1,2,x\n");
+        let e = parse_bytes(s.as_bytes(), ContentType::Csv, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("line 150001:"), "{e}");
     }
 
     #[test]
@@ -1523,7 +1614,11 @@ mod tests {
             has_label: true,
             has_weight,
         };
-        let cases: [(&[u8], CsvLayout); 12] = [
+        let cases: [(&[u8], CsvLayout); 13] = [
+            (
+                b"1,0.0003138857,-0.004960918,7.000000000000001\n0,1.5,2.5,3.5\n",
+                lay(4, false),
+            ),
             (b"1,2,3\n0,45,-6\n", lay(3, false)),
             (b"1,0.02313675,-0.06554221,12345678.5\r\n", lay(4, false)),
             (b"1,123456789,1.123456789,99999999.99999999\n", lay(4, false)),
@@ -1544,9 +1639,15 @@ mod tests {
         // The fast path takes the plain rows (checked through the values it gives).
         let mut out = vec![0.0; 3];
         let mut lead = [0.0; 2];
-        let text = b"1,0.02313675,-45,12345678.5\r\nnext line";
-        assert_eq!(fast_row(text, 0, &lay(4, false), &mut lead, &mut out), Some(29));
-        assert_eq!((lead[0], out), (1.0, vec![0.023_136_75, -45.0, 12_345_678.0]));
+        let text = b"1,0.02313675,-45,1234567.5\r\nnext line";
+        assert_eq!(fast_row(text, 0, &lay(4, false), &mut lead, &mut out), Some(28));
+        assert_eq!((lead[0], &out[..]), (1.0, &[0.023_136_75, -45.0, 1_234_567.5][..]));
+        let text = b"0,0.0003138857,-0.004960918,7.000000000000001\nnext line";
+        assert_eq!(fast_row(text, 0, &lay(4, false), &mut lead, &mut out), Some(46));
+        assert_eq!(out, [0.000_313_885_7, -0.004_960_918, 7.0]);
+        // Eight integer digits are left to the general path.
+        let text = b"1,0.5,-45,12345678\nnext line";
+        assert_eq!(fast_row(text, 0, &lay(4, false), &mut lead, &mut out), None);
         let text = b"1,,2\n........";
         let mut out = vec![0.0; 2];
         assert_eq!(fast_row(text, 0, &lay(3, false), &mut lead, &mut out), Some(5));
@@ -1583,25 +1684,40 @@ mod tests {
             }
         }
 
-        /// On any mix of plain and awkward fields, separators and line ends, reading rows the
-        /// fast way gives what the general path gives, errors included.
+        /// On rows of plain and awkward fields, now and then a field short or over, a blank
+        /// line or a `\r\n`, reading rows the fast way gives what the general path gives,
+        /// errors included.
         #[test]
         fn fast_rows_match_general_rows_on_any_text(
-            fields in proptest::collection::vec(proptest::sample::select(vec![
-                "0", "7", "-3", "42", "1234567", "12345678", "123456789", "-98765432", "0.5", "-0.25",
-                "3.14159265", "0.123456789", "99999999.99999999", "1e3", "", " 4", "\"5\"", "+6", ".5",
-                "5.", "-", "x", "1.2.3", "-0", "00012",
-            ]), 1..60),
-            seps in proptest::collection::vec(proptest::sample::select(vec![",", ",", ",", ",", "\n", "\r\n", "\n\n", ";"]), 60),
-            n_fields in 1usize..5,
+            rows in proptest::collection::vec((
+                proptest::collection::vec(proptest::sample::select(vec![
+                    "0", "7", "-3", "42", "1234567", "-765", "0.5", "-0.25", "3.14159265", "0.123456789",
+                    "0.0003138857", "-0.004960918", "7.000000000000001", "", "12345678", "123456789",
+                    "-98765432", "99999999.99999999", "1234567.123456789012345", "0.1234567890123456789",
+                    "1e3", " 4", "\"5\"", "+6", ".5", "5.", "-", "x", "1.2.3", "-0", "00012", "1;2",
+                ]), 3),
+                0u8..25,
+                0u8..6,
+            ), 1..40),
             has_weight: bool,
         ) {
             let mut text = String::new();
-            for (f, s) in fields.iter().zip(&seps) {
-                text.push_str(f);
-                text.push_str(s);
+            for (fields, shape, end) in &rows {
+                let fields = match shape {
+                    0 => &fields[..2],
+                    _ => &fields[..],
+                };
+                text.push_str(&fields.join(","));
+                if *shape == 1 {
+                    text.push_str(",1");
+                }
+                text.push_str(match end {
+                    0 => "\r\n",
+                    1 => "\n\n",
+                    _ => "\n",
+                });
             }
-            let lay = CsvLayout { delim: b',', n_fields: n_fields.max(1 + usize::from(has_weight)), has_label: true, has_weight };
+            let lay = CsvLayout { delim: b',', n_fields: 3, has_label: true, has_weight };
             prop_assert_eq!(rows_of(text.as_bytes(), &lay, false), rows_of(text.as_bytes(), &lay, true), "{:?}", text);
             let lay = CsvLayout { has_label: false, has_weight: false, ..lay };
             prop_assert_eq!(rows_of(text.as_bytes(), &lay, false), rows_of(text.as_bytes(), &lay, true), "{:?}", text);

@@ -15,8 +15,8 @@ use rayon::prelude::*;
 use crate::binning::{BinCuts, BinnedMatrix, SKETCH_ROWS};
 use crate::data::DenseMatrix;
 use crate::reader::{
-    ContentType, CsvLayout, DataError, ReadOptions, RowSink, chunk_bounds, count_rows, for_each_row, is_blank, lines,
-    n_chunks, parse_row, read_file,
+    ContentType, CsvLayout, DataError, ReadOptions, RowSink, chunk_bounds, count_lines, count_rows, for_each_row,
+    is_blank, lines, n_chunks, parse_row, read_file,
 };
 
 /// Bytes read per block (a block always ends at a line end); small under test so that
@@ -71,7 +71,7 @@ fn for_each_block(path: &Path, mut f: impl FnMut(&[u8], usize) -> Result<(), Dat
         };
         if end > 0 {
             f(&buf[..end], line_no)?;
-            line_no += count_rows(&buf[..end]).1;
+            line_no += count_lines(&buf[..end]);
         }
         buf.drain(..end);
         if eof {
