@@ -996,7 +996,7 @@ fn parse_csv(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
             }
             impl RowSink for Rows<'_> {
                 fn features(&mut self) -> &mut [f32] {
-                    // Past the last row only blank lines are left to try.
+                    // There is room for a row per line, so the scratch row is only a guard.
                     let at = self.r * self.width;
                     match self.job.values.get_mut(at..at + self.n_feat) {
                         Some(row) => row,
