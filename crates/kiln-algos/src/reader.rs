@@ -920,20 +920,26 @@ pub(crate) fn parse_row(
         });
     }
     if lay.has_weight {
-        if !weight.is_finite() {
-            return Err(DataError::MissingValue {
-                line: line_no,
-                what: "weight",
-            });
-        }
-        if weight < 0.0 {
-            return Err(DataError::NegativeWeight {
-                line: line_no,
-                value: weight,
-            });
-        }
+        check_weight(weight, line_no)?;
     }
     Ok((label, weight))
+}
+
+/// An instance weight must be present and not negative.
+fn check_weight(weight: f32, line_no: usize) -> Result<f32, DataError> {
+    if !weight.is_finite() {
+        return Err(DataError::MissingValue {
+            line: line_no,
+            what: "weight",
+        });
+    }
+    if weight < 0.0 {
+        return Err(DataError::NegativeWeight {
+            line: line_no,
+            value: weight,
+        });
+    }
+    Ok(weight)
 }
 
 fn parse_csv(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
@@ -1226,20 +1232,7 @@ fn parse_libsvm_chunk(text: &[u8], first_line: usize, opts: &ReadOptions) -> Res
             let weight = match w {
                 Some(w) => {
                     c.any_weight = true;
-                    let w = parse_f64(w).ok_or_else(bad)? as f32;
-                    if !w.is_finite() {
-                        return Err(DataError::MissingValue {
-                            line: line_no,
-                            what: "weight",
-                        });
-                    }
-                    if w < 0.0 {
-                        return Err(DataError::NegativeWeight {
-                            line: line_no,
-                            value: w,
-                        });
-                    }
-                    w
+                    check_weight(parse_f64(w).ok_or_else(bad)? as f32, line_no)?
                 }
                 None => 1.0,
             };
