@@ -35,6 +35,8 @@ pub struct BinCuts {
     /// The cuts padded to 256 with NaN (never `<=` anything, even +inf), for a fixed-depth
     /// branch-free search.
     padded: Vec<[f32; 256]>,
+    /// The last of each sixteen padded cuts, for [`Self::bin_row`].
+    pivots: Vec<[f32; 16]>,
 }
 
 impl PartialEq for BinCuts {
@@ -44,51 +46,65 @@ impl PartialEq for BinCuts {
     }
 }
 
-fn pad(cuts: &[Vec<f32>]) -> Vec<[f32; 256]> {
-    cuts.iter()
-        .map(|c| {
-            let mut p = [f32::NAN; 256];
-            p[..c.len()].copy_from_slice(c);
-            p
-        })
-        .collect()
-}
-
 impl BinCuts {
+    /// Cuts with their search tables.
+    fn with_tables(cuts: Vec<Vec<f32>>) -> Self {
+        let padded: Vec<[f32; 256]> = cuts
+            .iter()
+            .map(|c| {
+                let mut p = [f32::NAN; 256];
+                p[..c.len()].copy_from_slice(c);
+                p
+            })
+            .collect();
+        let pivots = padded.iter().map(|p| std::array::from_fn(|k| p[16 * k + 15])).collect();
+        Self { cuts, padded, pivots }
+    }
+
     /// Chooses at most `max_bin` (capped at 255) value bins per feature from weighted quantiles of
     /// a systematic sample of rows; features with few distinct values get one bin per value.
     pub fn compute(m: &DenseMatrix, weights: Option<&[f32]>, max_bin: usize) -> Self {
         let max_bins = max_bin.clamp(2, MAX_VALUE_BINS);
-        let n = m.n_rows();
+        let (n, nf) = (m.n_rows(), m.n_cols());
         let step = sketch_step(n);
-        let sample: Vec<usize> = (0..n).step_by(step).collect();
-        let cuts = (0..m.n_cols())
+        // A few features per task: each task reads every sampled row once (one or two cache
+        // lines of it) instead of once per feature, and there are still several tasks per
+        // thread to balance.
+        let per_task = nf.div_ceil(4 * rayon::current_num_threads()).clamp(1, 8);
+        let cuts = (0..nf)
+            .step_by(per_task)
+            .collect::<Vec<_>>()
             .into_par_iter()
-            .map(|f| {
-                let mut vals: Vec<(f32, f32)> = sample
-                    .iter()
-                    .filter_map(|&r| {
-                        let v = m.row(r)[f];
-                        let w = weights.map_or(1.0, |w| w[r]);
-                        (!v.is_nan() && w > 0.0).then_some((v, w))
-                    })
-                    .collect();
-                vals.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-                cuts_from_sorted(&vals, max_bins)
+            .flat_map_iter(|f0| {
+                let fs = f0..(f0 + per_task).min(nf);
+                let mut cols: Vec<Vec<u64>> = fs.clone().map(|_| Vec::with_capacity(n / step + 1)).collect();
+                for r in (0..n).step_by(step) {
+                    let w = weights.map_or(1.0, |w| w[r]);
+                    // Rows without weight (or a NaN one) are not in the sample.
+                    let counted = w > 0.0;
+                    if !counted {
+                        continue;
+                    }
+                    for (col, &v) in cols.iter_mut().zip(&m.row(r)[fs.clone()]) {
+                        if !v.is_nan() {
+                            col.push(sort_entry(v, w));
+                        }
+                    }
+                }
+                cols.into_iter().map(move |mut col| {
+                    // By value, equal values by weight: the weights are summed in the same
+                    // order on every run.
+                    col.sort_unstable();
+                    cuts_from_sorted(&col, max_bins)
+                })
             })
             .collect::<Vec<Vec<f32>>>();
-        Self {
-            padded: pad(&cuts),
-            cuts,
-        }
+        Self::with_tables(cuts)
     }
 
     /// Builds cuts directly (each list must be strictly increasing and at most 254 long).
     pub fn from_cuts(cuts: Vec<Vec<f32>>) -> Self {
-        Self {
-            padded: pad(&cuts),
-            cuts,
-        }
+        Self::with_tables(cuts)
     }
 
     /// Number of features.
@@ -122,17 +138,87 @@ impl BinCuts {
         i as u8
     }
 
+    /// Bin codes of one row's values: `out[f] = self.bin(f, xs[f])` for every `f` of `xs`
+    /// (`out` as long, at most [`Self::n_features`]). With AVX-512 where the CPU has it: two
+    /// sixteen-lane compares per value instead of eight dependent halvings, several times
+    /// faster (a row has only a few dozen values whose chains of dependent loads can overlap).
+    pub fn bin_row(&self, xs: &[f32], out: &mut [u8]) {
+        assert!(
+            xs.len() == out.len() && xs.len() <= self.cuts.len(),
+            "one code per value, one feature per value"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has AVX-512F and POPCNT (checked just above); `xs` and `out` are
+            // as long as each other and at most the number of features (asserted above).
+            unsafe { self.bin_row_avx512(xs, out) };
+            return;
+        }
+        for (f, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
+            *o = self.bin(f, x);
+        }
+    }
+
+    /// [`Self::bin_row`] with AVX-512. A feature's 256 padded cuts are sixteen blocks of
+    /// sixteen, and its pivots the last cut of each block. The number `c` of pivots `<= x`
+    /// is the block the code falls in: every cut of the blocks before it is `<= x` (the cuts
+    /// ascend) and none after it (its own last cut is `> x`, or NaN padding; `c < 16`, as the
+    /// last pivot is always padding). The code is `16 c` plus the cuts `<= x` in block `c`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F and POPCNT; `xs.len() == out.len() <= self.n_features()`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,popcnt")]
+    unsafe fn bin_row_avx512(&self, xs: &[f32], out: &mut [u8]) {
+        use std::arch::x86_64::*;
+        for (f, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
+            let v = _mm512_set1_ps(x);
+            // SAFETY: `f` is a feature (`xs` has at most `n_features` values), so its pivots
+            // and padded cuts exist; `c <= 15`, so block `c` is inside the 256 padded cuts.
+            let code = unsafe {
+                let pivots = _mm512_loadu_ps(self.pivots.as_ptr().add(f).cast());
+                let c = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(pivots, v).count_ones() as usize;
+                let block = _mm512_loadu_ps(self.padded.as_ptr().add(f).cast::<f32>().add(16 * c));
+                16 * c + _mm512_cmp_ps_mask::<_CMP_LE_OQ>(block, v).count_ones() as usize
+            };
+            // A NaN compares false everywhere: it is missing.
+            *o = if x.is_nan() {
+                self.cuts[f].len() as u8 + 1
+            } else {
+                code as u8
+            };
+        }
+    }
+
     /// The split threshold for "bin <= b goes left".
     pub fn threshold(&self, f: usize, b: u8) -> f32 {
         self.cuts[f][b as usize]
     }
 }
 
-/// Cut points from (value, weight) pairs sorted by value.
-fn cuts_from_sorted(vals: &[(f32, f32)], max_bins: usize) -> Vec<f32> {
+/// A sampled value and its weight as one word that sorts by value (`f32::total_cmp` order) and
+/// then by weight: the value's bits, flipped so that unsigned order is that order, above the
+/// weight's bits. Sorting these words is about twice as fast as sorting pairs of floats.
+#[inline]
+fn sort_entry(v: f32, w: f32) -> u64 {
+    let b = v.to_bits();
+    let key = if b >> 31 == 1 { !b } else { b | 1 << 31 };
+    (u64::from(key) << 32) | u64::from(w.to_bits())
+}
+
+/// The (value, weight) of a [`sort_entry`].
+#[inline]
+fn entry_parts(e: u64) -> (f32, f32) {
+    let key = (e >> 32) as u32;
+    let b = if key >> 31 == 1 { key & !(1 << 31) } else { !key };
+    (f32::from_bits(b), f32::from_bits(e as u32))
+}
+
+/// Cut points from [`sort_entry`] words sorted by value.
+fn cuts_from_sorted(entries: &[u64], max_bins: usize) -> Vec<f32> {
     // Distinct values with the total weight of each.
     let mut distinct: Vec<(f32, f64)> = Vec::new();
-    for &(v, w) in vals {
+    for (v, w) in entries.iter().map(|&e| entry_parts(e)) {
         match distinct.last_mut() {
             Some((last, acc)) if *last == v => *acc += f64::from(w),
             _ => distinct.push((v, f64::from(w))),
@@ -243,9 +329,7 @@ impl BinnedMatrix {
                 .zip(m.values().par_chunks(nf * 4096))
                 .for_each(|(out, vals)| {
                     for (o, v) in out.chunks_mut(nf).zip(vals.chunks(nf)) {
-                        for f in 0..nf {
-                            o[f] = cuts.bin(f, v[f]);
-                        }
+                        cuts.bin_row(v, o);
                     }
                 });
         }
@@ -257,12 +341,27 @@ impl BinnedMatrix {
         let n = n_rows;
         // `COLUMN_PAD` zero bytes after the last column: see `column_padded`.
         let mut columns = vec![0u8; n * nf + COLUMN_PAD];
-        if n > 0 {
-            columns[..n * nf].par_chunks_mut(n).enumerate().for_each(|(f, col)| {
-                for (r, c) in col.iter_mut().enumerate() {
-                    *c = codes[r * nf + f];
+        if n > 0 && nf > 0 {
+            // Transposed a block of rows at a time: the block's codes stay in cache while
+            // every column gets its piece, so the codes are read once instead of once per
+            // feature (a pass over all rows per feature reads a cache line per row or two).
+            const ROWS: usize = 4096;
+            let mut pieces: Vec<Vec<&mut [u8]>> = (0..n.div_ceil(ROWS)).map(|_| Vec::with_capacity(nf)).collect();
+            for col in columns[..n * nf].chunks_mut(n) {
+                for (b, piece) in col.chunks_mut(ROWS).enumerate() {
+                    pieces[b].push(piece);
                 }
-            });
+            }
+            pieces
+                .into_par_iter()
+                .zip(codes.par_chunks(ROWS * nf))
+                .for_each(|(mut cols, block)| {
+                    for (f, col) in cols.iter_mut().enumerate() {
+                        for (c, row) in col.iter_mut().zip(block.chunks_exact(nf)) {
+                            *c = row[f];
+                        }
+                    }
+                });
         }
         let has_missing: Vec<bool> = (0..nf)
             .into_par_iter()
@@ -456,7 +555,68 @@ mod tests {
         assert!(alone.iter().enumerate().all(|(i, g)| g.members == vec![(i, 1)]));
     }
 
+    #[test]
+    fn sort_entries_order_values_like_total_cmp() {
+        let vals = [
+            f32::NEG_INFINITY,
+            -3.5,
+            -1e-40,
+            -0.0,
+            0.0,
+            1e-40,
+            1.0,
+            2.5e30,
+            f32::INFINITY,
+        ];
+        let mut entries: Vec<u64> = vals.iter().rev().map(|&v| sort_entry(v, 0.5)).collect();
+        entries.sort_unstable();
+        let back: Vec<(f32, f32)> = entries.iter().map(|&e| entry_parts(e)).collect();
+        for (&(v, w), &want) in back.iter().zip(&vals) {
+            assert_eq!((v.to_bits(), w), (want.to_bits(), 0.5));
+        }
+    }
+
     proptest! {
+        /// A row binned at once equals each value binned alone, whatever the values (NaN,
+        /// infinities, signed zeros, the cut points themselves) and however many cuts.
+        #[test]
+        fn bin_row_is_bin_of_each_value(
+            cut_counts in proptest::collection::vec(0usize..=254, 1..40),
+            seed in any::<u64>(),
+        ) {
+            let mut x = seed | 1;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let cuts: Vec<Vec<f32>> = cut_counts
+                .iter()
+                .map(|&k| {
+                    let mut c: Vec<f32> = (0..k).map(|_| (next() % 2001) as f32 / 10.0 - 100.0).collect();
+                    c.sort_by(f32::total_cmp);
+                    c.dedup();
+                    c
+                })
+                .collect();
+            let cuts = BinCuts::from_cuts(cuts);
+            let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1e30, -1e30];
+            for _ in 0..50 {
+                let xs: Vec<f32> = (0..cuts.n_features())
+                    .map(|f| match next() % 4 {
+                        0 => special[(next() % special.len() as u64) as usize],
+                        1 if !cuts.cuts(f).is_empty() => cuts.cuts(f)[(next() as usize) % cuts.cuts(f).len()],
+                        _ => (next() % 2101) as f32 / 10.0 - 105.0,
+                    })
+                    .collect();
+                let mut out = vec![0u8; xs.len()];
+                cuts.bin_row(&xs, &mut out);
+                let each: Vec<u8> = xs.iter().enumerate().map(|(f, &v)| cuts.bin(f, v)).collect();
+                prop_assert_eq!(out, each);
+            }
+        }
+
         /// Group codes decode to every member's own code.
         #[test]
         fn group_codes_decode_to_feature_codes(

@@ -672,6 +672,22 @@ pub(crate) fn count_rows(chunk: &[u8]) -> (usize, usize) {
     (rows, n_lines)
 }
 
+/// The offsets in `chunk` where its rows with data start (pushed to `starts`), in one walk
+/// over its lines; returns the number of lines.
+pub(crate) fn row_starts(chunk: &[u8], starts: &mut Vec<usize>) -> usize {
+    let mut n_lines = 0;
+    let mut p = 0;
+    while p < chunk.len() {
+        let end = memchr::memchr(b'\n', &chunk[p..]).map_or(chunk.len(), |e| p + e);
+        if !is_blank(&chunk[p..end]) {
+            starts.push(p);
+        }
+        n_lines += 1;
+        p = end + 1;
+    }
+    n_lines
+}
+
 /// Lines in a chunk: its newlines, and a last line without one.
 pub(crate) fn count_lines(chunk: &[u8]) -> usize {
     memchr::memchr_iter(b'\n', chunk).count() + usize::from(chunk.last().is_some_and(|&b| b != b'\n'))
@@ -765,7 +781,7 @@ pub(crate) fn for_each_row(
     let mut lead = [f32::NAN, 1.0];
     while p < text.len() {
         let row = sink.features();
-        match fast_row(text, p, lay, &mut lead, row).filter(|_| !lay.has_weight || lead[1] >= 0.0) {
+        match fast_row_checked(text, p, lay, &mut lead, row) {
             Some(next) => {
                 sink.push(lead[0], lead[1]);
                 p = next;
@@ -783,6 +799,30 @@ pub(crate) fn for_each_row(
         line_no += 1;
     }
     Ok(())
+}
+
+/// The row with data that starts at `text[p]` (whole lines follow it), parsed as
+/// [`for_each_row`] parses it into `row`: (label, weight). `line_no` gives its line number,
+/// needed only for an error.
+pub(crate) fn parse_row_at(
+    text: &[u8],
+    p: usize,
+    lay: &CsvLayout,
+    row: &mut [f32],
+    line_no: impl FnOnce() -> usize,
+) -> Result<(f32, f32), DataError> {
+    let mut lead = [f32::NAN, 1.0];
+    if fast_row_checked(text, p, lay, &mut lead, row).is_some() {
+        return Ok((lead[0], lead[1]));
+    }
+    let end = memchr::memchr(b'\n', &text[p..]).map_or(text.len(), |e| p + e);
+    parse_row(&text[p..end], line_no(), lay, row)
+}
+
+/// [`fast_row`], declining a negative weight too (an error the general path words).
+#[inline(always)]
+fn fast_row_checked(text: &[u8], p: usize, lay: &CsvLayout, lead: &mut [f32; 2], row: &mut [f32]) -> Option<usize> {
+    fast_row(text, p, lay, lead, row).filter(|_| !lay.has_weight || lead[1] >= 0.0)
 }
 
 /// One row read without finding its end first: every field is a plain number [`fast_field`]

@@ -9,19 +9,20 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use rayon::prelude::*;
 
-use crate::binning::{BinCuts, BinnedMatrix, SKETCH_ROWS};
+use crate::binning::{BinCuts, BinnedMatrix, SKETCH_ROWS, sketch_step};
 use crate::data::DenseMatrix;
 use crate::reader::{
     ContentType, CsvLayout, DataError, ReadOptions, RowSink, chunk_bounds, count_lines, count_rows, for_each_row,
-    is_blank, lines, n_chunks, parse_row, read_file,
+    is_blank, lines, n_chunks, parse_row_at, read_file, row_starts,
 };
 
 /// Bytes read per block (a block always ends at a line end); small under test so that
 /// block boundaries are exercised.
-const BLOCK: usize = if cfg!(test) { 1 << 16 } else { 32 << 20 };
+const BLOCK: usize = if cfg!(test) { 1 << 16 } else { 16 << 20 };
 
 /// Inputs smaller than this are parsed into floats once and binned (tests stream everything).
 const SMALL_INPUT_BELOW: u64 = if cfg!(test) { 1 } else { 64 << 20 };
@@ -40,42 +41,74 @@ pub struct BinnedData {
 /// Sampled rows of one chunk: (row indices, feature values, weights).
 type SampleRows = (Vec<usize>, Vec<f32>, Vec<f32>);
 
-/// Calls `f(block, first_line_number)` for consecutive blocks of `path` that end at line ends.
-fn for_each_block(path: &Path, mut f: impl FnMut(&[u8], usize) -> Result<(), DataError>) -> Result<(), DataError> {
+/// Calls `f(block, first_line_number)` for consecutive blocks of `path` that end at line ends;
+/// `f` returns the number of lines in the block (it walks them anyway). A thread reads the
+/// next block while `f` works on this one (the copy out of the page cache is otherwise time
+/// the parsing threads wait through); two blocks' buffers are alive at a time.
+fn for_each_block(path: &Path, mut f: impl FnMut(&[u8], usize) -> Result<usize, DataError>) -> Result<(), DataError> {
     let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + (1 << 20));
-    let mut line_no = 1;
+    std::thread::scope(|sc| {
+        // Rendezvous: the reader hands a block over only when the last one is done with.
+        let (blocks, next) = std::sync::mpsc::sync_channel(0);
+        let (give_back, spare) = std::sync::mpsc::channel();
+        sc.spawn(move || read_blocks(&mut file, &blocks, &spare));
+        let mut line_no = 1;
+        for block in next {
+            let block: Vec<u8> = block.map_err(io)?;
+            line_no += f(&block, line_no)?;
+            // The reader may be gone (it stops after the last block).
+            let _ = give_back.send(block);
+        }
+        Ok(())
+    })
+}
+
+/// Reads `file` in blocks of about `BLOCK` bytes that end at line ends (a line longer than that
+/// makes its block longer) without a leading byte-order mark, and sends them, reusing the
+/// buffers that come back through `spare`. Stops at the end of the file, after a read error
+/// (sent on), or when nobody receives any more.
+fn read_blocks(file: &mut std::fs::File, blocks: &SyncSender<std::io::Result<Vec<u8>>>, spare: &Receiver<Vec<u8>>) {
+    let mut carry: Vec<u8> = Vec::new();
     let mut first = true;
     loop {
-        let had = buf.len();
-        let n = (&mut file).take(BLOCK as u64).read_to_end(&mut buf).map_err(io)?;
-        let eof = n < BLOCK;
-        if first {
-            first = false;
-            if buf.starts_with(b"\xEF\xBB\xBF") {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        buf.clear();
+        // Room for the block up front: growing while reading would copy it, and hold the old
+        // and the new allocation at once.
+        buf.reserve(carry.len() + BLOCK + 1);
+        buf.append(&mut carry);
+        let (end, eof) = loop {
+            let had = buf.len();
+            let n = match (&mut *file).take(BLOCK as u64).read_to_end(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = blocks.send(Err(e));
+                    return;
+                }
+            };
+            if std::mem::take(&mut first) && buf.starts_with(b"\xEF\xBB\xBF") {
                 buf.drain(..3);
             }
-        }
-        let end = if eof {
-            buf.len()
-        } else {
-            match memchr::memrchr(b'\n', &buf[had..]) {
-                Some(p) => had + p + 1,
-                // A line longer than a block: keep reading until it ends.
-                None => continue,
+            if n < BLOCK {
+                break (buf.len(), true);
             }
+            // `had` is 0 when a mark was dropped: it was the first read.
+            if let Some(p) = memchr::memrchr(b'\n', &buf[had..]) {
+                break (had + p + 1, false);
+            }
+            // A line longer than a block: keep reading until it ends.
         };
-        if end > 0 {
-            f(&buf[..end], line_no)?;
-            line_no += count_lines(&buf[..end]);
+        carry.extend_from_slice(&buf[end..]);
+        buf.truncate(end);
+        if !buf.is_empty() && blocks.send(Ok(buf)).is_err() {
+            return;
         }
-        buf.drain(..end);
         if eof {
-            return Ok(());
+            return;
         }
     }
 }
@@ -90,6 +123,134 @@ fn in_file(files: &[PathBuf], i: usize, e: DataError) -> DataError {
             source: Box::new(other),
         },
     }
+}
+
+/// What the first pass finds.
+struct Sampled {
+    lay: Option<CsvLayout>,
+    n_rows: usize,
+    /// The sample's rows are the multiples of this.
+    step: usize,
+    sample_idx: Vec<usize>,
+    sample_vals: Vec<f32>,
+    sample_w: Vec<f32>,
+    /// (rows, lines) of each chunk of each block, in order.
+    chunks: Vec<Vec<(usize, usize)>>,
+}
+
+/// The first pass: the layout, the rows, and the sketch sample, the rows whose index is a
+/// multiple of `step` (halved as rows arrive to keep at most `SKETCH_ROWS`). Without a `step`,
+/// it starts from one estimated from the first block's bytes per row and the `total` bytes,
+/// two thirds of the rows that promises, so as to parse few rows that are later dropped.
+fn sample_pass(files: &[PathBuf], opts: &ReadOptions, step: Option<usize>, total: u64) -> Result<Sampled, DataError> {
+    let mut out = Sampled {
+        lay: None,
+        n_rows: 0,
+        step: step.unwrap_or(1),
+        sample_idx: Vec::new(),
+        sample_vals: Vec::new(),
+        sample_w: Vec::new(),
+        chunks: Vec::new(),
+    };
+    for (fi, path) in files.iter().enumerate() {
+        for_each_block(path, |block, first_line| {
+            if out.lay.is_none()
+                && let Some(l) = lines(block).find(|l| !is_blank(l))
+            {
+                // Training data always has the label first.
+                let opts = ReadOptions {
+                    has_label: true,
+                    ..*opts
+                };
+                out.lay = Some(CsvLayout::sniff(l, &opts)?);
+            }
+            let Some(lay) = out.lay else {
+                out.chunks.push(Vec::new());
+                return Ok(count_lines(block));
+            };
+            let nf = lay.n_feat();
+            // One walk over each chunk's lines finds where its rows start; then the sampled
+            // rows are parsed where they start.
+            let bounds = chunk_bounds(block, n_chunks());
+            let walked: Vec<(Vec<usize>, usize)> = bounds
+                .par_iter()
+                .map(|&(s, e)| {
+                    let mut starts = Vec::new();
+                    let n_lines = row_starts(&block[s..e], &mut starts);
+                    (starts, n_lines)
+                })
+                .collect();
+            let block_rows: usize = walked.iter().map(|w| w.0.len()).sum();
+            if step.is_none() && out.n_rows == 0 && block_rows > 0 {
+                let est = total as f64 * block_rows as f64 / block.len() as f64 * (2.0 / 3.0);
+                out.step = sketch_step(est as usize);
+            }
+            let (mut row0, mut line0) = (out.n_rows, first_line);
+            let mut firsts = Vec::with_capacity(bounds.len());
+            for (starts, n_lines) in &walked {
+                firsts.push((row0, line0));
+                row0 += starts.len();
+                line0 += n_lines;
+            }
+            let step = out.step;
+            let parts: Vec<Result<SampleRows, DataError>> = bounds
+                .par_iter()
+                .zip(&walked)
+                .zip(&firsts)
+                .map(|((&(s, e), (starts, _)), &(row_start, line_start))| {
+                    let text = &block[s..e];
+                    let (mut idx, mut vals, mut ws) = (Vec::new(), Vec::new(), Vec::new());
+                    let mut row = vec![f32::NAN; nf];
+                    // The chunk's first row whose index in the input is a multiple of `step`.
+                    let first = (step - row_start % step) % step;
+                    for (i, &p) in starts.iter().enumerate().skip(first).step_by(step) {
+                        // The lines before a row all end in a newline.
+                        let line_no = || line_start + count_lines(&text[..p]);
+                        let (_, w) = parse_row_at(text, p, &lay, &mut row, line_no)?;
+                        idx.push(row_start + i);
+                        vals.extend_from_slice(&row);
+                        ws.push(w);
+                    }
+                    Ok((idx, vals, ws))
+                })
+                .collect();
+            for p in parts {
+                let (idx, vals, ws) = p?;
+                out.sample_idx.extend(idx);
+                out.sample_vals.extend(vals);
+                out.sample_w.extend(ws);
+            }
+            out.chunks
+                .push(walked.iter().map(|(st, n_lines)| (st.len(), *n_lines)).collect());
+            out.n_rows = row0;
+            // Halve the sample until it fits; every kept row stays a multiple of the new step.
+            let Sampled {
+                step,
+                sample_idx,
+                sample_vals,
+                sample_w,
+                ..
+            } = &mut out;
+            while sample_idx.len() > SKETCH_ROWS {
+                *step *= 2;
+                let mut keep = 0;
+                for i in 0..sample_idx.len() {
+                    if sample_idx[i].is_multiple_of(*step) {
+                        sample_idx[keep] = sample_idx[i];
+                        sample_w[keep] = sample_w[i];
+                        sample_vals.copy_within(i * nf..(i + 1) * nf, keep * nf);
+                        keep += 1;
+                    }
+                }
+                sample_idx.truncate(keep);
+                sample_w.truncate(keep);
+                sample_vals.truncate(keep * nf);
+            }
+            Ok(line0 - first_line)
+        })
+        .map_err(|e| in_file(files, fi, e))?;
+    }
+    Ok(out)
 }
 
 /// Reads headerless, label-first CSV files (in order) straight into a [`BinnedMatrix`] with at
@@ -134,85 +295,23 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
             weights: d.weights,
         });
     }
-    // Pass 1: layout, row count, sketch sample.
-    let mut lay: Option<CsvLayout> = None;
-    let mut n_rows = 0usize;
-    let mut step = 1usize;
-    let mut sample_idx: Vec<usize> = Vec::new();
-    let mut sample_vals: Vec<f32> = Vec::new();
-    let mut sample_w: Vec<f32> = Vec::new();
-    for (fi, path) in files.iter().enumerate() {
-        for_each_block(path, |block, first_line| {
-            if lay.is_none()
-                && let Some(l) = lines(block).find(|l| !is_blank(l))
-            {
-                // Training data always has the label first.
-                let opts = ReadOptions {
-                    has_label: true,
-                    ..*opts
-                };
-                lay = Some(CsvLayout::sniff(l, &opts)?);
-            }
-            let Some(lay) = lay else { return Ok(()) };
-            let nf = lay.n_feat();
-            let bounds = chunk_bounds(block, n_chunks());
-            let counts: Vec<(usize, usize)> = bounds.par_iter().map(|&(s, e)| count_rows(&block[s..e])).collect();
-            let (mut row0, mut line0) = (n_rows, first_line);
-            let mut starts = Vec::with_capacity(bounds.len());
-            for &(rows, n_lines) in &counts {
-                starts.push((row0, line0));
-                row0 += rows;
-                line0 += n_lines;
-            }
-            let parts: Vec<Result<SampleRows, DataError>> = bounds
-                .par_iter()
-                .zip(&starts)
-                .map(|(&(s, e), &(row_start, line_start))| {
-                    let (mut idx, mut vals, mut ws) = (Vec::new(), Vec::new(), Vec::new());
-                    let mut row = vec![f32::NAN; nf];
-                    let mut r = row_start;
-                    for (k, line) in lines(&block[s..e]).enumerate() {
-                        if is_blank(line) {
-                            continue;
-                        }
-                        if r.is_multiple_of(step) {
-                            let (_, w) = parse_row(line, line_start + k, &lay, &mut row)?;
-                            idx.push(r);
-                            vals.extend_from_slice(&row);
-                            ws.push(w);
-                        }
-                        r += 1;
-                    }
-                    Ok((idx, vals, ws))
-                })
-                .collect();
-            for p in parts {
-                let (idx, vals, ws) = p?;
-                sample_idx.extend(idx);
-                sample_vals.extend(vals);
-                sample_w.extend(ws);
-            }
-            n_rows = row0;
-            // Halve the sample until it fits; every kept row stays a multiple of the new step.
-            while sample_idx.len() > SKETCH_ROWS {
-                step *= 2;
-                let mut keep = 0;
-                for i in 0..sample_idx.len() {
-                    if sample_idx[i].is_multiple_of(step) {
-                        sample_idx[keep] = sample_idx[i];
-                        sample_w[keep] = sample_w[i];
-                        sample_vals.copy_within(i * nf..(i + 1) * nf, keep * nf);
-                        keep += 1;
-                    }
-                }
-                sample_idx.truncate(keep);
-                sample_w.truncate(keep);
-                sample_vals.truncate(keep * nf);
-            }
-            Ok(())
-        })
-        .map_err(|e| in_file(files, fi, e))?;
+    // Pass 1: layout, row count, sketch sample. The sample is every `sketch_step(n_rows)`-th
+    // row, but `n_rows` is only known at the end: the pass starts from a step estimated from
+    // the input's size, and in the rare case that it was too large (far fewer rows than the
+    // first block promised) runs again with the right one.
+    let mut first = sample_pass(files, opts, None, total)?;
+    if first.step > sketch_step(first.n_rows) {
+        first = sample_pass(files, opts, Some(sketch_step(first.n_rows)), total)?;
     }
+    let Sampled {
+        lay,
+        n_rows,
+        sample_idx,
+        sample_vals,
+        sample_w,
+        chunks,
+        ..
+    } = first;
     let Some(lay) = lay else {
         return Err(DataError::Empty);
     };
@@ -229,16 +328,25 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
     let mut labels = vec![0f32; n_rows];
     let mut weights = vec![1f32; if opts.csv_weights { n_rows } else { 0 }];
     let mut done = 0usize;
+    let mut block_no = 0;
     for (fi, path) in files.iter().enumerate() {
+        let changed = || DataError::Io {
+            path: path.clone(),
+            source: std::io::Error::other("the file changed while it was being read"),
+        };
         for_each_block(path, |block, first_line| {
             let bounds = chunk_bounds(block, n_chunks());
-            let counts: Vec<(usize, usize)> = bounds.par_iter().map(|&(s, e)| count_rows(&block[s..e])).collect();
+            // The first pass counted the rows and lines of the same chunks (the same blocks
+            // cut the same way); a file that changed since is caught by the row checks below.
+            let counts = match chunks.get(block_no) {
+                Some(c) if c.len() == bounds.len() => c.clone(),
+                _ => bounds.par_iter().map(|&(s, e)| count_rows(&block[s..e])).collect(),
+            };
+            block_no += 1;
             let block_rows: usize = counts.iter().map(|c| c.0).sum();
+            let block_lines: usize = counts.iter().map(|c| c.1).sum();
             if done + block_rows > n_rows {
-                return Err(DataError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::other("the file changed while it was being read"),
-                });
+                return Err(changed());
             }
             let (mut c_rest, mut l_rest, mut w_rest) = (
                 &mut codes[done * nf..(done + block_rows) * nf],
@@ -276,14 +384,15 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
                         }
                         fn push(&mut self, label: f32, weight: f32) {
                             let (r, nf) = (self.r, self.row.len());
-                            for (f, (c, &x)) in self.codes[r * nf..(r + 1) * nf].iter_mut().zip(&self.row).enumerate() {
-                                *c = self.cuts.bin(f, x);
-                            }
-                            self.labels[r] = label;
+                            self.r += 1;
+                            // More rows than the first pass counted: the file changed (reported
+                            // by the caller).
+                            let Some(slot) = self.labels.get_mut(r) else { return };
+                            *slot = label;
+                            self.cuts.bin_row(&self.row, &mut self.codes[r * nf..(r + 1) * nf]);
                             if let Some(slot) = self.weights.get_mut(r) {
                                 *slot = weight;
                             }
-                            self.r += 1;
                         }
                     }
                     let mut sink = Codes {
@@ -294,11 +403,15 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
                         weights,
                         r: 0,
                     };
-                    for_each_row(text, line_start, &lay, &mut sink)
+                    for_each_row(text, line_start, &lay, &mut sink)?;
+                    if sink.r != sink.labels.len() {
+                        return Err(changed());
+                    }
+                    Ok(())
                 })
                 .collect::<Result<Vec<()>, DataError>>()?;
             done += block_rows;
-            Ok(())
+            Ok(block_lines)
         })
         .map_err(|e| in_file(files, fi, e))?;
     }
@@ -354,6 +467,66 @@ mod tests {
             assert_eq!(streamed.matrix.column(f), direct.column(f));
             assert_eq!(streamed.matrix.has_missing(f), direct.has_missing(f));
         }
+    }
+
+    /// Cuts and codes of `p` streamed equal those of reading the floats first.
+    fn assert_streams_like_floats(p: &Path, max_bin: usize) {
+        let opts = ReadOptions::default();
+        let streamed = read_csv_binned(&[p.to_path_buf()], &opts, max_bin).unwrap();
+        let floats = read_file(p, ContentType::Csv, &opts).unwrap();
+        let cuts = BinCuts::compute(&floats.features, None, max_bin);
+        assert_eq!(streamed.matrix.cuts(), &cuts);
+        let direct = BinnedMatrix::new(&floats.features, cuts);
+        assert_eq!(streamed.matrix.group_codes(), direct.group_codes());
+        assert_eq!(streamed.labels, floats.labels);
+    }
+
+    #[test]
+    fn a_step_estimated_too_large_is_corrected() {
+        // The first block's short rows promise about 400k rows (a sketch step of 2), but long
+        // rows follow and there are fewer than `SKETCH_ROWS`: every row must be sampled.
+        let mut text = String::new();
+        let mut i = 0u64;
+        while text.len() < 2 * BLOCK {
+            text.push_str(&format!("{},{}\n", i % 2, i * 7919 % 1000));
+            i += 1;
+        }
+        let pad = " ".repeat(1000);
+        while text.len() < 3_000_000 {
+            text.push_str(&format!("{},{pad}{}\n", i % 2, (i * 104_729 % 100_000) as f32 / 7.0));
+            i += 1;
+        }
+        assert!((i as usize) < SKETCH_ROWS);
+        assert_streams_like_floats(&tmp("estimate.csv", &text), 16);
+    }
+
+    #[test]
+    fn blocks_end_at_line_ends_even_after_a_long_line() {
+        // A byte-order mark, a line longer than a block, blank lines, CRLF.
+        let mut text = String::from("\u{feff}");
+        for i in 0..20_000u64 {
+            if i == 5_000 {
+                text.push_str(&format!("1,{}3.25\r\n", " ".repeat(3 * BLOCK)));
+            }
+            if i % 997 == 0 {
+                text.push_str("\n \r\n");
+            }
+            text.push_str(&format!("{},{}\r\n", i % 2, (i * 31 % 977) as f32 / 3.0));
+        }
+        assert_streams_like_floats(&tmp("long.csv", &text), 32);
+        let d = read_csv_binned(&[tmp("long2.csv", &text)], &ReadOptions::default(), 32).unwrap();
+        assert_eq!(d.matrix.n_rows(), 20_001);
+        // An error after the long line names its line.
+        let at = text.rfind("1,2.").unwrap();
+        let bad = format!("{}1,x.{}", &text[..at], &text[at + 4..]);
+        let line = text[..at].matches('\n').count() + 1;
+        let e = read_csv_binned(&[tmp("bad.csv", &bad)], &ReadOptions::default(), 32)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("file 'bad.csv': line {line}: could not parse field 2 ('x.")),
+            "{e}"
+        );
     }
 
     #[test]
