@@ -91,12 +91,8 @@ impl BinCuts {
                         }
                     }
                 }
-                cols.into_iter().map(move |mut col| {
-                    // By value, equal values by weight: the weights are summed in the same
-                    // order on every run.
-                    col.sort_unstable();
-                    cuts_from_sorted(&col, max_bins)
-                })
+                cols.into_iter()
+                    .map(move |mut col| cuts_from_distinct(&distinct_values(&mut col), max_bins))
             })
             .collect::<Vec<Vec<f32>>>();
         Self::with_tables(cuts)
@@ -214,16 +210,63 @@ fn entry_parts(e: u64) -> (f32, f32) {
     (f32::from_bits(b), f32::from_bits(e as u32))
 }
 
-/// Cut points from [`sort_entry`] words sorted by value.
-fn cuts_from_sorted(entries: &[u64], max_bins: usize) -> Vec<f32> {
-    // Distinct values with the total weight of each.
+/// Most distinct values [`distinct_values`] counts in a table before it sorts instead.
+const TABLE_VALUES: usize = 4096;
+
+/// The distinct values of [`sort_entry`] words, ascending, with the total weight of each.
+///
+/// Features with a few thousand values or fewer (integers, codes, rounded measurements) are
+/// counted in a small open-addressing table and only their distinct values sorted: several
+/// times faster than sorting the whole sample. A feature with more values gives up on the
+/// table after `TABLE_VALUES` of them and sorts its words (by value, then weight, so the
+/// weights are summed in the same order on every run).
+fn distinct_values(entries: &mut [u64]) -> Vec<(f32, f64)> {
+    const SLOTS: usize = 4 * TABLE_VALUES;
+    // Slot: the value's key + 1 (0 is empty) and its weight so far.
+    let mut table = vec![(0u64, 0f64); SLOTS];
+    let mut used = 0;
+    let counted = entries.iter().all(|&e| {
+        let key = e >> 32;
+        let (_, w) = entry_parts(e);
+        let mut slot = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50) as usize;
+        loop {
+            let (k, acc) = &mut table[slot];
+            if *k == key + 1 {
+                *acc += f64::from(w);
+                return true;
+            }
+            if *k == 0 {
+                if used == TABLE_VALUES {
+                    return false;
+                }
+                used += 1;
+                (*k, *acc) = (key + 1, f64::from(w));
+                return true;
+            }
+            slot = (slot + 1) % SLOTS;
+        }
+    });
+    let ascending: Box<dyn Iterator<Item = (f32, f64)>> = if counted {
+        let mut found: Vec<(u64, f64)> = table.into_iter().filter(|t| t.0 != 0).collect();
+        found.sort_unstable_by_key(|t| t.0);
+        Box::new(found.into_iter().map(|(k, acc)| (entry_parts((k - 1) << 32).0, acc)))
+    } else {
+        entries.sort_unstable();
+        Box::new(entries.iter().map(|&e| entry_parts(e)).map(|(v, w)| (v, f64::from(w))))
+    };
+    // Equal values are adjacent (and -0 and +0, different words, are one value).
     let mut distinct: Vec<(f32, f64)> = Vec::new();
-    for (v, w) in entries.iter().map(|&e| entry_parts(e)) {
+    for (v, w) in ascending {
         match distinct.last_mut() {
-            Some((last, acc)) if *last == v => *acc += f64::from(w),
-            _ => distinct.push((v, f64::from(w))),
+            Some((last, acc)) if *last == v => *acc += w,
+            _ => distinct.push((v, w)),
         }
     }
+    distinct
+}
+
+/// Cut points from the distinct values of a feature's sample, ascending, with their weights.
+fn cuts_from_distinct(distinct: &[(f32, f64)], max_bins: usize) -> Vec<f32> {
     if distinct.len() <= max_bins {
         return distinct.iter().skip(1).map(|d| d.0).collect();
     }
@@ -573,6 +616,38 @@ mod tests {
         let back: Vec<(f32, f32)> = entries.iter().map(|&e| entry_parts(e)).collect();
         for (&(v, w), &want) in back.iter().zip(&vals) {
             assert_eq!((v.to_bits(), w), (want.to_bits(), 0.5));
+        }
+    }
+
+    #[test]
+    fn distinct_values_by_table_and_by_sort_agree() {
+        // Few values (the table) and many (the sort), with signed zeros and weights.
+        for n_values in [7u64, 3 * TABLE_VALUES as u64] {
+            let mut entries: Vec<u64> = (0..20_000u64)
+                .map(|i| {
+                    let v = match i % 11 {
+                        0 => 0.0,
+                        1 => -0.0,
+                        _ => ((i * 7919) % n_values) as f32 - 3.0,
+                    };
+                    sort_entry(v, 1.0 + (i % 3) as f32)
+                })
+                .collect();
+            let d = distinct_values(&mut entries.clone());
+            assert!(d.windows(2).all(|w| w[0].0 < w[1].0), "strictly ascending");
+            let total: f64 = d.iter().map(|x| x.1).sum();
+            let want: f64 = (0..20_000u64).map(|i| 1.0 + (i % 3) as f64).sum();
+            assert_eq!(total, want);
+            // Sorting every word gives the same values and weights.
+            entries.sort_unstable();
+            let mut by_sort: Vec<(f32, f64)> = Vec::new();
+            for (v, w) in entries.iter().map(|&e| entry_parts(e)) {
+                match by_sort.last_mut() {
+                    Some((last, acc)) if *last == v => *acc += f64::from(w),
+                    _ => by_sort.push((v, f64::from(w))),
+                }
+            }
+            assert_eq!(d, by_sort);
         }
     }
 
