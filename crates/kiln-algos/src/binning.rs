@@ -194,7 +194,7 @@ impl BinCuts {
 
 /// A sampled value and its weight as one word that sorts by value (`f32::total_cmp` order) and
 /// then by weight: the value's bits, flipped so that unsigned order is that order, above the
-/// weight's bits. Sorting these words is about twice as fast as sorting pairs of floats.
+/// weight's bits: one integer compare instead of a float `total_cmp`.
 #[inline]
 fn sort_entry(v: f32, w: f32) -> u64 {
     let b = v.to_bits();
@@ -228,7 +228,8 @@ fn distinct_values(entries: &mut [u64]) -> Vec<(f32, f64)> {
     let counted = entries.iter().all(|&e| {
         let key = e >> 32;
         let (_, w) = entry_parts(e);
-        let mut slot = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50) as usize;
+        // Fibonacci hashing: the product's top bits index the table.
+        let mut slot = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize;
         loop {
             let (k, acc) = &mut table[slot];
             if *k == key + 1 {

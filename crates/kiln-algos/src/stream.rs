@@ -1,11 +1,12 @@
 //! Training CSV straight into bins, without ever holding the data as floats.
 //!
-//! Two sequential passes over the files, each reading blocks of a few tens of MB and parsing a
-//! block in parallel: the first counts rows and keeps the sketch sample (rows `r % step == 0`,
-//! halving the sample as rows arrive, which ends on exactly the sample
-//! [`BinCuts::compute`] would take); the second parses every row into `u8` codes. Peak memory is
-//! one block plus the codes — no float matrix, and no memory map whose pages count against the
-//! process — and the cuts, hence the model, equal those of reading the floats first.
+//! Two sequential passes over the files, each reading 16 MB blocks (the next one read while
+//! this one is parsed) and parsing a block in parallel: the first counts rows and keeps the
+//! sketch sample (rows `r % step == 0`, from a step estimated from the input's size, halving
+//! the sample as rows arrive, which ends on exactly the sample [`BinCuts::compute`] would
+//! take); the second parses every row into `u8` codes. Peak memory is two blocks plus the
+//! codes — no float matrix, and no memory map whose pages count against the process — and the
+//! cuts, hence the model, equal those of reading the floats first.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
