@@ -11,6 +11,12 @@ step() { printf '\n== %s ==\n' "$*"; }
 step "python packages"
 scripts/install-deps.sh
 
+step "PostgreSQL (a throwaway server for the store's conformance suite and the PostgreSQL runs)"
+PG_DIR=$(mktemp -d /tmp/kiln-test-pg.XXXXXX)
+trap 'scripts/pg.sh stop "$PG_DIR"' EXIT
+eval "$(scripts/pg.sh start "$PG_DIR")"
+export KILN_REQUIRE_POSTGRES=1
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

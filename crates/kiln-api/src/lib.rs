@@ -8,8 +8,10 @@ pub mod arn;
 pub mod error;
 pub mod logs;
 pub mod model;
+pub mod responses;
 pub mod shapes;
 pub mod sigv4;
+pub mod status;
 pub mod tuning;
 pub mod validate;
 

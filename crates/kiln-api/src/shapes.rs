@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::status::{SecondaryStatus, TrainingJobStatus, WarmPoolResourceStatus};
+
 /// Members carried through without interpretation.
 pub type Extra = Map<String, Value>;
 
@@ -240,7 +242,7 @@ pub struct MetricData {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SecondaryStatusTransition {
-    pub status: String,
+    pub status: SecondaryStatus,
     pub start_time: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_time: Option<f64>,
@@ -251,7 +253,7 @@ pub struct SecondaryStatusTransition {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct WarmPoolStatus {
-    pub status: String,
+    pub status: WarmPoolResourceStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_retained_billable_time_in_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -286,8 +288,8 @@ pub struct TrainingJobSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub training_end_time: Option<f64>,
     pub last_modified_time: f64,
-    pub training_job_status: String,
-    pub secondary_status: String,
+    pub training_job_status: TrainingJobStatus,
+    pub secondary_status: SecondaryStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warm_pool_status: Option<WarmPoolStatus>,
 }
@@ -305,7 +307,7 @@ pub struct TrainingJobNameRequest {
 }
 
 /// `UpdateTrainingJobRequest`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateTrainingJobRequest {
     pub training_job_name: String,
@@ -316,7 +318,7 @@ pub struct UpdateTrainingJobRequest {
 }
 
 /// `ResourceConfigForUpdate`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ResourceConfigForUpdate {
     pub keep_alive_period_in_seconds: i64,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::shapes::{Extra, MetricDefinition, Tag};
+use crate::status::{EarlyStoppingType, TuningStrategy};
 
 /// `HyperParameterTuningJobObjective`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,7 +123,7 @@ pub struct CompletionCriteria {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TuningJobConfig {
-    pub strategy: String,
+    pub strategy: TuningStrategy,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strategy_config: Option<StrategyConfig>,
     #[serde(rename = "HyperParameterTuningJobObjective", skip_serializing_if = "Option::is_none")]
@@ -131,7 +132,7 @@ pub struct TuningJobConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameter_ranges: Option<ParameterRanges>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub training_job_early_stopping_type: Option<String>,
+    pub training_job_early_stopping_type: Option<EarlyStoppingType>,
     #[serde(rename = "TuningJobCompletionCriteria", skip_serializing_if = "Option::is_none")]
     pub completion_criteria: Option<CompletionCriteria>,
     #[serde(skip_serializing_if = "Option::is_none")]

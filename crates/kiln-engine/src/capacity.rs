@@ -32,6 +32,16 @@ impl Resources {
         }
     }
 
+    /// What is left of `self` when `used` is taken (never below zero).
+    pub fn minus(self, used: Resources) -> Resources {
+        Resources {
+            vcpus: self.vcpus.saturating_sub(used.vcpus),
+            memory_gib: (self.memory_gib - used.memory_gib).max(0.0),
+            gpus: self.gpus.saturating_sub(used.gpus),
+            neuron_devices: self.neuron_devices.saturating_sub(used.neuron_devices),
+        }
+    }
+
     /// `self` repeated `n` times.
     pub fn times(self, n: u32) -> Resources {
         Resources {

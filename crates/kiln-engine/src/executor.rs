@@ -1,5 +1,11 @@
-//! Executors place one `kiln agent` per host of a job. The local executor runs agents as child
-//! processes of this machine; a cluster executor (Slurm) submits them to a scheduler.
+//! The executor seam: what puts a job's hosts somewhere to run. An executor launches a whole job
+//! (one `kiln agent` per host) and answers with an opaque handle, which the engine stores and later
+//! hands back to ask which hosts are gone, to kill them and to clean up, in batches where that
+//! saves round trips (a cluster is asked about many jobs at once). Capacity comes from the executor.
+//!
+//! `local` runs agents as child processes of this machine; a cluster executor (Slurm) submits one
+//! allocation per job. Every executor starts the same agent, which reports to the control plane over
+//! HTTP, so the engine treats them all alike.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -7,46 +13,74 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-/// One host of a job to start.
-#[derive(Debug, Clone)]
-pub struct HostLaunch {
-    /// Control plane URL the agent reports to.
+use crate::capacity::Resources;
+
+/// One host of a job to launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSpec {
+    /// `algo-N`.
+    pub host: String,
+    pub instance_type: String,
+    /// What the instance type asks for, where kiln knows it.
+    pub resources: Option<Resources>,
+}
+
+/// A whole job to launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobLaunch {
+    /// Control plane URL the agents report to.
     pub server: String,
     pub account: String,
     pub job: String,
-    pub host: String,
+    pub hosts: Vec<HostSpec>,
+    /// The agents' bearer token (also tells a relaunch of the same placement from another job).
     pub token: String,
+    /// Hosts' trees go under `<work_dir>/<job>/<host>/`.
     pub work_dir: PathBuf,
+    /// `MaxRuntimeInSeconds` (a cluster may bound the allocation by it).
+    pub max_runtime_seconds: i64,
 }
 
-/// How to find a placed host again, also after a restart of the control plane.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostHandle {
-    pub pid: u32,
-    /// Process start time in clock ticks since boot (`/proc/<pid>/stat` field 22), which tells a
-    /// reused pid from the original process.
-    pub start_ticks: u64,
-    /// Where the agent's own output goes.
-    pub agent_log: String,
-}
-
-/// Places agents on hosts.
+/// Puts jobs' hosts somewhere to run.
 #[async_trait]
 pub trait Executor: Send + Sync {
     /// A short name for messages (`local`, `none`).
     fn name(&self) -> &str;
-    /// Whether this executor runs anything at all.
+    /// Whether it runs anything at all (if not, jobs wait in `Starting`).
     fn runs_jobs(&self) -> bool {
         true
     }
-    /// Starts the agent of one host.
-    async fn launch(&self, launch: &HostLaunch) -> Result<HostHandle, String>;
-    /// Whether the agent is still running.
-    fn alive(&self, handle: &HostHandle) -> bool;
-    /// Kills the agent and its algorithm (the last resort; agents normally stop on a directive).
-    fn kill(&self, handle: &HostHandle);
-    /// Frees what the hosts of an ended job left on disk (their `opt/ml` trees with staged data).
-    fn cleanup(&self, _work_dir: &Path, _job: &str, _hosts: &[String]) {}
+    /// What it can run at once (a job that could never fit is refused at create time).
+    async fn capacity(&self) -> Option<Resources>;
+    /// Starts every host of `job` and returns the handle that finds them again. Launching the same
+    /// placement again (same job and token) while its hosts run returns them instead of starting
+    /// more, so a launch interrupted by a crash can be redone. On error nothing of the job runs.
+    async fn launch(&self, job: &JobLaunch) -> Result<String, String>;
+    /// For each handle, the hosts that no longer run, each with what is known of why.
+    async fn gone(&self, handles: &[&str]) -> Vec<Vec<(String, String)>>;
+    /// Kills every host of a launch (the last resort: agents normally stop on a directive).
+    async fn kill(&self, handle: &str);
+    /// Frees what the hosts left behind (it may finish in the background, once the agents are
+    /// done with their files); `keep_trees` keeps their files for inspection.
+    async fn cleanup(&self, handle: &str, keep_trees: bool);
+}
+
+/// One agent started by the local executor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LocalHost {
+    host: String,
+    /// The host's directory, `<work_dir>/<job>/<host>`.
+    dir: PathBuf,
+    pid: u32,
+    /// Process start time in clock ticks since boot (`/proc/<pid>/stat` field 22), which tells a
+    /// reused pid from the original process.
+    start_ticks: u64,
+}
+
+/// The local executor's handle: its agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LocalHandle {
+    hosts: Vec<LocalHost>,
 }
 
 /// Runs agents as local processes: `<kiln> agent ...`, each in its own process group so that a
@@ -54,6 +88,8 @@ pub trait Executor: Send + Sync {
 pub struct LocalExecutor {
     /// The `kiln` binary to run.
     pub kiln_bin: PathBuf,
+    /// What this machine runs at once (`[capacity]`).
+    pub capacity: Resources,
 }
 
 fn start_ticks(pid: u32) -> Option<u64> {
@@ -63,16 +99,54 @@ fn start_ticks(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-#[async_trait]
-impl Executor for LocalExecutor {
-    fn name(&self) -> &str {
-        "local"
-    }
+fn alive(pid: u32, ticks: u64) -> bool {
+    start_ticks(pid).is_some_and(|t| ticks == 0 || t == ticks)
+}
 
-    async fn launch(&self, l: &HostLaunch) -> Result<HostHandle, String> {
-        let host_dir = l.work_dir.join(&l.job).join(&l.host);
-        std::fs::create_dir_all(&host_dir).map_err(|e| format!("cannot create {}: {e}", host_dir.display()))?;
-        let log_path = host_dir.join("agent.log");
+/// A short fingerprint of the agents' token, kept beside the pid: a relaunch reuses an agent only
+/// if it serves the same placement.
+fn fingerprint(token: &str) -> String {
+    let h = token.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    format!("{h:016x}")
+}
+
+/// The agent recorded in `dir/agent.pid` if it is alive and serves `token`.
+fn running_agent(dir: &Path, token: &str) -> Option<(u32, u64)> {
+    let text = std::fs::read_to_string(dir.join("agent.pid")).ok()?;
+    let mut parts = text.split_whitespace();
+    let pid: u32 = parts.next()?.parse().ok()?;
+    let ticks: u64 = parts.next()?.parse().ok()?;
+    let print = parts.next()?;
+    (print == fingerprint(token) && alive(pid, ticks)).then_some((pid, ticks))
+}
+
+fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {
+    use nix::sys::signal::killpg;
+    use nix::unistd::Pid;
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+fn parse_handle(handle: &str) -> Option<LocalHandle> {
+    serde_json::from_str(handle).ok()
+}
+
+impl LocalExecutor {
+    async fn launch_host(&self, job: &JobLaunch, host: &HostSpec) -> Result<LocalHost, String> {
+        let dir = job.work_dir.join(&job.job).join(&host.host);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if let Some((pid, start_ticks)) = running_agent(&dir, &job.token) {
+            return Ok(LocalHost {
+                host: host.host.clone(),
+                dir,
+                pid,
+                start_ticks,
+            });
+        }
+        let log_path = dir.join("agent.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -85,17 +159,17 @@ impl Executor for LocalExecutor {
         cmd.arg("agent")
             .args([
                 "--server",
-                &l.server,
+                &job.server,
                 "--account",
-                &l.account,
+                &job.account,
                 "--job",
-                &l.job,
+                &job.job,
                 "--host",
-                &l.host,
+                &host.host,
             ])
             .arg("--work-dir")
-            .arg(&l.work_dir)
-            .env("KILN_AGENT_TOKEN", &l.token)
+            .arg(&job.work_dir)
+            .env("KILN_AGENT_TOKEN", &job.token)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -105,57 +179,115 @@ impl Executor for LocalExecutor {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.kiln_bin.display()))?;
         let pid = child.id().ok_or("the agent exited at once")?;
+        let ticks = start_ticks(pid).unwrap_or(0);
+        let _ = std::fs::write(
+            dir.join("agent.pid"),
+            format!("{pid} {ticks} {}\n", fingerprint(&job.token)),
+        );
         // Reap the child when it exits so it does not linger as a zombie; the engine learns how the
         // host ended from the agent's own report.
         tokio::spawn(async move {
             let mut child = child;
             let _ = child.wait().await;
         });
-        Ok(HostHandle {
+        Ok(LocalHost {
+            host: host.host.clone(),
+            dir,
             pid,
-            start_ticks: start_ticks(pid).unwrap_or(0),
-            agent_log: log_path.display().to_string(),
+            start_ticks: ticks,
         })
     }
+}
 
-    fn alive(&self, h: &HostHandle) -> bool {
-        match start_ticks(h.pid) {
-            Some(t) => h.start_ticks == 0 || t == h.start_ticks,
-            None => false,
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    async fn capacity(&self) -> Option<Resources> {
+        Some(self.capacity)
+    }
+
+    async fn launch(&self, job: &JobLaunch) -> Result<String, String> {
+        let mut started = Vec::new();
+        for host in &job.hosts {
+            match self.launch_host(job, host).await {
+                Ok(h) => started.push(h),
+                Err(e) => {
+                    // Nothing of a failed launch keeps running.
+                    for h in &started {
+                        signal_group(h.pid, nix::sys::signal::Signal::SIGKILL);
+                    }
+                    return Err(format!("{}: {e}", host.host));
+                }
+            }
+        }
+        serde_json::to_string(&LocalHandle { hosts: started }).map_err(|e| e.to_string())
+    }
+
+    async fn gone(&self, handles: &[&str]) -> Vec<Vec<(String, String)>> {
+        handles
+            .iter()
+            .map(|handle| match parse_handle(handle) {
+                Some(h) => h
+                    .hosts
+                    .iter()
+                    .filter(|a| !alive(a.pid, a.start_ticks))
+                    .map(|a| {
+                        (
+                            a.host.clone(),
+                            format!("its agent exited (its log: {})", a.dir.join("agent.log").display()),
+                        )
+                    })
+                    .collect(),
+                None => Vec::new(),
+            })
+            .collect()
+    }
+
+    async fn kill(&self, handle: &str) {
+        let Some(h) = parse_handle(handle) else {
+            return;
+        };
+        for a in h.hosts.iter().filter(|a| alive(a.pid, a.start_ticks)) {
+            // The agent leads its own process group. SIGTERM first: the agent then stops its
+            // algorithm (which runs in a group of its own); SIGKILL whatever is left a bit later.
+            signal_group(a.pid, nix::sys::signal::Signal::SIGTERM);
+            let (pid, ticks) = (a.pid, a.start_ticks);
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                if alive(pid, ticks) {
+                    signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            });
         }
     }
 
-    fn cleanup(&self, work_dir: &Path, job: &str, hosts: &[String]) {
-        let dirs: Vec<PathBuf> = hosts.iter().map(|h| work_dir.join(job).join(h).join("opt")).collect();
+    async fn cleanup(&self, handle: &str, keep_trees: bool) {
+        let Some(h) = parse_handle(handle) else {
+            return;
+        };
+        if keep_trees {
+            return;
+        }
         // The agent reports before it exits; give it a moment to finish with its tree. The host's
         // agent.log stays for reference.
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            for d in dirs {
-                let _ = tokio::fs::remove_dir_all(&d).await;
+            for a in h.hosts {
+                let _ = tokio::fs::remove_dir_all(a.dir.join("opt")).await;
             }
         });
     }
-
-    fn kill(&self, h: &HostHandle) {
-        if self.alive(h) {
-            // The agent leads its own process group. SIGTERM first: the agent then stops its
-            // algorithm (which runs in a group of its own); SIGKILL whatever is left a bit later.
-            use nix::sys::signal::{Signal, killpg};
-            use nix::unistd::Pid;
-            if let Ok(pid) = i32::try_from(h.pid) {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-                tokio::spawn(async move {
-                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                });
-            }
-        }
-    }
 }
 
-/// An executor that runs nothing: jobs wait in `Starting` (for API-only use and tests).
-pub struct NoExecutor;
+/// An executor that runs nothing: jobs wait in `Starting` (for API-only use and tests). Jobs are
+/// still checked against the capacity it would have.
+#[derive(Default)]
+pub struct NoExecutor {
+    pub capacity: Option<Resources>,
+}
 
 #[async_trait]
 impl Executor for NoExecutor {
@@ -165,11 +297,41 @@ impl Executor for NoExecutor {
     fn runs_jobs(&self) -> bool {
         false
     }
-    async fn launch(&self, _: &HostLaunch) -> Result<HostHandle, String> {
+    async fn capacity(&self) -> Option<Resources> {
+        self.capacity
+    }
+    async fn launch(&self, _: &JobLaunch) -> Result<String, String> {
         Err("no executor is configured".into())
     }
-    fn alive(&self, _: &HostHandle) -> bool {
-        false
+    async fn gone(&self, handles: &[&str]) -> Vec<Vec<(String, String)>> {
+        vec![Vec::new(); handles.len()]
     }
-    fn kill(&self, _: &HostHandle) {}
+    async fn kill(&self, _: &str) {}
+    async fn cleanup(&self, _: &str, _: bool) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_file_names_its_placement() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let ticks = start_ticks(me).unwrap();
+        std::fs::write(
+            dir.path().join("agent.pid"),
+            format!("{me} {ticks} {}", fingerprint("t1")),
+        )
+        .unwrap();
+        assert_eq!(running_agent(dir.path(), "t1"), Some((me, ticks)));
+        // Another placement's token, or a pid reused by another process, is not this agent.
+        assert_eq!(running_agent(dir.path(), "t2"), None);
+        std::fs::write(
+            dir.path().join("agent.pid"),
+            format!("{me} {} {}", ticks + 1, fingerprint("t1")),
+        )
+        .unwrap();
+        assert_eq!(running_agent(dir.path(), "t1"), None);
+    }
 }

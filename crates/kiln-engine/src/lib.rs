@@ -1,34 +1,45 @@
-//! The control plane's logic: what each SageMaker operation does to kiln's state, the training-job
-//! state machine, and (as the engine grows) scheduling, executors and reconciliation. It takes
-//! typed, protocol-validated requests from `kiln-server` and answers with response bodies or
-//! SageMaker's errors; it never sees HTTP, and it is the only writer of the store.
+//! The control plane's logic: what each SageMaker operation does to kiln's state, the training- and
+//! tuning-job state machines, the scheduler that places jobs on an executor, the tuner, and the
+//! gateway the hosts' agents report to. It takes typed, protocol-validated requests from
+//! `kiln-server` and answers with typed responses or SageMaker's errors; it never sees HTTP, and it is
+//! the only writer of the store.
+//!
+//! One room per file:
+//! - `training/machine.rs`, `tuning/machine.rs`, `tuning/plan.rs`: the pure state machines and the
+//!   tuner's policy (no I/O, no clock);
+//! - `apply.rs`: the loop around the training machine (commit, then perform effects);
+//! - `training/api.rs`, `tuning/api.rs`, `tags.rs`, `logs.rs`: the API operations;
+//! - `scheduler.rs`: placement, limits, lost hosts, cleanup; `tuning/tuner.rs`: the tuner's passes;
+//!   `leader.rs`: which replica runs them;
+//! - `agents.rs`: the agent gateway; `executor.rs`: the executor seam and the local executor.
 
+pub mod agents;
+mod apply;
 pub mod capacity;
 pub mod catalog;
 pub mod executor;
-pub mod job;
+pub mod leader;
 mod logs;
 pub mod metrics;
-pub mod runner;
 pub mod runtime;
-pub mod status;
+pub mod scheduler;
 mod tags;
 mod token;
-mod training;
-mod tuning;
+pub mod training;
+pub mod tuning;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kiln_api::AwsError;
+use kiln_api::agent::ExternalS3;
 use kiln_store::{LogStore, Store, StoreError};
 
 pub use async_trait::async_trait;
 pub use executor::{Executor, LocalExecutor, NoExecutor};
-pub use job::{JobState, TrainingJob};
-pub use runner::RunnerConfig;
-pub use status::{JobStatus, Secondary};
+pub use kiln_store::{TrainingJobRow, TuningJobRow};
 
 /// Who is calling: the account of the access key and the region of the signature's scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +48,38 @@ pub struct Caller {
     pub region: String,
 }
 
-/// The engine: one per server.
+/// How jobs run on this control plane.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// URL agents use to reach the control plane (and its S3 endpoint): this server, or a load
+    /// balancer in front of several replicas.
+    pub public_url: String,
+    /// Hosts' trees live under `<work_dir>/<job>/<host>/`.
+    pub work_dir: PathBuf,
+    /// Shared caches of the hosts of this machine (virtualenvs).
+    pub cache_dir: PathBuf,
+    /// CPUs of this machine: a host gets at most this many (`SM_NUM_CPUS`).
+    pub machine_cpus: u32,
+    /// SIGTERM → SIGKILL grace period when a job is stopped.
+    pub stop_grace_seconds: u64,
+    /// External S3 endpoints by bucket, passed to agents.
+    pub external_s3: Vec<ExternalS3>,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".into(),
+            work_dir: std::env::temp_dir().join("kiln-work"),
+            cache_dir: std::env::temp_dir().join("kiln-cache"),
+            machine_cpus: 1,
+            stop_grace_seconds: 120,
+            external_s3: Vec::new(),
+        }
+    }
+}
+
+/// The engine: one per server process.
 pub struct Engine {
     store: Arc<dyn Store>,
     logs: Arc<dyn LogStore>,
@@ -45,18 +87,25 @@ pub struct Engine {
     runner: RunnerConfig,
     executor: Arc<dyn Executor>,
     wake: tokio::sync::Notify,
-    /// Temporary S3 credentials of running jobs: access key id → (secret, account).
-    job_keys: Mutex<HashMap<String, (String, String)>>,
     /// Compiled metric definitions of jobs that are reporting logs.
     matchers: Mutex<HashMap<(String, String), Arc<metrics::MetricMatcher>>>,
+    /// Jobs whose launch this process is performing (a recovery pass must not launch them again).
+    launching: Mutex<HashSet<(String, String)>>,
     /// Where input prefixes are checked for objects at create time.
     catalog: Arc<dyn catalog::ObjectCatalog>,
+    /// Job keys found in the store lately (an S3 request looks its key up twice, and agents make
+    /// many): key id → (when found, secret, account). Kept briefly so an ended job's key stops
+    /// working within [`JOB_KEY_TTL`].
+    job_keys: Mutex<HashMap<String, (Instant, String, String)>>,
 }
 
+/// How long a job key found in the store is trusted without asking again.
+const JOB_KEY_TTL: Duration = Duration::from_secs(2);
+
 impl Engine {
-    /// An engine over a store.
+    /// An engine over a store, running no jobs.
     pub fn new(store: Arc<dyn Store>, logs: Arc<dyn LogStore>) -> Self {
-        Self::with_executor(store, logs, Arc::new(NoExecutor), RunnerConfig::default())
+        Self::with_executor(store, logs, Arc::new(NoExecutor::default()), RunnerConfig::default())
     }
 
     /// An engine that runs jobs on `executor`.
@@ -73,9 +122,10 @@ impl Engine {
             runner,
             executor,
             wake: tokio::sync::Notify::new(),
-            job_keys: Mutex::new(HashMap::new()),
             matchers: Mutex::new(HashMap::new()),
+            launching: Mutex::new(HashSet::new()),
             catalog: Arc::new(catalog::NoCatalog),
+            job_keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -89,6 +139,42 @@ impl Engine {
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
+
+    /// Wakes the scheduler and tuner (a job was created or stopped, capacity was freed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The secret and account of a running job's temporary access key (its scripts' S3 and API
+    /// calls), from the store: valid on every replica, and no longer once the job ends.
+    pub async fn job_credentials(&self, access_key_id: &str) -> Option<(String, String)> {
+        if !access_key_id.starts_with("KJOB") {
+            return None;
+        }
+        if let Ok(cache) = self.job_keys.lock()
+            && let Some((at, secret, account)) = cache.get(access_key_id)
+            && at.elapsed() < JOB_KEY_TTL
+        {
+            return Some((secret.clone(), account.clone()));
+        }
+        match self.store.job_credentials(access_key_id).await {
+            Ok(Some((secret, account))) => {
+                if let Ok(mut cache) = self.job_keys.lock() {
+                    cache.retain(|_, (at, _, _)| at.elapsed() < JOB_KEY_TTL);
+                    cache.insert(
+                        access_key_id.to_string(),
+                        (Instant::now(), secret.clone(), account.clone()),
+                    );
+                }
+                Some((secret, account))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(target: "kiln::engine", "looking up job key {access_key_id}: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// Epoch seconds with millisecond precision, as SageMaker reports times.
@@ -101,8 +187,17 @@ pub fn now() -> f64 {
 }
 
 pub(crate) fn store_err(e: StoreError) -> AwsError {
-    match e {
-        StoreError::Database(msg) => AwsError::internal(format!("The metadata store failed: {msg}")),
-        other => AwsError::internal(format!("The metadata store failed: {other}")),
-    }
+    AwsError::internal(format!("The metadata store failed: {e}"))
+}
+
+/// "Requested resource not found." (the service's words for a missing job).
+pub(crate) const NOT_FOUND: &str = "Requested resource not found.";
+
+/// A random token of `len` characters from `alphabet`.
+pub(crate) fn random_token(len: usize, alphabet: &[u8]) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
 }

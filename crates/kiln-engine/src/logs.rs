@@ -8,10 +8,13 @@ use kiln_api::logs::{
     FilterLogEventsRequest, FilterPattern, GetLogEventsRequest, PutLogEventsRequest, TRAINING_LOG_GROUP,
     escape_control_chars,
 };
+use kiln_api::responses::{
+    DescribeLogGroupsResponse, DescribeLogStreamsResponse, Empty, FilterLogEventsResponse, FilteredLogEvent,
+    GetLogEventsResponse, LogGroup, LogStream, OutputLogEvent, PutLogEventsResponse,
+};
 use kiln_api::{ApiResult, AwsError};
 use kiln_store::StoreError;
 use kiln_store::logs::{EventPos, EventRange, FilterQuery, LogStore, NewEvent, StreamQuery, StreamSelector};
-use serde_json::{Value, json};
 
 use crate::{Caller, Engine, store_err};
 
@@ -125,14 +128,14 @@ impl Engine {
     }
 
     /// `CreateLogGroup`.
-    pub async fn create_log_group(&self, caller: &Caller, req: CreateLogGroupRequest) -> ApiResult<Value> {
+    pub async fn create_log_group(&self, caller: &Caller, req: CreateLogGroupRequest) -> ApiResult<Empty> {
         self.ensure_training_log_group(&caller.account).await?;
         match self
             .logs()
             .create_group(&caller.account, &req.log_group_name, now_ms())
             .await
         {
-            Ok(()) => Ok(json!({})),
+            Ok(()) => Ok(Empty {}),
             Err(StoreError::AlreadyExists) => {
                 Err(AwsError::logs_already_exists("The specified log group already exists"))
             }
@@ -141,14 +144,14 @@ impl Engine {
     }
 
     /// `CreateLogStream`.
-    pub async fn create_log_stream(&self, caller: &Caller, req: CreateLogStreamRequest) -> ApiResult<Value> {
+    pub async fn create_log_stream(&self, caller: &Caller, req: CreateLogStreamRequest) -> ApiResult<Empty> {
         self.ensure_training_log_group(&caller.account).await?;
         match self
             .logs()
             .create_stream(&caller.account, &req.log_group_name, &req.log_stream_name, now_ms())
             .await
         {
-            Ok(()) => Ok(json!({})),
+            Ok(()) => Ok(Empty {}),
             Err(StoreError::AlreadyExists) => {
                 Err(AwsError::logs_already_exists("The specified log stream already exists"))
             }
@@ -158,7 +161,7 @@ impl Engine {
     }
 
     /// `PutLogEvents`.
-    pub async fn put_log_events(&self, caller: &Caller, req: PutLogEventsRequest) -> ApiResult<Value> {
+    pub async fn put_log_events(&self, caller: &Caller, req: PutLogEventsRequest) -> ApiResult<PutLogEventsResponse> {
         self.ensure_training_log_group(&caller.account).await?;
         if req.log_events.windows(2).any(|w| w[1].timestamp < w[0].timestamp) {
             return Err(AwsError::logs_invalid_parameter(
@@ -184,14 +187,20 @@ impl Engine {
             )
             .await
         {
-            Ok(()) => Ok(json!({ "nextSequenceToken": "0" })),
+            Ok(()) => Ok(PutLogEventsResponse {
+                next_sequence_token: "0",
+            }),
             Err(StoreError::NotFound) => Err(AwsError::logs_not_found("The specified log stream does not exist.")),
             Err(e) => Err(store_err(e)),
         }
     }
 
     /// `DescribeLogGroups`.
-    pub async fn describe_log_groups(&self, caller: &Caller, req: DescribeLogGroupsRequest) -> ApiResult<Value> {
+    pub async fn describe_log_groups(
+        &self,
+        caller: &Caller,
+        req: DescribeLogGroupsRequest,
+    ) -> ApiResult<DescribeLogGroupsResponse> {
         self.ensure_training_log_group(&caller.account).await?;
         let limit = req.limit.unwrap_or(50).clamp(1, 50) as u32;
         let prefix = req.log_group_name_prefix.unwrap_or_default();
@@ -202,22 +211,27 @@ impl Engine {
             .map_err(store_err)?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let groups: Vec<Value> = rows
-            .iter()
+        let next_token = if more {
+            rows.last().map(|g| g.name.clone())
+        } else {
+            None
+        };
+        let log_groups = rows
+            .into_iter()
             .map(|g| {
                 let arn = group_arn(caller, &g.name);
-                json!({
-                    "logGroupName": g.name, "creationTime": g.creation_time, "metricFilterCount": 0,
-                    "arn": format!("{arn}:*"), "logGroupArn": arn, "storedBytes": g.stored_bytes,
-                    "logGroupClass": "STANDARD",
-                })
+                LogGroup {
+                    log_group_name: g.name,
+                    creation_time: g.creation_time,
+                    metric_filter_count: 0,
+                    arn: format!("{arn}:*"),
+                    log_group_arn: arn,
+                    stored_bytes: g.stored_bytes,
+                    log_group_class: "STANDARD",
+                }
             })
             .collect();
-        let mut out = json!({ "logGroups": groups });
-        if more && let Some(last) = rows.last() {
-            out["nextToken"] = json!(last.name);
-        }
-        Ok(out)
+        Ok(DescribeLogGroupsResponse { log_groups, next_token })
     }
 
     async fn require_group(&self, caller: &Caller, group: &str) -> ApiResult<()> {
@@ -236,7 +250,11 @@ impl Engine {
 
     /// `DescribeLogStreams`: `nextToken` only when more streams remain (the SageMaker SDK loops
     /// forever otherwise).
-    pub async fn describe_log_streams(&self, caller: &Caller, req: DescribeLogStreamsRequest) -> ApiResult<Value> {
+    pub async fn describe_log_streams(
+        &self,
+        caller: &Caller,
+        req: DescribeLogStreamsRequest,
+    ) -> ApiResult<DescribeLogStreamsResponse> {
         let group = group_of(&req.log_group_name, &req.log_group_identifier)?;
         self.require_group(caller, &group).await?;
         let by_last_event = match req.order_by.as_deref() {
@@ -272,41 +290,36 @@ impl Engine {
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let arn = group_arn(caller, &group);
-        let streams: Vec<Value> = rows
-            .iter()
-            .map(|s| {
-                let mut v = json!({
-                    "logStreamName": s.name, "creationTime": s.creation_time,
-                    "arn": format!("{arn}:log-stream:{}", s.name), "storedBytes": s.stored_bytes,
-                    "uploadSequenceToken": "0",
-                });
-                if let Some(t) = s.first_event_time {
-                    v["firstEventTimestamp"] = json!(t);
-                }
-                if let Some(t) = s.last_event_time {
-                    v["lastEventTimestamp"] = json!(t);
-                }
-                if let Some(t) = s.last_ingestion_time {
-                    v["lastIngestionTime"] = json!(t);
-                }
-                v
-            })
-            .collect();
-        let mut out = json!({ "logStreams": streams });
-        if more && let Some(last) = rows.last() {
-            let token = if by_last_event {
+        let next_token = match rows.last() {
+            Some(last) if more => Some(if by_last_event {
                 format!("{}:{}", last.last_event_time.unwrap_or(0), last.name)
             } else {
                 last.name.clone()
-            };
-            out["nextToken"] = json!(token);
-        }
-        Ok(out)
+            }),
+            _ => None,
+        };
+        let log_streams = rows
+            .into_iter()
+            .map(|s| LogStream {
+                arn: format!("{arn}:log-stream:{}", s.name),
+                log_stream_name: s.name,
+                creation_time: s.creation_time,
+                stored_bytes: s.stored_bytes,
+                upload_sequence_token: "0",
+                first_event_timestamp: s.first_event_time,
+                last_event_timestamp: s.last_event_time,
+                last_ingestion_time: s.last_ingestion_time,
+            })
+            .collect();
+        Ok(DescribeLogStreamsResponse {
+            log_streams,
+            next_token,
+        })
     }
 
     /// `GetLogEvents`: forward and backward tokens; at the end of a stream an empty page with the
     /// same forward token.
-    pub async fn get_log_events(&self, caller: &Caller, req: GetLogEventsRequest) -> ApiResult<Value> {
+    pub async fn get_log_events(&self, caller: &Caller, req: GetLogEventsRequest) -> ApiResult<GetLogEventsResponse> {
         let group = group_of(&req.log_group_name, &req.log_group_identifier)?;
         self.require_group(caller, &group).await?;
         if self
@@ -360,19 +373,26 @@ impl Engine {
                 (if forward { here } else { start_pos }, here)
             }
         };
-        let items: Vec<Value> = events
-            .iter()
-            .map(|e| json!({ "timestamp": e.timestamp, "message": e.message, "ingestionTime": e.ingestion_time }))
-            .collect();
-        Ok(json!({
-            "events": items,
-            "nextForwardToken": encode_pos('f', fwd),
-            "nextBackwardToken": encode_pos('b', back),
-        }))
+        Ok(GetLogEventsResponse {
+            events: events
+                .into_iter()
+                .map(|e| OutputLogEvent {
+                    timestamp: e.timestamp,
+                    message: e.message,
+                    ingestion_time: e.ingestion_time,
+                })
+                .collect(),
+            next_forward_token: encode_pos('f', fwd),
+            next_backward_token: encode_pos('b', back),
+        })
     }
 
     /// `FilterLogEvents`: events of many streams interleaved by time, with a text pattern.
-    pub async fn filter_log_events(&self, caller: &Caller, req: FilterLogEventsRequest) -> ApiResult<Value> {
+    pub async fn filter_log_events(
+        &self,
+        caller: &Caller,
+        req: FilterLogEventsRequest,
+    ) -> ApiResult<FilterLogEventsResponse> {
         let group = group_of(&req.log_group_name, &req.log_group_identifier)?;
         self.require_group(caller, &group).await?;
         let selector = match (req.log_stream_names, req.log_stream_name_prefix) {
@@ -438,19 +458,19 @@ impl Engine {
             }
         }
         let more = !exhausted;
-        let events: Vec<Value> = matched
-            .iter()
-            .map(|e| {
-                json!({
-                    "logStreamName": e.stream, "timestamp": e.timestamp, "message": e.message,
-                    "ingestionTime": e.ingestion_time, "eventId": format!("{:020}", e.seq),
+        Ok(FilterLogEventsResponse {
+            events: matched
+                .into_iter()
+                .map(|e| FilteredLogEvent {
+                    event_id: format!("{:020}", e.seq),
+                    log_stream_name: e.stream,
+                    timestamp: e.timestamp,
+                    message: e.message,
+                    ingestion_time: e.ingestion_time,
                 })
-            })
-            .collect();
-        let mut out = json!({ "events": events, "searchedLogStreams": [] });
-        if more && let Some(p) = after {
-            out["nextToken"] = json!(encode_pos('f', p));
-        }
-        Ok(out)
+                .collect(),
+            searched_log_streams: Vec::new(),
+            next_token: if more { after.map(|p| encode_pos('f', p)) } else { None },
+        })
     }
 }

@@ -1,10 +1,10 @@
 //! `AddTags`, `ListTags`, `DeleteTags` on training and tuning jobs.
 
 use kiln_api::arn::{self, ResourceType};
+use kiln_api::responses::{AddTagsResponse, Empty, ListTagsResponse};
 use kiln_api::shapes::{AddTagsRequest, DeleteTagsRequest, ListTagsRequest, Tag};
 use kiln_api::{ApiResult, AwsError};
 use kiln_store::TagRow;
-use serde_json::{Value, json};
 
 use crate::{Caller, Engine, store_err, token};
 
@@ -21,7 +21,7 @@ impl Engine {
         }
         match parsed.kind {
             ResourceType::TrainingJob => match self.load_job(&caller.account, &parsed.name).await? {
-                Some(job) => Ok(job.row.arn),
+                Some(job) => Ok(job.arn),
                 None => Err(missing()),
             },
             ResourceType::TuningJob => self
@@ -32,7 +32,7 @@ impl Engine {
     }
 
     /// `AddTags`: adds new keys and overwrites existing ones.
-    pub async fn add_tags(&self, caller: &Caller, req: AddTagsRequest) -> ApiResult<Value> {
+    pub async fn add_tags(&self, caller: &Caller, req: AddTagsRequest) -> ApiResult<AddTagsResponse> {
         let resource = self.tagged_resource(caller, &req.resource_arn).await?;
         let existing = self
             .store
@@ -62,11 +62,11 @@ impl Engine {
             .put_tags(&caller.account, &resource, &rows)
             .await
             .map_err(store_err)?;
-        Ok(json!({ "Tags": req.tags }))
+        Ok(AddTagsResponse { tags: req.tags })
     }
 
     /// `ListTags`, in key order with pagination.
-    pub async fn list_tags(&self, caller: &Caller, req: ListTagsRequest) -> ApiResult<Value> {
+    pub async fn list_tags(&self, caller: &Caller, req: ListTagsRequest) -> ApiResult<ListTagsResponse> {
         const OP: &str = "ListTags";
         let resource = self.tagged_resource(caller, &req.resource_arn).await?;
         let limit = req.max_results.unwrap_or(50).clamp(1, 100) as u32;
@@ -88,20 +88,21 @@ impl Engine {
                 value: t.value.clone(),
             })
             .collect();
-        let mut out = json!({ "Tags": tags });
-        if more && let Some(last) = rows.last() {
-            out["NextToken"] = json!(token::encode(OP, &last.key));
-        }
-        Ok(out)
+        let next_token = if more {
+            rows.last().map(|last| token::encode(OP, &last.key))
+        } else {
+            None
+        };
+        Ok(ListTagsResponse { tags, next_token })
     }
 
     /// `DeleteTags`.
-    pub async fn delete_tags(&self, caller: &Caller, req: DeleteTagsRequest) -> ApiResult<Value> {
+    pub async fn delete_tags(&self, caller: &Caller, req: DeleteTagsRequest) -> ApiResult<Empty> {
         let resource = self.tagged_resource(caller, &req.resource_arn).await?;
         self.store
             .delete_tags(&caller.account, &resource, &req.tag_keys)
             .await
             .map_err(store_err)?;
-        Ok(json!({}))
+        Ok(Empty {})
     }
 }

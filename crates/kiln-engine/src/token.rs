@@ -1,7 +1,7 @@
 //! Pagination tokens: an opaque, hex-encoded cursor naming the list operation it belongs to.
 
 use kiln_api::AwsError;
-use kiln_store::{Cursor, CursorValue, JobSort, TrainingJobRow};
+use kiln_store::{Cursor, CursorValue, JobSort};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -37,13 +37,13 @@ pub fn decode<T: for<'de> Deserialize<'de>>(op: &str, token: &str) -> Result<T, 
 }
 
 /// The token after `last` in a job listing sorted by `sort`: a keyset cursor (sort value, name).
-pub fn encode_job_cursor(op: &str, sort: JobSort, last: &TrainingJobRow) -> String {
+pub fn encode_job_cursor(op: &str, sort: JobSort, name: &str, creation_time: f64, status: &str) -> String {
     let value = match sort {
-        JobSort::Name => serde_json::json!(last.name.to_lowercase()),
-        JobSort::CreationTime => serde_json::json!(last.creation_time),
-        JobSort::Status => serde_json::json!(last.status),
+        JobSort::Name => serde_json::json!(name.to_lowercase()),
+        JobSort::CreationTime => serde_json::json!(creation_time),
+        JobSort::Status => serde_json::json!(status),
     };
-    encode(op, (value, last.name.to_lowercase()))
+    encode(op, (value, name.to_lowercase()))
 }
 
 /// The cursor of a token issued by [`encode_job_cursor`].

@@ -4,6 +4,12 @@
 //! fsync'd; only then does the index refer to it. Blobs are immutable once published. A blob the
 //! index no longer refers to is retired: deleted after a grace period and once no reader holds it,
 //! so a GET that looked an object up just before it was replaced still reads the old bytes.
+//!
+//! Several processes may share the directory (`kiln serve` replicas on one PostgreSQL index). Pins
+//! are per process, so a read opens every file it needs before it streams the first byte: a blob
+//! that another process unlinks after the grace period stays readable through the open file. And a
+//! file that nothing refers to may be another process's upload between publishing and indexing,
+//! so clean-ups only remove such files once they are [`LEFTOVER_AGE`] old.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -12,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -24,6 +30,9 @@ use crate::index::Segment;
 
 /// How long a retired blob stays on disk at least.
 const GRACE: Duration = Duration::from_secs(30);
+/// How old an unreferenced blob or temporary file must be before a clean-up removes it: younger,
+/// it may belong to an upload in flight in another process.
+pub(crate) const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 /// The size of the chunks reads are streamed in.
 const READ_CHUNK: usize = 1 << 20;
 /// How many received bytes are written to a blob file at once.
@@ -51,6 +60,9 @@ enum Msg {
 struct Retirement {
     pins: HashMap<String, usize>,
     retired: Vec<(String, Instant)>,
+    /// Every blob ever retired, in order (tests check that each is retired once).
+    #[cfg(test)]
+    log: Vec<String>,
 }
 
 /// The blob directory.
@@ -68,9 +80,41 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// When a file or its name last changed: the inode change time, which writing, renaming and hard
+/// linking all update. The modification time would not do: a duplicated blob is a new link to an
+/// old inode, and keeps its source's.
+fn changed_at(meta: &std::fs::Metadata) -> SystemTime {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let secs = u64::try_from(meta.ctime()).unwrap_or(0);
+        let nanos = u32::try_from(meta.ctime_nsec()).unwrap_or(0).min(999_999_999);
+        SystemTime::UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+    #[cfg(not(unix))]
+    {
+        meta.modified().unwrap_or_else(|_| SystemTime::now())
+    }
+}
+
+/// Whether the file at `path` has not changed for `age` (always, for an age of zero).
+fn unchanged_for(path: &Path, age: Duration) -> bool {
+    if age.is_zero() {
+        return true;
+    }
+    std::fs::symlink_metadata(path).is_ok_and(|meta| {
+        SystemTime::now()
+            .duration_since(changed_at(&meta))
+            .is_ok_and(|d| d >= age)
+    })
+}
+
 impl Blobs {
-    /// Opens the directory, creating its layout, and removes temporary files a crash left behind.
-    pub fn open(root: &Path) -> Result<Self, Error> {
+    /// Opens the directory, creating its layout, and removes the temporary files a crash left
+    /// behind that have not changed for `leftover_age` (zero when this process is the directory's
+    /// only user; [`LEFTOVER_AGE`] when replicas share it: younger files may be uploads in flight
+    /// in another process).
+    pub fn open(root: &Path, leftover_age: Duration) -> Result<Self, Error> {
         let blobs = root.join("blobs");
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(io_err(format!("cannot create {}", tmp.display())))?;
@@ -80,7 +124,9 @@ impl Blobs {
         }
         let entries = std::fs::read_dir(&tmp).map_err(io_err(format!("cannot read {}", tmp.display())))?;
         for entry in entries.flatten() {
-            let _ = std::fs::remove_file(entry.path());
+            if unchanged_for(&entry.path(), leftover_age) {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
         fsync_dir(root).map_err(io_err(format!("cannot sync {}", root.display())))?;
         fsync_dir(&blobs).map_err(io_err(format!("cannot sync {}", blobs.display())))?;
@@ -100,15 +146,20 @@ impl Blobs {
         self.dir_of(id).join(id)
     }
 
-    /// Deletes every blob file not in `keep` (files a crash left between publishing and indexing).
-    pub fn remove_unreferenced(&self, keep: &HashSet<String>) -> Result<usize, Error> {
+    /// Deletes every blob file not in `keep` that has not changed for `min_age` (files a crash left
+    /// between publishing and indexing). `keep` must have been read before the directory is: a blob
+    /// indexed since is younger than `min_age`.
+    pub fn remove_unreferenced(&self, keep: &HashSet<String>, min_age: Duration) -> Result<usize, Error> {
         let mut removed = 0;
         for b in 0..=255u8 {
             let dir = self.blobs.join(format!("{b:02x}"));
             let entries = std::fs::read_dir(&dir).map_err(io_err(format!("cannot read {}", dir.display())))?;
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                if !keep.contains(name.to_string_lossy().as_ref()) && std::fs::remove_file(entry.path()).is_ok() {
+                if !keep.contains(name.to_string_lossy().as_ref())
+                    && unchanged_for(&entry.path(), min_age)
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
                     removed += 1;
                 }
             }
@@ -220,6 +271,8 @@ impl Blobs {
         }
         if let Ok(mut r) = self.retirement.lock() {
             let now = Instant::now();
+            #[cfg(test)]
+            r.log.extend(ids.iter().cloned());
             r.retired.extend(ids.into_iter().map(|id| (id, now)));
         }
         self.sweep();
@@ -230,7 +283,7 @@ impl Blobs {
         let due: Vec<String> = match self.retirement.lock() {
             Ok(mut r) => {
                 let now = Instant::now();
-                let Retirement { pins, retired } = &mut *r;
+                let Retirement { pins, retired, .. } = &mut *r;
                 let mut due = Vec::new();
                 retired.retain(|(id, at)| {
                     if now.duration_since(*at) >= GRACE && !pins.contains_key(id) {
@@ -262,7 +315,15 @@ impl Blobs {
         }
     }
 
-    /// Streams `range` (byte offsets within the concatenated segments) of an object.
+    /// Every blob this process retired, in order (tests).
+    #[cfg(test)]
+    pub fn retired_log(&self) -> Vec<String> {
+        self.retirement.lock().map(|r| r.log.clone()).unwrap_or_default()
+    }
+
+    /// Streams `range` (byte offsets within the concatenated segments) of an object. The files are
+    /// opened before the first byte is sent, so the read completes even if another process
+    /// deletes them meanwhile.
     pub fn read(self: &Arc<Self>, segments: &[Segment], range: std::ops::Range<u64>) -> BlobStream {
         let ids: Vec<String> = segments.iter().map(|Segment(id, _)| id.clone()).collect();
         let pin = self.pin(&ids);
@@ -356,9 +417,19 @@ fn write_all_vectored(file: &mut File, chunks: &mut Vec<Bytes>) -> io::Result<()
 }
 
 fn read_pieces(pieces: Vec<(PathBuf, u64, u64)>, tx: &mpsc::Sender<io::Result<Bytes>>) {
+    let mut files = Vec::with_capacity(pieces.len());
     for (path, from, len) in pieces {
+        match File::open(&path) {
+            Ok(file) => files.push((file, path, from, len)),
+            Err(e) => {
+                tracing::error!(target: "kiln::s3", "cannot open blob {}: {e}", path.display());
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    }
+    for (mut file, path, from, len) in files {
         let result = (|| -> io::Result<()> {
-            let mut file = File::open(&path)?;
             file.seek(SeekFrom::Start(from))?;
             let mut left = len;
             while left > 0 {
@@ -411,7 +482,7 @@ mod tests {
     #[tokio::test]
     async fn written_blobs_read_back_by_range_across_segments() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let blobs = Arc::new(Blobs::open(dir.path()).expect("open"));
+        let blobs = Arc::new(Blobs::open(dir.path(), LEFTOVER_AGE).expect("open"));
         let a = blobs.write(chunks(&[b"hello ", b"wor"])).await.expect("write a");
         let b = blobs.write(chunks(&[b"ld!"])).await.expect("write b");
         assert_eq!(a.size, 9);
@@ -427,20 +498,80 @@ mod tests {
     #[tokio::test]
     async fn a_failed_body_publishes_nothing() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let blobs = Blobs::open(dir.path()).expect("open");
+        let blobs = Blobs::open(dir.path(), LEFTOVER_AGE).expect("open");
         let body = futures::stream::iter(vec![
             Ok(Bytes::from_static(b"partial")),
             Err(io::Error::other("connection reset")),
         ]);
         assert!(matches!(blobs.write(body).await, Err(Error::Body(_))));
-        assert!(blobs.remove_unreferenced(&HashSet::new()).expect("scan") == 0);
+        let removed = blobs
+            .remove_unreferenced(&HashSet::new(), Duration::ZERO)
+            .expect("scan");
+        assert_eq!(removed, 0, "nothing was published");
         assert!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").next().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_read_in_progress_survives_its_files_being_deleted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let blobs = Arc::new(Blobs::open(dir.path(), LEFTOVER_AGE).expect("open"));
+        // More chunks than the stream buffers: the reader is still in the first file when the
+        // files go.
+        let first = vec![b'1'; 8 * READ_CHUNK];
+        let a = blobs
+            .write(futures::stream::iter([Ok::<_, io::Error>(Bytes::from(first.clone()))]))
+            .await
+            .expect("write a");
+        let b = blobs.write(chunks(&[b"second"])).await.expect("write b");
+        let segments = vec![Segment(a.id.clone(), a.size), Segment(b.id.clone(), b.size)];
+        let mut stream = blobs.read(&segments, 0..a.size + b.size);
+        let head = stream.next().await.expect("a chunk").expect("read");
+        // What another process does once the grace period is over: it cannot see this one's pins.
+        std::fs::remove_file(blobs.path(&a.id)).expect("unlink a");
+        std::fs::remove_file(blobs.path(&b.id)).expect("unlink b");
+        let mut all = head.to_vec();
+        all.extend(collect(stream).await);
+        assert_eq!(all.len(), first.len() + 6);
+        assert!(all.ends_with(b"1second"));
+    }
+
+    #[tokio::test]
+    async fn clean_ups_leave_young_files_to_the_process_that_wrote_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let blobs = Blobs::open(dir.path(), LEFTOVER_AGE).expect("open");
+        let w = blobs.write(chunks(&[b"old bytes"])).await.expect("write");
+        // An old blob, duplicated just now for a copy that is not indexed yet: the new link has
+        // the old modification time, but it changed just now.
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        File::options()
+            .write(true)
+            .open(blobs.path(&w.id))
+            .and_then(|f| f.set_modified(two_hours_ago))
+            .expect("age the blob");
+        let copy = blobs.duplicate(&w.id).await.expect("duplicate");
+        let in_flight = dir.path().join("tmp").join(new_id());
+        std::fs::write(&in_flight, b"partial upload").expect("tmp file");
+
+        assert_eq!(
+            blobs.remove_unreferenced(&HashSet::new(), LEFTOVER_AGE).expect("scan"),
+            0
+        );
+        assert!(blobs.path(&copy).exists() && blobs.path(&w.id).exists());
+        drop(Blobs::open(dir.path(), LEFTOVER_AGE).expect("reopen"));
+        assert!(in_flight.exists(), "another process's upload in progress must survive");
+
+        assert_eq!(
+            blobs
+                .remove_unreferenced(&HashSet::new(), Duration::ZERO)
+                .expect("scan"),
+            2
+        );
     }
 
     #[tokio::test]
     async fn retired_blobs_wait_for_readers() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let blobs = Arc::new(Blobs::open(dir.path()).expect("open"));
+        let blobs = Arc::new(Blobs::open(dir.path(), LEFTOVER_AGE).expect("open"));
         let w = blobs.write(chunks(&[b"x"])).await.expect("write");
         let pin = blobs.pin(std::slice::from_ref(&w.id));
         if let Ok(mut r) = blobs.retirement.lock() {

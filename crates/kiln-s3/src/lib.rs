@@ -1,9 +1,11 @@
 //! kiln's embedded object store: the S3 protocol over local files.
 //!
 //! This crate is for serving S3 from a data directory: buckets that belong to accounts, objects
-//! stored as immutable blob files named by random ids (never by their keys) plus a SQLite index that
-//! orders keys by UTF-8 bytes and makes an upload visible in one commit, so a crash mid-upload never
-//! shows a partial object. [`ObjectStore`] is the in-process API (the engine creates buckets through
+//! stored as immutable blob files named by random ids (never by their keys) plus an index of
+//! buckets, objects and multipart uploads that orders keys by UTF-8 bytes and makes an upload
+//! visible in one commit, so a crash mid-upload never shows a partial object. The index is a SQLite
+//! file in the directory, or a PostgreSQL database that several `kiln serve` replicas sharing the
+//! directory use at once. [`ObjectStore`] is the in-process API (the engine creates buckets through
 //! it); [`S3Handler`] serves the S3 wire protocol through `s3s` with SigV4 checked against kiln's
 //! access keys ([`Accounts`]). It is not an S3 client (jobs read and write objects through
 //! `kiln-blob`), and it knows nothing of jobs or of HTTP routing beyond the S3 requests it is given.
@@ -11,10 +13,15 @@
 mod blobs;
 mod index;
 pub mod listing;
+#[cfg(test)]
+mod replica_tests;
 mod s3;
 mod store;
+#[cfg(test)]
+mod testing;
 
 pub use blobs::BlobStream;
+pub use index::MIGRATIONS;
 pub use listing::{ListEntry, ListPage, ListQuery};
 pub use s3::{Accounts, S3Handler};
 pub use store::{

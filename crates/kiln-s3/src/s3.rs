@@ -24,9 +24,10 @@ use crate::{Error, MAX_PART_NUMBER};
 
 /// Where the S3 endpoint looks up access keys: the secret to verify signatures with and the
 /// account the key belongs to.
+#[async_trait::async_trait]
 pub trait Accounts: Send + Sync + 'static {
     /// `(secret access key, 12-digit account id)` of a key, if it exists.
-    fn lookup(&self, access_key_id: &str) -> Option<(String, String)>;
+    async fn lookup(&self, access_key_id: &str) -> Option<(String, String)>;
 }
 
 /// The calling account, put into the request by the access check.
@@ -115,7 +116,7 @@ struct Auth(Arc<dyn Accounts>);
 #[async_trait::async_trait]
 impl S3Auth for Auth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.0.lookup(access_key) {
+        match self.0.lookup(access_key).await {
             Some((secret, _)) => Ok(SecretKey::from(secret)),
             None => Err(err(
                 S3ErrorCode::InvalidAccessKeyId,
@@ -156,7 +157,7 @@ impl S3Access for Access {
                 "Anonymous requests are not allowed: sign requests with a kiln access key.",
             ));
         };
-        let Some((_, account)) = self.accounts.lookup(&credentials.access_key) else {
+        let Some((_, account)) = self.accounts.lookup(&credentials.access_key).await else {
             return Err(err(
                 S3ErrorCode::InvalidAccessKeyId,
                 "The AWS Access Key Id you provided does not exist in our records.",
@@ -168,7 +169,7 @@ impl S3Access for Access {
         };
         if let Some(bucket) = bucket
             && cx.s3_op().name() != "CreateBucket"
-            && let Some(b) = self.store.bucket(&bucket)
+            && let Some(b) = self.store.bucket(&bucket).await?
             && b.account != account
         {
             return Err(access_denied());
@@ -574,6 +575,7 @@ impl S3 for Api {
         let mine: Vec<crate::Bucket> = self
             .store
             .buckets(&account)
+            .await?
             .into_iter()
             .filter(|b| b.name.starts_with(&prefix) && b.name > after)
             .collect();
@@ -620,6 +622,7 @@ impl S3 for Api {
         let b = self
             .store
             .bucket(&req.input.bucket)
+            .await?
             .ok_or_else(|| S3Error::from(Error::NoSuchBucket(req.input.bucket.clone())))?;
         Ok(S3Response::new(HeadBucketOutput {
             bucket_region: Some(b.region.unwrap_or_else(|| "us-east-1".into())),
@@ -639,6 +642,7 @@ impl S3 for Api {
         let b = self
             .store
             .bucket(&req.input.bucket)
+            .await?
             .ok_or_else(|| S3Error::from(Error::NoSuchBucket(req.input.bucket.clone())))?;
         Ok(S3Response::new(GetBucketLocationOutput {
             location_constraint: b.region.map(BucketLocationConstraint::from),
@@ -771,7 +775,7 @@ impl S3 for Api {
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
-        if self.store.bucket(&input.bucket).is_none() {
+        if self.store.bucket(&input.bucket).await?.is_none() {
             return Err(Error::NoSuchBucket(input.bucket).into());
         }
         let quiet = input.delete.quiet.unwrap_or(false);
@@ -817,7 +821,7 @@ impl S3 for Api {
                 ));
             }
         };
-        match self.store.bucket(&src_bucket) {
+        match self.store.bucket(&src_bucket).await? {
             Some(b) if b.account != account => return Err(access_denied()),
             Some(_) => {}
             None => return Err(Error::NoSuchBucket(src_bucket).into()),

@@ -1,18 +1,22 @@
 //! The object store: buckets that belong to accounts, objects made of immutable blob files and made
 //! visible by one index commit. This is the in-process API; `crate::s3` maps the S3 protocol onto it.
+//!
+//! Nothing about buckets or objects is kept in memory between calls: the index is the truth, so
+//! several processes (replicas sharing one PostgreSQL index and one directory) serve the same store.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::Stream;
+use kiln_store::db::Db;
 use s3s::crypto::{Checksum as _, Md5};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::blobs::{BlobStream, Blobs};
+use crate::blobs::{BlobStream, Blobs, LEFTOVER_AGE};
 use crate::index::{BucketRow, Index, ObjectRow, PartRow, Segment, UploadRow};
 use crate::listing::{ListPage, ListQuery};
 
@@ -33,6 +37,17 @@ pub struct Bucket {
     pub region: Option<String>,
     /// Epoch milliseconds.
     pub created: i64,
+}
+
+impl From<BucketRow> for Bucket {
+    fn from(b: BucketRow) -> Self {
+        Bucket {
+            name: b.name,
+            account: b.account,
+            region: b.region,
+            created: b.created,
+        }
+    }
 }
 
 /// What is stored with an object besides its bytes.
@@ -111,7 +126,6 @@ impl OpenObject {
 struct Inner {
     index: Index,
     blobs: Arc<Blobs>,
-    buckets: RwLock<HashMap<String, Bucket>>,
 }
 
 /// The embedded object store of a data directory.
@@ -219,64 +233,60 @@ pub(crate) fn assemble_parts(
 }
 
 impl ObjectStore {
-    /// Opens the store in `dir` (normally `<data-dir>/s3`), creating it if needed, and removes
-    /// what a crash may have left: temporary files and blobs the index does not refer to.
+    /// Opens the store in `dir` (normally `<data-dir>/s3`) with its index in a SQLite file there,
+    /// creating both if needed, and removes what a crash may have left: temporary files and blobs
+    /// the index does not refer to.
     pub async fn open(dir: &Path) -> Result<Self, Error> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            context: format!("cannot create {}", dir.display()),
-            source,
-        })?;
+        create_dir(dir)?;
         let index = Index::open(&dir.join("index.db")).await?;
-        let blobs = Arc::new(Blobs::open(dir)?);
+        // A SQLite index has one process serving it (the server holds the data directory's lock),
+        // so whatever a crash left unreferenced can go at once.
+        Self::start(dir, index, Duration::ZERO).await
+    }
+
+    /// Opens the store in `dir` with its index in `db`: a PostgreSQL database (the index's tables
+    /// are created or migrated there), which every replica sharing `dir` uses, or a SQLite database
+    /// opened with [`crate::MIGRATIONS`].
+    pub async fn open_on(dir: &Path, db: Db) -> Result<Self, Error> {
+        create_dir(dir)?;
+        let index = Index::on(db).await?;
+        Self::start(dir, index, LEFTOVER_AGE).await
+    }
+
+    async fn start(dir: &Path, index: Index, leftover_age: Duration) -> Result<Self, Error> {
+        let blobs = Arc::new(Blobs::open(dir, leftover_age)?);
+        // The references first, then the files: with replicas, a blob indexed in between is younger
+        // than LEFTOVER_AGE, and so is one another replica published and has not indexed yet.
         let keep = index.referenced_blobs().await?;
-        let removed = blobs.remove_unreferenced(&keep)?;
+        let removed = blobs.remove_unreferenced(&keep, leftover_age)?;
         if removed > 0 {
             tracing::info!(target: "kiln::s3", "removed {removed} unreferenced blob files");
         }
-        let buckets = index
-            .buckets()
-            .await?
-            .into_iter()
-            .map(|b| {
-                (
-                    b.name.clone(),
-                    Bucket {
-                        name: b.name,
-                        account: b.account,
-                        region: b.region,
-                        created: b.created,
-                    },
-                )
-            })
-            .collect();
-        let inner = Arc::new(Inner {
-            index,
-            blobs,
-            buckets: RwLock::new(buckets),
-        });
+        let inner = Arc::new(Inner { index, blobs });
         spawn_sweeper(Arc::downgrade(&inner));
         Ok(Self { inner })
     }
 
-    /// The bucket of this name, if it exists.
-    pub fn bucket(&self, name: &str) -> Option<Bucket> {
-        self.inner.buckets.read().ok()?.get(name).cloned()
+    /// The bucket of this name, if it exists (read from the index: another replica may have
+    /// created or deleted it).
+    pub async fn bucket(&self, name: &str) -> Result<Option<Bucket>, Error> {
+        Ok(self.inner.index.bucket(name).await?.map(Bucket::from))
     }
 
     /// The buckets of an account, by name.
-    pub fn buckets(&self, account: &str) -> Vec<Bucket> {
-        let mut v: Vec<Bucket> = self
+    pub async fn buckets(&self, account: &str) -> Result<Vec<Bucket>, Error> {
+        Ok(self
             .inner
-            .buckets
-            .read()
-            .map(|m| m.values().filter(|b| b.account == account).cloned().collect())
-            .unwrap_or_default();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+            .index
+            .buckets_of(account)
+            .await?
+            .into_iter()
+            .map(Bucket::from)
+            .collect())
     }
 
-    fn require_bucket(&self, name: &str) -> Result<Bucket, Error> {
-        self.bucket(name).ok_or_else(|| Error::NoSuchBucket(name.into()))
+    async fn require_bucket(&self, name: &str) -> Result<Bucket, Error> {
+        self.bucket(name).await?.ok_or_else(|| Error::NoSuchBucket(name.into()))
     }
 
     /// Creates a bucket for `account`. Names are global: a name another account holds is
@@ -285,16 +295,6 @@ impl ObjectStore {
         if !s3s::path::check_bucket_name(name) {
             return Err(Error::InvalidBucketName(name.into()));
         }
-        let taken = |b: &Bucket| {
-            if b.account == account {
-                Error::BucketAlreadyOwnedByYou(name.into())
-            } else {
-                Error::BucketAlreadyExists(name.into())
-            }
-        };
-        if let Some(b) = self.bucket(name) {
-            return Err(taken(&b));
-        }
         let row = BucketRow {
             name: name.into(),
             account: account.into(),
@@ -302,23 +302,13 @@ impl ObjectStore {
             created: now_ms(),
         };
         if !self.inner.index.insert_bucket(&row).await? {
-            // Another request created it first; the index has the owner.
-            let owner = self.inner.index.buckets().await?.into_iter().find(|b| b.name == name);
-            return Err(match owner {
+            return Err(match self.inner.index.bucket(name).await? {
                 Some(b) if b.account == account => Error::BucketAlreadyOwnedByYou(name.into()),
+                // Taken by another account, or deleted again since: the name was not free.
                 _ => Error::BucketAlreadyExists(name.into()),
             });
         }
-        let bucket = Bucket {
-            name: row.name,
-            account: row.account,
-            region: row.region,
-            created: row.created,
-        };
-        if let Ok(mut m) = self.inner.buckets.write() {
-            m.insert(name.into(), bucket.clone());
-        }
-        Ok(bucket)
+        Ok(row.into())
     }
 
     /// Creates the bucket if it does not exist; `Ok(true)` if it was created. A bucket of the same
@@ -334,9 +324,6 @@ impl ObjectStore {
     /// Deletes an empty bucket (unfinished multipart uploads in it are aborted).
     pub async fn delete_bucket(&self, name: &str) -> Result<(), Error> {
         let blobs = self.inner.index.delete_bucket(name).await?;
-        if let Ok(mut m) = self.inner.buckets.write() {
-            m.remove(name);
-        }
         self.inner.blobs.retire(blobs);
         Ok(())
     }
@@ -356,7 +343,7 @@ impl ObjectStore {
         E: Into<s3s::StdError>,
         F: FnOnce(&Received) -> Result<(), Error>,
     {
-        self.require_bucket(bucket)?;
+        self.require_bucket(bucket).await?;
         check_key(key)?;
         let written = self.inner.blobs.write(body).await?;
         let received = Received {
@@ -395,7 +382,7 @@ impl ObjectStore {
     }
 
     async fn find(&self, bucket: &str, key: &str) -> Result<ObjectRow, Error> {
-        self.require_bucket(bucket)?;
+        self.require_bucket(bucket).await?;
         self.inner
             .index
             .get_object(bucket, key)
@@ -423,7 +410,7 @@ impl ObjectStore {
 
     /// Deletes an object; deleting a missing key is not an error (as in S3).
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), Error> {
-        self.require_bucket(bucket)?;
+        self.require_bucket(bucket).await?;
         let old = self.inner.index.delete_object(bucket, key).await?;
         self.inner.blobs.retire(old);
         Ok(())
@@ -438,7 +425,7 @@ impl ObjectStore {
         dst_key: &str,
         meta: Option<ObjectMeta>,
     ) -> Result<ObjectInfo, Error> {
-        self.require_bucket(dst_bucket)?;
+        self.require_bucket(dst_bucket).await?;
         check_key(dst_key)?;
         let src = self.find(src_bucket, src_key).await?;
         let ids: Vec<String> = src.segments.iter().map(|Segment(id, _)| id.clone()).collect();
@@ -480,13 +467,13 @@ impl ObjectStore {
 
     /// One page of a bucket's listing.
     pub async fn list_objects(&self, bucket: &str, query: ListQuery) -> Result<ListPage, Error> {
-        self.require_bucket(bucket)?;
+        self.require_bucket(bucket).await?;
         self.inner.index.list(bucket, query).await
     }
 
     /// Starts a multipart upload; returns its id.
     pub async fn create_upload(&self, bucket: &str, key: &str, meta: ObjectMeta) -> Result<String, Error> {
-        self.require_bucket(bucket)?;
+        self.require_bucket(bucket).await?;
         check_key(key)?;
         let upload_id = crate::blobs::new_id();
         self.inner
@@ -503,7 +490,7 @@ impl ObjectStore {
     }
 
     async fn require_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadRow, Error> {
-        self.require_bucket(bucket)?;
+        self.require_bucket(bucket).await?;
         self.inner
             .index
             .get_upload(upload_id)
@@ -570,11 +557,11 @@ impl ObjectStore {
         upload_id: &str,
         parts: &[(i32, String)],
     ) -> Result<ObjectInfo, Error> {
-        self.require_bucket(bucket)?;
+        // The index checks the bucket in the completing transaction.
         let completed = self
             .inner
             .index
-            .complete_upload(upload_id, |upload, available| {
+            .complete_upload(bucket, upload_id, |upload, available| {
                 if upload.bucket != bucket || upload.key != key {
                     return Err(Error::NoSuchUpload(upload_id.into()));
                 }
@@ -629,7 +616,7 @@ impl ObjectStore {
         upload_id_marker: &str,
         max: usize,
     ) -> Result<(Vec<UploadInfo>, bool), Error> {
-        self.require_bucket(bucket)?;
+        self.require_bucket(bucket).await?;
         let mut rows = self
             .inner
             .index
@@ -639,6 +626,26 @@ impl ObjectStore {
         rows.truncate(max);
         Ok((rows.iter().map(upload_info).collect(), truncated))
     }
+}
+
+#[cfg(test)]
+impl ObjectStore {
+    /// Every blob this store retired (each must be retired once, by one replica).
+    pub(crate) fn retired_log(&self) -> Vec<String> {
+        self.inner.blobs.retired_log()
+    }
+
+    /// Every blob the index refers to.
+    pub(crate) async fn referenced_blobs(&self) -> std::collections::HashSet<String> {
+        self.inner.index.referenced_blobs().await.expect("references")
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        context: format!("cannot create {}", dir.display()),
+        source,
+    })
 }
 
 fn spawn_sweeper(inner: Weak<Inner>) {
@@ -659,6 +666,13 @@ fn spawn_sweeper(inner: Weak<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{Place, on_each_database};
+
+    on_each_database!(
+        objects_survive_reopening_and_keys_are_not_paths,
+        a_refused_upload_leaves_the_previous_object,
+        multipart_objects_read_across_parts_and_copies_are_independent,
+    );
 
     fn part(n: i32, size: u64, md5: &str) -> PartRow {
         PartRow {
@@ -726,12 +740,10 @@ mod tests {
         parts.into_iter().flat_map(|p| p.expect("read").to_vec()).collect()
     }
 
-    #[tokio::test]
-    async fn objects_survive_reopening_and_keys_are_not_paths() {
-        let dir = tempfile::tempdir().expect("temp dir");
+    async fn objects_survive_reopening_and_keys_are_not_paths(place: &Place) {
         let keys = ["a", "a/b", "..", "../x", "/abs", "a//b", &"k".repeat(1024)];
         {
-            let store = ObjectStore::open(dir.path()).await.expect("open");
+            let store = place.store().await;
             assert!(
                 store
                     .create_bucket_if_missing("111111111111", "bkt")
@@ -759,9 +771,9 @@ mod tests {
                     .expect("put");
             }
         }
-        let store = ObjectStore::open(dir.path()).await.expect("reopen");
-        assert_eq!(store.buckets("111111111111").len(), 1);
-        assert!(store.buckets("222222222222").is_empty());
+        let store = place.store().await;
+        assert_eq!(store.buckets("111111111111").await.expect("buckets").len(), 1);
+        assert!(store.buckets("222222222222").await.expect("buckets").is_empty());
         for (i, k) in keys.iter().enumerate() {
             let o = store.open_object("bkt", k).await.expect("open object");
             assert_eq!(o.info.meta.content_type.as_deref(), Some("text/plain"));
@@ -772,7 +784,7 @@ mod tests {
             Err(Error::BucketNotEmpty(_))
         ));
         // Nothing was written outside the store's directory layout.
-        let mut top: Vec<String> = std::fs::read_dir(dir.path())
+        let mut top: Vec<String> = std::fs::read_dir(place.dir.path())
             .expect("dir")
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -782,10 +794,8 @@ mod tests {
         assert_eq!(top, ["blobs", "tmp"]);
     }
 
-    #[tokio::test]
-    async fn a_refused_upload_leaves_the_previous_object() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = ObjectStore::open(dir.path()).await.expect("open");
+    async fn a_refused_upload_leaves_the_previous_object(place: &Place) {
+        let store = place.store().await;
         store.create_bucket("111111111111", "bkt", None).await.expect("create");
         store
             .put_bytes("bkt", "k", Bytes::from_static(b"old"), ObjectMeta::default())
@@ -806,10 +816,8 @@ mod tests {
         assert_eq!(keep.len(), 1);
     }
 
-    #[tokio::test]
-    async fn multipart_objects_read_across_parts_and_copies_are_independent() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = ObjectStore::open(dir.path()).await.expect("open");
+    async fn multipart_objects_read_across_parts_and_copies_are_independent(place: &Place) {
+        let store = place.store().await;
         store.create_bucket("111111111111", "bkt", None).await.expect("create");
         let id = store
             .create_upload("bkt", "big", ObjectMeta::default())

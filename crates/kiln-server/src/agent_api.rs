@@ -35,7 +35,10 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AwsError> {
 pub async fn handle(app: &App, parts: Parts, body: Body) -> Response {
     let path = parts.uri.path().to_string();
     if path == "/_kiln/health" {
-        return json_response(200, &serde_json::json!({ "status": "ok" }));
+        return json_response(
+            200,
+            &serde_json::json!({ "status": "ok", "leader": kiln_engine::leader::is_leader() }),
+        );
     }
     let Some(rest) = path.strip_prefix("/_kiln/agent/v1/jobs/") else {
         return json_response(

@@ -89,7 +89,7 @@ fn epoch_now() -> i64 {
 }
 
 /// Verifies the request's signature; returns the calling account and region.
-pub fn authenticate(
+pub async fn authenticate(
     app: &App,
     service: &str,
     method: &Method,
@@ -104,19 +104,19 @@ pub fn authenticate(
         .ok_or_else(|| sig_error(SigError::Missing))?;
     let auth = sigv4::parse_authorization(auth_header).map_err(sig_error)?;
     // Access keys of the keys file, or the temporary key of a running job (its scripts' calls).
-    let key = app
-        .keys
-        .get(&auth.access_key)
-        .or_else(|| {
-            app.engine
-                .job_credentials(&auth.access_key)
-                .map(|(secret, account)| crate::keys::AccessKey {
-                    access_key_id: auth.access_key.clone(),
-                    secret_access_key: secret,
-                    account_id: account,
-                })
-        })
-        .ok_or_else(|| sig_error(SigError::UnknownKey))?;
+    let key = match app.keys.get(&auth.access_key) {
+        Some(k) => k,
+        None => app
+            .engine
+            .job_credentials(&auth.access_key)
+            .await
+            .map(|(secret, account)| crate::keys::AccessKey {
+                access_key_id: auth.access_key.clone(),
+                secret_access_key: secret,
+                account_id: account,
+            })
+            .ok_or_else(|| sig_error(SigError::UnknownKey))?,
+    };
     if auth.service != service {
         return Err(AwsError::new(
             403,
@@ -138,6 +138,12 @@ pub fn authenticate(
     })
 }
 
+fn json<T: serde::Serialize>(response: ApiResult<T>) -> ApiResult<String> {
+    response.and_then(|r| {
+        serde_json::to_string(&r).map_err(|e| AwsError::internal(format!("cannot write the response: {e}")))
+    })
+}
+
 fn parse<T: DeserializeOwned>(body: Value) -> ApiResult<T> {
     serde_json::from_value(body).map_err(|e| AwsError::serialization(format!("Could not read the request: {e}")))
 }
@@ -145,7 +151,7 @@ fn parse<T: DeserializeOwned>(body: Value) -> ApiResult<T> {
 /// Handles one AWS JSON 1.1 request.
 pub async fn handle(app: &App, method: Method, uri: Uri, headers: HeaderMap, target: &str, body: &[u8]) -> Response {
     match handle_inner(app, method, uri, headers, target, body).await {
-        Ok(v) => respond(200, v.to_string()),
+        Ok(body) => respond(200, body),
         Err(e) => {
             if e.status >= 500 {
                 tracing::error!(target: "kiln::api", op = target, "{}", e.message);
@@ -162,7 +168,7 @@ async fn handle_inner(
     headers: HeaderMap,
     target: &str,
     body: &[u8],
-) -> ApiResult<Value> {
+) -> ApiResult<String> {
     let (service, op) = parse_target(target).ok_or_else(|| AwsError::unknown_operation(target))?;
     let mut pairs = Vec::with_capacity(headers.len());
     for (k, v) in &headers {
@@ -171,7 +177,7 @@ async fn handle_inner(
             .map_err(|_| AwsError::serialization(format!("Header '{k}' is not valid text.")))?;
         pairs.push((k.as_str().to_string(), v.to_string()));
     }
-    let caller = authenticate(app, service.signing_name(), &method, &uri, &pairs, body)?;
+    let caller = authenticate(app, service.signing_name(), &method, &uri, &pairs, body).await?;
     if method != Method::POST {
         return Err(AwsError::serialization("AWS JSON requests must use POST."));
     }
@@ -191,32 +197,40 @@ async fn handle_inner(
     model.validate(op, &body)?;
     let engine = &app.engine;
     match (service, op) {
-        (Service::SageMaker, "CreateTrainingJob") => engine.create_training_job(&caller, parse(body)?).await,
-        (Service::SageMaker, "DescribeTrainingJob") => engine.describe_training_job(&caller, parse(body)?).await,
-        (Service::SageMaker, "ListTrainingJobs") => engine.list_training_jobs(&caller, parse(body)?).await,
-        (Service::SageMaker, "StopTrainingJob") => engine.stop_training_job(&caller, parse(body)?).await,
-        (Service::SageMaker, "DeleteTrainingJob") => engine.delete_training_job(&caller, parse(body)?).await,
-        (Service::SageMaker, "UpdateTrainingJob") => engine.update_training_job(&caller, parse(body)?).await,
-        (Service::SageMaker, "AddTags") => engine.add_tags(&caller, parse(body)?).await,
-        (Service::SageMaker, "ListTags") => engine.list_tags(&caller, parse(body)?).await,
-        (Service::SageMaker, "DeleteTags") => engine.delete_tags(&caller, parse(body)?).await,
-        (Service::SageMaker, "CreateHyperParameterTuningJob") => engine.create_tuning_job(&caller, parse(body)?).await,
+        (Service::SageMaker, "CreateTrainingJob") => json(engine.create_training_job(&caller, parse(body)?).await),
+        (Service::SageMaker, "DescribeTrainingJob") => json(engine.describe_training_job(&caller, parse(body)?).await),
+        (Service::SageMaker, "ListTrainingJobs") => json(engine.list_training_jobs(&caller, parse(body)?).await),
+        (Service::SageMaker, "StopTrainingJob") => json(engine.stop_training_job(&caller, parse(body)?).await),
+        (Service::SageMaker, "DeleteTrainingJob") => json(engine.delete_training_job(&caller, parse(body)?).await),
+        (Service::SageMaker, "UpdateTrainingJob") => json(engine.update_training_job(&caller, parse(body)?).await),
+        (Service::SageMaker, "AddTags") => json(engine.add_tags(&caller, parse(body)?).await),
+        (Service::SageMaker, "ListTags") => json(engine.list_tags(&caller, parse(body)?).await),
+        (Service::SageMaker, "DeleteTags") => json(engine.delete_tags(&caller, parse(body)?).await),
+        (Service::SageMaker, "CreateHyperParameterTuningJob") => {
+            json(engine.create_tuning_job(&caller, parse(body)?).await)
+        }
         (Service::SageMaker, "DescribeHyperParameterTuningJob") => {
-            engine.describe_tuning_job(&caller, parse(body)?).await
+            json(engine.describe_tuning_job(&caller, parse(body)?).await)
         }
-        (Service::SageMaker, "ListHyperParameterTuningJobs") => engine.list_tuning_jobs(&caller, parse(body)?).await,
+        (Service::SageMaker, "ListHyperParameterTuningJobs") => {
+            json(engine.list_tuning_jobs(&caller, parse(body)?).await)
+        }
         (Service::SageMaker, "ListTrainingJobsForHyperParameterTuningJob") => {
-            engine.list_tuning_children(&caller, parse(body)?).await
+            json(engine.list_tuning_children(&caller, parse(body)?).await)
         }
-        (Service::SageMaker, "StopHyperParameterTuningJob") => engine.stop_tuning_job(&caller, parse(body)?).await,
-        (Service::SageMaker, "DeleteHyperParameterTuningJob") => engine.delete_tuning_job(&caller, parse(body)?).await,
-        (Service::Logs, "CreateLogGroup") => engine.create_log_group(&caller, parse(body)?).await,
-        (Service::Logs, "CreateLogStream") => engine.create_log_stream(&caller, parse(body)?).await,
-        (Service::Logs, "PutLogEvents") => engine.put_log_events(&caller, parse(body)?).await,
-        (Service::Logs, "DescribeLogGroups") => engine.describe_log_groups(&caller, parse(body)?).await,
-        (Service::Logs, "DescribeLogStreams") => engine.describe_log_streams(&caller, parse(body)?).await,
-        (Service::Logs, "GetLogEvents") => engine.get_log_events(&caller, parse(body)?).await,
-        (Service::Logs, "FilterLogEvents") => engine.filter_log_events(&caller, parse(body)?).await,
+        (Service::SageMaker, "StopHyperParameterTuningJob") => {
+            json(engine.stop_tuning_job(&caller, parse(body)?).await)
+        }
+        (Service::SageMaker, "DeleteHyperParameterTuningJob") => {
+            json(engine.delete_tuning_job(&caller, parse(body)?).await)
+        }
+        (Service::Logs, "CreateLogGroup") => json(engine.create_log_group(&caller, parse(body)?).await),
+        (Service::Logs, "CreateLogStream") => json(engine.create_log_stream(&caller, parse(body)?).await),
+        (Service::Logs, "PutLogEvents") => json(engine.put_log_events(&caller, parse(body)?).await),
+        (Service::Logs, "DescribeLogGroups") => json(engine.describe_log_groups(&caller, parse(body)?).await),
+        (Service::Logs, "DescribeLogStreams") => json(engine.describe_log_streams(&caller, parse(body)?).await),
+        (Service::Logs, "GetLogEvents") => json(engine.get_log_events(&caller, parse(body)?).await),
+        (Service::Logs, "FilterLogEvents") => json(engine.filter_log_events(&caller, parse(body)?).await),
         _ => Err(AwsError::unknown_operation(target)),
     }
 }

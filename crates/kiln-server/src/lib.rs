@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use kiln_api::AwsError;
 use kiln_engine::{Engine, LocalExecutor, NoExecutor, RunnerConfig};
-use kiln_store::{SqliteLogStore, SqliteStore};
+use kiln_store::{Db, FileLeadership, Leadership, PgLeadership, SqlLogStore, SqlStore};
 
 use crate::keys::Keyring;
 
@@ -26,6 +26,9 @@ use crate::keys::Keyring;
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `postgres://…` to keep all metadata in PostgreSQL (several replicas may share it); `None`
+    /// for SQLite files under the data directory.
+    pub database_url: Option<String>,
     /// How jobs run: the executor and its settings.
     pub jobs: JobsConfig,
 }
@@ -66,6 +69,14 @@ pub enum ServeError {
     Keys(#[from] keys::KeysError),
     #[error("cannot open the metadata store: {0}")]
     Store(#[from] kiln_store::StoreError),
+    #[error(
+        "another `kiln serve` uses the data directory {0} (SQLite serves one process); stop it, or run several replicas on PostgreSQL (--database-url)"
+    )]
+    DataDirInUse(PathBuf),
+    #[error(
+        "database URL '{0}' is not supported: use postgres://user:password@host:port/database, or leave it out for SQLite under the data directory"
+    )]
+    DatabaseUrl(String),
     #[error("cannot open the object store: {0}")]
     Objects(#[from] kiln_s3::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -78,6 +89,11 @@ pub enum ServeError {
 pub struct Server {
     app: Arc<App>,
     config: ServerConfig,
+    /// Who runs the scheduler and tuner among the replicas sharing a PostgreSQL database; `None`
+    /// with SQLite, where this process alone serves the data directory and always leads.
+    leadership: Option<Arc<dyn Leadership>>,
+    /// With SQLite: the data directory's lock, held while the server lives.
+    _data_dir_lock: Option<Box<dyn kiln_store::Lease>>,
     /// A key created on this start (first start of a data directory), to be shown once.
     pub created_key: Option<keys::AccessKey>,
 }
@@ -96,9 +112,41 @@ impl Server {
             keys::append_key(&keys_file, &key)?;
             created_key = Some(key);
         }
-        let store = SqliteStore::open(&config.data_dir.join("kiln.db")).await?;
-        let logs = SqliteLogStore::open(&config.data_dir.join("logs.db")).await?;
-        let objects = kiln_s3::ObjectStore::open(&config.data_dir.join("s3")).await?;
+        let mut data_dir_lock = None;
+        let (store, logs, objects, leadership): (
+            SqlStore,
+            SqlLogStore,
+            kiln_s3::ObjectStore,
+            Option<Arc<dyn Leadership>>,
+        ) = match config.database_url.as_deref() {
+            None | Some("") => {
+                // SQLite files are served by one process: a second server on the same data
+                // directory is refused rather than left to race the first.
+                let lock = FileLeadership::new(config.data_dir.join("serve.lock"));
+                data_dir_lock = Some(
+                    lock.try_acquire()
+                        .await?
+                        .ok_or_else(|| ServeError::DataDirInUse(config.data_dir.clone()))?,
+                );
+                (
+                    SqlStore::open(&config.data_dir.join("kiln.db")).await?,
+                    SqlLogStore::open(&config.data_dir.join("logs.db")).await?,
+                    kiln_s3::ObjectStore::open(&config.data_dir.join("s3")).await?,
+                    None,
+                )
+            }
+            Some(url) if kiln_store::db::backend_of(url) == Some(kiln_store::Backend::Postgres) => {
+                let pool = Db::postgres_pool(url, 32).await?;
+                let db = Db::Postgres(pool);
+                (
+                    SqlStore::on(db.clone()).await?,
+                    SqlLogStore::on(db.clone()).await?,
+                    kiln_s3::ObjectStore::open_on(&config.data_dir.join("s3"), db).await?,
+                    Some(Arc::new(PgLeadership::new(url))),
+                )
+            }
+            Some(url) => return Err(ServeError::DatabaseUrl(kiln_store::db::redact(url))),
+        };
         let external: Vec<String> = config.jobs.external_s3.iter().map(|e| e.bucket.clone()).collect();
         let catalog = Arc::new(EmbeddedCatalog {
             objects: objects.clone(),
@@ -118,6 +166,8 @@ impl Server {
         Ok(Self {
             app: Arc::new(app),
             config,
+            leadership,
+            _data_dir_lock: data_dir_lock,
             created_key,
         })
     }
@@ -139,9 +189,10 @@ impl Server {
         let router = self.router();
         // A bug that panics the scheduler must not stop every job from running: restart it.
         let engine = self.app.engine.clone();
+        let leadership = self.leadership.clone();
         tokio::spawn(async move {
             loop {
-                match tokio::spawn(engine.clone().run_scheduler()).await {
+                match tokio::spawn(engine.clone().run_control_loops(leadership.clone())).await {
                     Err(e) if e.is_panic() => {
                         tracing::error!(target: "kiln::serve", "the scheduler panicked; restarting it");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -189,22 +240,25 @@ fn build_engine(
             .unwrap_or_else(|| format!("http://{}", config.listen)),
         work_dir: jobs.work_dir.clone().unwrap_or_else(|| config.data_dir.join("work")),
         cache_dir: config.data_dir.join("cache"),
-        capacity: jobs.capacity.unwrap_or(kiln_engine::capacity::Resources {
-            vcpus: 192,
-            memory_gib: 3072.0,
-            gpus: detect_gpus(),
-            neuron_devices: 0,
-        }),
         machine_cpus,
         stop_grace_seconds: jobs.stop_grace_seconds,
         external_s3: jobs.external_s3.clone(),
     };
+    let capacity = jobs.capacity.unwrap_or(kiln_engine::capacity::Resources {
+        vcpus: 192,
+        memory_gib: 3072.0,
+        gpus: detect_gpus(),
+        neuron_devices: 0,
+    });
     let executor: Arc<dyn kiln_engine::Executor> = if jobs.local_executor {
         Arc::new(LocalExecutor {
             kiln_bin: jobs.kiln_bin.clone(),
+            capacity,
         })
     } else {
-        Arc::new(NoExecutor)
+        Arc::new(NoExecutor {
+            capacity: Some(capacity),
+        })
     };
     Engine::with_executor(store, logs, executor, runner)
 }
@@ -247,10 +301,12 @@ impl kiln_engine::catalog::ObjectCatalog for EmbeddedCatalog {
         if self.external.iter().any(|p| p == "*" || p == bucket) {
             return None;
         }
-        match self.objects.bucket(bucket) {
-            Some(b) if b.account == account => {}
+        match self.objects.bucket(bucket).await {
+            Ok(Some(b)) if b.account == account => {}
             // Another account's bucket, or none: nothing this account can read.
-            _ => return Some(false),
+            Ok(_) => return Some(false),
+            // The index cannot tell now: let the job find out when it stages its data.
+            Err(_) => return None,
         }
         let query = kiln_s3::ListQuery {
             prefix: prefix.to_string(),
@@ -274,11 +330,13 @@ struct KeyringAccounts {
     engine: Arc<Engine>,
 }
 
+#[kiln_engine::async_trait]
 impl kiln_s3::Accounts for KeyringAccounts {
-    fn lookup(&self, access_key_id: &str) -> Option<(String, String)> {
-        self.keys
-            .get(access_key_id)
-            .map(|k| (k.secret_access_key, k.account_id))
-            .or_else(|| self.engine.job_credentials(access_key_id))
+    async fn lookup(&self, access_key_id: &str) -> Option<(String, String)> {
+        match self.keys.get(access_key_id) {
+            Some(k) => Some((k.secret_access_key, k.account_id)),
+            // A running job's key lives in the store, so it is valid on every replica.
+            None => self.engine.job_credentials(access_key_id).await,
+        }
     }
 }

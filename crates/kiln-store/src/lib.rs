@@ -1,55 +1,31 @@
-//! kiln's metadata store: training jobs, tags (and, as the engine grows, tuning jobs, log indexes
-//! and metrics) behind one [`Store`] trait, with a SQLite implementation. The SQL is portable so that
-//! a PostgreSQL implementation can share it. Every write is committed durably before it returns.
-//! This crate knows rows, not HTTP and not the job state machine: the engine decides what to write.
+//! kiln's metadata store: training jobs, tuning jobs, tags, metric points and logs behind one
+//! contract ([`Store`], [`LogStore`], [`Leadership`]), kept in SQLite (a file under the data
+//! directory, the default) or PostgreSQL (by URL, shared by several `kiln serve` replicas).
+//!
+//! This crate knows typed rows, not HTTP and not the job state machines: the engine decides what
+//! to write, the store writes it durably before it returns, and refuses an update whose `version`
+//! is not the one stored (optimistic concurrency). Both databases run the same SQL text (see
+//! [`db`]); the conformance suite in `tests/conformance.rs` runs against both.
 
+pub mod db;
+mod jobs;
+mod leader;
 pub mod logs;
-mod sqlite;
+pub mod testing;
 
-use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::SqlitePool;
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-
-/// Opens a SQLite file in WAL mode (`path`), or an in-memory database (`None`), and migrates it.
-/// `durable` commits with `synchronous=FULL` (on disk before the commit returns); otherwise
-/// `NORMAL` (a commit survives a crash of the process, not of the machine).
-pub(crate) async fn open_sqlite(path: Option<&Path>, durable: bool, migrator: &Migrator) -> StoreResult<SqlitePool> {
-    let err = |e: sqlx::Error| StoreError::Database(e.to_string());
-    let pool = match path {
-        Some(path) => {
-            let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-                .map_err(err)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(if durable {
-                    SqliteSynchronous::Full
-                } else {
-                    SqliteSynchronous::Normal
-                })
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
-            SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?
-        }
-        None => {
-            let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(err)?;
-            SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?
-        }
-    };
-    migrator
-        .run(&pool)
-        .await
-        .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
-    Ok(pool)
-}
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use kiln_api::agent::{DoneReport, Phase};
+use kiln_api::shapes::{CreateTrainingJobRequest, MetricData, SecondaryStatusTransition, WarmPoolStatus};
+use kiln_api::status::{SecondaryStatus, StopReason, TrainingJobStatus, TuningJobStatus, TuningStrategy};
+use kiln_api::tuning::CreateTuningJobRequest;
+use serde::{Deserialize, Serialize};
 
-pub use logs::{LogStore, SqliteLogStore};
-pub use sqlite::SqliteStore;
+pub use db::{Backend, Db};
+pub use jobs::SqlStore;
+pub use leader::{FileLeadership, Lease, PgLeadership};
+pub use logs::{LogStore, SqlLogStore};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +42,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(String),
+    /// A stored value could not be read back (a column holds what kiln never writes).
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -82,26 +61,102 @@ impl From<sqlx::Error> for StoreError {
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// One training job as stored. `spec` and `state` are JSON owned by the engine.
+/// One host of a placed training job, as its reports left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub host: String,
+    /// The host's log stream for this attempt: `<job>/algo-N-<epoch>`.
+    pub log_stream: String,
+    /// The last phase the host reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// How the host ended, once it reported (or was found lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<DoneReport>,
+}
+
+/// The engine's bookkeeping of a placed job (never shown by `DescribeTrainingJob`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Hosts, once the job was placed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostRecord>,
+    /// Bearer token of the agent API for this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<String>,
+    /// The job's own S3 credentials (access key id, secret), valid while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<(String, String)>,
+    /// What the executor returned for the launch: opaque to everyone but the executor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<String>,
+    /// The first host failure, while the other hosts are being stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<String>,
+    /// When the engine last asked the executor to kill the hosts (epoch seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_at: Option<f64>,
+    /// Whether the executor freed what the hosts left behind.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleaned: bool,
+}
+
+/// A training job as stored: the request with the service's defaults, and everything that
+/// happened to it since.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingJobRow {
     pub account: String,
     pub name: String,
     pub arn: String,
-    pub status: String,
-    pub secondary_status: String,
+    pub status: TrainingJobStatus,
+    pub secondary_status: SecondaryStatus,
     pub creation_time: f64,
     pub last_modified_time: f64,
+    pub training_start_time: Option<f64>,
     pub training_end_time: Option<f64>,
-    pub warm_pool_status: Option<String>,
+    pub failure_reason: Option<String>,
+    /// Set while `Stopping`: which status the stop ends in.
+    pub stop_reason: Option<StopReason>,
+    pub model_artifacts: Option<String>,
+    pub training_time_in_seconds: Option<i64>,
+    pub billable_time_in_seconds: Option<i64>,
+    pub warm_pool: Option<WarmPoolStatus>,
+    /// The tuning job that launched this job.
     pub tuning_job_arn: Option<String>,
-    pub spec: String,
-    pub state: String,
-    /// Incremented by every update; updates name the version they read.
+    pub transitions: Vec<SecondaryStatusTransition>,
+    pub final_metrics: Vec<MetricData>,
+    pub spec: CreateTrainingJobRequest,
+    pub run: RunRecord,
+    /// Incremented by every update; an update names the version it read.
     pub version: i64,
 }
 
-/// Sort keys of `ListTrainingJobs`.
+/// A hyperparameter tuning job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TuningJobRow {
+    pub account: String,
+    pub name: String,
+    pub arn: String,
+    pub status: TuningJobStatus,
+    pub strategy: TuningStrategy,
+    pub creation_time: f64,
+    pub last_modified_time: f64,
+    pub end_time: Option<f64>,
+    pub failure_reason: Option<String>,
+    /// Why the tuner decided to complete (launching stops, running children are stopped).
+    pub completing: Option<String>,
+    pub convergence_detected_time: Option<f64>,
+    /// Children created so far (the next child's index).
+    pub launched: i64,
+    /// Children the tuner stopped early (they end `Stopped`; their objective still counts).
+    pub early_stopped: Vec<String>,
+    /// Intermediate values already judged by early stopping, per child.
+    pub judged: BTreeMap<String, usize>,
+    pub spec: CreateTuningJobRequest,
+    pub version: i64,
+}
+
+/// Sort keys of the job listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobSort {
     Name,
@@ -128,6 +183,7 @@ pub struct Cursor {
 pub struct JobQuery {
     pub account: String,
     pub name_contains: Option<String>,
+    /// A status spelling (training or tuning, by listing).
     pub status_equals: Option<String>,
     pub creation_after: Option<f64>,
     pub creation_before: Option<f64>,
@@ -178,7 +234,7 @@ pub struct MetricPoint {
     pub timestamp: f64,
 }
 
-/// kiln's metadata persistence.
+/// kiln's metadata persistence. Every write is durable when it returns.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Inserts a new job and its tags in one transaction; `AlreadyExists` if the name is taken
@@ -186,28 +242,32 @@ pub trait Store: Send + Sync {
     async fn insert_training_job(&self, job: &TrainingJobRow, tags: &[TagRow]) -> StoreResult<()>;
     /// Reads one job by name (case-insensitive).
     async fn get_training_job(&self, account: &str, name: &str) -> StoreResult<Option<TrainingJobRow>>;
-    /// Writes a job whose `version` is the one read; `Conflict` if it changed meanwhile. Returns the
-    /// new version.
+    /// Writes a job whose `version` is the one read; `Conflict` if it changed meanwhile,
+    /// `NotFound` if it is gone. Returns the new version.
     async fn update_training_job(&self, job: &TrainingJobRow) -> StoreResult<i64>;
-    /// Deletes a job and its tags.
+    /// Deletes a job, its tags and metric points.
     async fn delete_training_job(&self, account: &str, name: &str) -> StoreResult<()>;
     /// One page of jobs.
     async fn list_training_jobs(&self, query: &JobQuery) -> StoreResult<Vec<TrainingJobRow>>;
-    /// Jobs in any of `statuses`, across accounts (for the scheduler and reconciler).
-    async fn training_jobs_with_status(&self, statuses: &[&str]) -> StoreResult<Vec<TrainingJobRow>>;
+    /// Jobs in any of `statuses`, across accounts, oldest first (for the scheduler).
+    async fn training_jobs_with_status(&self, statuses: &[TrainingJobStatus]) -> StoreResult<Vec<TrainingJobRow>>;
+    /// Ended jobs whose hosts were not cleaned up yet (for the reconciler).
+    async fn training_jobs_to_clean(&self) -> StoreResult<Vec<TrainingJobRow>>;
+    /// The secret and account of the temporary access key of an active (InProgress or Stopping) job.
+    async fn job_credentials(&self, access_key_id: &str) -> StoreResult<Option<(String, String)>>;
 
-    /// Inserts a tuning job (same row shape as a training job; `secondary_status` is unused) and its tags.
-    async fn insert_tuning_job(&self, job: &TrainingJobRow, tags: &[TagRow]) -> StoreResult<()>;
+    /// Inserts a tuning job and its tags.
+    async fn insert_tuning_job(&self, job: &TuningJobRow, tags: &[TagRow]) -> StoreResult<()>;
     /// Reads a tuning job by name (case-insensitive).
-    async fn get_tuning_job(&self, account: &str, name: &str) -> StoreResult<Option<TrainingJobRow>>;
+    async fn get_tuning_job(&self, account: &str, name: &str) -> StoreResult<Option<TuningJobRow>>;
     /// Writes a tuning job whose `version` is the one read.
-    async fn update_tuning_job(&self, job: &TrainingJobRow) -> StoreResult<i64>;
+    async fn update_tuning_job(&self, job: &TuningJobRow) -> StoreResult<i64>;
     /// Deletes a tuning job record and its tags (its training jobs stay).
     async fn delete_tuning_job(&self, account: &str, name: &str) -> StoreResult<()>;
     /// One page of tuning jobs.
-    async fn list_tuning_jobs(&self, query: &JobQuery) -> StoreResult<Vec<TrainingJobRow>>;
-    /// Tuning jobs in any of `statuses`, across accounts.
-    async fn tuning_jobs_with_status(&self, statuses: &[&str]) -> StoreResult<Vec<TrainingJobRow>>;
+    async fn list_tuning_jobs(&self, query: &JobQuery) -> StoreResult<Vec<TuningJobRow>>;
+    /// Tuning jobs in any of `statuses`, across accounts, oldest first.
+    async fn tuning_jobs_with_status(&self, statuses: &[TuningJobStatus]) -> StoreResult<Vec<TuningJobRow>>;
 
     /// Appends metric points of a job (in log order).
     async fn add_metric_points(&self, account: &str, job: &str, points: &[MetricPoint]) -> StoreResult<()>;
@@ -226,4 +286,11 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<TagRow>>;
     /// Removes tags by key (absent keys are ignored).
     async fn delete_tags(&self, account: &str, resource_arn: &str, keys: &[String]) -> StoreResult<()>;
+}
+
+/// Who runs the scheduler, tuner and reconciler when several `kiln serve` share a database.
+#[async_trait]
+pub trait Leadership: Send + Sync {
+    /// Becomes the leader if nobody is; the lease lasts until it is dropped or lost.
+    async fn try_acquire(&self) -> StoreResult<Option<Box<dyn Lease>>>;
 }

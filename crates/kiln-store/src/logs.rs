@@ -1,15 +1,24 @@
-//! Log storage for the CloudWatch Logs API: groups, streams and events, in their own SQLite file.
-//! Events are ordered by `(timestamp, seq)`, where `seq` is the ingestion order.
+//! Log storage for the CloudWatch Logs API: groups, streams and events, in a SQLite file of their
+//! own or in the PostgreSQL database beside the jobs. Events are ordered by `(timestamp, seq)`,
+//! where `seq` is the ingestion order.
 
 use std::path::Path;
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use sqlx::AssertSqlSafe;
 
-use crate::{StoreError, StoreResult};
+use crate::db::{Bind, Db, Get, Migrations, Sql};
+use crate::{StoreError, StoreResult, fetch_sql, with_db};
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite-logs");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite-logs");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres-logs");
+
+/// The log tables' migrations.
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+    postgres_table: "_kiln_logs_migrations",
+};
 
 /// A log group.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,100 +150,76 @@ pub trait LogStore: Send + Sync {
     async fn filter_events(&self, account: &str, group: &str, q: &FilterQuery) -> StoreResult<Vec<LogEventRow>>;
 }
 
-/// [`LogStore`] in a SQLite file. Commits use `synchronous=NORMAL`: in WAL mode a committed event
+/// [`LogStore`] in SQL. On SQLite, commits use `synchronous=NORMAL`: in WAL mode a committed event
 /// survives a crash of the process (only an OS crash can lose the last commits), which keeps ingest
-/// fast.
+/// fast; on PostgreSQL every commit is durable.
 #[derive(Clone)]
-pub struct SqliteLogStore {
-    pool: SqlitePool,
+pub struct SqlLogStore {
+    db: Db,
 }
 
-impl SqliteLogStore {
-    /// Opens (creating if needed) the log database.
+impl SqlLogStore {
+    /// Opens (creating if needed) the log database file.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         Ok(Self {
-            pool: crate::open_sqlite(Some(path), false, &MIGRATIONS).await?,
+            db: Db::open_sqlite(Some(path), false, &MIGRATIONS).await?,
         })
     }
 
     /// An in-memory log store (tests).
     pub async fn in_memory() -> StoreResult<Self> {
         Ok(Self {
-            pool: crate::open_sqlite(None, false, &MIGRATIONS).await?,
+            db: Db::open_sqlite(None, false, &MIGRATIONS).await?,
         })
     }
+
+    /// The log store on a database already connected (PostgreSQL: applies the log tables' migrations).
+    pub async fn on(db: Db) -> StoreResult<Self> {
+        db.migrate_postgres(&MIGRATIONS).await?;
+        Ok(Self { db })
+    }
 }
 
-fn stream_from_row(r: &SqliteRow) -> Result<LogStreamRow, sqlx::Error> {
+fn stream_from_row(r: &impl Get) -> Result<LogStreamRow, sqlx::Error> {
     Ok(LogStreamRow {
-        name: r.try_get("name")?,
-        creation_time: r.try_get("creation_time")?,
-        first_event_time: r.try_get("first_event_time")?,
-        last_event_time: r.try_get("last_event_time")?,
-        last_ingestion_time: r.try_get("last_ingestion_time")?,
-        stored_bytes: r.try_get("stored_bytes")?,
+        name: r.text("name")?,
+        creation_time: r.int("creation_time")?,
+        first_event_time: r.opt_int("first_event_time")?,
+        last_event_time: r.opt_int("last_event_time")?,
+        last_ingestion_time: r.opt_int("last_ingestion_time")?,
+        stored_bytes: r.int("stored_bytes")?,
     })
 }
 
-fn event_from_row(r: &SqliteRow) -> Result<LogEventRow, sqlx::Error> {
+fn event_from_row(r: &impl Get) -> Result<LogEventRow, sqlx::Error> {
     Ok(LogEventRow {
-        seq: r.try_get("seq")?,
-        stream: r.try_get("stream")?,
-        timestamp: r.try_get("ts")?,
-        ingestion_time: r.try_get("ingestion_time")?,
-        message: r.try_get("message")?,
+        seq: r.int("seq")?,
+        stream: r.text("stream")?,
+        timestamp: r.int("ts")?,
+        ingestion_time: r.int("ingestion_time")?,
+        message: r.text("message")?,
     })
 }
 
-enum Bind {
-    Text(String),
-    Int(i64),
-}
-
-/// Builds `... AND` clauses with `$N` placeholders numbered in order.
-struct Sql {
-    text: String,
-    binds: Vec<Bind>,
-}
-
-impl Sql {
-    fn new(text: &str, first: Vec<Bind>) -> Self {
-        Self {
-            text: text.to_string(),
-            binds: first,
-        }
-    }
-    fn push(&mut self, clause: &str, values: Vec<Bind>) {
-        let mut c = clause.to_string();
-        for v in values {
-            self.binds.push(v);
-            c = c.replacen("$?", &format!("${}", self.binds.len()), 1);
-        }
-        self.text.push_str(&c);
-    }
-    async fn fetch(self, pool: &SqlitePool) -> Result<Vec<SqliteRow>, sqlx::Error> {
-        let mut q = sqlx::query(AssertSqlSafe(self.text));
-        for b in self.binds {
-            q = match b {
-                Bind::Text(s) => q.bind(s),
-                Bind::Int(i) => q.bind(i),
-            };
-        }
-        q.fetch_all(pool).await
-    }
+/// Text equal to `$N`'s prefix of the column, portable (no `starts_with` in SQLite, no `substr` of an
+/// untyped parameter in PostgreSQL).
+fn prefix_clause(column: &str) -> String {
+    format!(" AND substr({column}, 1, length(CAST($? AS TEXT))) = CAST($? AS TEXT)")
 }
 
 const EVENT_COLUMNS: &str = "seq, stream, ts, ingestion_time, message";
 
 #[async_trait]
-impl LogStore for SqliteLogStore {
+impl LogStore for SqlLogStore {
     async fn create_group(&self, account: &str, group: &str, now: i64) -> StoreResult<()> {
-        sqlx::query("INSERT INTO log_groups (account, name, creation_time) VALUES ($1, $2, $3)")
-            .bind(account)
-            .bind(group)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        with_db!(&self.db, pool => {
+            sqlx::query("INSERT INTO log_groups (account, name, creation_time) VALUES ($1, $2, $3)")
+                .bind(account)
+                .bind(group)
+                .bind(now)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
@@ -245,36 +230,43 @@ impl LogStore for SqliteLogStore {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<LogGroupRow>> {
-        let rows = sqlx::query(
+        let mut sql = Sql::new(
             "SELECT g.name, g.creation_time, \
-               (SELECT COALESCE(SUM(s.stored_bytes), 0) FROM log_streams s WHERE s.account = g.account AND s.group_name = g.name) AS bytes \
-             FROM log_groups g WHERE g.account = $1 AND substr(g.name, 1, length($2)) = $2 AND g.name > $3 \
-             ORDER BY g.name LIMIT $4",
-        )
-        .bind(account)
-        .bind(prefix)
-        .bind(after.unwrap_or(""))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LogGroupRow {
-                    name: r.try_get("name")?,
-                    creation_time: r.try_get("creation_time")?,
-                    stored_bytes: r.try_get("bytes")?,
+               (SELECT CAST(COALESCE(SUM(s.stored_bytes), 0) AS BIGINT) FROM log_streams s \
+                WHERE s.account = g.account AND s.group_name = g.name) AS bytes \
+             FROM log_groups g WHERE g.account = $1 AND g.name > $2",
+            vec![Bind::Text(account.into()), Bind::Text(after.unwrap_or("").into())],
+        );
+        if !prefix.is_empty() {
+            sql.push(
+                &prefix_clause("g.name"),
+                vec![Bind::Text(prefix.into()), Bind::Text(prefix.into())],
+            );
+        }
+        sql.push(&format!(" ORDER BY g.name LIMIT {limit}"), vec![]);
+        with_db!(&self.db, pool => {
+            let rows = fetch_sql!(pool, sql)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(LogGroupRow {
+                        name: r.text("name")?,
+                        creation_time: r.int("creation_time")?,
+                        stored_bytes: r.int("bytes")?,
+                    })
                 })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
     }
 
     async fn group_exists(&self, account: &str, group: &str) -> StoreResult<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_groups WHERE account = $1 AND name = $2")
-            .bind(account)
-            .bind(group)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 = with_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM log_groups WHERE account = $1 AND name = $2")
+                .bind(account)
+                .bind(group)
+                .fetch_one(pool)
+                .await?
+        });
         Ok(n > 0)
     }
 
@@ -282,24 +274,31 @@ impl LogStore for SqliteLogStore {
         if !self.group_exists(account, group).await? {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("INSERT INTO log_streams (account, group_name, name, creation_time) VALUES ($1, $2, $3, $4)")
-            .bind(account)
-            .bind(group)
-            .bind(stream)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        with_db!(&self.db, pool => {
+            sqlx::query("INSERT INTO log_streams (account, group_name, name, creation_time) VALUES ($1, $2, $3, $4)")
+                .bind(account)
+                .bind(group)
+                .bind(stream)
+                .bind(now)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
     async fn get_stream(&self, account: &str, group: &str, stream: &str) -> StoreResult<Option<LogStreamRow>> {
-        let row = sqlx::query("SELECT * FROM log_streams WHERE account = $1 AND group_name = $2 AND name = $3")
+        with_db!(&self.db, pool => {
+            let row = sqlx::query(
+                "SELECT name, creation_time, first_event_time, last_event_time, last_ingestion_time, stored_bytes \
+                 FROM log_streams WHERE account = $1 AND group_name = $2 AND name = $3",
+            )
             .bind(account)
             .bind(group)
             .bind(stream)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
-        Ok(row.as_ref().map(stream_from_row).transpose()?)
+            Ok(row.as_ref().map(stream_from_row).transpose()?)
+        })
     }
 
     async fn list_streams(&self, account: &str, group: &str, q: &StreamQuery) -> StoreResult<Vec<LogStreamRow>> {
@@ -311,12 +310,13 @@ impl LogStore for SqliteLogStore {
             q.limit,
         );
         let mut sql = Sql::new(
-            "SELECT * FROM log_streams WHERE account = $1 AND group_name = $2",
+            "SELECT name, creation_time, first_event_time, last_event_time, last_ingestion_time, stored_bytes \
+             FROM log_streams WHERE account = $1 AND group_name = $2",
             vec![Bind::Text(account.into()), Bind::Text(group.into())],
         );
         if !prefix.is_empty() {
             sql.push(
-                " AND substr(name, 1, length($?)) = $?",
+                &prefix_clause("name"),
                 vec![Bind::Text(prefix.into()), Bind::Text(prefix.into())],
             );
         }
@@ -340,8 +340,10 @@ impl LogStore for SqliteLogStore {
             }
             sql.push(&format!(" ORDER BY name {order} LIMIT {limit}"), vec![]);
         }
-        let rows = sql.fetch(&self.pool).await?;
-        Ok(rows.iter().map(stream_from_row).collect::<Result<_, _>>()?)
+        with_db!(&self.db, pool => {
+            let rows = fetch_sql!(pool, sql)?;
+            Ok(rows.iter().map(stream_from_row).collect::<Result<_, _>>()?)
+        })
     }
 
     async fn put_events(
@@ -355,60 +357,66 @@ impl LogStore for SqliteLogStore {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        // Multi-row inserts: 100 events (700 parameters) per statement.
-        for chunk in events.chunks(100) {
-            let mut text = String::from(
-                "INSERT INTO log_events (account, group_name, stream, ts, ingestion_time, message) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 6;
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                ));
-            }
-            let mut q = sqlx::query(AssertSqlSafe(text));
-            for e in chunk {
-                q = q
-                    .bind(account)
-                    .bind(group)
-                    .bind(stream)
-                    .bind(e.timestamp)
-                    .bind(now)
-                    .bind(&e.message);
-            }
-            q.execute(&mut *tx).await?;
-        }
         let first = events.iter().map(|e| e.timestamp).min().unwrap_or(now);
         let last = events.iter().map(|e| e.timestamp).max().unwrap_or(now);
         let bytes: i64 = events.iter().map(|e| e.message.len() as i64 + 26).sum();
-        let done = sqlx::query(
-            "UPDATE log_streams SET first_event_time = COALESCE(MIN(first_event_time, $1), $1), \
-             last_event_time = COALESCE(MAX(last_event_time, $2), $2), last_ingestion_time = $3, \
-             stored_bytes = stored_bytes + $4 WHERE account = $5 AND group_name = $6 AND name = $7",
-        )
-        .bind(first)
-        .bind(last)
-        .bind(now)
-        .bind(bytes)
-        .bind(account)
-        .bind(group)
-        .bind(stream)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::NotFound);
-        }
-        tx.commit().await?;
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            // The stream's row first: it exists or the call fails, and concurrent writers of one
+            // stream queue on its row lock (PostgreSQL) instead of deadlocking later.
+            let done = sqlx::query(
+                "UPDATE log_streams SET \
+                 first_event_time = CASE WHEN first_event_time IS NULL OR first_event_time > $1 THEN $1 ELSE first_event_time END, \
+                 last_event_time = CASE WHEN last_event_time IS NULL OR last_event_time < $2 THEN $2 ELSE last_event_time END, \
+                 last_ingestion_time = $3, stored_bytes = stored_bytes + $4 \
+                 WHERE account = $5 AND group_name = $6 AND name = $7",
+            )
+            .bind(first)
+            .bind(last)
+            .bind(now)
+            .bind(bytes)
+            .bind(account)
+            .bind(group)
+            .bind(stream)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::NotFound);
+            }
+            // Multi-row inserts: 100 events (600 parameters) per statement.
+            for chunk in events.chunks(100) {
+                let mut text = String::from(
+                    "INSERT INTO log_events (account, group_name, stream, ts, ingestion_time, message) VALUES ",
+                );
+                for i in 0..chunk.len() {
+                    let b = i * 6;
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    text.push_str(&format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6
+                    ));
+                }
+                let mut q = sqlx::query(AssertSqlSafe(text));
+                for e in chunk {
+                    q = q
+                        .bind(account)
+                        .bind(group)
+                        .bind(stream)
+                        .bind(e.timestamp)
+                        .bind(now)
+                        .bind(&e.message);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -445,8 +453,10 @@ impl LogStore for SqliteLogStore {
             &format!(" ORDER BY ts {order}, seq {order} LIMIT {}", range.limit),
             vec![],
         );
-        let rows = sql.fetch(&self.pool).await?;
-        let mut events: Vec<LogEventRow> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+        let mut events: Vec<LogEventRow> = with_db!(&self.db, pool => {
+            let rows = fetch_sql!(pool, sql)?;
+            rows.iter().map(event_from_row).collect::<Result<_, _>>()?
+        });
         if !range.forward {
             events.reverse();
         }
@@ -462,10 +472,13 @@ impl LogStore for SqliteLogStore {
         match streams {
             StreamSelector::All => {}
             StreamSelector::Prefix(p) => sql.push(
-                " AND substr(stream, 1, length($?)) = $?",
+                &prefix_clause("stream"),
                 vec![Bind::Text(p.clone()), Bind::Text(p.clone())],
             ),
             StreamSelector::Names(names) => {
+                if names.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let marks = vec!["$?"; names.len()].join(", ");
                 sql.push(
                     &format!(" AND stream IN ({marks})"),
@@ -486,8 +499,10 @@ impl LogStore for SqliteLogStore {
             );
         }
         sql.push(&format!(" ORDER BY ts, seq LIMIT {limit}"), vec![]);
-        let rows = sql.fetch(&self.pool).await?;
-        Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
+        with_db!(&self.db, pool => {
+            let rows = fetch_sql!(pool, sql)?;
+            Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
+        })
     }
 }
 
@@ -495,8 +510,8 @@ impl LogStore for SqliteLogStore {
 mod tests {
     use super::*;
 
-    async fn store_with(n: i64) -> SqliteLogStore {
-        let s = SqliteLogStore::in_memory().await.unwrap();
+    async fn store_with(n: i64) -> SqlLogStore {
+        let s = SqlLogStore::in_memory().await.unwrap();
         s.create_group("a", "g", 0).await.unwrap();
         s.create_stream("a", "g", "s1", 0).await.unwrap();
         s.create_stream("a", "g", "s2", 0).await.unwrap();

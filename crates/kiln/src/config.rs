@@ -16,6 +16,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `postgres://…`: metadata in PostgreSQL (shared by replicas); absent: SQLite in the data dir.
+    pub database_url: Option<String>,
     pub region: Option<String>,
     #[serde(default)]
     pub jobs: JobsSection,
@@ -53,6 +55,7 @@ pub struct CapacitySection {
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub database_url: Option<String>,
     pub region: String,
     pub jobs: JobsSection,
     pub capacity: Option<CapacitySection>,
@@ -108,9 +111,18 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
     {
         anyhow::bail!("[jobs] executor = \"{e}\" is not known: use \"local\" or \"none\"");
     }
+    if let Some(url) = &file.database_url
+        && kiln_store::db::backend_of(url) != Some(kiln_store::Backend::Postgres)
+    {
+        anyhow::bail!(
+            "database_url = \"{}\" is not a PostgreSQL URL (postgres://user:password@host:port/db); leave it out for SQLite",
+            kiln_store::db::redact(url)
+        );
+    }
     Ok(Settings {
         listen,
         data_dir,
+        database_url: file.database_url,
         region,
         jobs: file.jobs,
         capacity: file.capacity,

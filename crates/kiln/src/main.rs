@@ -40,6 +40,10 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long, env = "KILN_LISTEN")]
         listen: Option<String>,
+        /// Keep all metadata in PostgreSQL (`postgres://user:password@host:port/db`) instead of
+        /// SQLite files under the data directory; several `kiln serve` may share it (replicas).
+        #[arg(long, env = "KILN_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Print the shell lines that point AWS clients at this kiln.
     Env,
@@ -144,12 +148,12 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let listen = match &cli.command {
-        Command::Serve { listen } => listen.clone(),
+        Command::Serve { listen, .. } => listen.clone(),
         _ => std::env::var("KILN_LISTEN").ok(),
     };
     let settings = config::resolve(cli.config.as_deref(), listen.as_deref(), cli.data_dir.as_deref())?;
     match cli.command {
-        Command::Serve { .. } => serve(settings).await,
+        Command::Serve { database_url, .. } => serve(settings, database_url.clone()).await,
         Command::Env => env(&settings),
         Command::Keys { command } => keys_command(&settings, command),
         Command::Jobs { command } => jobs(&settings, command).await,
@@ -186,7 +190,7 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn serve(settings: config::Settings) -> Result<()> {
+async fn serve(settings: config::Settings, database_url: Option<String>) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info,s3s=off".into()),
@@ -208,9 +212,11 @@ async fn serve(settings: config::Settings) -> Result<()> {
         stop_grace_seconds: settings.jobs.stop_grace_seconds.unwrap_or(120),
         external_s3: settings.external_s3.clone(),
     };
+    let database_url = database_url.or(settings.database_url.clone());
     let server = Server::open(ServerConfig {
         listen: settings.listen,
         data_dir: settings.data_dir.clone(),
+        database_url: database_url.clone(),
         jobs,
     })
     .await?;
@@ -224,8 +230,12 @@ async fn serve(settings: config::Settings) -> Result<()> {
         println!("  AWS_SECRET_ACCESS_KEY={}", key.secret_access_key);
         println!("kiln: `kiln env` prints these again as shell lines.");
     }
+    let metadata = match &database_url {
+        Some(url) => kiln_store::db::redact(url),
+        None => "SQLite".to_string(),
+    };
     println!(
-        "kiln: serving on http://{} (data in {})",
+        "kiln: serving on http://{} (data in {}, metadata in {metadata})",
         settings.listen,
         settings.data_dir.display()
     );

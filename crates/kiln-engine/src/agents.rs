@@ -1,0 +1,220 @@
+//! The agent gateway: what the hosts' `kiln agent` processes call (`kiln_api::agent`). Each call
+//! checks the job's bearer token, turns the report into an event of the job's state machine, and
+//! answers with a directive (continue, or stop).
+
+use std::sync::Arc;
+
+use kiln_api::agent::{
+    Action, Assignment, Directive, DoneReport, InstanceGroupHosts, LogBatch, Runtime, S3Access, StatusReport,
+};
+use kiln_api::{ApiResult, AwsError};
+use kiln_store::{MetricPoint, TrainingJobRow};
+
+use crate::metrics::MetricMatcher;
+use crate::scheduler::host_layout;
+use crate::training::machine::{Event, should_stop};
+use crate::{Engine, runtime, store_err};
+
+fn directive(job: &TrainingJobRow) -> Directive {
+    Directive {
+        action: if should_stop(job) {
+            Action::Stop
+        } else {
+            Action::Continue
+        },
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Engine {
+    /// Loads a job for an agent call, checking its token and host.
+    async fn agent_job(&self, account: &str, name: &str, host: &str, token: &str) -> ApiResult<TrainingJobRow> {
+        let denied = || AwsError::new(403, "AccessDenied", format!("invalid agent token for {name}/{host}"));
+        let job = self.load_job(account, name).await?.ok_or_else(denied)?;
+        let expected = job.run.agent_token.as_deref().unwrap_or_default();
+        if expected.is_empty() || !constant_time_eq(expected.as_bytes(), token.as_bytes()) {
+            return Err(denied());
+        }
+        if !job.run.hosts.iter().any(|h| h.host == host) {
+            return Err(AwsError::validation(format!("job {name} has no host {host}")));
+        }
+        Ok(job)
+    }
+
+    /// `GET .../assignment`: everything the host needs to run its part.
+    pub async fn agent_assignment(&self, account: &str, name: &str, host: &str, token: &str) -> ApiResult<Assignment> {
+        let job = self.agent_job(account, name, host, token).await?;
+        let runtime = runtime::resolve(&job.spec).unwrap_or(Runtime::Noop);
+        let layout = host_layout(&job.spec);
+        let this = layout.iter().find(|h| h.host == host).cloned();
+        let mut groups: Vec<InstanceGroupHosts> = Vec::new();
+        for h in &layout {
+            match groups.iter_mut().find(|x| x.instance_group_name == h.group) {
+                Some(x) => x.hosts.push(h.host.clone()),
+                None => groups.push(InstanceGroupHosts {
+                    instance_group_name: h.group.clone(),
+                    instance_type: h.instance_type.clone(),
+                    hosts: vec![h.host.clone()],
+                }),
+            }
+        }
+        let itype = this.as_ref().map(|h| h.instance_type.clone()).unwrap_or_default();
+        let res = crate::capacity::instance_resources(&itype);
+        let machine_gpus = self.executor.capacity().await.map_or(0, |c| c.gpus);
+        let (key_id, secret) = job.run.access_key.clone().unwrap_or_default();
+        let log_stream = job
+            .run
+            .hosts
+            .iter()
+            .find(|h| h.host == host)
+            .map(|h| h.log_stream.clone())
+            .unwrap_or_default();
+        let region = job.arn.split(':').nth(3).unwrap_or("us-east-1").to_string();
+        let output = job
+            .spec
+            .output_data_config
+            .s3_output_path
+            .trim_end_matches('/')
+            .to_string();
+        let mut hosts: Vec<String> = layout.iter().map(|h| h.host.clone()).collect();
+        hosts.sort();
+        Ok(Assignment {
+            account: account.to_string(),
+            region: region.clone(),
+            job_name: job.name.clone(),
+            job_arn: job.arn.clone(),
+            host: host.to_string(),
+            hosts,
+            current_group: this.map(|h| h.group).unwrap_or_default(),
+            instance_type: itype,
+            instance_groups: groups,
+            num_cpus: res.map_or(1, |r| r.vcpus).min(self.runner.machine_cpus).max(1),
+            num_gpus: res.map_or(0, |r| r.gpus).min(machine_gpus),
+            spec: serde_json::to_value(&job.spec).unwrap_or_default(),
+            runtime,
+            log_stream,
+            s3: S3Access {
+                endpoint_url: self.runner.public_url.clone(),
+                region,
+                access_key_id: key_id,
+                secret_access_key: secret,
+                path_style: true,
+            },
+            external_s3: self.runner.external_s3.clone(),
+            output_prefix: format!("{output}/{}/output", job.name),
+            uploads_artifacts: host == "algo-1",
+            stop_grace_seconds: self.runner.stop_grace_seconds,
+            cache_dir: self.runner.cache_dir.display().to_string(),
+        })
+    }
+
+    /// `POST .../status`.
+    pub async fn agent_status(
+        &self,
+        account: &str,
+        name: &str,
+        host: &str,
+        token: &str,
+        report: StatusReport,
+    ) -> ApiResult<Directive> {
+        self.agent_job(account, name, host, token).await?;
+        let event = Event::HostPhase {
+            host: host.to_string(),
+            phase: report.phase,
+            message: report.message,
+        };
+        let job = self.apply(account, name, event).await?;
+        Ok(directive(&job))
+    }
+
+    /// `POST .../heartbeat`.
+    pub async fn agent_heartbeat(&self, account: &str, name: &str, host: &str, token: &str) -> ApiResult<Directive> {
+        let job = self.agent_job(account, name, host, token).await?;
+        Ok(directive(&job))
+    }
+
+    /// `POST .../logs`: stores the lines and the metric values they carry.
+    pub async fn agent_logs(
+        &self,
+        account: &str,
+        name: &str,
+        host: &str,
+        token: &str,
+        batch: LogBatch,
+    ) -> ApiResult<Directive> {
+        let job = self.agent_job(account, name, host, token).await?;
+        let stream = job
+            .run
+            .hosts
+            .iter()
+            .find(|h| h.host == host)
+            .map(|h| h.log_stream.clone())
+            .unwrap_or_default();
+        self.append_job_log(account, &stream, &batch.lines).await?;
+        let matcher = self.matcher(&job);
+        if matcher.is_empty() {
+            return Ok(directive(&job));
+        }
+        let mut points = Vec::new();
+        for (ts, line) in &batch.lines {
+            let escaped = kiln_api::logs::escape_control_chars(line);
+            for (metric, value) in matcher.scan(&escaped) {
+                points.push(MetricPoint {
+                    metric,
+                    value,
+                    timestamp: *ts as f64 / 1000.0,
+                });
+            }
+        }
+        if points.is_empty() {
+            return Ok(directive(&job));
+        }
+        self.store
+            .add_metric_points(account, name, &points)
+            .await
+            .map_err(store_err)?;
+        let job = self.apply(account, name, Event::Metrics { points }).await?;
+        Ok(directive(&job))
+    }
+
+    fn matcher(&self, job: &TrainingJobRow) -> Arc<MetricMatcher> {
+        let key = (job.account.clone(), job.name.to_lowercase());
+        if let Ok(cache) = self.matchers.lock()
+            && let Some(m) = cache.get(&key)
+        {
+            return m.clone();
+        }
+        let defs = job
+            .spec
+            .algorithm_specification
+            .as_ref()
+            .and_then(|a| a.metric_definitions.clone())
+            .unwrap_or_default();
+        let m = Arc::new(MetricMatcher::new(&defs));
+        if let Ok(mut cache) = self.matchers.lock() {
+            cache.insert(key, m.clone());
+        }
+        m
+    }
+
+    /// `POST .../done`.
+    pub async fn agent_done(
+        &self,
+        account: &str,
+        name: &str,
+        host: &str,
+        token: &str,
+        report: DoneReport,
+    ) -> ApiResult<()> {
+        self.agent_job(account, name, host, token).await?;
+        let event = Event::HostDone {
+            host: host.to_string(),
+            report,
+        };
+        self.apply(account, name, event).await?;
+        Ok(())
+    }
+}

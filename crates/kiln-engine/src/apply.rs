@@ -1,0 +1,149 @@
+//! The loop around the training-job state machine: read the job, `step` it, commit the new row if
+//! it changed (re-reading and stepping again when another writer got there first), then perform the
+//! effects of the change that was committed. Effects therefore run once per committed change and
+//! never for a change that lost its race; each is idempotent, and the scheduler redoes any that a
+//! crash interrupted (the row says what is due).
+
+use kiln_api::{ApiResult, AwsError};
+use kiln_store::{StoreError, TrainingJobRow};
+
+use crate::executor::{HostSpec, JobLaunch};
+use crate::training::machine::{self, Effect, Event};
+use crate::{Engine, NOT_FOUND, now, store_err};
+
+/// How often a change is retried against concurrent writers before the caller is told to retry.
+const MAX_ATTEMPTS: usize = 50;
+
+impl Engine {
+    /// Loads a job of `account`.
+    pub async fn load_job(&self, account: &str, name: &str) -> ApiResult<Option<TrainingJobRow>> {
+        self.store.get_training_job(account, name).await.map_err(store_err)
+    }
+
+    /// Applies `event` to the job and performs the effects of the committed change. Returns the
+    /// job as committed. A refused event is a `ValidationException` with the machine's reason.
+    pub async fn apply(&self, account: &str, name: &str, event: Event) -> ApiResult<TrainingJobRow> {
+        let (job, effects) = self.commit(account, name, &event).await?;
+        self.perform(&job, effects).await;
+        Ok(job)
+    }
+
+    /// Steps and commits, without performing effects: the committed row and its effects.
+    pub(crate) async fn commit(
+        &self,
+        account: &str,
+        name: &str,
+        event: &Event,
+    ) -> ApiResult<(TrainingJobRow, Vec<Effect>)> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(job) = self.load_job(account, name).await? else {
+                return Err(AwsError::resource_not_found(NOT_FOUND));
+            };
+            let step = machine::step(&job, event, now()).map_err(|r| AwsError::validation(r.0))?;
+            if step.job == job {
+                return Ok((job, Vec::new()));
+            }
+            let mut next = step.job;
+            match self.store.update_training_job(&next).await {
+                Ok(version) => {
+                    next.version = version;
+                    return Ok((next, step.effects));
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::NotFound) => return Err(AwsError::resource_not_found(NOT_FOUND)),
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(AwsError::new(
+            400,
+            "ThrottlingException",
+            "The job is being updated concurrently; retry the request.",
+        ))
+    }
+
+    /// Performs effects of a committed change, in order.
+    pub(crate) async fn perform(&self, job: &TrainingJobRow, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Launch => self.launch(job).await,
+                Effect::Kill => {
+                    if let Some(handle) = &job.run.launch {
+                        self.executor.kill(handle).await;
+                    }
+                }
+                Effect::Cleanup => self.cleanup(job).await,
+                Effect::Wake => self.wake(),
+                Effect::Ended => {
+                    if let Ok(mut cache) = self.matchers.lock() {
+                        cache.remove(&(job.account.clone(), job.name.to_lowercase()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Launches the hosts of a placed job and records the outcome. At most one launch of a job runs
+    /// in this process; the executor makes a repeated launch of one placement harmless.
+    pub(crate) async fn launch(&self, job: &TrainingJobRow) {
+        let key = (job.account.clone(), job.name.to_lowercase());
+        let first = self
+            .launching
+            .lock()
+            .map(|mut l| l.insert(key.clone()))
+            .unwrap_or(false);
+        if !first {
+            return;
+        }
+        let hosts = crate::scheduler::host_layout(&job.spec)
+            .into_iter()
+            .map(|h| HostSpec {
+                resources: crate::capacity::instance_resources(&h.instance_type),
+                host: h.host,
+                instance_type: h.instance_type,
+            })
+            .collect();
+        let launch = JobLaunch {
+            server: self.runner.public_url.clone(),
+            account: job.account.clone(),
+            job: job.name.clone(),
+            hosts,
+            token: job.run.agent_token.clone().unwrap_or_default(),
+            work_dir: self.runner.work_dir.clone(),
+            max_runtime_seconds: crate::scheduler::max_runtime(job),
+        };
+        let event = match self.executor.launch(&launch).await {
+            Ok(handle) => Event::Launched { handle },
+            Err(reason) => Event::LaunchFailed { reason },
+        };
+        let result = self.commit(&job.account, &job.name, &event).await;
+        if let Ok(mut l) = self.launching.lock() {
+            l.remove(&key);
+        }
+        match result {
+            // Boxed: performing effects may launch again (a recursion of async functions).
+            Ok((committed, effects)) => Box::pin(self.perform(&committed, effects)).await,
+            Err(e) => {
+                tracing::warn!(target: "kiln::engine", "recording the launch of {}: {}", job.name, e.message);
+                // The row did not take this launch (another launch won): do not leave it running.
+                if let Event::Launched { handle } = &event
+                    && e.code == "ValidationException"
+                {
+                    self.executor.kill(handle).await;
+                }
+            }
+        }
+    }
+
+    /// Frees what an ended job's hosts left behind, then records it.
+    pub(crate) async fn cleanup(&self, job: &TrainingJobRow) {
+        if let Some(handle) = &job.run.launch {
+            let keep_trees = job.status == kiln_api::status::TrainingJobStatus::Failed;
+            self.executor.cleanup(handle, keep_trees).await;
+        }
+        if let Err(e) = self.commit(&job.account, &job.name, &Event::Cleaned).await
+            && e.code != "ResourceNotFound"
+        {
+            tracing::warn!(target: "kiln::engine", "recording the cleanup of {}: {}", job.name, e.message);
+        }
+    }
+}

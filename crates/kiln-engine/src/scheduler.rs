@@ -1,0 +1,315 @@
+//! The scheduler's pass over active training jobs: place waiting jobs when the executor has room,
+//! enforce `MaxRuntimeInSeconds`, kill hosts that ignore a stop, notice hosts whose agent died
+//! without reporting, and redo effects that a crash interrupted (a launch never recorded, hosts never
+//! cleaned up). Each job is handled on its own: an error with one job is logged and the pass goes on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kiln_api::shapes::CreateTrainingJobRequest;
+use kiln_api::status::{SecondaryStatus, TrainingJobStatus};
+use kiln_api::{ApiResult, AwsError};
+use kiln_store::{HostRecord, TrainingJobRow};
+
+use crate::capacity::{Resources, job_needs};
+use crate::training::machine::Event;
+use crate::{Engine, now, random_token, runtime, store_err};
+
+/// Most hosts a job placement lists (validation refuses more).
+const MAX_HOSTS: usize = 1000;
+
+/// One host of a job's layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSlot {
+    /// `algo-N`, numbered across instance groups.
+    pub host: String,
+    pub instance_type: String,
+    /// The instance group (`homogeneousCluster` without groups).
+    pub group: String,
+}
+
+/// The hosts a job asks for, `algo-1 … algo-N` across its instance groups.
+pub fn host_layout(spec: &CreateTrainingJobRequest) -> Vec<HostSlot> {
+    let mut out = Vec::new();
+    let rc = spec.resource_config.clone().unwrap_or_default();
+    match &rc.instance_groups {
+        Some(groups) if !groups.is_empty() => {
+            for g in groups {
+                for _ in 0..g.instance_count.clamp(0, MAX_HOSTS as i64) {
+                    if out.len() == MAX_HOSTS {
+                        break;
+                    }
+                    out.push(HostSlot {
+                        host: format!("algo-{}", out.len() + 1),
+                        instance_type: g.instance_type.clone(),
+                        group: g.instance_group_name.clone(),
+                    });
+                }
+            }
+        }
+        _ => {
+            let t = rc.instance_type.clone().unwrap_or_default();
+            for i in 0..rc.instance_count.unwrap_or(1).clamp(1, MAX_HOSTS as i64) {
+                out.push(HostSlot {
+                    host: format!("algo-{}", i + 1),
+                    instance_type: t.clone(),
+                    group: "homogeneousCluster".into(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What a job needs from the executor (`None` if an instance type is unknown).
+pub fn needs_of(spec: &CreateTrainingJobRequest) -> Option<Resources> {
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for h in host_layout(spec) {
+        *counts.entry(h.instance_type).or_default() += 1;
+    }
+    job_needs(&counts.into_iter().collect::<Vec<_>>())
+}
+
+/// `MaxRuntimeInSeconds` (SageMaker's default: one day).
+pub fn max_runtime(job: &TrainingJobRow) -> i64 {
+    job.spec
+        .stopping_condition
+        .as_ref()
+        .and_then(|s| s.max_runtime_in_seconds)
+        .unwrap_or(86400)
+}
+
+/// "2 x ml.m5.large + 1 x ml.g5.xlarge".
+pub fn describe_hosts(spec: &CreateTrainingJobRequest) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for h in host_layout(spec) {
+        match counts.iter_mut().find(|(t, _)| *t == h.instance_type) {
+            Some(c) => c.1 += 1,
+            None => counts.push((h.instance_type, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(t, n)| format!("{n} x {t}"))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// Whether the job's hosts hold executor resources (placed, some host still running).
+fn holds_resources(job: &TrainingJobRow) -> bool {
+    !job.run.hosts.is_empty() && job.run.hosts.iter().any(|h| h.done.is_none())
+}
+
+impl Engine {
+    /// Checks that a job could ever run here; `ResourceLimitExceeded` if it never fits.
+    pub(crate) async fn check_fits(&self, spec: &CreateTrainingJobRequest) -> ApiResult<()> {
+        let (Some(need), Some(capacity)) = (needs_of(spec), self.executor.capacity().await) else {
+            return Ok(());
+        };
+        if !capacity.holds(&need) {
+            return Err(AwsError::resource_limit_exceeded(format!(
+                "The training job needs {} but this kiln's executor ({}) can never provide that: it needs {}. \
+                 Use a smaller instance type or count, or raise [capacity] in kiln.toml.",
+                describe_hosts(spec),
+                self.executor.name(),
+                capacity.shortfall(&need)
+            )));
+        }
+        Ok(())
+    }
+
+    /// One scheduling pass over every active training job.
+    pub async fn tick(&self) -> ApiResult<()> {
+        let jobs = self
+            .store
+            .training_jobs_with_status(&[TrainingJobStatus::InProgress, TrainingJobStatus::Stopping])
+            .await
+            .map_err(store_err)?;
+        let capacity = self.executor.capacity().await;
+        let mut used = Resources::ZERO;
+        for job in jobs.iter().filter(|j| holds_resources(j)) {
+            if let Some(n) = needs_of(&job.spec) {
+                used = used.plus(n);
+            }
+        }
+        let t = now();
+        for job in &jobs {
+            if let Err(e) = self.schedule_one(job, capacity, &mut used, t).await {
+                tracing::warn!(target: "kiln::scheduler", "training job {}: {}", job.name, e.message);
+            }
+        }
+        if let Err(e) = self.find_lost_hosts(&jobs).await {
+            tracing::warn!(target: "kiln::scheduler", "looking for lost hosts: {}", e.message);
+        }
+        match self.store.training_jobs_to_clean().await {
+            Ok(ended) => {
+                for job in &ended {
+                    self.cleanup(job).await;
+                }
+            }
+            Err(e) => tracing::warn!(target: "kiln::scheduler", "listing ended jobs: {e}"),
+        }
+        Ok(())
+    }
+
+    async fn schedule_one(
+        &self,
+        job: &TrainingJobRow,
+        capacity: Option<Resources>,
+        used: &mut Resources,
+        t: f64,
+    ) -> ApiResult<()> {
+        let (account, name) = (job.account.as_str(), job.name.as_str());
+        if job.run.hosts.is_empty() {
+            if job.status == TrainingJobStatus::InProgress {
+                self.try_place(job, capacity, used, t).await?;
+            }
+            return Ok(());
+        }
+        let launching = self
+            .launching
+            .lock()
+            .map(|l| l.contains(&(job.account.clone(), job.name.to_lowercase())))
+            .unwrap_or(true);
+        if job.run.launch.is_none() && !launching && holds_resources(job) {
+            if job.status == TrainingJobStatus::InProgress {
+                // Placed, but the launch was never recorded (the leader died launching): launch
+                // again; the executor finds agents of this placement that did start.
+                self.launch(job).await;
+            } else {
+                let hosts: Vec<String> = job.run.hosts.iter().map(|h| h.host.clone()).collect();
+                let reason = "the job was stopped before its hosts started".to_string();
+                self.apply(account, name, Event::HostsLost { hosts, reason }).await?;
+            }
+            return Ok(());
+        }
+        let limit = max_runtime(job);
+        if job.status == TrainingJobStatus::InProgress && job.training_start_time.is_some_and(|s| t - s > limit as f64)
+        {
+            self.apply(account, name, Event::RuntimeExceeded { limit }).await?;
+        }
+        // Hosts that ignore a stop for much longer than the grace period are killed (again every
+        // 30 s while they last).
+        let stopping_since = job
+            .transitions
+            .iter()
+            .rev()
+            .find(|tr| tr.status == SecondaryStatus::Stopping)
+            .map(|tr| tr.start_time);
+        let overdue = stopping_since.is_some_and(|s| t - s > (self.runner.stop_grace_seconds + 60) as f64);
+        if job.status == TrainingJobStatus::Stopping && overdue && job.run.killed_at.is_none_or(|k| t - k > 30.0) {
+            self.apply(account, name, Event::StopOverdue).await?;
+        }
+        Ok(())
+    }
+
+    async fn try_place(
+        &self,
+        job: &TrainingJobRow,
+        capacity: Option<Resources>,
+        used: &mut Resources,
+        t: f64,
+    ) -> ApiResult<()> {
+        let (account, name) = (job.account.as_str(), job.name.as_str());
+        let Some(capacity) = capacity.filter(|_| self.executor.runs_jobs()) else {
+            let message = format!(
+                "Waiting: no executor is configured on this kiln (executor = \"{}\"), so jobs are not run",
+                self.executor.name()
+            );
+            self.apply(account, name, Event::Waiting { message }).await?;
+            return Ok(());
+        };
+        if let Err(reason) = runtime::resolve(&job.spec) {
+            self.apply(account, name, Event::Unrunnable { reason }).await?;
+            return Ok(());
+        }
+        let need = needs_of(&job.spec).unwrap_or(Resources::ZERO);
+        let free = capacity.minus(*used);
+        if !free.holds(&need) {
+            let message = format!(
+                "Waiting for capacity: the job needs {} ({} free of {} vCPUs, {} of {} GPUs)",
+                describe_hosts(&job.spec),
+                free.vcpus,
+                capacity.vcpus,
+                free.gpus,
+                capacity.gpus
+            );
+            self.apply(account, name, Event::Waiting { message }).await?;
+            return Ok(());
+        }
+        let epoch = t as i64;
+        let hosts = host_layout(&job.spec)
+            .into_iter()
+            .map(|h| HostRecord {
+                log_stream: format!("{}/{}-{epoch}", job.name, h.host),
+                host: h.host,
+                phase: None,
+                done: None,
+            })
+            .collect();
+        let event = Event::Placed {
+            hosts,
+            agent_token: random_token(40, b"abcdefghijklmnopqrstuvwxyz0123456789"),
+            access_key: (
+                format!("KJOB{}", random_token(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
+                random_token(40, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"),
+            ),
+        };
+        // Committed first, launched after (the `Launch` effect): a host the store does not know
+        // could never report.
+        match self.apply(account, name, event).await {
+            Ok(_) => {
+                *used = used.plus(need);
+                Ok(())
+            }
+            // Placed or stopped meanwhile (another pass, an API call): nothing to do.
+            Err(e) if e.code == "ValidationException" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hosts the executor no longer runs and that never reported become lost (their job fails or,
+    /// when stopping, ends).
+    async fn find_lost_hosts(&self, jobs: &[TrainingJobRow]) -> ApiResult<()> {
+        let launched: Vec<&TrainingJobRow> = jobs
+            .iter()
+            .filter(|j| j.run.launch.is_some() && holds_resources(j))
+            .collect();
+        if launched.is_empty() {
+            return Ok(());
+        }
+        let handles: Vec<&str> = launched.iter().filter_map(|j| j.run.launch.as_deref()).collect();
+        let gone = self.executor.gone(&handles).await;
+        let mut lost: Vec<(&TrainingJobRow, Vec<(String, String)>)> = Vec::new();
+        for (job, hosts) in launched.into_iter().zip(gone) {
+            let silent: Vec<(String, String)> = hosts
+                .into_iter()
+                .filter(|(h, _)| job.run.hosts.iter().any(|x| &x.host == h && x.done.is_none()))
+                .collect();
+            if !silent.is_empty() {
+                lost.push((job, silent));
+            }
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        // Give a report that is in flight a moment to land before calling the host lost (the
+        // machine ignores hosts that reported meanwhile).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (job, hosts) in lost {
+            for (host, detail) in hosts {
+                let reason = format!(
+                    "InternalServerError: the agent of {host} stopped without reporting how the host ended: {detail}."
+                );
+                let event = Event::HostsLost {
+                    hosts: vec![host],
+                    reason,
+                };
+                if let Err(e) = self.apply(&job.account, &job.name, event).await {
+                    tracing::warn!(target: "kiln::scheduler", "training job {}: {}", job.name, e.message);
+                }
+            }
+        }
+        Ok(())
+    }
+}
