@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, Rust unit tests, and the integration tests that drive the
 # real `kiln` binary with boto3, the AWS CLI and the SageMaker SDK. Installs what it needs (idempotent).
-#   scripts/test.sh            everything
+#   scripts/test.sh            everything (the integration tests run twice: on SQLite, then on PostgreSQL)
 #   scripts/test.sh -k tags    pass pytest arguments to run part of the integration suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,9 @@ step "integration tests (pytest)"
 export KILN_BIN="$PWD/target/debug/kiln"
 export KILN_XGB_PYTHONS="${KILN_XGB_PYTHONS-$PWD/.venvs/xgboost-1.7/bin/python:$PWD/.venvs/xgboost-2.1/bin/python}"
 python3 -m pytest -q -ra --durations=15 tests "$@"
+
+step "integration tests again, every server's metadata in PostgreSQL"
+KILN_TEST_STORE=postgres python3 -m pytest -q -ra tests "$@"
 
 if [ $# -eq 0 ]; then
   step "README's first command: scripts/quickstart.sh"

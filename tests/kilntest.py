@@ -15,6 +15,7 @@ import urllib.request
 API_ONLY = '[jobs]\nexecutor = "none"\n'
 
 import boto3
+import hashlib
 from botocore.config import Config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -31,11 +32,30 @@ def free_port():
         return s.getsockname()[1]
 
 
+def postgres_store():
+    """Whether the suite runs on PostgreSQL (`KILN_TEST_STORE=postgres`, as `scripts/test.sh` does for
+    its second run): every server then keeps its metadata in a database of its own on the server
+    named by `KILN_TEST_DATABASE_URL`."""
+    return os.environ.get("KILN_TEST_STORE") == "postgres"
+
+
+def pg_database(name):
+    """Creates database `name` on the test server unless it exists; returns its URL."""
+    admin = os.environ["KILN_TEST_DATABASE_URL"]
+    exists = subprocess.run(["psql", admin, "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    if exists != "1":
+        subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
 class Kiln:
     """A `kiln serve` process on its own port and data directory."""
 
-    def __init__(self, data_dir=None, extra_env=None, config=None, port=None):
-        """`config` is kiln.toml text written into the data directory (e.g. `[jobs]\nexecutor = "none"`)."""
+    def __init__(self, data_dir=None, extra_env=None, config=None, port=None, database_url=None):
+        """`config` is kiln.toml text written into the data directory (e.g. `[jobs]\nexecutor = "none"`).
+        `database_url` keeps the metadata in PostgreSQL; under `KILN_TEST_STORE=postgres` every server
+        gets a database named after its data directory (a restart on the same directory finds it)."""
         self.data_dir = pathlib.Path(data_dir or tempfile.mkdtemp(prefix="kiln-test-"))
         if config is not None:
             (self.data_dir / "kiln.toml").write_text(config)
@@ -44,13 +64,18 @@ class Kiln:
         self.proc = None
         self.extra_env = extra_env or {}
         self.log_path = self.data_dir / "serve.log"
+        self.database_url = database_url
+        if self.database_url is None and postgres_store():
+            digest = hashlib.sha1(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+            self.database_url = pg_database(f"kiln_it_{digest}")
 
     def start(self):
         env = dict(os.environ, KILN_LOG="warn", **self.extra_env)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [kiln_bin(), "serve", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        args = [kiln_bin(), "serve", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"]
+        if self.database_url:
+            args += ["--database-url", self.database_url]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -25,7 +25,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum
 
-from kilntest import Kiln
+from kilntest import postgres_store, Kiln
 
 MiB = 1024 * 1024
 
@@ -577,9 +577,16 @@ def test_objects_survive_sigkill_and_partial_uploads_never_show(fresh_kiln, scra
         assert error_of(s3b.head_object, Bucket="durable", Key="partial")[1] == 404
         listed = [o["Key"] for o in s3b.list_objects_v2(Bucket="durable")["Contents"]]
         assert listed == sorted(expected, key=lambda k: k.encode())
-        # The store holds exactly the live blobs: nothing of the partial upload remains.
+        # The store holds exactly the live blobs: nothing of the partial upload remains. On
+        # PostgreSQL, where replicas share the directory, files younger than an hour may be another
+        # replica's upload in flight: they stay (unseen) until a restart finds them older.
         blob_files = [p for p in (pathlib.Path(again.data_dir) / "s3" / "blobs").rglob("*") if p.is_file()]
-        assert len(blob_files) == len(expected) - 1 + 3  # the multipart object has 3 parts
-        assert not any((pathlib.Path(again.data_dir) / "s3" / "tmp").iterdir())
+        live = len(expected) - 1 + 3  # the multipart object has 3 parts
+        leftovers = list((pathlib.Path(again.data_dir) / "s3" / "tmp").iterdir())
+        if postgres_store():
+            assert live <= len(blob_files) <= live + 2
+        else:
+            assert len(blob_files) == live
+            assert not leftovers
     finally:
         again.kill()
