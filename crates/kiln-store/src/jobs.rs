@@ -123,6 +123,7 @@ struct TrainingValues {
     warm_pool: Option<String>,
     tuning_job_arn: Option<String>,
     access_key_id: Option<String>,
+    unclean: i64,
     spec: String,
     transitions: String,
     final_metrics: String,
@@ -146,6 +147,7 @@ impl TrainingValues {
             warm_pool: j.warm_pool.as_ref().map(json),
             tuning_job_arn: j.tuning_job_arn.clone(),
             access_key_id: j.run.access_key.as_ref().map(|(id, _)| id.clone()),
+            unclean: i64::from(j.status.is_terminal() && !j.run.hosts.is_empty() && !j.run.cleaned),
             spec: json(&j.spec),
             transitions: json(&j.transitions),
             final_metrics: json(&j.final_metrics),
@@ -171,6 +173,7 @@ macro_rules! bind_training {
             .bind($v.warm_pool)
             .bind($v.tuning_job_arn)
             .bind($v.access_key_id)
+            .bind($v.unclean)
             .bind($v.spec)
             .bind($v.transitions)
             .bind($v.final_metrics)
@@ -178,10 +181,10 @@ macro_rules! bind_training {
     };
 }
 
-/// Columns of [`TrainingValues`], `$1 … $18`.
+/// Columns of [`TrainingValues`], `$1 … $19`.
 const TRAINING_WRITE: &str = "status, secondary_status, last_modified_time, training_start_time, training_end_time, \
      failure_reason, stop_reason, model_artifacts, training_time_in_seconds, billable_time_in_seconds, \
-     warm_pool_status, warm_pool, tuning_job_arn, access_key_id, spec, transitions, final_metrics, run";
+     warm_pool_status, warm_pool, tuning_job_arn, access_key_id, unclean, spec, transitions, final_metrics, run";
 
 struct TuningValues {
     status: &'static str,
@@ -417,7 +420,7 @@ impl Store for SqlStore {
         let sql = format!(
             "INSERT INTO {TRAINING} ({TRAINING_WRITE}, account, name_key, name, arn, creation_time, version) \
              VALUES ({})",
-            placeholders(1, 24)
+            placeholders(1, 25)
         );
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
@@ -460,7 +463,7 @@ impl Store for SqlStore {
         let v = TrainingValues::of(job);
         let next = job.version + 1;
         let sql = format!(
-            "UPDATE {TRAINING} SET {}, version = $19 WHERE account = $20 AND name_key = $21 AND version = $22",
+            "UPDATE {TRAINING} SET {}, version = $20 WHERE account = $21 AND name_key = $22 AND version = $23",
             assignments(TRAINING_WRITE, 1)
         );
         let done = with_db!(&self.db, pool => {
@@ -504,12 +507,7 @@ impl Store for SqlStore {
     }
 
     async fn training_jobs_to_clean(&self) -> StoreResult<Vec<TrainingJobRow>> {
-        // Ended jobs whose run still has hosts and no `"cleaned":true` (the run document is
-        // written by this crate, so the text test is exact).
-        let sql = format!(
-            "SELECT {TRAINING_COLUMNS} FROM {TRAINING} WHERE status IN ('Completed', 'Failed', 'Stopped') \
-             AND run LIKE '%\"hosts\"%' AND run NOT LIKE '%\"cleaned\":true%' ORDER BY last_modified_time"
-        );
+        let sql = format!("SELECT {TRAINING_COLUMNS} FROM {TRAINING} WHERE unclean = 1 ORDER BY last_modified_time");
         with_db!(&self.db, pool => {
             let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
             rows.iter().map(training_from_row).collect()

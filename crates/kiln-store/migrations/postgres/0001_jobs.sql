@@ -20,6 +20,7 @@ CREATE TABLE training_jobs (
     warm_pool                TEXT,
     tuning_job_arn           TEXT,
     access_key_id            TEXT,
+    unclean                  BIGINT NOT NULL,
     spec                     TEXT NOT NULL,
     transitions              TEXT NOT NULL,
     final_metrics            TEXT NOT NULL,
@@ -31,6 +32,7 @@ CREATE INDEX training_jobs_by_creation ON training_jobs (account, creation_time)
 CREATE INDEX training_jobs_by_status ON training_jobs (status);
 CREATE INDEX training_jobs_by_tuning ON training_jobs (account, tuning_job_arn);
 CREATE INDEX training_jobs_by_access_key ON training_jobs (access_key_id);
+CREATE INDEX training_jobs_unclean ON training_jobs (unclean);
 
 CREATE TABLE tuning_jobs (
     account                   TEXT NOT NULL,

@@ -21,6 +21,7 @@ CREATE TABLE training_jobs_v2 (
     warm_pool                TEXT,                   -- JSON: WarmPoolStatus
     tuning_job_arn           TEXT,
     access_key_id            TEXT,                   -- the job's temporary S3 key, looked up by SigV4
+    unclean                  BIGINT NOT NULL,        -- 1: ended with hosts the executor has not cleaned up
     spec                     TEXT NOT NULL,          -- JSON: the request with the service's defaults
     transitions              TEXT NOT NULL,          -- JSON: SecondaryStatusTransitions
     final_metrics            TEXT NOT NULL,          -- JSON: FinalMetricDataList
@@ -39,6 +40,8 @@ SELECT account, name_key, name, arn, status, secondary_status, creation_time, la
        json_extract(state, '$.TrainingTimeInSeconds'), json_extract(state, '$.BillableTimeInSeconds'),
        warm_pool_status, json_extract(state, '$.WarmPoolStatus'), tuning_job_arn,
        json_extract(state, '$.Run.access_key[0]'),
+       CASE WHEN status IN ('Completed', 'Failed', 'Stopped')
+             AND json_array_length(COALESCE(json_extract(state, '$.Run.hosts'), '[]')) > 0 THEN 1 ELSE 0 END,
        spec,
        COALESCE(json_extract(state, '$.SecondaryStatusTransitions'), '[]'),
        COALESCE(json_extract(state, '$.FinalMetricDataList'), '[]'),
@@ -52,6 +55,7 @@ CREATE INDEX training_jobs_by_creation ON training_jobs (account, creation_time)
 CREATE INDEX training_jobs_by_status ON training_jobs (status);
 CREATE INDEX training_jobs_by_tuning ON training_jobs (account, tuning_job_arn);
 CREATE INDEX training_jobs_by_access_key ON training_jobs (access_key_id);
+CREATE INDEX training_jobs_unclean ON training_jobs (unclean);
 
 CREATE TABLE tuning_jobs_v2 (
     account                   TEXT NOT NULL,
