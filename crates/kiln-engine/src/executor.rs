@@ -41,6 +41,16 @@ pub struct JobLaunch {
     pub max_runtime_seconds: i64,
 }
 
+/// What an executor knows of one launch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchState {
+    /// Why the hosts have not started yet, if they wait in the executor's own queue (a cluster's
+    /// pending reason: `Priority`, `Resources`, ...). Shown in the job's `Starting` message.
+    pub waiting: Option<String>,
+    /// Hosts that no longer run, each with what is known of why (e.g. the node that failed).
+    pub gone: Vec<(String, String)>,
+}
+
 /// Puts jobs' hosts somewhere to run.
 #[async_trait]
 pub trait Executor: Send + Sync {
@@ -52,12 +62,18 @@ pub trait Executor: Send + Sync {
     }
     /// What it can run at once (a job that could never fit is refused at create time).
     async fn capacity(&self) -> Option<Resources>;
+    /// Whether it queues jobs itself (a cluster's scheduler): then kiln hands every job over at once
+    /// and shows the executor's pending reason, instead of holding jobs until its own count of free
+    /// capacity has room.
+    fn queues(&self) -> bool {
+        false
+    }
     /// Starts every host of `job` and returns the handle that finds them again. Launching the same
     /// placement again (same job and token) while its hosts run returns them instead of starting
     /// more, so a launch interrupted by a crash can be redone. On error nothing of the job runs.
     async fn launch(&self, job: &JobLaunch) -> Result<String, String>;
-    /// For each handle, the hosts that no longer run, each with what is known of why.
-    async fn gone(&self, handles: &[&str]) -> Vec<Vec<(String, String)>>;
+    /// For each handle (in order), what became of the launch: waiting in a queue, hosts gone.
+    async fn poll(&self, handles: &[&str]) -> Vec<LaunchState>;
     /// Kills every host of a launch (the last resort: agents normally stop on a directive).
     async fn kill(&self, handle: &str);
     /// Frees what the hosts left behind (it may finish in the background, once the agents are
@@ -226,22 +242,25 @@ impl Executor for LocalExecutor {
         serde_json::to_string(&LocalHandle { hosts: started }).map_err(|e| e.to_string())
     }
 
-    async fn gone(&self, handles: &[&str]) -> Vec<Vec<(String, String)>> {
+    async fn poll(&self, handles: &[&str]) -> Vec<LaunchState> {
         handles
             .iter()
-            .map(|handle| match parse_handle(handle) {
-                Some(h) => h
-                    .hosts
-                    .iter()
-                    .filter(|a| !alive(a.pid, a.start_ticks))
-                    .map(|a| {
-                        (
-                            a.host.clone(),
-                            format!("its agent exited (its log: {})", a.dir.join("agent.log").display()),
-                        )
-                    })
-                    .collect(),
-                None => Vec::new(),
+            .map(|handle| LaunchState {
+                waiting: None,
+                gone: match parse_handle(handle) {
+                    Some(h) => h
+                        .hosts
+                        .iter()
+                        .filter(|a| !alive(a.pid, a.start_ticks))
+                        .map(|a| {
+                            (
+                                a.host.clone(),
+                                format!("its agent exited (its log: {})", a.dir.join("agent.log").display()),
+                            )
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                },
             })
             .collect()
     }
@@ -303,8 +322,8 @@ impl Executor for NoExecutor {
     async fn launch(&self, _: &JobLaunch) -> Result<String, String> {
         Err("no executor is configured".into())
     }
-    async fn gone(&self, handles: &[&str]) -> Vec<Vec<(String, String)>> {
-        vec![Vec::new(); handles.len()]
+    async fn poll(&self, handles: &[&str]) -> Vec<LaunchState> {
+        vec![LaunchState::default(); handles.len()]
     }
     async fn kill(&self, _: &str) {}
     async fn cleanup(&self, _: &str, _: bool) {}

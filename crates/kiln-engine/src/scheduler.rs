@@ -138,8 +138,8 @@ impl Engine {
                 tracing::warn!(target: "kiln::scheduler", "training job {}: {}", job.name, e.message);
             }
         }
-        if let Err(e) = self.find_lost_hosts(&jobs).await {
-            tracing::warn!(target: "kiln::scheduler", "looking for lost hosts: {}", e.message);
+        if let Err(e) = self.poll_launches(&jobs).await {
+            tracing::warn!(target: "kiln::scheduler", "polling the executor: {}", e.message);
         }
         match self.store.training_jobs_to_clean().await {
             Ok(ended) => {
@@ -225,7 +225,8 @@ impl Engine {
         }
         let need = needs_of(&job.spec).unwrap_or(Resources::ZERO);
         let free = capacity.minus(*used);
-        if !free.holds(&need) {
+        // An executor that queues jobs itself gets them at once and reports why they wait.
+        if !self.executor.queues() && !free.holds(&need) {
             let message = format!(
                 "Waiting for capacity: the job needs {} ({} free of {} vCPUs, {} of {} GPUs)",
                 describe_hosts(&job.spec),
@@ -268,9 +269,10 @@ impl Engine {
         }
     }
 
-    /// Hosts the executor no longer runs and that never reported become lost (their job fails or,
-    /// when stopping, ends).
-    async fn find_lost_hosts(&self, jobs: &[TrainingJobRow]) -> ApiResult<()> {
+    /// Asks the executor about every launch at once: a launch waiting in the executor's queue shows
+    /// why in its job's message; hosts the executor no longer runs and that never reported become
+    /// lost (their job fails or, when stopping, ends).
+    async fn poll_launches(&self, jobs: &[TrainingJobRow]) -> ApiResult<()> {
         let launched: Vec<&TrainingJobRow> = jobs
             .iter()
             .filter(|j| j.run.launch.is_some() && holds_resources(j))
@@ -279,10 +281,17 @@ impl Engine {
             return Ok(());
         }
         let handles: Vec<&str> = launched.iter().filter_map(|j| j.run.launch.as_deref()).collect();
-        let gone = self.executor.gone(&handles).await;
+        let states = self.executor.poll(&handles).await;
         let mut lost: Vec<(&TrainingJobRow, Vec<(String, String)>)> = Vec::new();
-        for (job, hosts) in launched.into_iter().zip(gone) {
-            let silent: Vec<(String, String)> = hosts
+        for (job, state) in launched.into_iter().zip(states) {
+            if let Some(reason) = state.waiting {
+                let message = format!("Waiting for the cluster to start the hosts: {reason}");
+                if let Err(e) = self.apply(&job.account, &job.name, Event::Queued { message }).await {
+                    tracing::warn!(target: "kiln::scheduler", "training job {}: {}", job.name, e.message);
+                }
+            }
+            let silent: Vec<(String, String)> = state
+                .gone
                 .into_iter()
                 .filter(|(h, _)| job.run.hosts.iter().any(|x| &x.host == h && x.done.is_none()))
                 .collect();

@@ -10,7 +10,7 @@ use kiln_api::agent::{Action, DoneReport, LogBatch, Phase, StatusReport};
 use kiln_api::shapes::TrainingJobNameRequest;
 use kiln_api::status::{SecondaryStatus, TrainingJobStatus};
 use kiln_engine::capacity::Resources;
-use kiln_engine::executor::{Executor, JobLaunch};
+use kiln_engine::executor::{Executor, JobLaunch, LaunchState};
 use kiln_engine::{Caller, Engine, RunnerConfig};
 use kiln_store::{
     JobQuery, MetricPoint, SqlLogStore, SqlStore, Store, StoreError, StoreResult, TagRow, TrainingJobRow, TuningJobRow,
@@ -102,6 +102,8 @@ struct Counting {
     kills: AtomicUsize,
     cleanups: AtomicUsize,
     launched: Mutex<Vec<JobLaunch>>,
+    /// What `poll` says of every launch.
+    waiting: Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -122,8 +124,15 @@ impl Executor for Counting {
         self.launched.lock().unwrap().push(job.clone());
         Ok(format!("handle-of-{}", job.job))
     }
-    async fn gone(&self, handles: &[&str]) -> Vec<Vec<(String, String)>> {
-        vec![Vec::new(); handles.len()]
+    async fn poll(&self, handles: &[&str]) -> Vec<LaunchState> {
+        let waiting = self.waiting.lock().unwrap().clone();
+        vec![
+            LaunchState {
+                waiting,
+                gone: Vec::new()
+            };
+            handles.len()
+        ]
     }
     async fn kill(&self, _: &str) {
         self.kills.fetch_add(1, Ordering::SeqCst);
@@ -425,4 +434,30 @@ async fn agents_need_their_token_and_a_stop_waits_for_the_hosts() {
     assert_eq!(engine.store().job_credentials(&key).await.unwrap(), None);
     let e = engine.stop_training_job(&caller(), name()).await.unwrap_err();
     assert_eq!(e.code, "ValidationException");
+}
+
+#[tokio::test]
+async fn a_launch_waiting_in_the_executors_queue_says_why() {
+    let (engine, _, executor) = setup(0).await;
+    create(&engine, "j", 1, "ml.m5.large").await;
+    *executor.waiting.lock().unwrap() = Some("Resources".into());
+    engine.tick().await.unwrap();
+    engine.tick().await.unwrap();
+    let j = job(&engine, "j").await;
+    assert_eq!(j.secondary_status, SecondaryStatus::Starting);
+    assert_eq!(
+        j.transitions.last().unwrap().status_message,
+        "Waiting for the cluster to start the hosts: Resources"
+    );
+    // Once the hosts start, their reports move the job on.
+    *executor.waiting.lock().unwrap() = None;
+    let report = StatusReport {
+        phase: Phase::Downloading,
+        message: None,
+    };
+    engine
+        .agent_status("123456789012", "j", "algo-1", &token(&j), report)
+        .await
+        .unwrap();
+    assert_eq!(job(&engine, "j").await.secondary_status, SecondaryStatus::Downloading);
 }

@@ -15,6 +15,7 @@
 //! | Starting | `Unrunnable` | Failed | `Ended` |
 //! | Starting | `Placed` | Starting ("Preparing the instances") | `Launch` |
 //! | Starting | `Launched` | Starting | |
+//! | Starting | `Queued` (the executor's queue holds the hosts) | Starting (message) | |
 //! | Starting…Uploading | `LaunchFailed`, `HostsLost`, `HostDone` (failure) | Failed once every host ended; until then the others are told to stop | `Kill` (launch failure), `Ended`, `Cleanup` |
 //! | Starting…Uploading | `HostPhase` | the slowest host's phase: Downloading → Training → Uploading | |
 //! | Uploading | `HostDone` (all, success) | Completed | `Ended`, `Cleanup` |
@@ -50,8 +51,10 @@ pub enum Event {
         agent_token: String,
         access_key: (String, String),
     },
-    /// The executor started every host; `handle` finds them again.
+    /// The executor started every host (or queued them); `handle` finds them again.
     Launched { handle: String },
+    /// The executor holds the launched hosts in its queue; the message says why.
+    Queued { message: String },
     /// The executor could not start the job.
     LaunchFailed { reason: String },
     /// A host reported the phase it is in, and perhaps a message.
@@ -392,6 +395,11 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
             } else if job.run.launch.as_deref() != Some(handle) {
                 // A second launch of the same job (a recovery racing the first): not ours to keep.
                 return Err(Refused(format!("Training job '{}' was launched already.", job.name)));
+            }
+        }
+        Event::Queued { message } => {
+            if status == TrainingJobStatus::InProgress && placed && job.secondary_status == SecondaryStatus::Starting {
+                transition(&mut job, SecondaryStatus::Starting, Some(message), now)?;
             }
         }
         Event::LaunchFailed { reason } => {
@@ -921,6 +929,7 @@ mod tests {
             Just(Event::Cleaned),
             Just(Event::RuntimeExceeded { limit: 5 }),
             Just(Event::Waiting { message: "w".into() }),
+            Just(Event::Queued { message: "q".into() }),
             Just(Event::Unrunnable {
                 reason: "ClientError: u".into()
             }),
