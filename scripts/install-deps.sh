@@ -8,6 +8,8 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 apt_missing=()
 # The AWS CLI v2 (Debian's awscli) for `aws logs tail`; the pip CLI (v1) stays the default `aws`.
 /usr/bin/aws --version 2>/dev/null | grep -q '^aws-cli/2' || apt_missing+=(awscli)
+# bubblewrap: every host's sandbox.
+command -v bwrap >/dev/null || apt_missing+=(bubblewrap)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null

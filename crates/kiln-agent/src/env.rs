@@ -137,10 +137,6 @@ fn env_value(v: &PyValue) -> String {
     }
 }
 
-fn path_str(p: &std::path::Path) -> String {
-    p.display().to_string()
-}
-
 /// Everything the `SM_*` variables are computed from.
 pub struct Context<'a> {
     pub assignment: &'a Assignment,
@@ -172,7 +168,7 @@ pub fn sm_vars(ctx: &Context) -> BTreeMap<String, String> {
     };
     let channel_dirs: Vec<(String, PyValue)> = channels
         .iter()
-        .map(|c| (c.clone(), PyValue::str(path_str(&t.channel_dir(c)))))
+        .map(|c| (c.clone(), PyValue::str(t.seen_str(&t.channel_dir(c)))))
         .collect();
 
     let groups = &a.instance_groups;
@@ -236,7 +232,7 @@ pub fn sm_vars(ctx: &Context) -> BTreeMap<String, String> {
         .sagemaker
         .get("sagemaker_submit_directory")
         .map(pyjson::to_str)
-        .unwrap_or_else(|| path_str(&t.code_dir()));
+        .unwrap_or_else(|| t.seen_str(&t.code_dir()));
     let log_level = p
         .sagemaker
         .get("sagemaker_container_log_level")
@@ -277,9 +273,9 @@ pub fn sm_vars(ctx: &Context) -> BTreeMap<String, String> {
         ("framework_module".into(), framework_module.clone()),
         ("hosts".into(), PyValue::str_list(hosts.clone())),
         ("hyperparameters".into(), hps.clone()),
-        ("input_config_dir".into(), s(path_str(&t.config_dir()))),
+        ("input_config_dir".into(), s(t.seen_str(&t.config_dir()))),
         ("input_data_config".into(), input_data_config.clone()),
-        ("input_dir".into(), s(path_str(&t.input_dir()))),
+        ("input_dir".into(), s(t.seen_str(&t.input_dir()))),
         ("instance_groups".into(), PyValue::str_list(group_names.clone())),
         ("instance_groups_dict".into(), groups_dict.clone()),
         ("is_hetero".into(), PyValue::Bool(group_names.len() > 1)),
@@ -290,16 +286,16 @@ pub fn sm_vars(ctx: &Context) -> BTreeMap<String, String> {
         ("job_name".into(), s(a.job_name.clone())),
         ("log_level".into(), log_level.clone()),
         ("master_hostname".into(), s(master.clone())),
-        ("model_dir".into(), s(path_str(&t.model_dir()))),
+        ("model_dir".into(), s(t.seen_str(&t.model_dir()))),
         ("module_dir".into(), s(module_dir.clone())),
         ("module_name".into(), s(module_name.clone())),
         ("network_interface_name".into(), s("eth0".into())),
         ("num_cpus".into(), PyValue::int(a.num_cpus.into())),
         ("num_gpus".into(), PyValue::int(a.num_gpus.into())),
         ("num_neurons".into(), PyValue::int(0)),
-        ("output_data_dir".into(), s(path_str(&t.output_data_dir()))),
-        ("output_dir".into(), s(path_str(&t.output_dir()))),
-        ("output_intermediate_dir".into(), s(path_str(&t.intermediate_dir()))),
+        ("output_data_dir".into(), s(t.seen_str(&t.output_data_dir()))),
+        ("output_dir".into(), s(t.seen_str(&t.output_dir()))),
+        ("output_intermediate_dir".into(), s(t.seen_str(&t.intermediate_dir()))),
         ("resource_config".into(), resource_config.clone()),
         ("topology".into(), PyValue::List(Vec::new())),
         ("user_entry_point".into(), entry_point.clone().unwrap_or(PyValue::None)),
@@ -313,7 +309,7 @@ pub fn sm_vars(ctx: &Context) -> BTreeMap<String, String> {
         ("framework_params".into(), PyValue::Dict(framework)),
         ("resource_config".into(), resource_config),
         ("input_data_config".into(), input_data_config),
-        ("output_data_dir".into(), s(path_str(&t.output_data_dir()))),
+        ("output_data_dir".into(), s(t.seen_str(&t.output_data_dir()))),
         ("channels".into(), PyValue::str_list(channels.clone())),
         ("current_host".into(), s(a.host.clone())),
         ("current_instance_type".into(), s(a.instance_type.clone())),
@@ -329,20 +325,20 @@ pub fn sm_vars(ctx: &Context) -> BTreeMap<String, String> {
         ("module_name".into(), s(module_name)),
         ("log_level".into(), log_level),
         ("framework_module".into(), framework_module),
-        ("input_dir".into(), s(path_str(&t.input_dir()))),
-        ("input_config_dir".into(), s(path_str(&t.config_dir()))),
-        ("output_dir".into(), s(path_str(&t.output_dir()))),
+        ("input_dir".into(), s(t.seen_str(&t.input_dir()))),
+        ("input_config_dir".into(), s(t.seen_str(&t.config_dir()))),
+        ("output_dir".into(), s(t.seen_str(&t.output_dir()))),
         ("num_cpus".into(), PyValue::int(a.num_cpus.into())),
         ("num_gpus".into(), PyValue::int(a.num_gpus.into())),
         ("num_neurons".into(), PyValue::int(0)),
-        ("model_dir".into(), s(path_str(&t.model_dir()))),
+        ("model_dir".into(), s(t.seen_str(&t.model_dir()))),
         ("module_dir".into(), s(module_dir)),
         ("training_env".into(), training_env),
         ("user_args".into(), PyValue::str_list(user_args)),
-        ("output_intermediate_dir".into(), s(path_str(&t.intermediate_dir()))),
+        ("output_intermediate_dir".into(), s(t.seen_str(&t.intermediate_dir()))),
         // What the SDK's ModelTrainer driver adds.
-        ("input_data_dir".into(), s(path_str(&t.data_dir()))),
-        ("output_failure".into(), s(path_str(&t.failure_file()))),
+        ("input_data_dir".into(), s(t.seen_str(&t.data_dir()))),
+        ("output_failure".into(), s(t.seen_str(&t.failure_file()))),
         ("master_addr".into(), s(master)),
         ("master_port".into(), s(MASTER_PORT.into())),
         ("host_count".into(), PyValue::int(hosts.len() as i64)),
@@ -391,7 +387,7 @@ pub fn process_env(ctx: &Context, inherited: impl IntoIterator<Item = (String, S
             env.insert(k.clone(), v.clone());
         }
     }
-    let code = path_str(&ctx.tree.code_dir());
+    let code = ctx.tree.seen_str(&ctx.tree.code_dir());
     let python_path = match env.get("PYTHONPATH").filter(|p| !p.is_empty()) {
         Some(rest) => format!("{code}:{rest}"),
         None => code,
@@ -515,6 +511,8 @@ mod tests {
             uploads_artifacts: false,
             stop_grace_seconds: 2,
             cache_dir: "/tmp/c".into(),
+            sandbox: false,
+            host_addresses: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use crate::artifacts::{algorithm_error, client_error, read_failure, toolkit_fail
 use crate::blob::BlobObjects;
 use crate::env::{Context, Params, process_env};
 use crate::launch::{self, Exit, Finished, Spawn, stop_requested};
+use crate::sandbox::{Sandbox, View};
 use crate::session::Session;
 use crate::tree::{self, Tree};
 use crate::{pipe, script, staging};
@@ -21,6 +22,8 @@ use crate::{pipe, script, staging};
 enum Early {
     /// `ClientError: ...`: the job's setup cannot work as given.
     Client(String),
+    /// `InternalServerError: ...`: this host cannot run jobs as the control plane asks.
+    Platform(String),
     /// A stop arrived before training started.
     Stopped,
 }
@@ -61,6 +64,15 @@ pub async fn run(args: &AgentArgs, a: &Assignment, s: &Session) -> DoneReport {
                 model_artifacts: None,
             }
         }
+        Err(Early::Platform(m)) => {
+            let reason = format!("InternalServerError: {m}");
+            s.sink.line(format!("[kiln agent] {reason}"));
+            DoneReport {
+                exit_code: None,
+                failure_reason: Some(reason),
+                model_artifacts: None,
+            }
+        }
         Err(Early::Stopped) => DoneReport {
             exit_code: None,
             failure_reason: s.interrupted(&a.host),
@@ -82,8 +94,18 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
             "the job specification in the assignment cannot be read ({e}); the agent and the control plane may be different kiln versions"
         )
     })?;
+    let sandbox = if a.sandbox {
+        Some(
+            Sandbox::probe()
+                .map_err(|e| Early::Platform(format!("host {} cannot run the job in a sandbox: {e}", a.host)))?,
+        )
+    } else {
+        None
+    };
     let tree = Tree::new(&args.work_dir, &args.job, &args.host)?;
     tree.create()?;
+    // The algorithm sees the tree at /opt/ml when sandboxed; the agent keeps using host paths.
+    let tree = if sandbox.is_some() { tree.mounted() } else { tree };
 
     let channels: Vec<&Channel> = spec
         .input_data_config
@@ -140,7 +162,12 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
     } else {
         Some(pipe::start(pipes)?)
     };
-    let ran = run_runtime(&objects, a, &params, &tree, env, s).await;
+    let jail = Jail {
+        sandbox,
+        tree: &tree,
+        a,
+    };
+    let ran = run_runtime(&objects, a, &params, &jail, env, s).await;
     if let Some(f) = feeders {
         f.stop().await;
     }
@@ -179,10 +206,11 @@ async fn run_runtime(
     objects: &BlobObjects,
     a: &Assignment,
     params: &Params,
-    tree: &Tree,
+    jail: &Jail<'_>,
     env: BTreeMap<String, String>,
     s: &Session,
 ) -> Result<Ran, Early> {
+    let tree = jail.tree;
     let grace = std::time::Duration::from_secs(a.stop_grace_seconds);
     let ran = match &a.runtime {
         Runtime::Noop => Ran {
@@ -200,11 +228,12 @@ async fn run_runtime(
                     algorithm.clone(),
                     "train".into(),
                     "--ml-root".into(),
-                    tree.root.display().to_string(),
+                    tree.seen_str(&tree.root),
                 ],
-                cwd: tree.root.clone(),
+                cwd: tree.seen(&tree.root),
                 env,
             };
+            let spawn = jail.wrap(spawn, &[exe], &[]).map_err(Early::Platform)?;
             run_process(&spawn, s, grace).await?
         }
         Runtime::Command { entrypoint, arguments } => {
@@ -217,12 +246,13 @@ async fn run_runtime(
             let spawn = Spawn {
                 program: program.clone(),
                 args: rest.iter().chain(arguments).cloned().collect(),
-                cwd: tree.root.clone(),
+                cwd: tree.seen(&tree.root),
                 env,
             };
+            let spawn = jail.wrap(spawn, &[], &[]).map_err(Early::Platform)?;
             run_process(&spawn, s, grace).await?
         }
-        Runtime::Script { .. } => run_script(objects, a, params, tree, env, s, grace).await?,
+        Runtime::Script { .. } => run_script(objects, a, params, jail, env, s, grace).await?,
     };
     Ok(ran)
 }
@@ -242,11 +272,12 @@ async fn run_script(
     objects: &BlobObjects,
     a: &Assignment,
     params: &Params,
-    tree: &Tree,
+    jail: &Jail<'_>,
     mut env: BTreeMap<String, String>,
     s: &Session,
     grace: std::time::Duration,
 ) -> Result<Ran, Early> {
+    let tree = jail.tree;
     let Some(entry) = params.program() else {
         return Err(Early::Client(
             "script mode needs the entry point in the 'sagemaker_program' hyperparameter (e.g. \"train.py\")".into(),
@@ -259,7 +290,7 @@ async fn run_script(
     let requirements = code.join("requirements.txt");
     if requirements.is_file() {
         let cache = PathBuf::from(&a.cache_dir);
-        match crate::venv::ensure(&requirements, &cache, &code, &env, s, grace).await? {
+        match crate::venv::ensure(&requirements, &cache, &code, &env, s, grace, jail).await? {
             crate::venv::Outcome::Ready(venv) => {
                 python = venv.join("bin/python").display().to_string();
                 let path = env.get("PATH").cloned().unwrap_or_default();
@@ -289,6 +320,15 @@ async fn run_script(
     }
 
     let kind = script::entry_kind(&code, &entry);
+    // In a sandbox the interpreter is named by its real path (a launcher such as pyenv's shim
+    // would need the launcher's own tree) and its installation is shown read-only.
+    let mut shown = Vec::new();
+    if jail.sandbox.is_some() && kind != script::EntryKind::Command {
+        let found = crate::sandbox::locate_python(&python, &env)
+            .map_err(|e| Early::Client(format!("the Python interpreter for the script cannot be found: {e}")))?;
+        python = found.executable.display().to_string();
+        shown = found.prefixes;
+    }
     let (program, args) = script::entry_command(kind, &entry, &params.user_args(), &python)?;
     if kind == script::EntryKind::Command {
         script::make_executable(&code.join(&entry));
@@ -296,13 +336,13 @@ async fn run_script(
     let spawn = Spawn {
         program,
         args,
-        cwd: code,
+        cwd: tree.seen(&code),
         env,
     };
-    s.sink.line(format!(
-        "Invoking script with the following command: {}",
-        spawn.display()
-    ));
+    let display = spawn.display();
+    let spawn = jail.wrap(spawn, &shown, &[]).map_err(Early::Platform)?;
+    s.sink
+        .line(format!("Invoking script with the following command: {display}"));
     let mut stop = s.stop_rx();
     let Finished {
         exit,
@@ -314,15 +354,48 @@ async fn run_script(
     if exit.success() {
         write_quietly(&tree.success_file(), "");
     } else if !stopped && read_failure(&tree.failure_file()).is_none() {
-        let text = toolkit_failure(
-            "ExecuteUserScriptError",
-            exit.returncode(),
-            &stderr_tail,
-            &spawn.display(),
-        );
+        let text = toolkit_failure("ExecuteUserScriptError", exit.returncode(), &stderr_tail, &display);
         write_quietly(&tree.failure_file(), &text);
     }
     Ok(Ran { exit, stopped })
+}
+
+/// Where the algorithm runs: in this host's sandbox, or (without one) directly on the machine.
+pub(crate) struct Jail<'a> {
+    sandbox: Option<Sandbox>,
+    pub(crate) tree: &'a Tree,
+    a: &'a Assignment,
+}
+
+impl Jail<'_> {
+    pub(crate) fn sandboxed(&self) -> bool {
+        self.sandbox.is_some()
+    }
+
+    /// `spawn` as it runs here: wrapped in the sandbox (showing `read_only` and `read_write` paths
+    /// besides the system and the tree), or unchanged without one.
+    pub(crate) fn wrap(&self, spawn: Spawn, read_only: &[PathBuf], read_write: &[PathBuf]) -> Result<Spawn, String> {
+        let Some(sandbox) = &self.sandbox else {
+            return Ok(spawn);
+        };
+        let mut hosts: BTreeMap<String, String> = self
+            .a
+            .hosts
+            .iter()
+            .map(|h| (h.clone(), "127.0.0.1".to_string()))
+            .collect();
+        hosts.extend(self.a.host_addresses.clone());
+        let view = View {
+            tree: self.tree,
+            hostname: &self.a.host,
+            hosts,
+            read_only: read_only.to_vec(),
+            read_write: read_write.to_vec(),
+        };
+        sandbox
+            .wrap(spawn, &view)
+            .map_err(|e| format!("cannot prepare the sandbox: {e}"))
+    }
 }
 
 /// Writes a status file; a failure to write it is reported in the log but changes nothing else.

@@ -100,6 +100,54 @@ fn signal_group(pgid: i32, signal: Signal) {
     let _ = killpg(Pid::from_raw(pgid), signal);
 }
 
+/// The processes of group `pgid` with their command names, from `/proc`.
+fn group_members(pgid: i32) -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let pgrp = stat[close + 1..]
+            .split_whitespace()
+            .nth(2)
+            .and_then(|f| f.parse::<i32>().ok());
+        if pgrp == Some(pgid) {
+            out.push((pid, comm));
+        }
+    }
+    out
+}
+
+/// Asks the algorithm to stop: SIGTERM to its process group, except bubblewrap's own processes,
+/// which would die of it at once and take the sandbox down with them (SIGKILL) before the
+/// algorithm's handler had its grace period.
+fn terminate_group(pgid: i32) {
+    let members = group_members(pgid);
+    let targets: Vec<i32> = members
+        .iter()
+        .filter(|(_, comm)| comm != "bwrap")
+        .map(|(pid, _)| *pid)
+        .collect();
+    if members.iter().all(|(_, comm)| comm != "bwrap") {
+        signal_group(pgid, Signal::SIGTERM);
+        return;
+    }
+    for pid in targets {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+}
+
 /// Runs `spawn` to its end, its output lines into `sink`; on a stop request, SIGTERM to its process
 /// group, then SIGKILL after `grace`.
 pub async fn run(
@@ -145,7 +193,7 @@ pub async fn run(
         status = child.wait() => status,
         () = stop_requested(stop) => {
             stopped = true;
-            signal_group(pgid, Signal::SIGTERM);
+            terminate_group(pgid);
             match tokio::time::timeout(grace, child.wait()).await {
                 Ok(status) => status,
                 Err(_) => {

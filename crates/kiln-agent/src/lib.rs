@@ -22,6 +22,7 @@ pub mod launch;
 pub mod logs;
 pub mod pipe;
 pub mod pyjson;
+pub mod sandbox;
 pub mod script;
 mod session;
 pub mod staging;

@@ -17,6 +17,8 @@ pub struct Tree {
     pub host_dir: PathBuf,
     /// `<host_dir>/opt/ml`.
     pub root: PathBuf,
+    /// Where the algorithm sees the tree: `/opt/ml` in a sandbox, `root` without one.
+    pub seen_root: PathBuf,
 }
 
 /// The container path the tree stands for.
@@ -30,7 +32,31 @@ impl Tree {
         check_segment("host name", host)?;
         let host_dir = work_dir.join(job).join(host);
         let root = host_dir.join("opt").join("ml");
-        Ok(Tree { host_dir, root })
+        Ok(Tree {
+            host_dir,
+            seen_root: root.clone(),
+            root,
+        })
+    }
+
+    /// The same tree as a sandboxed algorithm sees it: mounted at `/opt/ml`.
+    pub fn mounted(mut self) -> Tree {
+        self.seen_root = PathBuf::from(CONTAINER_ROOT);
+        self
+    }
+
+    /// A path of this tree as the algorithm sees it (paths outside the tree are unchanged).
+    pub fn seen(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.root) {
+            Ok(rel) if rel.as_os_str().is_empty() => self.seen_root.clone(),
+            Ok(rel) => self.seen_root.join(rel),
+            Err(_) => path.to_path_buf(),
+        }
+    }
+
+    /// [`Tree::seen`] as text (the environment carries paths as strings).
+    pub fn seen_str(&self, path: &Path) -> String {
+        self.seen(path).to_string_lossy().into_owned()
     }
 
     pub fn input_dir(&self) -> PathBuf {
@@ -338,6 +364,8 @@ pub(crate) mod tests {
             uploads_artifacts: true,
             stop_grace_seconds: 5,
             cache_dir: "/tmp/cache".into(),
+            sandbox: false,
+            host_addresses: Default::default(),
         }
     }
 

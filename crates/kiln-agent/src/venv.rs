@@ -14,6 +14,7 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
+use crate::host::Jail;
 use crate::launch::{self, Exit, Finished, Spawn, stop_requested};
 use crate::session::Session;
 
@@ -37,13 +38,14 @@ pub fn requirements_hash(bytes: &[u8]) -> String {
 }
 
 /// The virtualenv for `requirements`, built if the cache does not have it yet.
-pub async fn ensure(
+pub(crate) async fn ensure(
     requirements: &Path,
     cache_dir: &Path,
     code_dir: &Path,
     env: &BTreeMap<String, String>,
     s: &Session,
     grace: Duration,
+    jail: &Jail<'_>,
 ) -> Result<Outcome, String> {
     let bytes = std::fs::read(requirements).map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
     let hash = requirements_hash(&bytes);
@@ -109,9 +111,18 @@ pub async fn ensure(
         "[kiln agent] requirements.txt: building a virtualenv in {}",
         dir.display()
     ));
-    let python = "python3".to_string();
     let mut pip_env = env.clone();
     pip_env.insert("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into());
+    // The build runs the requirements' own code (setup scripts), so it runs where the job does:
+    // in the sandbox, with only the virtualenv writable besides the tree.
+    let (python, shown) = if jail.sandboxed() {
+        let found = crate::sandbox::locate_python("python3", env)?;
+        (found.executable.display().to_string(), found.prefixes)
+    } else {
+        ("python3".to_string(), Vec::new())
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let code_dir = jail.tree.seen(code_dir);
     let steps = [
         Spawn {
             program: python,
@@ -121,7 +132,7 @@ pub async fn ensure(
                 "--system-site-packages".into(),
                 dir.display().to_string(),
             ],
-            cwd: code_dir.to_path_buf(),
+            cwd: code_dir.clone(),
             env: pip_env.clone(),
         },
         Spawn {
@@ -133,13 +144,17 @@ pub async fn ensure(
                 "-r".into(),
                 "requirements.txt".into(),
             ],
-            cwd: code_dir.to_path_buf(),
+            cwd: code_dir,
             env: pip_env,
         },
     ];
-    for step in &steps {
+    for step in steps {
+        let command = step.display();
+        let step = jail
+            .wrap(step, &shown, std::slice::from_ref(&dir))
+            .map_err(|e| format!("the virtualenv: {e}"))?;
         let mut stop = s.stop_rx();
-        let result = launch::run(step, &s.sink, &mut stop, grace).await;
+        let result = launch::run(&step, &s.sink, &mut stop, grace).await;
         let failed = match result {
             Ok(Finished { stopped: true, .. }) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -154,7 +169,7 @@ pub async fn ensure(
             return Ok(Outcome::Failed {
                 exit,
                 stderr_tail,
-                command: step.display(),
+                command,
             });
         }
     }

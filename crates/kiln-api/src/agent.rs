@@ -99,6 +99,15 @@ pub struct Assignment {
     pub stop_grace_seconds: u64,
     /// A directory shared by the jobs of this machine for caches (virtualenvs by requirements hash).
     pub cache_dir: String,
+    /// Whether the algorithm runs in a sandbox (bubblewrap): the tree at `/opt/ml`, the system
+    /// read-only, private `/tmp`, its own hostname and `/etc/hosts`. The control plane decides
+    /// (`[jobs] sandbox`); a host that cannot sandbox then fails rather than run unconfined.
+    #[serde(default)]
+    pub sandbox: bool,
+    /// The address each host of the job runs at, by host name, for the sandbox's `/etc/hosts`
+    /// (hosts missing here are taken to run on this machine: 127.0.0.1).
+    #[serde(default)]
+    pub host_addresses: std::collections::BTreeMap<String, String>,
 }
 
 /// Phases a host reports, in order.

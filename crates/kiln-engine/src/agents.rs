@@ -108,6 +108,9 @@ impl Engine {
             uploads_artifacts: host == "algo-1",
             stop_grace_seconds: self.runner.stop_grace_seconds,
             cache_dir: self.runner.cache_dir.display().to_string(),
+            sandbox: self.runner.sandbox,
+            // The local executor runs every host on this machine (127.0.0.1, the default).
+            host_addresses: Default::default(),
         })
     }
 

@@ -64,6 +64,8 @@ pub struct RunnerConfig {
     pub stop_grace_seconds: u64,
     /// External S3 endpoints by bucket, passed to agents.
     pub external_s3: Vec<ExternalS3>,
+    /// Whether hosts run their algorithm in a sandbox.
+    pub sandbox: bool,
 }
 
 impl Default for RunnerConfig {
@@ -75,6 +77,7 @@ impl Default for RunnerConfig {
             machine_cpus: 1,
             stop_grace_seconds: 120,
             external_s3: Vec::new(),
+            sandbox: false,
         }
     }
 }

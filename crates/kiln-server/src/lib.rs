@@ -50,6 +50,8 @@ pub struct JobsConfig {
     pub stop_grace_seconds: u64,
     /// External S3 endpoints by bucket, for jobs' `s3://` URIs outside the embedded store.
     pub external_s3: Vec<kiln_api::agent::ExternalS3>,
+    /// Whether hosts run their algorithm in a sandbox (resolved from `[jobs] sandbox`).
+    pub sandbox: bool,
 }
 
 /// Shared state of the server.
@@ -243,6 +245,7 @@ fn build_engine(
         machine_cpus,
         stop_grace_seconds: jobs.stop_grace_seconds,
         external_s3: jobs.external_s3.clone(),
+        sandbox: jobs.sandbox,
     };
     let capacity = jobs.capacity.unwrap_or(kiln_engine::capacity::Resources {
         vcpus: 192,

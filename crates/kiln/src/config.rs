@@ -36,6 +36,8 @@ pub struct JobsSection {
     pub work_dir: Option<PathBuf>,
     pub public_url: Option<String>,
     pub stop_grace_seconds: Option<u64>,
+    /// `auto` (default: bubblewrap where it works), `bwrap` (required), or `none`.
+    pub sandbox: Option<String>,
 }
 
 /// `[capacity]` of `kiln.toml`: what the executor runs at once.
@@ -110,6 +112,11 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         && e != "none"
     {
         anyhow::bail!("[jobs] executor = \"{e}\" is not known: use \"local\" or \"none\"");
+    }
+    if let Some(mode) = &file.jobs.sandbox
+        && !["auto", "bwrap", "none"].contains(&mode.as_str())
+    {
+        anyhow::bail!("[jobs] sandbox = \"{mode}\" is not known: use \"auto\", \"bwrap\" or \"none\"");
     }
     if let Some(url) = &file.database_url
         && kiln_store::db::backend_of(url) != Some(kiln_store::Backend::Postgres)

@@ -198,6 +198,7 @@ async fn serve(settings: config::Settings, database_url: Option<String>) -> Resu
         .with_writer(std::io::stderr)
         .init();
     let kiln_bin = std::env::current_exe().context("cannot find the kiln binary to start agents from")?;
+    let sandbox = resolve_sandbox(settings.jobs.sandbox.as_deref())?;
     let jobs = JobsConfig {
         local_executor: settings.jobs.executor.as_deref() != Some("none"),
         kiln_bin,
@@ -210,6 +211,7 @@ async fn serve(settings: config::Settings, database_url: Option<String>) -> Resu
         }),
         public_url: settings.jobs.public_url.clone(),
         stop_grace_seconds: settings.jobs.stop_grace_seconds.unwrap_or(120),
+        sandbox,
         external_s3: settings.external_s3.clone(),
     };
     let database_url = database_url.or(settings.database_url.clone());
@@ -242,6 +244,33 @@ async fn serve(settings: config::Settings, database_url: Option<String>) -> Resu
     server.run(shutdown_signal()).await?;
     println!("kiln: stopped");
     Ok(())
+}
+
+/// Whether jobs run in a sandbox, from `[jobs] sandbox`: `bwrap` must work, `auto` uses it where
+/// it works, `none` never does. Running without one is said loudly: jobs then have the server's rights.
+fn resolve_sandbox(mode: Option<&str>) -> Result<bool> {
+    let unconfined = |why: &str| {
+        eprintln!(
+            "kiln: WARNING: jobs run WITHOUT a sandbox ({why}): a job can read and write whatever this server \
+             can, including the data directory and other jobs. Use this only on a single-user machine."
+        );
+    };
+    match mode.unwrap_or("auto") {
+        "none" => {
+            unconfined("[jobs] sandbox = \"none\"");
+            Ok(false)
+        }
+        "bwrap" => kiln_agent::sandbox::Sandbox::probe()
+            .map(|_| true)
+            .map_err(|e| anyhow::anyhow!("[jobs] sandbox = \"bwrap\" but {e}")),
+        _ => match kiln_agent::sandbox::Sandbox::probe() {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                unconfined(&e);
+                Ok(false)
+            }
+        },
+    }
 }
 
 async fn shutdown_signal() {

@@ -173,6 +173,8 @@ pub fn assignment(job: &str, runtime: Runtime, spec: Value, cache: &Path) -> Ass
         uploads_artifacts: false,
         stop_grace_seconds: 1,
         cache_dir: cache.display().to_string(),
+        sandbox: false,
+        host_addresses: Default::default(),
     }
 }
 
