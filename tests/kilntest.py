@@ -14,6 +14,16 @@ import urllib.request
 # A server that accepts jobs but runs none: for tests of the API alone.
 API_ONLY = '[jobs]\nexecutor = "none"\n'
 
+# Every test server runs the PyTorch-image scripts of the tests (plain Python, or CPU PyTorch from
+# Debian's python3-torch where a test needs it) on this machine's python3 instead of building the
+# image's pinned environment (PyPI's torch wheels pull gigabytes of CUDA libraries).
+TEST_ENVIRONMENTS = """
+[[environments]]
+image = "*pytorch-training*"
+python = "python3"
+system_site_packages = true
+"""
+
 import boto3
 import hashlib
 from botocore.config import Config
@@ -57,8 +67,11 @@ class Kiln:
         `database_url` keeps the metadata in PostgreSQL; under `KILN_TEST_STORE=postgres` every server
         gets a database named after its data directory (a restart on the same directory finds it)."""
         self.data_dir = pathlib.Path(data_dir or tempfile.mkdtemp(prefix="kiln-test-"))
+        toml = self.data_dir / "kiln.toml"
         if config is not None:
-            (self.data_dir / "kiln.toml").write_text(config)
+            toml.write_text(config + TEST_ENVIRONMENTS)
+        elif not toml.exists():
+            toml.write_text(TEST_ENVIRONMENTS)
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc = None

@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 sagemaker = pytest.importorskip("sagemaker")
 
-from kilntest import SHARED, Kiln  # noqa: E402
+from kilntest import SHARED, Kiln, postgres_store  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
@@ -95,3 +95,40 @@ def test_estimator_builtin_xgboost_on_flights(sdk_session, tmp_path, capsys):
     assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
     metrics = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
     assert metrics["validation:auc"] > 0.7
+
+
+@pytest.mark.skipif(postgres_store(), reason="environments do not depend on the store: runs once, in the SQLite run")
+def test_sklearn_estimator_runs_on_the_images_pinned_scikit_learn(sdk_session, tmp_path, capsys):
+    """`sagemaker.sklearn.SKLearn` 1.2-1: the script sees the image's scikit-learn 1.2 release (not the
+    host's), isolated from the host's site-packages; a requirements.txt pinning scikit-learn==1.2.2 on
+    top of it works (no `numpy.dtype size changed`)."""
+    k, session = sdk_session
+    from sagemaker.sklearn import SKLearn
+
+    def run(name, files):
+        src = tmp_path / name
+        src.mkdir()
+        for fname, text in files.items():
+            (src / fname).write_text(textwrap.dedent(text))
+        est = SKLearn(entry_point="train.py", source_dir=str(src), framework_version="1.2-1", py_version="py3",
+                      role=ROLE, instance_count=1, instance_type="ml.m5.large", output_path="s3://sdk-bucket/output",
+                      sagemaker_session=session)
+        est.fit(wait=True, logs=True)
+        return est.latest_training_job.describe(), capsys.readouterr().out
+
+    check = """
+        import os, sys, sklearn, numpy
+        from sklearn.linear_model import LogisticRegression
+        LogisticRegression().fit(numpy.array([[0.0], [1.0]]), [0, 1])
+        print(f"sklearn {sklearn.__version__} numpy {numpy.__version__}", flush=True)
+        print("host site-packages visible:", any("site-packages" in p and sys.base_prefix in p for p in sys.path), flush=True)
+    """
+    job, out = run("pinned", {"train.py": check})
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    assert "sklearn 1.2.1 numpy 1." in out, out
+    assert "host site-packages visible: False" in out, out
+    assert "environment: sklearn 1.2-1" in out, out
+
+    job, out = run("with-requirements", {"train.py": check, "requirements.txt": "scikit-learn==1.2.2\n"})
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    assert "sklearn 1.2.2 numpy 1." in out, out

@@ -513,6 +513,7 @@ mod tests {
             cache_dir: "/tmp/c".into(),
             sandbox: false,
             host_addresses: Default::default(),
+            environments: Vec::new(),
         }
     }
 

@@ -286,49 +286,68 @@ async fn run_script(
     let code = tree.code_dir();
     staging::fetch_source(objects, params.submit_directory().as_deref(), tree).await?;
 
-    let mut python = "python3".to_string();
-    let requirements = code.join("requirements.txt");
-    if requirements.is_file() {
-        let cache = PathBuf::from(&a.cache_dir);
-        match crate::venv::ensure(&requirements, &cache, &code, &env, s, grace, jail).await? {
-            crate::venv::Outcome::Ready(venv) => {
-                python = venv.join("bin/python").display().to_string();
-                let path = env.get("PATH").cloned().unwrap_or_default();
-                env.insert("PATH".into(), format!("{}:{path}", venv.join("bin").display()));
-                env.insert("VIRTUAL_ENV".into(), venv.display().to_string());
-            }
-            crate::venv::Outcome::Failed {
-                exit,
-                stderr_tail,
-                command,
-            } => {
-                let text = toolkit_failure("InstallRequirementsError", exit.returncode(), &stderr_tail, &command);
-                write_quietly(&tree.failure_file(), &text);
-                return Ok(Ran {
-                    exit: Exit::Code(1),
-                    stopped: false,
-                });
-            }
-            // Training has begun: a stop now uploads what exists, as a stop of the script would.
-            crate::venv::Outcome::Stopped => {
-                return Ok(Ran {
-                    exit: Exit::Signal(nix::sys::signal::Signal::SIGTERM as i32),
-                    stopped: true,
-                });
-            }
+    // The interpreter: the image's pinned environment (requirements.txt on top), an operator's
+    // mapping, or the host's python3; built once per machine into the cache.
+    let kind = script::entry_kind(&code, &entry);
+    let cache = PathBuf::from(&a.cache_dir);
+    let image = spec_image(a);
+    let tools = crate::environments::Tools::find(&env).map_err(Early::Platform)?;
+    let choice = crate::environments::choose(&image, &a.environments, crate::environments::catalog());
+    let requirements_file = code.join("requirements.txt");
+    let requirements = if requirements_file.is_file() {
+        let bytes = std::fs::read(&requirements_file)
+            .map_err(|e| format!("cannot read {}: {e}", requirements_file.display()))?;
+        Some(crate::environments::Requirements {
+            seen_path: tree.seen_str(&requirements_file),
+            seen_dir: tree.seen(&code),
+            hash: crate::venv::content_hash(&bytes),
+        })
+    } else {
+        None
+    };
+    let stop = s.stop_rx();
+    let (outcome, prepared) = crate::environments::prepare(
+        &choice,
+        requirements.as_ref(),
+        &tools,
+        &cache,
+        &env,
+        &s.sink,
+        &stop,
+        grace,
+        jail,
+    )
+    .await
+    .map_err(Early::Client)?;
+    match outcome {
+        crate::venv::Outcome::Ready(_) => {}
+        crate::venv::Outcome::Failed {
+            exit,
+            stderr_tail,
+            command,
+        } => {
+            let text = toolkit_failure("InstallRequirementsError", exit.returncode(), &stderr_tail, &command);
+            write_quietly(&tree.failure_file(), &text);
+            return Ok(Ran {
+                exit: Exit::Code(1),
+                stopped: false,
+            });
+        }
+        // Training has begun: a stop now uploads what exists, as a stop of the script would.
+        crate::venv::Outcome::Stopped => {
+            return Ok(Ran {
+                exit: Exit::Signal(nix::sys::signal::Signal::SIGTERM as i32),
+                stopped: true,
+            });
         }
     }
-
-    let kind = script::entry_kind(&code, &entry);
-    // In a sandbox the interpreter is named by its real path (a launcher such as pyenv's shim
-    // would need the launcher's own tree) and its installation is shown read-only.
-    let mut shown = Vec::new();
-    if jail.sandbox.is_some() && kind != script::EntryKind::Command {
-        let found = crate::sandbox::locate_python(&python, &env)
-            .map_err(|e| Early::Client(format!("the Python interpreter for the script cannot be found: {e}")))?;
-        python = found.executable.display().to_string();
-        shown = found.prefixes;
+    if let Some(dir) = &prepared.env_dir {
+        let path = env.get("PATH").cloned().unwrap_or_default();
+        env.insert("PATH".into(), format!("{}:{path}", dir.join("bin").display()));
+        env.insert("VIRTUAL_ENV".into(), dir.display().to_string());
     }
+    let python = prepared.python.clone();
+    let shown = prepared.read_only.clone();
     let (program, args) = script::entry_command(kind, &entry, &params.user_args(), &python)?;
     if kind == script::EntryKind::Command {
         script::make_executable(&code.join(&entry));
@@ -360,6 +379,16 @@ async fn run_script(
     Ok(Ran { exit, stopped })
 }
 
+/// The job's `TrainingImage`.
+fn spec_image(a: &Assignment) -> String {
+    a.spec
+        .get("AlgorithmSpecification")
+        .and_then(|s| s.get("TrainingImage"))
+        .and_then(|i| i.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Where the algorithm runs: in this host's sandbox, or (without one) directly on the machine.
 pub(crate) struct Jail<'a> {
     sandbox: Option<Sandbox>,
@@ -367,11 +396,13 @@ pub(crate) struct Jail<'a> {
     a: &'a Assignment,
 }
 
-impl Jail<'_> {
-    pub(crate) fn sandboxed(&self) -> bool {
-        self.sandbox.is_some()
+impl crate::venv::Runner for Jail<'_> {
+    fn wrap(&self, spawn: Spawn, read_only: &[PathBuf], read_write: &[PathBuf]) -> Result<Spawn, String> {
+        Jail::wrap(self, spawn, read_only, read_write)
     }
+}
 
+impl Jail<'_> {
     /// `spawn` as it runs here: wrapped in the sandbox (showing `read_only` and `read_write` paths
     /// besides the system and the tree), or unchanged without one.
     pub(crate) fn wrap(&self, spawn: Spawn, read_only: &[PathBuf], read_write: &[PathBuf]) -> Result<Spawn, String> {

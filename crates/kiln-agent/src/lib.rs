@@ -17,6 +17,7 @@ pub mod artifacts;
 mod blob;
 pub mod client;
 pub mod env;
+pub mod environments;
 mod host;
 pub mod launch;
 pub mod logs;
@@ -27,7 +28,7 @@ pub mod script;
 mod session;
 pub mod staging;
 pub mod tree;
-mod venv;
+pub mod venv;
 
 use std::path::PathBuf;
 use std::time::Duration;

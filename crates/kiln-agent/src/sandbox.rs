@@ -209,8 +209,24 @@ pub struct Python {
     pub prefixes: Vec<PathBuf>,
 }
 
-/// Asks `python` (a name on `PATH` or a path) where it lives.
+/// Asks `python` (a name on `PATH` or a path) where it lives; the answer is kept for the process
+/// (launchers such as pyenv's shims take a good part of a second to answer).
 pub fn locate_python(python: &str, env: &BTreeMap<String, String>) -> Result<Python, String> {
+    type Found = std::collections::HashMap<(String, String), Result<Python, String>>;
+    static FOUND: OnceLock<std::sync::Mutex<Found>> = OnceLock::new();
+    let key = (python.to_string(), env.get("PATH").cloned().unwrap_or_default());
+    let cache = FOUND.get_or_init(Default::default);
+    if let Some(found) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return found;
+    }
+    let found = locate_python_uncached(python, env);
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, found.clone());
+    }
+    found
+}
+
+fn locate_python_uncached(python: &str, env: &BTreeMap<String, String>) -> Result<Python, String> {
     let out = std::process::Command::new(python)
         .args([
             "-c",

@@ -366,6 +366,7 @@ pub(crate) mod tests {
             cache_dir: "/tmp/cache".into(),
             sandbox: false,
             host_addresses: Default::default(),
+            environments: Vec::new(),
         }
     }
 

@@ -1,11 +1,12 @@
-//! Virtualenvs for script-mode `requirements.txt`, shared by the jobs of a machine under
-//! `<cache_dir>/venvs/<sha256 of requirements.txt>`.
+//! Python environments for script mode, shared by the jobs of a machine under `<cache_dir>/envs/`:
+//! the pinned environment of a framework image (see `environments`), with the job's
+//! `requirements.txt` layered on top, or a virtualenv over an interpreter the operator chose.
 //!
-//! A virtualenv cannot be moved once built (pip writes its absolute path into the scripts it
-//! installs), so instead of building elsewhere and renaming, a build happens in place under an
-//! exclusive lock (`<hash>.lock`) and is marked usable by a `.kiln-ready` file written last. A job
-//! that finds the marker uses the venv without locking; one that finds a directory without the
-//! marker (a build that crashed) removes it and builds again.
+//! An environment cannot be moved once built (installers write its absolute path into the scripts
+//! they install), so instead of building elsewhere and renaming, a build happens in place under an
+//! exclusive lock (`<name>.lock`) and is marked usable by a `.kiln-ready` file written last. A job
+//! that finds the marker uses the environment without locking; one that finds a directory without
+//! the marker (a build that crashed) removes it and builds again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,17 +14,17 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
-use crate::host::Jail;
 use crate::launch::{self, Exit, Finished, Spawn, stop_requested};
-use crate::session::Session;
+use crate::logs::LogSink;
 
 const READY: &str = ".kiln-ready";
 
-/// How getting the virtualenv went.
+/// How getting an environment went.
 pub enum Outcome {
     Ready(PathBuf),
-    /// Creating the venv or `pip install` failed (the toolkit's `InstallRequirementsError`).
+    /// A build step failed (the toolkit's `InstallRequirementsError`).
     Failed {
         exit: Exit,
         stderr_tail: Vec<String>,
@@ -32,47 +33,78 @@ pub enum Outcome {
     Stopped,
 }
 
-/// The cache key of a requirements file: the SHA-256 of its bytes, in hex.
-pub fn requirements_hash(bytes: &[u8]) -> String {
+/// The cache key of some bytes (a requirements file, an environment's description): SHA-256 hex.
+pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The virtualenv for `requirements`, built if the cache does not have it yet.
-pub(crate) async fn ensure(
-    requirements: &Path,
+/// Where builds run and what they may see.
+pub trait Runner: Sync {
+    /// `spawn` as it must run (in the job's sandbox, with `read_only` and `read_write` shown besides
+    /// what the sandbox always shows; or unchanged where there is no sandbox).
+    fn wrap(&self, spawn: Spawn, read_only: &[PathBuf], read_write: &[PathBuf]) -> Result<Spawn, String>;
+}
+
+/// Runs spawns as they are (the `kiln environments` command, and hosts without a sandbox).
+pub struct Direct;
+
+impl Runner for Direct {
+    fn wrap(&self, spawn: Spawn, _: &[PathBuf], _: &[PathBuf]) -> Result<Spawn, String> {
+        Ok(spawn)
+    }
+}
+
+/// One build: the environment's directory name under `<cache_dir>/envs/`, the steps that create
+/// it there, and what the steps must see read-only (interpreters).
+pub struct Build {
+    pub name: String,
+    /// What the log says is being built.
+    pub what: String,
+    pub steps: Vec<Spawn>,
+    pub read_only: Vec<PathBuf>,
+    /// More writable directories the steps need (an installer's download cache).
+    pub read_write: Vec<PathBuf>,
+}
+
+/// The directory of `name` under the cache (not built).
+pub fn env_dir(cache_dir: &Path, name: &str) -> PathBuf {
+    cache_dir.join("envs").join(name)
+}
+
+/// Returns the environment `build.name`, running `build.steps` first if the cache does not have it.
+pub async fn ensure(
+    build: Build,
     cache_dir: &Path,
-    code_dir: &Path,
-    env: &BTreeMap<String, String>,
-    s: &Session,
+    sink: &LogSink,
+    stop: &watch::Receiver<bool>,
     grace: Duration,
-    jail: &Jail<'_>,
+    runner: &dyn Runner,
 ) -> Result<Outcome, String> {
-    let bytes = std::fs::read(requirements).map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
-    let hash = requirements_hash(&bytes);
-    let venvs = cache_dir.join("venvs");
-    std::fs::create_dir_all(&venvs).map_err(|e| {
+    let envs = cache_dir.join("envs");
+    std::fs::create_dir_all(&envs).map_err(|e| {
         format!(
-            "cannot create the virtualenv cache {}: {e}; check the cache directory's permissions",
-            venvs.display()
+            "cannot create the environment cache {}: {e}; check the cache directory's permissions",
+            envs.display()
         )
     })?;
-    let dir = venvs.join(&hash);
+    let dir = envs.join(&build.name);
     if dir.join(READY).is_file() {
-        s.sink.line(format!(
-            "[kiln agent] requirements.txt: using the cached virtualenv {}",
+        sink.line(format!(
+            "[kiln agent] {}: using the cached environment {}",
+            build.what,
             dir.display()
         ));
         return Ok(Outcome::Ready(dir));
     }
 
-    let lock_path = venvs.join(format!("{hash}.lock"));
+    let lock_path = envs.join(format!("{}.lock", build.name));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
         .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    let mut stop = s.stop_rx();
+    let mut stop_wait = stop.clone();
     let mut said_waiting = false;
     let mut pending = file;
     // Held until this function returns; another job's build finishing releases it.
@@ -82,14 +114,15 @@ pub(crate) async fn ensure(
             Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
                 pending = f;
                 if !said_waiting {
-                    s.sink.line(
-                        "[kiln agent] requirements.txt: another job is building the same virtualenv; waiting for it",
-                    );
+                    sink.line(format!(
+                        "[kiln agent] {}: another job is building the same environment; waiting for it",
+                        build.what
+                    ));
                     said_waiting = true;
                 }
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(250)) => {},
-                    () = stop_requested(&mut stop) => return Ok(Outcome::Stopped),
+                    () = stop_requested(&mut stop_wait) => return Ok(Outcome::Stopped),
                 }
             }
             Err((_, e)) => return Err(format!("cannot lock {}: {e}", lock_path.display())),
@@ -101,60 +134,29 @@ pub(crate) async fn ensure(
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| {
             format!(
-                "cannot remove the unfinished virtualenv {}: {e}; remove it by hand",
+                "cannot remove the unfinished environment {}: {e}; remove it by hand",
                 dir.display()
             )
         })?;
     }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
 
-    s.sink.line(format!(
-        "[kiln agent] requirements.txt: building a virtualenv in {}",
+    sink.line(format!(
+        "[kiln agent] {}: building the environment {}",
+        build.what,
         dir.display()
     ));
-    let mut pip_env = env.clone();
-    pip_env.insert("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into());
-    // The build runs the requirements' own code (setup scripts), so it runs where the job does:
-    // in the sandbox, with only the virtualenv writable besides the tree.
-    let (python, shown) = if jail.sandboxed() {
-        let found = crate::sandbox::locate_python("python3", env)?;
-        (found.executable.display().to_string(), found.prefixes)
-    } else {
-        ("python3".to_string(), Vec::new())
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let code_dir = jail.tree.seen(code_dir);
-    let steps = [
-        Spawn {
-            program: python,
-            args: vec![
-                "-m".into(),
-                "venv".into(),
-                "--system-site-packages".into(),
-                dir.display().to_string(),
-            ],
-            cwd: code_dir.clone(),
-            env: pip_env.clone(),
-        },
-        Spawn {
-            program: dir.join("bin/python").display().to_string(),
-            args: vec![
-                "-m".into(),
-                "pip".into(),
-                "install".into(),
-                "-r".into(),
-                "requirements.txt".into(),
-            ],
-            cwd: code_dir,
-            env: pip_env,
-        },
-    ];
-    for step in steps {
+    let started = std::time::Instant::now();
+    let mut writable = vec![dir.clone()];
+    for extra in &build.read_write {
+        std::fs::create_dir_all(extra).map_err(|e| format!("cannot create {}: {e}", extra.display()))?;
+        writable.push(extra.clone());
+    }
+    for step in build.steps {
         let command = step.display();
-        let step = jail
-            .wrap(step, &shown, std::slice::from_ref(&dir))
-            .map_err(|e| format!("the virtualenv: {e}"))?;
-        let mut stop = s.stop_rx();
-        let result = launch::run(&step, &s.sink, &mut stop, grace).await;
+        let step = runner.wrap(step, &build.read_only, &writable)?;
+        let mut stop = stop.clone();
+        let result = launch::run(&step, sink, &mut stop, grace).await;
         let failed = match result {
             Ok(Finished { stopped: true, .. }) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -173,9 +175,30 @@ pub(crate) async fn ensure(
             });
         }
     }
-    std::fs::write(dir.join(READY), &hash)
-        .map_err(|e| format!("cannot mark the virtualenv {} ready: {e}", dir.display()))?;
+    std::fs::write(dir.join(READY), &build.name)
+        .map_err(|e| format!("cannot mark the environment {} ready: {e}", dir.display()))?;
+    sink.line(format!(
+        "[kiln agent] {}: environment built in {:.1} s",
+        build.what,
+        started.elapsed().as_secs_f64()
+    ));
     Ok(Outcome::Ready(dir))
+}
+
+/// Whether `dir` holds a finished environment.
+pub fn is_ready(dir: &Path) -> bool {
+    dir.join(READY).is_file()
+}
+
+/// The environment variables a build step runs with: the job's, plus quiet installers.
+pub fn build_env(env: &BTreeMap<String, String>, cache_dir: &Path) -> BTreeMap<String, String> {
+    let mut e = env.clone();
+    e.insert("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into());
+    e.insert("UV_CACHE_DIR".into(), cache_dir.join("uv").display().to_string());
+    // uv would fetch Python builds from GitHub; kiln uses the interpreters the machine has.
+    e.insert("UV_PYTHON_DOWNLOADS".into(), "never".into());
+    e.insert("UV_NO_PROGRESS".into(), "1".into());
+    e
 }
 
 #[cfg(test)]
@@ -185,7 +208,7 @@ mod tests {
     #[test]
     fn hash_is_sha256_hex() {
         assert_eq!(
-            requirements_hash(b""),
+            content_hash(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }

@@ -108,6 +108,22 @@ pub struct Assignment {
     /// (hosts missing here are taken to run on this machine: 127.0.0.1).
     #[serde(default)]
     pub host_addresses: std::collections::BTreeMap<String, String>,
+    /// The operator's `[[environments]]`: images mapped to interpreters they already have.
+    #[serde(default)]
+    pub environments: Vec<EnvironmentRule>,
+}
+
+/// `[[environments]]` of `kiln.toml`: script-mode jobs whose image matches `image` (a glob over the
+/// whole image URI: `*` any text, `?` one character) run on `python` instead of the image's pinned
+/// environment; `system_site_packages` lets a job's `requirements.txt` environment see the
+/// interpreter's own packages (e.g. Debian's `python3-torch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentRule {
+    pub image: String,
+    pub python: String,
+    #[serde(default)]
+    pub system_site_packages: bool,
 }
 
 /// Phases a host reports, in order.

@@ -111,6 +111,7 @@ impl Engine {
             sandbox: self.runner.sandbox,
             // The local executor runs every host on this machine (127.0.0.1, the default).
             host_addresses: Default::default(),
+            environments: self.runner.environments.clone(),
         })
     }
 

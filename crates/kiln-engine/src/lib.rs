@@ -66,6 +66,8 @@ pub struct RunnerConfig {
     pub external_s3: Vec<ExternalS3>,
     /// Whether hosts run their algorithm in a sandbox.
     pub sandbox: bool,
+    /// `[[environments]]`: images mapped to interpreters, passed to agents.
+    pub environments: Vec<kiln_api::agent::EnvironmentRule>,
 }
 
 impl Default for RunnerConfig {
@@ -78,6 +80,7 @@ impl Default for RunnerConfig {
             stop_grace_seconds: 120,
             external_s3: Vec::new(),
             sandbox: false,
+            environments: Vec::new(),
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct JobsConfig {
     pub external_s3: Vec<kiln_api::agent::ExternalS3>,
     /// Whether hosts run their algorithm in a sandbox (resolved from `[jobs] sandbox`).
     pub sandbox: bool,
+    /// `[[environments]]`: images mapped to interpreters.
+    pub environments: Vec<kiln_api::agent::EnvironmentRule>,
 }
 
 /// Shared state of the server.
@@ -246,6 +248,7 @@ fn build_engine(
         stop_grace_seconds: jobs.stop_grace_seconds,
         external_s3: jobs.external_s3.clone(),
         sandbox: jobs.sandbox,
+        environments: jobs.environments.clone(),
     };
     let capacity = jobs.capacity.unwrap_or(kiln_engine::capacity::Resources {
         vcpus: 192,

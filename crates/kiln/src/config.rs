@@ -25,6 +25,9 @@ pub struct FileConfig {
     /// `[[external_s3]]`: buckets that live on another S3 (AWS or any compatible store).
     #[serde(default)]
     pub external_s3: Vec<kiln_api::agent::ExternalS3>,
+    /// `[[environments]]`: framework images mapped to interpreters the operator already has.
+    #[serde(default)]
+    pub environments: Vec<kiln_api::agent::EnvironmentRule>,
 }
 
 /// `[jobs]` of `kiln.toml`.
@@ -62,6 +65,7 @@ pub struct Settings {
     pub jobs: JobsSection,
     pub capacity: Option<CapacitySection>,
     pub external_s3: Vec<kiln_api::agent::ExternalS3>,
+    pub environments: Vec<kiln_api::agent::EnvironmentRule>,
 }
 
 fn home_data_dir() -> PathBuf {
@@ -134,5 +138,6 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         jobs: file.jobs,
         capacity: file.capacity,
         external_s3: file.external_s3,
+        environments: file.environments,
     })
 }

@@ -3,6 +3,7 @@
 
 mod client;
 mod config;
+mod environments;
 mod train;
 mod tune;
 
@@ -51,6 +52,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The Python environments of framework images: show them, or build one ahead of its first job.
+    Environments {
+        #[command(subcommand)]
+        command: EnvironmentsCommand,
     },
     /// Run a built-in algorithm inside the SageMaker container contract, e.g.
     /// `kiln algo xgboost train --ml-root /opt/ml` or `kiln algo xgboost predict --model M --data D`.
@@ -101,6 +107,19 @@ enum KeysCommand {
     },
     /// List access key ids and their accounts.
     List,
+}
+
+#[derive(Subcommand)]
+enum EnvironmentsCommand {
+    /// Every framework image kiln has pinned versions for, which are built, and `[[environments]]`.
+    List,
+    /// Builds the environment of IMAGE (a training image URI) into the cache.
+    Build {
+        image: String,
+        /// Also layer this requirements.txt on top, as a job that ships it would.
+        #[arg(long)]
+        requirements: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +175,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve { database_url, .. } => serve(settings, database_url.clone()).await,
         Command::Env => env(&settings),
         Command::Keys { command } => keys_command(&settings, command),
+        Command::Environments { command } => match command {
+            EnvironmentsCommand::List => environments::list(&settings),
+            EnvironmentsCommand::Build { image, requirements } => {
+                environments::build(&settings, &image, requirements.as_deref()).await
+            }
+        },
         Command::Jobs { command } => jobs(&settings, command).await,
         Command::Tune(args) => {
             let client = Client::from_env(&settings)?;
@@ -212,6 +237,7 @@ async fn serve(settings: config::Settings, database_url: Option<String>) -> Resu
         public_url: settings.jobs.public_url.clone(),
         stop_grace_seconds: settings.jobs.stop_grace_seconds.unwrap_or(120),
         sandbox,
+        environments: settings.environments.clone(),
         external_s3: settings.external_s3.clone(),
     };
     let database_url = database_url.or(settings.database_url.clone());

@@ -175,6 +175,7 @@ pub fn assignment(job: &str, runtime: Runtime, spec: Value, cache: &Path) -> Ass
         cache_dir: cache.display().to_string(),
         sandbox: false,
         host_addresses: Default::default(),
+        environments: Vec::new(),
     }
 }
 
