@@ -161,8 +161,11 @@ impl Tools {
     pub fn find(env: &BTreeMap<String, String>) -> Result<Tools, String> {
         let python = crate::sandbox::locate_python("python3", env)
             .map_err(|e| format!("script mode needs Python 3 on this machine: {e}"))?;
+        // `pip install uv` puts the binary beside the interpreter; a `uv` found on PATH may be a
+        // launcher script (pyenv's shims) that does not work in a sandbox.
+        let beside = python.executable.parent().map(|d| d.join("uv")).filter(|p| p.is_file());
         Ok(Tools {
-            uv: find_in_path("uv", env),
+            uv: beside.or_else(|| find_in_path("uv", env)),
             python,
         })
     }
