@@ -335,3 +335,20 @@ def test_builtin_xgboost_job_on_flights_through_boto3(runner, sm, s3):
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         model = json.load(tar.extractfile("xgboost-model"))
     assert model["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"] == "40"
+
+
+def test_uris_with_empty_segments_round_trip(sm, s3):
+    """`f"{prefix}/train"` with a prefix ending in `/` makes `prefix//train/`: legal S3 keys, which
+    staging, the source bundle and the model upload must all handle."""
+    s3.put_object(Bucket="jobs", Key="dbl//train/rows.txt", Body=b"1 2 3\n4 5\n")
+    src = bundle(s3, "dbl//code/sourcedir.tar.gz", {"train.py": TRAIN_PY})
+    assert src == "s3://jobs/dbl//code/sourcedir.tar.gz"
+    req = script_job("double-slash", src, [("train", "s3://jobs/dbl//train/", "FullyReplicated")])
+    req["OutputDataConfig"] = {"S3OutputPath": "s3://jobs/out//put"}
+    sm.create_training_job(**req)
+    d = wait(sm, "double-slash")
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert d["ModelArtifacts"]["S3ModelArtifacts"] == "s3://jobs/out//put/double-slash/output/model.tar.gz"
+    body = s3.get_object(Bucket="jobs", Key="out//put/double-slash/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert json.load(tar.extractfile("model.json"))["rows"] == 5

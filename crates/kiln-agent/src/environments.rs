@@ -29,6 +29,13 @@ pub struct ImageEnv {
     pub python: String,
     /// Pinned requirements, exact versions.
     pub packages: Vec<String>,
+    /// Libraries the image installs without an exact version, with the constraints its build
+    /// implies (`numpy<2`): installed too, so the resolver picks what the image would.
+    #[serde(default)]
+    pub unpinned: Vec<String>,
+    /// Exact pins of libraries few scripts need (not installed).
+    #[serde(default)]
+    pub optional: Vec<String>,
     /// The index the packages come from, if not PyPI.
     #[serde(default)]
     pub index_url: String,
@@ -205,6 +212,7 @@ pub fn pins(image: &ImageEnv, relaxed: bool) -> Vec<String> {
         .iter()
         .enumerate()
         .map(|(i, p)| if relaxed && i > 0 { relax(p) } else { p.clone() })
+        .chain(image.unpinned.iter().cloned())
         .collect()
 }
 
@@ -264,6 +272,11 @@ fn steps(
             "--extra-index-url".into(),
             "https://pypi.org/simple".into(),
         ];
+        // uv prefers the extra index and stops at the first index that has a package; the best
+        // match across both is what pip does and what the pins mean (`torch==2.1.0+cpu`).
+        if tools.uv.is_some() {
+            index.extend(["--index-strategy".into(), "unsafe-best-match".into()]);
+        }
     }
     match &tools.uv {
         Some(uv) => {
@@ -593,6 +606,8 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             python: "3.9".into(),
             packages: vec!["scikit-learn==1.2.1".into()],
+            unpinned: Vec::new(),
+            optional: Vec::new(),
             index_url: String::new(),
             toolkit: Vec::new(),
             source: "test".into(),

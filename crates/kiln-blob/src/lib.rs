@@ -8,11 +8,13 @@
 //! SageMaker-style `model.tar.gz` archives. This crate knows nothing of jobs, channels or the
 //! database; callers decide what to fetch and where to put it.
 //!
-//! Keys are passed to `object_store` unchanged, which cannot address keys with empty segments
-//! (`a//b`, a leading or trailing `/`), `.`/`..` segments or control characters; such keys are
-//! refused with [`BlobError::InvalidUri`] (SageMaker never creates them).
+//! Keys are passed to `object_store` unchanged. It cannot address keys with empty segments
+//! (`prefix//train/x`, which the common `f"{prefix}/train"` makes of a prefix ending in `/`), a
+//! leading or trailing `/`, `.`/`..` segments or control characters; S3 allows them, so those go
+//! through plain signed S3 requests instead (`raw`: list, get, put of up to 5 GiB).
 
 mod archive;
+mod raw;
 mod uri;
 
 use std::collections::HashMap;
@@ -145,6 +147,21 @@ fn store_error(uri: &str, e: object_store::Error) -> BlobError {
     }
 }
 
+/// Whether `object_store` can address `key` as it is (no empty, `.` or `..` segment, no leading or
+/// trailing `/`, no control character).
+fn addressable(key: &str) -> bool {
+    StorePath::parse(key).is_ok_and(|p| p.as_ref() == key)
+}
+
+/// Whether a listing of `prefix` can go through `object_store`, which lists whole path segments:
+/// the directory part of the prefix must be addressable.
+fn lists_by_segments(prefix: &str) -> bool {
+    match prefix.rfind('/') {
+        Some(i) => addressable(&prefix[..i]),
+        None => true,
+    }
+}
+
 /// A sibling of `dest` to write into before renaming over it.
 fn partial_path(dest: &Path) -> PathBuf {
     let name = dest
@@ -224,6 +241,14 @@ impl Blobs {
         Ok(client)
     }
 
+    /// Plain S3 requests to the endpoint of `bucket`, for keys `object_store` cannot address.
+    fn raw(&self, bucket: &str, uri: &str) -> Result<raw::RawS3, BlobError> {
+        raw::RawS3::new(self.endpoint_for(bucket).clone()).map_err(|message| BlobError::Store {
+            uri: uri.to_string(),
+            message,
+        })
+    }
+
     fn s3(&self, uri: &str, bucket: &str, key: &str) -> Result<(Arc<AmazonS3>, StorePath), BlobError> {
         let path = StorePath::parse(key).map_err(|e| BlobError::InvalidUri {
             uri: uri.to_string(),
@@ -242,6 +267,20 @@ impl Blobs {
     /// `S3Prefix`), in key order, across all pages. No match is an empty list.
     pub async fn list(&self, prefix_uri: &str) -> Result<Vec<ObjectInfo>, BlobError> {
         match BlobUri::parse(prefix_uri)? {
+            BlobUri::S3 { bucket, key: prefix } if !lists_by_segments(&prefix) => {
+                let found = self
+                    .raw(&bucket, prefix_uri)?
+                    .list(&bucket, &prefix, prefix_uri)
+                    .await?;
+                Ok(found
+                    .into_iter()
+                    .map(|(key, size)| ObjectInfo {
+                        uri: format!("s3://{bucket}/{key}"),
+                        key,
+                        size,
+                    })
+                    .collect())
+            }
             BlobUri::S3 { bucket, key: prefix } => {
                 let client = self.client(&bucket, prefix_uri)?;
                 // object_store lists by whole path segments: list the enclosing "directory" and
@@ -309,6 +348,9 @@ impl Blobs {
     }
 
     async fn download_s3(&self, uri: &str, bucket: &str, key: &str, dest: &Path) -> Result<u64, BlobError> {
+        if !addressable(key) {
+            return self.raw(bucket, uri)?.get_to_file(bucket, key, dest, uri).await;
+        }
         let (client, path) = self.s3(uri, bucket, key)?;
         let meta = client.head(&path).await.map_err(|e| store_error(uri, e))?;
         let size = meta.size;
@@ -431,6 +473,9 @@ impl Blobs {
     }
 
     async fn upload_s3(&self, local: &Path, uri: &str, bucket: &str, key: &str) -> Result<u64, BlobError> {
+        if !addressable(key) {
+            return self.raw(bucket, uri)?.put_file(bucket, key, local, uri).await;
+        }
         let (client, path) = self.s3(uri, bucket, key)?;
         let file = tokio::fs::File::open(local).await.map_err(io_at(local))?;
         let size = file.metadata().await.map_err(io_at(local))?.len();
@@ -499,6 +544,9 @@ impl Blobs {
     /// The whole of a small object.
     pub async fn get_bytes(&self, uri: &str) -> Result<Bytes, BlobError> {
         match BlobUri::parse(uri)? {
+            BlobUri::S3 { bucket, key } if !addressable(&key) => {
+                self.raw(&bucket, uri)?.get_bytes(&bucket, &key, uri).await
+            }
             BlobUri::S3 { bucket, key } => {
                 let (client, path) = self.s3(uri, &bucket, &key)?;
                 let got = client.get(&path).await.map_err(|e| store_error(uri, e))?;
@@ -515,6 +563,9 @@ impl Blobs {
     /// Writes a small object.
     pub async fn put_bytes(&self, uri: &str, data: Bytes) -> Result<(), BlobError> {
         match BlobUri::parse(uri)? {
+            BlobUri::S3 { bucket, key } if !addressable(&key) => {
+                self.raw(&bucket, uri)?.put_bytes(&bucket, &key, data, uri).await
+            }
             BlobUri::S3 { bucket, key } => {
                 let (client, path) = self.s3(uri, &bucket, &key)?;
                 client
