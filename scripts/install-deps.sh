@@ -8,6 +8,10 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 apt_missing=()
 # The AWS CLI v2 (Debian's awscli) for `aws logs tail`; the pip CLI (v1) stays the default `aws`.
 /usr/bin/aws --version 2>/dev/null | grep -q '^aws-cli/2' || apt_missing+=(awscli)
+# A registry, a client that pushes to it and a static busybox, for kiln-image's tests that pull images.
+command -v docker-registry >/dev/null || apt_missing+=(docker-registry)
+command -v skopeo >/dev/null || apt_missing+=(skopeo)
+dpkg -s busybox-static >/dev/null 2>&1 || apt_missing+=(busybox-static)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null
