@@ -10,6 +10,10 @@ apt_missing=()
 /usr/bin/aws --version 2>/dev/null | grep -q '^aws-cli/2' || apt_missing+=(awscli)
 # bubblewrap: every host's sandbox.
 command -v bwrap >/dev/null || apt_missing+=(bubblewrap)
+# A registry, a client that pushes to it and a static busybox, for kiln-image's tests that pull images.
+command -v docker-registry >/dev/null || apt_missing+=(docker-registry)
+command -v skopeo >/dev/null || apt_missing+=(skopeo)
+dpkg -s busybox-static >/dev/null 2>&1 || apt_missing+=(busybox-static)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null

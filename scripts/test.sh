@@ -16,6 +16,8 @@ PG_DIR=$(mktemp -d /tmp/kiln-test-pg.XXXXXX)
 trap 'scripts/pg.sh stop "$PG_DIR"' EXIT
 eval "$(scripts/pg.sh start "$PG_DIR")"
 export KILN_REQUIRE_POSTGRES=1
+# kiln-image's registry tests skip without docker-registry/skopeo/busybox-static; here they must run.
+export KILN_REQUIRE_REGISTRY=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
