@@ -514,6 +514,7 @@ mod tests {
             sandbox: false,
             host_addresses: Default::default(),
             environments: Vec::new(),
+            registries: Vec::new(),
         }
     }
 

@@ -135,6 +135,29 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
     let objects = BlobObjects::new(a);
     s.status(Phase::Downloading, "Downloading input data");
     let mut stop = s.stop_rx();
+    // The job's own image first, as SageMaker downloads the training image before the data.
+    let pulled = match &a.runtime {
+        Runtime::Image { image, .. } => {
+            if sandbox.is_none() {
+                return Err(Early::Client(
+                    "running the job's own image needs the sandbox, and this kiln runs jobs without one \
+                     ([jobs] sandbox = \"none\", or bubblewrap is missing)"
+                        .into(),
+                ));
+            }
+            s.status(Phase::Downloading, "Downloading the training image");
+            let got = tokio::select! {
+                r = crate::image::pull(image, a, &s.sink) => r,
+                () = stop_requested(&mut stop) => return Err(Early::Stopped),
+            };
+            match got {
+                Ok(img) => Some(img),
+                Err(crate::image::PullFailure::Client(m)) => return Err(Early::Client(m)),
+                Err(crate::image::PullFailure::Platform(m)) => return Err(Early::Platform(m)),
+            }
+        }
+        _ => None,
+    };
     let pipes = tokio::select! {
         r = staging::stage_channels(&objects, a, &spec, &channels, &tree) => r?,
         () = stop_requested(&mut stop) => return Err(Early::Stopped),
@@ -167,7 +190,15 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
         tree: &tree,
         a,
     };
-    let ran = run_runtime(&objects, a, &params, &jail, env, s).await;
+    let ran = match (&a.runtime, &pulled) {
+        (
+            Runtime::Image {
+                entrypoint, arguments, ..
+            },
+            Some(img),
+        ) => run_image(img, entrypoint.as_deref(), arguments.as_deref(), &jail, &env, &spec, s).await,
+        _ => run_runtime(&objects, a, &params, &jail, env, s).await,
+    };
     if let Some(f) = feeders {
         f.stop().await;
     }
@@ -253,8 +284,41 @@ async fn run_runtime(
             run_process(&spawn, s, grace).await?
         }
         Runtime::Script { .. } => run_script(objects, a, params, jail, env, s, grace).await?,
+        // Pulled and run by `run_image` before this is reached.
+        Runtime::Image { image, .. } => {
+            return Err(Early::Platform(format!("the image {image} was not pulled")));
+        }
     };
     Ok(ran)
+}
+
+/// Runs the job's own image in the sandbox.
+async fn run_image(
+    img: &kiln_image::Image,
+    entrypoint: Option<&[String]>,
+    arguments: Option<&[String]>,
+    jail: &Jail<'_>,
+    env: &BTreeMap<String, String>,
+    spec: &CreateTrainingJobRequest,
+    s: &Session,
+) -> Result<Ran, Early> {
+    let Some(sandbox) = &jail.sandbox else {
+        return Err(Early::Client("kiln runs a job's own image only inside the sandbox, and this server runs jobs without one ([jobs] sandbox = \"none\", or bubblewrap does not work here)".into()));
+    };
+    let (spawn, home) =
+        crate::image::spawn(img, entrypoint, arguments, env, spec.environment.as_ref()).map_err(Early::Client)?;
+    let etc = crate::image::etc_copy(img, &jail.tree.host_dir).map_err(Early::Platform)?;
+    s.sink.line(format!(
+        "[kiln agent] running {} ({}): {}",
+        img.reference,
+        img.digest,
+        spawn.display()
+    ));
+    let view = jail.view(&[], &[]);
+    let spawn = sandbox
+        .wrap_image(spawn, &view, &img.rootfs, &etc, &home)
+        .map_err(|e| Early::Platform(format!("cannot prepare the sandbox: {e}")))?;
+    run_process(&spawn, s, std::time::Duration::from_secs(jail.a.stop_grace_seconds)).await
 }
 
 /// Runs a process; a process that cannot start is the job's problem (`ClientError`).
@@ -403,12 +467,8 @@ impl crate::venv::Runner for Jail<'_> {
 }
 
 impl Jail<'_> {
-    /// `spawn` as it runs here: wrapped in the sandbox (showing `read_only` and `read_write` paths
-    /// besides the system and the tree), or unchanged without one.
-    pub(crate) fn wrap(&self, spawn: Spawn, read_only: &[PathBuf], read_write: &[PathBuf]) -> Result<Spawn, String> {
-        let Some(sandbox) = &self.sandbox else {
-            return Ok(spawn);
-        };
+    /// What this host's sandbox shows, with `read_only` and `read_write` besides.
+    fn view(&self, read_only: &[PathBuf], read_write: &[PathBuf]) -> View<'_> {
         let mut hosts: BTreeMap<String, String> = self
             .a
             .hosts
@@ -416,13 +476,22 @@ impl Jail<'_> {
             .map(|h| (h.clone(), "127.0.0.1".to_string()))
             .collect();
         hosts.extend(self.a.host_addresses.clone());
-        let view = View {
+        View {
             tree: self.tree,
             hostname: &self.a.host,
             hosts,
             read_only: read_only.to_vec(),
             read_write: read_write.to_vec(),
+        }
+    }
+
+    /// `spawn` as it runs here: wrapped in the sandbox (showing `read_only` and `read_write` paths
+    /// besides the system and the tree), or unchanged without one.
+    pub(crate) fn wrap(&self, spawn: Spawn, read_only: &[PathBuf], read_write: &[PathBuf]) -> Result<Spawn, String> {
+        let Some(sandbox) = &self.sandbox else {
+            return Ok(spawn);
         };
+        let view = self.view(read_only, read_write);
         sandbox
             .wrap(spawn, &view)
             .map_err(|e| format!("cannot prepare the sandbox: {e}"))

@@ -19,6 +19,7 @@ pub mod client;
 pub mod env;
 pub mod environments;
 mod host;
+pub mod image;
 pub mod launch;
 pub mod logs;
 pub mod pipe;

@@ -101,6 +101,85 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// The `bwrap` command line that runs `spawn` with an image's root file system as `/`: the
+    /// image's directories read-only over a scratch root (so mount points the image lacks can be
+    /// made), `etc` (a copy of the image's, holding this host's `hosts` and `hostname`), private
+    /// `/tmp`, `/run` and home, the tree at `/opt/ml`. `spawn`'s paths are the image's.
+    pub fn wrap_image(
+        &self,
+        spawn: Spawn,
+        view: &View,
+        rootfs: &Path,
+        etc: &Path,
+        home: &str,
+    ) -> Result<Spawn, String> {
+        let mut args: Vec<String> = [
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--hostname",
+            view.hostname,
+            "--tmpfs",
+            "/",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let own = ["proc", "dev", "tmp", "etc", "opt", "run", "sys"];
+        let bind_children = |args: &mut Vec<String>, dir: &Path, at: &Path, skip: &[&str]| -> Result<(), String> {
+            let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(text) = name.to_str() else { continue };
+                if skip.contains(&text) {
+                    continue;
+                }
+                let (src, dst) = (e.path(), at.join(text));
+                match e.file_type() {
+                    Ok(t) if t.is_symlink() => {
+                        if let Ok(target) = std::fs::read_link(&src) {
+                            args.extend(["--symlink".into(), os(&target), os(&dst)]);
+                        }
+                    }
+                    Ok(_) => args.extend(["--ro-bind".into(), os(&src), os(&dst)]),
+                    Err(_) => {}
+                }
+            }
+            Ok(())
+        };
+        bind_children(&mut args, rootfs, Path::new("/"), &own)?;
+        if rootfs.join("opt").is_dir() {
+            bind_children(&mut args, &rootfs.join("opt"), Path::new("/opt"), &["ml"])?;
+        }
+        std::fs::write(etc.join("hosts"), hosts_text(view.hostname, &view.hosts))
+            .map_err(|e| format!("cannot write {}: {e}", etc.join("hosts").display()))?;
+        std::fs::write(etc.join("hostname"), format!("{}\n", view.hostname))
+            .map_err(|e| format!("cannot write {}: {e}", etc.join("hostname").display()))?;
+        args.extend(["--ro-bind".into(), os(etc), "/etc".into()]);
+        args.extend(["--ro-bind".into(), "/sys".into(), "/sys".into()]);
+        for dir in ["/tmp", "/run", home] {
+            args.extend(["--tmpfs".into(), dir.into()]);
+        }
+        args.extend(["--proc".into(), "/proc".into(), "--dev".into(), "/dev".into()]);
+        args.extend(["--bind".into(), os(&view.tree.root), crate::tree::CONTAINER_ROOT.into()]);
+        for gpu in gpu_devices() {
+            args.extend(["--dev-bind".into(), os(&gpu), os(&gpu)]);
+        }
+        args.extend(["--chdir".into(), os(&spawn.cwd), "--".into(), spawn.program.clone()]);
+        args.extend(spawn.args);
+        Ok(Spawn {
+            program: self.bwrap.display().to_string(),
+            args,
+            cwd: PathBuf::from("/"),
+            env: spawn.env,
+        })
+    }
+}
+
 fn os(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }

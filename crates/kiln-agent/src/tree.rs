@@ -367,6 +367,7 @@ pub(crate) mod tests {
             sandbox: false,
             host_addresses: Default::default(),
             environments: Vec::new(),
+            registries: Vec::new(),
         }
     }
 

@@ -54,6 +54,35 @@ pub enum Runtime {
     },
     /// Does nothing and succeeds (measures the platform's own overhead).
     Noop,
+    /// The job's own image, pulled from its registry and run in the host's sandbox as SageMaker
+    /// runs a container: its entrypoint with the argument `train`, or `ContainerEntrypoint` and
+    /// `ContainerArguments` when given.
+    Image {
+        image: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entrypoint: Option<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments: Option<Vec<String>>,
+    },
+}
+
+/// `[[registries]]` of `kiln.toml`: how to reach the registries of jobs' own images (kiln-image's
+/// settings, as the agent receives them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryRule {
+    /// A glob over registry hosts (`host[:port]`).
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Plain HTTP (the default for loopback registries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+    /// `host[:port]` of a registry that serves the matching registries' images instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
 }
 
 /// One instance group of `resourceconfig.json`.
@@ -111,6 +140,9 @@ pub struct Assignment {
     /// The operator's `[[environments]]`: images mapped to interpreters they already have.
     #[serde(default)]
     pub environments: Vec<EnvironmentRule>,
+    /// The operator's `[[registries]]`, for jobs' own images.
+    #[serde(default)]
+    pub registries: Vec<RegistryRule>,
 }
 
 /// `[[environments]]` of `kiln.toml`: script-mode jobs whose image matches `image` (a glob over the

@@ -112,6 +112,7 @@ impl Engine {
             // The local executor runs every host on this machine (127.0.0.1, the default).
             host_addresses: Default::default(),
             environments: self.runner.environments.clone(),
+            registries: self.runner.registries.clone(),
         })
     }
 

@@ -68,6 +68,8 @@ pub struct RunnerConfig {
     pub sandbox: bool,
     /// `[[environments]]`: images mapped to interpreters, passed to agents.
     pub environments: Vec<kiln_api::agent::EnvironmentRule>,
+    /// `[[registries]]`: how agents reach the registries of jobs' own images.
+    pub registries: Vec<kiln_api::agent::RegistryRule>,
 }
 
 impl Default for RunnerConfig {
@@ -81,6 +83,7 @@ impl Default for RunnerConfig {
             external_s3: Vec::new(),
             sandbox: false,
             environments: Vec::new(),
+            registries: Vec::new(),
         }
     }
 }

@@ -9,6 +9,20 @@ const BUILTINS: &[(&str, &str)] = &[
     ("xgboost", "xgboost"),
     ("kiln/xgboost", "xgboost"),
 ];
+/// SageMaker's framework images: they run the user's script (`sagemaker_program`), or a
+/// `ContainerEntrypoint` on the host's environment; never pulled (kiln builds their environments).
+const FRAMEWORKS: &[&str] = &[
+    "pytorch-training",
+    "pytorch",
+    "tensorflow-training",
+    "huggingface-pytorch-training",
+    "huggingface-tensorflow-training",
+    "sagemaker-scikit-learn",
+    "mxnet-training",
+    "sagemaker-xgboost",
+    "xgboost",
+];
+
 /// Built-in images SageMaker has that kiln does not implement yet.
 const UNIMPLEMENTED: &[&str] = &[
     "linear-learner",
@@ -65,13 +79,27 @@ pub fn resolve(spec: &CreateTrainingJobRequest) -> Result<Runtime, String> {
         ));
     }
     let image = alg.training_image.clone().unwrap_or_default();
+    let repo = image_repository(&image);
+    let short = repo.rsplit('/').next().unwrap_or(&repo).to_string();
+    // kiln's own names and SageMaker's framework images are not pulled: a ContainerEntrypoint runs
+    // on the host's environment. Any other image is the job's own: pulled and run.
+    let own_image = !repo.starts_with("kiln/")
+        && !FRAMEWORKS.contains(&short.as_str())
+        && !UNIMPLEMENTED.contains(&repo.as_str())
+        && !BUILTINS.iter().any(|(r, _)| *r == repo);
     if let Some(entrypoint) = &alg.container_entrypoint {
+        if own_image && !image.is_empty() {
+            return Ok(Runtime::Image {
+                image,
+                entrypoint: Some(entrypoint.clone()),
+                arguments: alg.container_arguments.clone(),
+            });
+        }
         return Ok(Runtime::Command {
             entrypoint: entrypoint.clone(),
             arguments: alg.container_arguments.clone().unwrap_or_default(),
         });
     }
-    let repo = image_repository(&image);
     let program = spec
         .hyper_parameters
         .as_ref()
@@ -102,11 +130,17 @@ pub fn resolve(spec: &CreateTrainingJobRequest) -> Result<Runtime, String> {
              Built-in algorithms available: xgboost (sagemaker-xgboost images, kiln/xgboost)."
         ));
     }
+    if own_image && !image.is_empty() {
+        return Ok(Runtime::Image {
+            image,
+            entrypoint: None,
+            arguments: alg.container_arguments.clone(),
+        });
+    }
     Err(format!(
-        "ClientError: cannot run image '{image}': it is not a kiln built-in algorithm image (sagemaker-xgboost, \
-         kiln/xgboost, kiln/noop), no 'sagemaker_program' hyperparameter selects script mode, and no container \
-         runtime is configured. Use a built-in image, set sagemaker_program (script mode), or set \
-         ContainerEntrypoint to run a command."
+        "ClientError: cannot run image '{image}': it is a SageMaker framework image or a kiln name, and no \
+         'sagemaker_program' hyperparameter selects the script to run in it. Set sagemaker_program (script mode), \
+         use a built-in image (sagemaker-xgboost, kiln/xgboost), or set ContainerEntrypoint to run a command."
     ))
 }
 

@@ -267,9 +267,10 @@ async fn one_bad_job_does_not_stop_the_pass() {
     let (engine, store, executor) = setup(0).await;
     create(&engine, "a-bad", 1, "ml.m5.large").await;
     create(&engine, "b-good", 1, "ml.m5.large").await;
-    // The first job's image maps to nothing kiln runs: it fails with a reason; the second runs.
+    // The first job's framework image names no script: it fails with a reason; the second runs.
     let mut bad = job(&engine, "a-bad").await;
-    bad.spec.algorithm_specification.as_mut().unwrap().training_image = Some("nothing-i-know:1".into());
+    bad.spec.algorithm_specification.as_mut().unwrap().training_image =
+        Some("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310".into());
     store.inner.update_training_job(&bad).await.unwrap();
     engine.tick().await.unwrap();
     let bad = job(&engine, "a-bad").await;

@@ -54,6 +54,8 @@ pub struct JobsConfig {
     pub sandbox: bool,
     /// `[[environments]]`: images mapped to interpreters.
     pub environments: Vec<kiln_api::agent::EnvironmentRule>,
+    /// `[[registries]]`: registries of jobs' own images.
+    pub registries: Vec<kiln_api::agent::RegistryRule>,
 }
 
 /// Shared state of the server.
@@ -249,6 +251,7 @@ fn build_engine(
         external_s3: jobs.external_s3.clone(),
         sandbox: jobs.sandbox,
         environments: jobs.environments.clone(),
+        registries: jobs.registries.clone(),
     };
     let capacity = jobs.capacity.unwrap_or(kiln_engine::capacity::Resources {
         vcpus: 192,

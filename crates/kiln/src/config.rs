@@ -28,6 +28,9 @@ pub struct FileConfig {
     /// `[[environments]]`: framework images mapped to interpreters the operator already has.
     #[serde(default)]
     pub environments: Vec<kiln_api::agent::EnvironmentRule>,
+    /// `[[registries]]`: credentials, plain HTTP and mirrors for the registries of jobs' images.
+    #[serde(default)]
+    pub registries: Vec<kiln_api::agent::RegistryRule>,
 }
 
 /// `[jobs]` of `kiln.toml`.
@@ -66,6 +69,7 @@ pub struct Settings {
     pub capacity: Option<CapacitySection>,
     pub external_s3: Vec<kiln_api::agent::ExternalS3>,
     pub environments: Vec<kiln_api::agent::EnvironmentRule>,
+    pub registries: Vec<kiln_api::agent::RegistryRule>,
 }
 
 fn home_data_dir() -> PathBuf {
@@ -139,5 +143,6 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         capacity: file.capacity,
         external_s3: file.external_s3,
         environments: file.environments,
+        registries: file.registries,
     })
 }

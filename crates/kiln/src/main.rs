@@ -238,6 +238,7 @@ async fn serve(settings: config::Settings, database_url: Option<String>) -> Resu
         stop_grace_seconds: settings.jobs.stop_grace_seconds.unwrap_or(120),
         sandbox,
         environments: settings.environments.clone(),
+        registries: settings.registries.clone(),
         external_s3: settings.external_s3.clone(),
     };
     let database_url = database_url.or(settings.database_url.clone());

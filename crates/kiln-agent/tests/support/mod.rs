@@ -176,6 +176,7 @@ pub fn assignment(job: &str, runtime: Runtime, spec: Value, cache: &Path) -> Ass
         sandbox: false,
         host_addresses: Default::default(),
         environments: Vec::new(),
+        registries: Vec::new(),
     }
 }
 
