@@ -250,6 +250,11 @@ json.dump({"rows": rows}, open(os.path.join(os.environ["SM_MODEL_DIR"], "model.j
     assert job["JobId"] == slurm_id and job["NodeList"] == node
     assert d["TrainingJobArn"] in scontrol("show", "job", slurm_id)
     assert job["Requeue"] == "0"
+    # The host's tree is removed once the job has ended (kiln sees the work directory here); the
+    # agent's log stays.
+    host_dir = kiln.data_dir / "slurm-work" / name / "algo-1"
+    wait_until("the host's tree removed", lambda: not (host_dir / "opt").exists())
+    assert "finished" in (host_dir / "agent.log").read_text()
 
 
 def test_builtin_xgboost_job_completes_on_slurm(kiln, sm, s3):
@@ -407,6 +412,8 @@ def test_a_node_going_down_fails_the_job_naming_the_node(kiln, sm, s3):
     reason = d["FailureReason"]
     assert reason.startswith("InternalServerError: ") and "node2" in reason, reason
     assert "algo-2" in reason, reason
+    # A failed job's trees stay for inspection.
+    assert (kiln.data_dir / "slurm-work" / name / "algo-1" / "opt" / "ml").is_dir()
     wait_until("no Slurm job left running", lambda: all(
         j["JobState"] not in ("PENDING", "RUNNING", "COMPLETING") for j in slurm_jobs(name)))
 
