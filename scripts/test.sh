@@ -11,13 +11,24 @@ step() { printf '\n== %s ==\n' "$*"; }
 step "python packages"
 scripts/install-deps.sh
 
+# What to stop at exit, in order; each step that starts something adds to it.
+at_exit=()
+run_at_exit() { for c in "${at_exit[@]}"; do eval "$c" || true; done; }
+trap run_at_exit EXIT
+
 step "PostgreSQL (a throwaway server for the store's conformance suite and the PostgreSQL runs)"
 PG_DIR=$(mktemp -d /tmp/kiln-test-pg.XXXXXX)
-trap 'scripts/pg.sh stop "$PG_DIR"' EXIT
+at_exit+=('scripts/pg.sh stop "$PG_DIR"')
 eval "$(scripts/pg.sh start "$PG_DIR")"
 export KILN_REQUIRE_POSTGRES=1
 # kiln-image's registry tests skip without docker-registry/skopeo/busybox-static; here they must run.
 export KILN_REQUIRE_REGISTRY=1
+
+step "Slurm test cluster (2 nodes + slurmrestd, for tests/test_slurm.py; installs Debian's packages if missing)"
+export KILN_SLURM_BASE=/tmp/kiln-slurm
+at_exit+=('BASE=$KILN_SLURM_BASE ../shared/slurm/setup.sh stop >/dev/null')
+BASE=$KILN_SLURM_BASE NODES=2 REST=1 ../shared/slurm/setup.sh >/tmp/kiln-slurm-setup.log 2>&1 ||
+  { tail -30 /tmp/kiln-slurm-setup.log; exit 1; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

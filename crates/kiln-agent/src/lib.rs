@@ -48,6 +48,9 @@ pub struct AgentArgs {
     pub work_dir: PathBuf,
     /// The job's bearer token for the agent API.
     pub token: String,
+    /// Where the job's hosts run, as the executor's launch knows it on the node (the Slurm batch
+    /// script's allocation); over the assignment's `host_addresses`.
+    pub host_addresses: std::collections::BTreeMap<String, String>,
 }
 
 /// The agent's clocks and limits. [`Timing::default`] is what `kiln agent` uses.
@@ -100,10 +103,11 @@ pub async fn run_with(args: AgentArgs, timing: Timing) -> Result<i32, AgentError
     let path = host_path(&args.account, &args.job, &args.host);
     let cp = client::ControlPlane::new(&args.server, &path, &args.token, timing.request_timeout)
         .map_err(AgentError::Other)?;
-    let assignment = cp
+    let mut assignment = cp
         .assignment(timing.assignment_retry_for)
         .await
         .map_err(|m| AgentError::Other(format!("job {} host {}: no assignment: {m}", args.job, args.host)))?;
+    assignment.host_addresses.extend(args.host_addresses.clone());
     let session = session::Session::start(cp, timing);
     let report = host::run(&args, &assignment, &session).await;
     match &report.failure_reason {

@@ -62,7 +62,7 @@ impl Engine {
             }
         }
         let itype = this.as_ref().map(|h| h.instance_type.clone()).unwrap_or_default();
-        let res = crate::capacity::instance_resources(&itype);
+        let res = self.executor.host_resources(&itype);
         let machine_gpus = self.executor.capacity().await.map_or(0, |c| c.gpus);
         let (key_id, secret) = job.run.access_key.clone().unwrap_or_default();
         let log_stream = job
@@ -214,12 +214,33 @@ impl Engine {
         token: &str,
         report: DoneReport,
     ) -> ApiResult<()> {
-        self.agent_job(account, name, host, token).await?;
+        let job = self.agent_job(account, name, host, token).await?;
+        let report = self.explain_failure(&job, host, report).await;
         let event = Event::HostDone {
             host: host.to_string(),
             report,
         };
         self.apply(account, name, event).await?;
         Ok(())
+    }
+
+    /// A host that reports a failure after its executor ended the launch (a node failed, the
+    /// allocation was cancelled or ran out of time) saw only a signal; the executor knows the
+    /// cause and the node, so its account is the reason the job fails with.
+    async fn explain_failure(&self, job: &TrainingJobRow, host: &str, mut report: DoneReport) -> DoneReport {
+        if report.failure_reason.is_none() || job.status != kiln_api::status::TrainingJobStatus::InProgress {
+            return report;
+        }
+        let Some(handle) = job.run.launch.as_deref() else {
+            return report;
+        };
+        let states = self.executor.poll(&[handle]).await;
+        if let Some((_, detail)) = states.first().and_then(|s| s.gone.iter().find(|(h, _)| h == host)) {
+            report.failure_reason = Some(format!(
+                "InternalServerError: the {} executor ended {host} before it finished: {detail}.",
+                self.executor.name()
+            ));
+        }
+        report
     }
 }

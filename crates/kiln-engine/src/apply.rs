@@ -7,7 +7,7 @@
 use kiln_api::{ApiResult, AwsError};
 use kiln_store::{StoreError, TrainingJobRow};
 
-use crate::executor::{HostSpec, JobLaunch};
+use crate::executor::JobLaunch;
 use crate::training::machine::{self, Effect, Event};
 use crate::{Engine, NOT_FOUND, now, store_err};
 
@@ -94,18 +94,12 @@ impl Engine {
         if !first {
             return;
         }
-        let hosts = crate::scheduler::host_layout(&job.spec)
-            .into_iter()
-            .map(|h| HostSpec {
-                resources: crate::capacity::instance_resources(&h.instance_type),
-                host: h.host,
-                instance_type: h.instance_type,
-            })
-            .collect();
+        let hosts = crate::scheduler::host_specs(&job.spec);
         let launch = JobLaunch {
             server: self.runner.public_url.clone(),
             account: job.account.clone(),
             job: job.name.clone(),
+            arn: job.arn.clone(),
             hosts,
             token: job.run.agent_token.clone().unwrap_or_default(),
             work_dir: self.runner.work_dir.clone(),

@@ -32,6 +32,8 @@ pub struct JobLaunch {
     pub server: String,
     pub account: String,
     pub job: String,
+    /// The training job's ARN (a cluster shows it with its own job).
+    pub arn: String,
     pub hosts: Vec<HostSpec>,
     /// The agents' bearer token (also tells a relaunch of the same placement from another job).
     pub token: String,
@@ -51,6 +53,27 @@ pub struct LaunchState {
     pub gone: Vec<(String, String)>,
 }
 
+/// "2 x ml.m5.large + 1 x ml.g5.xlarge", instance types in the order hosts first name them.
+pub fn describe_hosts(hosts: &[HostSpec]) -> String {
+    describe_types(hosts.iter().map(|h| h.instance_type.as_str()))
+}
+
+/// [`describe_hosts`] over instance types, one per host.
+pub fn describe_types<'a>(types: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for t in types {
+        match counts.iter_mut().find(|(x, _)| *x == t) {
+            Some(c) => c.1 += 1,
+            None => counts.push((t, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(t, n)| format!("{n} x {t}"))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
 /// Puts jobs' hosts somewhere to run.
 #[async_trait]
 pub trait Executor: Send + Sync {
@@ -60,8 +83,39 @@ pub trait Executor: Send + Sync {
     fn runs_jobs(&self) -> bool {
         true
     }
-    /// What it can run at once (a job that could never fit is refused at create time).
+    /// What it can run at once.
     async fn capacity(&self) -> Option<Resources>;
+    /// Whether a job with these hosts could ever run here, were everything free; if not, the
+    /// message of the `ResourceLimitExceeded` that refuses it at create time. By default the sum
+    /// of what the hosts need is compared with [`Executor::capacity`] (a cluster checks node by
+    /// node instead). A host of unknown size, or unknown capacity, is given the benefit of the doubt.
+    async fn fits(&self, hosts: &[HostSpec]) -> Result<(), String> {
+        let Some(capacity) = self.capacity().await else {
+            return Ok(());
+        };
+        let mut need = Resources::ZERO;
+        for h in hosts {
+            match h.resources {
+                Some(r) => need = need.plus(r),
+                None => return Ok(()),
+            }
+        }
+        if capacity.holds(&need) {
+            return Ok(());
+        }
+        Err(format!(
+            "The training job needs {} but this kiln's executor ({}) can never provide that: it needs {}. \
+             Use a smaller instance type or count, or raise [capacity] in kiln.toml.",
+            describe_hosts(hosts),
+            self.name(),
+            capacity.shortfall(&need)
+        ))
+    }
+    /// What a host of `instance_type` gets to use here (its `SM_NUM_CPUS` and `SM_NUM_GPUS`): the
+    /// instance type's sizes by default; a cluster says what it allocates.
+    fn host_resources(&self, instance_type: &str) -> Option<Resources> {
+        crate::capacity::instance_resources(instance_type)
+    }
     /// Whether it queues jobs itself (a cluster's scheduler): then kiln hands every job over at once
     /// and shows the executor's pending reason, instead of holding jobs until its own count of free
     /// capacity has room.

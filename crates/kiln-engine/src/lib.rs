@@ -11,7 +11,8 @@
 //! - `training/api.rs`, `tuning/api.rs`, `tags.rs`, `logs.rs`: the API operations;
 //! - `scheduler.rs`: placement, limits, lost hosts, cleanup; `tuning/tuner.rs`: the tuner's passes;
 //!   `leader.rs`: which replica runs them;
-//! - `agents.rs`: the agent gateway; `executor.rs`: the executor seam and the local executor.
+//! - `agents.rs`: the agent gateway; `executor.rs`: the executor seam and the local executor;
+//!   `slurm/`: the Slurm executor (slurmrestd).
 
 pub mod agents;
 mod apply;
@@ -23,6 +24,7 @@ mod logs;
 pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
+pub mod slurm;
 mod tags;
 mod token;
 pub mod training;

@@ -12,6 +12,7 @@ use kiln_api::{ApiResult, AwsError};
 use kiln_store::{HostRecord, TrainingJobRow};
 
 use crate::capacity::{Resources, job_needs};
+use crate::executor::HostSpec;
 use crate::training::machine::Event;
 use crate::{Engine, now, random_token, runtime, store_err};
 
@@ -81,18 +82,20 @@ pub fn max_runtime(job: &TrainingJobRow) -> i64 {
 
 /// "2 x ml.m5.large + 1 x ml.g5.xlarge".
 pub fn describe_hosts(spec: &CreateTrainingJobRequest) -> String {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for h in host_layout(spec) {
-        match counts.iter_mut().find(|(t, _)| *t == h.instance_type) {
-            Some(c) => c.1 += 1,
-            None => counts.push((h.instance_type, 1)),
-        }
-    }
-    counts
-        .iter()
-        .map(|(t, n)| format!("{n} x {t}"))
-        .collect::<Vec<_>>()
-        .join(" + ")
+    let layout = host_layout(spec);
+    crate::executor::describe_types(layout.iter().map(|h| h.instance_type.as_str()))
+}
+
+/// The hosts a job asks for, with what their instance types need, as executors take them.
+pub fn host_specs(spec: &CreateTrainingJobRequest) -> Vec<HostSpec> {
+    host_layout(spec)
+        .into_iter()
+        .map(|h| HostSpec {
+            resources: crate::capacity::instance_resources(&h.instance_type),
+            host: h.host,
+            instance_type: h.instance_type,
+        })
+        .collect()
 }
 
 /// Whether the job's hosts hold executor resources (placed, some host still running).
@@ -103,19 +106,10 @@ fn holds_resources(job: &TrainingJobRow) -> bool {
 impl Engine {
     /// Checks that a job could ever run here; `ResourceLimitExceeded` if it never fits.
     pub(crate) async fn check_fits(&self, spec: &CreateTrainingJobRequest) -> ApiResult<()> {
-        let (Some(need), Some(capacity)) = (needs_of(spec), self.executor.capacity().await) else {
-            return Ok(());
-        };
-        if !capacity.holds(&need) {
-            return Err(AwsError::resource_limit_exceeded(format!(
-                "The training job needs {} but this kiln's executor ({}) can never provide that: it needs {}. \
-                 Use a smaller instance type or count, or raise [capacity] in kiln.toml.",
-                describe_hosts(spec),
-                self.executor.name(),
-                capacity.shortfall(&need)
-            )));
-        }
-        Ok(())
+        self.executor
+            .fits(&host_specs(spec))
+            .await
+            .map_err(AwsError::resource_limit_exceeded)
     }
 
     /// One scheduling pass over every active training job.
@@ -211,9 +205,18 @@ impl Engine {
         t: f64,
     ) -> ApiResult<()> {
         let (account, name) = (job.account.as_str(), job.name.as_str());
-        let Some(capacity) = capacity.filter(|_| self.executor.runs_jobs()) else {
+        if !self.executor.runs_jobs() {
             let message = format!(
                 "Waiting: no executor is configured on this kiln (executor = \"{}\"), so jobs are not run",
+                self.executor.name()
+            );
+            self.apply(account, name, Event::Waiting { message }).await?;
+            return Ok(());
+        }
+        let Some(capacity) = capacity else {
+            // A cluster that does not answer: the job starts once it does.
+            let message = format!(
+                "Waiting: the {} executor cannot be reached (see the server's log); the job starts once it answers",
                 self.executor.name()
             );
             self.apply(account, name, Event::Waiting { message }).await?;
@@ -284,6 +287,22 @@ impl Engine {
         let states = self.executor.poll(&handles).await;
         let mut lost: Vec<(&TrainingJobRow, Vec<(String, String)>)> = Vec::new();
         for (job, state) in launched.into_iter().zip(states) {
+            if job.status == TrainingJobStatus::Stopping
+                && state.waiting.is_some()
+                && let Some(handle) = &job.run.launch
+            {
+                // Stopped while the executor's queue still holds it: nothing ran, nothing to wait for.
+                self.executor.kill(handle).await;
+                let hosts: Vec<String> = job.run.hosts.iter().map(|h| h.host.clone()).collect();
+                let reason = "the job was stopped before its hosts started".to_string();
+                if let Err(e) = self
+                    .apply(&job.account, &job.name, Event::HostsLost { hosts, reason })
+                    .await
+                {
+                    tracing::warn!(target: "kiln::scheduler", "training job {}: {}", job.name, e.message);
+                }
+                continue;
+            }
             if let Some(reason) = state.waiting {
                 let message = format!("Waiting for the cluster to start the hosts: {reason}");
                 if let Err(e) = self.apply(&job.account, &job.name, Event::Queued { message }).await {

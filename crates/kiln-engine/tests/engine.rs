@@ -104,6 +104,8 @@ struct Counting {
     launched: Mutex<Vec<JobLaunch>>,
     /// What `poll` says of every launch.
     waiting: Mutex<Option<String>>,
+    /// Hosts `poll` says are gone, with why.
+    gone: Mutex<Vec<(String, String)>>,
 }
 
 #[async_trait]
@@ -126,13 +128,8 @@ impl Executor for Counting {
     }
     async fn poll(&self, handles: &[&str]) -> Vec<LaunchState> {
         let waiting = self.waiting.lock().unwrap().clone();
-        vec![
-            LaunchState {
-                waiting,
-                gone: Vec::new()
-            };
-            handles.len()
-        ]
+        let gone = self.gone.lock().unwrap().clone();
+        vec![LaunchState { waiting, gone }; handles.len()]
     }
     async fn kill(&self, _: &str) {
         self.kills.fetch_add(1, Ordering::SeqCst);
@@ -461,4 +458,80 @@ async fn a_launch_waiting_in_the_executors_queue_says_why() {
         .await
         .unwrap();
     assert_eq!(job(&engine, "j").await.secondary_status, SecondaryStatus::Downloading);
+}
+
+#[tokio::test]
+async fn a_job_stopped_while_the_executors_queue_holds_it_ends_at_once() {
+    let (engine, _, executor) = setup(0).await;
+    create(&engine, "j", 1, "ml.m5.large").await;
+    *executor.waiting.lock().unwrap() = Some("Priority".into());
+    engine.tick().await.unwrap();
+    let name = TrainingJobNameRequest {
+        training_job_name: "j".into(),
+    };
+    engine.stop_training_job(&caller(), name).await.unwrap();
+    engine.tick().await.unwrap();
+    let j = job(&engine, "j").await;
+    assert_eq!(
+        (j.status, j.secondary_status),
+        (TrainingJobStatus::Stopped, SecondaryStatus::Stopped)
+    );
+    // Its place in the queue is given up, not left to start later.
+    assert_eq!(executor.kills.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failure_reported_after_the_executor_ended_the_hosts_takes_the_executors_reason() {
+    let (engine, _, executor) = setup(0).await;
+    create(&engine, "j", 2, "ml.m5.large").await;
+    engine.tick().await.unwrap();
+    let j = job(&engine, "j").await;
+    let acct = "123456789012";
+    let interrupted = |host: &str| DoneReport {
+        exit_code: None,
+        failure_reason: Some(format!(
+            "InternalServerError: the kiln agent of {host} received SIGTERM"
+        )),
+        model_artifacts: None,
+    };
+    // The executor has ended the launch (a node failed): the agents saw only a signal.
+    *executor.gone.lock().unwrap() = vec![
+        ("algo-1".into(), "node2, where algo-2 ran, is DOWN".into()),
+        ("algo-2".into(), "node2, where algo-2 ran, is DOWN".into()),
+    ];
+    for host in ["algo-1", "algo-2"] {
+        engine
+            .agent_done(acct, "j", host, &token(&j), interrupted(host))
+            .await
+            .unwrap();
+    }
+    let j = job(&engine, "j").await;
+    assert_eq!(j.status, TrainingJobStatus::Failed);
+    assert_eq!(
+        j.failure_reason.as_deref(),
+        Some(
+            "InternalServerError: the counting executor ended algo-1 before it finished: node2, where algo-2 ran, is DOWN."
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_failure_while_the_executor_still_runs_the_hosts_keeps_its_reason() {
+    let (engine, _, _) = setup(0).await;
+    create(&engine, "j", 1, "ml.m5.large").await;
+    engine.tick().await.unwrap();
+    let j = job(&engine, "j").await;
+    let failed = DoneReport {
+        exit_code: Some(3),
+        failure_reason: Some("AlgorithmError: boom".into()),
+        model_artifacts: None,
+    };
+    engine
+        .agent_done("123456789012", "j", "algo-1", &token(&j), failed)
+        .await
+        .unwrap();
+    assert_eq!(
+        job(&engine, "j").await.failure_reason.as_deref(),
+        Some("AlgorithmError: boom")
+    );
 }

@@ -16,6 +16,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
 use kiln_api::AwsError;
+use kiln_engine::slurm::SlurmExecutor;
 use kiln_engine::{Engine, LocalExecutor, NoExecutor, RunnerConfig};
 use kiln_store::{Db, FileLeadership, Leadership, PgLeadership, SqlLogStore, SqlStore};
 
@@ -33,11 +34,22 @@ pub struct ServerConfig {
     pub jobs: JobsConfig,
 }
 
+/// Where jobs run.
+#[derive(Debug, Clone)]
+pub enum ExecutorChoice {
+    /// Agents as processes of this machine.
+    Local,
+    /// Nothing runs: jobs wait in `Starting` (API-only use).
+    None,
+    /// One Slurm job per training job, through slurmrestd.
+    Slurm(Box<kiln_engine::slurm::SlurmSettings>),
+}
+
 /// Settings of the job runner.
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
-    /// Run agents as local processes (`true`), or run nothing (jobs wait in `Starting`).
-    pub local_executor: bool,
+    /// Where jobs run.
+    pub executor: ExecutorChoice,
     /// The `kiln` binary agents are started from.
     pub kiln_bin: PathBuf,
     /// Where hosts' trees go (default `<data-dir>/work`).
@@ -83,6 +95,8 @@ pub enum ServeError {
         "database URL '{0}' is not supported: use postgres://user:password@host:port/database, or leave it out for SQLite under the data directory"
     )]
     DatabaseUrl(String),
+    #[error("the Slurm executor cannot start: {0}")]
+    Slurm(#[from] kiln_engine::slurm::SettingsError),
     #[error("cannot open the object store: {0}")]
     Objects(#[from] kiln_s3::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -158,7 +172,7 @@ impl Server {
             objects: objects.clone(),
             external,
         });
-        let engine = Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs)).with_catalog(catalog));
+        let engine = Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs))?.with_catalog(catalog));
         let accounts = KeyringAccounts {
             keys: Keyring::load(&keys_file)?,
             engine: engine.clone(),
@@ -234,12 +248,12 @@ fn build_engine(
     config: &ServerConfig,
     store: Arc<dyn kiln_store::Store>,
     logs: Arc<dyn kiln_store::LogStore>,
-) -> Engine {
+) -> Result<Engine, ServeError> {
     let jobs = &config.jobs;
     let machine_cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
-    let runner = RunnerConfig {
+    let mut runner = RunnerConfig {
         public_url: jobs
             .public_url
             .clone()
@@ -259,17 +273,36 @@ fn build_engine(
         gpus: detect_gpus(),
         neuron_devices: 0,
     });
-    let executor: Arc<dyn kiln_engine::Executor> = if jobs.local_executor {
-        Arc::new(LocalExecutor {
+    let executor: Arc<dyn kiln_engine::Executor> = match &jobs.executor {
+        ExecutorChoice::Local => Arc::new(LocalExecutor {
             kiln_bin: jobs.kiln_bin.clone(),
             capacity,
-        })
-    } else {
-        Arc::new(NoExecutor {
+        }),
+        ExecutorChoice::None => Arc::new(NoExecutor {
             capacity: Some(capacity),
-        })
+        }),
+        ExecutorChoice::Slurm(settings) => {
+            // Paths the agents use are paths on the nodes: their work directory and caches, and
+            // a host's CPUs are what Slurm allocates, not this machine's.
+            runner.work_dir = settings.work_dir.clone();
+            runner.cache_dir = settings.work_dir.join(".cache");
+            runner.machine_cpus = u32::MAX;
+            let slurm = Arc::new(SlurmExecutor::new(settings.as_ref().clone())?);
+            let check = slurm.clone();
+            // An unreachable slurmrestd is no reason not to serve: jobs wait until it answers.
+            tokio::spawn(async move {
+                match check.check().await {
+                    Ok(summary) => tracing::info!(target: "kiln::slurm", "{summary}"),
+                    Err(e) => tracing::warn!(
+                        target: "kiln::slurm",
+                        "{e}; kiln serves anyway, and jobs wait in Starting until slurmrestd answers"
+                    ),
+                }
+            });
+            slurm
+        }
     };
-    Engine::with_executor(store, logs, executor, runner)
+    Ok(Engine::with_executor(store, logs, executor, runner))
 }
 
 async fn route(State(app): State<Arc<App>>, req: Request) -> Response {

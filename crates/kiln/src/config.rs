@@ -1,6 +1,7 @@
 //! Settings of `kiln serve` and of the client commands: flags, then environment, then `kiln.toml`,
 //! then defaults.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -31,19 +32,138 @@ pub struct FileConfig {
     /// `[[registries]]`: credentials, plain HTTP and mirrors for the registries of jobs' images.
     #[serde(default)]
     pub registries: Vec<kiln_api::agent::RegistryRule>,
+    /// `[slurm]`: the Slurm executor (with `[jobs] executor = "slurm"`).
+    pub slurm: Option<SlurmSection>,
 }
 
 /// `[jobs]` of `kiln.toml`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsSection {
-    /// `local` (default) runs jobs as local processes; `none` runs nothing.
+    /// `local` (default) runs jobs as local processes; `slurm` on a Slurm cluster; `none` runs nothing.
     pub executor: Option<String>,
     pub work_dir: Option<PathBuf>,
     pub public_url: Option<String>,
     pub stop_grace_seconds: Option<u64>,
     /// `auto` (default: bubblewrap where it works), `bwrap` (required), or `none`.
     pub sandbox: Option<String>,
+}
+
+/// `[slurm]` of `kiln.toml`: the cluster jobs go to with `[jobs] executor = "slurm"`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSection {
+    /// slurmrestd, e.g. `http://slurm-head:6820`.
+    pub url: Option<String>,
+    /// The Slurm user jobs run as (default: the user kiln runs as).
+    pub user: Option<String>,
+    /// The cluster's HS256 key file: kiln mints short-lived tokens.
+    pub jwt_key: Option<PathBuf>,
+    /// A token from `scontrol token`, instead of `jwt_key`.
+    pub token: Option<String>,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    /// The `kiln` binary as the nodes see it (default: this binary's path).
+    pub kiln_path: Option<PathBuf>,
+    /// The hosts' work directory as the nodes see it (default: `[jobs] work_dir`).
+    pub work_dir: Option<PathBuf>,
+    /// `[slurm.instance_types."ml.m5.large"]`: what an instance type asks of a node.
+    #[serde(default)]
+    pub instance_types: BTreeMap<String, kiln_engine::slurm::InstanceOverride>,
+    /// `[slurm.environment]`: variables every job gets (e.g. PATH with the nodes' Python).
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Shell lines the batch script runs before starting the agents (`module load python`).
+    pub prologue: Option<String>,
+}
+
+/// `kiln serve` flags (and their `KILN_SLURM_*` variables) for the Slurm executor; each one set
+/// wins over `[slurm]` in kiln.toml.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct SlurmFlags {
+    /// slurmrestd URL ([slurm] url).
+    #[arg(long = "slurm-url", env = "KILN_SLURM_URL")]
+    pub url: Option<String>,
+    /// Slurm user jobs run as ([slurm] user).
+    #[arg(long = "slurm-user", env = "KILN_SLURM_USER")]
+    pub user: Option<String>,
+    /// The cluster's JWT key file ([slurm] jwt_key).
+    #[arg(long = "slurm-jwt-key", env = "KILN_SLURM_JWT_KEY")]
+    pub jwt_key: Option<PathBuf>,
+    /// A token from `scontrol token` ([slurm] token).
+    #[arg(long = "slurm-token", env = "KILN_SLURM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Partition ([slurm] partition).
+    #[arg(long = "slurm-partition", env = "KILN_SLURM_PARTITION")]
+    pub partition: Option<String>,
+    /// Account ([slurm] account).
+    #[arg(long = "slurm-account", env = "KILN_SLURM_ACCOUNT")]
+    pub account: Option<String>,
+    /// QOS ([slurm] qos).
+    #[arg(long = "slurm-qos", env = "KILN_SLURM_QOS")]
+    pub qos: Option<String>,
+    /// The kiln binary as the nodes see it ([slurm] kiln_path).
+    #[arg(long = "slurm-kiln-path", env = "KILN_SLURM_KILN_PATH")]
+    pub kiln_path: Option<PathBuf>,
+    /// The hosts' work directory as the nodes see it ([slurm] work_dir).
+    #[arg(long = "slurm-work-dir", env = "KILN_SLURM_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// The executors `[jobs] executor` (or `--executor`) may name.
+pub const EXECUTORS: &[&str] = &["local", "slurm", "none"];
+
+/// Checks an executor name.
+pub fn check_executor(name: &str) -> Result<()> {
+    if !EXECUTORS.contains(&name) {
+        anyhow::bail!("executor \"{name}\" is not known: use \"local\", \"slurm\" or \"none\"");
+    }
+    Ok(())
+}
+
+/// The Slurm executor's settings: flags over `[slurm]`, then defaults (`user`: the user kiln runs
+/// as; `kiln_path`: `kiln_bin`; `work_dir`: the jobs' work directory).
+pub fn slurm_settings(
+    file: Option<&SlurmSection>,
+    flags: &SlurmFlags,
+    kiln_bin: &Path,
+    jobs_work_dir: &Path,
+) -> kiln_engine::slurm::SlurmSettings {
+    let file = file.cloned().unwrap_or_default();
+    let pick = |flag: &Option<String>, from_file: Option<String>| flag.clone().or(from_file);
+    // Either way of authenticating, given as a flag, replaces both of the file's: they exclude
+    // each other.
+    let (jwt_key, token) = if flags.jwt_key.is_some() || flags.token.is_some() {
+        (flags.jwt_key.clone(), flags.token.clone())
+    } else {
+        (file.jwt_key, file.token)
+    };
+    kiln_engine::slurm::SlurmSettings {
+        url: pick(&flags.url, file.url).unwrap_or_default(),
+        user: pick(&flags.user, file.user)
+            .or_else(|| std::env::var("USER").ok())
+            .or_else(|| std::env::var("LOGNAME").ok())
+            .unwrap_or_default(),
+        jwt_key,
+        token,
+        partition: pick(&flags.partition, file.partition),
+        account: pick(&flags.account, file.account),
+        qos: pick(&flags.qos, file.qos),
+        kiln_path: flags
+            .kiln_path
+            .clone()
+            .or(file.kiln_path)
+            .unwrap_or_else(|| kiln_bin.to_path_buf()),
+        work_dir: flags
+            .work_dir
+            .clone()
+            .or(file.work_dir)
+            .unwrap_or_else(|| jobs_work_dir.to_path_buf()),
+        instance_types: file.instance_types,
+        environment: file.environment,
+        prologue: file.prologue,
+    }
 }
 
 /// `[capacity]` of `kiln.toml`: what the executor runs at once.
@@ -70,6 +190,7 @@ pub struct Settings {
     pub external_s3: Vec<kiln_api::agent::ExternalS3>,
     pub environments: Vec<kiln_api::agent::EnvironmentRule>,
     pub registries: Vec<kiln_api::agent::RegistryRule>,
+    pub slurm: Option<SlurmSection>,
 }
 
 fn home_data_dir() -> PathBuf {
@@ -115,11 +236,8 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         .or(file.data_dir)
         .unwrap_or_else(home_data_dir);
     let region = file.region.unwrap_or_else(|| "us-east-1".to_string());
-    if let Some(e) = &file.jobs.executor
-        && e != "local"
-        && e != "none"
-    {
-        anyhow::bail!("[jobs] executor = \"{e}\" is not known: use \"local\" or \"none\"");
+    if let Some(e) = &file.jobs.executor {
+        check_executor(e).context("[jobs] executor in kiln.toml")?;
     }
     if let Some(mode) = &file.jobs.sandbox
         && !["auto", "bwrap", "none"].contains(&mode.as_str())
@@ -144,5 +262,56 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         external_s3: file.external_s3,
         environments: file.environments,
         registries: file.registries,
+        slurm: file.slurm,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slurm_flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [jobs]
+            executor = "slurm"
+            [slurm]
+            url = "http://head:6820"
+            user = "kiln"
+            jwt_key = "/etc/slurm/jwt.key"
+            partition = "batch"
+            [slurm.instance_types."ml.m5.large"]
+            cpus = 1
+            [slurm.environment]
+            PATH = "/opt/py/bin:/usr/bin"
+            "#,
+        )
+        .unwrap();
+        let flags = SlurmFlags {
+            partition: Some("gpu".into()),
+            token: Some("tok".into()),
+            ..SlurmFlags::default()
+        };
+        let s = slurm_settings(file.slurm.as_ref(), &flags, Path::new("/usr/bin/kiln"), Path::new("/w"));
+        assert_eq!((s.url.as_str(), s.user.as_str()), ("http://head:6820", "kiln"));
+        assert_eq!(s.partition.as_deref(), Some("gpu"));
+        // A token given as a flag replaces the file's key: they exclude each other.
+        assert_eq!((s.jwt_key, s.token.as_deref()), (None, Some("tok")));
+        assert_eq!(
+            (s.kiln_path, s.work_dir),
+            (PathBuf::from("/usr/bin/kiln"), PathBuf::from("/w"))
+        );
+        assert_eq!(s.instance_types["ml.m5.large"].cpus, Some(1));
+        assert_eq!(s.environment["PATH"], "/opt/py/bin:/usr/bin");
+    }
+
+    #[test]
+    fn unknown_slurm_settings_and_executors_are_refused() {
+        assert!(toml::from_str::<FileConfig>("[slurm]\nurll = \"x\"\n").is_err());
+        assert!(toml::from_str::<FileConfig>("[slurm.instance_types.\"ml.m5.large\"]\ngpus = 1\n").is_err());
+        assert!(check_executor("slurm").is_ok());
+        let e = check_executor("kubernetes").unwrap_err().to_string();
+        assert!(e.contains("\"local\", \"slurm\" or \"none\""), "{e}");
+    }
 }

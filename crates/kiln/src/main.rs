@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kiln_engine::capacity::Resources;
-use kiln_server::{JobsConfig, Server, ServerConfig, keys};
+use kiln_server::{ExecutorChoice, JobsConfig, Server, ServerConfig, keys};
 use serde_json::{Value, json};
 
 use crate::client::Client;
@@ -45,6 +45,11 @@ enum Command {
         /// SQLite files under the data directory; several `kiln serve` may share it (replicas).
         #[arg(long, env = "KILN_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// Where jobs run: local, slurm or none ([jobs] executor; default local).
+        #[arg(long, env = "KILN_EXECUTOR")]
+        executor: Option<String>,
+        #[command(flatten)]
+        slurm: config::SlurmFlags,
     },
     /// Print the shell lines that point AWS clients at this kiln.
     Env,
@@ -76,15 +81,20 @@ enum Command {
         /// Training job name.
         #[arg(long)]
         job: String,
-        /// Host name, e.g. algo-1.
+        /// Host name, e.g. algo-1 (default under srun: algo-(SLURM_PROCID+1)).
         #[arg(long)]
-        host: String,
+        host: Option<String>,
         /// Directory under which the host's tree is built.
         #[arg(long)]
         work_dir: PathBuf,
         /// The job's agent token.
         #[arg(long, env = "KILN_AGENT_TOKEN", hide_env_values = true)]
         token: String,
+        /// Where the job's hosts run, for the sandbox's /etc/hosts: `algo-1=10.0.0.5 algo-2=10.0.0.6`
+        /// (the Slurm executor's batch script sets it from the allocation; hosts not named run on
+        /// this machine or where the control plane says).
+        #[arg(long, env = "KILN_HOST_ADDRESSES", default_value = "")]
+        host_addresses: String,
     },
     /// Train a model: upload local data, create a training job, and (with --wait) watch it.
     Train(train::TrainArgs),
@@ -172,7 +182,12 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let settings = config::resolve(cli.config.as_deref(), listen.as_deref(), cli.data_dir.as_deref())?;
     match cli.command {
-        Command::Serve { database_url, .. } => serve(settings, database_url.clone()).await,
+        Command::Serve {
+            database_url,
+            executor,
+            slurm,
+            ..
+        } => serve(settings, database_url, executor, slurm).await,
         Command::Env => env(&settings),
         Command::Keys { command } => keys_command(&settings, command),
         Command::Environments { command } => match command {
@@ -200,7 +215,11 @@ async fn run(cli: Cli) -> Result<()> {
             host,
             work_dir,
             token,
+            host_addresses,
         } => {
+            let host = agent_host(host, std::env::var("SLURM_PROCID").ok().as_deref())?;
+            let host_addresses =
+                parse_host_addresses(&host_addresses).context("--host-addresses (KILN_HOST_ADDRESSES)")?;
             let code = kiln_agent::run(kiln_agent::AgentArgs {
                 server,
                 account,
@@ -208,6 +227,7 @@ async fn run(cli: Cli) -> Result<()> {
                 host,
                 work_dir,
                 token,
+                host_addresses,
             })
             .await?;
             std::process::exit(code)
@@ -215,7 +235,39 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn serve(settings: config::Settings, database_url: Option<String>) -> Result<()> {
+/// `algo-1=10.0.0.5 algo-2=node2` (spaces or commas between entries) as host → address.
+fn parse_host_addresses(text: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    text.split([' ', ',', '\n'])
+        .filter(|e| !e.is_empty())
+        .map(|e| match e.split_once('=') {
+            Some((h, a)) if !h.is_empty() && !a.is_empty() => Ok((h.to_string(), a.to_string())),
+            _ => bail!("'{e}' is not HOST=ADDRESS (e.g. algo-2=10.0.0.6)"),
+        })
+        .collect()
+}
+
+/// The agent's host: `--host`, or under `srun` the task's rank: task `i` of a job's step is
+/// `algo-(i+1)`, as the Slurm executor lays hosts out one per node.
+fn agent_host(host: Option<String>, procid: Option<&str>) -> Result<String> {
+    if let Some(h) = host {
+        return Ok(h);
+    }
+    let Some(procid) = procid else {
+        bail!("kiln agent needs --host (e.g. --host algo-1), or SLURM_PROCID (set by srun) to derive it from");
+    };
+    let rank: u32 = procid
+        .trim()
+        .parse()
+        .with_context(|| format!("SLURM_PROCID='{procid}' is not a task number; pass --host instead"))?;
+    Ok(format!("algo-{}", u64::from(rank) + 1))
+}
+
+async fn serve(
+    settings: config::Settings,
+    database_url: Option<String>,
+    executor: Option<String>,
+    slurm: config::SlurmFlags,
+) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info,s3s=off".into()),
@@ -224,8 +276,30 @@ async fn serve(settings: config::Settings, database_url: Option<String>) -> Resu
         .init();
     let kiln_bin = std::env::current_exe().context("cannot find the kiln binary to start agents from")?;
     let sandbox = resolve_sandbox(settings.jobs.sandbox.as_deref())?;
+    let executor = match executor {
+        Some(e) => {
+            config::check_executor(&e).context("--executor (KILN_EXECUTOR)")?;
+            e
+        }
+        None => settings.jobs.executor.clone().unwrap_or_else(|| "local".into()),
+    };
+    let work_dir = settings
+        .jobs
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join("work"));
+    let executor = match executor.as_str() {
+        "none" => ExecutorChoice::None,
+        "slurm" => ExecutorChoice::Slurm(Box::new(config::slurm_settings(
+            settings.slurm.as_ref(),
+            &slurm,
+            &kiln_bin,
+            &work_dir,
+        ))),
+        _ => ExecutorChoice::Local,
+    };
     let jobs = JobsConfig {
-        local_executor: settings.jobs.executor.as_deref() != Some("none"),
+        executor,
         kiln_bin,
         work_dir: settings.jobs.work_dir.clone(),
         capacity: settings.capacity.map(|c| Resources {
@@ -454,4 +528,31 @@ async fn jobs(settings: &config::Settings, command: JobsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{agent_host, parse_host_addresses};
+
+    #[test]
+    fn an_agent_under_srun_is_the_host_of_its_task() {
+        assert_eq!(agent_host(Some("algo-3".into()), Some("0")).unwrap(), "algo-3");
+        assert_eq!(agent_host(None, Some("0")).unwrap(), "algo-1");
+        assert_eq!(agent_host(None, Some("11")).unwrap(), "algo-12");
+        let e = agent_host(None, None).unwrap_err().to_string();
+        assert!(e.contains("--host") && e.contains("SLURM_PROCID"), "{e}");
+        let e = agent_host(None, Some("x")).unwrap_err().to_string();
+        assert!(e.contains("SLURM_PROCID='x'"), "{e}");
+    }
+
+    #[test]
+    fn host_addresses_parse_and_bad_entries_say_what_is_wrong() {
+        let m = parse_host_addresses(" algo-1=127.0.0.1 algo-2=10.0.0.6,algo-3=node3 ").unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m["algo-2"], "10.0.0.6");
+        assert_eq!(m["algo-3"], "node3");
+        assert!(parse_host_addresses("").unwrap().is_empty());
+        let e = parse_host_addresses("algo-1").unwrap_err().to_string();
+        assert!(e.contains("'algo-1' is not HOST=ADDRESS"), "{e}");
+    }
 }

@@ -220,6 +220,7 @@ pub fn args(server: &str, job: &str, work: &Path) -> AgentArgs {
         host: "algo-1".into(),
         work_dir: work.to_path_buf(),
         token: TOKEN.into(),
+        host_addresses: Default::default(),
     }
 }
 
