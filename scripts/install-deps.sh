@@ -14,6 +14,11 @@ command -v bwrap >/dev/null || apt_missing+=(bubblewrap)
 command -v docker-registry >/dev/null || apt_missing+=(docker-registry)
 command -v skopeo >/dev/null || apt_missing+=(skopeo)
 dpkg -s busybox-static >/dev/null 2>&1 || apt_missing+=(busybox-static)
+# Distributed training's tests: Debian's CPU PyTorch (torchrun, gloo), OpenMPI and mpi4py, for the
+# system Python (PyPI's torch wheels pull gigabytes of CUDA libraries).
+dpkg -s python3-torch >/dev/null 2>&1 || apt_missing+=(python3-torch)
+command -v mpirun >/dev/null || apt_missing+=(openmpi-bin)
+dpkg -s python3-mpi4py >/dev/null 2>&1 || apt_missing+=(python3-mpi4py)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null

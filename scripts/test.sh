@@ -23,6 +23,8 @@ eval "$(scripts/pg.sh start "$PG_DIR")"
 export KILN_REQUIRE_POSTGRES=1
 # kiln-image's registry tests skip without docker-registry/skopeo/busybox-static; here they must run.
 export KILN_REQUIRE_REGISTRY=1
+# tests/test_distributed.py skips without python3-torch/openmpi/mpi4py; here they must run.
+export KILN_REQUIRE_DISTRIBUTED=1
 
 step "Slurm test cluster (2 nodes + slurmrestd, for tests/test_slurm.py; installs Debian's packages if missing)"
 export KILN_SLURM_BASE=/tmp/kiln-slurm

@@ -104,7 +104,7 @@ def test_nothing_escapes_and_secrets_stay_out_of_reach(jailed, sm, s3):
     assert report["data_dir_visible"] is False and report["keys_visible"] is False
     assert len(report["pids"]) <= 3, report["pids"]
     assert report["kiln_env"] == []
-    assert "127.0.0.1\talgo-1" in report["hosts"]
+    assert "127.0.1.1\talgo-1" in report["hosts"]
 
 
 PEERS = """
@@ -145,7 +145,8 @@ def test_hosts_of_a_job_find_each_other_by_name(sm, s3, jailed):
     lines = [e["message"] for s in streams for e in logs.get_log_events(
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"], startFromHead=True)["events"]]
     assert "peer says: algo-2" in lines, lines
-    assert "peer says: hello algo-2 via 127.0.0.1" in lines, lines
+    # Each host has a loopback address of its own on the local executor.
+    assert "peer says: hello algo-2 via 127.0.1.1" in lines, lines
 
 
 def test_without_a_sandbox_the_server_says_so_loudly(tmp_path):

@@ -11,6 +11,7 @@ use kiln_api::shapes::{Channel, CreateTrainingJobRequest};
 use crate::AgentArgs;
 use crate::artifacts::{algorithm_error, client_error, read_failure, toolkit_failure};
 use crate::blob::BlobObjects;
+use crate::distributed::{self, Launcher};
 use crate::env::{Context, Params, process_env};
 use crate::launch::{self, Exit, Finished, Spawn, stop_requested};
 use crate::sandbox::{Sandbox, View};
@@ -187,6 +188,7 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
     };
     let jail = Jail {
         sandbox,
+        rsh_secret: distributed::exec_secret(&args.token),
         tree: &tree,
         a,
     };
@@ -213,6 +215,46 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
         Some(algorithm_error(ran.exit, read_failure(&tree.failure_file()).as_deref()))
     };
     let mut model_artifacts = None;
+    if !a.uploads_artifacts
+        && failure_reason.is_none()
+        && a.hosts.len() > 1
+        && let Err(m) = staging::upload_host_part(&objects, a, &tree).await
+    {
+        return Ok(DoneReport {
+            exit_code: ran.exit.code(),
+            failure_reason: Some(client_error(&m)),
+            model_artifacts: None,
+        });
+    }
+    if a.uploads_artifacts && failure_reason.is_none() && a.hosts.len() > 1 {
+        // Every host's model/ goes into the archives: wait for the others' parts (a host that
+        // fails ends the job, which stops this wait), or, once stopping, at most the grace period.
+        let grace = std::time::Duration::from_secs(a.stop_grace_seconds);
+        let stopping_since = std::sync::Mutex::new(None::<std::time::Instant>);
+        let waiting = || {
+            if !s.stopping() {
+                return true;
+            }
+            let mut since = stopping_since.lock().unwrap_or_else(|e| e.into_inner());
+            since.get_or_insert_with(std::time::Instant::now).elapsed() < grace
+        };
+        s.sink
+            .line("[kiln agent] collecting the other hosts' model and output for the job's archives".to_string());
+        match staging::merge_host_parts(&objects, a, &tree, waiting).await {
+            Ok(missing) if !missing.is_empty() => s.sink.line(format!(
+                "[kiln agent] the archives lack the model and output of {} (stopped before they came)",
+                missing.join(", ")
+            )),
+            Ok(_) => {}
+            Err(m) => {
+                return Ok(DoneReport {
+                    exit_code: ran.exit.code(),
+                    failure_reason: Some(client_error(&m)),
+                    model_artifacts: None,
+                });
+            }
+        }
+    }
     if a.uploads_artifacts && failure_reason.is_none() {
         match staging::upload_artifacts(&objects, a, &spec, &tree).await {
             Ok(uri) => model_artifacts = Some(uri),
@@ -411,18 +453,72 @@ async fn run_script(
         env.insert("VIRTUAL_ENV".into(), dir.display().to_string());
     }
     let python = prepared.python.clone();
-    let shown = prepared.read_only.clone();
+    let mut shown = prepared.read_only.clone();
     let (program, args) = script::entry_command(kind, &entry, &params.user_args(), &python)?;
     if kind == script::EntryKind::Command {
         script::make_executable(&code.join(&entry));
     }
+    // The distribution the SDK asked for: torchrun, mpirun from the first host (the others serve
+    // its remote shell), or the entry point alone.
+    let launcher = distributed::choose(params, &env, &a.host);
+    distributed::toolkit_env(&mut env);
+    if launcher != Launcher::Plain && kind == script::EntryKind::Command {
+        return Err(Early::Client(format!(
+            "distributed training runs a Python entry point; sagemaker_program='{entry}' is not a .py file or a package module"
+        )));
+    }
+    let (program, args, display) = match &launcher {
+        Launcher::Plain => {
+            let shown = Spawn {
+                program: program.clone(),
+                args: args.clone(),
+                cwd: PathBuf::new(),
+                env: BTreeMap::new(),
+            }
+            .display();
+            (program, args, shown)
+        }
+        Launcher::Torchrun { hosts, rank, nproc } => distributed::torchrun(&python, &args, hosts, *rank, *nproc),
+        Launcher::MpiWorker { master } => {
+            // orted checks that mpirun's plm_rsh_agent (kiln itself) exists here too.
+            let exe = std::env::current_exe()
+                .map_err(|e| Early::Platform(format!("the agent cannot find its own executable for kiln rsh: {e}")))?;
+            shown.push(exe);
+            return serve_mpi(a, jail, env, tree.seen(&code), &shown, master, s, grace).await;
+        }
+        Launcher::MpiMaster {
+            hosts,
+            processes_per_host,
+            custom_options,
+        } => {
+            let exe = std::env::current_exe()
+                .map_err(|e| Early::Platform(format!("the agent cannot find its own executable for kiln rsh: {e}")))?;
+            let workers = &hosts[1..];
+            s.sink.line(format!(
+                "[kiln agent] waiting for {} to serve mpirun's remote shell",
+                workers.join(", ")
+            ));
+            let deadline = std::time::Duration::from_secs(600);
+            let mut stop = s.stop_rx();
+            tokio::select! {
+                r = distributed::wait_for_workers(&a.job_name, workers, |h| jail.address_of(h), &jail.rsh_secret, deadline) => r.map_err(Early::Platform)?,
+                () = stop_requested(&mut stop) => return Err(Early::Stopped),
+            }
+            env.insert("KILN_RSH_JOB".into(), a.job_name.clone());
+            env.insert("KILN_RSH_SECRET".into(), jail.rsh_secret.clone());
+            let (program, args) =
+                distributed::mpirun(&exe, &python, &args, hosts, *processes_per_host, custom_options, &env);
+            shown.push(exe);
+            let line = format!("{program} {}", args.join(" "));
+            (program, args, line)
+        }
+    };
     let spawn = Spawn {
         program,
         args,
         cwd: tree.seen(&code),
         env,
     };
-    let display = spawn.display();
     let spawn = jail.wrap(spawn, &shown, &[]).map_err(Early::Platform)?;
     s.sink
         .line(format!("Invoking script with the following command: {display}"));
@@ -443,6 +539,58 @@ async fn run_script(
     Ok(Ran { exit, stopped })
 }
 
+/// An MPI worker: serves the remote shell `mpirun` on the first host uses, runs the command it is
+/// given (OpenMPI's `orted`) in this host's sandbox with the script's environment, and ends with it.
+#[allow(clippy::too_many_arguments)]
+async fn serve_mpi(
+    a: &Assignment,
+    jail: &Jail<'_>,
+    env: BTreeMap<String, String>,
+    cwd: PathBuf,
+    shown: &[PathBuf],
+    master: &str,
+    s: &Session,
+    grace: std::time::Duration,
+) -> Result<Ran, Early> {
+    let port = distributed::exec_port(&a.job_name, &a.host);
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| {
+        Early::Platform(format!(
+            "host {} cannot serve mpirun's remote shell on port {port}: {e}",
+            a.host
+        ))
+    })?;
+    s.sink.line(format!(
+        "[kiln agent] waiting for mpirun on {master} (remote shell on port {port})"
+    ));
+    let wrap = |command: String| {
+        s.sink.line(format!("[kiln agent] mpirun on {master} runs: {command}"));
+        jail.wrap(
+            Spawn {
+                program: "/bin/sh".into(),
+                args: vec!["-c".into(), command],
+                cwd: cwd.clone(),
+                env: env.clone(),
+            },
+            shown,
+            &[],
+        )
+    };
+    let run = |spawn: Spawn| async move {
+        let mut stop = s.stop_rx();
+        let f = launch::run(&spawn, &s.sink, &mut stop, grace).await.map_err(|e| e.0)?;
+        Ok(f.exit.code().unwrap_or(1))
+    };
+    let mut stop = s.stop_rx();
+    let code = tokio::select! {
+        r = distributed::serve_exec(listener, &jail.rsh_secret, wrap, run) => r.map_err(Early::Platform)?,
+        () = stop_requested(&mut stop) => return Ok(Ran { exit: Exit::Signal(15), stopped: true }),
+    };
+    Ok(Ran {
+        exit: Exit::Code(code),
+        stopped: s.stopping(),
+    })
+}
+
 /// The job's `TrainingImage`.
 fn spec_image(a: &Assignment) -> String {
     a.spec
@@ -456,6 +604,8 @@ fn spec_image(a: &Assignment) -> String {
 /// Where the algorithm runs: in this host's sandbox, or (without one) directly on the machine.
 pub(crate) struct Jail<'a> {
     sandbox: Option<Sandbox>,
+    /// What a request to this job's remote shell (MPI) must carry.
+    rsh_secret: String,
     pub(crate) tree: &'a Tree,
     a: &'a Assignment,
 }
@@ -467,13 +617,22 @@ impl crate::venv::Runner for Jail<'_> {
 }
 
 impl Jail<'_> {
+    /// Where host `host` of the job runs, as this machine reaches it.
+    fn address_of(&self, host: &str) -> String {
+        self.a
+            .host_addresses
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| crate::sandbox::local_address(host))
+    }
+
     /// What this host's sandbox shows, with `read_only` and `read_write` besides.
     fn view(&self, read_only: &[PathBuf], read_write: &[PathBuf]) -> View<'_> {
         let mut hosts: BTreeMap<String, String> = self
             .a
             .hosts
             .iter()
-            .map(|h| (h.clone(), "127.0.0.1".to_string()))
+            .map(|h| (h.clone(), crate::sandbox::local_address(h)))
             .collect();
         hosts.extend(self.a.host_addresses.clone());
         View {

@@ -16,6 +16,7 @@
 pub mod artifacts;
 mod blob;
 pub mod client;
+pub mod distributed;
 pub mod env;
 pub mod environments;
 mod host;

@@ -227,6 +227,17 @@ fn base_args(hostname: &str) -> Vec<String> {
     args
 }
 
+/// The address of host `algo-K` when it runs on this machine: a loopback address of its own,
+/// `127.0.1.K` (`127.0.2.0` for K = 256 and so on), so that hosts that share a machine are still
+/// different machines to what compares addresses (OpenMPI places ranks by them) while every
+/// socket bound to `0.0.0.0` or to the address answers. Names other than `algo-K` get 127.0.0.1.
+pub fn local_address(host: &str) -> String {
+    match host.strip_prefix("algo-").and_then(|k| k.parse::<u32>().ok()) {
+        Some(k) if k < 254 * 256 => format!("127.0.{}.{}", 1 + k / 256, k % 256),
+        _ => "127.0.0.1".into(),
+    }
+}
+
 /// `/etc/hosts` of a host: itself and every host of the job (127.0.0.1 unless an address is known).
 pub fn hosts_text(hostname: &str, hosts: &BTreeMap<String, String>) -> String {
     let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
@@ -348,6 +359,9 @@ mod tests {
         assert!(text.contains("10.0.0.1\talgo-1\n") && text.contains("10.0.0.2\talgo-2\n"));
         assert!(text.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(hosts_text("algo-1", &BTreeMap::new()).contains("127.0.0.1\talgo-1\n"));
+        assert_eq!(local_address("algo-1"), "127.0.1.1");
+        assert_eq!(local_address("algo-256"), "127.0.2.0");
+        assert_eq!(local_address("node7"), "127.0.0.1");
     }
 
     #[test]

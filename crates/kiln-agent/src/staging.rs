@@ -358,6 +358,78 @@ pub async fn upload_artifacts<O: Objects>(
     Ok(model_uri)
 }
 
+/// Where host `host` leaves its `model/` and `output/data/` for the first host to merge:
+/// `<output_prefix>/hosts/<host>/`.
+fn host_part_prefix(a: &Assignment, host: &str) -> String {
+    format!("{}/hosts/{host}", a.output_prefix.trim_end_matches('/'))
+}
+
+/// A host other than the first: packs its `model/` and `output/data/` and uploads them for the
+/// first host to merge into the job's archives.
+pub async fn upload_host_part<O: Objects>(o: &O, a: &Assignment, tree: &Tree) -> Result<(), String> {
+    let prefix = host_part_prefix(a, &a.host);
+    let work = tree.host_dir.join("artifacts");
+    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    // The model last: its arrival tells the first host that both are there.
+    for (dir, name) in [
+        (tree.output_data_dir(), "output.tar.gz"),
+        (tree.model_dir(), "model.tar.gz"),
+    ] {
+        let tarball = work.join(name);
+        crate::blob::pack_tar_gz(&dir, &tarball)
+            .await
+            .map_err(|e| format!("cannot pack {}: {e}", dir.display()))?;
+        let uri = format!("{prefix}/{name}");
+        o.upload(&tarball, &uri)
+            .await
+            .map_err(|e| format!("cannot upload {uri}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The first host: waits for every other host's part (while `waiting()` says to), then unpacks
+/// them over its own `model/` and `output/data/` in host order, so that on a name clash the later
+/// host's file wins, as SageMaker merges hosts. Returns the hosts whose part never came.
+pub async fn merge_host_parts<O: Objects>(
+    o: &O,
+    a: &Assignment,
+    tree: &Tree,
+    waiting: impl Fn() -> bool,
+) -> Result<Vec<String>, String> {
+    let work = tree.host_dir.join("artifacts");
+    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let mut missing = Vec::new();
+    for host in sorted_hosts(a).into_iter().filter(|h| *h != a.host) {
+        let prefix = host_part_prefix(a, &host);
+        let model = format!("{prefix}/model.tar.gz");
+        loop {
+            if o.list(&model).await?.contains(&model) {
+                break;
+            }
+            if !waiting() {
+                missing.push(host.clone());
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        if missing.last() == Some(&host) {
+            continue;
+        }
+        for (dir, name) in [
+            (tree.output_data_dir(), "output.tar.gz"),
+            (tree.model_dir(), "model.tar.gz"),
+        ] {
+            let tarball = work.join(format!("{host}-{name}"));
+            o.download(&format!("{prefix}/{name}"), &tarball).await?;
+            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            crate::blob::unpack_tar_gz(&tarball, &dir)
+                .await
+                .map_err(|e| format!("cannot unpack {host}'s {name}: {e}"))?;
+        }
+    }
+    Ok(missing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,6 +96,13 @@ enum Command {
         #[arg(long, env = "KILN_HOST_ADDRESSES", default_value = "")]
         host_addresses: String,
     },
+    /// mpirun's remote shell inside a job (its plm_rsh_agent): runs COMMAND on HOST's sandbox.
+    #[command(hide = true)]
+    Rsh {
+        host: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Train a model: upload local data, create a training job, and (with --wait) watch it.
     Train(train::TrainArgs),
     /// Tune hyperparameters: start a tuning job from a JSON/YAML spec and (with --wait) watch it.
@@ -208,6 +215,13 @@ async fn run(cli: Cli) -> Result<()> {
             std::process::exit(code)
         }
         Command::Algo { .. } => Ok(()),
+        Command::Rsh { host, command } => match kiln_agent::distributed::rsh(&host, &command).await {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("kiln rsh: {e}");
+                std::process::exit(255)
+            }
+        },
         Command::Agent {
             server,
             account,
