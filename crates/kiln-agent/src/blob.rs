@@ -65,6 +65,10 @@ impl Objects for BlobObjects {
     async fn upload(&self, src: &Path, uri: &str) -> Result<(), String> {
         self.blobs.upload(src, uri).await.map(|_| ()).map_err(|e| e.to_string())
     }
+
+    async fn delete(&self, uri: &str) -> Result<(), String> {
+        self.blobs.delete(uri).await.map_err(|e| e.to_string())
+    }
 }
 
 /// Packs the contents of `dir` into a tar.gz at `dest` (files at the archive root).

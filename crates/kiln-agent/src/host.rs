@@ -166,6 +166,23 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
     if s.stopping() {
         return Err(Early::Stopped);
     }
+    // Checkpoints: what the prefix holds comes back before the algorithm starts (a resumed or
+    // retried job continues from it); the directory is mirrored to it while the algorithm runs.
+    // (kiln/noop runs nothing that could read or write them.)
+    let checkpoint_sync = match (&checkpoint, &spec.checkpoint_config) {
+        (Some((_, local)), Some(cfg)) if a.runtime != Runtime::Noop => {
+            let n = crate::checkpoints::restore(&objects, &cfg.s3_uri, local).await?;
+            if n > 0 {
+                s.sink.line(format!(
+                    "[kiln agent] restored {n} checkpoint file(s) from {} into {}",
+                    cfg.s3_uri,
+                    tree.seen_str(local)
+                ));
+            }
+            Some(CheckpointSync::start(a, &cfg.s3_uri, local, s))
+        }
+        _ => None,
+    };
 
     s.status(
         Phase::Training,
@@ -204,7 +221,18 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
     if let Some(f) = feeders {
         f.stop().await;
     }
+    let checkpoint_error = match checkpoint_sync {
+        Some(sync) => sync.finish(&objects).await.err(),
+        None => None,
+    };
     let ran = ran?;
+    if let Some(m) = checkpoint_error {
+        return Ok(DoneReport {
+            exit_code: ran.exit.code(),
+            failure_reason: Some(client_error(&m)),
+            model_artifacts: None,
+        });
+    }
     s.status(Phase::Uploading, "Uploading generated training model");
     let interrupted = s.interrupted(&a.host).filter(|_| ran.stopped);
     let failure_reason = if interrupted.is_some() {
@@ -272,6 +300,47 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
         failure_reason,
         model_artifacts,
     })
+}
+
+/// The checkpoint directory mirrored to its S3 prefix in the background while the algorithm runs.
+struct CheckpointSync {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<crate::checkpoints::Mirror>,
+}
+
+impl CheckpointSync {
+    fn start(a: &Assignment, uri: &str, local: &std::path::Path, s: &Session) -> CheckpointSync {
+        let mut mirror = crate::checkpoints::Mirror::new(uri, local);
+        let objects = BlobObjects::new(a);
+        let sink = s.sink.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return mirror,
+                    () = tokio::time::sleep(crate::checkpoints::SCAN_EVERY) => {}
+                }
+                if let Err(e) = mirror.sync(&objects, false).await
+                    && !warned
+                {
+                    sink.line(format!("[kiln agent] checkpoint sync: {e} (retrying)"));
+                    warned = true;
+                }
+            }
+        });
+        CheckpointSync { stop, task }
+    }
+
+    /// Stops the background sync and uploads whatever is not uploaded yet.
+    async fn finish(self, objects: &BlobObjects) -> Result<(), String> {
+        let _ = self.stop.send(());
+        let mut mirror = self
+            .task
+            .await
+            .map_err(|e| format!("the checkpoint sync ended unexpectedly: {e}"))?;
+        mirror.sync(objects, true).await.map(|_| ())
+    }
 }
 
 /// Runs the job's runtime to its end.

@@ -15,6 +15,7 @@
 
 pub mod artifacts;
 mod blob;
+pub mod checkpoints;
 pub mod client;
 pub mod distributed;
 pub mod env;

@@ -133,6 +133,11 @@ pub trait Objects: Sync {
     fn get_bytes(&self, uri: &str) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
     /// Uploads a local file to `uri`.
     fn upload(&self, src: &Path, uri: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Deletes one object (a missing one is not an error).
+    fn delete(&self, uri: &str) -> impl Future<Output = Result<(), String>> + Send {
+        let uri = uri.to_string();
+        async move { Err(format!("cannot delete {uri}: this store is read-only")) }
+    }
 }
 
 /// Downloads in flight at once per channel.

@@ -292,7 +292,8 @@ pub fn checkpoint_config(spec: &CreateTrainingJobRequest, tree: &Tree) -> Result
         _ => tree.checkpoints_dir(),
     };
     Ok(Some((
-        json!({"LocalPath": local.display().to_string(), "S3Uri": cfg.s3_uri}),
+        // As the algorithm sees it (in the sandbox, under /opt/ml).
+        json!({"LocalPath": tree.seen_str(&local), "S3Uri": cfg.s3_uri}),
         local,
     )))
 }
