@@ -72,6 +72,10 @@ impl Engine {
                     }
                 }
                 Effect::Cleanup => self.cleanup(job).await,
+                Effect::Retire(handle) => {
+                    self.executor.kill(&handle).await;
+                    self.executor.cleanup(&handle, true).await;
+                }
                 Effect::Wake => self.wake(),
                 Effect::Ended => {
                     if let Ok(mut cache) = self.matchers.lock() {

@@ -99,6 +99,13 @@ pub struct RunRecord {
     /// Whether the executor freed what the hosts left behind.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cleaned: bool,
+    /// How many times `RetryStrategy` restarted the job after a platform failure.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries_used: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A training job as stored: the request with the service's defaults, and everything that

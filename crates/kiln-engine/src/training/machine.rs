@@ -93,6 +93,9 @@ pub enum Effect {
     Wake,
     /// The job ended: drop what is cached for it; its tuning job has news.
     Ended,
+    /// A failed attempt's launch, left behind by a restart: kill what may remain of it and free
+    /// it (its trees are kept for inspection).
+    Retire(String),
 }
 
 /// Why an event was refused.
@@ -263,7 +266,9 @@ fn fold(job: &mut TrainingJobRow, now: f64, effects: &mut Vec<Effect>) -> Result
         }
         TrainingJobStatus::InProgress => {
             if let Some(reason) = first_failure {
-                if all_done {
+                if all_done && retryable(job, &reason) {
+                    restart(job, &reason, now, effects)?;
+                } else if all_done {
                     job.failure_reason = Some(truncate(&reason, 1024));
                     transition(job, SecondaryStatus::Failed, None, now)?;
                     effects.extend(ended(job));
@@ -292,6 +297,46 @@ fn fold(job: &mut TrainingJobRow, now: f64, effects: &mut Vec<Effect>) -> Result
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Whether `RetryStrategy` restarts the job after this failure: a platform failure (the
+/// `InternalServerError`s of lost agents, hosts the executor ended, launches that failed), never
+/// the algorithm's own error or the job's setup, while attempts remain.
+fn retryable(job: &TrainingJobRow, reason: &str) -> bool {
+    let max = job
+        .spec
+        .retry_strategy
+        .as_ref()
+        .map_or(0, |r| r.maximum_retry_attempts.max(0));
+    reason.starts_with("InternalServerError") && i64::from(job.run.retries_used) < max
+}
+
+/// A new attempt after a platform failure: `Restarting`, the failed attempt's hosts retired, the
+/// job unplaced so that the scheduler places it again (new hosts, token and key; checkpoints are
+/// restored by the new hosts).
+fn restart(job: &mut TrainingJobRow, reason: &str, now: f64, effects: &mut Vec<Effect>) -> Result<(), Refused> {
+    job.run.retries_used += 1;
+    let max = job.spec.retry_strategy.as_ref().map_or(0, |r| r.maximum_retry_attempts);
+    let message = truncate(
+        &format!(
+            "Restarting the training job after a platform failure (retry {} of {max}): {reason}",
+            job.run.retries_used
+        ),
+        1024,
+    );
+    transition(job, SecondaryStatus::Restarting, Some(&message), now)?;
+    if let Some(handle) = job.run.launch.take() {
+        effects.push(Effect::Retire(handle));
+    }
+    job.run.hosts.clear();
+    job.run.agent_token = None;
+    job.run.access_key = None;
+    job.run.failing = None;
+    job.run.killed_at = None;
+    job.run.cleaned = false;
+    job.last_modified_time = now;
+    effects.push(Effect::Wake);
     Ok(())
 }
 
@@ -861,6 +906,68 @@ mod tests {
         assert!(j.run.killed_at.is_some());
         let (j, _) = run(stopping, &[lost]);
         assert_eq!(j.secondary_status, Stopped);
+    }
+
+    #[test]
+    fn platform_failures_restart_while_retries_remain_and_algorithm_errors_never() {
+        let mut retrying = job();
+        retrying.spec.retry_strategy = Some(kiln_api::shapes::RetryStrategy {
+            maximum_retry_attempts: 1,
+        });
+        let lost = Event::HostsLost {
+            hosts: vec!["algo-1".into(), "algo-2".into()],
+            reason: "InternalServerError: the agent of algo-1 stopped without reporting".into(),
+        };
+        let attempt = [
+            placed(),
+            Event::Launched { handle: "h1".into() },
+            phase("algo-1", Phase::Training),
+            phase("algo-2", Phase::Training),
+        ];
+        let (j, _) = run(retrying.clone(), &attempt);
+        let (j, effects) = run(j, std::slice::from_ref(&lost));
+        assert_eq!(
+            (j.status, j.secondary_status),
+            (TrainingJobStatus::InProgress, Restarting)
+        );
+        assert_eq!(effects, [Effect::Retire("h1".into()), Effect::Wake]);
+        assert!(j.run.hosts.is_empty() && j.run.launch.is_none() && j.run.agent_token.is_none());
+        assert_eq!(j.run.retries_used, 1);
+        let msg = &j.transitions.last().unwrap().status_message;
+        assert!(msg.contains("retry 1 of 1") && msg.contains("algo-1"), "{msg}");
+        // The second attempt is placed again from Restarting; its failure is the last one allowed.
+        let (j, _) = run(j, &attempt);
+        assert_eq!(j.secondary_status, Training);
+        let (j, effects) = run(j, &[lost]);
+        assert_eq!(j.status, TrainingJobStatus::Failed);
+        assert!(j.failure_reason.as_deref().unwrap().contains("algo-1"));
+        assert!(effects.contains(&Effect::Ended));
+        let statuses: Vec<_> = j.transitions.iter().map(|t| t.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                Starting,
+                Downloading,
+                Training,
+                Restarting,
+                Starting,
+                Downloading,
+                Training,
+                Failed
+            ]
+        );
+        // The algorithm's own failure is not retried.
+        let (j, _) = run(retrying, &attempt);
+        let done = |host: &str| Event::HostDone {
+            host: host.into(),
+            report: DoneReport {
+                exit_code: Some(1),
+                failure_reason: Some("AlgorithmError: boom".into()),
+                model_artifacts: None,
+            },
+        };
+        let (j, _) = run(j, &[done("algo-1"), done("algo-2")]);
+        assert_eq!(j.status, TrainingJobStatus::Failed);
     }
 
     #[test]
