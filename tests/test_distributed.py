@@ -201,6 +201,9 @@ def test_sagemaker_sdk_pytorch_estimator_with_mpi_shows_both_hosts(kiln, tmp_pat
         assert "waiting for mpirun on algo-1" in out and "mpirun on algo-1 runs:  orted" in out, out
         assert est.latest_training_job.describe()["TrainingJobStatus"] == "Completed"
     finally:
+        # The SDK may have made boto3's default session with this server's key: later tests
+        # must not inherit it.
+        boto3.DEFAULT_SESSION = None
         for v, old in saved.items():
             if old is None:
                 os.environ.pop(v, None)

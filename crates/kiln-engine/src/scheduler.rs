@@ -154,6 +154,20 @@ impl Engine {
         t: f64,
     ) -> ApiResult<()> {
         let (account, name) = (job.account.as_str(), job.name.as_str());
+        // A spot job's MaxWaitTimeInSeconds counts everything since creation: waiting, running and
+        // interrupted time.
+        if job.status == TrainingJobStatus::InProgress
+            && job.spec.enable_managed_spot_training == Some(true)
+            && let Some(limit) = job
+                .spec
+                .stopping_condition
+                .as_ref()
+                .and_then(|s| s.max_wait_time_in_seconds)
+            && t - job.creation_time > limit as f64
+        {
+            self.apply(account, name, Event::WaitExceeded { limit }).await?;
+            return Ok(());
+        }
         if job.run.hosts.is_empty() {
             if job.status == TrainingJobStatus::InProgress {
                 self.try_place(job, capacity, used, t).await?;

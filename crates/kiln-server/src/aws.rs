@@ -185,7 +185,9 @@ async fn handle_inner(
         Service::SageMaker => model::sagemaker(),
         Service::Logs => model::logs(),
     };
-    if !model.has_operation(op) {
+    // kiln's own operations (no SageMaker model): `InterruptTrainingJob`.
+    let kiln_own = matches!((service, op), (Service::SageMaker, "InterruptTrainingJob"));
+    if !model.has_operation(op) && !kiln_own {
         return Err(AwsError::unknown_operation(target));
     }
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
@@ -201,6 +203,10 @@ async fn handle_inner(
         (Service::SageMaker, "DescribeTrainingJob") => json(engine.describe_training_job(&caller, parse(body)?).await),
         (Service::SageMaker, "ListTrainingJobs") => json(engine.list_training_jobs(&caller, parse(body)?).await),
         (Service::SageMaker, "StopTrainingJob") => json(engine.stop_training_job(&caller, parse(body)?).await),
+        // kiln's own: a spot interruption, for rehearsing resumes (`kiln jobs interrupt`).
+        (Service::SageMaker, "InterruptTrainingJob") => {
+            json(engine.interrupt_training_job(&caller, parse(body)?).await)
+        }
         (Service::SageMaker, "DeleteTrainingJob") => json(engine.delete_training_job(&caller, parse(body)?).await),
         (Service::SageMaker, "UpdateTrainingJob") => json(engine.update_training_job(&caller, parse(body)?).await),
         (Service::SageMaker, "AddTags") => json(engine.add_tags(&caller, parse(body)?).await),

@@ -102,6 +102,13 @@ pub struct RunRecord {
     /// How many times `RetryStrategy` restarted the job after a platform failure.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries_used: u32,
+    /// A spot interruption in progress: the hosts are being stopped, then a new attempt starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupting: Option<String>,
+    /// Seconds the job's attempts ran (Downloading to the end of each attempt), for a spot job's
+    /// billable time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_seconds: Option<f64>,
 }
 
 fn is_zero(n: &u32) -> bool {

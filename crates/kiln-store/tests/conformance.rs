@@ -284,6 +284,8 @@ async fn typed_columns_round_trip(s: &Subject) {
         killed_at: Some(4.5),
         cleaned: true,
         retries_used: 2,
+        interrupting: Some("Interrupted".into()),
+        ran_seconds: Some(12.5),
     };
     j.version = st.update_training_job(&j).await.unwrap();
     assert_eq!(st.get_training_job("111111111111", "typed").await.unwrap().unwrap(), j);

@@ -157,6 +157,9 @@ enum JobsCommand {
     Describe { name: String },
     /// Stop a training job.
     Stop { name: String },
+    /// Interrupt a managed spot training job, as when the spot capacity is reclaimed: its hosts
+    /// stop, then a new attempt resumes from its checkpoints.
+    Interrupt { name: String },
 }
 
 fn main() -> std::process::ExitCode {
@@ -539,6 +542,12 @@ async fn jobs(settings: &config::Settings, command: JobsCommand) -> Result<()> {
                 .sagemaker("StopTrainingJob", json!({ "TrainingJobName": name }))
                 .await?;
             println!("stopping {name}");
+        }
+        JobsCommand::Interrupt { name } => {
+            client
+                .sagemaker("InterruptTrainingJob", json!({ "TrainingJobName": name }))
+                .await?;
+            println!("interrupting {name}");
         }
     }
     Ok(())

@@ -251,6 +251,16 @@ impl Engine {
         Ok(Empty {})
     }
 
+    /// kiln's `InterruptTrainingJob` (no SageMaker operation): a spot interruption of a managed spot
+    /// job, as when AWS reclaims the capacity: the hosts stop (`Interrupted`), then a new attempt
+    /// starts from its checkpoints.
+    pub async fn interrupt_training_job(&self, caller: &Caller, req: TrainingJobNameRequest) -> ApiResult<Empty> {
+        let reason = "Training job interrupted: the spot capacity was reclaimed (kiln jobs interrupt)".to_string();
+        self.apply(&caller.account, &req.training_job_name, Event::Interrupt { reason })
+            .await?;
+        Ok(Empty {})
+    }
+
     /// `DeleteTrainingJob`: only ended jobs that hold no available warm pool.
     pub async fn delete_training_job(&self, caller: &Caller, req: TrainingJobNameRequest) -> ApiResult<Empty> {
         let Some(job) = self.load_job(&caller.account, &req.training_job_name).await? else {

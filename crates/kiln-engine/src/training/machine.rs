@@ -77,6 +77,10 @@ pub enum Event {
     Cleaned,
     /// `UpdateTrainingJob`.
     Update(UpdateTrainingJobRequest),
+    /// A spot interruption (`kiln jobs interrupt`): stop the hosts, then start a new attempt.
+    Interrupt { reason: String },
+    /// `MaxWaitTimeInSeconds` (managed spot) passed.
+    WaitExceeded { limit: i64 },
 }
 
 /// What must happen outside the store after a change is committed.
@@ -182,7 +186,15 @@ fn transition(job: &mut TrainingJobRow, to: SecondaryStatus, message: Option<&st
         if let Some(start) = job.training_start_time {
             let secs = ((now - start).round() as i64).max(1);
             job.training_time_in_seconds = Some(secs);
-            job.billable_time_in_seconds.get_or_insert(secs);
+            // A spot job is billed for the time its attempts ran, not the time it waited or was
+            // interrupted (so the SDK shows the savings).
+            let billable = if job.spec.enable_managed_spot_training == Some(true) {
+                let ran = job.run.ran_seconds.unwrap_or(0.0) + attempt_seconds(job, now);
+                (ran.round() as i64).clamp(1, secs)
+            } else {
+                secs
+            };
+            job.billable_time_in_seconds.get_or_insert(billable);
         }
     }
     Ok(())
@@ -264,6 +276,13 @@ fn fold(job: &mut TrainingJobRow, now: f64, effects: &mut Vec<Effect>) -> Result
                 )?;
             }
         }
+        TrainingJobStatus::InProgress if job.run.interrupting.is_some() => {
+            // The hosts are stopping for a spot interruption: once all ended, a new attempt.
+            if !all_done {
+                return Ok(());
+            }
+            new_attempt(job, now, effects);
+        }
         TrainingJobStatus::InProgress => {
             if let Some(reason) = first_failure {
                 if all_done && retryable(job, &reason) {
@@ -326,6 +345,14 @@ fn restart(job: &mut TrainingJobRow, reason: &str, now: f64, effects: &mut Vec<E
         1024,
     );
     transition(job, SecondaryStatus::Restarting, Some(&message), now)?;
+    new_attempt(job, now, effects);
+    Ok(())
+}
+
+/// Ends the current attempt: its running time counted, its launch retired, the job unplaced so
+/// that the scheduler places it again.
+fn new_attempt(job: &mut TrainingJobRow, now: f64, effects: &mut Vec<Effect>) {
+    job.run.ran_seconds = Some(job.run.ran_seconds.unwrap_or(0.0) + attempt_seconds(job, now));
     if let Some(handle) = job.run.launch.take() {
         effects.push(Effect::Retire(handle));
     }
@@ -335,9 +362,24 @@ fn restart(job: &mut TrainingJobRow, reason: &str, now: f64, effects: &mut Vec<E
     job.run.failing = None;
     job.run.killed_at = None;
     job.run.cleaned = false;
+    job.run.interrupting = None;
     job.last_modified_time = now;
     effects.push(Effect::Wake);
-    Ok(())
+}
+
+/// How long the current attempt has run: from its last `Downloading` to `now` (0 if it never
+/// began downloading).
+fn attempt_seconds(job: &TrainingJobRow, now: f64) -> f64 {
+    let begun = job
+        .transitions
+        .iter()
+        .rev()
+        .skip_while(|t| matches!(t.status, SecondaryStatus::Restarting | SecondaryStatus::Interrupted))
+        .take_while(|t| !matches!(t.status, SecondaryStatus::Restarting | SecondaryStatus::Interrupted))
+        .filter(|t| t.status == SecondaryStatus::Downloading)
+        .map(|t| t.start_time)
+        .last();
+    begun.map_or(0.0, |b| (now - b).max(0.0))
 }
 
 /// Marks hosts ended with `report`; returns whether any host changed.
@@ -476,6 +518,7 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
             }
             if let Some(msg) = message
                 && job.status == TrainingJobStatus::InProgress
+                && job.run.interrupting.is_none()
             {
                 let s = job.secondary_status;
                 transition(&mut job, s, Some(msg), now)?;
@@ -496,6 +539,43 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
             if status.is_active() && end_hosts(&mut job, hosts, &report) {
                 job.last_modified_time = now;
                 fold(&mut job, now, &mut effects)?;
+            }
+        }
+        Event::Interrupt { reason } => {
+            if status != TrainingJobStatus::InProgress {
+                return Err(Refused(format!(
+                    "The training job '{}' is {status}; only an InProgress job can be interrupted.",
+                    job.name
+                )));
+            }
+            if job.spec.enable_managed_spot_training != Some(true) {
+                return Err(Refused(format!(
+                    "The training job '{}' is not a managed spot job (EnableManagedSpotTraining): only spot jobs are interrupted.",
+                    job.name
+                )));
+            }
+            if job.run.interrupting.is_none() {
+                transition(&mut job, SecondaryStatus::Interrupted, Some(reason), now)?;
+                if placed && job.run.hosts.iter().any(|h| h.done.is_none()) {
+                    // The hosts are told to stop; the new attempt starts once they have.
+                    job.run.interrupting = Some(reason.clone());
+                    effects.push(Effect::Wake);
+                } else {
+                    new_attempt(&mut job, now, &mut effects);
+                }
+            }
+        }
+        Event::WaitExceeded { limit } => {
+            if status == TrainingJobStatus::InProgress {
+                job.stop_reason = Some(StopReason::MaxWaitTimeExceeded);
+                let msg = format!("Stopping the training job: it waited longer than MaxWaitTimeInSeconds ({limit} s)");
+                transition(&mut job, SecondaryStatus::Stopping, Some(&msg), now)?;
+                if placed {
+                    effects.push(Effect::Wake);
+                } else {
+                    transition(&mut job, SecondaryStatus::MaxWaitTimeExceeded, None, now)?;
+                    effects.extend(ended(&job));
+                }
             }
         }
         Event::StopOverdue => {
@@ -570,7 +650,7 @@ fn update(job: &mut TrainingJobRow, req: &UpdateTrainingJobRequest, now: f64) ->
 
 /// What the host's agent should do next: stop when the job is stopping, ended or failing.
 pub fn should_stop(job: &TrainingJobRow) -> bool {
-    job.status != TrainingJobStatus::InProgress || job.run.failing.is_some()
+    job.status != TrainingJobStatus::InProgress || job.run.failing.is_some() || job.run.interrupting.is_some()
 }
 
 #[cfg(test)]
