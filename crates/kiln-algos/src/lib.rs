@@ -16,6 +16,7 @@ pub mod cli;
 pub mod collective;
 pub mod container;
 pub mod data;
+pub mod distributed;
 pub mod grow;
 pub mod metric;
 pub mod model_json;
