@@ -10,7 +10,7 @@
 # cut into two halves, one per host, as ShardedByS3Key would give them. The program is the kiln-algos
 # `algo` example (the same code as `kiln algo`, much quicker to build in release); KILN_BIN=path/to/kiln
 # runs the kiln binary instead. Wall time is from start to the last host's exit (reading the CSV included).
-#   ROUNDS=100 REPS=2 scripts/bench-xgb-distributed.sh
+#   ROUNDS=100 REPS=2 [KILN_PROFILE=1] scripts/bench-xgb-distributed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${KILN_SHARED:-../shared}
@@ -87,4 +87,7 @@ printf '%-24s %9.2fs %12s\n' "1 host x 1 thread" "$best1" "$a1"
 printf '%-24s %9.2fs %12s\n' "2 hosts x 1 thread" "$best2" "$a2"
 printf 'speed-up %.2fx (aim >= 1.6x), AUC difference %+.5f (aim within +-0.001)\n' \
   "$(echo "$best1 / $best2" | bc -l)" "$(echo "$a2 - $a1" | bc -l)"
-grep -h "allreduce\|distributed" "$W/algo-1.err" "$W/algo-2.err" | head -4 || true
+# With KILN_PROFILE=1: where each process spent its time (the last repetition).
+if [ -n "${KILN_PROFILE:-}" ]; then
+  for h in one algo-1 algo-2; do echo "$h: $(grep -h allreduce "$W/$h.err" | tail -1)"; done
+fi

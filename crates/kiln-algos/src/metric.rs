@@ -455,24 +455,11 @@ fn ranked_area(
     weights: Option<&[f32]>,
     comm: &Collective,
 ) -> Result<f64, CommError> {
-    let idx = order_desc(scores);
     let mut mine: Vec<u8> = Vec::new();
-    let mut i = 0;
-    while i < idx.len() {
-        let s = scores[idx[i] as usize];
-        let (mut pos, mut neg) = (0.0f64, 0.0f64);
-        while i < idx.len() && scores[idx[i] as usize] == s {
-            let r = idx[i] as usize;
-            let w = f64::from(weights.map_or(1.0, |w| w[r]));
-            if labels[r] > 0.5 {
-                pos += w;
-            } else {
-                neg += w;
-            }
-            i += 1;
-        }
-        mine.extend(encode(&[s]));
-        mine.extend(encode(&[pos, neg]));
+    for (s, pos, neg) in ranked_groups(scores, labels, weights, |y| y > 0.5) {
+        mine.extend(s.to_le_bytes());
+        mine.extend(pos.to_le_bytes());
+        mine.extend(neg.to_le_bytes());
     }
     let value = match comm.gather(mine)? {
         Some(all) => {
@@ -559,74 +546,60 @@ fn area_of_groups(roc: bool, groups: &[(f32, f64, f64)]) -> f64 {
     }
 }
 
-/// Rows sorted by descending score (ties keep row order, so results are deterministic).
-fn order_desc(scores: &[f32]) -> Vec<u32> {
-    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
-    idx.par_sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]));
-    idx
-}
-
 /// Weighted ROC AUC; tied scores form one trapezoid.
 pub fn auc(scores: &[f32], labels: &[f32], weights: Option<&[f32]>, pos: fn(f32) -> bool) -> f64 {
-    let idx = order_desc(scores);
-    let (mut tp, mut fp, mut area) = (0.0f64, 0.0f64, 0.0f64);
-    let mut i = 0;
-    while i < idx.len() {
-        let s = scores[idx[i] as usize];
-        let (tp0, fp0) = (tp, fp);
-        while i < idx.len() && scores[idx[i] as usize] == s {
-            let r = idx[i] as usize;
-            let w = f64::from(weights.map_or(1.0, |w| w[r]));
-            if pos(labels[r]) {
-                tp += w;
-            } else {
-                fp += w;
-            }
-            i += 1;
-        }
-        area += (fp - fp0) * (tp + tp0) / 2.0;
-    }
-    if tp == 0.0 || fp == 0.0 {
-        return f64::NAN;
-    }
-    area / (tp * fp)
+    area_of_groups(true, &ranked_groups(scores, labels, weights, pos))
 }
 
 /// Weighted area under the precision-recall curve (trapezoids between tied-score groups,
 /// starting at recall 0 with the first group's precision).
 pub fn aucpr(scores: &[f32], labels: &[f32], weights: Option<&[f32]>, pos: fn(f32) -> bool) -> f64 {
-    let idx = order_desc(scores);
-    let total_pos: f64 = idx
-        .iter()
-        .filter(|&&r| pos(labels[r as usize]))
-        .map(|&r| f64::from(weights.map_or(1.0, |w| w[r as usize])))
-        .sum();
-    if total_pos == 0.0 {
-        return f64::NAN;
-    }
-    let (mut tp, mut fp, mut area) = (0.0f64, 0.0f64, 0.0f64);
-    let (mut prev_recall, mut prev_prec) = (0.0, f64::NAN);
-    let mut i = 0;
-    while i < idx.len() {
-        let s = scores[idx[i] as usize];
-        while i < idx.len() && scores[idx[i] as usize] == s {
-            let r = idx[i] as usize;
-            let w = f64::from(weights.map_or(1.0, |w| w[r]));
-            if pos(labels[r]) {
-                tp += w;
-            } else {
-                fp += w;
+    area_of_groups(false, &ranked_groups(scores, labels, weights, pos))
+}
+
+/// The rows grouped by distinct score, descending (`f32::total_cmp` order, equal scores one
+/// group): (score, positive weight, negative weight).
+///
+/// Each row is one `u64` (the score's bits flipped so that unsigned order is descending
+/// `total_cmp` order, above the weight's bits with the label in their sign bit), sorted by
+/// value: a direct sort of 8-byte words, several times faster than sorting row indices by
+/// their scores (every comparison two random reads). Within a group, weights add up in the
+/// order of their bits, the same on every run.
+fn ranked_groups(
+    scores: &[f32],
+    labels: &[f32],
+    weights: Option<&[f32]>,
+    pos: fn(f32) -> bool,
+) -> Vec<(f32, f64, f64)> {
+    let mut words: Vec<u64> = (0..scores.len())
+        .into_par_iter()
+        .with_min_len(4096)
+        .map(|i| {
+            let b = scores[i].to_bits();
+            let ascending = if b >> 31 == 1 { !b } else { b | 1 << 31 };
+            let w = weights.map_or(1.0f32, |w| w[i]).to_bits() & 0x7fff_ffff;
+            (u64::from(!ascending) << 32) | u64::from(w | u32::from(pos(labels[i])) << 31)
+        })
+        .collect();
+    words.par_sort_unstable();
+    let mut out: Vec<(f32, f64, f64)> = Vec::new();
+    for &x in &words {
+        let desc = !(x >> 32) as u32;
+        let s = f32::from_bits(if desc >> 31 == 1 { desc & !(1 << 31) } else { !desc });
+        let w = f64::from(f32::from_bits(x as u32 & 0x7fff_ffff));
+        let positive = (x as u32) >> 31 == 1;
+        match out.last_mut() {
+            Some(last) if last.0 == s => {
+                if positive {
+                    last.1 += w;
+                } else {
+                    last.2 += w;
+                }
             }
-            i += 1;
+            _ => out.push(if positive { (s, w, 0.0) } else { (s, 0.0, w) }),
         }
-        let recall = tp / total_pos;
-        let prec = if tp + fp > 0.0 { tp / (tp + fp) } else { 1.0 };
-        let p0 = if prev_prec.is_nan() { prec } else { prev_prec };
-        area += (recall - prev_recall) * (prec + p0) / 2.0;
-        prev_recall = recall;
-        prev_prec = prec;
     }
-    area
+    out
 }
 
 /// F1 at threshold 0.5 for one output, macro-averaged over classes for `k > 1`.
