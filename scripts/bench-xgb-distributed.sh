@@ -10,7 +10,8 @@
 # cut into two halves, one per host, as ShardedByS3Key would give them. The program is the kiln-algos
 # `algo` example (the same code as `kiln algo`, much quicker to build in release); KILN_BIN=path/to/kiln
 # runs the kiln binary instead. Wall time is from start to the last host's exit (reading the CSV included).
-#   ROUNDS=100 REPS=2 [KILN_PROFILE=1] scripts/bench-xgb-distributed.sh
+#   ROUNDS=100 REPS=2 [KILN_PROFILE=1] [METRIC=auc] scripts/bench-xgb-distributed.sh
+# (METRIC=logloss shows training without the exact AUC gathered at algo-1 every round.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${KILN_SHARED:-../shared}
@@ -42,7 +43,7 @@ tree() {
   ln -s "$PWD/bench/out/data/test.csv" "$dir/input/data/validation/test.csv"
   cat >"$dir/input/config/hyperparameters.json" <<EOF
 {"objective": "binary:logistic", "num_round": "$ROUNDS", "max_depth": "6", "eta": "0.1",
- "eval_metric": "auc", "nthread": "1"}
+ "eval_metric": "${METRIC:-auc}", "nthread": "1"}
 EOF
   cat >"$dir/input/config/inputdataconfig.json" <<EOF
 {"train": {"ContentType": "text/csv", "S3DistributionType": "ShardedByS3Key"},
@@ -57,7 +58,7 @@ tree "$W/algo-1" algo-1 "$W/part-00.csv"
 tree "$W/algo-2" algo-2 "$W/part-01.csv"
 
 now() { date +%s.%N; }
-auc() { tail -1 "$1" | tr '\t' '\n' | sed -n 's/^validation-auc://p'; }
+auc() { tail -1 "$1" | tr '\t' '\n' | sed -n "s/^validation-${METRIC:-auc}://p"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); 1M x 28 rows, $ROUNDS rounds, depth 6"
