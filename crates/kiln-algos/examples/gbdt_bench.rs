@@ -116,6 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         TrainOptions {
             eval_train: false,
             log: None,
+            comm: None,
         },
     )?;
     let train_s = t.elapsed().as_secs_f64();

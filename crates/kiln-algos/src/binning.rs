@@ -64,9 +64,18 @@ impl BinCuts {
     /// Chooses at most `max_bin` (capped at 255) value bins per feature from weighted quantiles of
     /// a systematic sample of rows; features with few distinct values get one bin per value.
     pub fn compute(m: &DenseMatrix, weights: Option<&[f32]>, max_bin: usize) -> Self {
+        Self::compute_sampled(m, weights, max_bin, sketch_step(m.n_rows()))
+    }
+
+    /// [`Self::compute`] from every row of `m` however many (`m` is already a sample: the
+    /// hosts' sketch samples put together).
+    pub fn compute_all(m: &DenseMatrix, weights: Option<&[f32]>, max_bin: usize) -> Self {
+        Self::compute_sampled(m, weights, max_bin, 1)
+    }
+
+    fn compute_sampled(m: &DenseMatrix, weights: Option<&[f32]>, max_bin: usize, step: usize) -> Self {
         let max_bins = max_bin.clamp(2, MAX_VALUE_BINS);
         let (n, nf) = (m.n_rows(), m.n_cols());
-        let step = sketch_step(n);
         // A few features per task: each task reads every sampled row once (one or two cache
         // lines of it) instead of once per feature, and there are still several tasks per
         // thread to balance.
@@ -523,6 +532,32 @@ impl BinnedMatrix {
     /// Whether feature `f` has any missing value.
     pub fn has_missing(&self, f: usize) -> bool {
         self.has_missing[f]
+    }
+
+    /// Counts feature `f` as having missing values where `missing[f]` (another part of the
+    /// data, on another host, has some), so that split finding tries sending them left as
+    /// it does on the whole data. The codes and their layout do not change.
+    pub fn mark_missing(&mut self, missing: &[bool]) {
+        for (h, &m) in self.has_missing.iter_mut().zip(missing) {
+            *h |= m;
+        }
+    }
+
+    /// The rows `keep` (ascending row indices) of this matrix, with the same cuts.
+    pub fn select_rows(&self, keep: &[u32]) -> BinnedMatrix {
+        let nf = self.n_features;
+        let mut codes = vec![0u8; keep.len() * nf];
+        codes
+            .par_chunks_mut(4096 * nf.max(1))
+            .zip(keep.par_chunks(4096))
+            .for_each(|(out, rows)| {
+                for (o, &r) in out.chunks_mut(nf.max(1)).zip(rows) {
+                    for (f, c) in o.iter_mut().enumerate().take(nf) {
+                        *c = self.code(r as usize, f);
+                    }
+                }
+            });
+        BinnedMatrix::from_codes(keep.len(), nf, codes, self.cuts.clone())
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 use crate::binning::{BinCuts, BinnedMatrix};
+use crate::collective::{Collective, CommError, decode, encode};
 use crate::data::{Dataset, DenseMatrix};
 use crate::grow::{GrowParams, Grower, grad_max};
 use crate::metric::Metric;
@@ -64,6 +65,9 @@ pub enum TrainError {
     /// Writing a log line failed.
     #[error("could not write the training log: {0}")]
     Log(#[from] std::io::Error),
+    /// Distributed training lost one of the other hosts.
+    #[error("{0}")]
+    Collective(#[from] CommError),
 }
 
 /// A data set to evaluate: (name, margins, labels, weights).
@@ -77,8 +81,12 @@ pub struct TrainOptions<'a> {
     /// Evaluate on the training data each round (the container does).
     pub eval_train: bool,
     /// Destination of `[i]\ttrain-m:v...` lines (flushed each round); None = no evaluation
-    /// output (metrics are then only computed when early stopping needs them).
+    /// output (metrics are then only computed when early stopping needs them). Distributed,
+    /// every host must pass one or none (the metrics are computed together).
     pub log: Option<&'a mut (dyn Write + Send)>,
+    /// The hosts of a distributed job: the data given is this host's part, and every host
+    /// returns the same model, trained on all the parts. None (or one host) = train alone.
+    pub comm: Option<&'a Collective>,
 }
 
 impl Default for TrainOptions<'_> {
@@ -86,6 +94,7 @@ impl Default for TrainOptions<'_> {
         Self {
             eval_train: true,
             log: None,
+            comm: None,
         }
     }
 }
@@ -327,9 +336,12 @@ fn train_in_pool(
     if let Some(v) = valid {
         check_labels(&obj, v, "validation")?;
     }
-    let base_score = params
-        .base_score
-        .map_or_else(|| obj.default_base_score(labels, weights), |b| b as f32);
+    let comm = opts.comm.filter(|c| c.size() > 1);
+    let base_score = match (params.base_score, comm) {
+        (Some(b), _) => b as f32,
+        (None, None) => obj.default_base_score(labels, weights),
+        (None, Some(c)) => global_base_score(&obj, labels, weights, c)?,
+    };
     let base_margin = obj.prob_to_margin(base_score);
     let mut margins = vec![base_margin; n * k];
     let mut valid_margins = valid.map(|v| vec![base_margin; v.n_rows() * k]);
@@ -354,7 +366,13 @@ fn train_in_pool(
         colsample_bynode: params.colsample_bynode,
     };
     let mut grower = Grower::new(data, &gp);
+    if let Some(c) = comm {
+        grower = grower.distributed(c);
+    }
     let mut rng = Rng::new(params.seed);
+    // Distributed, column samples come from `rng`, the same stream on every host, and row
+    // samples from a stream of each host's own (its rows are its own).
+    let mut row_rng = comm.map(|c| Rng::new(params.seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(c.rank() as u64 + 1)));
     let all_features: Vec<usize> = (0..data.n_features()).collect();
     let mut booster = Booster {
         objective: obj,
@@ -408,10 +426,11 @@ fn train_in_pool(
             Some(maxes)
         });
         let sampled = if params.subsample < 1.0 {
+            let rows_rng = row_rng.as_mut().unwrap_or(&mut rng);
             active.clear();
-            active.extend((0..n as u32).filter(|_| rng.next_f64() < params.subsample));
+            active.extend((0..n as u32).filter(|_| rows_rng.next_f64() < params.subsample));
             if active.is_empty() {
-                active.push(rng.below(n) as u32);
+                active.push(rows_rng.below(n) as u32);
             }
             true
         } else {
@@ -432,7 +451,7 @@ fn train_in_pool(
             } else {
                 &grads
             };
-            let grown = grower.grow(gr, maxes, sampled.then_some(&active[..]), &tree_features, &mut rng);
+            let grown = grower.grow(gr, maxes, sampled.then_some(&active[..]), &tree_features, &mut rng)?;
             let mut tree = grown.tree;
             if matches!(obj, Objective::AbsoluteError) {
                 let rows: Vec<u32> = if sampled {
@@ -450,7 +469,8 @@ fn train_in_pool(
                     k,
                     g,
                     params.eta as f32,
-                );
+                    comm,
+                )?;
             }
             // Training margins: the grower knows each row's leaf when every row was used.
             time(Phase::Margins, || {
@@ -506,8 +526,12 @@ fn train_in_pool(
                 } else {
                     es_metric.into_iter().collect()
                 };
+                let eval = |m: &Metric| match comm {
+                    Some(c) => m.eval_global(&preds_buf, kk, y, w, c),
+                    None => Ok(m.eval(&preds_buf, kk, y, w)),
+                };
                 for metric in &to_eval {
-                    let value = metric.eval(&preds_buf, kk, y, w);
+                    let value = eval(metric)?;
                     if name == "validation" && Some(*metric) == es_metric {
                         es_value = Some(value);
                     }
@@ -517,7 +541,7 @@ fn train_in_pool(
                     && let Some(m) = es_metric
                     && !to_eval.contains(&m)
                 {
-                    es_value = Some(m.eval(&preds_buf, kk, y, w));
+                    es_value = Some(eval(&m)?);
                 }
             }
             if let Some(w) = opts.log.as_mut() {
@@ -556,8 +580,48 @@ fn train_in_pool(
     Ok(booster)
 }
 
+/// The default `base_score` of the labels of every host (see [`Objective::default_base_score`]):
+/// from summed means, or for the median objectives from every label, gathered at algo-1.
+fn global_base_score(
+    obj: &Objective,
+    labels: &[f32],
+    weights: Option<&[f32]>,
+    comm: &Collective,
+) -> Result<f32, CommError> {
+    match obj {
+        Objective::AbsoluteError | Objective::PseudoHuber { .. } => {
+            let mut mine = encode(labels);
+            mine.extend(encode(
+                &weights.map_or_else(|| vec![1.0; labels.len()], <[f32]>::to_vec),
+            ));
+            let value = match comm.gather(mine)? {
+                Some(all) => {
+                    let (mut ys, mut ws) = (Vec::new(), Vec::new());
+                    for b in all {
+                        let (y, w) = b.split_at(b.len() / 2);
+                        ys.extend(decode::<f32>(y));
+                        ws.extend(decode::<f32>(w));
+                    }
+                    obj.default_base_score(&ys, Some(&ws))
+                }
+                None => 0.0,
+            };
+            Ok(decode::<f32>(&comm.broadcast(encode(&[value]))?)[0])
+        }
+        _ => match obj.label_mean_sums(labels, weights) {
+            Some((s, sw)) => {
+                let mut x = [s, sw];
+                comm.sum_f64(&mut x)?;
+                Ok(obj.base_score_of_mean(x[0], x[1]))
+            }
+            None => Ok(obj.default_base_score(labels, weights)),
+        },
+    }
+}
+
 /// reg:absoluteerror: replace each leaf by eta × the weighted median of its rows' residuals
 /// (xgboost's adaptive leaves for L1). `rows` are the rows the tree was grown on, ascending.
+/// Distributed, every host's residuals are gathered at algo-1, which broadcasts the values.
 #[allow(clippy::too_many_arguments)]
 fn refit_l1_leaves(
     tree: &mut RegTree,
@@ -569,17 +633,55 @@ fn refit_l1_leaves(
     k: usize,
     g: usize,
     eta: f32,
-) {
+    comm: Option<&Collective>,
+) -> Result<(), CommError> {
     let mut per_leaf: Vec<Vec<(f32, f32)>> = vec![Vec::new(); tree.n_nodes()];
     for &r in rows {
         let r = r as usize;
         per_leaf[grower.leaf_of(r)].push((labels[r] - margins[r * k + g], weights.map_or(1.0, |w| w[r])));
+    }
+    if let Some(c) = comm {
+        // (leaf, residual, weight) triples, as f32 (leaf ids are small integers).
+        let mine: Vec<f32> = per_leaf
+            .iter()
+            .enumerate()
+            .flat_map(|(leaf, pairs)| pairs.iter().flat_map(move |&(v, w)| [leaf as f32, v, w]))
+            .collect();
+        let values = match c.gather(encode(&mine))? {
+            Some(all) => {
+                let mut merged: Vec<Vec<(f32, f32)>> = vec![Vec::new(); tree.n_nodes()];
+                for b in all {
+                    for t in decode::<f32>(&b).chunks_exact(3) {
+                        merged[t[0] as usize].push((t[1], t[2]));
+                    }
+                }
+                merged
+                    .into_iter()
+                    .map(|pairs| {
+                        if pairs.is_empty() {
+                            f32::NAN
+                        } else {
+                            weighted_quantile(pairs, 0.5)
+                        }
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let values = decode::<f32>(&c.broadcast(encode(&values))?);
+        for (leaf, v) in values.into_iter().enumerate() {
+            if tree.is_leaf(leaf) && !v.is_nan() {
+                tree.set_leaf(leaf, eta * v);
+            }
+        }
+        return Ok(());
     }
     for (leaf, pairs) in per_leaf.into_iter().enumerate() {
         if tree.is_leaf(leaf) && !pairs.is_empty() {
             tree.set_leaf(leaf, eta * weighted_quantile(pairs, 0.5));
         }
     }
+    Ok(())
 }
 
 impl Booster {
@@ -770,6 +872,7 @@ mod tests {
         let opts = TrainOptions {
             eval_train: false,
             log: Some(&mut out),
+            comm: None,
         };
         let b = train(&p, &d, Some(&v), opts).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -801,6 +904,7 @@ mod tests {
             TrainOptions {
                 eval_train: true,
                 log: Some(&mut out),
+                comm: None,
             },
         )
         .unwrap();
@@ -864,6 +968,130 @@ mod tests {
             let rmse = Metric::Rmse.eval(&b.predict(&pos.features), 1, &pos.labels, None);
             assert!(rmse < 0.6, "{obj:?} rmse {rmse}");
         }
+    }
+
+    /// Trains on `d` split over `hosts` threads acting as hosts (rows `i % hosts == rank`,
+    /// validation likewise), binned with the cuts of all of `d`; returns each host's model and
+    /// log. One host trains alone, without a collective.
+    fn train_split(p: &XgbParams, d: &Dataset, v: &Dataset, hosts: usize) -> Vec<(Booster, String)> {
+        use crate::collective::tests::run_hosts;
+        use crate::distributed::{agree_missing, select_dataset, share};
+        let cuts = BinCuts::compute(&d.features, None, p.max_bin);
+        let whole = BinnedMatrix::new(&d.features, cuts);
+        let run = |comm: Option<&Collective>| {
+            let (rank, size) = comm.map_or((0, 1), |c| (c.rank(), c.size()));
+            let keep = share(d.n_rows(), rank, size);
+            let mut part = whole.select_rows(&keep);
+            if let Some(c) = comm {
+                agree_missing(c, &mut part).unwrap();
+            }
+            let labels: Vec<f32> = keep.iter().map(|&r| d.labels[r as usize]).collect();
+            let vpart = select_dataset(v, &share(v.n_rows(), rank, size));
+            let mut log = Vec::new();
+            let opts = TrainOptions {
+                eval_train: true,
+                log: Some(&mut log),
+                comm,
+            };
+            let b = train_binned(p, &part, &labels, None, Some(&vpart), opts).unwrap();
+            (b, String::from_utf8(log).unwrap())
+        };
+        if hosts == 1 {
+            return vec![run(None)];
+        }
+        // Each host its own threads, as each is its own process (hosts waiting on each other
+        // in one shared pool could leave no thread for the last one).
+        run_hosts(hosts, |c| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+            pool.install(|| run(Some(c)))
+        })
+    }
+
+    /// The metric values of a log line.
+    fn values(line: &str) -> Vec<f64> {
+        line.split('\t')
+            .skip(1)
+            .map(|f| f.rsplit(':').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// Same splits (features, bins, directions) and leaf values within float noise.
+    fn assert_same_trees(a: &Booster, b: &Booster) {
+        assert_eq!(a.trees.len(), b.trees.len());
+        assert!((a.base_score - b.base_score).abs() < 1e-6);
+        for (ta, tb) in a.trees.iter().zip(&b.trees) {
+            assert_eq!(
+                (&ta.left, &ta.feature, &ta.split_bin),
+                (&tb.left, &tb.feature, &tb.split_bin)
+            );
+            assert_eq!(ta.default_left, tb.default_left);
+            for (x, y) in ta.cond.iter().zip(&tb.cond) {
+                assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn hosts_grow_the_trees_one_host_grows_on_all_rows() {
+        let d = synthetic(4000, 21);
+        let v = synthetic(1000, 22);
+        let cases: Vec<XgbParams> = vec![
+            params(|c| c.eval_metric = vec![Metric::Auc, Metric::Logloss, Metric::Aucpr, Metric::F1]),
+            params(|c| {
+                c.grow_policy = GrowPolicy::Lossguide;
+                c.max_leaves = 12;
+                c.colsample_bylevel = 0.75;
+                c.colsample_bynode = 0.75;
+                c.eval_metric = vec![Metric::Error {
+                    threshold: 0.5,
+                    explicit: false,
+                }];
+            }),
+            params(|c| {
+                c.objective = Objective::AbsoluteError;
+                c.num_round = 8;
+                c.eval_metric = vec![Metric::Mae, Metric::R2];
+            }),
+            params(|c| {
+                c.objective = Objective::Softprob { num_class: 2 };
+                c.num_round = 5;
+                c.eval_metric = vec![Metric::Mlogloss, Metric::Auc];
+            }),
+        ];
+        for p in &cases {
+            let alone = &train_split(p, &d, &v, 1)[0];
+            let hosts = train_split(p, &d, &v, 2);
+            // Every host holds the same model, bit for bit; only algo-1 printed.
+            assert_eq!(hosts[0].0, hosts[1].0, "{:?}", p.objective);
+            assert!(hosts[1].1.is_empty() || hosts[1].1 == hosts[0].1);
+            // It is the model of all rows, and its metrics are those of all rows.
+            assert_same_trees(&alone.0, &hosts[0].0);
+            let (la, lh): (Vec<&str>, Vec<&str>) = (alone.1.lines().collect(), hosts[0].1.lines().collect());
+            assert_eq!(la.len(), lh.len());
+            for (a, h) in la.iter().zip(&lh) {
+                for (x, y) in values(a).into_iter().zip(values(h)) {
+                    assert!((x - y).abs() <= 2e-5, "{a} vs {h}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hosts_agree_with_row_sampling_and_early_stopping() {
+        let d = synthetic(3000, 23);
+        let v = synthetic(600, 24);
+        let p = params(|c| {
+            c.num_round = 100;
+            c.eta = 0.6;
+            c.subsample = 0.7;
+            c.colsample_bytree = 0.75;
+            c.early_stopping_rounds = Some(4);
+            c.eval_metric = vec![Metric::Auc];
+        });
+        let hosts = train_split(&p, &d, &v, 3);
+        assert!(hosts.iter().all(|h| h.0 == hosts[0].0));
+        let (best, score) = hosts[0].0.best.unwrap();
+        assert!(best < 95 && score > 0.9, "{best} {score}");
     }
 
     #[test]

@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::binning::{BinCuts, BinnedMatrix};
+use crate::binning::BinnedMatrix;
 use crate::booster::{TrainError, TrainOptions, train_binned};
-use crate::params::{ParamError, XgbConfig};
+use crate::collective::{Collective, CommConfig};
+use crate::distributed::{agree_cuts, agree_missing, check_same_model, select_dataset, share};
+use crate::params::{ParamError, XgbConfig, XgbParams};
 use crate::reader::{ContentType, DataError, ReadOptions, list_files, read_dir};
-use crate::stream::read_csv_binned;
+use crate::stream::{Sketch, scan_csv};
 
 /// The training channel, binned.
 struct TrainData {
@@ -95,7 +97,7 @@ impl From<ParamError> for JobError {
 impl From<TrainError> for JobError {
     fn from(e: TrainError) -> Self {
         match e {
-            TrainError::Log(_) => JobError::Internal(e.to_string()),
+            TrainError::Log(_) | TrainError::Collective(_) => JobError::Internal(e.to_string()),
             other => JobError::User(other.to_string()),
         }
     }
@@ -227,111 +229,211 @@ pub fn run_train(
         .num_threads(threads)
         .build()
         .map_err(|e| JobError::Internal(format!("could not start {threads} threads: {e}")))?;
-    pool.install(|| -> Result<(), JobError> {
-        let ct = |name: &str, cfg: &ChannelConfig| {
-            ContentType::parse(cfg.content_type.as_deref())
-                .map_err(|e| JobError::User(format!("channel '{name}': {e}")))
-        };
-        let train_ct = ct("train", train_cfg)?;
-        let opts = ReadOptions {
-            has_label: true,
-            csv_weights: params.csv_weights,
-            min_features: 0,
-        };
-        let train_dir = paths.channel_dir("train");
-        let files = list_files(&train_dir).map_err(|e| data_error("train", e))?;
-        // CSV goes straight into bins (no float matrix); gzip and libsvm take the float path.
-        let streamable =
-            train_ct == ContentType::Csv && !files.iter().any(|f| f.extension().is_some_and(|e| e == "gz"));
-        let train = if streamable {
-            let d = read_csv_binned(&files, &opts, params.max_bin).map_err(|e| data_error("train", e))?;
-            TrainData {
-                n_features: d.matrix.n_features(),
-                matrix: d.matrix,
-                labels: d.labels,
-                weights: d.weights,
+    let comm = match read_resource_config(&paths.config_dir)? {
+        Some(rc) if rc.hosts.len() > 1 => {
+            let cfg = CommConfig::from_env(&rc.hosts, &rc.current_host, env).map_err(JobError::User)?;
+            let _ = writeln!(
+                err,
+                "kiln xgboost: distributed training: {} of {} hosts; {} listens on port {}",
+                rc.current_host,
+                rc.hosts.len(),
+                cfg.hosts[0],
+                cfg.port
+            );
+            Some(Collective::connect(&cfg)?)
+        }
+        _ => None,
+    };
+    let result = pool.install(|| train_job(paths, &channels, train_cfg, &params, threads, comm.as_ref(), out, err));
+    if let (Err(e), Some(c)) = (&result, &comm) {
+        // The other hosts are waiting on this one: tell them why it stops.
+        c.abort(&e.to_string());
+    }
+    result
+}
+
+/// `resourceconfig.json`: this host and every host of the job.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ResourceConfig {
+    /// This host (`algo-K`).
+    pub current_host: String,
+    /// Every host, in rank order.
+    pub hosts: Vec<String>,
+}
+
+/// `resourceconfig.json`, if present.
+pub fn read_resource_config(config_dir: &Path) -> Result<Option<ResourceConfig>, JobError> {
+    read_json(&config_dir.join("resourceconfig.json"))
+}
+
+/// Whether every host sees the same objects of a channel (`FullyReplicated`, the default), so
+/// that each takes its share of the rows, rather than its own (`ShardedByS3Key`).
+fn replicated(cfg: &ChannelConfig) -> bool {
+    cfg.s3_distribution_type.as_deref() != Some("ShardedByS3Key")
+}
+
+/// Reads the channels, trains (with the other hosts of `comm`) and writes the model.
+#[allow(clippy::too_many_arguments)]
+fn train_job(
+    paths: &JobPaths,
+    channels: &BTreeMap<String, ChannelConfig>,
+    train_cfg: &ChannelConfig,
+    params: &XgbParams,
+    threads: usize,
+    comm: Option<&Collective>,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> Result<(), JobError> {
+    let ct = |name: &str, cfg: &ChannelConfig| {
+        ContentType::parse(cfg.content_type.as_deref()).map_err(|e| JobError::User(format!("channel '{name}': {e}")))
+    };
+    let train_ct = ct("train", train_cfg)?;
+    let opts = ReadOptions {
+        has_label: true,
+        csv_weights: params.csv_weights,
+        min_features: 0,
+    };
+    // Cut points: this host's own, or agreed by every host.
+    let choose_cuts = |sketch: Sketch<'_>| match comm {
+        Some(c) => agree_cuts(c, &sketch, params.max_bin, replicated(train_cfg)),
+        None => Ok(sketch.cuts(params.max_bin)),
+    };
+    let train_dir = paths.channel_dir("train");
+    let files = list_files(&train_dir).map_err(|e| data_error("train", e))?;
+    // CSV goes straight into bins (no float matrix); gzip and libsvm take the float path.
+    let streamable = train_ct == ContentType::Csv && !files.iter().any(|f| f.extension().is_some_and(|e| e == "gz"));
+    let mut train = if streamable {
+        let scan = scan_csv(&files, &opts).map_err(|e| data_error("train", e))?;
+        let cuts = choose_cuts(scan.sketch())?;
+        let d = scan.bin(cuts).map_err(|e| data_error("train", e))?;
+        TrainData {
+            n_features: d.matrix.n_features(),
+            matrix: d.matrix,
+            labels: d.labels,
+            weights: d.weights,
+        }
+    } else {
+        let ds = read_dir(&train_dir, train_ct, &opts).map_err(|e| data_error("train", e))?;
+        let cuts = choose_cuts(Sketch {
+            rows: &ds.features,
+            index: None,
+            weights: ds.weights.as_deref(),
+            n_rows: ds.n_rows(),
+        })?;
+        TrainData {
+            n_features: ds.features.n_cols(),
+            matrix: BinnedMatrix::new(&ds.features, cuts),
+            labels: ds.labels,
+            weights: ds.weights,
+        }
+    };
+    if let Some(c) = comm {
+        if replicated(train_cfg) {
+            // Every host read every row: keep this host's share.
+            let keep = share(train.labels.len(), c.rank(), c.size());
+            train.matrix = train.matrix.select_rows(&keep);
+            train.labels = keep.iter().map(|&r| train.labels[r as usize]).collect();
+            train.weights = train.weights.map(|w| keep.iter().map(|&r| w[r as usize]).collect());
+        }
+        if train.labels.is_empty() {
+            return Err(JobError::User(format!(
+                "channel 'train': {} has no rows to train on (fewer rows or files than hosts)",
+                c.host(c.rank())
+            )));
+        }
+        agree_missing(c, &mut train.matrix)?;
+    }
+    let valid = match channels.get("validation") {
+        Some(cfg) => {
+            let vct = ct("validation", cfg)?;
+            // libsvm rows may stop before the last feature; CSV rows must have every column.
+            let vopts = ReadOptions {
+                min_features: if vct == ContentType::Libsvm {
+                    train.n_features
+                } else {
+                    0
+                },
+                ..opts
+            };
+            let mut v =
+                read_dir(&paths.channel_dir("validation"), vct, &vopts).map_err(|e| data_error("validation", e))?;
+            if v.features.n_cols() != train.n_features {
+                return Err(JobError::User(format!(
+                    "channel 'validation': it has {} feature columns but 'train' has {}; \
+                     both channels need the same columns",
+                    v.features.n_cols(),
+                    train.n_features
+                )));
             }
-        } else {
-            let ds = read_dir(&train_dir, train_ct, &opts).map_err(|e| data_error("train", e))?;
-            let cuts = BinCuts::compute(&ds.features, ds.weights.as_deref(), params.max_bin);
-            TrainData {
-                n_features: ds.features.n_cols(),
-                matrix: BinnedMatrix::new(&ds.features, cuts),
-                labels: ds.labels,
-                weights: ds.weights,
+            if let Some(c) = comm.filter(|_| replicated(cfg)) {
+                v = select_dataset(&v, &share(v.n_rows(), c.rank(), c.size()));
             }
-        };
-        let valid = match channels.get("validation") {
-            Some(cfg) => {
-                let vct = ct("validation", cfg)?;
-                // libsvm rows may stop before the last feature; CSV rows must have every column.
-                let vopts = ReadOptions {
-                    min_features: if vct == ContentType::Libsvm {
-                        train.n_features
-                    } else {
-                        0
-                    },
-                    ..opts
-                };
-                let v =
-                    read_dir(&paths.channel_dir("validation"), vct, &vopts).map_err(|e| data_error("validation", e))?;
-                if v.features.n_cols() != train.n_features {
-                    return Err(JobError::User(format!(
-                        "channel 'validation': it has {} feature columns but 'train' has {}; \
-                         both channels need the same columns",
-                        v.features.n_cols(),
-                        train.n_features
-                    )));
-                }
-                Some(v)
-            }
-            None => None,
-        };
+            Some(v)
+        }
+        None => None,
+    };
+    let _ = writeln!(
+        err,
+        "kiln xgboost: train {} rows x {} features{}; objective {}; {} rounds; {} threads{}",
+        train.labels.len(),
+        train.n_features,
+        valid
+            .as_ref()
+            .map_or(String::new(), |v| format!(", validation {} rows", v.n_rows())),
+        params.objective.name(),
+        params.num_round,
+        threads,
+        comm.map_or(String::new(), |c| format!(" (this host's part; {} hosts)", c.size()))
+    );
+    if params.early_stopping_rounds.is_some() && valid.is_none() {
         let _ = writeln!(
             err,
-            "kiln xgboost: train {} rows x {} features{}; objective {}; {} rounds; {} threads",
-            train.labels.len(),
-            train.n_features,
-            valid
-                .as_ref()
-                .map_or(String::new(), |v| format!(", validation {} rows", v.n_rows())),
-            params.objective.name(),
-            params.num_round,
-            threads
+            "kiln xgboost: warning: early_stopping_rounds needs a 'validation' channel; \
+             training all {} rounds",
+            params.num_round
         );
-        if params.early_stopping_rounds.is_some() && valid.is_none() {
-            let _ = writeln!(
-                err,
-                "kiln xgboost: warning: early_stopping_rounds needs a 'validation' channel; \
-                 training all {} rounds",
-                params.num_round
-            );
-        }
-        let booster = train_binned(
-            &params,
-            &train.matrix,
-            &train.labels,
-            train.weights.as_deref(),
-            valid.as_ref(),
-            TrainOptions {
-                eval_train: true,
-                log: Some(out),
-            },
-        )?;
-        if let Some((it, score)) = booster.best {
-            let _ = writeln!(
-                err,
-                "kiln xgboost: early stopping: best iteration {it} (score {score:.5}); the model \
-                 keeps rounds 0..={it}"
-            );
-        }
-        std::fs::create_dir_all(&paths.model_dir)
-            .map_err(|e| JobError::Internal(format!("could not create {}: {e}", paths.model_dir.display())))?;
-        let model_path = paths.model_dir.join(MODEL_FILE);
-        std::fs::write(&model_path, booster.to_xgboost_json_string())
-            .map_err(|e| JobError::Internal(format!("could not write {}: {e}", model_path.display())))?;
-        Ok(())
-    })
+    }
+    // Distributed, every host computes the metrics (together) but only algo-1 prints them.
+    let mut quiet = std::io::sink();
+    let root = comm.is_none_or(Collective::is_root);
+    let log: &mut (dyn Write + Send) = if root { out } else { &mut quiet };
+    let booster = train_binned(
+        params,
+        &train.matrix,
+        &train.labels,
+        train.weights.as_deref(),
+        valid.as_ref(),
+        TrainOptions {
+            eval_train: true,
+            log: Some(log),
+            comm,
+        },
+    )?;
+    if let Some((it, score)) = booster.best {
+        let _ = writeln!(
+            err,
+            "kiln xgboost: early stopping: best iteration {it} (score {score:.5}); the model \
+             keeps rounds 0..={it}"
+        );
+    }
+    let json = booster.to_xgboost_json_string();
+    if let Some(c) = comm {
+        check_same_model(c, &json)?;
+    }
+    if !root {
+        let _ = writeln!(
+            err,
+            "kiln xgboost: done; {} writes the model",
+            comm.map_or("", |c| c.host(0))
+        );
+        return Ok(());
+    }
+    std::fs::create_dir_all(&paths.model_dir)
+        .map_err(|e| JobError::Internal(format!("could not create {}: {e}", paths.model_dir.display())))?;
+    let model_path = paths.model_dir.join(MODEL_FILE);
+    std::fs::write(&model_path, json)
+        .map_err(|e| JobError::Internal(format!("could not write {}: {e}", model_path.display())))?;
+    Ok(())
 }
 
 /// Writes the failure reason where SageMaker looks for it.

@@ -22,6 +22,15 @@
 //! per-level/per-node column sampling needs a whole level at once; both ways give the same tree.
 //! Low-cardinality features share a byte of each row (`crate::binning::code_groups`), so one add
 //! counts several features; their histograms are recovered exactly.
+//!
+//! Distributed ([`Grower::distributed`]): each host grows the same tree from its own rows. The
+//! gradients' quantization scale is the hosts' largest gradient, and every histogram this host
+//! builds (the root's, and per split the smaller child's) is summed over the hosts
+//! ([`Grower::sum_hists`], one message per level) before any split is searched: as the sums
+//! are exact integers, every host finds the same splits, and the sibling (parent − built child)
+//! is the same global histogram. Leaves' exact sums are summed too. Decisions only ever read
+//! global sums (a node's local row count is ignored), and trees grow level by level (the
+//! node-by-node grower would reach the reductions in a different order on each host).
 
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 
 use crate::binning::{BinnedMatrix, COLUMN_PAD, SLOTS_PER_FEATURE};
+use crate::collective::{Collective, CommError};
 use crate::objective::GradPair;
 use crate::prof::{Phase, time};
 use crate::rng::{Rng, n_sampled};
@@ -623,6 +633,10 @@ pub struct Grower<'a> {
     pub(crate) asynchronous: bool,
     /// Cleared packed task histograms, reused.
     pool: HistPool,
+    /// The other hosts of a distributed job (see [`Self::distributed`]).
+    comm: Option<&'a Collective>,
+    /// The first failed exchange with them (later ones fail at once; checked after each tree).
+    comm_error: Mutex<Option<CommError>>,
 }
 
 /// A grown tree.
@@ -656,7 +670,56 @@ impl<'a> Grower<'a> {
                 && p.colsample_bynode >= 1.0
                 && (1..=MAX_ASYNC_DEPTH).contains(&p.max_depth),
             pool: Mutex::new(Vec::new()),
+            comm: None,
+            comm_error: Mutex::new(None),
         }
+    }
+
+    /// Grows each tree together with the other hosts of `comm` (a collective of one changes
+    /// nothing): see the module documentation.
+    pub fn distributed(mut self, comm: &'a Collective) -> Self {
+        if comm.size() > 1 {
+            self.comm = Some(comm);
+            self.asynchronous = false;
+        }
+        self
+    }
+
+    /// Records the first failed exchange with the other hosts.
+    fn comm_failed(&self, e: CommError) {
+        lock(&self.comm_error).get_or_insert(e);
+    }
+
+    /// Sums `hists` over the hosts (one message); alone, nothing to do.
+    pub fn sum_hists(&self, hists: &mut [&mut Vec<Wide>]) {
+        let Some(comm) = self.comm else { return };
+        time(Phase::Allreduce, || {
+            let mut flat: Vec<i64> = hists.iter().flat_map(|h| h.iter().flat_map(|w| [w.g, w.h])).collect();
+            if let Err(e) = comm.sum_i64(&mut flat) {
+                return self.comm_failed(e);
+            }
+            let mut it = flat.chunks_exact(2);
+            for h in hists.iter_mut() {
+                for (w, x) in h.iter_mut().zip(&mut it) {
+                    (w.g, w.h) = (x[0], x[1]);
+                }
+            }
+        });
+    }
+
+    /// Sums the leaves' exact sums over the hosts (every host has the same leaves).
+    fn sum_leaves(&self, sums: &mut [(usize, Entry)]) {
+        let Some(comm) = self.comm else { return };
+        time(Phase::Allreduce, || {
+            sums.sort_unstable_by_key(|s| s.0);
+            let mut flat: Vec<f64> = sums.iter().flat_map(|s| [s.1.g, s.1.h]).collect();
+            if let Err(e) = comm.sum_f64(&mut flat) {
+                return self.comm_failed(e);
+            }
+            for (s, x) in sums.iter_mut().zip(flat.chunks_exact(2)) {
+                s.1 = Entry { g: x[0], h: x[1] };
+            }
+        });
     }
 
     /// The leaf (node id) row `r` fell in, in the last tree; only meaningful for rows the tree
@@ -703,6 +766,7 @@ impl<'a> Grower<'a> {
     /// (by-tree column sample, ascending).
     ///
     /// `maxes` are `grads`' largest |g| and h ([`grad_max`]) when the caller already has them.
+    /// Fails only when distributed, if the other hosts cannot be reached.
     pub fn grow(
         &mut self,
         grads: &[GradPair],
@@ -710,7 +774,7 @@ impl<'a> Grower<'a> {
         active: Option<&[u32]>,
         features: &[usize],
         rng: &mut Rng,
-    ) -> Grown {
+    ) -> Result<Grown, CommError> {
         self.rows.clear();
         match active {
             Some(a) => {
@@ -731,17 +795,26 @@ impl<'a> Grower<'a> {
         if self.pos.len() != self.data.n_rows() {
             self.pos = (0..self.data.n_rows()).map(|_| AtomicU32::new(0)).collect();
         }
-        let (gmax, hmax) = maxes.unwrap_or_else(|| time(Phase::Quantize, || par_grad_max(grads)));
+        let (mut gmax, mut hmax) = maxes.unwrap_or_else(|| time(Phase::Quantize, || par_grad_max(grads)));
+        if let Some(comm) = self.comm {
+            // One scale for every host: their quantized sums then add up exactly.
+            let mut m = [gmax, hmax];
+            time(Phase::Allreduce, || comm.max_f32(&mut m))?;
+            [gmax, hmax] = m;
+        }
         self.quant = Quant::from_max(gmax, hmax);
         let segs: Vec<(usize, usize)> = (0..n).step_by(SEG).map(|s| (s, (s + SEG).min(n))).collect();
         let mut tree = RegTree::new_root(0.0, 0.0);
         let mut parts = time(Phase::Histograms, || self.root_pass(&segs, grads));
-        let hist = self.reduce(&mut parts);
+        let mut hist = self.reduce(&mut parts);
+        self.sum_hists(&mut [&mut hist]);
         let sum = if self.data.n_features() > 0 {
             let nb = self.data.cuts().n_value_bins(0);
             hist[..=nb].iter().fold(Wide::default(), |a, &b| a.add(b))
         } else {
-            self.sum_packed(0, n)
+            let mut s = vec![self.sum_packed(0, n)];
+            self.sum_hists(&mut [&mut s]);
+            s[0]
         };
         let root = Node {
             nid: 0,
@@ -753,7 +826,7 @@ impl<'a> Grower<'a> {
             split: None,
             done: false,
         };
-        let leaf_sums = if self.can_split(&root) {
+        let mut leaf_sums = if self.can_split(&root) {
             if self.p.lossguide {
                 self.grow_lossguide(root, features, rng, &mut tree, grads)
             } else if self.asynchronous {
@@ -764,8 +837,12 @@ impl<'a> Grower<'a> {
         } else {
             self.settle_all(&Self::leaf_jobs(vec![root]).collect::<Vec<_>>(), grads)
         };
+        self.sum_leaves(&mut leaf_sums);
+        if let Some(e) = lock(&self.comm_error).take() {
+            return Err(e);
+        }
         time(Phase::Leaves, || self.finalize(&mut tree, &leaf_sums));
-        Grown { tree }
+        Ok(Grown { tree })
     }
 
     /// The `Leaf` jobs of the leaves whose exact sums are not known yet.
@@ -808,7 +885,9 @@ impl<'a> Grower<'a> {
     }
 
     fn can_split(&self, n: &Node) -> bool {
-        n.n_rows >= 2 && self.may_split(n.depth, n.sum)
+        // Distributed, a node's rows here are not all its rows; a node of fewer than two rows
+        // finds no valid split anyway (one side would be empty: no gain).
+        (n.n_rows >= 2 || self.comm.is_some()) && self.may_split(n.depth, n.sum)
     }
 
     fn valid(&self, s: &Split) -> bool {
@@ -878,15 +957,34 @@ impl<'a> Grower<'a> {
         right: &mut Node,
         feats: [&[usize]; 2],
     ) {
+        if let Some(small) = self.built_hist(parts, left, right) {
+            self.child_splits(job, small, parent, left, right, feats);
+        }
+    }
+
+    /// After a `Split` job ran and [`Self::child_rows`]: the histogram it built (of its
+    /// smaller child), unless neither child can split.
+    fn built_hist(&self, parts: &mut [Part], left: &Node, right: &Node) -> Option<Vec<Wide>> {
+        // Reduced either way: that recycles the task histograms.
+        let small = self.reduce(parts);
+        (self.can_split(left) || self.can_split(right)).then_some(small)
+    }
+
+    /// The children's histograms (the built one, `small`, and parent − small) and their best
+    /// splits (over `feats`), for the children that can split.
+    fn child_splits(
+        &self,
+        job: &Job,
+        small: Vec<Wide>,
+        parent: Option<Vec<Wide>>,
+        left: &mut Node,
+        right: &mut Node,
+        feats: [&[usize]; 2],
+    ) {
         let Kind::Split { small_left, .. } = job.kind else {
-            unreachable!("child_hists after a non-split job")
+            unreachable!("child_splits after a non-split job")
         };
         let (cl, cr) = (self.can_split(left), self.can_split(right));
-        if !(cl || cr) {
-            self.reduce(parts); // recycles the task histograms
-            return;
-        }
-        let small = self.reduce(parts);
         let (lh, rh) = match parent {
             Some(parent) if (small_left && cr) || (!small_left && cl) => sibling_hists(parent, small, small_left),
             _ if small_left => (small, Vec::new()),
@@ -973,11 +1071,16 @@ impl<'a> Grower<'a> {
                 .collect();
             // Each split job, once its last task is done, sets its children's rows, histograms
             // (one reduced, one subtracted) and best splits.
-            let outcomes = time(Phase::Partition, || {
+            let mut outcomes = time(Phase::Partition, || {
                 let (jobs, work, node_feats) = (&jobs, &work, &node_feats);
                 self.run_then(jobs, move |this, j, mut parts| {
                     let (parent, mut left, mut right, k) = lock(&work[j]).take().expect("one finish per job");
                     Self::child_rows(&jobs[j], &parts, &mut left, &mut right);
+                    if this.comm.is_some() {
+                        // Splits wait for the level's histograms summed over the hosts.
+                        let small = this.built_hist(&mut parts, &left, &right);
+                        return (k, left, right, Some((parent, small)));
+                    }
                     this.child_hists(
                         &jobs[j],
                         &mut parts,
@@ -986,10 +1089,24 @@ impl<'a> Grower<'a> {
                         &mut right,
                         [&node_feats[k], &node_feats[k + 1]],
                     );
-                    (k, left, right)
+                    (k, left, right, None)
                 })
             });
-            for (k, left, right) in outcomes {
+            if self.comm.is_some() {
+                // Results come in job order, the same on every host.
+                let mut built: Vec<&mut Vec<Wide>> = outcomes
+                    .iter_mut()
+                    .filter_map(|o| o.3.as_mut().and_then(|w| w.1.as_mut()))
+                    .collect();
+                self.sum_hists(&mut built);
+                for (j, (k, left, right, waiting)) in outcomes.iter_mut().enumerate() {
+                    if let Some((parent, Some(small))) = waiting.take() {
+                        let feats = [&node_feats[*k][..], &node_feats[*k + 1][..]];
+                        self.child_splits(&jobs[j], small, parent, left, right, feats);
+                    }
+                }
+            }
+            for (k, left, right, _) in outcomes {
                 next[k] = Some(left);
                 next[k + 1] = Some(right);
             }
@@ -1246,14 +1363,10 @@ impl<'a> Grower<'a> {
             } else {
                 Vec::new()
             };
-            self.child_hists(
-                &jobs[0],
-                &mut parts,
-                node.hist.take(),
-                &mut left,
-                &mut right,
-                [&fl, &fr],
-            );
+            if let Some(mut small) = self.built_hist(&mut parts, &left, &right) {
+                self.sum_hists(&mut [&mut small]);
+                self.child_splits(&jobs[0], small, node.hist.take(), &mut left, &mut right, [&fl, &fr]);
+            }
             for child in [left, right] {
                 if child.split.is_some_and(|s| self.valid(&s)) {
                     stamp += 1;
@@ -2573,7 +2686,7 @@ mod tests {
         p.max_depth = 3;
         let feats = [0, 1];
         let mut g = Grower::new(&b, &p);
-        let t = g.grow(&grads, None, None, &feats, &mut Rng::new(0));
+        let t = g.grow(&grads, None, None, &feats, &mut Rng::new(0)).unwrap();
         assert!(t.tree.max_depth() <= 3);
         // Every row's recorded leaf is the one the tree routes it to.
         for r in 0..2000 {
@@ -2584,7 +2697,7 @@ mod tests {
         p2.max_depth = 0;
         p2.max_leaves = 5;
         let mut g = Grower::new(&b, &p2);
-        let t = g.grow(&grads, None, None, &feats, &mut Rng::new(0));
+        let t = g.grow(&grads, None, None, &feats, &mut Rng::new(0)).unwrap();
         assert_eq!(t.tree.n_leaves(), 5);
         for r in 0..2000 {
             assert_eq!(t.tree.leaf_for_codes(|f| b.code(r, f), g.missing_codes()), g.leaf_of(r));
@@ -2623,8 +2736,8 @@ mod tests {
                 let mut s = Grower::new(&b, &p);
                 assert!(a.asynchronous);
                 s.asynchronous = false;
-                let ta = a.grow(&grads, None, active, &feats, &mut Rng::new(0));
-                let ts = s.grow(&grads, None, active, &feats, &mut Rng::new(0));
+                let ta = a.grow(&grads, None, active, &feats, &mut Rng::new(0)).unwrap();
+                let ts = s.grow(&grads, None, active, &feats, &mut Rng::new(0)).unwrap();
                 assert!(ts.tree.n_nodes() > 1, "depth {depth}: no split");
                 assert_eq!(ta.tree, ts.tree, "depth {depth}, min_child_weight {mcw}, gamma {gamma}");
                 let grown: Vec<usize> =

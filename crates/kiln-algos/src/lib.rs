@@ -7,13 +7,16 @@
 //! Layout: [`reader`] parses CSV/libsvm; [`binning`] turns features into `u8` bins once;
 //! [`grow`] grows one tree from gradient histograms; [`booster`] runs the boosting loop;
 //! [`model_json`] reads and writes xgboost's JSON model format; [`params`] validates
-//! hyperparameters; [`container`] and [`cli`] implement `kiln algo xgboost train|predict`.
+//! hyperparameters; [`container`] and [`cli`] implement `kiln algo xgboost train|predict`;
+//! [`collective`] connects the hosts of a distributed job so that they train one model.
 
 pub mod binning;
 pub mod booster;
 pub mod cli;
+pub mod collective;
 pub mod container;
 pub mod data;
+pub mod distributed;
 pub mod grow;
 pub mod metric;
 pub mod model_json;

@@ -137,22 +137,45 @@ impl Objective {
             Objective::BinaryLogitRaw => LOGITRAW_BASE_SCORE,
             Objective::AbsoluteError | Objective::PseudoHuber { .. } => weighted_median(labels, weights),
             _ => {
-                let (mut s, mut sw) = (0.0f64, 0.0f64);
-                for (i, &y) in labels.iter().enumerate() {
-                    let w = f64::from(weights.map_or(1.0, |w| w[i]));
-                    s += w * f64::from(y);
-                    sw += w;
-                }
-                let mean = if sw > 0.0 { (s / sw) as f32 } else { 0.5 };
-                match self {
-                    // Keep the logit finite when every label is the same class.
-                    Objective::BinaryLogistic | Objective::BinaryLogitRaw | Objective::RegLogistic => {
-                        mean.clamp(1e-6, 1.0 - 1e-6)
-                    }
-                    Objective::Gamma | Objective::Tweedie { .. } | Objective::Poisson => mean.max(1e-6),
-                    _ => mean,
-                }
+                let (s, sw) = self.label_mean_sums(labels, weights).unwrap_or((0.0, 0.0));
+                self.base_score_of_mean(s, sw)
             }
+        }
+    }
+
+    /// `(Σ w·y, Σ w)` when the default `base_score` is the labels' mean (else None); sums of
+    /// several parts of the data give the `base_score` of all of it ([`Self::base_score_of_mean`]).
+    pub fn label_mean_sums(&self, labels: &[f32], weights: Option<&[f32]>) -> Option<(f64, f64)> {
+        if matches!(
+            self,
+            Objective::Softmax { .. }
+                | Objective::Softprob { .. }
+                | Objective::BinaryHinge
+                | Objective::BinaryLogitRaw
+                | Objective::AbsoluteError
+                | Objective::PseudoHuber { .. }
+        ) {
+            return None;
+        }
+        let (mut s, mut sw) = (0.0f64, 0.0f64);
+        for (i, &y) in labels.iter().enumerate() {
+            let w = f64::from(weights.map_or(1.0, |w| w[i]));
+            s += w * f64::from(y);
+            sw += w;
+        }
+        Some((s, sw))
+    }
+
+    /// The default `base_score` from the labels' [`Self::label_mean_sums`].
+    pub fn base_score_of_mean(&self, s: f64, sw: f64) -> f32 {
+        let mean = if sw > 0.0 { (s / sw) as f32 } else { 0.5 };
+        match self {
+            // Keep the logit finite when every label is the same class.
+            Objective::BinaryLogistic | Objective::BinaryLogitRaw | Objective::RegLogistic => {
+                mean.clamp(1e-6, 1.0 - 1e-6)
+            }
+            Objective::Gamma | Objective::Tweedie { .. } | Objective::Poisson => mean.max(1e-6),
+            _ => mean,
         }
     }
 

@@ -23,9 +23,11 @@ pub enum Phase {
     Margins,
     /// Metric evaluation.
     Eval,
+    /// Waiting for and exchanging data with the other hosts (distributed training).
+    Allreduce,
 }
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "gradients",
     "quantize",
     "histograms",
@@ -34,9 +36,10 @@ const NAMES: [&str; 8] = [
     "leaves",
     "margins",
     "eval",
+    "allreduce",
 ];
 
-static NANOS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static NANOS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
 
 /// Runs `f`, adding its wall time to `phase`.
 #[inline]

@@ -257,6 +257,110 @@ fn sample_pass(files: &[PathBuf], opts: &ReadOptions, step: Option<usize>, total
 /// Reads headerless, label-first CSV files (in order) straight into a [`BinnedMatrix`] with at
 /// most `max_bin` bins per feature. Errors name the file and line as [`crate::reader`] does.
 pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) -> Result<BinnedData, DataError> {
+    let scan = scan_csv(files, opts)?;
+    let cuts = scan.sketch().cuts(max_bin);
+    scan.bin(cuts)
+}
+
+/// What the first pass over training CSV found: everything choosing the cuts needs. Then
+/// [`CsvScan::bin`] reads every row into codes with the cuts chosen.
+pub struct CsvScan<'f> {
+    files: &'f [PathBuf],
+    opts: ReadOptions,
+    inner: Scanned,
+}
+
+enum Scanned {
+    /// A small input, parsed into floats at once.
+    Small(crate::data::Dataset),
+    /// A large one: the sketch sample (rows `r % step == 0`), and what pass 2 reuses.
+    Streamed {
+        lay: CsvLayout,
+        n_rows: usize,
+        sample: DenseMatrix,
+        sample_idx: Vec<usize>,
+        sample_w: Vec<f32>,
+        chunks: Vec<Vec<(usize, usize)>>,
+    },
+}
+
+/// The rows the cut points are chosen from.
+pub struct Sketch<'a> {
+    /// Sampled rows' features.
+    pub rows: &'a DenseMatrix,
+    /// Each sampled row's index in the input (None: the sample is every row, in order).
+    pub index: Option<&'a [usize]>,
+    /// Their instance weights (only with `csv_weights`).
+    pub weights: Option<&'a [f32]>,
+    /// Rows in the input.
+    pub n_rows: usize,
+}
+
+impl Sketch<'_> {
+    /// The cuts reading the input alone chooses.
+    pub fn cuts(&self, max_bin: usize) -> BinCuts {
+        BinCuts::compute(self.rows, self.weights, max_bin)
+    }
+}
+
+impl<'f> CsvScan<'f> {
+    /// Rows in the input.
+    pub fn n_rows(&self) -> usize {
+        match &self.inner {
+            Scanned::Small(d) => d.n_rows(),
+            Scanned::Streamed { n_rows, .. } => *n_rows,
+        }
+    }
+
+    /// The rows to choose cut points from: every row of a small input, else the sketch sample
+    /// (every `sketch_step(n_rows)`-th row).
+    pub fn sketch(&self) -> Sketch<'_> {
+        match &self.inner {
+            Scanned::Small(d) => Sketch {
+                rows: &d.features,
+                index: None,
+                weights: d.weights.as_deref(),
+                n_rows: d.n_rows(),
+            },
+            Scanned::Streamed {
+                n_rows,
+                sample,
+                sample_idx,
+                sample_w,
+                ..
+            } => Sketch {
+                rows: sample,
+                index: Some(sample_idx),
+                weights: self.opts.csv_weights.then_some(&sample_w[..]),
+                n_rows: *n_rows,
+            },
+        }
+    }
+
+    /// Pass 2: every row into codes with `cuts`.
+    pub fn bin(self, cuts: BinCuts) -> Result<BinnedData, DataError> {
+        match self.inner {
+            Scanned::Small(d) => Ok(BinnedData {
+                matrix: BinnedMatrix::new(&d.features, cuts),
+                labels: d.labels,
+                weights: d.weights,
+            }),
+            Scanned::Streamed {
+                lay,
+                n_rows,
+                chunks,
+                sample,
+                ..
+            } => {
+                drop(sample);
+                bin_pass(self.files, &self.opts, lay, n_rows, &chunks, cuts)
+            }
+        }
+    }
+}
+
+/// Pass 1 over headerless, label-first CSV files (see [`CsvScan`]).
+pub fn scan_csv<'f>(files: &'f [PathBuf], opts: &ReadOptions) -> Result<CsvScan<'f>, DataError> {
     // Small inputs: floats for a moment cost little, and one parse beats two.
     let total: u64 = files
         .iter()
@@ -289,11 +393,10 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
             });
         }
         let d = all.ok_or(DataError::Empty)?;
-        let cuts = BinCuts::compute(&d.features, d.weights.as_deref(), max_bin);
-        return Ok(BinnedData {
-            matrix: BinnedMatrix::new(&d.features, cuts),
-            labels: d.labels,
-            weights: d.weights,
+        return Ok(CsvScan {
+            files,
+            opts: *opts,
+            inner: Scanned::Small(d),
         });
     }
     // Pass 1: layout, row count, sketch sample. The sample is every `sketch_step(n_rows)`-th
@@ -321,10 +424,30 @@ pub fn read_csv_binned(files: &[PathBuf], opts: &ReadOptions, max_bin: usize) ->
     }
     let nf = lay.n_feat();
     let sample = DenseMatrix::new(sample_idx.len(), nf, sample_vals).ok_or(DataError::Empty)?;
-    let cuts = BinCuts::compute(&sample, opts.csv_weights.then_some(&sample_w[..]), max_bin);
-    drop(sample);
+    Ok(CsvScan {
+        files,
+        opts: *opts,
+        inner: Scanned::Streamed {
+            lay,
+            n_rows,
+            sample,
+            sample_idx,
+            sample_w,
+            chunks,
+        },
+    })
+}
 
-    // Pass 2: every row into codes.
+/// Pass 2: every row of `files` into codes with `cuts` (`chunks` as pass 1 counted them).
+fn bin_pass(
+    files: &[PathBuf],
+    opts: &ReadOptions,
+    lay: CsvLayout,
+    n_rows: usize,
+    chunks: &[Vec<(usize, usize)>],
+    cuts: BinCuts,
+) -> Result<BinnedData, DataError> {
+    let nf = lay.n_feat();
     let mut codes = vec![0u8; n_rows * nf];
     let mut labels = vec![0f32; n_rows];
     let mut weights = vec![1f32; if opts.csv_weights { n_rows } else { 0 }];

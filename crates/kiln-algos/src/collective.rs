@@ -1,0 +1,892 @@
+//! A small collective layer over TCP, so that the hosts of a job train one model together (what
+//! SageMaker's XGBoost does with Rabit): every host holds a [`Collective`] and calls the same
+//! operations in the same order; each operation returns on every host with the same result.
+//!
+//! **Topology: a star through the first host.** `algo-1` (rank 0) listens, by default on port
+//! 9099 (the port of SageMaker's XGBoost tracker); every other host connects to it once, with
+//! retries until a deadline (hosts start at slightly different times and their names may take
+//! a moment to resolve). An allreduce sends each host's buffer to algo-1, which combines them in
+//! rank order and sends the result back: every host ends with the same bits. That moves the
+//! whole buffer 2(N-1) times through algo-1's link; a ring allreduce (reduce-scatter, then
+//! all-gather around the ring) moves 2(N-1)/N of it per host and spreads the load, the better
+//! choice beyond a handful of hosts. With two hosts both move the same bytes.
+//!
+//! **Failures are errors, never hangs.** Every socket read and write has a timeout (a peer
+//! silent for longer is lost), a closed or reset connection is an error at once, and errors name
+//! the host: `lost contact with algo-2: connection closed (its process ended)`. After the first
+//! error the collective is broken: every later operation fails at once with the same error, so
+//! a trainer that carries on until it next checks cannot block. A host that fails on its own
+//! sends [`Collective::abort`] with its reason, which the others report as `algo-2 failed: ...`.
+//!
+//! Frames are a 24-byte header (kind, sequence number, length) and a payload. Every operation
+//! has the next sequence number, so hosts that fall out of step (one calls an allreduce the
+//! others do not) fail with an error instead of mixing unrelated buffers.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Port algo-1 listens on unless `KILN_XGB_PORT` says otherwise (SageMaker XGBoost's tracker).
+pub const DEFAULT_PORT: u16 = 9099;
+
+/// How long a peer may stay silent, and how long hosts wait for each other to connect, unless
+/// `KILN_XGB_TIMEOUT` (seconds) says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a new connection has to introduce itself.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest payload accepted (a corrupt header must not allocate the machine away).
+const MAX_PAYLOAD: u64 = 1 << 36;
+
+const HEADER: usize = 24;
+const KIND_DATA: u8 = 1;
+const KIND_ABORT: u8 = 2;
+const KIND_HELLO: u8 = 3;
+const KIND_WELCOME: u8 = 4;
+const KIND_REJECT: u8 = 5;
+
+/// Why a collective operation failed. Every variant names the host concerned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CommError {
+    /// The connection to a host broke, timed out or carried something unexpected.
+    #[error("lost contact with {host}: {why}")]
+    Lost {
+        /// The host.
+        host: String,
+        /// What happened.
+        why: String,
+    },
+    /// A host failed on its own and said why.
+    #[error("{host} failed: {reason}")]
+    PeerFailed {
+        /// The host.
+        host: String,
+        /// Its failure reason.
+        reason: String,
+    },
+    /// The hosts could not be connected.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Where this host sits in the job, and how to reach algo-1.
+#[derive(Debug, Clone)]
+pub struct CommConfig {
+    /// Every host, rank order (`algo-1` first).
+    pub hosts: Vec<String>,
+    /// This host's index in `hosts`.
+    pub rank: usize,
+    /// The port algo-1 listens on.
+    pub port: u16,
+    /// The address the other hosts connect to (algo-1's host name unless overridden).
+    pub master_addr: String,
+    /// The job's name: a connection from another job's host is turned away.
+    pub job: String,
+    /// Longest silence of a peer, and longest wait for the hosts to connect.
+    pub timeout: Duration,
+}
+
+impl CommConfig {
+    /// The configuration of host `current` of `hosts` (`resourceconfig.json`), with the port,
+    /// timeout and algo-1's address from `KILN_XGB_PORT`, `KILN_XGB_TIMEOUT` (seconds) and
+    /// `KILN_XGB_MASTER_ADDR`, and the job's name from `TRAINING_JOB_NAME`.
+    pub fn from_env(hosts: &[String], current: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let rank = hosts.iter().position(|h| h == current).ok_or_else(|| {
+            format!(
+                "resourceconfig.json: current_host '{current}' is not one of its hosts ({})",
+                hosts.join(", ")
+            )
+        })?;
+        let port = match env("KILN_XGB_PORT") {
+            Some(p) => p
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("KILN_XGB_PORT '{p}' is not a port number (1-65535)"))?,
+            None => DEFAULT_PORT,
+        };
+        let timeout = match env("KILN_XGB_TIMEOUT") {
+            Some(t) => t
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|&t| t > 0.0 && t.is_finite())
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| format!("KILN_XGB_TIMEOUT '{t}' is not a positive number of seconds"))?,
+            None => DEFAULT_TIMEOUT,
+        };
+        Ok(Self {
+            hosts: hosts.to_vec(),
+            rank,
+            port,
+            master_addr: env("KILN_XGB_MASTER_ADDR").unwrap_or_else(|| hosts[0].clone()),
+            job: env("TRAINING_JOB_NAME").unwrap_or_default(),
+            timeout,
+        })
+    }
+}
+
+/// A connection to one host.
+struct Link {
+    host: String,
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+/// Describes an I/O error on a link as the reader of a failure reason needs it.
+fn describe(e: &std::io::Error, timeout: Duration) -> String {
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            format!("no answer for {} s (KILN_XGB_TIMEOUT)", timeout.as_secs_f64())
+        }
+        ErrorKind::UnexpectedEof => "connection closed (its process ended)".into(),
+        ErrorKind::ConnectionReset => "connection reset (its process ended)".into(),
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => "connection closed (its process ended)".into(),
+        _ => e.to_string(),
+    }
+}
+
+impl Link {
+    fn new(host: String, stream: TcpStream, timeout: Duration) -> Result<Self, CommError> {
+        let setup = |e: std::io::Error| CommError::Lost {
+            host: host.clone(),
+            why: format!("cannot configure the connection: {e}"),
+        };
+        stream.set_nodelay(true).map_err(setup)?;
+        stream.set_read_timeout(Some(timeout)).map_err(setup)?;
+        stream.set_write_timeout(Some(timeout)).map_err(setup)?;
+        Ok(Self { host, stream, timeout })
+    }
+
+    fn lost(&self, e: &std::io::Error) -> CommError {
+        CommError::Lost {
+            host: self.host.clone(),
+            why: describe(e, self.timeout),
+        }
+    }
+
+    fn send(&mut self, kind: u8, seq: u64, payload: &[u8]) -> Result<(), CommError> {
+        let mut head = [0u8; HEADER];
+        head[0] = kind;
+        head[8..16].copy_from_slice(&seq.to_le_bytes());
+        head[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        let r = if payload.len() <= 64 << 10 {
+            // One segment for small messages (the connection has no Nagle delay to merge them).
+            let mut msg = Vec::with_capacity(HEADER + payload.len());
+            msg.extend_from_slice(&head);
+            msg.extend_from_slice(payload);
+            self.stream.write_all(&msg)
+        } else {
+            self.stream
+                .write_all(&head)
+                .and_then(|()| self.stream.write_all(payload))
+        };
+        r.map_err(|e| self.lost(&e))
+    }
+
+    /// The next frame: (kind, sequence number, payload).
+    fn recv_any(&mut self) -> Result<(u8, u64, Vec<u8>), CommError> {
+        let mut head = [0u8; HEADER];
+        self.stream.read_exact(&mut head).map_err(|e| self.lost(&e))?;
+        let kind = head[0];
+        let seq = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
+        let len = u64::from_le_bytes(head[16..24].try_into().expect("eight bytes"));
+        if len > MAX_PAYLOAD || !(KIND_DATA..=KIND_REJECT).contains(&kind) {
+            return Err(CommError::Lost {
+                host: self.host.clone(),
+                why: format!("it sent something that is not a kiln XGBoost message (kind {kind}, {len} bytes)"),
+            });
+        }
+        let mut payload = vec![0u8; len as usize];
+        self.stream.read_exact(&mut payload).map_err(|e| self.lost(&e))?;
+        Ok((kind, seq, payload))
+    }
+
+    /// The data frame of operation `seq`.
+    fn recv(&mut self, seq: u64) -> Result<Vec<u8>, CommError> {
+        let (kind, got, payload) = self.recv_any()?;
+        match kind {
+            KIND_ABORT => Err(CommError::PeerFailed {
+                host: self.host.clone(),
+                reason: String::from_utf8_lossy(&payload).into_owned(),
+            }),
+            KIND_DATA if got == seq => Ok(payload),
+            _ => Err(CommError::Lost {
+                host: self.host.clone(),
+                why: format!(
+                    "the hosts are out of step: it sent message {got} (kind {kind}) where operation {seq} was \
+                     expected"
+                ),
+            }),
+        }
+    }
+}
+
+/// Element types a collective can carry (little-endian on the wire).
+pub trait Wire: Copy {
+    /// Bytes per element.
+    const SIZE: usize;
+    /// Writes `self` into `out` (`SIZE` bytes).
+    fn put(self, out: &mut [u8]);
+    /// Reads one element from `b` (`SIZE` bytes).
+    fn get(b: &[u8]) -> Self;
+}
+
+macro_rules! wire {
+    ($($t:ty),*) => {$(
+        impl Wire for $t {
+            const SIZE: usize = std::mem::size_of::<$t>();
+            fn put(self, out: &mut [u8]) {
+                out.copy_from_slice(&self.to_le_bytes());
+            }
+            fn get(b: &[u8]) -> Self {
+                <$t>::from_le_bytes(b.try_into().expect("element size"))
+            }
+        }
+    )*};
+}
+wire!(u8, u32, u64, i64, f32, f64);
+
+/// `xs` as bytes.
+pub fn encode<T: Wire>(xs: &[T]) -> Vec<u8> {
+    let mut out = vec![0u8; xs.len() * T::SIZE];
+    for (o, &x) in out.chunks_exact_mut(T::SIZE).zip(xs) {
+        x.put(o);
+    }
+    out
+}
+
+/// Bytes as elements (a trailing partial element is ignored).
+pub fn decode<T: Wire>(b: &[u8]) -> Vec<T> {
+    b.chunks_exact(T::SIZE).map(T::get).collect()
+}
+
+struct State {
+    /// Rank 0: one link per other rank (index 0 unused); other ranks: the link to rank 0 at 0.
+    links: Vec<Option<Link>>,
+    seq: u64,
+    broken: Option<CommError>,
+}
+
+/// One host's end of the job's collective (see the module documentation).
+pub struct Collective {
+    hosts: Vec<String>,
+    rank: usize,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Collective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Collective({} of {:?})", self.hosts[self.rank], self.hosts)
+    }
+}
+
+/// What a connecting host says first.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Hello {
+    magic: String,
+    job: String,
+    hosts: Vec<String>,
+    rank: usize,
+}
+
+const MAGIC: &str = "kiln-xgboost-collective-1";
+
+impl Collective {
+    /// A collective of one host: every operation returns its input, without sockets.
+    pub fn single() -> Self {
+        Self {
+            hosts: vec!["algo-1".into()],
+            rank: 0,
+            state: Mutex::new(State {
+                links: Vec::new(),
+                seq: 0,
+                broken: None,
+            }),
+        }
+    }
+
+    /// Connects the hosts of `cfg`: algo-1 listens and waits for every other host; the others
+    /// connect to it, retrying until `cfg.timeout` has passed.
+    pub fn connect(cfg: &CommConfig) -> Result<Self, CommError> {
+        let n = cfg.hosts.len();
+        if n <= 1 {
+            return Ok(Self::single());
+        }
+        let deadline = Instant::now() + cfg.timeout;
+        let links = if cfg.rank == 0 {
+            accept_all(cfg, deadline)?
+        } else {
+            vec![Some(connect_to_root(cfg, deadline)?)]
+        };
+        Ok(Self {
+            hosts: cfg.hosts.clone(),
+            rank: cfg.rank,
+            state: Mutex::new(State {
+                links,
+                seq: 0,
+                broken: None,
+            }),
+        })
+    }
+
+    /// This host's rank (0 is algo-1).
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of hosts.
+    pub fn size(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether this host is algo-1, the one that prints and writes the model.
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Name of host `rank`.
+    pub fn host(&self, rank: usize) -> &str {
+        &self.hosts[rank]
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one operation with the next sequence number; a failure breaks the collective.
+    fn op<R>(&self, f: impl FnOnce(&mut [Option<Link>], u64) -> Result<R, CommError>) -> Result<R, CommError> {
+        let mut st = self.lock();
+        if let Some(e) = &st.broken {
+            return Err(e.clone());
+        }
+        st.seq += 1;
+        let seq = st.seq;
+        let r = f(&mut st.links, seq);
+        if let Err(e) = &r {
+            st.broken = Some(e.clone());
+        }
+        r
+    }
+
+    /// Combines every host's `buf` (equal lengths) with `combine(acc, other)`, algo-1's first
+    /// and then in rank order; every host ends with the result.
+    pub fn allreduce_bytes(&self, buf: &mut [u8], combine: &dyn Fn(&mut [u8], &[u8])) -> Result<(), CommError> {
+        if self.size() == 1 {
+            return Ok(());
+        }
+        let (rank, len) = (self.rank, buf.len());
+        self.op(|links, seq| {
+            let out_of_step = |host: &str, got: usize| CommError::Lost {
+                host: host.to_string(),
+                why: format!("the hosts are out of step: it sent {got} bytes for operation {seq}, this host has {len}"),
+            };
+            if rank == 0 {
+                for link in links.iter_mut().flatten() {
+                    let data = link.recv(seq)?;
+                    if data.len() != buf.len() {
+                        return Err(out_of_step(&link.host, data.len()));
+                    }
+                    combine(buf, &data);
+                }
+                for link in links.iter_mut().flatten() {
+                    link.send(KIND_DATA, seq, buf)?;
+                }
+            } else {
+                let link = links[0].as_mut().expect("a link to algo-1");
+                link.send(KIND_DATA, seq, buf)?;
+                let data = link.recv(seq)?;
+                if data.len() != buf.len() {
+                    return Err(out_of_step(&link.host, data.len()));
+                }
+                buf.copy_from_slice(&data);
+            }
+            Ok(())
+        })
+    }
+
+    /// Element-wise `combine` of every host's `xs`.
+    pub fn allreduce<T: Wire>(&self, xs: &mut [T], combine: fn(T, T) -> T) -> Result<(), CommError> {
+        if self.size() == 1 {
+            return Ok(());
+        }
+        let mut bytes = encode(xs);
+        self.allreduce_bytes(&mut bytes, &|acc, other| {
+            for (a, b) in acc.chunks_exact_mut(T::SIZE).zip(other.chunks_exact(T::SIZE)) {
+                combine(T::get(a), T::get(b)).put(a);
+            }
+        })?;
+        for (x, b) in xs.iter_mut().zip(bytes.chunks_exact(T::SIZE)) {
+            *x = T::get(b);
+        }
+        Ok(())
+    }
+
+    /// Sums of every host's `xs` (exact: integers wrap, as the histograms' sums never do).
+    pub fn sum_i64(&self, xs: &mut [i64]) -> Result<(), CommError> {
+        self.allreduce(xs, i64::wrapping_add)
+    }
+
+    /// Sums of every host's `xs`, added in rank order (the same bits on every host).
+    pub fn sum_f64(&self, xs: &mut [f64]) -> Result<(), CommError> {
+        self.allreduce(xs, |a, b| a + b)
+    }
+
+    /// Maxima of every host's `xs` (NaN ignored, as `f32::max` does).
+    pub fn max_f32(&self, xs: &mut [f32]) -> Result<(), CommError> {
+        self.allreduce(xs, f32::max)
+    }
+
+    /// Whether any host's flag is set, flag by flag.
+    pub fn any(&self, flags: &mut [bool]) -> Result<(), CommError> {
+        let mut b: Vec<u8> = flags.iter().map(|&f| u8::from(f)).collect();
+        self.allreduce(&mut b, u8::max)?;
+        for (f, x) in flags.iter_mut().zip(b) {
+            *f = x != 0;
+        }
+        Ok(())
+    }
+
+    /// algo-1's `bytes` on every host (the others' `bytes` are ignored).
+    pub fn broadcast(&self, bytes: Vec<u8>) -> Result<Vec<u8>, CommError> {
+        if self.size() == 1 {
+            return Ok(bytes);
+        }
+        let rank = self.rank;
+        self.op(|links, seq| {
+            if rank == 0 {
+                for link in links.iter_mut().flatten() {
+                    link.send(KIND_DATA, seq, &bytes)?;
+                }
+                Ok(bytes)
+            } else {
+                links[0].as_mut().expect("a link to algo-1").recv(seq)
+            }
+        })
+    }
+
+    /// Every host's `bytes`, by rank, on algo-1 (`None` on the others).
+    pub fn gather(&self, bytes: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>, CommError> {
+        if self.size() == 1 {
+            return Ok(Some(vec![bytes]));
+        }
+        let rank = self.rank;
+        self.op(|links, seq| {
+            if rank == 0 {
+                let mut all = vec![bytes];
+                for link in links.iter_mut().flatten() {
+                    all.push(link.recv(seq)?);
+                }
+                Ok(Some(all))
+            } else {
+                links[0]
+                    .as_mut()
+                    .expect("a link to algo-1")
+                    .send(KIND_DATA, seq, &bytes)?;
+                Ok(None)
+            }
+        })
+    }
+
+    /// Tells the other hosts (best effort, briefly) that this one failed and why, and closes
+    /// the connections; later operations fail.
+    pub fn abort(&self, reason: &str) {
+        let mut st = self.lock();
+        let seq = st.seq;
+        for link in st.links.iter_mut().flatten() {
+            let _ = link.stream.set_write_timeout(Some(Duration::from_secs(2)));
+            let _ = link.send(KIND_ABORT, seq, reason.as_bytes());
+            let _ = link.stream.shutdown(std::net::Shutdown::Both);
+        }
+        st.links.clear();
+        st.broken
+            .get_or_insert_with(|| CommError::Setup(format!("this host failed: {reason}")));
+    }
+}
+
+/// Binds algo-1's port, retrying while another process still holds it.
+fn bind(cfg: &CommConfig, deadline: Instant) -> Result<TcpListener, CommError> {
+    loop {
+        match TcpListener::bind(("0.0.0.0", cfg.port)) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                return Err(CommError::Setup(format!(
+                    "{} cannot listen on port {} for the other hosts: {e} (set KILN_XGB_PORT to a free port)",
+                    cfg.hosts[0], cfg.port
+                )));
+            }
+        }
+    }
+}
+
+/// algo-1: waits until every other host has connected and introduced itself.
+fn accept_all(cfg: &CommConfig, deadline: Instant) -> Result<Vec<Option<Link>>, CommError> {
+    let listener = bind(cfg, deadline)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| CommError::Setup(format!("cannot listen on port {}: {e}", cfg.port)))?;
+    let n = cfg.hosts.len();
+    let mut links: Vec<Option<Link>> = (0..n).map(|_| None).collect();
+    let mut turned_away = Vec::new();
+    while links[1..].iter().any(Option::is_none) {
+        let (stream, addr) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                if Instant::now() >= deadline {
+                    let missing: Vec<&str> = (1..n)
+                        .filter(|&r| links[r].is_none())
+                        .map(|r| cfg.hosts[r].as_str())
+                        .collect();
+                    let mut msg = format!(
+                        "{} waited {} s for {} to connect on port {} (KILN_XGB_TIMEOUT); lost contact with {}",
+                        cfg.hosts[0],
+                        cfg.timeout.as_secs_f64(),
+                        missing.join(", "),
+                        cfg.port,
+                        missing.join(", ")
+                    );
+                    if !turned_away.is_empty() {
+                        msg.push_str(&format!("; turned away: {}", turned_away.join("; ")));
+                    }
+                    return Err(CommError::Setup(msg));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Err(e) => {
+                return Err(CommError::Setup(format!(
+                    "cannot accept connections on port {}: {e}",
+                    cfg.port
+                )));
+            }
+        };
+        match welcome(cfg, stream, addr) {
+            Ok((rank, link)) => links[rank] = Some(link),
+            Err(why) => turned_away.push(why),
+        }
+    }
+    Ok(links)
+}
+
+/// algo-1: reads a new connection's hello; accepts it (its rank and link) or turns it away.
+fn welcome(cfg: &CommConfig, stream: TcpStream, addr: SocketAddr) -> Result<(usize, Link), String> {
+    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+    let mut link = Link::new(format!("the host at {addr}"), stream, HELLO_TIMEOUT).map_err(|e| e.to_string())?;
+    let (kind, _, payload) = link.recv_any().map_err(|e| e.to_string())?;
+    let hello: Option<Hello> = serde_json::from_slice(&payload).ok();
+    let verdict = match &hello {
+        _ if kind != KIND_HELLO => Err(format!("{addr} did not introduce itself")),
+        None => Err(format!("{addr} sent an unreadable introduction")),
+        Some(h) if h.magic != MAGIC => Err(format!("{addr} speaks another protocol ({})", h.magic)),
+        Some(h) if h.job != cfg.job => Err(format!(
+            "{addr} belongs to job '{}', not '{}' (two jobs on one port? set KILN_XGB_PORT)",
+            h.job, cfg.job
+        )),
+        Some(h) if h.hosts != cfg.hosts || h.rank == 0 || h.rank >= cfg.hosts.len() => Err(format!(
+            "{addr} has other hosts ({:?}, rank {}) than {} ({:?})",
+            h.hosts, h.rank, cfg.hosts[0], cfg.hosts
+        )),
+        Some(h) => Ok(h.rank),
+    };
+    match verdict {
+        Ok(rank) => {
+            link.host = cfg.hosts[rank].clone();
+            link.send(KIND_WELCOME, 0, &[]).map_err(|e| e.to_string())?;
+            let Link { host, stream, .. } = link;
+            let link = Link::new(host, stream, cfg.timeout).map_err(|e| e.to_string())?;
+            Ok((rank, link))
+        }
+        Err(why) => {
+            let _ = link.send(KIND_REJECT, 0, why.as_bytes());
+            Err(why)
+        }
+    }
+}
+
+/// A host other than algo-1: connects to algo-1 (retrying until `deadline`) and introduces
+/// itself.
+fn connect_to_root(cfg: &CommConfig, deadline: Instant) -> Result<Link, CommError> {
+    let root = &cfg.hosts[0];
+    let target = format!("{}:{}", cfg.master_addr, cfg.port);
+    let mut last = String::from("not tried");
+    let stream = loop {
+        let attempt = match target.to_socket_addrs() {
+            Ok(addrs) => {
+                let mut got = None;
+                for a in addrs {
+                    match TcpStream::connect_timeout(&a, Duration::from_secs(2)) {
+                        Ok(s) => {
+                            got = Some(s);
+                            break;
+                        }
+                        Err(e) => last = format!("{a}: {e}"),
+                    }
+                }
+                got
+            }
+            Err(e) => {
+                last = format!("cannot resolve {}: {e}", cfg.master_addr);
+                None
+            }
+        };
+        if let Some(s) = attempt {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            return Err(CommError::Setup(format!(
+                "lost contact with {root}: {} could not connect to {root} at {target} within {} s \
+                 (KILN_XGB_TIMEOUT): {last}",
+                cfg.hosts[cfg.rank],
+                cfg.timeout.as_secs_f64()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut link = Link::new(root.clone(), stream, cfg.timeout)?;
+    let hello = Hello {
+        magic: MAGIC.into(),
+        job: cfg.job.clone(),
+        hosts: cfg.hosts.clone(),
+        rank: cfg.rank,
+    };
+    let bytes = serde_json::to_vec(&hello).map_err(|e| CommError::Setup(e.to_string()))?;
+    link.send(KIND_HELLO, 0, &bytes)?;
+    match link.recv_any()? {
+        (KIND_WELCOME, _, _) => Ok(link),
+        (KIND_REJECT, _, why) => Err(CommError::Setup(format!(
+            "{root} at {target} turned {} away: {}",
+            cfg.hosts[cfg.rank],
+            String::from_utf8_lossy(&why)
+        ))),
+        (kind, _, _) => Err(CommError::Lost {
+            host: root.clone(),
+            why: format!("it answered the introduction with message kind {kind}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A port nobody listens on right now.
+    pub(crate) fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// Configurations of `n` hosts on localhost sharing `port`.
+    pub(crate) fn configs(n: usize, port: u16, timeout: Duration) -> Vec<CommConfig> {
+        let hosts: Vec<String> = (1..=n).map(|i| format!("algo-{i}")).collect();
+        (0..n)
+            .map(|rank| CommConfig {
+                hosts: hosts.clone(),
+                rank,
+                port,
+                master_addr: "127.0.0.1".into(),
+                job: "test-job".into(),
+                timeout,
+            })
+            .collect()
+    }
+
+    /// Runs `f(collective)` on `n` threads acting as hosts; results by rank.
+    pub(crate) fn run_hosts<R: Send>(n: usize, f: impl Fn(&Collective) -> R + Sync) -> Vec<R> {
+        let cfgs = configs(n, free_port(), Duration::from_secs(20));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = cfgs
+                .iter()
+                .map(|cfg| {
+                    let f = &f;
+                    s.spawn(move || f(&Collective::connect(cfg).unwrap()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn allreduce_broadcast_and_gather_across_three_hosts() {
+        let out = run_hosts(3, |c| {
+            let r = c.rank() as i64;
+            let mut ints = vec![r, 10 * r, -1, i64::MAX / 4];
+            c.sum_i64(&mut ints).unwrap();
+            let mut floats = vec![0.5 * r as f64, 1e300, -(r as f64)];
+            c.sum_f64(&mut floats).unwrap();
+            let mut maxes = vec![r as f32, -(r as f32), f32::NAN];
+            c.max_f32(&mut maxes).unwrap();
+            let mut flags = vec![r == 2, false, true];
+            c.any(&mut flags).unwrap();
+            let b = c.broadcast(format!("from {}", c.host(c.rank())).into_bytes()).unwrap();
+            let g = c.gather(vec![r as u8; r as usize + 1]).unwrap();
+            // A large buffer (several socket buffers).
+            let mut big = vec![1i64; 3 << 20];
+            c.sum_i64(&mut big).unwrap();
+            assert!(big.iter().all(|&x| x == 3));
+            (ints, floats, maxes, flags, b, g)
+        });
+        for (rank, (ints, floats, maxes, flags, b, g)) in out.into_iter().enumerate() {
+            assert_eq!(ints, vec![3, 30, -3, 3 * (i64::MAX / 4)]);
+            assert_eq!(floats, vec![1.5, 3e300, -3.0]);
+            assert_eq!(maxes[..2], [2.0, 0.0]);
+            assert!(maxes[2].is_nan());
+            assert_eq!(flags, vec![true, false, true]);
+            assert_eq!(b, b"from algo-1");
+            if rank == 0 {
+                assert_eq!(g, Some(vec![vec![0], vec![1, 1], vec![2, 2, 2]]));
+            } else {
+                assert_eq!(g, None);
+            }
+        }
+    }
+
+    #[test]
+    fn one_host_needs_no_sockets() {
+        let c = Collective::single();
+        let mut x = vec![1.5, 2.0];
+        c.sum_f64(&mut x).unwrap();
+        assert_eq!(x, vec![1.5, 2.0]);
+        assert_eq!(c.gather(vec![7]).unwrap(), Some(vec![vec![7]]));
+        assert_eq!(c.broadcast(vec![1, 2]).unwrap(), vec![1, 2]);
+    }
+
+    /// algo-1 and a thread playing algo-2 that does `peer(collective)` instead of joining the
+    /// allreduce; returns algo-1's error and how long it took.
+    fn root_error_when(timeout: Duration, peer: impl FnOnce(Collective) + Send) -> (CommError, Duration) {
+        let cfgs = configs(2, free_port(), timeout);
+        std::thread::scope(|s| {
+            let c1 = &cfgs[1];
+            s.spawn(move || peer(Collective::connect(c1).unwrap()));
+            let root = Collective::connect(&cfgs[0]).unwrap();
+            let start = Instant::now();
+            let mut buf = vec![1.0f64; 1000];
+            let e = root.sum_f64(&mut buf).unwrap_err();
+            // Broken for good: the next operation fails at once with the same error.
+            assert_eq!(root.broadcast(vec![1]).unwrap_err(), e);
+            (e, start.elapsed())
+        })
+    }
+
+    #[test]
+    fn a_peer_that_drops_mid_allreduce_is_named_at_once() {
+        let (e, took) = root_error_when(Duration::from_secs(30), |c| {
+            // One operation completes, then the process "dies" during the next.
+            drop(c);
+        });
+        assert_eq!(
+            e,
+            CommError::Lost {
+                host: "algo-2".into(),
+                why: "connection closed (its process ended)".into()
+            }
+        );
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(
+            e.to_string(),
+            "lost contact with algo-2: connection closed (its process ended)"
+        );
+    }
+
+    #[test]
+    fn a_silent_peer_times_out_with_its_name() {
+        let (e, took) = root_error_when(Duration::from_millis(800), |c| {
+            std::thread::sleep(Duration::from_millis(2500));
+            drop(c);
+        });
+        assert!(
+            e.to_string()
+                .starts_with("lost contact with algo-2: no answer for 0.8 s"),
+            "{e}"
+        );
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_millis(2400),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn a_peer_that_fails_says_why_and_a_dead_root_is_named() {
+        let (e, _) = root_error_when(Duration::from_secs(30), |c| c.abort("channel 'train' is empty"));
+        assert_eq!(e.to_string(), "algo-2 failed: channel 'train' is empty");
+        // The other way round: algo-2 waits on algo-1, which goes away.
+        let cfgs = configs(2, free_port(), Duration::from_secs(30));
+        let e = std::thread::scope(|s| {
+            let c0 = &cfgs[0];
+            s.spawn(move || {
+                let root = Collective::connect(c0).unwrap();
+                let mut x = vec![0i64; 4];
+                root.sum_i64(&mut x).unwrap();
+            });
+            let peer = Collective::connect(&cfgs[1]).unwrap();
+            let mut x = vec![0i64; 4];
+            peer.sum_i64(&mut x).unwrap();
+            peer.sum_i64(&mut x).unwrap_err()
+        });
+        assert!(e.to_string().starts_with("lost contact with algo-1: connection"), "{e}");
+    }
+
+    #[test]
+    fn hosts_out_of_step_fail_instead_of_mixing_buffers() {
+        let out = run_hosts(2, |c| {
+            let mut x = vec![0i64; 4 + c.rank()];
+            c.sum_i64(&mut x).map_err(|e| e.to_string())
+        });
+        assert!(out[0].as_ref().unwrap_err().contains("out of step"), "{out:?}");
+        assert!(out[1].is_err());
+    }
+
+    #[test]
+    fn another_jobs_host_is_turned_away_and_a_missing_host_named() {
+        let port = free_port();
+        let mut cfgs = configs(2, port, Duration::from_millis(1500));
+        cfgs[1].job = "other-job".into();
+        let (root, peer) = std::thread::scope(|s| {
+            let c1 = &cfgs[1];
+            let peer = s.spawn(move || Collective::connect(c1).map(|_| ()));
+            let root = Collective::connect(&cfgs[0]).map(|_| ());
+            (root, peer.join().unwrap())
+        });
+        let root = root.unwrap_err().to_string();
+        assert!(
+            root.contains("for algo-2 to connect") && root.contains("belongs to job 'other-job'"),
+            "{root}"
+        );
+        let peer = peer.unwrap_err().to_string();
+        assert!(peer.contains("turned algo-2 away"), "{peer}");
+        // Nobody listening: the connecting host names algo-1.
+        let cfg = &configs(2, free_port(), Duration::from_millis(300))[1];
+        let e = Collective::connect(cfg).unwrap_err().to_string();
+        assert!(
+            e.starts_with("lost contact with algo-1: algo-2 could not connect"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_from_the_environment() {
+        let hosts = vec!["algo-1".to_string(), "algo-2".to_string()];
+        let env = |k: &str| match k {
+            "KILN_XGB_PORT" => Some("9123".to_string()),
+            "TRAINING_JOB_NAME" => Some("j".to_string()),
+            _ => None,
+        };
+        let c = CommConfig::from_env(&hosts, "algo-2", &env).unwrap();
+        assert_eq!(
+            (c.rank, c.port, c.master_addr.as_str(), c.job.as_str()),
+            (1, 9123, "algo-1", "j")
+        );
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert!(CommConfig::from_env(&hosts, "algo-3", &env).is_err());
+        let bad = |k: &str| (k == "KILN_XGB_PORT").then(|| "x".to_string());
+        assert!(
+            CommConfig::from_env(&hosts, "algo-1", &bad)
+                .unwrap_err()
+                .contains("KILN_XGB_PORT")
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! The data side of distributed training: which rows each host trains on, the cut points all
+//! hosts bin with, and the final check that every host holds the same model. (The trees are
+//! grown together in [`crate::grow`], the rounds run in [`crate::booster`], and the hosts talk
+//! through [`crate::collective`].)
+//!
+//! - Rows: with `ShardedByS3Key` each host has its own files and trains on all their rows; with
+//!   `FullyReplicated` every host sees the same files and takes the rows `i` with
+//!   `i % hosts == rank` ([`share`]).
+//! - Cuts ([`agree_cuts`]): sharded, each host thins its sketch sample to the rows whose index is
+//!   a multiple of the sketch step of all hosts' rows together, algo-1 gathers the samples (at
+//!   most about 256k rows in all, as alone) and chooses the cuts from them; replicated, algo-1
+//!   chooses them from its own sample, which is that of the whole data, exactly as a single
+//!   host would. Either way algo-1 broadcasts them, so every host bins identically. (xgboost
+//!   merges mergeable weighted quantile summaries instead; a gathered sample is simpler, and
+//!   equal to the single-host sample when all rows fit in it.)
+
+use crate::binning::{BinCuts, BinnedMatrix, sketch_step};
+use crate::collective::{Collective, CommError, decode, encode};
+use crate::container::JobError;
+use crate::data::{Dataset, DenseMatrix};
+use crate::stream::Sketch;
+
+impl From<CommError> for JobError {
+    fn from(e: CommError) -> Self {
+        JobError::Internal(e.to_string())
+    }
+}
+
+/// Host `rank`'s share of `n_rows` rows every host has: rows `i` with `i % size == rank`.
+pub fn share(n_rows: usize, rank: usize, size: usize) -> Vec<u32> {
+    (rank..n_rows).step_by(size.max(1)).map(|i| i as u32).collect()
+}
+
+/// The rows `keep` of `ds`.
+pub fn select_dataset(ds: &Dataset, keep: &[u32]) -> Dataset {
+    let nf = ds.features.n_cols();
+    let mut values = Vec::with_capacity(keep.len() * nf);
+    for &r in keep {
+        values.extend_from_slice(ds.features.row(r as usize));
+    }
+    Dataset {
+        features: DenseMatrix::new(keep.len(), nf, values).expect("rows of the same width"),
+        labels: keep.iter().map(|&r| ds.labels[r as usize]).collect(),
+        weights: ds
+            .weights
+            .as_ref()
+            .map(|w| keep.iter().map(|&r| w[r as usize]).collect()),
+    }
+}
+
+fn encode_cuts(cuts: &BinCuts) -> Vec<u8> {
+    let mut out = encode(&[cuts.n_features() as u64]);
+    for f in 0..cuts.n_features() {
+        out.extend(encode(&[cuts.cuts(f).len() as u64]));
+        out.extend(encode(cuts.cuts(f)));
+    }
+    out
+}
+
+fn decode_cuts(b: &[u8]) -> Option<BinCuts> {
+    let word = |at: usize| b.get(at..at + 8).map(|x| decode::<u64>(x)[0] as usize);
+    let nf = word(0)?;
+    let mut at = 8;
+    let mut cuts = Vec::with_capacity(nf);
+    for _ in 0..nf {
+        let len = word(at)?;
+        at += 8;
+        cuts.push(decode::<f32>(b.get(at..at + 4 * len)?));
+        at += 4 * len;
+    }
+    Some(BinCuts::from_cuts(cuts))
+}
+
+/// algo-1's verdict, broadcast: the payload, or a failure every host reports.
+fn broadcast_verdict(comm: &Collective, verdict: Option<Result<Vec<u8>, String>>) -> Result<Vec<u8>, JobError> {
+    let bytes = match verdict {
+        Some(Ok(b)) => [vec![0u8], b].concat(),
+        Some(Err(msg)) => [vec![1u8], msg.into_bytes()].concat(),
+        None => Vec::new(),
+    };
+    let got = comm.broadcast(bytes)?;
+    match got.split_first() {
+        Some((0, rest)) => Ok(rest.to_vec()),
+        Some((_, msg)) => Err(JobError::User(String::from_utf8_lossy(msg).into_owned())),
+        None => Err(JobError::Internal(format!("{} sent an empty verdict", comm.host(0)))),
+    }
+}
+
+/// The cut points every host bins its training rows with (see the module documentation).
+/// `sketch` is this host's; `replicated` whether every host read the same rows.
+pub fn agree_cuts(
+    comm: &Collective,
+    sketch: &Sketch<'_>,
+    max_bin: usize,
+    replicated: bool,
+) -> Result<BinCuts, JobError> {
+    let nf = sketch.rows.n_cols();
+    let verdict = if replicated {
+        comm.is_root().then(|| Ok(encode_cuts(&sketch.cuts(max_bin))))
+    } else {
+        let mut total = [sketch.n_rows as i64];
+        comm.sum_i64(&mut total)?;
+        let step = sketch_step(total[0] as usize);
+        let keep: Vec<usize> = (0..sketch.rows.n_rows())
+            .filter(|&i| sketch.index.map_or(i, |x| x[i]).is_multiple_of(step))
+            .collect();
+        let mut mine = encode(&[nf as u64, keep.len() as u64]);
+        for &i in &keep {
+            mine.extend(encode(sketch.rows.row(i)));
+        }
+        if let Some(w) = sketch.weights {
+            mine.extend(encode(&keep.iter().map(|&i| w[i]).collect::<Vec<f32>>()));
+        }
+        comm.gather(mine)?.map(|all| {
+            let (mut values, mut weights, mut n) = (Vec::new(), Vec::new(), 0);
+            for (rank, b) in all.iter().enumerate() {
+                let head = decode::<u64>(&b[..16]);
+                let (their_nf, rows) = (head[0] as usize, head[1] as usize);
+                if their_nf != nf {
+                    return Err(format!(
+                        "{}'s training data has {their_nf} feature columns but {}'s has {nf}; every \
+                         host's files need the same columns",
+                        comm.host(rank),
+                        comm.host(0)
+                    ));
+                }
+                let (v, w) = b[16..].split_at(4 * rows * nf);
+                values.extend(decode::<f32>(v));
+                weights.extend(decode::<f32>(w));
+                n += rows;
+            }
+            let m = DenseMatrix::new(n, nf, values).ok_or("no sampled rows")?;
+            let w = sketch.weights.is_some().then_some(&weights[..]);
+            Ok(encode_cuts(&BinCuts::compute_all(&m, w, max_bin)))
+        })
+    };
+    let bytes = broadcast_verdict(comm, verdict)?;
+    let cuts =
+        decode_cuts(&bytes).ok_or_else(|| JobError::Internal(format!("{} sent unreadable cuts", comm.host(0))))?;
+    if cuts.n_features() != nf {
+        return Err(JobError::User(format!(
+            "{}'s training data has {} feature columns but {}'s has {nf}; every host needs the same columns",
+            comm.host(0),
+            cuts.n_features(),
+            comm.host(comm.rank())
+        )));
+    }
+    Ok(cuts)
+}
+
+/// Marks features as having missing values where any host's rows have some.
+pub fn agree_missing(comm: &Collective, m: &mut BinnedMatrix) -> Result<(), CommError> {
+    let mut flags: Vec<bool> = (0..m.n_features()).map(|f| m.has_missing(f)).collect();
+    comm.any(&mut flags)?;
+    m.mark_missing(&flags);
+    Ok(())
+}
+
+/// FNV-1a, 64 bits: a digest that is the same on every host and every build.
+fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Fails on every host unless every host's model file (`json`) is the same.
+pub fn check_same_model(comm: &Collective, json: &str) -> Result<(), JobError> {
+    let verdict = comm.gather(encode(&[digest(json.as_bytes())]))?.map(|all| {
+        let ds: Vec<u64> = all.iter().map(|b| decode::<u64>(b)[0]).collect();
+        if ds.iter().all(|&d| d == ds[0]) {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = ds
+            .iter()
+            .enumerate()
+            .map(|(r, d)| format!("{} {d:016x}", comm.host(r)))
+            .collect();
+        Err(format!(
+            "internal error: the hosts ended training with different models (digests: {}); please \
+             report it with the job's hyperparameters",
+            list.join(", ")
+        ))
+    });
+    broadcast_verdict(comm, verdict)
+        .map(|_| ())
+        .map_err(|e| JobError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collective::tests::free_port;
+    use crate::container::{JobPaths, run_train};
+    use std::path::{Path, PathBuf};
+
+    /// CSV rows `from..to` of a synthetic binary problem (label first; some values missing).
+    fn csv(from: u64, to: u64) -> String {
+        let mut out = String::new();
+        for i in from..to {
+            let x: Vec<f64> = (0..4)
+                .map(|j| ((i * 7919 + j * 104_729) % 1000) as f64 / 250.0 - 2.0)
+                .collect();
+            let y = u8::from(x[0] * 1.5 - x[1] + 0.5 * x[2] * x[3] + ((i % 7) as f64 - 3.0) / 6.0 > 0.0);
+            let x1 = if i % 9 == 0 { String::new() } else { format!("{}", x[1]) };
+            out.push_str(&format!("{y},{},{x1},{},{}\n", x[0], x[2], x[3]));
+        }
+        out
+    }
+
+    /// A host's `/opt/ml` tree: train files, a validation file, the configuration.
+    fn tree(dir: &Path, host: Option<&str>, train: &[(&str, String)], dist: &str) -> PathBuf {
+        let root = dir.join(host.unwrap_or("alone"));
+        let cfg = root.join("input/config");
+        std::fs::create_dir_all(&cfg).unwrap();
+        for (name, text) in train {
+            std::fs::create_dir_all(root.join("input/data/train")).unwrap();
+            std::fs::write(root.join("input/data/train").join(name), text).unwrap();
+        }
+        std::fs::create_dir_all(root.join("input/data/validation")).unwrap();
+        std::fs::write(root.join("input/data/validation/v.csv"), csv(5000, 6000)).unwrap();
+        std::fs::write(
+            cfg.join("hyperparameters.json"),
+            r#"{"num_round": "15", "objective": "binary:logistic", "eval_metric": "auc", "max_depth": "4"}"#,
+        )
+        .unwrap();
+        let channel = |d: &str| format!(r#"{{"ContentType": "text/csv", "S3DistributionType": "{d}"}}"#);
+        std::fs::write(
+            cfg.join("inputdataconfig.json"),
+            format!(
+                r#"{{"train": {}, "validation": {}}}"#,
+                channel(dist),
+                channel("FullyReplicated")
+            ),
+        )
+        .unwrap();
+        if let Some(h) = host {
+            std::fs::write(
+                cfg.join("resourceconfig.json"),
+                format!(r#"{{"current_host": "{h}", "hosts": ["algo-1", "algo-2"]}}"#),
+            )
+            .unwrap();
+        }
+        root
+    }
+
+    /// Runs the container's `train` in `root`; (result, stdout).
+    fn train_in(root: &Path, port: u16) -> (Result<(), JobError>, String) {
+        let port = port.to_string();
+        let env = |k: &str| match k {
+            "KILN_XGB_PORT" => Some(port.clone()),
+            "KILN_XGB_TIMEOUT" => Some("20".to_string()),
+            // No /etc/hosts naming algo-1 here.
+            "KILN_XGB_MASTER_ADDR" => Some("127.0.0.1".to_string()),
+            "TRAINING_JOB_NAME" => Some("t".to_string()),
+            "SM_NUM_CPUS" => Some("1".to_string()),
+            _ => None,
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let r = run_train(&JobPaths::new(root, &env), &env, &mut out, &mut err);
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    /// Both hosts' (result, stdout), run as threads.
+    fn two_hosts(roots: [PathBuf; 2]) -> Vec<(Result<(), JobError>, String)> {
+        let port = free_port();
+        std::thread::scope(|s| {
+            let hs: Vec<_> = roots.iter().map(|r| s.spawn(move || train_in(r, port))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    fn last_auc(log: &str) -> f64 {
+        let last = log.lines().last().unwrap();
+        last.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn two_hosts_train_one_model_from_shards_or_shares() {
+        let dir = std::env::temp_dir().join(format!("kiln-dist-{}", std::process::id()));
+        let (a, b) = (csv(0, 2000), csv(2000, 5000));
+        let alone = tree(
+            &dir,
+            None,
+            &[("a.csv", a.clone()), ("b.csv", b.clone())],
+            "FullyReplicated",
+        );
+        let (r, log) = train_in(&alone, 1);
+        r.unwrap();
+        assert_eq!(log.lines().count(), 15);
+        for dist in ["ShardedByS3Key", "FullyReplicated"] {
+            let d = dir.join(dist);
+            let both = vec![("a.csv", a.clone()), ("b.csv", b.clone())];
+            let (f1, f2) = if dist == "ShardedByS3Key" {
+                (vec![both[0].clone()], vec![both[1].clone()])
+            } else {
+                (both.clone(), both.clone())
+            };
+            let roots = [tree(&d, Some("algo-1"), &f1, dist), tree(&d, Some("algo-2"), &f2, dist)];
+            let out = two_hosts(roots.clone());
+            out[0].0.as_ref().unwrap();
+            out[1].0.as_ref().unwrap();
+            // algo-1 prints and writes the model; algo-2 does neither.
+            assert!(roots[0].join("model/xgboost-model").is_file());
+            assert!(!roots[1].join("model").exists());
+            assert!(out[1].1.is_empty());
+            assert_eq!(out[0].1.lines().count(), 15, "{}", out[0].1);
+            // The metrics of all rows: as one host training on both files.
+            let (x, y) = (last_auc(&out[0].1), last_auc(&log));
+            assert!((x - y).abs() < 2e-4, "{dist}: {x} vs {y}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_host_that_fails_is_named_by_the_others() {
+        let dir = std::env::temp_dir().join(format!("kiln-dist-fail-{}", std::process::id()));
+        let bad = format!("{}1,2,oops,3,4\n", csv(2000, 2100));
+        let roots = [
+            tree(&dir, Some("algo-1"), &[("a.csv", csv(0, 2000))], "ShardedByS3Key"),
+            tree(&dir, Some("algo-2"), &[("b.csv", bad)], "ShardedByS3Key"),
+        ];
+        let out = two_hosts(roots);
+        let e2 = out[1].0.as_ref().unwrap_err().to_string();
+        assert!(e2.starts_with("channel 'train': file 'b.csv': line 101"), "{e2}");
+        let e1 = out[0].0.as_ref().unwrap_err().to_string();
+        assert_eq!(e1, format!("algo-2 failed: {e2}"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn shares_cover_every_row_once() {
+        let parts: Vec<Vec<u32>> = (0..3).map(|r| share(10, r, 3)).collect();
+        assert_eq!(parts[0], vec![0, 3, 6, 9]);
+        assert_eq!(parts[2], vec![2, 5, 8]);
+        let mut all: Vec<u32> = parts.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn cuts_round_trip() {
+        let cuts = BinCuts::from_cuts(vec![vec![0.5, 1.0, 7.25], vec![], vec![-3.0]]);
+        assert_eq!(decode_cuts(&encode_cuts(&cuts)), Some(cuts));
+        assert_eq!(decode_cuts(&[1, 2, 3]), None);
+    }
+}
