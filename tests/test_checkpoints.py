@@ -1,8 +1,11 @@
 """Checkpoints (CheckpointConfig): the directory is mirrored to its S3 prefix while the job runs, in
 full at the end, and a job on the same prefix starts with it restored (reference §9)."""
+import io
+import json
+import tarfile
 import time
 
-from kilntest import Kiln
+from kilntest import Kiln, job_request
 from test_jobs import bundle, script_job, wait
 
 import pytest
@@ -69,3 +72,59 @@ def test_checkpoints_sync_while_running_and_come_back_for_the_next_job(kiln):
     assert "restored: epoch-0,epoch-1,epoch-2,epoch-3" in lines, lines
     assert any("restored 4 checkpoint file(s) from s3://jobs/checkpoints/run/" in l for l in lines), lines
     assert keys(s3, "checkpoints/run/") == [f"checkpoints/run/epoch-{n}" for n in range(8)]
+
+
+def _log_lines(kiln, job):
+    logs = kiln.client("logs")
+    out = []
+    for stream in logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                            logStreamNamePrefix=f"{job}/")["logStreams"]:
+        out += [e["message"] for e in logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                                          logStreamName=stream["logStreamName"],
+                                                          startFromHead=True)["events"]]
+    return out
+
+
+def test_builtin_xgboost_checkpoints_and_resumes(kiln):
+    """The built-in XGBoost writes `xgboost-checkpoint.<round>` (the last 5) to the checkpoint
+    directory, mirrored to the S3 URI; a job on the same URI with a larger num_round resumes from
+    the newest and trains only the rounds left."""
+    from kilntest import SHARED
+    sm, s3 = kiln.client(), kiln.client("s3")
+    flights = SHARED / "data" / "flights"
+    s3.upload_file(str(flights / "train.csv"), "jobs", "xgbck/train/train.csv")
+    s3.upload_file(str(flights / "test.csv"), "jobs", "xgbck/validation/test.csv")
+
+    def request(name, rounds):
+        req = job_request(name, HyperParameters={"objective": "binary:logistic", "num_round": str(rounds),
+                                                 "max_depth": "4", "eta": "0.3", "eval_metric": "auc",
+                                                 "subsample": "0.8", "colsample_bytree": "0.8"})
+        req["AlgorithmSpecification"] = {
+            "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+            "TrainingInputMode": "File"}
+        req["OutputDataConfig"] = {"S3OutputPath": "s3://jobs/xgbck-out"}
+        req["InputDataConfig"] = [{"ChannelName": ch, "ContentType": "text/csv", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://jobs/xgbck/{ch}/"}}} for ch in ("train", "validation")]
+        req["CheckpointConfig"] = {"S3Uri": "s3://jobs/xgb-checkpoints/run"}
+        return req
+
+    sm.create_training_job(**request("xgb-ck-1", 8))
+    d = wait(sm, "xgb-ck-1", timeout=300)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert keys(s3, "xgb-checkpoints/run/") == [f"xgb-checkpoints/run/xgboost-checkpoint.{r}" for r in range(3, 8)]
+    body = s3.get_object(Bucket="jobs", Key="xgb-checkpoints/run/xgboost-checkpoint.7")["Body"].read()
+    model = json.loads(body)
+    assert model["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"] == "8"
+
+    sm.create_training_job(**request("xgb-ck-2", 12))
+    d = wait(sm, "xgb-ck-2", timeout=300)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    lines = _log_lines(kiln, "xgb-ck-2")
+    assert any("Resuming from checkpoint xgboost-checkpoint.7 (round 8 of 12)" in l for l in lines), lines
+    rounds = [l.split("]")[0].lstrip("[") for l in lines if l.startswith("[") and "train-auc" in l]
+    assert rounds == ["8", "9", "10", "11"], lines
+    assert keys(s3, "xgb-checkpoints/run/") == [f"xgb-checkpoints/run/xgboost-checkpoint.{r}" for r in range(7, 12)]
+    out = s3.get_object(Bucket="jobs", Key="xgbck-out/xgb-ck-2/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+        final = json.load(tar.extractfile("xgboost-model"))
+    assert final["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"] == "12"

@@ -117,6 +117,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             eval_train: false,
             log: None,
             comm: None,
+            resume: None,
+            checkpoints: None,
         },
     )?;
     let train_s = t.elapsed().as_secs_f64();

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 use crate::binning::{BinCuts, BinnedMatrix};
+use crate::checkpoint::Checkpoints;
 use crate::collective::{Collective, CommError, decode, encode};
 use crate::data::{Dataset, DenseMatrix};
 use crate::grow::{GrowParams, Grower, grad_max};
@@ -68,6 +69,12 @@ pub enum TrainError {
     /// Distributed training lost one of the other hosts.
     #[error("{0}")]
     Collective(#[from] CommError),
+    /// The model to resume from does not fit this training (objective, features).
+    #[error("cannot resume from the checkpoint: {0}")]
+    Resume(String),
+    /// A checkpoint could not be written.
+    #[error("{0}")]
+    Checkpoint(String),
 }
 
 /// A data set to evaluate: (name, margins, labels, weights).
@@ -87,6 +94,14 @@ pub struct TrainOptions<'a> {
     /// The hosts of a distributed job: the data given is this host's part, and every host
     /// returns the same model, trained on all the parts. None (or one host) = train alone.
     pub comm: Option<&'a Collective>,
+    /// A model to continue (a checkpoint whose trees are rounds `0..n`): its trees are kept,
+    /// the margins recomputed from them, and training goes on from round `n` up to
+    /// `num_round`. With identical data and parameters the result is the model an
+    /// uninterrupted run trains. Distributed, every host must pass the same model.
+    pub resume: Option<&'a Booster>,
+    /// Write `xgboost-checkpoint.<round>` here after every round (distributed: pass it on
+    /// algo-1 only).
+    pub checkpoints: Option<&'a Checkpoints>,
 }
 
 impl Default for TrainOptions<'_> {
@@ -95,6 +110,8 @@ impl Default for TrainOptions<'_> {
             eval_train: true,
             log: None,
             comm: None,
+            resume: None,
+            checkpoints: None,
         }
     }
 }
@@ -337,7 +354,30 @@ fn train_in_pool(
         check_labels(&obj, v, "validation")?;
     }
     let comm = opts.comm.filter(|c| c.size() > 1);
+    if let Some(r) = opts.resume {
+        if r.objective.name() != obj.name() || r.objective.n_groups() != k {
+            return Err(TrainError::Resume(format!(
+                "it was trained with objective {} ({} output groups), this job uses {} ({k})",
+                r.objective.name(),
+                r.objective.n_groups(),
+                obj.name()
+            )));
+        }
+        if r.num_feature != data.n_features() {
+            return Err(TrainError::Resume(format!(
+                "it was trained on {} features, the data has {}",
+                r.num_feature,
+                data.n_features()
+            )));
+        }
+        if r.trees.len() % k != 0 || r.base_margin_vec.is_some() {
+            return Err(TrainError::Resume(
+                "it is not a checkpoint kiln wrote (trees per round, per-group intercepts)".into(),
+            ));
+        }
+    }
     let base_score = match (params.base_score, comm) {
+        _ if opts.resume.is_some() => opts.resume.map_or(0.0, |r| r.base_score),
         (Some(b), _) => b as f32,
         (None, None) => obj.default_base_score(labels, weights),
         (None, Some(c)) => global_base_score(&obj, labels, weights, c)?,
@@ -369,10 +409,11 @@ fn train_in_pool(
     if let Some(c) = comm {
         grower = grower.distributed(c);
     }
-    let mut rng = Rng::new(params.seed);
-    // Distributed, column samples come from `rng`, the same stream on every host, and row
-    // samples from a stream of each host's own (its rows are its own).
-    let mut row_rng = comm.map(|c| Rng::new(params.seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(c.rank() as u64 + 1)));
+    // Each round draws from streams of its own, determined by (seed, round), so that a resumed
+    // run samples what an uninterrupted one does. Distributed, column samples come from `rng`,
+    // the same stream on every host, and row samples from a stream of each host's own (its
+    // rows are its own).
+    let row_seed = comm.map(|c| params.seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(c.rank() as u64 + 1));
     let all_features: Vec<usize> = (0..data.n_features()).collect();
     let mut booster = Booster {
         objective: obj,
@@ -388,6 +429,46 @@ fn train_in_pool(
     let es_metric = params.early_stopping_metric();
     let es_rounds = params.early_stopping_rounds.filter(|_| valid.is_some());
     let mut best: Option<(usize, f64)> = None;
+    let mut start = 0;
+    if let Some(r) = opts.resume {
+        // The checkpoint's rounds: their trees, and the margins they give every row, summed in
+        // f32 tree by tree as training summed them (the same bits).
+        let cuts = data.cuts();
+        let missing = grower.missing_codes();
+        for (t, &g) in r.trees.iter().zip(&r.tree_info) {
+            let mut t = t.clone();
+            for i in 0..t.n_nodes() {
+                if !t.is_leaf(i) {
+                    // Split thresholds are cut points: "x < cuts[b]" is "code <= b".
+                    let f = t.feature[i] as usize;
+                    if f >= cuts.n_features() {
+                        return Err(TrainError::Resume(format!("a split uses feature {f}")));
+                    }
+                    let c = t.cond[i];
+                    t.split_bin[i] = cuts.cuts(f).partition_point(|&x| x < c).min(255) as u8;
+                }
+            }
+            let tr = &t;
+            margins
+                .par_chunks_mut(k)
+                .enumerate()
+                .for_each(|(row, m)| m[g] += tr.cond[tr.leaf_for_codes(|f| data.code(row, f), missing)]);
+            if let (Some(vm), Some(v)) = (valid_margins.as_mut(), valid) {
+                const BLOCK: usize = 1024;
+                vm.par_chunks_mut(BLOCK * k)
+                    .enumerate()
+                    .for_each(|(b, block)| add_tree(tr, g, k, &v.features, b * BLOCK, block));
+            }
+            booster.trees.push(t);
+            booster.tree_info.push(g);
+        }
+        start = r.trees.len() / k;
+        // Early stopping carries on from the checkpoint's best round (stored with it).
+        best = r.best.filter(|_| es_rounds.is_some());
+    }
+    let stopped_before =
+        matches!((es_rounds, best), (Some(rounds), Some((b, _))) if start > 0 && start - 1 >= b + rounds);
+    let end = if stopped_before { start } else { params.num_round };
     let mut preds_buf = Vec::new();
     let mut active: Vec<u32> = Vec::new();
 
@@ -396,7 +477,9 @@ fn train_in_pool(
     let defer_margins = k == 1 && params.subsample >= 1.0 && !(opts.log.is_some() && opts.eval_train);
     let mut pending: Option<usize> = None;
     let spw = params.scale_pos_weight as f32;
-    for round in 0..params.num_round {
+    for round in start..end {
+        let mut rng = Rng::for_round(params.seed, round);
+        let mut row_rng = row_seed.map(|s| Rng::for_round(s, round));
         let maxes = time(Phase::Gradients, || {
             if k > 1 {
                 obj.gradients(&margins, labels, weights, spw, &mut grads);
@@ -566,9 +649,11 @@ fn train_in_pool(
             }
             let best_round = best.map_or(0, |b| b.0);
             if round >= best_round + rounds {
+                save_checkpoint(&mut booster, best, round, &opts)?;
                 break;
             }
         }
+        save_checkpoint(&mut booster, best, round, &opts)?;
     }
     crate::prof::report();
     if let Some((best_round, score)) = best {
@@ -578,6 +663,22 @@ fn train_in_pool(
         booster.best = Some((best_round, score));
     }
     Ok(booster)
+}
+
+/// Writes round `round`'s checkpoint, if asked: the trees so far and the early-stopping state
+/// (best round and score, as the `best_iteration`/`best_score` attributes).
+fn save_checkpoint(
+    booster: &mut Booster,
+    best: Option<(usize, f64)>,
+    round: usize,
+    opts: &TrainOptions<'_>,
+) -> Result<(), TrainError> {
+    if let Some(c) = opts.checkpoints {
+        booster.best = best;
+        time(Phase::Checkpoint, || c.save(booster, round)).map_err(TrainError::Checkpoint)?;
+        booster.best = None;
+    }
+    Ok(())
 }
 
 /// The default `base_score` of the labels of every host (see [`Objective::default_base_score`]):
@@ -873,6 +974,8 @@ mod tests {
             eval_train: false,
             log: Some(&mut out),
             comm: None,
+            resume: None,
+            checkpoints: None,
         };
         let b = train(&p, &d, Some(&v), opts).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -905,6 +1008,8 @@ mod tests {
                 eval_train: true,
                 log: Some(&mut out),
                 comm: None,
+                resume: None,
+                checkpoints: None,
             },
         )
         .unwrap();
@@ -992,6 +1097,8 @@ mod tests {
                 eval_train: true,
                 log: Some(&mut log),
                 comm,
+                resume: None,
+                checkpoints: None,
             };
             let b = train_binned(p, &part, &labels, None, Some(&vpart), opts).unwrap();
             (b, String::from_utf8(log).unwrap())
@@ -1092,6 +1199,179 @@ mod tests {
         assert!(hosts.iter().all(|h| h.0 == hosts[0].0));
         let (best, score) = hosts[0].0.best.unwrap();
         assert!(best < 95 && score > 0.9, "{best} {score}");
+    }
+
+    /// `p` with `num_round` rounds.
+    fn with_rounds(p: &XgbParams, num_round: usize) -> XgbParams {
+        let mut c: XgbConfig = (**p).clone();
+        c.num_round = num_round;
+        c.check().unwrap()
+    }
+
+    /// A fresh, empty directory for a test.
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("kiln-algos-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Trains with a log (train and validation metrics), checkpointing to `ckpt` if given and
+    /// resuming from `resume`.
+    fn train_logged(
+        p: &XgbParams,
+        d: &Dataset,
+        v: &Dataset,
+        ckpt: Option<&Checkpoints>,
+        resume: Option<&Booster>,
+    ) -> (Booster, Vec<String>) {
+        let mut log = Vec::new();
+        let opts = TrainOptions {
+            eval_train: true,
+            log: Some(&mut log),
+            comm: None,
+            resume,
+            checkpoints: ckpt,
+        };
+        let b = train(p, d, Some(v), opts).unwrap();
+        (b, String::from_utf8(log).unwrap().lines().map(str::to_string).collect())
+    }
+
+    #[test]
+    fn checkpoints_keep_the_last_five() {
+        let d = synthetic(1000, 31);
+        let dir = temp_dir("ckpt-keep");
+        let c = Checkpoints::new(&dir);
+        let p = params(|c| c.num_round = 20);
+        let b = train(
+            &p,
+            &d,
+            None,
+            TrainOptions {
+                checkpoints: Some(&c),
+                ..TrainOptions::default()
+            },
+        )
+        .unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let want: Vec<String> = (15..20).map(|r| format!("xgboost-checkpoint.{r}")).collect();
+        assert_eq!(names, want);
+        assert_eq!(c.rounds().unwrap(), vec![15, 16, 17, 18, 19]);
+        // The last checkpoint is the model, readable by the model reader.
+        let (round, text) = c.latest().unwrap().unwrap();
+        assert_eq!(round, 19);
+        let last = Booster::from_xgboost_json(&text).unwrap();
+        assert_eq!(last.predict(&d.features), b.predict(&d.features));
+        let early = Booster::from_xgboost_json(&std::fs::read_to_string(c.path(15)).unwrap()).unwrap();
+        assert_eq!(early.trees.len(), 16);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resumed_training_equals_uninterrupted_training() {
+        let d = synthetic(3000, 32);
+        let v = synthetic(700, 33);
+        let cases: Vec<(&str, XgbParams)> = vec![
+            ("plain", params(|c| c.eval_metric = vec![Metric::Auc])),
+            (
+                "sampled",
+                params(|c| {
+                    c.subsample = 0.7;
+                    c.colsample_bytree = 0.75;
+                    c.colsample_bynode = 0.8;
+                    c.seed = 9;
+                    c.eval_metric = vec![Metric::Auc, Metric::Logloss];
+                }),
+            ),
+            (
+                "multiclass",
+                params(|c| {
+                    c.objective = Objective::Softprob { num_class: 2 };
+                    c.subsample = 0.8;
+                    c.colsample_bylevel = 0.75;
+                }),
+            ),
+        ];
+        for (name, p) in cases {
+            assert_eq!(p.num_round, 20);
+            let (whole, whole_log) = train_logged(&p, &d, &v, None, None);
+            // Interrupted after round 7: its checkpoints, the newest being xgboost-checkpoint.7.
+            let dir = temp_dir(&format!("ckpt-resume-{name}"));
+            let c = Checkpoints::new(&dir);
+            let p8 = with_rounds(&p, 8);
+            train_logged(&p8, &d, &v, Some(&c), None);
+            let (round, text) = c.latest().unwrap().unwrap();
+            assert_eq!(round, 7);
+            let from = Booster::from_xgboost_json(&text).unwrap();
+            let (resumed, log) = train_logged(&p, &d, &v, Some(&c), Some(&from));
+            assert_eq!(resumed.trees.len(), whole.trees.len(), "{name}");
+            let (a, b) = (whole.predict(&v.features), resumed.predict(&v.features));
+            let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(diff < 1e-6, "{name}: max abs diff {diff}");
+            // The same bits, in fact, and the round lines carry on from [8].
+            assert_eq!(a, b, "{name}");
+            assert_eq!(log, whole_log[8..], "{name}");
+            assert_eq!(c.rounds().unwrap(), (15..20).collect::<Vec<_>>());
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn early_stopping_state_survives_a_resume() {
+        let d = synthetic(2000, 34);
+        let v = synthetic(500, 35);
+        let p = params(|c| {
+            c.num_round = 200;
+            c.eta = 0.5;
+            c.eval_metric = vec![Metric::Logloss];
+            c.early_stopping_rounds = Some(5);
+        });
+        let (whole, whole_log) = train_logged(&p, &d, &v, None, None);
+        let (best, _) = whole.best.unwrap();
+        assert!(best >= 3, "best round {best}: too early to test a resume after it");
+        // Interrupted two rounds after the best one: the checkpoint remembers it.
+        let stop = best + 2;
+        let dir = temp_dir("ckpt-es");
+        let c = Checkpoints::new(&dir);
+        let short = with_rounds(&p, stop + 1);
+        train_logged(&short, &d, &v, Some(&c), None);
+        let from = Booster::from_xgboost_json(&c.latest().unwrap().unwrap().1).unwrap();
+        assert_eq!(from.best.map(|b| b.0), Some(best));
+        let (resumed, log) = train_logged(&p, &d, &v, Some(&c), Some(&from));
+        assert_eq!(resumed.best.map(|b| b.0), Some(best));
+        assert_eq!(resumed.trees.len(), whole.trees.len());
+        assert_eq!(resumed.predict(&v.features), whole.predict(&v.features));
+        assert_eq!(log, whole_log[stop + 1..]);
+        // Resuming a run that had already stopped trains nothing more.
+        let from = Booster::from_xgboost_json(&c.latest().unwrap().unwrap().1).unwrap();
+        let (again, log) = train_logged(&p, &d, &v, None, Some(&from));
+        assert!(log.is_empty());
+        assert_eq!(again.predict(&v.features), whole.predict(&v.features));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_model_is_refused() {
+        let d = synthetic(500, 36);
+        let p = params(|c| c.num_round = 2);
+        let b = train(&p, &d, None, TrainOptions::default()).unwrap();
+        let reg = params(|c| c.objective = Objective::SquaredError);
+        let e = train(
+            &reg,
+            &d,
+            None,
+            TrainOptions {
+                resume: Some(&b),
+                ..TrainOptions::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cannot resume") && e.contains("binary:logistic"), "{e}");
     }
 
     #[test]

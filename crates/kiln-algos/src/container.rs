@@ -6,7 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::binning::BinnedMatrix;
-use crate::booster::{TrainError, TrainOptions, train_binned};
+use crate::booster::{Booster, TrainError, TrainOptions, train_binned};
+use crate::checkpoint::Checkpoints;
 use crate::collective::{Collective, CommConfig};
 use crate::distributed::{agree_cuts, agree_missing, check_same_model, select_dataset, share};
 use crate::params::{ParamError, XgbConfig, XgbParams};
@@ -27,6 +28,8 @@ pub const MODEL_FILE: &str = "xgboost-model";
 /// Paths of one job's `/opt/ml` tree (environment variables override the defaults).
 #[derive(Debug, Clone)]
 pub struct JobPaths {
+    /// The root (`/opt/ml` in a container).
+    pub root: PathBuf,
     /// `input/config`.
     pub config_dir: PathBuf,
     /// `input/data` (channel `c` is `data_dir/c` unless `SM_CHANNEL_<C>` is set).
@@ -50,6 +53,7 @@ impl JobPaths {
             }
         }
         Self {
+            root: root.to_path_buf(),
             config_dir: get("SM_INPUT_CONFIG_DIR", root.join("input/config")),
             data_dir: root.join("input/data"),
             model_dir: get("SM_MODEL_DIR", root.join("model")),
@@ -65,6 +69,79 @@ impl JobPaths {
             .cloned()
             .unwrap_or_else(|| self.data_dir.join(name))
     }
+}
+
+/// The root of the `/opt/ml` tree as the algorithm sees it inside a container.
+const CONTAINER_ROOT: &str = "/opt/ml";
+
+/// `checkpointconfig.json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CheckpointConfig {
+    local_path: Option<String>,
+}
+
+/// The checkpoint directory, when `checkpointconfig.json` exists: its `LocalPath` (default
+/// `/opt/ml/checkpoints`). A path under `/opt/ml` is taken under `paths.root` (the same place
+/// in a container; with `--ml-root DIR` the tree's own `checkpoints/`), a relative one from
+/// the root, any other absolute path as it is.
+pub fn checkpoint_dir(paths: &JobPaths) -> Result<Option<PathBuf>, JobError> {
+    let Some(cfg) = read_json::<CheckpointConfig>(&paths.config_dir.join("checkpointconfig.json"))? else {
+        return Ok(None);
+    };
+    let local = cfg
+        .local_path
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| format!("{CONTAINER_ROOT}/checkpoints"));
+    let under_root = local
+        .strip_prefix(CONTAINER_ROOT)
+        .filter(|r| r.is_empty() || r.starts_with('/'));
+    Ok(Some(match under_root {
+        Some(rel) => paths.root.join(rel.trim_start_matches('/')),
+        None => paths.root.join(&local), // absolute paths replace the root
+    }))
+}
+
+/// The checkpoint to resume from: algo-1's newest (sent to every host, so all resume from the
+/// same model), as (round, model).
+fn resume_point(ckpt: &Checkpoints, comm: Option<&Collective>) -> Result<Option<(usize, Booster)>, JobError> {
+    let root = comm.is_none_or(Collective::is_root);
+    let mine = if root {
+        ckpt.latest().map_err(JobError::Internal)?
+    } else {
+        None
+    };
+    let latest = match comm {
+        Some(c) => {
+            let bytes = mine.map_or_else(Vec::new, |(r, text)| {
+                let mut b = (r as u64).to_le_bytes().to_vec();
+                b.extend(text.into_bytes());
+                b
+            });
+            let got = c.broadcast(bytes).map_err(|e| JobError::Internal(e.to_string()))?;
+            if got.len() < 8 {
+                None
+            } else {
+                let round = u64::from_le_bytes(got[..8].try_into().unwrap_or_default()) as usize;
+                let text = String::from_utf8(got[8..].to_vec()).map_err(|_| {
+                    JobError::User(format!("checkpoint {} is not UTF-8 text", ckpt.path(round).display()))
+                })?;
+                Some((round, text))
+            }
+        }
+        None => mine,
+    };
+    latest
+        .map(|(round, text)| {
+            Booster::from_xgboost_json(&text).map(|b| (round, b)).map_err(|e| {
+                JobError::User(format!(
+                    "checkpoint {} is not an XGBoost model kiln can read ({e}); remove it from the \
+                     checkpoint S3 URI to start over",
+                    ckpt.path(round).display()
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// Why a job failed, split by whose fault it is (exit code 1 vs 2).
@@ -97,7 +174,9 @@ impl From<ParamError> for JobError {
 impl From<TrainError> for JobError {
     fn from(e: TrainError) -> Self {
         match e {
-            TrainError::Log(_) | TrainError::Collective(_) => JobError::Internal(e.to_string()),
+            TrainError::Log(_) | TrainError::Collective(_) | TrainError::Checkpoint(_) => {
+                JobError::Internal(e.to_string())
+            }
             other => JobError::User(other.to_string()),
         }
     }
@@ -396,6 +475,31 @@ fn train_job(
     // Distributed, every host computes the metrics (together) but only algo-1 prints them.
     let mut quiet = std::io::sink();
     let root = comm.is_none_or(Collective::is_root);
+    // Checkpoints: every host resumes from algo-1's newest; only algo-1 writes them.
+    let checkpoints = checkpoint_dir(paths)?.map(Checkpoints::new);
+    let resume = match &checkpoints {
+        Some(c) => resume_point(c, comm)?,
+        None => None,
+    };
+    if let Some((round, b)) = &resume {
+        let done = b.trees.len() / b.objective.n_groups().max(1);
+        let _ = if done < params.num_round {
+            writeln!(
+                err,
+                "Resuming from checkpoint {}{round} (round {done} of {})",
+                crate::checkpoint::PREFIX,
+                params.num_round
+            )
+        } else {
+            writeln!(
+                err,
+                "Resuming from checkpoint {}{round}: it has {done} rounds, num_round is {}; \
+                 nothing more to train",
+                crate::checkpoint::PREFIX,
+                params.num_round
+            )
+        };
+    }
     let log: &mut (dyn Write + Send) = if root { out } else { &mut quiet };
     let booster = train_binned(
         params,
@@ -407,6 +511,8 @@ fn train_job(
             eval_train: true,
             log: Some(log),
             comm,
+            resume: resume.as_ref().map(|r| &r.1),
+            checkpoints: checkpoints.as_ref().filter(|_| root),
         },
     )?;
     if let Some((it, score)) = booster.best {

@@ -12,6 +12,7 @@
 
 pub mod binning;
 pub mod booster;
+pub mod checkpoint;
 pub mod cli;
 pub mod collective;
 pub mod container;

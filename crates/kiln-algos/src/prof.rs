@@ -25,9 +25,11 @@ pub enum Phase {
     Eval,
     /// Waiting for and exchanging data with the other hosts (distributed training).
     Allreduce,
+    /// Writing checkpoints.
+    Checkpoint,
 }
 
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 10] = [
     "gradients",
     "quantize",
     "histograms",
@@ -37,9 +39,10 @@ const NAMES: [&str; 9] = [
     "margins",
     "eval",
     "allreduce",
+    "checkpoint",
 ];
 
-static NANOS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+static NANOS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
 
 /// Runs `f`, adding its wall time to `phase`.
 #[inline]

@@ -10,6 +10,14 @@ impl Rng {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
 
+    /// The generator of round `round` of a model trained with `seed`: a stream of its own,
+    /// determined by (seed, round) alone, so a run resumed at any round draws what an
+    /// uninterrupted run draws there.
+    pub fn for_round(seed: u64, round: usize) -> Self {
+        let mut mix = Rng::new(round as u64 ^ 0xA076_1D64_78BD_642F);
+        Rng::new(seed ^ mix.next_u64())
+    }
+
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
