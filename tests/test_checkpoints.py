@@ -123,7 +123,7 @@ def test_builtin_xgboost_checkpoints_and_resumes(kiln):
     assert any("Resuming from checkpoint xgboost-checkpoint.7 (round 8 of 12)" in l for l in lines), lines
     rounds = [l.split("]")[0].lstrip("[") for l in lines if l.startswith("[") and "train-auc" in l]
     assert rounds == ["8", "9", "10", "11"], lines
-    assert keys(s3, "xgb-checkpoints/run/") == [f"xgb-checkpoints/run/xgboost-checkpoint.{r}" for r in range(7, 12)]
+    assert keys(s3, "xgb-checkpoints/run/") == sorted(f"xgb-checkpoints/run/xgboost-checkpoint.{r}" for r in range(7, 12))
     out = s3.get_object(Bucket="jobs", Key="xgbck-out/xgb-ck-2/output/model.tar.gz")["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(out)) as tar:
         final = json.load(tar.extractfile("xgboost-model"))

@@ -466,8 +466,7 @@ fn train_in_pool(
         // Early stopping carries on from the checkpoint's best round (stored with it).
         best = r.best.filter(|_| es_rounds.is_some());
     }
-    let stopped_before =
-        matches!((es_rounds, best), (Some(rounds), Some((b, _))) if start > 0 && start - 1 >= b + rounds);
+    let stopped_before = matches!((es_rounds, best), (Some(rounds), Some((b, _))) if start > b + rounds);
     let end = if stopped_before { start } else { params.num_round };
     let mut preds_buf = Vec::new();
     let mut active: Vec<u32> = Vec::new();
