@@ -102,3 +102,72 @@ def test_a_spot_job_past_its_max_wait_ends_max_wait_time_exceeded(kiln):
     interrupt(kiln, "spot-wait")
     d = wait(sm, "spot-wait", timeout=60)
     assert (d["TrainingJobStatus"], d["SecondaryStatus"]) == ("Stopped", "MaxWaitTimeExceeded"), d["SecondaryStatusTransitions"]
+
+
+def test_built_in_xgboost_interrupted_twice_ends_with_the_uninterrupted_model(kiln):
+    """The issue's check: the built-in XGBoost (200 rounds, checkpointing) interrupted twice
+    completes with the same trees as an uninterrupted run, billable time below training time."""
+    import io
+    import json
+    import tarfile
+    from kilntest import SHARED, job_request
+    sm, s3 = kiln.client(), kiln.client("s3")
+    flights = SHARED / "data" / "flights"
+    s3.upload_file(str(flights / "train.csv"), "jobs", "spotxgb/train/train.csv")
+    s3.upload_file(str(flights / "test.csv"), "jobs", "spotxgb/validation/test.csv")
+
+    def request(name, spot):
+        req = job_request(name, HyperParameters={"objective": "binary:logistic", "num_round": "200",
+                                                 "max_depth": "4", "eta": "0.1", "eval_metric": "auc",
+                                                 "subsample": "0.8", "colsample_bytree": "0.8"})
+        req["AlgorithmSpecification"] = {
+            "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+            "TrainingInputMode": "File"}
+        req["OutputDataConfig"] = {"S3OutputPath": "s3://jobs/spotxgb-out"}
+        req["InputDataConfig"] = [{"ChannelName": ch, "ContentType": "text/csv", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://jobs/spotxgb/{ch}/"}}} for ch in ("train", "validation")]
+        req["CheckpointConfig"] = {"S3Uri": f"s3://jobs/spotxgb-checkpoints/{name}"}
+        if spot:
+            req["EnableManagedSpotTraining"] = True
+            req["StoppingCondition"] = {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200}
+        return req
+
+    def trees(name):
+        body = s3.get_object(Bucket="jobs", Key=f"spotxgb-out/{name}/output/model.tar.gz")["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            model = json.load(tar.extractfile("xgboost-model"))
+        return model["learner"]["gradient_booster"]["model"]["trees"]
+
+    def wait_for_checkpoint(name, at_least):
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            found = [o["Key"] for o in s3.list_objects_v2(Bucket="jobs", Prefix=f"spotxgb-checkpoints/{name}/").get("Contents", [])]
+            if any(int(k.rsplit(".", 1)[1]) >= at_least for k in found if "xgboost-checkpoint." in k):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{name}: no checkpoint of round {at_least}")
+
+    sm.create_training_job(**request("xgb-steady", spot=False))
+    sm.create_training_job(**request("xgb-spot", spot=True))
+    wait_for_checkpoint("xgb-spot", 20)
+    interrupt(kiln, "xgb-spot")
+    time.sleep(1)
+    wait_for_checkpoint("xgb-spot", 100)
+    interrupt(kiln, "xgb-spot")
+    d = wait(sm, "xgb-spot", timeout=300)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
+    assert statuses.count("Interrupted") == 2, statuses
+    assert d["BillableTimeInSeconds"] <= d["TrainingTimeInSeconds"], d
+    steady = wait(sm, "xgb-steady", timeout=300)
+    assert steady["TrainingJobStatus"] == "Completed", steady.get("FailureReason")
+    # Both new attempts resumed from a checkpoint (not from round 0).
+    logs = kiln.client("logs")
+    lines = [e["message"] for st in logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                                              logStreamNamePrefix="xgb-spot/")["logStreams"]
+             for e in logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                          logStreamName=st["logStreamName"], startFromHead=True)["events"]]
+    resumed = [l for l in lines if "Resuming from checkpoint xgboost-checkpoint." in l]
+    assert len(resumed) == 2, resumed
+    # The same trees (hence the same predictions) as the run that was never interrupted.
+    assert trees("xgb-spot") == trees("xgb-steady")
