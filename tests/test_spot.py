@@ -105,7 +105,7 @@ def test_a_spot_job_past_its_max_wait_ends_max_wait_time_exceeded(kiln):
 
 
 def test_built_in_xgboost_interrupted_twice_ends_with_the_uninterrupted_model(kiln):
-    """The issue's check: the built-in XGBoost (200 rounds, checkpointing) interrupted twice
+    """The issue's check: the built-in XGBoost (300 rounds, checkpointing) interrupted twice
     completes with the same trees as an uninterrupted run, billable time below training time."""
     import io
     import json
@@ -117,8 +117,8 @@ def test_built_in_xgboost_interrupted_twice_ends_with_the_uninterrupted_model(ki
     s3.upload_file(str(flights / "test.csv"), "jobs", "spotxgb/validation/test.csv")
 
     def request(name, spot):
-        req = job_request(name, HyperParameters={"objective": "binary:logistic", "num_round": "200",
-                                                 "max_depth": "4", "eta": "0.1", "eval_metric": "auc",
+        req = job_request(name, HyperParameters={"objective": "binary:logistic", "num_round": "300",
+                                                 "max_depth": "6", "eta": "0.05", "eval_metric": "auc",
                                                  "subsample": "0.8", "colsample_bytree": "0.8"})
         req["AlgorithmSpecification"] = {
             "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
@@ -149,10 +149,12 @@ def test_built_in_xgboost_interrupted_twice_ends_with_the_uninterrupted_model(ki
 
     sm.create_training_job(**request("xgb-steady", spot=False))
     sm.create_training_job(**request("xgb-spot", spot=True))
-    wait_for_checkpoint("xgb-spot", 20)
+    wait_for_checkpoint("xgb-spot", 10)
     interrupt(kiln, "xgb-spot")
-    time.sleep(1)
-    wait_for_checkpoint("xgb-spot", 100)
+    # The second interruption once the new attempt has checkpointed a round of its own.
+    first = max(int(o["Key"].rsplit(".", 1)[1]) for o in s3.list_objects_v2(
+        Bucket="jobs", Prefix="spotxgb-checkpoints/xgb-spot/")["Contents"] if "xgboost-checkpoint." in o["Key"])
+    wait_for_checkpoint("xgb-spot", first + 20)
     interrupt(kiln, "xgb-spot")
     d = wait(sm, "xgb-spot", timeout=300)
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
