@@ -156,4 +156,6 @@ def test_a_host_killed_mid_training_fails_the_job_naming_it(runner, sm, s3):
     assert took < 30, took
     reason = d["FailureReason"]
     print(f"failed {took:.1f} s after the kill: {reason}")
-    assert "algo-2" in reason and "lost contact" in reason, reason
+    # algo-1's "lost contact with algo-2" or, when algo-2's own report wins the race, its
+    # "killed by signal 9 (host algo-2)".
+    assert "algo-2" in reason and ("lost contact" in reason or "killed by signal 9" in reason), reason

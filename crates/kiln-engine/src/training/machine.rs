@@ -246,9 +246,18 @@ fn fold(job: &mut TrainingJobRow, now: f64, effects: &mut Vec<Effect>) -> Result
         return Ok(());
     }
     let all_done = hosts.iter().all(|h| h.done.is_some());
+    // With several hosts, a reason that does not say which host failed gets it appended.
+    let multi = hosts.len() > 1;
     let first_failure = hosts
         .iter()
-        .filter_map(|h| h.done.as_ref().and_then(|d| d.failure_reason.clone()))
+        .filter_map(|h| {
+            let reason = h.done.as_ref().and_then(|d| d.failure_reason.clone())?;
+            Some(if multi && !reason.contains(h.host.as_str()) {
+                format!("{reason} (host {})", h.host)
+            } else {
+                reason
+            })
+        })
         .next();
     let artifacts = hosts
         .iter()
@@ -869,7 +878,7 @@ mod tests {
         };
         let (j, effects) = run(j, &[done("algo-1", stopped)]);
         assert_eq!(j.status, TrainingJobStatus::Failed);
-        assert_eq!(j.failure_reason.as_deref(), Some("AlgorithmError: boom"));
+        assert_eq!(j.failure_reason.as_deref(), Some("AlgorithmError: boom (host algo-2)"));
         assert!(effects.contains(&Effect::Ended));
     }
 
