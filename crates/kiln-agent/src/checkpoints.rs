@@ -1,7 +1,10 @@
 //! Checkpoints (`CheckpointConfig{S3Uri, LocalPath}`, reference §9): the S3 prefix restored into the
 //! local directory before the algorithm starts, the directory mirrored to the prefix while it runs
-//! (a file is uploaded once it has stayed the same for one scan, again whenever it changes; a file
-//! deleted locally is deleted from the prefix), and a last full sync when the algorithm has ended.
+//! (a file is uploaded once it is settled: unchanged since the previous scan, or last written at
+//! least [`SETTLED_AFTER`] ago; again whenever it changes; a file deleted locally is deleted from the
+//! prefix), and a last full sync when the algorithm has ended. The age rule matters for algorithms
+//! that checkpoint faster than the scan and keep only the newest few files (the built-in XGBoost
+//! writes one file a round and keeps five): waiting for a second scan would upload none of them.
 //! Every host of a job syncs into the same prefix, as on SageMaker.
 
 use std::collections::BTreeMap;
@@ -12,6 +15,9 @@ use crate::staging::Objects;
 
 /// How often the directory is scanned while the algorithm runs.
 pub const SCAN_EVERY: Duration = Duration::from_millis(500);
+
+/// A file last written this long ago is taken as complete without waiting for another scan.
+pub const SETTLED_AFTER: Duration = Duration::from_millis(200);
 
 /// `s3://b/p` and `s3://b/p/` both name the folder `s3://b/p/`.
 fn folder(uri: &str) -> String {
@@ -97,14 +103,24 @@ impl Mirror {
     /// number of objects written or deleted.
     pub async fn sync<O: Objects>(&mut self, o: &O, all: bool) -> Result<usize, String> {
         let now = scan(&self.local);
+        let clock = SystemTime::now();
         let mut n = 0;
         for (rel, (path, seen)) in &now {
-            let settled = all || self.last_scan.get(rel) == Some(seen);
+            let old = seen
+                .1
+                .and_then(|m| clock.duration_since(m).ok())
+                .is_some_and(|age| age >= SETTLED_AFTER);
+            let settled = all || old || self.last_scan.get(rel) == Some(seen);
             if settled && self.uploaded.get(rel) != Some(seen) {
                 let uri = format!("{}{rel}", self.uri);
-                o.upload(path, &uri)
-                    .await
-                    .map_err(|e| format!("cannot upload checkpoint {uri}: {e}"))?;
+                if let Err(e) = o.upload(path, &uri).await {
+                    if !path.exists() {
+                        // Deleted by the algorithm since the scan (an older checkpoint it rotated
+                        // out): nothing to upload, and the next pass mirrors the deletion.
+                        continue;
+                    }
+                    return Err(format!("cannot upload checkpoint {uri}: {e}"));
+                }
                 self.uploaded.insert(rel.clone(), *seen);
                 n += 1;
             }
@@ -198,6 +214,54 @@ mod tests {
         std::fs::remove_file(dir.path().join("last")).unwrap();
         assert_eq!(m.sync(&store, false).await.unwrap(), 1);
         assert_eq!(get(&store, "s3://b/ck/last"), None);
+    }
+
+    #[tokio::test]
+    async fn files_written_a_while_ago_upload_on_first_sight_and_vanished_ones_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::default();
+        let mut m = Mirror::new("s3://b/ck", dir.path());
+        // Checkpoints rotated faster than the scan: each is seen once, already complete.
+        for round in 0..3 {
+            let path = dir.path().join(format!("xgboost-checkpoint.{round}"));
+            std::fs::write(&path, format!("round {round}")).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(SystemTime::now() - SETTLED_AFTER * 2).unwrap();
+        }
+        std::fs::write(dir.path().join("being-written"), "partial").unwrap();
+        assert_eq!(m.sync(&store, false).await.unwrap(), 3);
+        assert_eq!(
+            get(&store, "s3://b/ck/xgboost-checkpoint.2").as_deref(),
+            Some("round 2")
+        );
+        assert_eq!(
+            get(&store, "s3://b/ck/being-written"),
+            None,
+            "written just now: not settled"
+        );
+
+        /// A store whose upload finds the file gone, as when the algorithm deletes it mid-pass.
+        struct Vanishing<'a>(&'a Store);
+        impl Objects for Vanishing<'_> {
+            async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+                self.0.list(prefix).await
+            }
+            async fn download(&self, uri: &str, dest: &Path) -> Result<(), String> {
+                self.0.download(uri, dest).await
+            }
+            async fn get_bytes(&self, uri: &str) -> Result<Vec<u8>, String> {
+                self.0.get_bytes(uri).await
+            }
+            async fn upload(&self, src: &Path, uri: &str) -> Result<(), String> {
+                std::fs::remove_file(src).map_err(|e| e.to_string())?;
+                self.0.upload(src, uri).await
+            }
+            async fn delete(&self, uri: &str) -> Result<(), String> {
+                self.0.delete(uri).await
+            }
+        }
+        assert_eq!(m.sync(&Vanishing(&store), true).await.unwrap(), 0);
+        assert_eq!(get(&store, "s3://b/ck/being-written"), None);
     }
 
     #[tokio::test]
