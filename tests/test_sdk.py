@@ -132,3 +132,38 @@ def test_sklearn_estimator_runs_on_the_images_pinned_scikit_learn(sdk_session, t
     job, out = run("with-requirements", {"train.py": check, "requirements.txt": "scikit-learn==1.2.2\n"})
     assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
     assert "sklearn 1.2.2 numpy 1." in out, out
+
+
+def test_estimators_with_keep_alive_reuse_a_warm_pool_and_its_cache(sdk_session, tmp_path, capsys):
+    """The SDK's `keep_alive_period_in_seconds`: the second fit reuses the first's warm pool (and
+    sees its cache); `Session.update_training_job` with 0 releases the pool."""
+    k, session = sdk_session
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.py").write_text(textwrap.dedent("""
+        import os, pathlib
+        cache = pathlib.Path(os.environ["SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY"])
+        print("cache holds", sorted(p.name for p in cache.iterdir()), flush=True)
+        (cache / "marker").write_text("from an earlier job")
+    """))
+
+    def estimator():
+        return sagemaker.estimator.Estimator(
+            image_uri="763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310",
+            entry_point="train.py", source_dir=str(src), role=ROLE, instance_count=1, instance_type="ml.m5.large",
+            output_path="s3://sdk-bucket/output", sagemaker_session=session, keep_alive_period_in_seconds=120)
+
+    first = estimator()
+    first.fit(wait=True, logs=True)
+    out = capsys.readouterr().out
+    assert "cache holds []" in out, out
+    assert "Completed - Resource retained for reuse" in out, out
+    second = estimator()
+    second.fit(wait=True, logs=True)
+    assert "cache holds ['marker']" in capsys.readouterr().out
+    old = first.latest_training_job.describe()["WarmPoolStatus"]
+    assert (old["Status"], old["ReusedByJob"]) == ("Reused", second.latest_training_job.name), old
+    name = second.latest_training_job.name
+    assert session.describe_training_job(name)["WarmPoolStatus"]["Status"] == "Available"
+    session.update_training_job(name, resource_config={"KeepAlivePeriodInSeconds": 0})
+    assert session.describe_training_job(name)["WarmPoolStatus"]["Status"] == "Terminated"

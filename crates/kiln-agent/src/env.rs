@@ -515,6 +515,7 @@ mod tests {
             host_addresses: Default::default(),
             environments: Vec::new(),
             registries: Vec::new(),
+            warm_pool_cache: None,
         }
     }
 

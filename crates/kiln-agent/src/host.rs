@@ -107,6 +107,10 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
     tree.create()?;
     // The algorithm sees the tree at /opt/ml when sandboxed; the agent keeps using host paths.
     let tree = if sandbox.is_some() { tree.mounted() } else { tree };
+    let warm_pool_cache = match &a.warm_pool_cache {
+        Some(dir) => Some(warm_pool_cache(&tree, std::path::Path::new(dir), sandbox.is_some())?),
+        None => None,
+    };
 
     let channels: Vec<&Channel> = spec
         .input_data_config
@@ -197,7 +201,13 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
         resource_config: &resource_config,
         params: &params,
     };
-    let env = process_env(&ctx, own_env());
+    let mut env = process_env(&ctx, own_env());
+    if warm_pool_cache.is_some() {
+        env.insert(
+            "SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY".into(),
+            tree.seen_str(&tree.root.join(WARM_POOL_CACHE)),
+        );
+    }
     let feeders = if pipes.is_empty() || a.runtime == Runtime::Noop {
         None
     } else {
@@ -205,6 +215,7 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
     };
     let jail = Jail {
         sandbox,
+        warm_pool_cache,
         rsh_secret: distributed::exec_secret(&args.token),
         tree: &tree,
         a,
@@ -673,6 +684,8 @@ fn spec_image(a: &Assignment) -> String {
 /// Where the algorithm runs: in this host's sandbox, or (without one) directly on the machine.
 pub(crate) struct Jail<'a> {
     sandbox: Option<Sandbox>,
+    /// The warm pool's cache directory of this host, shown at `/opt/ml/sagemaker/warmpoolcache`.
+    warm_pool_cache: Option<PathBuf>,
     /// What a request to this job's remote shell (MPI) must carry.
     rsh_secret: String,
     pub(crate) tree: &'a Tree,
@@ -710,6 +723,7 @@ impl Jail<'_> {
             hosts,
             read_only: read_only.to_vec(),
             read_write: read_write.to_vec(),
+            warm_pool_cache: self.warm_pool_cache.clone(),
         }
     }
 
@@ -724,6 +738,28 @@ impl Jail<'_> {
             .wrap(spawn, &view)
             .map_err(|e| format!("cannot prepare the sandbox: {e}"))
     }
+}
+
+/// Where the warm pool's cache appears in the tree (reference §6.3).
+const WARM_POOL_CACHE: &str = "sagemaker/warmpoolcache";
+
+/// Makes this host's warm-pool cache `dir` appear at `<tree>/sagemaker/warmpoolcache`: a mount
+/// point the sandbox binds it on, or (without a sandbox) a link to it. Returns `dir`.
+fn warm_pool_cache(tree: &Tree, dir: &std::path::Path, sandboxed: bool) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the warm pool cache {}: {e}", dir.display()))?;
+    let at = tree.root.join(WARM_POOL_CACHE);
+    if let Some(parent) = at.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let made = if sandboxed {
+        std::fs::create_dir_all(&at)
+    } else if std::fs::symlink_metadata(&at).is_err() {
+        std::os::unix::fs::symlink(dir, &at)
+    } else {
+        Ok(())
+    };
+    made.map_err(|e| format!("cannot prepare {}: {e}", at.display()))?;
+    Ok(dir.to_path_buf())
 }
 
 /// Writes a status file; a failure to write it is reported in the log but changes nothing else.

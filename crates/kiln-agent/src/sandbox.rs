@@ -42,6 +42,8 @@ pub struct View<'a> {
     pub read_only: Vec<PathBuf>,
     /// Paths shown writable at their own place (an environment being built).
     pub read_write: Vec<PathBuf>,
+    /// The warm pool's cache, shown writable at `/opt/ml/sagemaker/warmpoolcache`.
+    pub warm_pool_cache: Option<PathBuf>,
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -83,6 +85,13 @@ impl Sandbox {
         bind(&mut args, "--ro-bind", &hosts_file, Path::new("/etc/hosts"));
         bind(&mut args, "--ro-bind", &hostname_file, Path::new("/etc/hostname"));
         args.extend(["--bind".into(), os(&view.tree.root), crate::tree::CONTAINER_ROOT.into()]);
+        if let Some(cache) = &view.warm_pool_cache {
+            args.extend([
+                "--bind".into(),
+                os(cache),
+                format!("{}/sagemaker/warmpoolcache", crate::tree::CONTAINER_ROOT),
+            ]);
+        }
         for gpu in gpu_devices() {
             args.extend(["--dev-bind".into(), os(&gpu), os(&gpu)]);
         }
@@ -166,6 +175,13 @@ impl Sandbox {
         }
         args.extend(["--proc".into(), "/proc".into(), "--dev".into(), "/dev".into()]);
         args.extend(["--bind".into(), os(&view.tree.root), crate::tree::CONTAINER_ROOT.into()]);
+        if let Some(cache) = &view.warm_pool_cache {
+            args.extend([
+                "--bind".into(),
+                os(cache),
+                format!("{}/sagemaker/warmpoolcache", crate::tree::CONTAINER_ROOT),
+            ]);
+        }
         for gpu in gpu_devices() {
             args.extend(["--dev-bind".into(), os(&gpu), os(&gpu)]);
         }

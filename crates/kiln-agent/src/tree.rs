@@ -369,6 +369,7 @@ pub(crate) mod tests {
             host_addresses: Default::default(),
             environments: Vec::new(),
             registries: Vec::new(),
+            warm_pool_cache: None,
         }
     }
 

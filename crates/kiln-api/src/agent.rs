@@ -143,6 +143,10 @@ pub struct Assignment {
     /// The operator's `[[registries]]`, for jobs' own images.
     #[serde(default)]
     pub registries: Vec<RegistryRule>,
+    /// This host's directory of the job's warm pool (`KeepAlivePeriodInSeconds`), as the host sees
+    /// it: shown at `/opt/ml/sagemaker/warmpoolcache` and kept for the next job reusing the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool_cache: Option<String>,
 }
 
 /// `[[environments]]` of `kiln.toml`: script-mode jobs whose image matches `image` (a glob over the

@@ -113,6 +113,11 @@ impl Engine {
             host_addresses: Default::default(),
             environments: self.runner.environments.clone(),
             registries: self.runner.registries.clone(),
+            warm_pool_cache: job
+                .run
+                .warm_pool_id
+                .as_ref()
+                .map(|id| self.pool_dir(account, id).join(host).display().to_string()),
         })
     }
 

@@ -77,6 +77,7 @@ impl Engine {
                     self.executor.cleanup(&handle, true).await;
                 }
                 Effect::Wake => self.wake(),
+                Effect::DropPool(id) => self.drop_pool(&job.account, &id).await,
                 Effect::Ended => {
                     if let Ok(mut cache) = self.matchers.lock() {
                         cache.remove(&(job.account.clone(), job.name.to_lowercase()));
@@ -129,6 +130,21 @@ impl Engine {
                     self.executor.kill(handle).await;
                 }
             }
+        }
+    }
+
+    /// Where a warm pool's cache lives: `<cache_dir>/warmpools/<account>/<pool id>/<host>`.
+    pub(crate) fn pool_dir(&self, account: &str, id: &str) -> std::path::PathBuf {
+        self.runner.cache_dir.join("warmpools").join(account).join(id)
+    }
+
+    /// Deletes a released warm pool's cache.
+    pub(crate) async fn drop_pool(&self, account: &str, id: &str) {
+        let dir = self.pool_dir(account, id);
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(target: "kiln::engine", "deleting the warm pool cache {}: {e}", dir.display());
         }
     }
 

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kiln_api::shapes::CreateTrainingJobRequest;
-use kiln_api::status::{SecondaryStatus, TrainingJobStatus};
+use kiln_api::status::{SecondaryStatus, TrainingJobStatus, WarmPoolResourceStatus};
 use kiln_api::{ApiResult, AwsError};
 use kiln_store::{HostRecord, TrainingJobRow};
 
 use crate::capacity::{Resources, job_needs};
 use crate::executor::HostSpec;
-use crate::training::machine::Event;
+use crate::training::machine::{Event, keep_alive};
 use crate::{Engine, now, random_token, runtime, store_err};
 
 /// Most hosts a job placement lists (validation refuses more).
@@ -69,6 +69,41 @@ pub fn needs_of(spec: &CreateTrainingJobRequest) -> Option<Resources> {
         *counts.entry(h.instance_type).or_default() += 1;
     }
     job_needs(&counts.into_iter().collect::<Vec<_>>())
+}
+
+/// Whether a job with `spec` may take over the warm pool of a job with `pool` (reference §10: the
+/// same role, instance type and count, volume size and key, VPC, encryption and isolation).
+pub fn pool_matches(pool: &CreateTrainingJobRequest, spec: &CreateTrainingJobRequest) -> bool {
+    let rc = |s: &CreateTrainingJobRequest| {
+        let r = s.resource_config.clone().unwrap_or_default();
+        (
+            r.instance_type,
+            r.instance_count.unwrap_or(1),
+            r.volume_size_in_gb,
+            r.volume_kms_key_id,
+        )
+    };
+    let vpc = |s: &CreateTrainingJobRequest| {
+        let list = |key: &str| {
+            let mut v: Vec<String> = s
+                .vpc_config
+                .as_ref()
+                .and_then(|c| c.get(key))
+                .and_then(|x| x.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        (list("SecurityGroupIds"), list("Subnets"))
+    };
+    let flags = |s: &CreateTrainingJobRequest| {
+        (
+            s.enable_inter_container_traffic_encryption.unwrap_or(false),
+            s.enable_network_isolation.unwrap_or(false),
+        )
+    };
+    pool.role_arn == spec.role_arn && rc(pool) == rc(spec) && vpc(pool) == vpc(spec) && flags(pool) == flags(spec)
 }
 
 /// `MaxRuntimeInSeconds` (SageMaker's default: one day).
@@ -127,8 +162,33 @@ impl Engine {
             }
         }
         let t = now();
+        // Warm pools: expired ones released, the others' resources reserved (and offered to the
+        // jobs that match them).
+        let mut pools = Vec::new();
+        match self
+            .store
+            .training_jobs_with_warm_pool(WarmPoolResourceStatus::Available)
+            .await
+        {
+            Ok(available) => {
+                for pool in available {
+                    let since = pool.run.warm_pool_since.unwrap_or(pool.last_modified_time);
+                    if t - since >= keep_alive(&pool.spec) as f64 {
+                        if let Err(e) = self.apply(&pool.account, &pool.name, Event::PoolExpired).await {
+                            tracing::warn!(target: "kiln::scheduler", "warm pool of {}: {}", pool.name, e.message);
+                        }
+                        continue;
+                    }
+                    if let Some(n) = needs_of(&pool.spec) {
+                        used = used.plus(n);
+                    }
+                    pools.push(pool);
+                }
+            }
+            Err(e) => tracing::warn!(target: "kiln::scheduler", "listing warm pools: {e}"),
+        }
         for job in &jobs {
-            if let Err(e) = self.schedule_one(job, capacity, &mut used, t).await {
+            if let Err(e) = self.schedule_one(job, capacity, &mut used, &mut pools, t).await {
                 tracing::warn!(target: "kiln::scheduler", "training job {}: {}", job.name, e.message);
             }
         }
@@ -151,6 +211,7 @@ impl Engine {
         job: &TrainingJobRow,
         capacity: Option<Resources>,
         used: &mut Resources,
+        pools: &mut Vec<TrainingJobRow>,
         t: f64,
     ) -> ApiResult<()> {
         let (account, name) = (job.account.as_str(), job.name.as_str());
@@ -170,7 +231,7 @@ impl Engine {
         }
         if job.run.hosts.is_empty() {
             if job.status == TrainingJobStatus::InProgress {
-                self.try_place(job, capacity, used, t).await?;
+                self.try_place(job, capacity, used, pools, t).await?;
             }
             return Ok(());
         }
@@ -216,6 +277,7 @@ impl Engine {
         job: &TrainingJobRow,
         capacity: Option<Resources>,
         used: &mut Resources,
+        pools: &mut Vec<TrainingJobRow>,
         t: f64,
     ) -> ApiResult<()> {
         let (account, name) = (job.account.as_str(), job.name.as_str());
@@ -241,9 +303,33 @@ impl Engine {
             return Ok(());
         }
         let need = needs_of(&job.spec).unwrap_or(Resources::ZERO);
+        // A job with a keep-alive takes over a matching Available warm pool of its account: its
+        // resources are the pool's (already counted as used), its cache the pool's.
+        let mut reused: Option<(String, String)> = None;
+        if keep_alive(&job.spec) > 0 && job.run.warm_pool_id.is_none() {
+            while let Some(i) = pools
+                .iter()
+                .position(|p| p.account == job.account && pool_matches(&p.spec, &job.spec))
+            {
+                let pool = pools.remove(i);
+                let Some(id) = pool.run.warm_pool_id.clone() else {
+                    continue;
+                };
+                let by = job.name.clone();
+                // Claimed first: a pool released or taken meanwhile is refused, and the next one tried.
+                if self
+                    .apply(&pool.account, &pool.name, Event::PoolReused { by })
+                    .await
+                    .is_ok()
+                {
+                    reused = Some((id, pool.name.clone()));
+                    break;
+                }
+            }
+        }
         let free = capacity.minus(*used);
         // An executor that queues jobs itself gets them at once and reports why they wait.
-        if !self.executor.queues() && !free.holds(&need) {
+        if reused.is_none() && !self.executor.queues() && !free.holds(&need) {
             let message = format!(
                 "Waiting for capacity: the job needs {} ({} free of {} vCPUs, {} of {} GPUs)",
                 describe_hosts(&job.spec),
@@ -255,6 +341,15 @@ impl Engine {
             self.apply(account, name, Event::Waiting { message }).await?;
             return Ok(());
         }
+        let warm_pool = match (&reused, &job.run.warm_pool_id) {
+            (Some((id, _)), _) => Some(id.clone()),
+            (None, Some(id)) => Some(id.clone()),
+            (None, None) if keep_alive(&job.spec) > 0 => Some(format!(
+                "wp-{}",
+                random_token(16, b"abcdefghijklmnopqrstuvwxyz0123456789")
+            )),
+            (None, None) => None,
+        };
         let epoch = t as i64;
         let hosts = host_layout(&job.spec)
             .into_iter()
@@ -272,17 +367,30 @@ impl Engine {
                 format!("KJOB{}", random_token(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
                 random_token(40, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"),
             ),
+            warm_pool,
+            reused_from: reused.as_ref().map(|(_, from)| from.clone()),
         };
         // Committed first, launched after (the `Launch` effect): a host the store does not know
         // could never report.
         match self.apply(account, name, event).await {
             Ok(_) => {
-                *used = used.plus(need);
+                if reused.is_none() {
+                    *used = used.plus(need);
+                }
                 Ok(())
             }
-            // Placed or stopped meanwhile (another pass, an API call): nothing to do.
-            Err(e) if e.code == "ValidationException" => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => {
+                if let Some((id, _)) = &reused {
+                    // The pool was claimed for a job that could not take it: nothing holds it now.
+                    self.drop_pool(account, id).await;
+                }
+                // Placed or stopped meanwhile (another pass, an API call): nothing to do.
+                if e.code == "ValidationException" {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
         }
     }
 

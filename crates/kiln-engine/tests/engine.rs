@@ -54,6 +54,12 @@ impl Store for Racing {
     async fn training_jobs_with_status(&self, s: &[TrainingJobStatus]) -> StoreResult<Vec<TrainingJobRow>> {
         self.inner.training_jobs_with_status(s).await
     }
+    async fn training_jobs_with_warm_pool(
+        &self,
+        s: kiln_api::status::WarmPoolResourceStatus,
+    ) -> StoreResult<Vec<TrainingJobRow>> {
+        self.inner.training_jobs_with_warm_pool(s).await
+    }
     async fn training_jobs_to_clean(&self) -> StoreResult<Vec<TrainingJobRow>> {
         self.inner.training_jobs_to_clean().await
     }

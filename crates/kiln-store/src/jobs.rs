@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use kiln_api::status::{TrainingJobStatus, TuningJobStatus};
+use kiln_api::status::{TrainingJobStatus, TuningJobStatus, WarmPoolResourceStatus};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::AssertSqlSafe;
@@ -502,6 +502,16 @@ impl Store for SqlStore {
         let sql = Self::status_sql(TRAINING, TRAINING_COLUMNS, &names);
         with_db!(&self.db, pool => {
             let rows = fetch_sql!(pool, sql)?;
+            rows.iter().map(training_from_row).collect()
+        })
+    }
+
+    async fn training_jobs_with_warm_pool(&self, status: WarmPoolResourceStatus) -> StoreResult<Vec<TrainingJobRow>> {
+        let sql = format!(
+            "SELECT {TRAINING_COLUMNS} FROM {TRAINING} WHERE warm_pool_status = $1 ORDER BY creation_time, account, name_key"
+        );
+        with_db!(&self.db, pool => {
+            let rows = sqlx::query(AssertSqlSafe(sql)).bind(status.as_str()).fetch_all(pool).await?;
             rows.iter().map(training_from_row).collect()
         })
     }

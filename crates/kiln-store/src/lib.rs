@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use kiln_api::agent::{DoneReport, Phase};
 use kiln_api::shapes::{CreateTrainingJobRequest, MetricData, SecondaryStatusTransition, WarmPoolStatus};
-use kiln_api::status::{SecondaryStatus, StopReason, TrainingJobStatus, TuningJobStatus, TuningStrategy};
+use kiln_api::status::{
+    SecondaryStatus, StopReason, TrainingJobStatus, TuningJobStatus, TuningStrategy, WarmPoolResourceStatus,
+};
 use kiln_api::tuning::CreateTuningJobRequest;
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +111,14 @@ pub struct RunRecord {
     /// billable time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ran_seconds: Option<f64>,
+    /// The warm pool the job's hosts belong to (`KeepAlivePeriodInSeconds`): kept from job to job
+    /// while the pool is reused; its cache lives under this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool_id: Option<String>,
+    /// When the warm pool's current retention began (the job's end, or the last
+    /// `UpdateTrainingJob` of its keep-alive): it expires `KeepAlivePeriodInSeconds` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool_since: Option<f64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -265,6 +275,8 @@ pub trait Store: Send + Sync {
     async fn list_training_jobs(&self, query: &JobQuery) -> StoreResult<Vec<TrainingJobRow>>;
     /// Jobs in any of `statuses`, across accounts, oldest first (for the scheduler).
     async fn training_jobs_with_status(&self, statuses: &[TrainingJobStatus]) -> StoreResult<Vec<TrainingJobRow>>;
+    /// Jobs whose warm pool is in `status`, across accounts, oldest first (for the scheduler).
+    async fn training_jobs_with_warm_pool(&self, status: WarmPoolResourceStatus) -> StoreResult<Vec<TrainingJobRow>>;
     /// Ended jobs whose hosts were not cleaned up yet (for the reconciler).
     async fn training_jobs_to_clean(&self) -> StoreResult<Vec<TrainingJobRow>>;
     /// The secret and account of the temporary access key of an active (InProgress or Stopping) job.

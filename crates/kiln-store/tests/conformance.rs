@@ -286,6 +286,8 @@ async fn typed_columns_round_trip(s: &Subject) {
         retries_used: 2,
         interrupting: Some("Interrupted".into()),
         ran_seconds: Some(12.5),
+        warm_pool_id: Some("wp-1".into()),
+        warm_pool_since: Some(6.25),
     };
     j.version = st.update_training_job(&j).await.unwrap();
     assert_eq!(st.get_training_job("111111111111", "typed").await.unwrap().unwrap(), j);
@@ -421,6 +423,26 @@ async fn active_jobs_and_credentials(s: &Subject) {
         .unwrap();
     assert_eq!(active.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     assert!(st.training_jobs_with_status(&[]).await.unwrap().is_empty());
+    // Warm pools, across accounts.
+    use kiln_api::shapes::WarmPoolStatus;
+    use kiln_api::status::WarmPoolResourceStatus as Pool;
+    let pool = |status| WarmPoolStatus {
+        status,
+        resource_retained_billable_time_in_seconds: None,
+        reused_by_job: None,
+    };
+    let mut d = job("222222222222", "d", 4.0);
+    d.status = TrainingJobStatus::Completed;
+    d.warm_pool = Some(pool(Pool::Available));
+    st.insert_training_job(&d, &[]).await.unwrap();
+    let mut e = job("111111111111", "e", 5.0);
+    e.status = TrainingJobStatus::Completed;
+    e.warm_pool = Some(pool(Pool::Reused));
+    st.insert_training_job(&e, &[]).await.unwrap();
+    let available = st.training_jobs_with_warm_pool(Pool::Available).await.unwrap();
+    assert_eq!(available.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["d"]);
+    assert_eq!(available[0].warm_pool, d.warm_pool);
+    assert!(st.training_jobs_with_warm_pool(Pool::InUse).await.unwrap().is_empty());
     assert_eq!(
         st.job_credentials("KJOBA").await.unwrap(),
         Some(("secret-a".into(), "111111111111".into()))

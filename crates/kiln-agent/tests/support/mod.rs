@@ -177,6 +177,7 @@ pub fn assignment(job: &str, runtime: Runtime, spec: Value, cache: &Path) -> Ass
         host_addresses: Default::default(),
         environments: Vec::new(),
         registries: Vec::new(),
+        warm_pool_cache: None,
     }
 }
 

@@ -100,7 +100,7 @@ pub fn describe(job: &TrainingJobRow) -> DescribeTrainingJobResponse {
         training_time_in_seconds: job.training_time_in_seconds,
         billable_time_in_seconds: job.billable_time_in_seconds,
         final_metric_data_list: job.final_metrics.clone(),
-        warm_pool_status: job.warm_pool.clone(),
+        warm_pool_status: crate::training::machine::warm_pool_at(job, crate::now()),
     }
 }
 
@@ -230,6 +230,7 @@ impl Engine {
             training_job_summaries: rows
                 .into_iter()
                 .map(|r| TrainingJobSummary {
+                    warm_pool_status: crate::training::machine::warm_pool_at(&r, crate::now()),
                     training_job_name: r.name,
                     training_job_arn: r.arn,
                     creation_time: r.creation_time,
@@ -237,7 +238,6 @@ impl Engine {
                     last_modified_time: r.last_modified_time,
                     training_job_status: r.status,
                     secondary_status: r.secondary_status,
-                    warm_pool_status: r.warm_pool,
                 })
                 .collect(),
             next_token,

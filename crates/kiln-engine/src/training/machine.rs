@@ -24,13 +24,14 @@
 //! | Stopping | `StopOverdue` | Stopping | `Kill` |
 //! | ended | `Cleaned` | (same) | |
 //! | any | `Metrics` | (same; FinalMetricDataList) | |
-//! | any | `Update` | (same; warm pool, profiler) | |
+//! | any | `Update` | (same; warm pool, profiler) | `DropPool` (keep-alive 0) |
+//! | ended (pool Available) | `PoolReused`, `PoolExpired` | (same; pool Reused / Terminated) | `DropPool` (expired) |
 //!
 //! Anything else is refused: `Stop` of an ended job is an error for the caller; a host report that
 //! comes late (a host already done, a job already ended) changes nothing.
 
 use kiln_api::agent::{DoneReport, Phase};
-use kiln_api::shapes::{SecondaryStatusTransition, UpdateTrainingJobRequest};
+use kiln_api::shapes::{SecondaryStatusTransition, UpdateTrainingJobRequest, WarmPoolStatus};
 use kiln_api::status::{SecondaryStatus, StopReason, TrainingJobStatus, WarmPoolResourceStatus};
 use kiln_store::{HostRecord, MetricPoint, TrainingJobRow};
 
@@ -50,6 +51,11 @@ pub enum Event {
         hosts: Vec<HostRecord>,
         agent_token: String,
         access_key: (String, String),
+        /// The warm pool the hosts belong to (a job with `KeepAlivePeriodInSeconds`): a new pool's
+        /// id, or the id of the pool taken over from `reused_from`.
+        warm_pool: Option<String>,
+        /// The ended job whose `Available` warm pool these hosts are.
+        reused_from: Option<String>,
     },
     /// The executor started every host (or queued them); `handle` finds them again.
     Launched { handle: String },
@@ -81,6 +87,10 @@ pub enum Event {
     Interrupt { reason: String },
     /// `MaxWaitTimeInSeconds` (managed spot) passed.
     WaitExceeded { limit: i64 },
+    /// The job's `Available` warm pool was taken over by the job `by`.
+    PoolReused { by: String },
+    /// The job's `Available` warm pool was kept `KeepAlivePeriodInSeconds`: released.
+    PoolExpired,
 }
 
 /// What must happen outside the store after a change is committed.
@@ -100,6 +110,8 @@ pub enum Effect {
     /// A failed attempt's launch, left behind by a restart: kill what may remain of it and free
     /// it (its trees are kept for inspection).
     Retire(String),
+    /// A warm pool was released: delete its cache.
+    DropPool(String),
 }
 
 /// Why an event was refused.
@@ -230,9 +242,82 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// What ending a job brings about.
-fn ended(job: &TrainingJobRow) -> Vec<Effect> {
+/// A job's `KeepAlivePeriodInSeconds` (0 without one).
+pub fn keep_alive(spec: &kiln_api::shapes::CreateTrainingJobRequest) -> i64 {
+    spec.resource_config
+        .as_ref()
+        .and_then(|r| r.keep_alive_period_in_seconds)
+        .unwrap_or(0)
+}
+
+/// Whether an ended job keeps its hosts as a warm pool (reference §10): after completing, after a
+/// stop, or after the algorithm's or the job's own error; not after a platform failure.
+fn keeps_pool(job: &TrainingJobRow) -> bool {
+    keep_alive(&job.spec) > 0
+        && match job.status {
+            TrainingJobStatus::Completed | TrainingJobStatus::Stopped => true,
+            TrainingJobStatus::Failed => !job
+                .failure_reason
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("InternalServerError"),
+            _ => false,
+        }
+}
+
+/// Seconds the job's warm pool has been retained by `now` (`ResourceRetainedBillableTimeInSeconds`).
+fn retained_seconds(job: &TrainingJobRow, now: f64) -> i64 {
+    let before = job
+        .warm_pool
+        .as_ref()
+        .and_then(|w| w.resource_retained_billable_time_in_seconds)
+        .unwrap_or(0);
+    let current = job.run.warm_pool_since.map_or(0.0, |since| (now - since).max(0.0));
+    before + current.round() as i64
+}
+
+/// `WarmPoolStatus` as `DescribeTrainingJob` shows it at `now` (an `Available` pool's retained time
+/// counts up).
+pub fn warm_pool_at(job: &TrainingJobRow, now: f64) -> Option<WarmPoolStatus> {
+    let mut w = job.warm_pool.clone()?;
+    if w.status == WarmPoolResourceStatus::Available {
+        w.resource_retained_billable_time_in_seconds = Some(retained_seconds(job, now));
+    }
+    Some(w)
+}
+
+/// Ends the job's retention of its warm pool in `status` (`Reused` or `Terminated`).
+fn release_pool(job: &mut TrainingJobRow, status: WarmPoolResourceStatus, by: Option<&str>, now: f64) {
+    let retained = retained_seconds(job, now);
+    job.warm_pool = Some(WarmPoolStatus {
+        status,
+        resource_retained_billable_time_in_seconds: Some(retained),
+        reused_by_job: by.map(str::to_string),
+    });
+    job.run.warm_pool_id = None;
+    job.run.warm_pool_since = None;
+    job.last_modified_time = now;
+}
+
+/// What ending a job brings about: its warm pool retained (`Available`) or released.
+fn ended(job: &mut TrainingJobRow, now: f64) -> Vec<Effect> {
     let mut effects = vec![Effect::Ended, Effect::Wake];
+    if let Some(id) = job.run.warm_pool_id.clone() {
+        if keeps_pool(job) {
+            job.warm_pool = Some(WarmPoolStatus {
+                status: WarmPoolResourceStatus::Available,
+                resource_retained_billable_time_in_seconds: Some(0),
+                reused_by_job: None,
+            });
+            job.run.warm_pool_since = Some(now);
+            if let Some(last) = job.transitions.last_mut() {
+                last.status_message = "Resource retained for reuse".into();
+            }
+        } else {
+            release_pool(job, WarmPoolResourceStatus::Terminated, None, now);
+            effects.push(Effect::DropPool(id));
+        }
+    }
     if !job.run.hosts.is_empty() && !job.run.cleaned {
         effects.push(Effect::Cleanup);
     }
@@ -275,7 +360,7 @@ fn fold(job: &mut TrainingJobRow, now: f64, effects: &mut Vec<Effect>) -> Result
                 }
                 let end = job.stop_reason.unwrap_or(StopReason::Requested).end_status();
                 transition(job, end, None, now)?;
-                effects.extend(ended(job));
+                effects.extend(ended(job, now));
             } else if uploading {
                 transition(
                     job,
@@ -299,7 +384,7 @@ fn fold(job: &mut TrainingJobRow, now: f64, effects: &mut Vec<Effect>) -> Result
                 } else if all_done {
                     job.failure_reason = Some(truncate(&reason, 1024));
                     transition(job, SecondaryStatus::Failed, None, now)?;
-                    effects.extend(ended(job));
+                    effects.extend(ended(job, now));
                 } else if job.run.failing.is_none() {
                     // The other hosts are told to stop (their directive) and end the job when done.
                     job.run.failing = Some(reason);
@@ -320,7 +405,7 @@ fn fold(job: &mut TrainingJobRow, now: f64, effects: &mut Vec<Effect>) -> Result
             if all_done {
                 job.model_artifacts = artifacts;
                 transition(job, SecondaryStatus::Completed, None, now)?;
-                effects.extend(ended(job));
+                effects.extend(ended(job, now));
             }
         }
         _ => {}
@@ -419,7 +504,7 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
                 } else {
                     // With no host placed there is nothing to wait for.
                     transition(&mut job, SecondaryStatus::Stopped, None, now)?;
-                    effects.extend(ended(&job));
+                    effects.extend(ended(&mut job, now));
                 }
             }
             // Stopping twice is harmless, as on the real service.
@@ -440,7 +525,7 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
                     effects.push(Effect::Wake);
                 } else {
                     transition(&mut job, SecondaryStatus::MaxRuntimeExceeded, None, now)?;
-                    effects.extend(ended(&job));
+                    effects.extend(ended(&mut job, now));
                 }
             }
         }
@@ -453,13 +538,15 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
             if status == TrainingJobStatus::InProgress && !placed {
                 job.failure_reason = Some(truncate(reason, 1024));
                 transition(&mut job, SecondaryStatus::Failed, None, now)?;
-                effects.extend(ended(&job));
+                effects.extend(ended(&mut job, now));
             }
         }
         Event::Placed {
             hosts,
             agent_token,
             access_key,
+            warm_pool,
+            reused_from,
         } => {
             if status != TrainingJobStatus::InProgress {
                 return Err(Refused(format!("Training job '{}' is {status}: not placed.", job.name)));
@@ -471,12 +558,23 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
             job.run.agent_token = Some(agent_token.clone());
             job.run.access_key = Some(access_key.clone());
             job.run.launch = None;
-            transition(
-                &mut job,
-                SecondaryStatus::Starting,
-                Some("Preparing the instances for training"),
-                now,
-            )?;
+            if let Some(id) = warm_pool
+                && job.run.warm_pool_id.is_none()
+            {
+                job.run.warm_pool_id = Some(id.clone());
+                job.warm_pool = Some(WarmPoolStatus {
+                    status: WarmPoolResourceStatus::InUse,
+                    resource_retained_billable_time_in_seconds: None,
+                    reused_by_job: None,
+                });
+            }
+            let message = match reused_from {
+                Some(from) => {
+                    format!("Preparing the instances for training (reusing the warm pool of training job {from})")
+                }
+                None => "Preparing the instances for training".to_string(),
+            };
+            transition(&mut job, SecondaryStatus::Starting, Some(&message), now)?;
             job.last_modified_time = now;
             effects.push(Effect::Launch);
         }
@@ -583,7 +681,7 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
                     effects.push(Effect::Wake);
                 } else {
                     transition(&mut job, SecondaryStatus::MaxWaitTimeExceeded, None, now)?;
-                    effects.extend(ended(&job));
+                    effects.extend(ended(&mut job, now));
                 }
             }
         }
@@ -607,13 +705,40 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
                 job.run.cleaned = true;
             }
         }
-        Event::Update(req) => update(&mut job, req, now)?,
+        Event::Update(req) => update(&mut job, req, now, &mut effects)?,
+        Event::PoolReused { by } => {
+            let pool = job.warm_pool.as_ref().map(|w| w.status);
+            if pool != Some(WarmPoolResourceStatus::Available) || !status.is_terminal() {
+                return Err(Refused(format!(
+                    "The warm pool of training job '{}' is {}; only an Available warm pool can be reused.",
+                    job.name,
+                    pool.map_or("not retained", |p| p.as_str())
+                )));
+            }
+            release_pool(&mut job, WarmPoolResourceStatus::Reused, Some(by), now);
+            if let Some(last) = job.transitions.last_mut() {
+                last.status_message = format!("Resource reused by training job: {by}");
+            }
+        }
+        Event::PoolExpired => {
+            if job.warm_pool.as_ref().map(|w| w.status) == Some(WarmPoolResourceStatus::Available) {
+                if let Some(id) = job.run.warm_pool_id.clone() {
+                    effects.push(Effect::DropPool(id));
+                }
+                release_pool(&mut job, WarmPoolResourceStatus::Terminated, None, now);
+            }
+        }
     }
     Ok(Step { job, effects })
 }
 
 /// `UpdateTrainingJob`: warm-pool retention and profiler settings.
-fn update(job: &mut TrainingJobRow, req: &UpdateTrainingJobRequest, now: f64) -> Result<(), Refused> {
+fn update(
+    job: &mut TrainingJobRow,
+    req: &UpdateTrainingJobRequest,
+    now: f64,
+    effects: &mut Vec<Effect>,
+) -> Result<(), Refused> {
     if let Some(rc) = &req.resource_config {
         let configured = job
             .spec
@@ -638,10 +763,21 @@ fn update(job: &mut TrainingJobRow, req: &UpdateTrainingJobRequest, now: f64) ->
         if let Some(r) = job.spec.resource_config.as_mut() {
             r.keep_alive_period_in_seconds = Some(rc.keep_alive_period_in_seconds);
         }
-        if rc.keep_alive_period_in_seconds == 0
-            && let Some(w) = job.warm_pool.as_mut()
-        {
-            w.status = WarmPoolResourceStatus::Terminated;
+        if pool == Some(WarmPoolResourceStatus::Available) {
+            if rc.keep_alive_period_in_seconds == 0 {
+                // Released at once.
+                if let Some(id) = job.run.warm_pool_id.clone() {
+                    effects.push(Effect::DropPool(id));
+                }
+                release_pool(job, WarmPoolResourceStatus::Terminated, None, now);
+            } else {
+                // A new retention period from now, the time retained so far kept.
+                let retained = retained_seconds(job, now);
+                if let Some(w) = job.warm_pool.as_mut() {
+                    w.resource_retained_billable_time_in_seconds = Some(retained);
+                }
+                job.run.warm_pool_since = Some(now);
+            }
         }
     }
     for (key, value) in [
@@ -699,6 +835,8 @@ mod tests {
             hosts: vec![host("algo-1"), host("algo-2")],
             agent_token: "tok".into(),
             access_key: ("KJOBX".into(), "secret".into()),
+            warm_pool: None,
+            reused_from: None,
         }
     }
 
@@ -1101,6 +1239,100 @@ mod tests {
                 .0
                 .contains("warm pool")
         );
+    }
+
+    #[test]
+    fn a_warm_pool_is_retained_reused_and_released() {
+        use WarmPoolResourceStatus as Pool;
+        let pooled = || Event::Placed {
+            hosts: vec![host("algo-1"), host("algo-2")],
+            agent_token: "tok".into(),
+            access_key: ("KJOBX".into(), "secret".into()),
+            warm_pool: Some("wp-1".into()),
+            reused_from: None,
+        };
+        let (j, _) = run(job(), &[pooled()]);
+        assert_eq!(j.warm_pool.as_ref().map(|w| w.status), Some(Pool::InUse));
+        assert_eq!(j.run.warm_pool_id.as_deref(), Some("wp-1"));
+        // Completed: the pool is retained, counting its time from the end.
+        let (j, effects) = run(j, &[done("algo-1", ok()), done("algo-2", ok())]);
+        assert_eq!(j.status, TrainingJobStatus::Completed);
+        assert_eq!(j.warm_pool.as_ref().map(|w| w.status), Some(Pool::Available));
+        assert_eq!(
+            j.transitions.last().unwrap().status_message,
+            "Resource retained for reuse"
+        );
+        assert!(!effects.iter().any(|e| matches!(e, Effect::DropPool(_))));
+        let since = j.run.warm_pool_since.unwrap();
+        assert_eq!(
+            warm_pool_at(&j, since + 7.2)
+                .unwrap()
+                .resource_retained_billable_time_in_seconds,
+            Some(7)
+        );
+        // Taken over by another job: Reused, the pool (and its cache) gone with it.
+        let s = step(&j, &Event::PoolReused { by: "next".into() }, since + 30.0).unwrap();
+        let w = s.job.warm_pool.clone().unwrap();
+        assert_eq!((w.status, w.reused_by_job.as_deref()), (Pool::Reused, Some("next")));
+        assert_eq!(w.resource_retained_billable_time_in_seconds, Some(30));
+        assert_eq!(s.job.run.warm_pool_id, None);
+        assert!(
+            s.effects.is_empty(),
+            "the cache goes on with the next job: {:?}",
+            s.effects
+        );
+        assert_eq!(
+            s.job.transitions.last().unwrap().status_message,
+            "Resource reused by training job: next"
+        );
+        assert!(step(&s.job, &Event::PoolReused { by: "third".into() }, since + 31.0).is_err());
+        // Expired: Terminated, its cache dropped.
+        let s = step(&j, &Event::PoolExpired, since + 60.0).unwrap();
+        assert_eq!(s.job.warm_pool.as_ref().map(|w| w.status), Some(Pool::Terminated));
+        assert_eq!(s.effects, vec![Effect::DropPool("wp-1".into())]);
+        // UpdateTrainingJob: a new keep-alive restarts the retention; 0 releases the pool.
+        let update = |k| {
+            Event::Update(UpdateTrainingJobRequest {
+                training_job_name: "j".into(),
+                resource_config: Some(kiln_api::shapes::ResourceConfigForUpdate {
+                    keep_alive_period_in_seconds: k,
+                }),
+                profiler_config: None,
+                profiler_rule_configurations: None,
+                remote_debug_config: None,
+            })
+        };
+        let s = step(&j, &update(300), since + 20.0).unwrap();
+        assert_eq!(s.job.run.warm_pool_since, Some(since + 20.0));
+        assert_eq!(
+            warm_pool_at(&s.job, since + 25.0)
+                .unwrap()
+                .resource_retained_billable_time_in_seconds,
+            Some(25)
+        );
+        let s = step(&s.job, &update(0), since + 40.0).unwrap();
+        assert_eq!(s.job.warm_pool.as_ref().map(|w| w.status), Some(Pool::Terminated));
+        assert_eq!(s.effects, vec![Effect::DropPool("wp-1".into())]);
+        assert!(
+            step(&s.job, &update(60), since + 41.0).is_err(),
+            "a terminated pool cannot be updated"
+        );
+        // A platform failure keeps no pool; the algorithm's own error does.
+        let lost = Event::HostsLost {
+            hosts: vec!["algo-1".into(), "algo-2".into()],
+            reason: "InternalServerError: the agent died".into(),
+        };
+        let (f, effects) = run(job(), &[pooled(), lost]);
+        assert_eq!(f.warm_pool.as_ref().map(|w| w.status), Some(Pool::Terminated));
+        assert!(effects.contains(&Effect::DropPool("wp-1".into())));
+        let error = DoneReport {
+            exit_code: Some(1),
+            failure_reason: Some("AlgorithmError: exit 1".into()),
+            model_artifacts: None,
+        };
+        let (f, _) = run(job(), &[pooled(), done("algo-1", error.clone()), done("algo-2", error)]);
+        assert_eq!(f.status, TrainingJobStatus::Failed);
+        assert_eq!(f.warm_pool.as_ref().map(|w| w.status), Some(Pool::Available));
     }
 
     fn any_event() -> impl Strategy<Value = Event> {
