@@ -178,6 +178,13 @@ async fn ship_logs(cp: ControlPlane, sink: LogSink, stop: watch::Sender<bool>, f
     let mut inflight: Option<LogBatch> = None;
     let mut backoff = Backoff::new(Duration::from_secs(2));
     let mut unreachable_since: Option<Instant> = None;
+    // Batches are numbered by line so that one re-sent after a lost reply is stored once.
+    let sender = {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        format!("{random:016x}{:08x}", std::process::id())
+    };
+    let mut sent: u64 = 0;
     loop {
         let batch = match inflight.take() {
             Some(b) => b,
@@ -198,7 +205,15 @@ async fn ship_logs(cp: ControlPlane, sink: LogSink, stop: watch::Sender<bool>, f
                     }
                 }
                 match sink.take(MAX_BATCH_LINES, MAX_BATCH_BYTES) {
-                    Some(lines) => LogBatch { lines },
+                    Some(lines) => {
+                        let seq = sent;
+                        sent += lines.len() as u64;
+                        LogBatch {
+                            lines,
+                            sender: Some(sender.clone()),
+                            seq: Some(seq),
+                        }
+                    }
                     None => continue,
                 }
             }

@@ -182,6 +182,12 @@ pub struct StatusReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogBatch {
     pub lines: Vec<(i64, String)>,
+    /// The sending agent (one id per agent process) and how many lines it sent to this stream
+    /// before this batch: a batch re-sent after a lost reply is stored once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// What the control plane wants the host to do next.

@@ -10,6 +10,8 @@ use kiln_api::agent::{
 use kiln_api::{ApiResult, AwsError};
 use kiln_store::{MetricPoint, TrainingJobRow};
 
+use kiln_store::logs::BatchStart;
+
 use crate::metrics::MetricMatcher;
 use crate::scheduler::host_layout;
 use crate::training::machine::{Event, should_stop};
@@ -163,13 +165,21 @@ impl Engine {
             .find(|h| h.host == host)
             .map(|h| h.log_stream.clone())
             .unwrap_or_default();
-        self.append_job_log(account, &stream, &batch.lines).await?;
+        let start = match (&batch.sender, batch.seq) {
+            (Some(sender), Some(first)) => Some(BatchStart {
+                sender,
+                first: i64::try_from(first).unwrap_or(i64::MAX),
+            }),
+            _ => None,
+        };
+        let skipped = self.append_job_log(account, &stream, &batch.lines, start).await?;
         let matcher = self.matcher(&job);
         if matcher.is_empty() {
             return Ok(directive(&job));
         }
         let mut points = Vec::new();
-        for (ts, line) in &batch.lines {
+        // Metrics of the lines stored now (a re-sent batch's lines counted once).
+        for (ts, line) in &batch.lines[skipped.min(batch.lines.len())..] {
             let escaped = kiln_api::logs::escape_control_chars(line);
             for (metric, value) in matcher.scan(&escaped) {
                 points.push(MetricPoint {

@@ -14,7 +14,9 @@ use kiln_api::responses::{
 };
 use kiln_api::{ApiResult, AwsError};
 use kiln_store::StoreError;
-use kiln_store::logs::{EventPos, EventRange, FilterQuery, LogStore, NewEvent, StreamQuery, StreamSelector};
+use kiln_store::logs::{
+    BatchStart, EventPos, EventRange, FilterQuery, LogStore, NewEvent, StreamQuery, StreamSelector,
+};
 
 use crate::{Caller, Engine, store_err};
 
@@ -92,8 +94,16 @@ impl Engine {
     }
 
     /// Appends lines of a job's host stream (creating the stream), escaping control characters as
-    /// SageMaker does. `lines` are `(epoch milliseconds, text)`.
-    pub async fn append_job_log(&self, account: &str, stream: &str, lines: &[(i64, String)]) -> ApiResult<()> {
+    /// SageMaker does. `lines` are `(epoch milliseconds, text)`; with `start` (an agent's batch),
+    /// lines the stream already holds from the same agent are skipped. Returns how many leading
+    /// lines were skipped.
+    pub async fn append_job_log(
+        &self,
+        account: &str,
+        stream: &str,
+        lines: &[(i64, String)],
+        start: Option<BatchStart<'_>>,
+    ) -> ApiResult<usize> {
         self.ensure_training_log_group(account).await?;
         let now = now_ms();
         let events: Vec<NewEvent> = lines
@@ -103,12 +113,21 @@ impl Engine {
                 message: escape_control_chars(l).into_owned(),
             })
             .collect();
-        match self
-            .logs()
-            .put_events(account, TRAINING_LOG_GROUP, stream, &events, now)
-            .await
-        {
-            Ok(()) => Ok(()),
+        let put = || async {
+            match start {
+                Some(start) => {
+                    self.logs()
+                        .put_batch(account, TRAINING_LOG_GROUP, stream, start, &events, now)
+                        .await
+                }
+                None => self
+                    .logs()
+                    .put_events(account, TRAINING_LOG_GROUP, stream, &events, now)
+                    .await
+                    .map(|()| 0),
+            }
+        };
+        match put().await {
             Err(StoreError::NotFound) => {
                 match self
                     .logs()
@@ -118,12 +137,9 @@ impl Engine {
                     Ok(()) | Err(StoreError::AlreadyExists) => {}
                     Err(e) => return Err(store_err(e)),
                 }
-                self.logs()
-                    .put_events(account, TRAINING_LOG_GROUP, stream, &events, now)
-                    .await
-                    .map_err(store_err)
+                put().await.map_err(store_err)
             }
-            Err(e) => Err(store_err(e)),
+            r => r.map_err(store_err),
         }
     }
 

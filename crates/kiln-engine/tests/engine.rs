@@ -369,9 +369,22 @@ async fn hosts_reports_fold_into_the_normal_flow() {
     );
     let lines = LogBatch {
         lines: vec![(1000, "loss=0.5".into()), (2000, "loss=0.25".into())],
+        sender: Some("agent-1".into()),
+        seq: Some(0),
     };
-    let d = engine.agent_logs(acct, "j", "algo-1", &t, lines).await.unwrap();
+    let d = engine.agent_logs(acct, "j", "algo-1", &t, lines.clone()).await.unwrap();
     assert_eq!(d.action, Action::Continue);
+    // The same batch again (its reply was lost): stored once, its metrics counted once; a batch
+    // overlapping it stores only its new line.
+    engine.agent_logs(acct, "j", "algo-1", &t, lines).await.unwrap();
+    let overlapping = LogBatch {
+        lines: vec![(2000, "loss=0.25".into()), (3000, "loss=0.125".into())],
+        sender: Some("agent-1".into()),
+        seq: Some(1),
+    };
+    engine.agent_logs(acct, "j", "algo-1", &t, overlapping).await.unwrap();
+    let points = engine.store().metric_points(acct, "j", None).await.unwrap();
+    assert_eq!(points.iter().map(|p| p.value).collect::<Vec<_>>(), [0.5, 0.25, 0.125]);
     let done = DoneReport {
         exit_code: Some(0),
         failure_reason: None,
@@ -395,8 +408,8 @@ async fn hosts_reports_fold_into_the_normal_flow() {
         ]
     );
     assert_eq!(j.model_artifacts.as_deref(), Some("s3://b/o/j/output/model.tar.gz"));
-    assert_eq!((j.final_metrics[0].value, j.final_metrics[0].timestamp), (0.25, 2.0));
-    assert_eq!(engine.store().metric_points(acct, "j", None).await.unwrap().len(), 2);
+    assert_eq!((j.final_metrics[0].value, j.final_metrics[0].timestamp), (0.125, 3.0));
+    assert_eq!(engine.store().metric_points(acct, "j", None).await.unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -46,6 +46,14 @@ pub struct NewEvent {
     pub message: String,
 }
 
+/// Where an agent's batch of lines starts in what that agent sent to the stream: its own id (one
+/// per agent process) and how many lines it sent before the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStart<'a> {
+    pub sender: &'a str,
+    pub first: i64,
+}
+
 /// A stored event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEventRow {
@@ -138,6 +146,18 @@ pub trait LogStore: Send + Sync {
         events: &[NewEvent],
         now: i64,
     ) -> StoreResult<()>;
+    /// Appends an agent's batch exactly once: a batch re-sent after its reply was lost (the server
+    /// died after committing, the reply timed out) finds its lines stored and they are skipped.
+    /// Returns how many of the batch's leading lines were skipped.
+    async fn put_batch(
+        &self,
+        account: &str,
+        group: &str,
+        stream: &str,
+        start: BatchStart<'_>,
+        events: &[NewEvent],
+        now: i64,
+    ) -> StoreResult<usize>;
     /// Events of one stream, always returned in ascending order.
     async fn get_events(
         &self,
@@ -208,6 +228,122 @@ fn prefix_clause(column: &str) -> String {
 }
 
 const EVENT_COLUMNS: &str = "seq, stream, ts, ingestion_time, message";
+
+impl SqlLogStore {
+    /// Appends events in one transaction; with `start`, skips the leading lines of a batch that the
+    /// same sender already stored. Returns how many were skipped.
+    async fn put(
+        &self,
+        account: &str,
+        group: &str,
+        stream: &str,
+        start: Option<BatchStart<'_>>,
+        events: &[NewEvent],
+        now: i64,
+    ) -> StoreResult<usize> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut skip = 0usize;
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            // The stream's row first: it exists or the call fails, and concurrent writers of one
+            // stream queue on its row lock (PostgreSQL) instead of deadlocking later.
+            let row = sqlx::query(
+                "UPDATE log_streams SET last_ingestion_time = $1 \
+                 WHERE account = $2 AND group_name = $3 AND name = $4 \
+                 RETURNING agent_sender, agent_next_seq",
+            )
+            .bind(now)
+            .bind(account)
+            .bind(group)
+            .bind(stream)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound);
+            };
+            if let Some(start) = start {
+                let sender = Get::opt_text(&row, "agent_sender")?;
+                let next = Get::opt_int(&row, "agent_next_seq")?;
+                let len = events.len() as i64;
+                let mut new_next = start.first.saturating_add(len);
+                if sender.as_deref() == Some(start.sender)
+                    && let Some(next) = next
+                {
+                    skip = next.saturating_sub(start.first).clamp(0, len) as usize;
+                    new_next = new_next.max(next);
+                }
+                sqlx::query(
+                    "UPDATE log_streams SET agent_sender = $1, agent_next_seq = $2 \
+                     WHERE account = $3 AND group_name = $4 AND name = $5",
+                )
+                .bind(start.sender)
+                .bind(new_next)
+                .bind(account)
+                .bind(group)
+                .bind(stream)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let fresh = &events[skip..];
+            if !fresh.is_empty() {
+                let first = fresh.iter().map(|e| e.timestamp).min().unwrap_or(now);
+                let last = fresh.iter().map(|e| e.timestamp).max().unwrap_or(now);
+                let bytes: i64 = fresh.iter().map(|e| e.message.len() as i64 + 26).sum();
+                sqlx::query(
+                    "UPDATE log_streams SET \
+                     first_event_time = CASE WHEN first_event_time IS NULL OR first_event_time > $1 THEN $1 ELSE first_event_time END, \
+                     last_event_time = CASE WHEN last_event_time IS NULL OR last_event_time < $2 THEN $2 ELSE last_event_time END, \
+                     stored_bytes = stored_bytes + $3 \
+                     WHERE account = $4 AND group_name = $5 AND name = $6",
+                )
+                .bind(first)
+                .bind(last)
+                .bind(bytes)
+                .bind(account)
+                .bind(group)
+                .bind(stream)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // Multi-row inserts: 100 events (600 parameters) per statement.
+            for chunk in events[skip..].chunks(100) {
+                let mut text = String::from(
+                    "INSERT INTO log_events (account, group_name, stream, ts, ingestion_time, message) VALUES ",
+                );
+                for i in 0..chunk.len() {
+                    let b = i * 6;
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    text.push_str(&format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6
+                    ));
+                }
+                let mut q = sqlx::query(AssertSqlSafe(text));
+                for e in chunk {
+                    q = q
+                        .bind(account)
+                        .bind(group)
+                        .bind(stream)
+                        .bind(e.timestamp)
+                        .bind(now)
+                        .bind(&e.message);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(skip)
+    }
+}
 
 #[async_trait]
 impl LogStore for SqlLogStore {
@@ -354,70 +490,19 @@ impl LogStore for SqlLogStore {
         events: &[NewEvent],
         now: i64,
     ) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let first = events.iter().map(|e| e.timestamp).min().unwrap_or(now);
-        let last = events.iter().map(|e| e.timestamp).max().unwrap_or(now);
-        let bytes: i64 = events.iter().map(|e| e.message.len() as i64 + 26).sum();
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            // The stream's row first: it exists or the call fails, and concurrent writers of one
-            // stream queue on its row lock (PostgreSQL) instead of deadlocking later.
-            let done = sqlx::query(
-                "UPDATE log_streams SET \
-                 first_event_time = CASE WHEN first_event_time IS NULL OR first_event_time > $1 THEN $1 ELSE first_event_time END, \
-                 last_event_time = CASE WHEN last_event_time IS NULL OR last_event_time < $2 THEN $2 ELSE last_event_time END, \
-                 last_ingestion_time = $3, stored_bytes = stored_bytes + $4 \
-                 WHERE account = $5 AND group_name = $6 AND name = $7",
-            )
-            .bind(first)
-            .bind(last)
-            .bind(now)
-            .bind(bytes)
-            .bind(account)
-            .bind(group)
-            .bind(stream)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                return Err(StoreError::NotFound);
-            }
-            // Multi-row inserts: 100 events (600 parameters) per statement.
-            for chunk in events.chunks(100) {
-                let mut text = String::from(
-                    "INSERT INTO log_events (account, group_name, stream, ts, ingestion_time, message) VALUES ",
-                );
-                for i in 0..chunk.len() {
-                    let b = i * 6;
-                    if i > 0 {
-                        text.push(',');
-                    }
-                    text.push_str(&format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6
-                    ));
-                }
-                let mut q = sqlx::query(AssertSqlSafe(text));
-                for e in chunk {
-                    q = q
-                        .bind(account)
-                        .bind(group)
-                        .bind(stream)
-                        .bind(e.timestamp)
-                        .bind(now)
-                        .bind(&e.message);
-                }
-                q.execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        self.put(account, group, stream, None, events, now).await.map(|_| ())
+    }
+
+    async fn put_batch(
+        &self,
+        account: &str,
+        group: &str,
+        stream: &str,
+        start: BatchStart<'_>,
+        events: &[NewEvent],
+        now: i64,
+    ) -> StoreResult<usize> {
+        self.put(account, group, stream, Some(start), events, now).await
     }
 
     async fn get_events(

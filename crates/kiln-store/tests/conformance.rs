@@ -9,7 +9,7 @@ use kiln_api::shapes::{MetricData, SecondaryStatusTransition, WarmPoolStatus};
 use kiln_api::status::{
     SecondaryStatus, StopReason, TrainingJobStatus, TuningJobStatus, TuningStrategy, WarmPoolResourceStatus,
 };
-use kiln_store::logs::{EventPos, EventRange, FilterQuery, NewEvent, StreamQuery, StreamSelector};
+use kiln_store::logs::{BatchStart, EventPos, EventRange, FilterQuery, NewEvent, StreamQuery, StreamSelector};
 use kiln_store::testing::{PgTestDb, pg_test_db};
 use kiln_store::{
     Cursor, CursorValue, Db, HostRecord, JobQuery, JobSort, LogStore, MetricPoint, RunRecord, SqlLogStore, SqlStore,
@@ -76,6 +76,7 @@ store_suite!(
     metric_points,
     log_groups_streams_events,
     log_filters_across_streams,
+    agent_batches_are_stored_once,
 );
 
 fn job(account: &str, name: &str, t: f64) -> TrainingJobRow {
@@ -737,5 +738,56 @@ async fn log_filters_across_streams(s: &Subject) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn agent_batches_are_stored_once(s: &Subject) {
+    let l = &s.logs;
+    let g = "/aws/sagemaker/TrainingJobs";
+    l.create_group("a", g, 1).await.unwrap();
+    l.create_stream("a", g, "job/algo-1-1", 1).await.unwrap();
+    let events = |from: i64, n: i64| -> Vec<NewEvent> {
+        (from..from + n)
+            .map(|i| NewEvent {
+                timestamp: 100 + i,
+                message: format!("line {i}"),
+            })
+            .collect()
+    };
+    let start = |sender, first| BatchStart { sender, first };
+    let put = |st: BatchStart<'static>, ev: Vec<NewEvent>| async move {
+        l.put_batch("a", g, "job/algo-1-1", st, &ev, 5).await.unwrap()
+    };
+    assert_eq!(put(start("agent-1", 0), events(0, 3)).await, 0);
+    // Re-sent after a lost reply: nothing stored again.
+    assert_eq!(put(start("agent-1", 0), events(0, 3)).await, 3);
+    // Overlapping: only the new lines.
+    assert_eq!(put(start("agent-1", 2), events(2, 3)).await, 1);
+    // Another agent (a relaunched one) numbers from 0 again: stored.
+    assert_eq!(put(start("agent-2", 0), events(5, 2)).await, 0);
+    assert!(matches!(
+        l.put_batch("a", g, "nope", start("agent-1", 0), &events(0, 1), 5).await,
+        Err(StoreError::NotFound)
+    ));
+    let range = EventRange {
+        start: None,
+        end: None,
+        from: None,
+        forward: true,
+        limit: 100,
+    };
+    let got: Vec<String> = l
+        .get_events("a", g, "job/algo-1-1", &range)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(got, (0..7).map(|i| format!("line {i}")).collect::<Vec<_>>());
+    let st = l.get_stream("a", g, "job/algo-1-1").await.unwrap().unwrap();
+    assert_eq!((st.first_event_time, st.last_event_time), (Some(100), Some(106)));
+    assert_eq!(
+        st.stored_bytes,
+        (0..7).map(|i| format!("line {i}").len() as i64 + 26).sum::<i64>()
     );
 }
