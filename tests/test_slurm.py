@@ -252,7 +252,8 @@ json.dump({"rows": rows}, open(os.path.join(os.environ["SM_MODEL_DIR"], "model.j
     assert job["Requeue"] == "0"
     # The host's tree is removed once the job has ended (kiln sees the work directory here); the
     # agent's log stays.
-    host_dir = kiln.data_dir / "slurm-work" / name / "algo-1"
+    # Trees live under <work_dir>/<account>/<placement>/<job>/<host>.
+    host_dir = next((kiln.data_dir / "slurm-work").glob(f"*/*/{name}/algo-1"))
     wait_until("the host's tree removed", lambda: not (host_dir / "opt").exists())
     assert "finished" in (host_dir / "agent.log").read_text()
 

@@ -37,7 +37,7 @@ pub struct JobLaunch {
     pub hosts: Vec<HostSpec>,
     /// The agents' bearer token (also tells a relaunch of the same placement from another job).
     pub token: String,
-    /// Hosts' trees go under `<work_dir>/<job>/<host>/`.
+    /// Hosts' trees go under `<work_dir>/<account>/<placement>/<job>/<host>/` ([`launch_subdir`]).
     pub work_dir: PathBuf,
     /// `MaxRuntimeInSeconds` (a cluster may bound the allocation by it).
     pub max_runtime_seconds: i64,
@@ -135,11 +135,19 @@ pub trait Executor: Send + Sync {
     async fn cleanup(&self, handle: &str, keep_trees: bool);
 }
 
+/// Where one launch's trees live under the work directory: `<account>/<placement>` (a fingerprint
+/// of the agents' token, new for every placement). Jobs of two accounts with the same name, a job
+/// deleted and created again under its name, and the attempts of one job never share a tree, nor
+/// does one's delayed cleanup reach another's.
+pub fn launch_subdir(job: &JobLaunch) -> PathBuf {
+    PathBuf::from(&job.account).join(fingerprint(&job.token))
+}
+
 /// One agent started by the local executor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct LocalHost {
     host: String,
-    /// The host's directory, `<work_dir>/<job>/<host>`.
+    /// The host's directory, `<work_dir>/<account>/<placement>/<job>/<host>`.
     dir: PathBuf,
     pid: u32,
     /// Process start time in clock ticks since boot (`/proc/<pid>/stat` field 22), which tells a
@@ -206,7 +214,8 @@ fn parse_handle(handle: &str) -> Option<LocalHandle> {
 
 impl LocalExecutor {
     async fn launch_host(&self, job: &JobLaunch, host: &HostSpec) -> Result<LocalHost, String> {
-        let dir = job.work_dir.join(&job.job).join(&host.host);
+        let base = job.work_dir.join(launch_subdir(job));
+        let dir = base.join(&job.job).join(&host.host);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         if let Some((pid, start_ticks)) = running_agent(&dir, &job.token) {
             return Ok(LocalHost {
@@ -238,7 +247,7 @@ impl LocalExecutor {
                 &host.host,
             ])
             .arg("--work-dir")
-            .arg(&job.work_dir)
+            .arg(&base)
             .env("KILN_AGENT_TOKEN", &job.token)
             .stdin(Stdio::null())
             .stdout(log)

@@ -105,11 +105,16 @@ struct SlurmHandle {
     job: String,
     hosts: Vec<String>,
     work_dir: PathBuf,
+    /// The launch's directory under `work_dir` ([`crate::executor::launch_subdir`]; empty in
+    /// handles of earlier versions, whose trees were directly under it).
+    #[serde(default)]
+    subdir: PathBuf,
 }
 
 impl SlurmHandle {
     fn log_of(&self, host: &str) -> String {
         self.work_dir
+            .join(&self.subdir)
             .join(&self.job)
             .join(host)
             .join("agent.log")
@@ -418,6 +423,7 @@ impl Executor for SlurmExecutor {
             job: job.job.clone(),
             hosts: job.hosts.iter().map(|h| h.host.clone()).collect(),
             work_dir: self.work_dir.clone(),
+            subdir: crate::executor::launch_subdir(job),
         };
         serde_json::to_string(&handle).map_err(|e| format!("cannot record Slurm job {id}: {e}"))
     }
@@ -592,7 +598,7 @@ fn remove_trees(h: &SlurmHandle) {
         return;
     }
     for host in &h.hosts {
-        let opt = h.work_dir.join(&h.job).join(host).join("opt");
+        let opt = h.work_dir.join(&h.subdir).join(&h.job).join(host).join("opt");
         if opt.exists()
             && let Err(e) = std::fs::remove_dir_all(&opt)
         {

@@ -149,7 +149,7 @@ pub fn slurm_output(work_dir: &str) -> String {
 pub fn batch_script(launch: &JobLaunch, target: &Target, components: &[Component]) -> String {
     let mut s = String::from("#!/bin/bash\n");
     s.push_str(&format!(
-        "# kiln: training job {} ({})\n# One `kiln agent` per node: the task with SLURM_PROCID i is host algo-(i+1), its output in\n# <work_dir>/<job>/algo-(i+1)/agent.log.\n",
+        "# kiln: training job {} ({})\n# One `kiln agent` per node: the task with SLURM_PROCID i is host algo-(i+1), its output in\n# <work_dir>/<account>/<placement>/<job>/algo-(i+1)/agent.log.\n",
         launch.job, launch.arn
     ));
     // Slurm sets no HOME when the environment comes from the request; pip and others want one.
@@ -160,7 +160,11 @@ pub fn batch_script(launch: &JobLaunch, target: &Target, components: &[Component
     }
     s.push_str(&format!(
         "work_dir={} job={} kiln={} server={} account={}\n",
-        quote(&target.work_dir),
+        quote(&format!(
+            "{}/{}",
+            target.work_dir.trim_end_matches('/'),
+            crate::executor::launch_subdir(launch).display()
+        )),
         quote(&launch.job),
         quote(&target.kiln_path),
         quote(&launch.server),
@@ -478,7 +482,11 @@ mod tests {
         t.work_dir = "/data/it's here".into();
         let l = launch(vec![host(1, "ml.m5.large")]);
         let script = batch_script(&l, &t, &components(&l.hosts, &BTreeMap::new()).unwrap());
-        assert!(script.contains(r"work_dir='/data/it'\''s here'"), "{script}");
+        let subdir = crate::executor::launch_subdir(&l);
+        assert!(
+            script.contains(&format!(r"work_dir='/data/it'\''s here/{}'", subdir.display())),
+            "{script}"
+        );
     }
 
     #[test]
