@@ -29,6 +29,8 @@ pub enum SigError {
     Mismatch,
     #[error("Signature expired: {0}")]
     Expired(String),
+    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    PayloadMismatch,
 }
 
 impl SigError {
@@ -38,7 +40,7 @@ impl SigError {
             Self::Missing => (403, "MissingAuthenticationTokenException"),
             Self::Incomplete(_) => (400, "IncompleteSignatureException"),
             Self::UnknownKey => (403, "UnrecognizedClientException"),
-            Self::Mismatch | Self::Expired(_) => (403, "InvalidSignatureException"),
+            Self::Mismatch | Self::Expired(_) | Self::PayloadMismatch => (403, "InvalidSignatureException"),
         }
     }
 }
@@ -218,6 +220,10 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec
     hmac(&k, b"aws4_request")
 }
 
+fn is_amz_header(name: &str) -> bool {
+    name.len() > 6 && name[..6].eq_ignore_ascii_case("x-amz-")
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -250,10 +256,25 @@ pub fn verify(req: &RequestParts, auth: &Authorization, secret: &str, now: i64) 
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
         ));
     }
-    let payload_hash = match req.header_values("x-amz-content-sha256").first() {
-        Some(h) if *h != "UNSIGNED-PAYLOAD" => h.to_string(),
-        _ => sha256_hex(req.body),
-    };
+    // Every `x-amz-*` header sent must be signed: an unsigned `X-Amz-Target` would let a request
+    // signed for one operation run another.
+    if let Some((name, _)) = req
+        .headers
+        .iter()
+        .find(|(k, _)| is_amz_header(k) && !auth.signed_headers.iter().any(|h| h.eq_ignore_ascii_case(k)))
+    {
+        return Err(SigError::Incomplete(format!(
+            "Header '{}' must be a 'SignedHeader' in the AWS Authorization.",
+            short(&name.to_ascii_lowercase())
+        )));
+    }
+    // The signature covers the body actually received, never a hash the client merely claims.
+    let payload_hash = sha256_hex(req.body);
+    if let Some(claimed) = req.header_values("x-amz-content-sha256").first()
+        && !claimed.eq_ignore_ascii_case(&payload_hash)
+    {
+        return Err(SigError::PayloadMismatch);
+    }
     let creq = canonical_request(req, &auth.signed_headers, &payload_hash);
     let sts = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}",
@@ -414,6 +435,47 @@ mod tests {
         assert_eq!(verify(&parts, &auth, "wrong", now), Err(SigError::Mismatch));
         let tampered = RequestParts { body: b"{ }", ..parts };
         assert_eq!(verify(&tampered, &auth, "secret", now), Err(SigError::Mismatch));
+        // A claimed (and signed) payload hash does not stand in for the body received.
+        let mut with_hash = headers.clone();
+        with_hash.push(("x-amz-content-sha256".to_string(), sha256_hex(body)));
+        let mut claimed = with_hash.clone();
+        claimed.extend(sign(
+            "POST",
+            "/",
+            &with_hash,
+            body,
+            "AKID",
+            "secret",
+            "us-east-1",
+            "sagemaker",
+            now,
+        ));
+        let claimed_auth = claimed.iter().find(|(k, _)| k == "Authorization").unwrap().1.clone();
+        let claimed_auth = parse_authorization(&claimed_auth).unwrap();
+        let claimed_parts = RequestParts {
+            headers: &claimed,
+            ..parts
+        };
+        assert_eq!(verify(&claimed_parts, &claimed_auth, "secret", now), Ok(()));
+        let swapped = RequestParts {
+            body: b"{\"other\":1}",
+            ..claimed_parts
+        };
+        assert_eq!(
+            verify(&swapped, &claimed_auth, "secret", now),
+            Err(SigError::PayloadMismatch)
+        );
+        // An unsigned `x-amz-*` header is refused before the signature is even computed.
+        let mut extra = signed.clone();
+        extra.push(("X-Amz-Meta".to_string(), "x".to_string()));
+        let extra_parts = RequestParts {
+            headers: &extra,
+            ..parts
+        };
+        assert!(matches!(
+            verify(&extra_parts, &auth, "secret", now),
+            Err(SigError::Incomplete(_))
+        ));
         assert!(matches!(
             verify(&parts, &auth, "secret", now + 3600),
             Err(SigError::Expired(_))
