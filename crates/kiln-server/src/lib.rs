@@ -73,7 +73,8 @@ pub struct JobsConfig {
 /// Shared state of the server.
 pub struct App {
     pub engine: Arc<Engine>,
-    pub keys: Keyring,
+    /// The access keys of every endpoint (one keyring, so that a removed key stops working everywhere).
+    pub keys: Arc<Keyring>,
     /// The embedded S3 endpoint (its store is also the engine's way to create buckets).
     pub s3: kiln_s3::S3Handler,
 }
@@ -173,16 +174,13 @@ impl Server {
             external,
         });
         let engine = Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs))?.with_catalog(catalog));
+        let keys = Arc::new(Keyring::load(&keys_file)?);
         let accounts = KeyringAccounts {
-            keys: Keyring::load(&keys_file)?,
+            keys: keys.clone(),
             engine: engine.clone(),
         };
         let s3 = kiln_s3::S3Handler::new(objects, Arc::new(accounts));
-        let app = App {
-            engine,
-            keys: Keyring::load(&keys_file)?,
-            s3,
-        };
+        let app = App { engine, keys, s3 };
         Ok(Self {
             app: Arc::new(app),
             config,
@@ -368,7 +366,7 @@ impl kiln_engine::catalog::ObjectCatalog for EmbeddedCatalog {
 /// The S3 endpoint's view of access keys: the keys file, and the temporary keys of running jobs
 /// (agents stage data and upload models with them).
 struct KeyringAccounts {
-    keys: Keyring,
+    keys: Arc<Keyring>,
     engine: Arc<Engine>,
 }
 

@@ -124,6 +124,11 @@ enum KeysCommand {
     },
     /// List access key ids and their accounts.
     List,
+    /// Delete an access key: the server refuses it from the next request on.
+    Delete {
+        /// The key's id (AKIA...).
+        access_key_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -443,6 +448,12 @@ fn keys_command(settings: &config::Settings, command: KeysCommand) -> Result<()>
             for k in keys::read_keys(&path)? {
                 println!("{}\t{}", k.access_key_id, k.account_id);
             }
+        }
+        KeysCommand::Delete { access_key_id } => {
+            if !keys::delete_key(&path, &access_key_id)? {
+                bail!("no access key {access_key_id} in {}", path.display());
+            }
+            println!("deleted {access_key_id}");
         }
     }
     Ok(())
