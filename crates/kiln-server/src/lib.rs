@@ -5,6 +5,7 @@
 
 mod agent_api;
 pub mod aws;
+mod body;
 pub mod keys;
 
 use std::net::SocketAddr;
@@ -12,10 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use kiln_api::AwsError;
 use kiln_engine::slurm::SlurmExecutor;
 use kiln_engine::{Engine, LocalExecutor, NoExecutor, RunnerConfig};
 use kiln_store::{Db, FileLeadership, Leadership, PgLeadership, SqlLogStore, SqlStore};
@@ -313,16 +313,8 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
         .get("x-amz-target")
         .map(|v| v.to_str().unwrap_or("").to_string());
     if let Some(target) = target {
-        let body = match to_bytes(body, aws::MAX_BODY).await {
-            Ok(b) => b,
-            Err(_) => {
-                return aws::error_response(&AwsError::serialization(format!(
-                    "The request body is larger than {} bytes or could not be read.",
-                    aws::MAX_BODY
-                )));
-            }
-        };
-        return aws::handle(&app, parts.method, parts.uri, parts.headers, &target, &body).await;
+        // Authenticated on its headers first; the body is read (at most `aws::MAX_BODY`) only then.
+        return aws::handle(&app, parts, body, &target).await;
     }
     // S3: the body streams through unlimited (parts up to 5 GiB); `kiln-s3` verifies SigV4.
     app.s3.handle(Request::from_parts(parts, body)).await.map(Body::new)
