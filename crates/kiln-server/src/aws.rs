@@ -174,9 +174,12 @@ fn parse<T: DeserializeOwned>(body: Value) -> ApiResult<T> {
 /// Handles one AWS JSON 1.1 request: authenticates it on its headers, then reads its body (at
 /// most [`MAX_BODY`]), verifies the signature over it and runs the operation.
 pub async fn handle(app: &App, parts: Parts, body: Body, target: &str) -> Response {
-    match handle_inner(app, parts, body, target).await {
+    let mut body = body;
+    let headers = parts.headers.clone();
+    match handle_inner(app, parts, &mut body, target).await {
         Ok(body) => respond(200, body),
         Err(e) => {
+            crate::body::discard_small(&mut body, &headers).await;
             if e.status >= 500 {
                 tracing::error!(target: "kiln::api", op = target, "{}", e.message);
             }
@@ -185,7 +188,7 @@ pub async fn handle(app: &App, parts: Parts, body: Body, target: &str) -> Respon
     }
 }
 
-async fn handle_inner(app: &App, parts: Parts, mut body: Body, target: &str) -> ApiResult<String> {
+async fn handle_inner(app: &App, parts: Parts, body: &mut Body, target: &str) -> ApiResult<String> {
     let (service, op) = parse_target(target).ok_or_else(|| AwsError::unknown_operation(target))?;
     let pairs = header_pairs(&parts.headers)?;
     let method = parts.method.clone();
@@ -197,11 +200,11 @@ async fn handle_inner(app: &App, parts: Parts, mut body: Body, target: &str) -> 
         body: &[],
     };
     let pre = authenticate_headers(app, service.signing_name(), &request).await?;
-    let body = match read_limited(&mut body, &parts.headers, MAX_BODY).await {
+    let body = match read_limited(body, &parts.headers, MAX_BODY).await {
         Ok(b) => b,
         Err(BodyError::TooLarge { limit }) => {
             // A signed client is owed its answer: let it finish sending, without keeping the bytes.
-            crate::body::drain(&mut body, &parts.headers).await;
+            crate::body::drain(body, &parts.headers).await;
             return Err(too_large(limit));
         }
         Err(BodyError::Unreadable) => return Err(AwsError::serialization("The request body could not be read.")),

@@ -54,6 +54,22 @@ pub async fn drain(body: &mut Body, headers: &HeaderMap) {
     .await;
 }
 
+/// Largest unread body of a refused request that is read (and thrown away) so that the
+/// connection stays usable for the client's next request.
+pub const SMALL_BODY: u64 = 64 * 1024;
+
+/// Discards a refused request's unread body when it is declared small: a client's kept-alive
+/// connection then survives the refusal. Larger or undeclared bodies are left, and hyper closes
+/// the connection after the response.
+pub async fn discard_small(body: &mut Body, headers: &HeaderMap) {
+    if content_length(headers).is_some_and(|n| n <= SMALL_BODY) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await;
+    }
+}
+
 /// Reads the whole body, at most `limit` bytes.
 pub async fn read_limited(body: &mut Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, BodyError> {
     if content_length(headers).is_some_and(|n| n > limit as u64) {

@@ -7,6 +7,7 @@ mod agent_api;
 pub mod aws;
 mod body;
 pub mod keys;
+pub mod listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,11 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     /// How jobs run: the executor and its settings.
     pub jobs: JobsConfig,
+    /// `[server] max_connections` (default: half the open-files limit, at most 10,000).
+    pub max_connections: Option<usize>,
+    /// `[server] header_timeout_seconds` (default 30): time to send a request's headers, and how
+    /// long a kept-alive connection may sit idle.
+    pub header_timeout: Option<std::time::Duration>,
 }
 
 /// Where jobs run.
@@ -204,6 +210,20 @@ impl Server {
                 source,
             })?;
         tracing::info!(target: "kiln::serve", "listening on http://{}", listener.local_addr()?);
+        let fd_limit = listener::raise_fd_limit();
+        let mut limits = listener::ConnectionLimits::for_fd_limit(fd_limit);
+        if let Some(n) = self.config.max_connections {
+            limits.max_connections = n.max(1);
+        }
+        if let Some(t) = self.config.header_timeout {
+            limits.header_timeout = t;
+        }
+        tracing::info!(
+            target: "kiln::serve",
+            "open files up to {fd_limit}; at most {} connections, {} s to send a request's headers",
+            limits.max_connections,
+            limits.header_timeout.as_secs_f64()
+        );
         let router = self.router();
         // A bug that panics the scheduler must not stop every job from running: restart it.
         let engine = self.app.engine.clone();
@@ -219,9 +239,7 @@ impl Server {
                 }
             }
         });
-        axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        listener::serve(listener, router, limits, shutdown).await;
         Ok(())
     }
 }

@@ -34,6 +34,21 @@ pub struct FileConfig {
     pub registries: Vec<kiln_api::agent::RegistryRule>,
     /// `[slurm]`: the Slurm executor (with `[jobs] executor = "slurm"`).
     pub slurm: Option<SlurmSection>,
+    /// `[server]`: limits on connections.
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+/// `[server]` of `kiln.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Most connections open at once (default: half the open-files limit, at most 10,000); at the
+    /// cap a new connection displaces the one idle longest.
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers; also how long a kept-alive connection
+    /// may sit idle (default 30).
+    pub header_timeout_seconds: Option<f64>,
 }
 
 /// `[jobs]` of `kiln.toml`.
@@ -191,6 +206,7 @@ pub struct Settings {
     pub environments: Vec<kiln_api::agent::EnvironmentRule>,
     pub registries: Vec<kiln_api::agent::RegistryRule>,
     pub slurm: Option<SlurmSection>,
+    pub server: ServerSection,
 }
 
 fn home_data_dir() -> PathBuf {
@@ -244,6 +260,14 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
     {
         anyhow::bail!("[jobs] sandbox = \"{mode}\" is not known: use \"auto\", \"bwrap\" or \"none\"");
     }
+    if let Some(t) = file.server.header_timeout_seconds
+        && !(t.is_finite() && t > 0.0 && t <= 3600.0)
+    {
+        anyhow::bail!("[server] header_timeout_seconds = {t} must be between 0 and 3600");
+    }
+    if file.server.max_connections == Some(0) {
+        anyhow::bail!("[server] max_connections must be at least 1");
+    }
     if let Some(url) = &file.database_url
         && kiln_store::db::backend_of(url) != Some(kiln_store::Backend::Postgres)
     {
@@ -263,6 +287,7 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         environments: file.environments,
         registries: file.registries,
         slurm: file.slurm,
+        server: file.server,
     })
 }
 

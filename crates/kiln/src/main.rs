@@ -343,6 +343,11 @@ async fn serve(
         data_dir: settings.data_dir.clone(),
         database_url: database_url.clone(),
         jobs,
+        max_connections: settings.server.max_connections,
+        header_timeout: settings
+            .server
+            .header_timeout_seconds
+            .map(std::time::Duration::from_secs_f64),
     })
     .await?;
     if let Some(key) = &server.created_key {
