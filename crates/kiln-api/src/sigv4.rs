@@ -102,6 +102,22 @@ pub fn parse_authorization(header: &str) -> Result<Authorization, SigError> {
     })
 }
 
+/// Whether `region` looks like an AWS region (`us-east-1`, `us-gov-west-1`, `ap-southeast-2`): two
+/// letters, one or more lowercase words, a number. The credential scope's region goes into ARNs, so
+/// nothing else may pass (`us-east-1:999999999999` would put a second account into an ARN).
+pub fn is_valid_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && region.len() <= 32
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
 fn short(s: &str) -> String {
     s.chars().take(64).collect()
 }
@@ -524,6 +540,33 @@ mod tests {
             verify(&parts, &auth, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", now),
             Ok(())
         );
+    }
+
+    #[test]
+    fn regions() {
+        for ok in [
+            "us-east-1",
+            "us-gov-west-1",
+            "ap-southeast-2",
+            "eu-central-1",
+            "il-central-1",
+            "us-isob-east-1",
+        ] {
+            assert!(is_valid_region(ok), "{ok}");
+        }
+        for bad in [
+            "us-east-1:999999999999",
+            "US-east-1",
+            "us-east",
+            "us--1",
+            "u-east-1",
+            "us-east-1a",
+            "us-east-",
+            "",
+            "us-east-1/x",
+        ] {
+            assert!(!is_valid_region(bad), "{bad}");
+        }
     }
 
     #[test]

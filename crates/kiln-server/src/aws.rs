@@ -139,6 +139,13 @@ pub async fn authenticate_headers(app: &App, service: &str, parts: &RequestParts
             format!("Credential should be scoped to correct service: '{service}'."),
         ));
     }
+    if !sigv4::is_valid_region(&auth.region) {
+        return Err(AwsError::new(
+            403,
+            "InvalidSignatureException",
+            "Credential should be scoped to a valid region.",
+        ));
+    }
     sigv4::check_headers(parts, &auth, epoch_now()).map_err(sig_error)?;
     Ok(Authenticated { auth, key })
 }

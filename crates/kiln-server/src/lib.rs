@@ -126,12 +126,28 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the data directory: creates it, the first access key, and the database.
-    pub async fn open(config: ServerConfig) -> Result<Self, ServeError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+    /// Opens the data directory: creates it (private to this user), the first access key, and the
+    /// database. A relative data directory is resolved once, here: agents and job trees run
+    /// elsewhere and must be given absolute paths.
+    pub async fn open(mut config: ServerConfig) -> Result<Self, ServeError> {
+        let data_dir_error = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| ServeError::DataDir { path, source }
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error(&config.data_dir))?;
+        config.data_dir = std::fs::canonicalize(&config.data_dir).map_err(data_dir_error(&config.data_dir))?;
+        if let Some(work_dir) = &config.jobs.work_dir
+            && work_dir.is_relative()
+        {
+            config.jobs.work_dir = Some(std::path::absolute(work_dir).map_err(data_dir_error(work_dir))?);
+        }
+        // Keys, databases and objects of every account live here: no one else may list or read it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(data_dir_error(&config.data_dir))?;
+        }
         let keys_file = keys::keys_path(&config.data_dir);
         let mut created_key = None;
         if keys::read_keys(&keys_file)?.is_empty() {
@@ -242,6 +258,13 @@ impl Server {
         listener::serve(listener, router, limits, shutdown).await;
         Ok(())
     }
+}
+
+/// Makes every file and directory this process creates from now on private to its user (umask
+/// 077): databases, objects, job trees. `kiln serve` calls it before it opens the data directory.
+pub fn private_files() {
+    #[cfg(unix)]
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 }
 
 /// GPUs of this machine (NVIDIA device nodes).

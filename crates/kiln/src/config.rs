@@ -251,11 +251,20 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         .map(Path::to_path_buf)
         .or(file.data_dir)
         .unwrap_or_else(home_data_dir);
+    // Relative paths are resolved once, against the directory kiln starts in: agents and job trees
+    // use them from elsewhere.
+    let data_dir = std::path::absolute(&data_dir)
+        .with_context(|| format!("cannot resolve the data directory {}", data_dir.display()))?;
+    let mut jobs = file.jobs;
+    if let Some(w) = &jobs.work_dir {
+        jobs.work_dir =
+            Some(std::path::absolute(w).with_context(|| format!("cannot resolve [jobs] work_dir {}", w.display()))?);
+    }
     let region = file.region.unwrap_or_else(|| "us-east-1".to_string());
-    if let Some(e) = &file.jobs.executor {
+    if let Some(e) = &jobs.executor {
         check_executor(e).context("[jobs] executor in kiln.toml")?;
     }
-    if let Some(mode) = &file.jobs.sandbox
+    if let Some(mode) = &jobs.sandbox
         && !["auto", "bwrap", "none"].contains(&mode.as_str())
     {
         anyhow::bail!("[jobs] sandbox = \"{mode}\" is not known: use \"auto\", \"bwrap\" or \"none\"");
@@ -281,7 +290,7 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         data_dir,
         database_url: file.database_url,
         region,
-        jobs: file.jobs,
+        jobs,
         capacity: file.capacity,
         external_s3: file.external_s3,
         environments: file.environments,

@@ -338,6 +338,7 @@ async fn serve(
         external_s3: settings.external_s3.clone(),
     };
     let database_url = database_url.or(settings.database_url.clone());
+    kiln_server::private_files();
     let server = Server::open(ServerConfig {
         listen: settings.listen,
         data_dir: settings.data_dir.clone(),
