@@ -31,12 +31,33 @@ def closed_by_server(s, wait):
         return False
 
 
-@pytest.fixture
-def limited():
-    k = Kiln(config=API_ONLY + "[server]\nmax_connections = 64\nheader_timeout_seconds = 1.5\n").start()
+def server(config):
+    k = Kiln(config=API_ONLY + config).start()
     yield k
     k.stop()
     shutil.rmtree(k.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def capped():
+    """At most 64 connections (headers may take the default 30 s: only the cap closes idle ones)."""
+    yield from server("[server]\nmax_connections = 64\n")
+
+
+@pytest.fixture
+def quick_headers():
+    yield from server("[server]\nheader_timeout_seconds = 1.5\n")
+
+
+@pytest.fixture(autouse=True)
+def enough_files_for_the_test():
+    """This process opens thousands of sockets: its own soft limit goes up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 4200:
+        pytest.skip(f"the open-files hard limit ({hard}) is too low to hold 2000 connections at both ends")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def start_with_soft_fd_limit(config, soft_limit):
@@ -70,8 +91,8 @@ def test_signed_request_is_answered_with_2000_idle_connections_open():
         shutil.rmtree(kiln.data_dir, ignore_errors=True)
 
 
-def test_at_the_cap_idle_connections_make_room(limited):
-    kiln = limited
+def test_at_the_cap_idle_connections_make_room(capped):
+    kiln = capped
     sm = kiln.client()
     sm.create_training_job(**job_request("conn-cap"))
     socks = open_idle(kiln, 300)
@@ -87,8 +108,8 @@ def test_at_the_cap_idle_connections_make_room(limited):
             s.close()
 
 
-def test_headers_must_arrive_within_the_deadline(limited):
-    kiln = limited
+def test_headers_must_arrive_within_the_deadline(quick_headers):
+    kiln = quick_headers
     silent = socket.create_connection(("127.0.0.1", kiln.port))
     t = time.monotonic()
     assert closed_by_server(silent, 10)
