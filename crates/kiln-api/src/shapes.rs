@@ -152,11 +152,14 @@ pub struct ResourceConfig {
 }
 
 impl ResourceConfig {
-    /// Host count: `InstanceCount`, or the sum over `InstanceGroups`.
-    pub fn host_count(&self) -> i64 {
+    /// Host count: `InstanceCount`, or the sum over `InstanceGroups`; `None` when the sum does not
+    /// fit an `i64` (counts come from the request: validation bounds them with this).
+    pub fn host_count(&self) -> Option<i64> {
         match &self.instance_groups {
-            Some(groups) if !groups.is_empty() => groups.iter().map(|g| g.instance_count).sum(),
-            _ => self.instance_count.unwrap_or(0),
+            Some(groups) if !groups.is_empty() => {
+                groups.iter().try_fold(0i64, |sum, g| sum.checked_add(g.instance_count))
+            }
+            _ => Some(self.instance_count.unwrap_or(0)),
         }
     }
 }

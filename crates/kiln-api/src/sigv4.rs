@@ -29,6 +29,8 @@ pub enum SigError {
     Mismatch,
     #[error("Signature expired: {0}")]
     Expired(String),
+    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    PayloadMismatch,
 }
 
 impl SigError {
@@ -38,7 +40,7 @@ impl SigError {
             Self::Missing => (403, "MissingAuthenticationTokenException"),
             Self::Incomplete(_) => (400, "IncompleteSignatureException"),
             Self::UnknownKey => (403, "UnrecognizedClientException"),
-            Self::Mismatch | Self::Expired(_) => (403, "InvalidSignatureException"),
+            Self::Mismatch | Self::Expired(_) | Self::PayloadMismatch => (403, "InvalidSignatureException"),
         }
     }
 }
@@ -98,6 +100,22 @@ pub fn parse_authorization(header: &str) -> Result<Authorization, SigError> {
         signed_headers: signed.split(';').map(|h| h.trim().to_ascii_lowercase()).collect(),
         signature: signature.to_ascii_lowercase(),
     })
+}
+
+/// Whether `region` looks like an AWS region (`us-east-1`, `us-gov-west-1`, `ap-southeast-2`): two
+/// letters, one or more lowercase words, a number. The credential scope's region goes into ARNs, so
+/// nothing else may pass (`us-east-1:999999999999` would put a second account into an ARN).
+pub fn is_valid_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && region.len() <= 32
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
 }
 
 fn short(s: &str) -> String {
@@ -218,12 +236,18 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec
     hmac(&k, b"aws4_request")
 }
 
+fn is_amz_header(name: &str) -> bool {
+    name.len() > 6 && name[..6].eq_ignore_ascii_case("x-amz-")
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Verifies a signed request with the secret of `auth.access_key`. `now` is epoch seconds.
-pub fn verify(req: &RequestParts, auth: &Authorization, secret: &str, now: i64) -> Result<(), SigError> {
+/// The checks of a signed request that need no body and no secret: the date within the clock
+/// skew and matching the scope, `host` and every `x-amz-*` header signed. A server runs them before
+/// it reads the body, so an unauthenticated request costs it no more than its headers.
+pub fn check_headers(req: &RequestParts, auth: &Authorization, now: i64) -> Result<(), SigError> {
     let amz_date = req
         .header_values("x-amz-date")
         .first()
@@ -250,10 +274,36 @@ pub fn verify(req: &RequestParts, auth: &Authorization, secret: &str, now: i64) 
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
         ));
     }
-    let payload_hash = match req.header_values("x-amz-content-sha256").first() {
-        Some(h) if *h != "UNSIGNED-PAYLOAD" => h.to_string(),
-        _ => sha256_hex(req.body),
-    };
+    // Every `x-amz-*` header sent must be signed: an unsigned `X-Amz-Target` would let a request
+    // signed for one operation run another.
+    if let Some((name, _)) = req
+        .headers
+        .iter()
+        .find(|(k, _)| is_amz_header(k) && !auth.signed_headers.iter().any(|h| h.eq_ignore_ascii_case(k)))
+    {
+        return Err(SigError::Incomplete(format!(
+            "Header '{}' must be a 'SignedHeader' in the AWS Authorization.",
+            short(&name.to_ascii_lowercase())
+        )));
+    }
+    Ok(())
+}
+
+/// Verifies a signed request with the secret of `auth.access_key`. `now` is epoch seconds.
+pub fn verify(req: &RequestParts, auth: &Authorization, secret: &str, now: i64) -> Result<(), SigError> {
+    check_headers(req, auth, now)?;
+    let amz_date = req
+        .header_values("x-amz-date")
+        .first()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    // The signature covers the body actually received, never a hash the client merely claims.
+    let payload_hash = sha256_hex(req.body);
+    if let Some(claimed) = req.header_values("x-amz-content-sha256").first()
+        && !claimed.eq_ignore_ascii_case(&payload_hash)
+    {
+        return Err(SigError::PayloadMismatch);
+    }
     let creq = canonical_request(req, &auth.signed_headers, &payload_hash);
     let sts = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{}\n{}",
@@ -414,6 +464,47 @@ mod tests {
         assert_eq!(verify(&parts, &auth, "wrong", now), Err(SigError::Mismatch));
         let tampered = RequestParts { body: b"{ }", ..parts };
         assert_eq!(verify(&tampered, &auth, "secret", now), Err(SigError::Mismatch));
+        // A claimed (and signed) payload hash does not stand in for the body received.
+        let mut with_hash = headers.clone();
+        with_hash.push(("x-amz-content-sha256".to_string(), sha256_hex(body)));
+        let mut claimed = with_hash.clone();
+        claimed.extend(sign(
+            "POST",
+            "/",
+            &with_hash,
+            body,
+            "AKID",
+            "secret",
+            "us-east-1",
+            "sagemaker",
+            now,
+        ));
+        let claimed_auth = claimed.iter().find(|(k, _)| k == "Authorization").unwrap().1.clone();
+        let claimed_auth = parse_authorization(&claimed_auth).unwrap();
+        let claimed_parts = RequestParts {
+            headers: &claimed,
+            ..parts
+        };
+        assert_eq!(verify(&claimed_parts, &claimed_auth, "secret", now), Ok(()));
+        let swapped = RequestParts {
+            body: b"{\"other\":1}",
+            ..claimed_parts
+        };
+        assert_eq!(
+            verify(&swapped, &claimed_auth, "secret", now),
+            Err(SigError::PayloadMismatch)
+        );
+        // An unsigned `x-amz-*` header is refused before the signature is even computed.
+        let mut extra = signed.clone();
+        extra.push(("X-Amz-Meta".to_string(), "x".to_string()));
+        let extra_parts = RequestParts {
+            headers: &extra,
+            ..parts
+        };
+        assert!(matches!(
+            verify(&extra_parts, &auth, "secret", now),
+            Err(SigError::Incomplete(_))
+        ));
         assert!(matches!(
             verify(&parts, &auth, "secret", now + 3600),
             Err(SigError::Expired(_))
@@ -449,6 +540,33 @@ mod tests {
             verify(&parts, &auth, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", now),
             Ok(())
         );
+    }
+
+    #[test]
+    fn regions() {
+        for ok in [
+            "us-east-1",
+            "us-gov-west-1",
+            "ap-southeast-2",
+            "eu-central-1",
+            "il-central-1",
+            "us-isob-east-1",
+        ] {
+            assert!(is_valid_region(ok), "{ok}");
+        }
+        for bad in [
+            "us-east-1:999999999999",
+            "US-east-1",
+            "us-east",
+            "us--1",
+            "u-east-1",
+            "us-east-1a",
+            "us-east-",
+            "",
+            "us-east-1/x",
+        ] {
+            assert!(!is_valid_region(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -11,6 +11,9 @@ use crate::shapes::CreateTrainingJobRequest;
 
 /// The longest `MaxRuntimeInSeconds` SageMaker documents (28 days).
 pub const MAX_RUNTIME_LIMIT: i64 = 28 * 24 * 3600;
+/// Most instances one training job may ask for, over all its instance groups. Every count is bounded
+/// by this before anything sized by it (host names, capacity sums) is computed.
+pub const MAX_INSTANCES: i64 = 1000;
 /// `MaxRuntimeInSeconds` when the request has none.
 pub const DEFAULT_MAX_RUNTIME: i64 = 86400;
 
@@ -85,12 +88,34 @@ pub fn check_training_job(req: &CreateTrainingJobRequest) -> ApiResult<()> {
         } else if !groups && (rc.instance_type.is_none() || rc.instance_count.is_none()) {
             v.push("ResourceConfig must specify either InstanceType and InstanceCount, or InstanceGroups.".to_string());
         }
-        if rc.host_count() < 1 && (groups || rc.instance_count.is_some()) {
-            v.push("The training job needs at least one instance: InstanceCount must be at least 1.".to_string());
+        if let Some(n) = rc.instance_count
+            && n > MAX_INSTANCES
+        {
+            v.push(format!(
+                "InstanceCount {n} exceeds the limit of {MAX_INSTANCES} instances per training job."
+            ));
+        }
+        match rc.host_count() {
+            Some(n) if n > MAX_INSTANCES && groups => v.push(format!(
+                "The instance groups ask for {n} instances in all, more than the limit of {MAX_INSTANCES} per training job."
+            )),
+            None => v.push(format!(
+                "The instance groups ask for more instances than the limit of {MAX_INSTANCES} per training job."
+            )),
+            Some(n) if n < 1 && (groups || rc.instance_count.is_some()) => v.push(
+                "The training job needs at least one instance: InstanceCount must be at least 1.".to_string(),
+            ),
+            Some(_) => {}
         }
         if let Some(groups) = &rc.instance_groups {
             let mut seen = HashSet::new();
             for g in groups {
+                if !(0..=MAX_INSTANCES).contains(&g.instance_count) {
+                    v.push(format!(
+                        "InstanceCount {} of instance group '{}' must be between 0 and {MAX_INSTANCES}.",
+                        g.instance_count, g.instance_group_name
+                    ));
+                }
                 if !seen.insert(g.instance_group_name.as_str()) {
                     v.push(format!(
                         "Instance group name '{}' is used more than once in InstanceGroups.",
@@ -329,6 +354,35 @@ mod tests {
                 .message
                 .contains("InstanceGroups cannot")
         );
+    }
+
+    #[test]
+    fn instance_counts_are_bounded_without_overflow() {
+        let mut b = base();
+        b["ResourceConfig"]["InstanceCount"] = json!(100_000_000_000i64);
+        let e = create_training_job(&b).unwrap_err();
+        assert_eq!(e.code, "ValidationException");
+        assert!(e.message.contains("limit of 1000"), "{}", e.message);
+        b["ResourceConfig"]["InstanceCount"] = json!(MAX_INSTANCES);
+        assert!(create_training_job(&b).is_ok());
+        let mut b = base();
+        let rc = b["ResourceConfig"].as_object_mut().unwrap();
+        rc.remove("InstanceType");
+        rc.remove("InstanceCount");
+        let group =
+            |name: &str, n: i64| json!({"InstanceType": "ml.m5.large", "InstanceCount": n, "InstanceGroupName": name});
+        for groups in [
+            json!([group("a", i64::MAX), group("b", i64::MAX), group("c", 3)]),
+            json!([group("a", i64::MAX), group("b", 1)]),
+            json!([group("a", 600), group("b", 600)]),
+            json!([group("a", -5), group("b", 6)]),
+        ] {
+            b["ResourceConfig"]["InstanceGroups"] = groups;
+            let e = create_training_job(&b).unwrap_err();
+            assert_eq!(e.code, "ValidationException", "{}", e.message);
+        }
+        b["ResourceConfig"]["InstanceGroups"] = json!([group("a", 500), group("b", 500)]);
+        assert!(create_training_job(&b).is_ok());
     }
 
     #[test]

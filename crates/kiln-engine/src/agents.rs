@@ -46,6 +46,12 @@ impl Engine {
         Ok(job)
     }
 
+    /// Checks an agent call's token and host without acting on it: the server does this before it
+    /// reads the call's body.
+    pub async fn agent_authorize(&self, account: &str, name: &str, host: &str, token: &str) -> ApiResult<()> {
+        self.agent_job(account, name, host, token).await.map(|_| ())
+    }
+
     /// `GET .../assignment`: everything the host needs to run its part.
     pub async fn agent_assignment(&self, account: &str, name: &str, host: &str, token: &str) -> ApiResult<Assignment> {
         let job = self.agent_job(account, name, host, token).await?;

@@ -10,6 +10,7 @@
 //! access keys ([`Accounts`]). It is not an S3 client (jobs read and write objects through
 //! `kiln-blob`), and it knows nothing of jobs or of HTTP routing beyond the S3 requests it is given.
 
+mod auth_limits;
 mod blobs;
 mod index;
 pub mod listing;

@@ -214,25 +214,37 @@ impl S3Handler {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Err(r) = crate::auth_limits::check(req.headers(), req.uri().query().unwrap_or(""), now) {
+            return xml_error(r.status, r.code, &r.message);
+        }
         let req = req.map(s3s::Body::http_body_unsync);
         match self.service.call(req).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::error!(target: "kiln::s3", "S3 request failed: {e:?}");
-                let mut resp = http::Response::new(s3s::Body::from(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code>\
-                     <Message>We encountered an internal error. Please try again.</Message></Error>"
-                        .to_string(),
-                ));
-                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/xml"),
-                );
-                resp
+                xml_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "We encountered an internal error. Please try again.",
+                )
             }
         }
     }
+}
+
+/// An S3 error response built outside `s3s` (`message` is plain text, escaped here).
+fn xml_error(status: StatusCode, code: &str, message: &str) -> http::Response<s3s::Body> {
+    let escaped = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut resp = http::Response::new(s3s::Body::from(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{escaped}</Message></Error>"
+    )));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
 }
 
 struct Api {

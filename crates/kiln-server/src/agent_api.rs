@@ -2,7 +2,7 @@
 //! report to (`/_kiln/agent/v1/jobs/{account}/{job}/hosts/{host}/{call}`, protocol in
 //! `kiln_api::agent`). Agents authenticate with their job's bearer token.
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -11,9 +11,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::App;
+use crate::body::{BodyError, read_limited};
 
-/// Largest agent request body (a log batch).
-const MAX_AGENT_BODY: usize = 64 * 1024 * 1024;
+/// Largest agent request body: a log batch (agents send at most 1 MiB of lines, which JSON escaping
+/// can grow several-fold).
+pub const MAX_AGENT_BODY: usize = 16 * 1024 * 1024;
 
 fn json_response<T: Serialize>(status: u16, body: &T) -> Response {
     Response::builder()
@@ -60,9 +62,29 @@ pub async fn handle(app: &App, parts: Parts, body: Body) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_string();
-    let body = match to_bytes(body, MAX_AGENT_BODY).await {
-        Ok(b) => b,
-        Err(_) => return error_response(&AwsError::serialization("agent request body too large or unreadable")),
+    // The token is checked before the body is read: a caller without one costs only its headers.
+    let has_body = matches!(*call, "status" | "logs" | "done");
+    let body = if has_body {
+        if let Err(e) = app.engine.agent_authorize(account, job, host, &token).await {
+            return error_response(&e);
+        }
+        let mut body = body;
+        match read_limited(&mut body, &parts.headers, MAX_AGENT_BODY).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge { limit }) => {
+                crate::body::drain(&mut body, &parts.headers).await;
+                return error_response(&AwsError::new(
+                    413,
+                    "RequestEntityTooLarge",
+                    format!("agent request body is larger than {limit} bytes"),
+                ));
+            }
+            Err(BodyError::Unreadable) => {
+                return error_response(&AwsError::serialization("agent request body unreadable"));
+            }
+        }
+    } else {
+        bytes::Bytes::new()
     };
     let engine = &app.engine;
     let result = match (&parts.method, *call) {

@@ -5,7 +5,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use kiln_api::sigv4::{self, RequestParts, SigError};
 use kiln_api::{ApiResult, AwsError, model};
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::App;
+use crate::body::{BodyError, read_limited};
 
 /// Largest JSON request body accepted.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -88,16 +90,29 @@ fn epoch_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Verifies the request's signature; returns the calling account and region.
-pub async fn authenticate(
-    app: &App,
-    service: &str,
-    method: &Method,
-    uri: &Uri,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> ApiResult<Caller> {
-    let auth_header = headers
+/// The request's headers as name/value pairs (a value that is not text is refused).
+fn header_pairs(headers: &axum::http::HeaderMap) -> ApiResult<Vec<(String, String)>> {
+    let mut pairs = Vec::with_capacity(headers.len());
+    for (k, v) in headers {
+        let v = v
+            .to_str()
+            .map_err(|_| AwsError::serialization(format!("Header '{k}' is not valid text.")))?;
+        pairs.push((k.as_str().to_string(), v.to_string()));
+    }
+    Ok(pairs)
+}
+
+/// A request whose headers passed every check but the signature itself, which needs the body.
+pub struct Authenticated {
+    auth: sigv4::Authorization,
+    key: crate::keys::AccessKey,
+}
+
+/// Checks everything about the request's authentication that the headers tell: a known key, the
+/// service of the scope, the date, the signed headers. Runs before the body is read.
+pub async fn authenticate_headers(app: &App, service: &str, parts: &RequestParts<'_>) -> ApiResult<Authenticated> {
+    let auth_header = parts
+        .headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         .map(|(_, v)| v.as_str())
@@ -124,18 +139,33 @@ pub async fn authenticate(
             format!("Credential should be scoped to correct service: '{service}'."),
         ));
     }
-    let parts = RequestParts {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query().unwrap_or(""),
-        headers,
-        body,
-    };
-    sigv4::verify(&parts, &auth, &key.secret_access_key, epoch_now()).map_err(sig_error)?;
+    if !sigv4::is_valid_region(&auth.region) {
+        return Err(AwsError::new(
+            403,
+            "InvalidSignatureException",
+            "Credential should be scoped to a valid region.",
+        ));
+    }
+    sigv4::check_headers(parts, &auth, epoch_now()).map_err(sig_error)?;
+    Ok(Authenticated { auth, key })
+}
+
+/// Verifies the signature over the request with its body; returns the calling account and region.
+pub fn verify_signature(pre: Authenticated, parts: &RequestParts<'_>) -> ApiResult<Caller> {
+    sigv4::verify(parts, &pre.auth, &pre.key.secret_access_key, epoch_now()).map_err(sig_error)?;
     Ok(Caller {
-        account: key.account_id,
-        region: auth.region,
+        account: pre.key.account_id,
+        region: pre.auth.region,
     })
+}
+
+/// The error for a body over the limit: 413, in the JSON protocol's envelope.
+fn too_large(limit: usize) -> AwsError {
+    AwsError::new(
+        413,
+        "RequestEntityTooLargeException",
+        format!("The request body is larger than {limit} bytes."),
+    )
 }
 
 fn json<T: serde::Serialize>(response: ApiResult<T>) -> ApiResult<String> {
@@ -148,11 +178,15 @@ fn parse<T: DeserializeOwned>(body: Value) -> ApiResult<T> {
     serde_json::from_value(body).map_err(|e| AwsError::serialization(format!("Could not read the request: {e}")))
 }
 
-/// Handles one AWS JSON 1.1 request.
-pub async fn handle(app: &App, method: Method, uri: Uri, headers: HeaderMap, target: &str, body: &[u8]) -> Response {
-    match handle_inner(app, method, uri, headers, target, body).await {
+/// Handles one AWS JSON 1.1 request: authenticates it on its headers, then reads its body (at
+/// most [`MAX_BODY`]), verifies the signature over it and runs the operation.
+pub async fn handle(app: &App, parts: Parts, body: Body, target: &str) -> Response {
+    let mut body = body;
+    let headers = parts.headers.clone();
+    match handle_inner(app, parts, &mut body, target).await {
         Ok(body) => respond(200, body),
         Err(e) => {
+            crate::body::discard_small(&mut body, &headers).await;
             if e.status >= 500 {
                 tracing::error!(target: "kiln::api", op = target, "{}", e.message);
             }
@@ -161,23 +195,29 @@ pub async fn handle(app: &App, method: Method, uri: Uri, headers: HeaderMap, tar
     }
 }
 
-async fn handle_inner(
-    app: &App,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    target: &str,
-    body: &[u8],
-) -> ApiResult<String> {
+async fn handle_inner(app: &App, parts: Parts, body: &mut Body, target: &str) -> ApiResult<String> {
     let (service, op) = parse_target(target).ok_or_else(|| AwsError::unknown_operation(target))?;
-    let mut pairs = Vec::with_capacity(headers.len());
-    for (k, v) in &headers {
-        let v = v
-            .to_str()
-            .map_err(|_| AwsError::serialization(format!("Header '{k}' is not valid text.")))?;
-        pairs.push((k.as_str().to_string(), v.to_string()));
-    }
-    let caller = authenticate(app, service.signing_name(), &method, &uri, &pairs, body).await?;
+    let pairs = header_pairs(&parts.headers)?;
+    let method = parts.method.clone();
+    let mut request = RequestParts {
+        method: method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &pairs,
+        body: &[],
+    };
+    let pre = authenticate_headers(app, service.signing_name(), &request).await?;
+    let body = match read_limited(body, &parts.headers, MAX_BODY).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge { limit }) => {
+            // A signed client is owed its answer: let it finish sending, without keeping the bytes.
+            crate::body::drain(body, &parts.headers).await;
+            return Err(too_large(limit));
+        }
+        Err(BodyError::Unreadable) => return Err(AwsError::serialization("The request body could not be read.")),
+    };
+    request.body = &body;
+    let caller = verify_signature(pre, &request)?;
     if method != Method::POST {
         return Err(AwsError::serialization("AWS JSON requests must use POST."));
     }
@@ -193,7 +233,7 @@ async fn handle_inner(
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
     } else {
-        serde_json::from_slice(body)
+        serde_json::from_slice(&body)
             .map_err(|e| AwsError::serialization(format!("The request body is not valid JSON: {e}")))?
     };
     model.validate(op, &body)?;

@@ -1,8 +1,10 @@
 //! Access keys: `<data-dir>/keys.toml`, one entry per key, each belonging to an account.
 //!
 //! The file is the source of truth. kiln creates it with one key on first start; more keys (for
-//! more accounts) can be added with `kiln keys create` or by editing the file. The server re-reads
-//! the file when it sees an unknown key and the file has changed, so new keys work without a restart.
+//! more accounts) can be added with `kiln keys create` or by editing the file, and removed with
+//! `kiln keys delete` or by editing it. The server keeps one [`Keyring`] for every endpoint
+//! (SageMaker, Logs, S3) and checks the file's identity (inode, size, modification time) on every
+//! lookup, so an added key works and a removed key stops working on the next request.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -95,6 +97,23 @@ pub fn generate_key(account: Option<&str>) -> AccessKey {
 pub fn append_key(path: &Path, key: &AccessKey) -> Result<(), KeysError> {
     let mut keys = read_keys(path)?;
     keys.push(key.clone());
+    write_keys(path, keys)
+}
+
+/// Removes the key `access_key_id` from the file; `false` if it had no such key.
+pub fn delete_key(path: &Path, access_key_id: &str) -> Result<bool, KeysError> {
+    let mut keys = read_keys(path)?;
+    let before = keys.len();
+    keys.retain(|k| k.access_key_id != access_key_id);
+    if keys.len() == before {
+        return Ok(false);
+    }
+    write_keys(path, keys)?;
+    Ok(true)
+}
+
+/// Replaces the file's keys, atomically (a reader sees the old file or the new one), mode 0600.
+fn write_keys(path: &Path, keys: Vec<AccessKey>) -> Result<(), KeysError> {
     let text = toml::to_string(&KeysFile { keys }).map_err(|e| KeysError::Parse {
         path: path.into(),
         message: e.to_string(),
@@ -121,52 +140,112 @@ pub fn append_key(path: &Path, key: &AccessKey) -> Result<(), KeysError> {
     })
 }
 
-/// The server's view of the keys file.
+/// The server's view of the keys file: one for every endpoint, so that a key removed from the
+/// file stops working everywhere at once.
 pub struct Keyring {
     path: PathBuf,
-    inner: RwLock<(HashMap<String, AccessKey>, Option<SystemTime>)>,
+    inner: RwLock<Loaded>,
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+struct Loaded {
+    keys: HashMap<String, AccessKey>,
+    stamp: Option<FileStamp>,
+}
+
+/// What tells one version of the keys file from another: an atomic rewrite changes the inode, an
+/// edit in place the size or the modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(FileStamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        inode,
+    })
+}
+
+fn index(keys: Vec<AccessKey>) -> HashMap<String, AccessKey> {
+    keys.into_iter().map(|k| (k.access_key_id.clone(), k)).collect()
 }
 
 impl Keyring {
     /// Loads the keys file.
     pub fn load(path: &Path) -> Result<Self, KeysError> {
-        let keys = read_keys(path)?;
-        let map = keys.into_iter().map(|k| (k.access_key_id.clone(), k)).collect();
+        let stamp = stamp(path);
+        let keys = index(read_keys(path)?);
         Ok(Self {
             path: path.into(),
-            inner: RwLock::new((map, modified(path))),
+            inner: RwLock::new(Loaded { keys, stamp }),
         })
     }
 
-    /// The key with this id, re-reading the file if it changed since it was last read.
-    pub fn get(&self, access_key_id: &str) -> Option<AccessKey> {
-        if let Ok(guard) = self.inner.read()
-            && let Some(k) = guard.0.get(access_key_id)
-        {
-            return Some(k.clone());
+    /// Re-reads the file if it is not the version last read. A file that cannot be parsed (an
+    /// edit in progress) keeps the previous keys; a file that is gone has none.
+    fn refresh(&self) {
+        let now = stamp(&self.path);
+        if self.inner.read().map(|g| g.stamp == now).unwrap_or(false) {
+            return;
         }
-        let now_modified = modified(&self.path);
-        let stale = self.inner.read().map(|g| g.1 != now_modified).unwrap_or(true);
-        if stale && let Ok(keys) = read_keys(&self.path) {
-            let map: HashMap<String, AccessKey> = keys.into_iter().map(|k| (k.access_key_id.clone(), k)).collect();
-            let found = map.get(access_key_id).cloned();
-            if let Ok(mut guard) = self.inner.write() {
-                *guard = (map, now_modified);
+        match read_keys(&self.path) {
+            Ok(keys) => {
+                if let Ok(mut guard) = self.inner.write() {
+                    *guard = Loaded {
+                        keys: index(keys),
+                        stamp: now,
+                    };
+                }
             }
-            return found;
+            Err(e) => tracing::warn!(target: "kiln::keys", "{e}; the keys read before stay in use"),
         }
-        None
     }
 
-    /// Every key (for the secret lookup of the S3 endpoint).
+    /// The key with this id as the file has it now.
+    pub fn get(&self, access_key_id: &str) -> Option<AccessKey> {
+        self.refresh();
+        self.inner.read().ok()?.keys.get(access_key_id).cloned()
+    }
+
+    /// Every key.
     pub fn all(&self) -> Vec<AccessKey> {
+        self.refresh();
         self.inner
             .read()
-            .map(|g| g.0.values().cloned().collect())
+            .map(|g| g.keys.values().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deleted_and_added_keys_take_effect_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = keys_path(dir.path());
+        let a = generate_key(None);
+        append_key(&path, &a).unwrap();
+        let ring = Keyring::load(&path).unwrap();
+        assert_eq!(ring.get(&a.access_key_id), Some(a.clone()));
+        let b = generate_key(Some(&a.account_id));
+        append_key(&path, &b).unwrap();
+        assert_eq!(ring.get(&b.access_key_id), Some(b.clone()));
+        assert!(delete_key(&path, &a.access_key_id).unwrap());
+        assert!(!delete_key(&path, &a.access_key_id).unwrap());
+        // The removed key is gone although it was answered from memory a moment ago.
+        assert_eq!(ring.get(&a.access_key_id), None);
+        assert_eq!(ring.get(&b.access_key_id), Some(b));
+        std::fs::remove_file(&path).unwrap();
+        assert!(ring.all().is_empty());
     }
 }

@@ -5,17 +5,18 @@
 
 mod agent_api;
 pub mod aws;
+mod body;
 pub mod keys;
+pub mod listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use kiln_api::AwsError;
 use kiln_engine::slurm::SlurmExecutor;
 use kiln_engine::{Engine, LocalExecutor, NoExecutor, RunnerConfig};
 use kiln_store::{Db, FileLeadership, Leadership, PgLeadership, SqlLogStore, SqlStore};
@@ -32,6 +33,11 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     /// How jobs run: the executor and its settings.
     pub jobs: JobsConfig,
+    /// `[server] max_connections` (default: half the open-files limit, at most 10,000).
+    pub max_connections: Option<usize>,
+    /// `[server] header_timeout_seconds` (default 30): time to send a request's headers, and how
+    /// long a kept-alive connection may sit idle.
+    pub header_timeout: Option<std::time::Duration>,
 }
 
 /// Where jobs run.
@@ -73,7 +79,8 @@ pub struct JobsConfig {
 /// Shared state of the server.
 pub struct App {
     pub engine: Arc<Engine>,
-    pub keys: Keyring,
+    /// The access keys of every endpoint (one keyring, so that a removed key stops working everywhere).
+    pub keys: Arc<Keyring>,
     /// The embedded S3 endpoint (its store is also the engine's way to create buckets).
     pub s3: kiln_s3::S3Handler,
 }
@@ -119,12 +126,28 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the data directory: creates it, the first access key, and the database.
-    pub async fn open(config: ServerConfig) -> Result<Self, ServeError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+    /// Opens the data directory: creates it (private to this user), the first access key, and the
+    /// database. A relative data directory is resolved once, here: agents and job trees run
+    /// elsewhere and must be given absolute paths.
+    pub async fn open(mut config: ServerConfig) -> Result<Self, ServeError> {
+        let data_dir_error = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| ServeError::DataDir { path, source }
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error(&config.data_dir))?;
+        config.data_dir = std::fs::canonicalize(&config.data_dir).map_err(data_dir_error(&config.data_dir))?;
+        if let Some(work_dir) = &config.jobs.work_dir
+            && work_dir.is_relative()
+        {
+            config.jobs.work_dir = Some(std::path::absolute(work_dir).map_err(data_dir_error(work_dir))?);
+        }
+        // Keys, databases and objects of every account live here: no one else may list or read it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(data_dir_error(&config.data_dir))?;
+        }
         let keys_file = keys::keys_path(&config.data_dir);
         let mut created_key = None;
         if keys::read_keys(&keys_file)?.is_empty() {
@@ -173,16 +196,13 @@ impl Server {
             external,
         });
         let engine = Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs))?.with_catalog(catalog));
+        let keys = Arc::new(Keyring::load(&keys_file)?);
         let accounts = KeyringAccounts {
-            keys: Keyring::load(&keys_file)?,
+            keys: keys.clone(),
             engine: engine.clone(),
         };
         let s3 = kiln_s3::S3Handler::new(objects, Arc::new(accounts));
-        let app = App {
-            engine,
-            keys: Keyring::load(&keys_file)?,
-            s3,
-        };
+        let app = App { engine, keys, s3 };
         Ok(Self {
             app: Arc::new(app),
             config,
@@ -206,6 +226,20 @@ impl Server {
                 source,
             })?;
         tracing::info!(target: "kiln::serve", "listening on http://{}", listener.local_addr()?);
+        let fd_limit = listener::raise_fd_limit();
+        let mut limits = listener::ConnectionLimits::for_fd_limit(fd_limit);
+        if let Some(n) = self.config.max_connections {
+            limits.max_connections = n.max(1);
+        }
+        if let Some(t) = self.config.header_timeout {
+            limits.header_timeout = t;
+        }
+        tracing::info!(
+            target: "kiln::serve",
+            "open files up to {fd_limit}; at most {} connections, {} s to send a request's headers",
+            limits.max_connections,
+            limits.header_timeout.as_secs_f64()
+        );
         let router = self.router();
         // A bug that panics the scheduler must not stop every job from running: restart it.
         let engine = self.app.engine.clone();
@@ -221,11 +255,16 @@ impl Server {
                 }
             }
         });
-        axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        listener::serve(listener, router, limits, shutdown).await;
         Ok(())
     }
+}
+
+/// Makes every file and directory this process creates from now on private to its user (umask
+/// 077): databases, objects, job trees. `kiln serve` calls it before it opens the data directory.
+pub fn private_files() {
+    #[cfg(unix)]
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 }
 
 /// GPUs of this machine (NVIDIA device nodes).
@@ -315,16 +354,8 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
         .get("x-amz-target")
         .map(|v| v.to_str().unwrap_or("").to_string());
     if let Some(target) = target {
-        let body = match to_bytes(body, aws::MAX_BODY).await {
-            Ok(b) => b,
-            Err(_) => {
-                return aws::error_response(&AwsError::serialization(format!(
-                    "The request body is larger than {} bytes or could not be read.",
-                    aws::MAX_BODY
-                )));
-            }
-        };
-        return aws::handle(&app, parts.method, parts.uri, parts.headers, &target, &body).await;
+        // Authenticated on its headers first; the body is read (at most `aws::MAX_BODY`) only then.
+        return aws::handle(&app, parts, body, &target).await;
     }
     // S3: the body streams through unlimited (parts up to 5 GiB); `kiln-s3` verifies SigV4.
     app.s3.handle(Request::from_parts(parts, body)).await.map(Body::new)
@@ -368,7 +399,7 @@ impl kiln_engine::catalog::ObjectCatalog for EmbeddedCatalog {
 /// The S3 endpoint's view of access keys: the keys file, and the temporary keys of running jobs
 /// (agents stage data and upload models with them).
 struct KeyringAccounts {
-    keys: Keyring,
+    keys: Arc<Keyring>,
     engine: Arc<Engine>,
 }
 

@@ -34,6 +34,21 @@ pub struct FileConfig {
     pub registries: Vec<kiln_api::agent::RegistryRule>,
     /// `[slurm]`: the Slurm executor (with `[jobs] executor = "slurm"`).
     pub slurm: Option<SlurmSection>,
+    /// `[server]`: limits on connections.
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+/// `[server]` of `kiln.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Most connections open at once (default: half the open-files limit, at most 10,000); at the
+    /// cap a new connection displaces the one idle longest.
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers; also how long a kept-alive connection
+    /// may sit idle (default 30).
+    pub header_timeout_seconds: Option<f64>,
 }
 
 /// `[jobs]` of `kiln.toml`.
@@ -191,6 +206,7 @@ pub struct Settings {
     pub environments: Vec<kiln_api::agent::EnvironmentRule>,
     pub registries: Vec<kiln_api::agent::RegistryRule>,
     pub slurm: Option<SlurmSection>,
+    pub server: ServerSection,
 }
 
 fn home_data_dir() -> PathBuf {
@@ -235,14 +251,31 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         .map(Path::to_path_buf)
         .or(file.data_dir)
         .unwrap_or_else(home_data_dir);
+    // Relative paths are resolved once, against the directory kiln starts in: agents and job trees
+    // use them from elsewhere.
+    let data_dir = std::path::absolute(&data_dir)
+        .with_context(|| format!("cannot resolve the data directory {}", data_dir.display()))?;
+    let mut jobs = file.jobs;
+    if let Some(w) = &jobs.work_dir {
+        jobs.work_dir =
+            Some(std::path::absolute(w).with_context(|| format!("cannot resolve [jobs] work_dir {}", w.display()))?);
+    }
     let region = file.region.unwrap_or_else(|| "us-east-1".to_string());
-    if let Some(e) = &file.jobs.executor {
+    if let Some(e) = &jobs.executor {
         check_executor(e).context("[jobs] executor in kiln.toml")?;
     }
-    if let Some(mode) = &file.jobs.sandbox
+    if let Some(mode) = &jobs.sandbox
         && !["auto", "bwrap", "none"].contains(&mode.as_str())
     {
         anyhow::bail!("[jobs] sandbox = \"{mode}\" is not known: use \"auto\", \"bwrap\" or \"none\"");
+    }
+    if let Some(t) = file.server.header_timeout_seconds
+        && !(t.is_finite() && t > 0.0 && t <= 3600.0)
+    {
+        anyhow::bail!("[server] header_timeout_seconds = {t} must be between 0 and 3600");
+    }
+    if file.server.max_connections == Some(0) {
+        anyhow::bail!("[server] max_connections must be at least 1");
     }
     if let Some(url) = &file.database_url
         && kiln_store::db::backend_of(url) != Some(kiln_store::Backend::Postgres)
@@ -257,12 +290,13 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         data_dir,
         database_url: file.database_url,
         region,
-        jobs: file.jobs,
+        jobs,
         capacity: file.capacity,
         external_s3: file.external_s3,
         environments: file.environments,
         registries: file.registries,
         slurm: file.slurm,
+        server: file.server,
     })
 }
 

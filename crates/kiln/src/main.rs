@@ -124,6 +124,11 @@ enum KeysCommand {
     },
     /// List access key ids and their accounts.
     List,
+    /// Delete an access key: the server refuses it from the next request on.
+    Delete {
+        /// The key's id (AKIA...).
+        access_key_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -333,11 +338,17 @@ async fn serve(
         external_s3: settings.external_s3.clone(),
     };
     let database_url = database_url.or(settings.database_url.clone());
+    kiln_server::private_files();
     let server = Server::open(ServerConfig {
         listen: settings.listen,
         data_dir: settings.data_dir.clone(),
         database_url: database_url.clone(),
         jobs,
+        max_connections: settings.server.max_connections,
+        header_timeout: settings
+            .server
+            .header_timeout_seconds
+            .map(std::time::Duration::from_secs_f64),
     })
     .await?;
     if let Some(key) = &server.created_key {
@@ -443,6 +454,12 @@ fn keys_command(settings: &config::Settings, command: KeysCommand) -> Result<()>
             for k in keys::read_keys(&path)? {
                 println!("{}\t{}", k.access_key_id, k.account_id);
             }
+        }
+        KeysCommand::Delete { access_key_id } => {
+            if !keys::delete_key(&path, &access_key_id)? {
+                bail!("no access key {access_key_id} in {}", path.display());
+            }
+            println!("deleted {access_key_id}");
         }
     }
     Ok(())
