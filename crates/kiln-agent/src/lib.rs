@@ -97,6 +97,10 @@ pub enum AgentError {
 /// Runs the host's part of the job to the end. Returns the process exit code the agent should use:
 /// 0 once the control plane has the final report, whatever the algorithm did.
 pub async fn run(args: AgentArgs) -> Result<i32, AgentError> {
+    // The server makes its own files private (umask 077), which its agents inherit; a job's files
+    // get the usual 022 as in a container (so model.tar.gz unpacks readable). The trees stay private:
+    // the work directory above them is 0700.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     run_with(args, Timing::default()).await
 }
 
