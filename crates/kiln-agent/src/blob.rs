@@ -99,9 +99,12 @@ pub fn files_under(dir: &Path) -> Result<Vec<(PathBuf, String)>, String> {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-            if path.is_dir() {
+            // Symbolic links are not followed (S3 has no links; their targets may be anything of
+            // the machine's): only the tree's own files and directories.
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
                 walk(&path, &child, out)?;
-            } else if path.is_file() {
+            } else if kind.is_file() {
                 out.push((path, child));
             }
         }

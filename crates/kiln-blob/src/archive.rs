@@ -19,7 +19,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
 }
 
 /// Packs the contents of `dir` (not `dir` itself) into a gzip'd tar at `out`: entries are relative
-/// paths such as `xgboost-model` or `sub/file`, in sorted order. Symbolic links are followed.
+/// paths such as `xgboost-model` or `sub/file`, in sorted order. Symbolic links are archived as
+/// links, never followed: a link to a file outside the directory (`/etc/passwd`, the server's keys)
+/// does not bring that file along, and a link to an ancestor does not recurse.
 /// Blocking; call from `spawn_blocking` in async code.
 pub fn pack_tar_gz(dir: &Path, out: &Path) -> Result<(), BlobError> {
     if !dir.is_dir() {
@@ -30,7 +32,7 @@ pub fn pack_tar_gz(dir: &Path, out: &Path) -> Result<(), BlobError> {
     }
     let file = File::create(out).map_err(io(out))?;
     let mut tar = tar::Builder::new(GzEncoder::new(BufWriter::new(file), Compression::default()));
-    tar.follow_symlinks(true);
+    tar.follow_symlinks(false);
     append_dir(&mut tar, dir, Path::new(""))?;
     let gz = tar.into_inner().map_err(io(out))?;
     let buf = gz.finish().map_err(io(out))?;
@@ -50,8 +52,21 @@ fn append_dir<W: std::io::Write>(tar: &mut tar::Builder<W>, dir: &Path, rel: &Pa
     for entry in entries {
         let path = entry.path();
         let name = rel.join(entry.file_name());
-        let meta = std::fs::metadata(&path).map_err(io(&path))?;
-        if meta.is_dir() {
+        let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).map_err(io(&path))?;
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            header.set_mode(0o777);
+            header.set_mtime(
+                meta.modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs()),
+            );
+            tar.append_link(&mut header, &name, &target).map_err(io(&path))?;
+        } else if meta.is_dir() {
             tar.append_dir(&name, &path).map_err(io(&path))?;
             append_dir(tar, &path, &name)?;
         } else if meta.is_file() {
@@ -88,6 +103,7 @@ pub fn unpack_tar_gz(file: &Path, dir: &Path) -> Result<(), BlobError> {
     };
     // First pass: check every entry, so a refused archive leaves nothing behind.
     let mut archive = open()?;
+    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
         let entry = entry.map_err(|e| bad(e.to_string()))?;
         let path = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
@@ -108,20 +124,35 @@ pub fn unpack_tar_gz(file: &Path, dir: &Path) -> Result<(), BlobError> {
             } else {
                 target
             };
-            // Lexically resolve `..` within the directory; climbing above it is refused.
-            let mut depth: i64 = 0;
-            for c in resolved.components() {
-                match c {
-                    Component::Normal(_) => depth += 1,
-                    Component::CurDir => {}
-                    Component::ParentDir => {
-                        depth -= 1;
-                        if depth < 0 {
-                            return Err(refuse());
-                        }
+            links.push((rel, resolved));
+        }
+    }
+    // Every link's target, resolved within the directory: climbing above it is refused, and so is
+    // a target that goes through another link of the archive (`up -> .` then `out -> up/..` stays
+    // inside lexically but leaves the directory for real).
+    let names: std::collections::HashSet<&Path> = links.iter().map(|(rel, _)| rel.as_path()).collect();
+    for (rel, resolved) in &links {
+        let refuse = || BlobError::UnsafeEntry {
+            archive: file.to_path_buf(),
+            entry: rel.display().to_string(),
+        };
+        let mut at = PathBuf::new();
+        let mut parts = resolved.components().peekable();
+        while let Some(c) = parts.next() {
+            match c {
+                Component::Normal(p) => {
+                    at.push(p);
+                    if parts.peek().is_some() && names.contains(at.as_path()) {
+                        return Err(refuse());
                     }
-                    Component::RootDir | Component::Prefix(_) => return Err(refuse()),
                 }
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    if !at.pop() {
+                        return Err(refuse());
+                    }
+                }
+                Component::RootDir | Component::Prefix(_) => return Err(refuse()),
             }
         }
     }
@@ -215,6 +246,68 @@ mod tests {
             );
             assert!(!dir.path().join("evil").exists());
         }
+    }
+
+    #[test]
+    fn links_are_archived_as_links_never_followed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let src = dir.path().join("model");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(dir.path().join("secret"), b"server secret").expect("write");
+        std::fs::write(src.join("weights"), b"w").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("secret"), src.join("leak")).expect("link");
+        std::os::unix::fs::symlink(dir.path(), src.join("ancestor")).expect("link");
+        let out = dir.path().join("model.tar.gz");
+        pack_tar_gz(&src, &out).expect("pack");
+        let mut entries = Vec::new();
+        let mut archive = tar::Archive::new(GzDecoder::new(File::open(&out).expect("open")));
+        for e in archive.entries().expect("entries") {
+            let e = e.expect("entry");
+            let name = e.path().expect("path").display().to_string();
+            let link = e.link_name().expect("link").map(|l| l.display().to_string());
+            entries.push((name, e.header().entry_type().is_symlink(), link, e.size()));
+        }
+        let secret = dir.path().join("secret").display().to_string();
+        let ancestor = dir.path().display().to_string();
+        assert_eq!(
+            entries,
+            [
+                ("ancestor".to_string(), true, Some(ancestor), 0),
+                ("leak".to_string(), true, Some(secret), 0),
+                ("weights".to_string(), false, None, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn link_chains_that_leave_the_directory_for_real_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let archive = dir.path().join("chain.tar.gz");
+        let link = |b: &mut tar::Builder<GzEncoder<File>>, name: &str, target: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, name, target).expect("link");
+        };
+        raw_tar_gz(&archive, |b| {
+            link(b, "up", ".");
+            link(b, "out", "up/..");
+        });
+        let target = dir.path().join("code");
+        match unpack_tar_gz(&archive, &target) {
+            Err(BlobError::UnsafeEntry { entry, .. }) => assert_eq!(entry, "out"),
+            other => panic!("the chain was not refused: {other:?}"),
+        }
+        assert!(!target.join("up").exists(), "nothing unpacked");
+        // A link to a link, going no further, stays allowed.
+        let fine = dir.path().join("fine.tar.gz");
+        raw_tar_gz(&fine, |b| {
+            file_entry(b, b"data.txt", b"d");
+            link(b, "a", "data.txt");
+            link(b, "b", "a");
+        });
+        unpack_tar_gz(&fine, &target).expect("unpack");
+        assert_eq!(std::fs::read(target.join("b")).expect("read"), b"d");
     }
 
     #[test]
