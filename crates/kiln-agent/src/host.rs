@@ -105,6 +105,7 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
     };
     let tree = Tree::new(&args.work_dir, &args.job, &args.host)?;
     tree.create()?;
+    crate::launch::record_groups_in(tree.host_dir.join("algorithm.pid"));
     // The algorithm sees the tree at /opt/ml when sandboxed; the agent keeps using host paths.
     let tree = if sandbox.is_some() { tree.mounted() } else { tree };
     let warm_pool_cache = match &a.warm_pool_cache {

@@ -25,6 +25,27 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const STDERR_TAIL_LINES: usize = 20;
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
 
+/// Where the process group of the algorithm now running is recorded (`<pgid> <start ticks>`), for
+/// the executor to kill it should this agent die first (set once by the agent; see
+/// [`record_groups_in`]).
+static GROUP_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Records every process group this agent starts in `path` (the host's `algorithm.pid`).
+pub fn record_groups_in(path: PathBuf) {
+    let _ = GROUP_FILE.set(path);
+}
+
+/// Process start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+fn start_ticks(pid: i32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    stat.rsplit_once(')')
+        .and_then(|(_, after)| after.split_whitespace().nth(19))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A process to run.
 #[derive(Debug, Clone)]
 pub struct Spawn {
@@ -166,6 +187,16 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // The algorithm dies with its agent (a SIGKILLed agent must not leave it training while the job
+    // is failed and its capacity given away); what it started in its group is killed by the
+    // executor from the group recorded below.
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(|e| {
         SpawnError(format!(
             "cannot start `{}` in {}: {e}",
@@ -179,6 +210,9 @@ pub async fn run(
             spawn.display()
         )));
     };
+    if let Some(path) = GROUP_FILE.get() {
+        let _ = std::fs::write(path, format!("{pgid} {}\n", start_ticks(pgid)));
+    }
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {

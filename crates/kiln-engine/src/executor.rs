@@ -208,6 +208,39 @@ fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {
     }
 }
 
+/// Kills what remains of the process group of the algorithm that the agent of host directory `dir`
+/// recorded (`algorithm.pid`: group id and its leader's start time): what a dead agent left behind.
+/// Only processes of that group started no earlier than its leader are signalled, so a group id
+/// reused later is left alone.
+fn kill_algorithm(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(dir.join("algorithm.pid")) else {
+        return;
+    };
+    let mut parts = text.split_whitespace();
+    let (Some(Ok(pgid)), Some(Ok(since))) = (parts.next().map(str::parse::<i32>), parts.next().map(str::parse::<u64>))
+    else {
+        return;
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, after)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let group = fields.get(2).and_then(|g| g.parse::<i32>().ok());
+        let started = fields.get(19).and_then(|t| t.parse::<u64>().ok());
+        if group == Some(pgid) && started.is_some_and(|t| t >= since) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 fn parse_handle(handle: &str) -> Option<LocalHandle> {
     serde_json::from_str(handle).ok()
 }
@@ -316,6 +349,8 @@ impl Executor for LocalExecutor {
                         .iter()
                         .filter(|a| !alive(a.pid, a.start_ticks))
                         .map(|a| {
+                            // Whatever the dead agent's algorithm left running goes with it.
+                            kill_algorithm(&a.dir);
                             (
                                 a.host.clone(),
                                 format!("its agent exited (its log: {})", a.dir.join("agent.log").display()),
@@ -337,11 +372,13 @@ impl Executor for LocalExecutor {
             // algorithm (which runs in a group of its own); SIGKILL whatever is left a bit later.
             signal_group(a.pid, nix::sys::signal::Signal::SIGTERM);
             let (pid, ticks) = (a.pid, a.start_ticks);
+            let dir = a.dir.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_secs(10)).await;
                 if alive(pid, ticks) {
                     signal_group(pid, nix::sys::signal::Signal::SIGKILL);
                 }
+                kill_algorithm(&dir);
             });
         }
     }
