@@ -3,6 +3,22 @@
 
 use kiln_api::shapes::{MetricData, MetricDefinition};
 
+/// Backtracking steps one definition may take on one line. Python-style features (lookaround,
+/// backreferences) backtrack, and a hostile pattern such as `(?=a)((?:a|a)+)(?=z)` would take
+/// seconds a line at fancy-regex's default of a million steps; past this bound the line simply
+/// does not match. Patterns without such features run in linear time and never count.
+const BACKTRACK_LIMIT: usize = 20_000;
+
+/// Bytes of a line the definitions are searched in (metric lines are short; a megabyte-long line
+/// is not searched 40 times in full).
+const SCANNED_BYTES: usize = 16 * 1024;
+
+fn compile(regex: &str) -> Result<fancy_regex::Regex, fancy_regex::Error> {
+    fancy_regex::RegexBuilder::new(regex)
+        .backtrack_limit(BACKTRACK_LIMIT)
+        .build()
+}
+
 /// Compiled metric definitions of one job.
 pub struct MetricMatcher {
     defs: Vec<(String, fancy_regex::Regex)>,
@@ -11,7 +27,7 @@ pub struct MetricMatcher {
 /// Checks that every regex compiles; the error names the definition.
 pub fn validate(defs: &[MetricDefinition]) -> Result<(), String> {
     for (i, d) in defs.iter().enumerate() {
-        if let Err(e) = fancy_regex::Regex::new(&d.regex) {
+        if let Err(e) = compile(&d.regex) {
             return Err(format!(
                 "MetricDefinitions[{i}] '{}': Regex '{}' is not a valid regular expression: {e}",
                 d.name, d.regex
@@ -39,7 +55,7 @@ impl MetricMatcher {
         Self {
             defs: defs
                 .iter()
-                .filter_map(|d| Some((d.name.clone(), fancy_regex::Regex::new(&d.regex).ok()?)))
+                .filter_map(|d| Some((d.name.clone(), compile(&d.regex).ok()?)))
                 .collect(),
         }
     }
@@ -51,6 +67,11 @@ impl MetricMatcher {
 
     /// The `(metric, value)` pairs one line yields.
     pub fn scan(&self, line: &str) -> Vec<(String, f64)> {
+        let mut end = line.len().min(SCANNED_BYTES);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        let line = &line[..end];
         let mut out = Vec::new();
         for (name, re) in &self.defs {
             if let Ok(Some(caps)) = re.captures(line) {
@@ -117,6 +138,29 @@ mod tests {
         assert_eq!(parse_float(" nan ").map(f64::is_nan), Some(true));
         assert_eq!(parse_float("1_000"), Some(1000.0));
         assert!(validate(&[def("bad", "(unclosed")]).unwrap_err().contains("'bad'"));
+    }
+
+    #[test]
+    fn hostile_patterns_give_up_instead_of_running_for_seconds() {
+        let hostile = r"(?=a)((?:a|a)+)(?=z)";
+        let line = "a".repeat(40);
+        // Bounded: the search stops at the backtrack limit (fancy-regex's default, a million
+        // steps, is what made a line cost 0.75 s with 40 such definitions).
+        assert!(matches!(
+            compile(hostile).unwrap().captures(&line),
+            Err(fancy_regex::Error::RuntimeError(
+                fancy_regex::RuntimeError::BacktrackLimitExceeded
+            ))
+        ));
+        let defs: Vec<MetricDefinition> = (0..40).map(|i| def(&format!("m{i}"), hostile)).collect();
+        assert!(MetricMatcher::new(&defs).scan(&line).is_empty());
+        // Ordinary definitions still match, also at the end of a long line within the scanned part.
+        let m = MetricMatcher::new(&[def("loss", r"loss=([0-9.]+)")]);
+        assert_eq!(
+            m.scan(&format!("{} loss=0.5", "x".repeat(1000))),
+            vec![("loss".into(), 0.5)]
+        );
+        assert!(m.scan(&format!("{} loss=0.5", "é".repeat(SCANNED_BYTES))).is_empty());
     }
 
     #[test]
