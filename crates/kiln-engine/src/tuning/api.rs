@@ -19,6 +19,11 @@ use kiln_store::{JobQuery, JobSort, StoreError, TuningJobRow};
 use serde_json::Value;
 
 use super::machine::Event;
+
+/// Most training jobs one tuning job launches (`MaxNumberOfTrainingJobs`; AWS's default quota is 500).
+const MAX_TRAINING_JOBS: i64 = 10_000;
+/// Most training jobs one tuning job runs at once (`MaxParallelTrainingJobs`; AWS's quota is 100).
+const MAX_PARALLEL_TRAINING_JOBS: i64 = 1_000;
 use super::{
     Child, best_child, child_request, counters, definitions, direction, not_improving, objective_of, search_space,
     strategy_of, summary,
@@ -98,6 +103,19 @@ impl Engine {
                 "ResourceLimits.MaxNumberOfTrainingJobs is required with the {} strategy.",
                 cfg.strategy
             ));
+        }
+        // Bounded before use (a count of 2^63-1 is accepted by the model's ranges).
+        let limits = &cfg.resource_limits;
+        if let Some(n) = limits.max_number_of_training_jobs.filter(|n| *n > MAX_TRAINING_JOBS) {
+            return Err(AwsError::resource_limit_exceeded(format!(
+                "ResourceLimits.MaxNumberOfTrainingJobs is {n}; a tuning job on this kiln launches at most {MAX_TRAINING_JOBS} training jobs."
+            )));
+        }
+        if limits.max_parallel_training_jobs > MAX_PARALLEL_TRAINING_JOBS {
+            return Err(AwsError::resource_limit_exceeded(format!(
+                "ResourceLimits.MaxParallelTrainingJobs is {}; a tuning job on this kiln runs at most {MAX_PARALLEL_TRAINING_JOBS} training jobs at once.",
+                limits.max_parallel_training_jobs
+            )));
         }
         if cfg
             .strategy_config
@@ -206,6 +224,11 @@ impl Engine {
         }
         let cfg = &mut req.hyper_parameter_tuning_job_config;
         if strategy == TuningStrategy::Grid {
+            if grid_total as u64 > MAX_TRAINING_JOBS as u64 {
+                return Err(AwsError::resource_limit_exceeded(format!(
+                    "The grid has {grid_total} points; a tuning job on this kiln launches at most {MAX_TRAINING_JOBS} training jobs."
+                )));
+            }
             match grid_default {
                 Some(n) if n as usize != grid_total => {
                     return v(format!(
