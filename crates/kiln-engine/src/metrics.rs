@@ -13,10 +13,11 @@ const BACKTRACK_LIMIT: usize = 20_000;
 /// is not searched 40 times in full).
 const SCANNED_BYTES: usize = 16 * 1024;
 
-fn compile(regex: &str) -> Result<fancy_regex::Regex, fancy_regex::Error> {
+fn compile(regex: &str) -> Result<fancy_regex::Regex, String> {
     fancy_regex::RegexBuilder::new(regex)
         .backtrack_limit(BACKTRACK_LIMIT)
         .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Compiled metric definitions of one job.
