@@ -173,3 +173,28 @@ def test_built_in_xgboost_interrupted_twice_ends_with_the_uninterrupted_model(ki
     assert len(resumed) == 2, resumed
     # The same trees (hence the same predictions) as the run that was never interrupted.
     assert trees("xgb-spot") == trees("xgb-steady")
+
+
+def test_the_random_injector_interrupts_training_spot_jobs_and_they_still_complete():
+    """`[spot] interruptions_per_hour`: training spot jobs are interrupted at random (here 1.5 times
+    a second of training), resume from their checkpoints, and complete; jobs that are not spot
+    jobs are never interrupted."""
+    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n[spot]\ninterruptions_per_hour = 5400\n').start()
+    try:
+        sm, s3 = k.client(), k.client("s3")
+        s3.create_bucket(Bucket="jobs")
+        src = bundle(s3, "code/injected/sourcedir.tar.gz", {"train.py": COUNTER})
+        sm.create_training_job(**spot_job("injected", src))
+        steady = script_job("not-spot", src)
+        steady["CheckpointConfig"] = {"S3Uri": "s3://jobs/spot-checkpoints/not-spot"}
+        sm.create_training_job(**steady)
+        d = wait(sm, "injected", timeout=240)
+        assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+        interrupted = [t for t in d["SecondaryStatusTransitions"] if t["Status"] == "Interrupted"]
+        assert interrupted, [t["Status"] for t in d["SecondaryStatusTransitions"]]
+        assert "interruption injector" in interrupted[0]["StatusMessage"], interrupted[0]
+        s = wait(sm, "not-spot", timeout=120)
+        assert s["TrainingJobStatus"] == "Completed", s.get("FailureReason")
+        assert "Interrupted" not in [t["Status"] for t in s["SecondaryStatusTransitions"]]
+    finally:
+        k.stop()

@@ -79,8 +79,12 @@ impl Engine {
                 Effect::Wake => self.wake(),
                 Effect::DropPool(id) => self.drop_pool(&job.account, &id).await,
                 Effect::Ended => {
+                    let key = (job.account.clone(), job.name.to_lowercase());
                     if let Ok(mut cache) = self.matchers.lock() {
-                        cache.remove(&(job.account.clone(), job.name.to_lowercase()));
+                        cache.remove(&key);
+                    }
+                    if let Ok(mut seen) = self.spot_checked.lock() {
+                        seen.remove(&key);
                     }
                 }
             }

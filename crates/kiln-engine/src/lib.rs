@@ -56,7 +56,7 @@ pub struct RunnerConfig {
     /// URL agents use to reach the control plane (and its S3 endpoint): this server, or a load
     /// balancer in front of several replicas.
     pub public_url: String,
-    /// Hosts' trees live under `<work_dir>/<job>/<host>/`.
+    /// Hosts' trees live under `<work_dir>/<account>/<placement>/<job>/<host>/`.
     pub work_dir: PathBuf,
     /// Shared caches of the hosts of this machine (virtualenvs).
     pub cache_dir: PathBuf,
@@ -72,6 +72,8 @@ pub struct RunnerConfig {
     pub environments: Vec<kiln_api::agent::EnvironmentRule>,
     /// `[[registries]]`: how agents reach the registries of jobs' own images.
     pub registries: Vec<kiln_api::agent::RegistryRule>,
+    /// Random interruptions of training spot jobs, per job and hour of training (0: none).
+    pub spot_interruptions_per_hour: f64,
 }
 
 impl Default for RunnerConfig {
@@ -86,6 +88,7 @@ impl Default for RunnerConfig {
             sandbox: false,
             environments: Vec::new(),
             registries: Vec::new(),
+            spot_interruptions_per_hour: 0.0,
         }
     }
 }
@@ -102,6 +105,8 @@ pub struct Engine {
     matchers: Mutex<HashMap<(String, String), Arc<metrics::MetricMatcher>>>,
     /// Jobs whose launch this process is performing (a recovery pass must not launch them again).
     launching: Mutex<HashSet<(String, String)>>,
+    /// When the spot interruption injector last considered each job (account, lower-case name).
+    spot_checked: Mutex<std::collections::HashMap<(String, String), f64>>,
     /// Where input prefixes are checked for objects at create time.
     catalog: Arc<dyn catalog::ObjectCatalog>,
     /// Job keys found in the store lately (an S3 request looks its key up twice, and agents make
@@ -135,6 +140,7 @@ impl Engine {
             wake: tokio::sync::Notify::new(),
             matchers: Mutex::new(HashMap::new()),
             launching: Mutex::new(HashSet::new()),
+            spot_checked: Mutex::new(std::collections::HashMap::new()),
             catalog: Arc::new(catalog::NoCatalog),
             job_keys: Mutex::new(HashMap::new()),
         }

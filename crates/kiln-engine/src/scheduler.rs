@@ -252,6 +252,7 @@ impl Engine {
             }
             return Ok(());
         }
+        self.maybe_interrupt(job, t).await?;
         let limit = max_runtime(job);
         if job.status == TrainingJobStatus::InProgress && job.training_start_time.is_some_and(|s| t - s > limit as f64)
         {
@@ -268,6 +269,38 @@ impl Engine {
         let overdue = stopping_since.is_some_and(|s| t - s > (self.runner.stop_grace_seconds + 60) as f64);
         if job.status == TrainingJobStatus::Stopping && overdue && job.run.killed_at.is_none_or(|k| t - k > 30.0) {
             self.apply(account, name, Event::StopOverdue).await?;
+        }
+        Ok(())
+    }
+
+    /// `[spot] interruptions_per_hour`: interrupts a training spot job at random, as AWS reclaims
+    /// spot capacity (a Poisson process per job over the time it trains).
+    async fn maybe_interrupt(&self, job: &TrainingJobRow, t: f64) -> ApiResult<()> {
+        let rate = self.runner.spot_interruptions_per_hour;
+        if rate <= 0.0
+            || job.status != TrainingJobStatus::InProgress
+            || job.spec.enable_managed_spot_training != Some(true)
+            || job.secondary_status != SecondaryStatus::Training
+            || job.run.interrupting.is_some()
+        {
+            return Ok(());
+        }
+        // Seconds since this job was last considered (at most a minute: a pause of the scheduler
+        // does not turn into a burst).
+        let since = {
+            let Ok(mut seen) = self.spot_checked.lock() else {
+                return Ok(());
+            };
+            let key = (job.account.clone(), job.name.to_lowercase());
+            let last = seen.insert(key, t);
+            last.map_or(0.0, |l| (t - l).clamp(0.0, 60.0))
+        };
+        let p = 1.0 - (-rate * since / 3600.0).exp();
+        if rand::random::<f64>() < p {
+            let reason = format!(
+                "Training job interrupted: the spot capacity was reclaimed (the [spot] interruption injector, {rate} an hour)"
+            );
+            self.apply(&job.account, &job.name, Event::Interrupt { reason }).await?;
         }
         Ok(())
     }

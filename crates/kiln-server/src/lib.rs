@@ -74,6 +74,8 @@ pub struct JobsConfig {
     pub environments: Vec<kiln_api::agent::EnvironmentRule>,
     /// `[[registries]]`: registries of jobs' own images.
     pub registries: Vec<kiln_api::agent::RegistryRule>,
+    /// `[spot] interruptions_per_hour`: random interruptions of training spot jobs (0: none).
+    pub spot_interruptions_per_hour: f64,
 }
 
 /// Shared state of the server.
@@ -305,6 +307,7 @@ fn build_engine(
         sandbox: jobs.sandbox,
         environments: jobs.environments.clone(),
         registries: jobs.registries.clone(),
+        spot_interruptions_per_hour: jobs.spot_interruptions_per_hour,
     };
     let capacity = jobs.capacity.unwrap_or(kiln_engine::capacity::Resources {
         vcpus: 192,

@@ -37,6 +37,19 @@ pub struct FileConfig {
     /// `[server]`: limits on connections.
     #[serde(default)]
     pub server: ServerSection,
+    /// `[spot]`: rehearsing spot interruptions.
+    #[serde(default)]
+    pub spot: SpotSection,
+}
+
+/// `[spot]` of `kiln.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpotSection {
+    /// Random interruptions of training spot jobs, on average this many per job and hour of
+    /// training (0, the default: only `kiln jobs interrupt`).
+    #[serde(default)]
+    pub interruptions_per_hour: f64,
 }
 
 /// `[server]` of `kiln.toml`.
@@ -207,6 +220,7 @@ pub struct Settings {
     pub registries: Vec<kiln_api::agent::RegistryRule>,
     pub slurm: Option<SlurmSection>,
     pub server: ServerSection,
+    pub spot: SpotSection,
 }
 
 fn home_data_dir() -> PathBuf {
@@ -297,6 +311,7 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         registries: file.registries,
         slurm: file.slurm,
         server: file.server,
+        spot: file.spot,
     })
 }
 

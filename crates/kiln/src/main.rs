@@ -336,6 +336,7 @@ async fn serve(
         environments: settings.environments.clone(),
         registries: settings.registries.clone(),
         external_s3: settings.external_s3.clone(),
+        spot_interruptions_per_hour: settings.spot.interruptions_per_hour,
     };
     let database_url = database_url.or(settings.database_url.clone());
     kiln_server::private_files();
