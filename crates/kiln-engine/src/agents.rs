@@ -236,6 +236,19 @@ impl Engine {
         report: DoneReport,
     ) -> ApiResult<()> {
         let job = self.agent_job(account, name, host, token).await?;
+        // The model can only be where this job's artifacts go: `<S3OutputPath>/<job>/output/…`.
+        if let Some(uri) = &report.model_artifacts {
+            let prefix = format!(
+                "{}/{}/output/",
+                job.spec.output_data_config.s3_output_path.trim_end_matches('/'),
+                job.name
+            );
+            if !uri.starts_with(&prefix) || uri.contains("/../") {
+                return Err(AwsError::validation(format!(
+                    "job {name} host {host}: model artifacts {uri} are not under the job's output {prefix}"
+                )));
+            }
+        }
         let report = self.explain_failure(&job, host, report).await;
         let event = Event::HostDone {
             host: host.to_string(),

@@ -385,6 +385,19 @@ async fn hosts_reports_fold_into_the_normal_flow() {
     engine.agent_logs(acct, "j", "algo-1", &t, overlapping).await.unwrap();
     let points = engine.store().metric_points(acct, "j", None).await.unwrap();
     assert_eq!(points.iter().map(|p| p.value).collect::<Vec<_>>(), [0.5, 0.25, 0.125]);
+    // A report cannot point the job's model anywhere but its own output.
+    for elsewhere in [
+        "s3://other/evil.tar.gz",
+        "s3://b/o/j/output/../../k/output/model.tar.gz",
+    ] {
+        let forged = DoneReport {
+            exit_code: Some(0),
+            failure_reason: None,
+            model_artifacts: Some(elsewhere.into()),
+        };
+        let e = engine.agent_done(acct, "j", "algo-1", &t, forged).await.unwrap_err();
+        assert_eq!(e.code, "ValidationException", "{elsewhere}: {}", e.message);
+    }
     let done = DoneReport {
         exit_code: Some(0),
         failure_reason: None,
