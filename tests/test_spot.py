@@ -65,7 +65,14 @@ def test_interrupted_spot_job_resumes_from_its_checkpoints_and_completes(kiln):
     sm.create_training_job(**spot_job("spot-1", src))
     wait_for_step(sm, kiln, "spot-1", 1)
     interrupt(kiln, "spot-1")
-    time.sleep(0.5)
+    # Once the new attempt starts, the interrupted one has ended: it uploaded its checkpoints, not a model.
+    deadline = time.time() + 60
+    while [t["Status"] for t in sm.describe_training_job(TrainingJobName="spot-1")["SecondaryStatusTransitions"]][-1] \
+            not in ("Starting", "Downloading", "Training"):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    s3 = kiln.client("s3")
+    assert "Contents" not in s3.list_objects_v2(Bucket="jobs", Prefix="output/spot-1/"), "an interrupted attempt uploaded a model"
     wait_for_step(sm, kiln, "spot-1", 3)
     interrupt(kiln, "spot-1")
     d = wait(sm, "spot-1", timeout=120)

@@ -245,6 +245,17 @@ async fn run_inner(args: &AgentArgs, a: &Assignment, s: &Session) -> Result<Done
             model_artifacts: None,
         });
     }
+    if ran.stopped && crate::session::spot_interrupted() {
+        // A spot interruption: the checkpoints had their final sync; the job goes on in a new
+        // attempt, so there is no model to upload yet.
+        s.sink
+            .line("[kiln agent] interrupted (spot): checkpoints synced, no model uploaded".to_string());
+        return Ok(DoneReport {
+            exit_code: ran.exit.code(),
+            failure_reason: None,
+            model_artifacts: None,
+        });
+    }
     s.status(Phase::Uploading, "Uploading generated training model");
     let interrupted = s.interrupted(&a.host).filter(|_| ran.stopped);
     let failure_reason = if interrupted.is_some() {

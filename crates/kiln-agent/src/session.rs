@@ -34,11 +34,22 @@ pub struct Session {
     shipper: Option<JoinHandle<()>>,
 }
 
+/// Whether the control plane stopped this host for a spot interruption (one agent per process).
+static SPOT_INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 fn apply(d: &Directive, stop: &watch::Sender<bool>) {
-    if d.action == Action::Stop && !*stop.borrow() {
-        eprintln!("kiln agent: the control plane asks to stop the job");
+    if d.action == Action::Interrupt {
+        SPOT_INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    if matches!(d.action, Action::Stop | Action::Interrupt) && !*stop.borrow() {
+        eprintln!("kiln agent: the control plane asks to stop the job ({:?})", d.action);
         stop.send_replace(true);
     }
+}
+
+/// Whether the host was stopped for a spot interruption: no model is uploaded.
+pub fn spot_interrupted() -> bool {
+    SPOT_INTERRUPTED.load(Ordering::SeqCst)
 }
 
 impl Session {

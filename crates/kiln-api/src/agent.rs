@@ -197,6 +197,9 @@ pub enum Action {
     Continue,
     /// Stop the algorithm (SIGTERM, then SIGKILL after the grace period), upload what exists, report done.
     Stop,
+    /// A spot interruption: stop the algorithm as for `Stop` and give the checkpoints their final
+    /// sync, but upload no model (the job goes on in a new attempt), then report done.
+    Interrupt,
 }
 
 /// The answer to status, logs and heartbeat calls.

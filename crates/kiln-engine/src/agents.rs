@@ -19,7 +19,9 @@ use crate::{Engine, runtime, store_err};
 
 fn directive(job: &TrainingJobRow) -> Directive {
     Directive {
-        action: if should_stop(job) {
+        action: if job.run.interrupting.is_some() {
+            Action::Interrupt
+        } else if should_stop(job) {
             Action::Stop
         } else {
             Action::Continue
