@@ -45,6 +45,15 @@ impl Engine {
         if !job.run.hosts.iter().any(|h| h.host == host) {
             return Err(AwsError::validation(format!("job {name} has no host {host}")));
         }
+        // The token dies with the job: an ended job takes no more reports (its hosts reported
+        // before it ended; whoever kept the token cannot change it afterwards).
+        if job.status.is_terminal() {
+            return Err(AwsError::new(
+                403,
+                "AccessDenied",
+                format!("the training job {name} has ended: its agent token is no longer valid"),
+            ));
+        }
         Ok(job)
     }
 

@@ -423,6 +423,9 @@ async fn hosts_reports_fold_into_the_normal_flow() {
     assert_eq!(j.model_artifacts.as_deref(), Some("s3://b/o/j/output/model.tar.gz"));
     assert_eq!((j.final_metrics[0].value, j.final_metrics[0].timestamp), (0.125, 3.0));
     assert_eq!(engine.store().metric_points(acct, "j", None).await.unwrap().len(), 3);
+    // The ended job's agent token is no longer valid.
+    let e = engine.agent_heartbeat(acct, "j", "algo-1", &t).await.unwrap_err();
+    assert_eq!(e.code, "AccessDenied", "{}", e.message);
 }
 
 #[tokio::test]
