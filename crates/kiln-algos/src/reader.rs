@@ -1688,6 +1688,16 @@ mod tests {
     }
 
     proptest! {
+        /// Any bytes (numbers, separators, junk, odd line ends) are read or refused with an error,
+        /// never a panic, by both readers (the fuzz target issue 24 asks for).
+        #[test]
+        fn the_readers_answer_any_bytes(bytes in proptest::collection::vec(
+            proptest::sample::select(b"0123456789.-+eE :,\n\r\tnaNinf#x\xff".to_vec()), 0..600)) {
+            let opts = ReadOptions::default();
+            let _ = parse_libsvm(&bytes, &opts);
+            let _ = parse_csv(&bytes, &opts);
+        }
+
         /// Whatever the in-place parser accepts, it reads exactly as `parse_f64` does.
         #[test]
         fn plain_number_matches_parse_f64(x in -1e7f64..1e7, decimals in 0usize..12, sign in 0u8..3) {
