@@ -3,7 +3,14 @@ import shutil
 
 import pytest
 
-from kilntest import API_ONLY, Kiln
+from kilntest import API_ONLY, Kiln, remove_created_dirs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_data_dirs():
+    """The servers' temporary data directories go when the session ends (a full run made gigabytes)."""
+    yield
+    remove_created_dirs()
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,21 @@ def pg_database(name):
     return admin.rsplit("/", 1)[0] + "/" + name
 
 
+# Data directories the servers of this test session created, removed when the session ends
+# (servers are often restarted on their directory, so a server's stop cannot remove it).
+CREATED_DIRS = []
+
+
+def remove_created_dirs():
+    """Stops what the session's servers left running and removes their data directories (kept with
+    KILN_KEEP_TEST_DIRS=1, for a look after a failure)."""
+    if os.environ.get("KILN_KEEP_TEST_DIRS") == "1":
+        return
+    for d in CREATED_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
+    CREATED_DIRS.clear()
+
+
 class Kiln:
     """A `kiln serve` process on its own port and data directory."""
 
@@ -67,6 +82,8 @@ class Kiln:
         `database_url` keeps the metadata in PostgreSQL; under `KILN_TEST_STORE=postgres` every server
         gets a database named after its data directory (a restart on the same directory finds it)."""
         self.data_dir = pathlib.Path(data_dir or tempfile.mkdtemp(prefix="kiln-test-"))
+        if data_dir is None:
+            CREATED_DIRS.append(self.data_dir)
         toml = self.data_dir / "kiln.toml"
         if config is not None:
             toml.write_text(config + TEST_ENVIRONMENTS)
