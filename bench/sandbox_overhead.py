@@ -5,62 +5,30 @@ see the same moment of the machine.
 
     python3 bench/sandbox_overhead.py <endpoint-bwrap> <endpoint-none> <access-key-file-bwrap> <access-key-file-none> [jobs]
 """
-import io
 import json
 import statistics
 import sys
-import tarfile
-import time
-import tomllib
 
-import boto3
-from botocore.config import Config
-
-
-def clients(endpoint, keys_file):
-    key = tomllib.load(open(keys_file, "rb"))["keys"][0]
-    kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key["access_key_id"],
-              aws_secret_access_key=key["secret_access_key"], config=Config(retries={"max_attempts": 1}))
-    return boto3.client("sagemaker", **kw), boto3.client("s3", **kw)
-
-
-def source(s3):
-    s3.create_bucket(Bucket="bench")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = b"print('hello from the job', flush=True)\n"
-        info = tarfile.TarInfo("train.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    s3.put_object(Bucket="bench", Key="code/sourcedir.tar.gz", Body=buf.getvalue())
-    return "s3://bench/code/sourcedir.tar.gz"
+from kilnbench import clients, time_job, upload_source
 
 
 def run(sm, src, name):
-    t0 = time.perf_counter()
-    sm.create_training_job(
-        TrainingJobName=name, RoleArn="arn:aws:iam::123456789012:role/R",
+    return time_job(
+        sm, TrainingJobName=name, RoleArn="arn:aws:iam::123456789012:role/R",
         AlgorithmSpecification={"TrainingImage": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310",
                                 "TrainingInputMode": "File"},
         HyperParameters={"sagemaker_program": json.dumps("train.py"), "sagemaker_submit_directory": json.dumps(src)},
         OutputDataConfig={"S3OutputPath": "s3://bench/out"},
         ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
-        StoppingCondition={"MaxRuntimeInSeconds": 120})
-    while True:
-        d = sm.describe_training_job(TrainingJobName=name)
-        if d["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
-            break
-        time.sleep(0.005)
-    if d["TrainingJobStatus"] != "Completed":
-        sys.exit(f"{name} ended {d['TrainingJobStatus']}: {d.get('FailureReason')}")
-    return time.perf_counter() - t0
+        StoppingCondition={"MaxRuntimeInSeconds": 120})[0]
 
 
 def main():
     bw, none, bw_keys, none_keys = sys.argv[1:5]
     n = int(sys.argv[5]) if len(sys.argv) > 5 else 10
     (sm_b, s3_b), (sm_n, s3_n) = clients(bw, bw_keys), clients(none, none_keys)
-    src_b, src_n = source(s3_b), source(s3_n)
+    script = {"train.py": b"print('hello from the job', flush=True)\n"}
+    src_b, src_n = upload_source(s3_b, script), upload_source(s3_n, script)
     # One warm-up each (the first job of a server resolves the interpreter, fills caches).
     run(sm_b, src_b, "warm"), run(sm_n, src_n, "warm")
     with_box, without = [], []

@@ -196,6 +196,37 @@ class Kiln:
 
 
 
+def jobs_server(config=None):
+    """A started server with the bucket `jobs`, stopped afterwards: the body of a module fixture
+    (`yield from jobs_server(...)`)."""
+    k = Kiln(config=config).start()
+    k.client("s3").create_bucket(Bucket="jobs")
+    yield k
+    k.stop()
+
+
+def flights_xgboost_request(s3, name, prefix, checkpoint_uri, **hyperparameters):
+    """A built-in XGBoost job (`eval_metric=auc`) on the flights data, uploaded under
+    `s3://jobs/<prefix>/{train,validation}/` (once), checkpointing to `checkpoint_uri`, its output
+    under `s3://jobs/<prefix>-out`."""
+    flights = SHARED / "data" / "flights"
+    for channel, file in (("train", "train.csv"), ("validation", "test.csv")):
+        key = f"{prefix}/{channel}/{file}"
+        if "Contents" not in s3.list_objects_v2(Bucket="jobs", Prefix=key):
+            s3.upload_file(str(flights / file), "jobs", key)
+    hps = {"objective": "binary:logistic", "eval_metric": "auc", "subsample": "0.8", "colsample_bytree": "0.8"}
+    hps.update({k: str(v) for k, v in hyperparameters.items()})
+    req = job_request(name, HyperParameters=hps)
+    req["AlgorithmSpecification"] = {
+        "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+        "TrainingInputMode": "File"}
+    req["OutputDataConfig"] = {"S3OutputPath": f"s3://jobs/{prefix}-out"}
+    req["InputDataConfig"] = [{"ChannelName": ch, "ContentType": "text/csv", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": f"s3://jobs/{prefix}/{ch}/"}}} for ch in ("train", "validation")]
+    req["CheckpointConfig"] = {"S3Uri": checkpoint_uri}
+    return req
+
+
 def job_request(name, **overrides):
     req = {
         "TrainingJobName": name,

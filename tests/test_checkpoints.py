@@ -5,7 +5,7 @@ import json
 import tarfile
 import time
 
-from kilntest import Kiln, job_request
+from kilntest import flights_xgboost_request, jobs_server
 from test_jobs import bundle, script_job, wait
 
 import pytest
@@ -13,10 +13,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def kiln():
-    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n').start()
-    k.client("s3").create_bucket(Bucket="jobs")
-    yield k
-    k.stop()
+    yield from jobs_server('[jobs]\nstop_grace_seconds = 2\n')
 
 
 WRITER = """
@@ -89,24 +86,11 @@ def test_builtin_xgboost_checkpoints_and_resumes(kiln):
     """The built-in XGBoost writes `xgboost-checkpoint.<round>` (the last 5) to the checkpoint
     directory, mirrored to the S3 URI; a job on the same URI with a larger num_round resumes from
     the newest and trains only the rounds left."""
-    from kilntest import SHARED
     sm, s3 = kiln.client(), kiln.client("s3")
-    flights = SHARED / "data" / "flights"
-    s3.upload_file(str(flights / "train.csv"), "jobs", "xgbck/train/train.csv")
-    s3.upload_file(str(flights / "test.csv"), "jobs", "xgbck/validation/test.csv")
 
     def request(name, rounds):
-        req = job_request(name, HyperParameters={"objective": "binary:logistic", "num_round": str(rounds),
-                                                 "max_depth": "4", "eta": "0.3", "eval_metric": "auc",
-                                                 "subsample": "0.8", "colsample_bytree": "0.8"})
-        req["AlgorithmSpecification"] = {
-            "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
-            "TrainingInputMode": "File"}
-        req["OutputDataConfig"] = {"S3OutputPath": "s3://jobs/xgbck-out"}
-        req["InputDataConfig"] = [{"ChannelName": ch, "ContentType": "text/csv", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"s3://jobs/xgbck/{ch}/"}}} for ch in ("train", "validation")]
-        req["CheckpointConfig"] = {"S3Uri": "s3://jobs/xgb-checkpoints/run"}
-        return req
+        return flights_xgboost_request(s3, name, "xgbck", "s3://jobs/xgb-checkpoints/run",
+                                       num_round=rounds, max_depth=4, eta=0.3)
 
     sm.create_training_job(**request("xgb-ck-1", 8))
     d = wait(sm, "xgb-ck-1", timeout=300)

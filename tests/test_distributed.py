@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from kilntest import Kiln, postgres_store
+from kilntest import jobs_server, postgres_store
 from test_jobs import bundle, script_job, wait
 
 
@@ -43,10 +43,7 @@ system_site_packages = true
 
 @pytest.fixture(scope="module")
 def kiln():
-    k = Kiln(config=CONFIG).start()
-    k.client("s3").create_bucket(Bucket="jobs")
-    yield k
-    k.stop()
+    yield from jobs_server(CONFIG)
 
 
 def log_lines(k, name):

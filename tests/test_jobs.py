@@ -43,7 +43,7 @@ def statuses(d):
     return [t["Status"] for t in d["SecondaryStatusTransitions"]]
 
 
-def bundle(s3, key, files):
+def bundle(s3, key, files, bucket="jobs"):
     """Uploads a sourcedir.tar.gz with `files` ({name: text}) and returns its s3:// URI."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -53,8 +53,8 @@ def bundle(s3, key, files):
             info.size = len(data)
             info.mode = 0o755
             tar.addfile(info, io.BytesIO(data))
-    s3.put_object(Bucket="jobs", Key=key, Body=buf.getvalue())
-    return f"s3://jobs/{key}"
+    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+    return f"s3://{bucket}/{key}"
 
 
 def script_job(name, source, channels=None, hps=None, **kw):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from kilntest import Kiln
+from kilntest import jobs_server
 from test_jobs import bundle, script_job, wait
 
 SLOW = """
@@ -21,10 +21,7 @@ open(os.path.join(os.environ["SM_MODEL_DIR"], "done.txt"), "w").write("ok")
 
 @pytest.fixture(scope="module")
 def kiln():
-    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n').start()
-    k.client("s3").create_bucket(Bucket="jobs")
-    yield k
-    k.stop()
+    yield from jobs_server('[jobs]\nstop_grace_seconds = 2\n')
 
 
 def agent_pids(name):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from kilntest import Kiln, kiln_bin
+from kilntest import Kiln, flights_xgboost_request, jobs_server, kiln_bin
 from test_jobs import bundle, script_job, wait
 
 # Counts to 6, one step a second, resuming from the newest checkpoint.
@@ -26,10 +26,7 @@ open(os.path.join(os.environ["SM_MODEL_DIR"], "steps.json"), "w").write(json.dum
 
 @pytest.fixture(scope="module")
 def kiln():
-    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n').start()
-    k.client("s3").create_bucket(Bucket="jobs")
-    yield k
-    k.stop()
+    yield from jobs_server('[jobs]\nstop_grace_seconds = 2\n')
 
 
 def interrupt(kiln, name):
@@ -117,23 +114,11 @@ def test_built_in_xgboost_interrupted_twice_ends_with_the_uninterrupted_model(ki
     import io
     import json
     import tarfile
-    from kilntest import SHARED, job_request
     sm, s3 = kiln.client(), kiln.client("s3")
-    flights = SHARED / "data" / "flights"
-    s3.upload_file(str(flights / "train.csv"), "jobs", "spotxgb/train/train.csv")
-    s3.upload_file(str(flights / "test.csv"), "jobs", "spotxgb/validation/test.csv")
 
     def request(name, spot):
-        req = job_request(name, HyperParameters={"objective": "binary:logistic", "num_round": "300",
-                                                 "max_depth": "6", "eta": "0.05", "eval_metric": "auc",
-                                                 "subsample": "0.8", "colsample_bytree": "0.8"})
-        req["AlgorithmSpecification"] = {
-            "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
-            "TrainingInputMode": "File"}
-        req["OutputDataConfig"] = {"S3OutputPath": "s3://jobs/spotxgb-out"}
-        req["InputDataConfig"] = [{"ChannelName": ch, "ContentType": "text/csv", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"s3://jobs/spotxgb/{ch}/"}}} for ch in ("train", "validation")]
-        req["CheckpointConfig"] = {"S3Uri": f"s3://jobs/spotxgb-checkpoints/{name}"}
+        req = flights_xgboost_request(s3, name, "spotxgb", f"s3://jobs/spotxgb-checkpoints/{name}",
+                                      num_round=300, max_depth=6, eta=0.05)
         if spot:
             req["EnableManagedSpotTraining"] = True
             req["StoppingCondition"] = {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200}

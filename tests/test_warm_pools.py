@@ -6,13 +6,12 @@ surviving from job to job; `UpdateTrainingJob` with 0 and expiry release the poo
 import io
 import json
 import tarfile
-import textwrap
 import time
 
 import pytest
 from botocore.exceptions import ClientError
 
-from kilntest import Kiln
+from kilntest import jobs_server
 from test_jobs import bundle, script_job, wait
 
 # Lists what the pool's cache holds, leaves a file of its own there, and keeps the listing as the model.
@@ -29,10 +28,7 @@ json.dump({"cache": str(cache), "seen": seen},
 
 @pytest.fixture(scope="module")
 def kiln():
-    k = Kiln().start()
-    k.client("s3").create_bucket(Bucket="jobs")
-    yield k
-    k.stop()
+    yield from jobs_server()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from kilntest import Kiln
+from kilntest import jobs_server
 from test_jobs import bundle, script_job, wait
 
 LINKS = """
@@ -23,10 +23,7 @@ os.symlink("..", os.path.join(model, "up"))
 
 @pytest.fixture(scope="module")
 def kiln():
-    k = Kiln().start()
-    k.client("s3").create_bucket(Bucket="jobs")
-    yield k
-    k.stop()
+    yield from jobs_server()
 
 
 def test_model_links_are_archived_as_links(kiln):

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from kilntest import Kiln
-from test_jobs import bundle, script_job, wait
+from kilntest import jobs_server
+from test_jobs import bundle, script_job
 
 LINES = """
 for i in range(22):
@@ -18,10 +18,7 @@ for i in range(22):
 
 @pytest.fixture(scope="module")
 def kiln():
-    k = Kiln().start()
-    k.client("s3").create_bucket(Bucket="jobs")
-    yield k
-    k.stop()
+    yield from jobs_server()
 
 
 def test_hostile_metric_regexes_do_not_stall_the_server(kiln):

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from kilntest import Kiln
+from kilntest import jobs_server
 from test_jobs import bundle, script_job, wait
 
 SPAWNS = """
@@ -24,10 +24,7 @@ time.sleep(600)
 
 @pytest.fixture(scope="module")
 def kiln():
-    k = Kiln(config='[jobs]\nsandbox = "none"\n').start()
-    k.client("s3").create_bucket(Bucket="jobs")
-    yield k
-    k.stop()
+    yield from jobs_server('[jobs]\nsandbox = "none"\n')
 
 
 def running(pid):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from kilntest import Kiln
-from test_jobs import script_job, wait
+from test_jobs import bundle, script_job, wait
 
 # Writes its account's mark into the model, waits, and fails if the mark changed meanwhile.
 SLOW = """
@@ -35,23 +35,11 @@ def kiln():
 def job(s3, bucket, name, mark, wait_s):
     if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=bucket)
-    src = bundle_in(s3, bucket)
+    src = bundle(s3, "code/sourcedir.tar.gz", {"train.py": SLOW}, bucket=bucket)
     req = script_job(name, src)
     req["OutputDataConfig"] = {"S3OutputPath": f"s3://{bucket}/output"}
     req["Environment"] = {"MARK": mark, "WAIT": str(wait_s)}
     return req
-
-
-def bundle_in(s3, bucket):
-    # test_jobs.bundle writes to the bucket "jobs"; write the same archive to this account's bucket.
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = SLOW.encode()
-        info = tarfile.TarInfo("train.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=buf.getvalue())
-    return f"s3://{bucket}/code/sourcedir.tar.gz"
 
 
 def model_mark(s3, bucket, name):

@@ -420,6 +420,26 @@ pub fn format_amz_date(t: i64) -> String {
 mod tests {
     use super::*;
 
+    /// `headers` with a POST of `body` signed for SageMaker in us-east-1 (key AKID, secret
+    /// `secret`), and the parsed `Authorization`.
+    fn signed_request(headers: &[(String, String)], body: &[u8], now: i64) -> (Vec<(String, String)>, Authorization) {
+        let mut signed = headers.to_vec();
+        signed.extend(sign(
+            "POST",
+            "/",
+            headers,
+            body,
+            "AKID",
+            "secret",
+            "us-east-1",
+            "sagemaker",
+            now,
+        ));
+        let header = signed.iter().find(|(k, _)| k == "Authorization").unwrap().1.clone();
+        let auth = parse_authorization(&header).unwrap();
+        (signed, auth)
+    }
+
     #[test]
     fn dates_round_trip() {
         for t in [0, 951782400, 1715883050, 4102444799] {
@@ -438,20 +458,7 @@ mod tests {
         ];
         let body = b"{}";
         let now = 1_700_000_000;
-        let mut signed = headers.clone();
-        signed.extend(sign(
-            "POST",
-            "/",
-            &headers,
-            body,
-            "AKID",
-            "secret",
-            "us-east-1",
-            "sagemaker",
-            now,
-        ));
-        let auth_header = signed.iter().find(|(k, _)| k == "Authorization").unwrap().1.clone();
-        let auth = parse_authorization(&auth_header).unwrap();
+        let (signed, auth) = signed_request(&headers, body, now);
         assert_eq!(auth.region, "us-east-1");
         let parts = RequestParts {
             method: "POST",
@@ -467,20 +474,7 @@ mod tests {
         // A claimed (and signed) payload hash does not stand in for the body received.
         let mut with_hash = headers.clone();
         with_hash.push(("x-amz-content-sha256".to_string(), sha256_hex(body)));
-        let mut claimed = with_hash.clone();
-        claimed.extend(sign(
-            "POST",
-            "/",
-            &with_hash,
-            body,
-            "AKID",
-            "secret",
-            "us-east-1",
-            "sagemaker",
-            now,
-        ));
-        let claimed_auth = claimed.iter().find(|(k, _)| k == "Authorization").unwrap().1.clone();
-        let claimed_auth = parse_authorization(&claimed_auth).unwrap();
+        let (claimed, claimed_auth) = signed_request(&with_hash, body, now);
         let claimed_parts = RequestParts {
             headers: &claimed,
             ..parts

@@ -170,11 +170,17 @@ pub struct LocalExecutor {
     pub capacity: Resources,
 }
 
-fn start_ticks(pid: u32) -> Option<u64> {
+/// A process's process group and start time in clock ticks since boot (`/proc/<pid>/stat` fields
+/// 5 and 22).
+fn group_and_start(pid: u32) -> Option<(i32, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields after the closing parenthesis are fixed.
-    let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    group_and_start(pid).map(|(_, ticks)| ticks)
 }
 
 fn alive(pid: u32, ticks: u64) -> bool {
@@ -223,19 +229,14 @@ fn kill_algorithm(dir: &Path) {
     };
     let Ok(procs) = std::fs::read_dir("/proc") else { return };
     for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, after)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let group = fields.get(2).and_then(|g| g.parse::<i32>().ok());
-        let started = fields.get(19).and_then(|t| t.parse::<u64>().ok());
-        if group == Some(pgid) && started.is_some_and(|t| t >= since) {
+        if let Some((group, started)) = group_and_start(pid)
+            && group == pgid
+            && started >= since
+            && let Ok(pid) = i32::try_from(pid)
+        {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
