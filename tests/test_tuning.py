@@ -48,8 +48,10 @@ def wait_tuning(sm, name, timeout=300, watch_parallel=None):
     most = 0
     while time.time() < deadline:
         d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-        kids = [j for p in sm.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job").paginate(
-            HyperParameterTuningJobName=name) for j in p["TrainingJobSummaries"]]
+        # One page, so that the statuses counted are of one moment (pages fetched one after the
+        # other can see a child end on the first and its successor start on the second).
+        kids = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name, MaxResults=100)["TrainingJobSummaries"]
         most = max(most, sum(1 for j in kids if j["TrainingJobStatus"] in ("InProgress", "Stopping")))
         if d["HyperParameterTuningJobStatus"] in TERMINAL:
             return d, kids, most
@@ -182,7 +184,8 @@ def test_early_stopping_stops_bad_children(tuner, mode):
     assert d["TrainingJobStatusCounters"]["Stopped"] == len(stopped)
     # The children that were stopped were the weaker ones: below the best completed child.
     best_x = max(float(j["TunedHyperParameters"]["x"]) for j in completed)
-    assert all(float(j["TunedHyperParameters"]["x"]) < best_x for j in stopped)
+    seen = sorted((j["TrainingJobName"], j["TrainingJobStatus"], j["TunedHyperParameters"]["x"]) for j in kids)
+    assert all(float(j["TunedHyperParameters"]["x"]) < best_x for j in stopped), seen
     assert d["BestTrainingJob"]["TrainingJobStatus"] == "Completed"
 
 

@@ -1,5 +1,6 @@
 """Issue 24 item 6: idle and never-speaking connections cannot take the server down. Headers must
-arrive within a deadline (which also bounds how long a kept-alive connection sits idle), the soft
+arrive within a deadline (which also bounds how long a kept-alive connection sits idle), a signed
+request's body must keep coming (no pause longer than that deadline, at least 1 KiB/s), the soft
 open-files limit is raised to the hard one at start, and at the connection cap a new connection
 displaces the one idle longest, so that a signed request is still answered."""
 import resource
@@ -7,7 +8,12 @@ import shutil
 import socket
 import time
 
+import json
+
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from kilntest import API_ONLY, Kiln, job_request
 
@@ -141,6 +147,67 @@ def test_headers_must_arrive_within_the_deadline(quick_headers):
     kept.settimeout(5)
     assert kept.recv(4096).startswith(b"HTTP/1.1 200")
     assert closed_by_server(kept, 10)
+
+
+def signed_head(kiln, body):
+    """The request line and headers of a signed ListTrainingJobs carrying `body`."""
+    req = AWSRequest(method="POST", url=kiln.endpoint + "/", data=body, headers={
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "SageMaker.ListTrainingJobs"})
+    SigV4Auth(Credentials(kiln.key["access_key_id"], kiln.key["secret_access_key"]), "sagemaker", "us-east-1").add_auth(req)
+    headers = dict(req.headers.items(), Host=f"127.0.0.1:{kiln.port}", **{"Content-Length": str(len(body))})
+    return ("POST / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+
+
+def cut_off_while_sending(s, pieces, every, wait):
+    """Sends `pieces` one per `every` seconds; whether the server closed (or answered an error on)
+    the connection within `wait` seconds. Returns (cut, seconds)."""
+    t = time.monotonic()
+    s.settimeout(every)
+    for piece in pieces:
+        if time.monotonic() - t > wait:
+            break
+        try:
+            s.sendall(piece)
+            data = s.recv(4096)
+            if data == b"" or data.startswith(b"HTTP/1.1 4"):
+                return True, time.monotonic() - t
+        except socket.timeout:
+            continue
+        except OSError:
+            return True, time.monotonic() - t
+    return closed_by_server(s, max(0.1, wait - (time.monotonic() - t))), time.monotonic() - t
+
+
+def test_a_signed_body_must_keep_coming(quick_headers):
+    kiln = quick_headers
+    body = b"{" + b" " * 4000 + json.dumps({"MaxResults": 10})[1:].encode()
+    head = signed_head(kiln, body)
+    # Sent in full, promptly: answered.
+    s = socket.create_connection(("127.0.0.1", kiln.port), timeout=10)
+    s.sendall(head + body)
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    s.close()
+    # Half the body, then silence: the connection is closed after the 1.5 s deadline, not held.
+    s = socket.create_connection(("127.0.0.1", kiln.port), timeout=10)
+    s.sendall(head + body[:2000])
+    t = time.monotonic()
+    s.settimeout(10)
+    answer = s.recv(4096)
+    print(answer[:200])
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), "a body that stopped coming held its connection"
+    assert closed_by_server(s, 5)
+    print(f"stalled body cut off after {time.monotonic() - t:.1f} s")
+    s.close()
+    # Trickled at 40 bytes/s (never silent for the deadline): cut off for its rate.
+    s = socket.create_connection(("127.0.0.1", kiln.port), timeout=10)
+    s.sendall(head)
+    pieces = [body[i:i + 10] for i in range(0, len(body), 10)]
+    cut, took = cut_off_while_sending(s, pieces, 0.25, 15)
+    assert cut, "a body trickled at 40 bytes/s held its connection"
+    print(f"trickled body cut off after {took:.1f} s")
+    s.close()
+    assert kiln.alive()
+    assert kiln.client().list_training_jobs()["TrainingJobSummaries"] == []
 
 
 def test_open_files_soft_limit_is_raised_to_the_hard_limit():

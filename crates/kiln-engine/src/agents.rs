@@ -8,7 +8,7 @@ use kiln_api::agent::{
     Action, Assignment, Directive, DoneReport, InstanceGroupHosts, LogBatch, Runtime, S3Access, StatusReport,
 };
 use kiln_api::{ApiResult, AwsError};
-use kiln_store::{MetricPoint, TrainingJobRow};
+use kiln_store::{LineSource, MetricPoint, TrainingJobRow};
 
 use kiln_store::logs::BatchStart;
 
@@ -189,14 +189,17 @@ impl Engine {
             }),
             _ => None,
         };
-        let skipped = self.append_job_log(account, &stream, &batch.lines, start).await?;
+        self.append_job_log(account, &stream, &batch.lines, start).await?;
         let matcher = self.matcher(&job);
         if matcher.is_empty() {
             return Ok(directive(&job));
         }
+        // Every line's metrics, a re-sent batch's included: the store adds a numbered line's points
+        // once, so a batch whose lines were stored but whose points were not (the database failed
+        // in between, and the agent sent it again) still gets them.
         let mut points = Vec::new();
-        // Metrics of the lines stored now (a re-sent batch's lines counted once).
-        for (ts, line) in &batch.lines[skipped.min(batch.lines.len())..] {
+        let mut lines = Vec::new();
+        for (i, (ts, line)) in batch.lines.iter().enumerate() {
             let escaped = kiln_api::logs::escape_control_chars(line);
             for (metric, value) in matcher.scan(&escaped) {
                 points.push(MetricPoint {
@@ -204,13 +207,18 @@ impl Engine {
                     value,
                     timestamp: *ts as f64 / 1000.0,
                 });
+                lines.push(start.as_ref().map_or(0, |s| s.first.saturating_add(i as i64)));
             }
         }
         if points.is_empty() {
             return Ok(directive(&job));
         }
+        let source = start.as_ref().map(|s| LineSource {
+            sender: s.sender,
+            lines: &lines,
+        });
         self.store
-            .add_metric_points(account, name, &points)
+            .add_metric_points(account, name, &points, source)
             .await
             .map_err(store_err)?;
         let job = self.apply(account, name, Event::Metrics { points }).await?;

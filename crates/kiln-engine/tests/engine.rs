@@ -13,7 +13,8 @@ use kiln_engine::capacity::Resources;
 use kiln_engine::executor::{Executor, JobLaunch, LaunchState};
 use kiln_engine::{Caller, Engine, RunnerConfig};
 use kiln_store::{
-    JobQuery, MetricPoint, SqlLogStore, SqlStore, Store, StoreError, StoreResult, TagRow, TrainingJobRow, TuningJobRow,
+    JobQuery, LineSource, MetricPoint, SqlLogStore, SqlStore, Store, StoreError, StoreResult, TagRow, TrainingJobRow,
+    TuningJobRow,
 };
 
 /// A store that, while armed, answers a job's update with a conflict after another writer changed
@@ -21,6 +22,8 @@ use kiln_store::{
 struct Racing {
     inner: SqlStore,
     conflicts_left: AtomicUsize,
+    /// Metric writes that fail (as a busy database would) before the next one succeeds.
+    metric_failures_left: AtomicUsize,
 }
 
 #[async_trait]
@@ -84,8 +87,21 @@ impl Store for Racing {
     async fn tuning_jobs_with_status(&self, s: &[kiln_api::status::TuningJobStatus]) -> StoreResult<Vec<TuningJobRow>> {
         self.inner.tuning_jobs_with_status(s).await
     }
-    async fn add_metric_points(&self, account: &str, job: &str, points: &[MetricPoint]) -> StoreResult<()> {
-        self.inner.add_metric_points(account, job, points).await
+    async fn add_metric_points(
+        &self,
+        account: &str,
+        job: &str,
+        points: &[MetricPoint],
+        source: Option<LineSource<'_>>,
+    ) -> StoreResult<()> {
+        if self
+            .metric_failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Database("database is locked".into()));
+        }
+        self.inner.add_metric_points(account, job, points, source).await
     }
     async fn metric_points(&self, account: &str, job: &str, metric: Option<&str>) -> StoreResult<Vec<MetricPoint>> {
         self.inner.metric_points(account, job, metric).await
@@ -156,6 +172,7 @@ async fn setup(conflicts: usize) -> (Arc<Engine>, Arc<Racing>, Arc<Counting>) {
     let store = Arc::new(Racing {
         inner: SqlStore::in_memory().await.unwrap(),
         conflicts_left: AtomicUsize::new(0),
+        metric_failures_left: AtomicUsize::new(0),
     });
     let logs = Arc::new(SqlLogStore::in_memory().await.unwrap());
     let executor = Arc::new(Counting::default());
@@ -335,7 +352,7 @@ async fn jobs_wait_for_capacity_and_run_when_it_frees() {
 
 #[tokio::test]
 async fn hosts_reports_fold_into_the_normal_flow() {
-    let (engine, _, _) = setup(0).await;
+    let (engine, store, _) = setup(0).await;
     create(&engine, "j", 2, "ml.m5.large").await;
     engine.tick().await.unwrap();
     let t = token(&job(&engine, "j").await);
@@ -372,6 +389,12 @@ async fn hosts_reports_fold_into_the_normal_flow() {
         sender: Some("agent-1".into()),
         seq: Some(0),
     };
+    // The lines are stored, then the metric write fails: the agent is told to send it again.
+    store.metric_failures_left.store(1, Ordering::SeqCst);
+    engine
+        .agent_logs(acct, "j", "algo-1", &t, lines.clone())
+        .await
+        .unwrap_err();
     let d = engine.agent_logs(acct, "j", "algo-1", &t, lines.clone()).await.unwrap();
     assert_eq!(d.action, Action::Continue);
     // The same batch again (its reply was lost): stored once, its metrics counted once; a batch

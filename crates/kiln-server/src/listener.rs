@@ -1,5 +1,6 @@
 //! The accept loop: HTTP/1.1 connections with a deadline for a request's headers (which is also how
-//! long a kept-alive connection may sit idle) and a cap on open connections. At the cap, a new
+//! long a kept-alive connection may sit idle), request bodies that must keep arriving (no pause
+//! longer than that deadline, and a minimum average rate), and a cap on open connections. At the cap, a new
 //! connection displaces the connection that has been idle longest (no request in flight, waiting
 //! for headers), so that idle or never-speaking connections cannot crowd out a client that sends a
 //! request; only when every connection is busy is the newcomer turned away.
@@ -35,6 +36,10 @@ pub struct ConnectionLimits {
 
 /// The default header deadline.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Slowest average rate a request body may arrive at, counted after its first header deadline:
+/// a client trickling a body holds a connection that cannot be displaced (its request is in
+/// flight), so a body slower than this is cut off.
+pub const MIN_BODY_BYTES_PER_SECOND: u64 = 1024;
 /// The default cap on connections, before the file-descriptor limit is taken into account.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
@@ -160,6 +165,101 @@ impl HttpBody for Tracked {
     }
 }
 
+/// A request body that must keep arriving: the body fails (and hyper closes the connection) when
+/// the client sends nothing for `idle` while the server waits for it, or when, once the server has
+/// waited for it longer than `idle` in all, it has come at less than [`MIN_BODY_BYTES_PER_SECOND`]
+/// over that waiting time. Only time spent waiting on the client counts, so a server slow to
+/// read a body never cuts its client off.
+struct Guarded {
+    inner: Incoming,
+    idle: Duration,
+    received: u64,
+    /// Time spent waiting for data, before the current wait.
+    waited: Duration,
+    /// When the current wait began.
+    waiting_since: Option<tokio::time::Instant>,
+    quiet: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// Why a request body was cut off.
+#[derive(Debug, thiserror::Error)]
+enum BodyStalled {
+    #[error("no request body data for {0:?}")]
+    Idle(Duration),
+    #[error("request body arriving at {0} bytes/s, below the minimum of {MIN_BODY_BYTES_PER_SECOND}")]
+    TooSlow(u64),
+}
+
+impl Guarded {
+    fn new(inner: Incoming, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+            quiet: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    /// The body's rate over the time waited for it, if that time is past `idle` and the rate
+    /// below the minimum.
+    fn too_slow(&self) -> Option<u64> {
+        let counted = self.waited.checked_sub(self.idle)?.as_secs_f64();
+        let floor = MIN_BODY_BYTES_PER_SECOND as f64 * counted;
+        ((self.received as f64) < floor).then(|| (self.received as f64 / self.waited.as_secs_f64()) as u64)
+    }
+}
+
+impl HttpBody for Guarded {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if !polled.is_pending()
+            && let Some(since) = this.waiting_since.take()
+        {
+            this.waited += since.elapsed();
+        }
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if !this.inner.is_end_stream()
+                        && let Some(rate) = this.too_slow()
+                    {
+                        return Poll::Ready(Some(Err(BodyStalled::TooSlow(rate).into())));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.waiting_since.is_none() {
+                    let now = tokio::time::Instant::now();
+                    this.waiting_since = Some(now);
+                    this.quiet.as_mut().reset(now + this.idle);
+                }
+                match this.quiet.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled::Idle(this.idle).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
@@ -208,6 +308,7 @@ pub async fn serve(
                 let registry = registry.clone();
                 hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let in_flight = InFlight::begin(conn.clone(), registry.clone());
+                    let req = req.map(|body| Body::new(Guarded::new(body, limits.header_timeout)));
                     let router = router.clone();
                     async move {
                         let response = match router.oneshot(req).await {

@@ -12,8 +12,8 @@ use sqlx::AssertSqlSafe;
 
 use crate::db::{Bind, Db, Get, Migrations, Sql};
 use crate::{
-    CursorValue, JobQuery, JobSort, MetricPoint, Store, StoreError, StoreResult, TagRow, TrainingJobRow, TuningJobRow,
-    fetch_sql, with_db,
+    CursorValue, JobQuery, JobSort, LineSource, MetricPoint, Store, StoreError, StoreResult, TagRow, TrainingJobRow,
+    TuningJobRow, fetch_sql, with_db,
 };
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -636,7 +636,13 @@ impl Store for SqlStore {
         })
     }
 
-    async fn add_metric_points(&self, account: &str, job: &str, points: &[MetricPoint]) -> StoreResult<()> {
+    async fn add_metric_points(
+        &self,
+        account: &str,
+        job: &str,
+        points: &[MetricPoint],
+        source: Option<LineSource<'_>>,
+    ) -> StoreResult<()> {
         if points.is_empty() {
             return Ok(());
         }
@@ -650,22 +656,28 @@ impl Store for SqlStore {
             .bind(&key)
             .fetch_one(&mut *tx)
             .await?;
-            // Multi-row inserts: 100 points (600 parameters) per statement.
+            // Multi-row inserts: 100 points (800 parameters) per statement. A point of a line
+            // already stored meets the unique index on (account, name_key, sender, line, metric)
+            // and is skipped; points without a source have NULL lines, which never conflict.
             for (c, chunk) in points.chunks(100).enumerate() {
-                let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 6 + 1, 6))).collect();
+                let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 8 + 1, 8))).collect();
                 let text = format!(
-                    "INSERT INTO metric_points (account, name_key, metric, value, ts, seq) VALUES {}",
+                    "INSERT INTO metric_points (account, name_key, metric, value, ts, seq, sender, line) VALUES {} \
+                     ON CONFLICT DO NOTHING",
                     values.join(", ")
                 );
                 let mut q = sqlx::query(AssertSqlSafe(text));
                 for (i, p) in chunk.iter().enumerate() {
+                    let n = c * 100 + i;
                     q = q
                         .bind(account)
                         .bind(&key)
                         .bind(&p.metric)
                         .bind(p.value)
                         .bind(p.timestamp)
-                        .bind(next + 1 + (c * 100 + i) as i64);
+                        .bind(next + 1 + n as i64)
+                        .bind(source.map(|s| s.sender))
+                        .bind(source.and_then(|s| s.lines.get(n).copied()));
                 }
                 q.execute(&mut *tx).await?;
             }

@@ -258,6 +258,16 @@ pub struct MetricPoint {
     pub timestamp: f64,
 }
 
+/// The agent log lines metric points were read from (see [`Store::add_metric_points`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LineSource<'a> {
+    /// The sending agent (an id fresh in every agent process).
+    pub sender: &'a str,
+    /// `lines[i]` is the number, in the sender's numbering, of the line `points[i]` was read from
+    /// (a point past the end of `lines` is stored without one).
+    pub lines: &'a [i64],
+}
+
 /// kiln's metadata persistence. Every write is durable when it returns.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -295,8 +305,16 @@ pub trait Store: Send + Sync {
     /// Tuning jobs in any of `statuses`, across accounts, oldest first.
     async fn tuning_jobs_with_status(&self, statuses: &[TuningJobStatus]) -> StoreResult<Vec<TuningJobRow>>;
 
-    /// Appends metric points of a job (in log order).
-    async fn add_metric_points(&self, account: &str, job: &str, points: &[MetricPoint]) -> StoreResult<()>;
+    /// Appends metric points of a job (in log order). With `source`, a point whose line (sender,
+    /// line number, metric) is already stored is not added again: a log batch re-sent after a lost
+    /// reply, or after a failure between storing its lines and its points, adds its points once.
+    async fn add_metric_points(
+        &self,
+        account: &str,
+        job: &str,
+        points: &[MetricPoint],
+        source: Option<LineSource<'_>>,
+    ) -> StoreResult<()>;
     /// Metric points of a job in log order, of one metric or all.
     async fn metric_points(&self, account: &str, job: &str, metric: Option<&str>) -> StoreResult<Vec<MetricPoint>>;
 

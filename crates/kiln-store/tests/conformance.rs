@@ -12,8 +12,8 @@ use kiln_api::status::{
 use kiln_store::logs::{BatchStart, EventPos, EventRange, FilterQuery, NewEvent, StreamQuery, StreamSelector};
 use kiln_store::testing::{PgTestDb, pg_test_db};
 use kiln_store::{
-    Cursor, CursorValue, Db, HostRecord, JobQuery, JobSort, LogStore, MetricPoint, RunRecord, SqlLogStore, SqlStore,
-    Store, StoreError, TagRow, TrainingJobRow, TuningJobRow,
+    Cursor, CursorValue, Db, HostRecord, JobQuery, JobSort, LineSource, LogStore, MetricPoint, RunRecord, SqlLogStore,
+    SqlStore, Store, StoreError, TagRow, TrainingJobRow, TuningJobRow,
 };
 
 /// One store under test, and what keeps its database alive.
@@ -182,6 +182,7 @@ async fn create_get_update_delete(s: &Subject) {
             value: 1.0,
             timestamp: 1.0,
         }],
+        None,
     )
     .await
     .unwrap();
@@ -582,19 +583,53 @@ async fn metric_points(s: &Subject) {
             })
             .collect()
     };
-    st.add_metric_points("111111111111", "Job", &batch(0, 150))
+    st.add_metric_points("111111111111", "Job", &batch(0, 150), None)
         .await
         .unwrap();
-    st.add_metric_points("111111111111", "job", &batch(150, 3))
+    st.add_metric_points("111111111111", "job", &batch(150, 3), None)
         .await
         .unwrap();
-    st.add_metric_points("111111111111", "job", &[]).await.unwrap();
+    st.add_metric_points("111111111111", "job", &[], None).await.unwrap();
     let all = st.metric_points("111111111111", "JOB", None).await.unwrap();
     assert_eq!(all, batch(0, 153));
     let loss = st.metric_points("111111111111", "job", Some("loss")).await.unwrap();
     assert_eq!(loss.len(), 77);
     assert!(loss.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
     assert!(st.metric_points("222222222222", "job", None).await.unwrap().is_empty());
+
+    // Points read from an agent's numbered lines are added once per (sender, line, metric):
+    // a batch sent again, and one overlapping it, add only what is new.
+    let lines: Vec<i64> = (0..4).collect();
+    let from = |sender| LineSource { sender, lines: &lines };
+    let points = batch(0, 4);
+    st.add_metric_points("111111111111", "lined", &points, Some(from("agent-a")))
+        .await
+        .unwrap();
+    st.add_metric_points("111111111111", "lined", &points, Some(from("agent-a")))
+        .await
+        .unwrap();
+    let overlapping = [points[3].clone(), batch(4, 1)[0].clone()];
+    let at = [3, 4];
+    st.add_metric_points(
+        "111111111111",
+        "lined",
+        &overlapping,
+        Some(LineSource {
+            sender: "agent-a",
+            lines: &at,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        st.metric_points("111111111111", "lined", None).await.unwrap(),
+        batch(0, 5)
+    );
+    // Another agent process (a new attempt) numbers its lines from 0 again: all of them count.
+    st.add_metric_points("111111111111", "lined", &points, Some(from("agent-b")))
+        .await
+        .unwrap();
+    assert_eq!(st.metric_points("111111111111", "lined", None).await.unwrap().len(), 9);
 }
 
 async fn log_groups_streams_events(s: &Subject) {
