@@ -100,7 +100,7 @@ class Kiln:
             self.database_url = pg_database(f"kiln_it_{digest}")
 
     def start(self):
-        env = dict(os.environ, KILN_LOG="warn", **self.extra_env)
+        env = dict(os.environ, KILN_LOG=os.environ.get("KILN_TEST_LOG", "warn"), **self.extra_env)
         self.log = open(self.log_path, "ab")
         args = [kiln_bin(), "serve", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"]
         if self.database_url:

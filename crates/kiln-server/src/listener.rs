@@ -165,6 +165,20 @@ impl HttpBody for Tracked {
     }
 }
 
+/// Requests answered later than this are logged (at info), with their operation.
+const SLOW_REQUEST: Duration = Duration::from_millis(250);
+
+/// A request's method and path, and its `X-Amz-Target` where it has one, for the logs.
+fn describe_request<B>(req: &hyper::Request<B>) -> String {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| format!(" {t}"))
+        .unwrap_or_default();
+    format!("{} {}{target}", req.method(), req.uri().path())
+}
+
 /// A request body that must keep arriving: the body fails (and hyper closes the connection) when
 /// the client sends nothing for `idle` while the server waits for it, or when, once the server has
 /// waited for it longer than `idle` in all, it has come at less than [`MIN_BODY_BYTES_PER_SECOND`]
@@ -311,10 +325,21 @@ pub async fn serve(
                     let req = req.map(|body| Body::new(Guarded::new(body, limits.header_timeout)));
                     let router = router.clone();
                     async move {
+                        let started = Instant::now();
+                        let what = describe_request(&req);
                         let response = match router.oneshot(req).await {
                             Ok(r) => r,
                             Err(never) => match never {},
                         };
+                        let took = started.elapsed();
+                        if took >= SLOW_REQUEST {
+                            tracing::info!(
+                                target: "kiln::serve",
+                                "slow request: {what} answered {} after {} ms",
+                                response.status().as_u16(),
+                                took.as_millis()
+                            );
+                        }
                         Ok::<_, Infallible>(response.map(|inner| Tracked {
                             inner,
                             _in_flight: in_flight,

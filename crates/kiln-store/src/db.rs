@@ -26,6 +26,32 @@ pub enum Db {
     Postgres(PgPool),
 }
 
+/// Transactions that write. SQLite's plain `BEGIN` starts a read transaction that is upgraded at
+/// its first write; if another connection writes in between, the upgrade fails at once with
+/// `SQLITE_BUSY` (or `SQLITE_BUSY_SNAPSHOT`), whatever the busy timeout, and under load requests
+/// failed with "database is locked". `BEGIN IMMEDIATE` takes the write lock first, waiting for
+/// it up to the busy timeout. PostgreSQL's `BEGIN` has no such failure.
+pub trait BeginWrite {
+    type Database: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
 /// Which database engine a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

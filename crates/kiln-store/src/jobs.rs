@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::AssertSqlSafe;
 
-use crate::db::{Bind, Db, Get, Migrations, Sql};
+use crate::db::{BeginWrite, Bind, Db, Get, Migrations, Sql};
 use crate::{
     CursorValue, JobQuery, JobSort, LineSource, MetricPoint, Store, StoreError, StoreResult, TagRow, TrainingJobRow,
     TuningJobRow, fetch_sql, with_db,
@@ -307,7 +307,7 @@ impl SqlStore {
     async fn delete_row(&self, table: &str, account: &str, name: &str) -> StoreResult<()> {
         let key = name.to_lowercase();
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let arn: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
                 "SELECT arn FROM {table} WHERE account = $1 AND name_key = $2"
             )))
@@ -423,7 +423,7 @@ impl Store for SqlStore {
             placeholders(1, 25)
         );
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             bind_training!(sqlx::query(AssertSqlSafe(sql)), v)
                 .bind(&job.account)
                 .bind(job.name.to_lowercase())
@@ -549,7 +549,7 @@ impl Store for SqlStore {
             placeholders(1, 17)
         );
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             bind_tuning!(sqlx::query(AssertSqlSafe(sql)), v)
                 .bind(&job.account)
                 .bind(job.name.to_lowercase())
@@ -648,7 +648,7 @@ impl Store for SqlStore {
         }
         let key = job.to_lowercase();
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let next: i64 = sqlx::query_scalar(
                 "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM metric_points WHERE account = $1 AND name_key = $2",
             )
@@ -712,7 +712,7 @@ impl Store for SqlStore {
 
     async fn put_tags(&self, account: &str, resource_arn: &str, tags: &[TagRow]) -> StoreResult<()> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for t in tags {
                 sqlx::query(UPSERT_TAG)
                     .bind(account)
@@ -758,7 +758,7 @@ impl Store for SqlStore {
 
     async fn delete_tags(&self, account: &str, resource_arn: &str, keys: &[String]) -> StoreResult<()> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for k in keys {
                 sqlx::query("DELETE FROM tags WHERE account = $1 AND resource_key = $2 AND tag_key = $3")
                     .bind(account)

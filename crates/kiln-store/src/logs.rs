@@ -7,7 +7,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
 
-use crate::db::{Bind, Db, Get, Migrations, Sql};
+use crate::db::{BeginWrite, Bind, Db, Get, Migrations, Sql};
 use crate::{StoreError, StoreResult, fetch_sql, with_db};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite-logs");
@@ -246,7 +246,7 @@ impl SqlLogStore {
         }
         let mut skip = 0usize;
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // The stream's row first: it exists or the call fails, and concurrent writers of one
             // stream queue on its row lock (PostgreSQL) instead of deadlocking later.
             let row = sqlx::query(
