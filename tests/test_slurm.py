@@ -440,6 +440,46 @@ def test_a_node_going_down_fails_the_job_naming_the_node(kiln, sm, s3):
         j["JobState"] not in ("PENDING", "RUNNING", "COMPLETING") for j in slurm_jobs(name)))
 
 
+def test_a_requeued_allocation_interrupts_a_spot_job_which_resumes_from_its_checkpoints(kiln, sm, s3):
+    # Slurm requeues an allocation when a higher-priority job preempts it (PreemptMode=REQUEUE) or
+    # an administrator says so; the test cluster has no preemption, so the test says so.
+    name = f"slurm-spot-{RUN}"
+    src = bundle(s3, "code/slurm-spot/sourcedir.tar.gz", {"train.py": WHERE_PY + """
+import time
+ckpt = "/opt/ml/checkpoints/epoch"
+start = int(open(ckpt).read()) if os.path.exists(ckpt) else 0
+print(f"resuming at epoch {start}", flush=True)
+for epoch in range(start, 8):
+    print(f"epoch={epoch} loss={1.0 / (epoch + 1):.4f}", flush=True)
+    open(ckpt, "w").write(str(epoch + 1))
+    time.sleep(1)
+"""})
+    req = script_job(name, src)
+    req["EnableManagedSpotTraining"] = True
+    req["StoppingCondition"] = {"MaxRuntimeInSeconds": 300, "MaxWaitTimeInSeconds": 600}
+    req["CheckpointConfig"] = {"S3Uri": f"s3://jobs/slurm-checkpoints/{name}"}
+    sm.create_training_job(**req)
+    wait_until("epoch 3 logged", lambda: any(l.startswith("epoch=3") for l in log_lines(kiln, name).get("algo-1", [])),
+               timeout=120)
+    first = wait_until("the Slurm job running", lambda: [j for j in slurm_jobs(name) if j["JobState"] == "RUNNING"])[0]
+    assert first["Requeue"] == "1"  # spot jobs' allocations may be requeued; others' may not
+    scontrol("requeue", first["JobId"])
+    d = wait(sm, name, timeout=180)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    interrupted = [t for t in d["SecondaryStatusTransitions"] if t["Status"] == "Interrupted"]
+    assert len(interrupted) == 1, statuses(d)
+    assert f"Slurm requeued job {first['JobId']}" in interrupted[0]["StatusMessage"], interrupted[0]
+    # The new attempt (its log stream is the host's newest) resumed from the synced checkpoint.
+    resumed = [int(l.split()[-1]) for l in log_lines(kiln, name)["algo-1"] if l.startswith("resuming at epoch")]
+    assert resumed and resumed[0] >= 2, resumed
+    # kiln cancelled the requeued Slurm job rather than let it run again.
+    jobs = wait_until("both Slurm jobs ended", lambda: (lambda js: js if len(js) == 2 and all(
+        j["JobState"] in ("COMPLETED", "CANCELLED") for j in js) else None)(slurm_jobs(name)))
+    states = {j["JobId"]: j["JobState"] for j in jobs}
+    assert states[first["JobId"]] == "CANCELLED", states
+    assert d["BillableTimeInSeconds"] <= d["TrainingTimeInSeconds"]
+
+
 def test_a_slurm_job_survives_sigkill_of_the_server(kiln, cluster):
     k = start_kiln()
     try:

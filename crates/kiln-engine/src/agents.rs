@@ -288,6 +288,11 @@ impl Engine {
             return report;
         };
         let states = self.executor.poll(&[handle]).await;
+        if let Some(taken) = states.first().and_then(|s| s.preempted.as_deref()) {
+            // The host was killed because the cluster took the allocation back: a spot job's
+            // interruption comes first, so that this end starts a new attempt.
+            self.capacity_taken_back(job, taken).await;
+        }
         if let Some((_, detail)) = states.first().and_then(|s| s.gone.iter().find(|(h, _)| h == host)) {
             report.failure_reason = Some(format!(
                 "InternalServerError: the {} executor ended {host} before it finished: {detail}.",

@@ -113,6 +113,7 @@ impl Engine {
             token: job.run.agent_token.clone().unwrap_or_default(),
             work_dir: self.runner.work_dir.clone(),
             max_runtime_seconds: crate::scheduler::max_runtime(job),
+            spot: job.spec.enable_managed_spot_training == Some(true),
         };
         let event = match self.executor.launch(&launch).await {
             Ok(handle) => Event::Launched { handle },

@@ -41,6 +41,9 @@ pub struct JobLaunch {
     pub work_dir: PathBuf,
     /// `MaxRuntimeInSeconds` (a cluster may bound the allocation by it).
     pub max_runtime_seconds: i64,
+    /// A managed spot job: a cluster may preempt or requeue its allocation, which kiln takes as a
+    /// spot interruption (other jobs' allocations are not requeueable: kiln owns their retries).
+    pub spot: bool,
 }
 
 /// What an executor knows of one launch.
@@ -51,6 +54,9 @@ pub struct LaunchState {
     pub waiting: Option<String>,
     /// Hosts that no longer run, each with what is known of why (e.g. the node that failed).
     pub gone: Vec<(String, String)>,
+    /// The cluster took the allocation back (preempted or requeued it), in words: a spot job's
+    /// interruption; for other jobs its hosts are lost, a platform failure.
+    pub preempted: Option<String>,
 }
 
 /// "2 x ml.m5.large + 1 x ml.g5.xlarge", instance types in the order hosts first name them.
@@ -360,6 +366,7 @@ impl Executor for LocalExecutor {
                         .collect(),
                     None => Vec::new(),
                 },
+                preempted: None,
             })
             .collect()
     }

@@ -275,6 +275,22 @@ impl Engine {
 
     /// `[spot] interruptions_per_hour`: interrupts a training spot job at random, as AWS reclaims
     /// spot capacity (a Poisson process per job over the time it trains).
+    /// The cluster took a launch's allocation back (`taken` says how): for a spot job in progress,
+    /// a spot interruption, so that its hosts' ends (lost, or reported as killed) end the attempt
+    /// and a new one starts. Other jobs just lose their hosts (a platform failure).
+    pub(crate) async fn capacity_taken_back(&self, job: &TrainingJobRow, taken: &str) {
+        if job.status != TrainingJobStatus::InProgress
+            || job.spec.enable_managed_spot_training != Some(true)
+            || job.run.interrupting.is_some()
+        {
+            return;
+        }
+        let reason = format!("Training job interrupted: the cluster took its capacity back ({taken})");
+        if let Err(e) = self.apply(&job.account, &job.name, Event::Interrupt { reason }).await {
+            tracing::warn!(target: "kiln::scheduler", "training job {}: {}", job.name, e.message);
+        }
+    }
+
     async fn maybe_interrupt(&self, job: &TrainingJobRow, t: f64) -> ApiResult<()> {
         let rate = self.runner.spot_interruptions_per_hour;
         if rate <= 0.0
@@ -463,6 +479,9 @@ impl Engine {
                 if let Err(e) = self.apply(&job.account, &job.name, Event::Queued { message }).await {
                     tracing::warn!(target: "kiln::scheduler", "training job {}: {}", job.name, e.message);
                 }
+            }
+            if let Some(taken) = &state.preempted {
+                self.capacity_taken_back(job, taken).await;
             }
             let silent: Vec<(String, String)> = state
                 .gone

@@ -151,7 +151,14 @@ impl Executor for Counting {
     async fn poll(&self, handles: &[&str]) -> Vec<LaunchState> {
         let waiting = self.waiting.lock().unwrap().clone();
         let gone = self.gone.lock().unwrap().clone();
-        vec![LaunchState { waiting, gone }; handles.len()]
+        vec![
+            LaunchState {
+                waiting,
+                gone,
+                preempted: None
+            };
+            handles.len()
+        ]
     }
     async fn kill(&self, _: &str) {
         self.kills.fetch_add(1, Ordering::SeqCst);

@@ -137,6 +137,8 @@ pub struct JobRecord {
     /// The leader's id for a component of a heterogeneous job (0 otherwise).
     pub het_job_id: Option<u64>,
     pub het_job_offset: Option<u64>,
+    /// How often Slurm requeued the job (preemption with `PreemptMode=REQUEUE`, `scontrol requeue`).
+    pub restart_cnt: Option<u64>,
 }
 
 /// slurmrestd's `job_resources` (the field kiln reads).

@@ -474,7 +474,7 @@ impl Executor for SlurmExecutor {
                 match phase {
                     Some(Phase::Queued(reason)) => LaunchState {
                         waiting: Some(reason),
-                        gone: Vec::new(),
+                        ..LaunchState::default()
                     },
                     Some(Phase::Running(nodes)) => {
                         if nodes.len() == h.hosts.len() {
@@ -494,6 +494,7 @@ impl Executor for SlurmExecutor {
                         LaunchState {
                             waiting: None,
                             gone: state::gone_reasons(&e, &h.hosts, map.as_deref(), &failed, |host| h.log_of(host)),
+                            preempted: state::preemption(&e),
                         }
                     }
                     None => LaunchState {
@@ -512,6 +513,7 @@ impl Executor for SlurmExecutor {
                                 )
                             })
                             .collect(),
+                        preempted: None,
                     },
                 }
             })

@@ -73,6 +73,23 @@ pub fn phase(records: &[JobRecord]) -> Option<Phase> {
         Some(list) if !list.is_empty() => nodelist::expand(list).unwrap_or_default(),
         _ => nodes_of(r),
     };
+    // Requeued (preempted with `PreemptMode=REQUEUE`, or `scontrol requeue`): Slurm counts a
+    // restart from the moment it tears the job down (`COMPLETING`, then `PENDING`). For kiln that
+    // launch is over, whatever Slurm does with the job next; the training job goes on, if at all,
+    // in a new launch.
+    if let Some(r) = records
+        .iter()
+        .find(|r| state_of(r).starts_with("REQUEUE") || r.restart_cnt.unwrap_or(0) > 0)
+    {
+        return Some(Phase::Ended(Ended {
+            job_id: leader.job_id,
+            state: "REQUEUED".into(),
+            reason: r.state_reason.clone().filter(|s| !s.is_empty() && s != "None"),
+            exit: None,
+            nodes: records.iter().flat_map(nodes_of).collect(),
+            allocated: records.iter().flat_map(allocated_of).collect(),
+        }));
+    }
     let ending = records
         .iter()
         .find(|r| ENDED.contains(&state_of(r).as_str()))
@@ -161,6 +178,18 @@ pub fn failed_nodes(ended: &Ended, hosts: &[String], host_nodes: Option<&[String
     out
 }
 
+/// Whether Slurm took the allocation back (preempted or requeued the job), in words.
+pub fn preemption(ended: &Ended) -> Option<String> {
+    match ended.state.as_str() {
+        "PREEMPTED" => Some(format!("Slurm preempted job {}", ended.job_id)),
+        "REQUEUED" => Some(format!(
+            "Slurm requeued job {} (preempted, or requeued by an administrator)",
+            ended.job_id
+        )),
+        _ => None,
+    }
+}
+
 /// Why the hosts of an ended (or ending) Slurm job are gone, one line per host: Slurm's state and
 /// reason, the failed nodes (see [`failed_nodes`]), where the host ran, and where its log is.
 pub fn gone_reasons(
@@ -172,6 +201,8 @@ pub fn gone_reasons(
 ) -> Vec<(String, String)> {
     let mut cause = if ended.state == "COMPLETING" {
         format!("Slurm is ending job {}", ended.job_id)
+    } else if let Some(taken) = preemption(ended) {
+        taken
     } else {
         format!("Slurm job {} ended {}", ended.job_id, ended.state)
     };
@@ -231,6 +262,42 @@ mod tests {
             flags: vec![],
             reason: reason.into(),
         }
+    }
+
+    #[test]
+    fn a_requeued_job_is_a_launch_taken_back() {
+        for r in [
+            record(21, "COMPLETING", "None", "node1"),
+            record(21, "PENDING", "BeginTime", ""),
+            record(21, "REQUEUED", "None", ""),
+            record(21, "REQUEUE_HOLD", "JobHeldAdmin", ""),
+        ] {
+            let requeued = JobRecord {
+                restart_cnt: Some(1),
+                ..r
+            };
+            let Some(Phase::Ended(e)) = phase(&[requeued]) else {
+                panic!("a requeued job is not over for kiln")
+            };
+            assert_eq!((e.job_id, e.state.as_str()), (21, "REQUEUED"));
+            let taken = preemption(&e).unwrap();
+            assert!(taken.contains("Slurm requeued job 21"), "{taken}");
+            let gone = gone_reasons(&e, &["algo-1".into()], None, &[], |_| "slurm-21.out".into());
+            assert!(gone[0].1.starts_with("Slurm requeued job 21"), "{}", gone[0].1);
+        }
+        // Pending for the first time: queued, not taken back.
+        assert!(matches!(
+            phase(&[record(22, "PENDING", "Priority", "")]),
+            Some(Phase::Queued(_))
+        ));
+        let Some(Phase::Ended(e)) = phase(&[record(23, "PREEMPTED", "None", "node1")]) else {
+            panic!()
+        };
+        assert_eq!(preemption(&e).as_deref(), Some("Slurm preempted job 23"));
+        let Some(Phase::Ended(e)) = phase(&[record(24, "NODE_FAIL", "NodeDown", "node1")]) else {
+            panic!()
+        };
+        assert_eq!(preemption(&e), None);
     }
 
     #[test]

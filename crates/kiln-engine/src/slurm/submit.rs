@@ -251,14 +251,19 @@ pub fn submission(launch: &JobLaunch, target: &Target, components: &[Component])
                 "cpus_per_task": c.request.cpus,
                 "memory_per_node": c.request.memory_mib,
                 "time_limit": time_limit_minutes(launch.max_runtime_seconds),
-                // kiln owns retries. v0.0.38 ignores `"requeue": false`; this is sbatch's
-                // --no-requeue, which it does take.
-                "no_requeue": true,
+                // kiln owns retries: only a spot job's allocation may be requeued (by
+                // preemption, a node failure or an administrator), which kiln takes as a spot
+                // interruption. v0.0.38 turns requeue off with `no_requeue` (sbatch's
+                // --no-requeue) and on whenever `requeue` is present, even `"requeue": false`.
+                "no_requeue": !launch.spot,
                 "current_working_directory": target.work_dir,
                 "environment": env,
                 "standard_output": slurm_output(&target.work_dir),
                 "standard_error": slurm_output(&target.work_dir),
             });
+            if launch.spot {
+                job["requeue"] = json!(true);
+            }
             for (key, value) in [
                 ("partition", &target.partition),
                 ("account", &target.account),
@@ -303,6 +308,7 @@ mod tests {
             token: "tok".into(),
             work_dir: "/scratch/kiln".into(),
             max_runtime_seconds: 3600,
+            spot: false,
         }
     }
 
@@ -380,6 +386,17 @@ mod tests {
         );
         assert_eq!(job["time_limit"], 60 + TIME_LIMIT_MARGIN_MINUTES);
         assert_eq!(job["no_requeue"], true);
+        assert!(job.get("requeue").is_none());
+        // A spot job's allocation may be requeued (preemption): kiln takes that as an interruption.
+        let spot = JobLaunch {
+            spot: true,
+            ..l.clone()
+        };
+        let spot = submission(&spot, &target(), &c);
+        assert_eq!(
+            (&spot["job"]["no_requeue"], &spot["job"]["requeue"]),
+            (&json!(false), &json!(true))
+        );
         assert_eq!(
             (job["partition"].clone(), job["qos"].clone()),
             (json!("debug"), json!("normal"))
