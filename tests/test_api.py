@@ -471,3 +471,9 @@ def test_kiln_cli_is_a_client_of_the_api(kiln):
     out = subprocess.run([kiln_bin(), "--data-dir", str(kiln.data_dir), "env"], capture_output=True, text=True, check=True).stdout
     assert f"export AWS_ACCESS_KEY_ID={kiln.key['access_key_id']}" in out and "AWS_ENDPOINT_URL=" in out
     assert "AWS_SECRET_ACCESS_KEY=" in out and "AWS_DEFAULT_REGION=" in out
+    # The endpoint clients reach the server by can be named; a pipe closed early is no panic.
+    out = subprocess.run([kiln_bin(), "--data-dir", str(kiln.data_dir), "env", "--endpoint", "http://kiln.lan:8080/"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == "export AWS_ENDPOINT_URL=http://kiln.lan:8080"
+    p = subprocess.run(f"'{kiln_bin()}' --data-dir '{kiln.data_dir}' env | head -c 10", shell=True, capture_output=True, text=True)
+    assert p.stdout == "export AWS" and "panicked" not in p.stderr, p.stderr

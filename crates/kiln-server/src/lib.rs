@@ -270,6 +270,17 @@ pub fn private_files() {
 }
 
 /// GPUs of this machine (NVIDIA device nodes).
+/// What the local executor runs at once without a `[capacity]` table (or for what the table leaves
+/// out): as much as the largest instance types ask, so that any job fits; the GPUs this machine has.
+pub fn default_capacity() -> kiln_engine::capacity::Resources {
+    kiln_engine::capacity::Resources {
+        vcpus: 192,
+        memory_gib: 3072.0,
+        gpus: detect_gpus(),
+        neuron_devices: 0,
+    }
+}
+
 fn detect_gpus() -> u32 {
     let Ok(entries) = std::fs::read_dir("/dev") else {
         return 0;
@@ -309,12 +320,7 @@ fn build_engine(
         registries: jobs.registries.clone(),
         spot_interruptions_per_hour: jobs.spot_interruptions_per_hour,
     };
-    let capacity = jobs.capacity.unwrap_or(kiln_engine::capacity::Resources {
-        vcpus: 192,
-        memory_gib: 3072.0,
-        gpus: detect_gpus(),
-        neuron_devices: 0,
-    });
+    let capacity = jobs.capacity.unwrap_or_else(default_capacity);
     let executor: Arc<dyn kiln_engine::Executor> = match &jobs.executor {
         ExecutorChoice::Local => Arc::new(LocalExecutor {
             kiln_bin: jobs.kiln_bin.clone(),

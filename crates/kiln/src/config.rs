@@ -194,16 +194,15 @@ pub fn slurm_settings(
     }
 }
 
-/// `[capacity]` of `kiln.toml`: what the executor runs at once.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// `[capacity]` of `kiln.toml`: what the executor runs at once. What it leaves out keeps its
+/// default (`kiln_server::default_capacity`).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapacitySection {
-    pub vcpus: u32,
-    pub memory_gib: f64,
-    #[serde(default)]
-    pub gpus: u32,
-    #[serde(default)]
-    pub neuron_devices: u32,
+    pub vcpus: Option<u32>,
+    pub memory_gib: Option<f64>,
+    pub gpus: Option<u32>,
+    pub neuron_devices: Option<u32>,
 }
 
 /// Resolved settings.

@@ -52,7 +52,12 @@ enum Command {
         slurm: config::SlurmFlags,
     },
     /// Print the shell lines that point AWS clients at this kiln.
-    Env,
+    Env {
+        /// The endpoint the lines name (default: http:// and the listen address), e.g. when
+        /// clients reach the server through another name: `--endpoint http://kiln.lan:8080`.
+        #[arg(long, env = "KILN_ENDPOINT")]
+        endpoint: Option<String>,
+    },
     /// Manage access keys.
     Keys {
         #[command(subcommand)]
@@ -169,6 +174,18 @@ enum JobsCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Agent { .. } | Command::Rsh { .. }
+    ) {
+        // A command piped into `head` ends quietly when the pipe closes, as Unix tools do (Rust
+        // ignores SIGPIPE, and `println!` then panics). The server and the agent keep ignoring it:
+        // a closed socket is an error they handle.
+        // SAFETY: no other thread exists yet, and SIG_DFL installs no handler.
+        unsafe {
+            let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+        }
+    }
     // Built-in algorithms run synchronously with their own thread pool; no async runtime needed.
     if let Command::Algo { args } = &cli.command {
         let code = kiln_algos::cli::run(args);
@@ -203,7 +220,7 @@ async fn run(cli: Cli) -> Result<()> {
             slurm,
             ..
         } => serve(settings, database_url, executor, slurm).await,
-        Command::Env => env(&settings),
+        Command::Env { endpoint } => env(&settings, endpoint.as_deref()),
         Command::Keys { command } => keys_command(&settings, command),
         Command::Environments { command } => match command {
             EnvironmentsCommand::List => environments::list(&settings),
@@ -324,11 +341,14 @@ async fn serve(
         executor,
         kiln_bin,
         work_dir: settings.jobs.work_dir.clone(),
-        capacity: settings.capacity.map(|c| Resources {
-            vcpus: c.vcpus,
-            memory_gib: c.memory_gib,
-            gpus: c.gpus,
-            neuron_devices: c.neuron_devices,
+        capacity: settings.capacity.map(|c| {
+            let d = kiln_server::default_capacity();
+            Resources {
+                vcpus: c.vcpus.unwrap_or(d.vcpus),
+                memory_gib: c.memory_gib.unwrap_or(d.memory_gib),
+                gpus: c.gpus.unwrap_or(d.gpus),
+                neuron_devices: c.neuron_devices.unwrap_or(d.neuron_devices),
+            }
         }),
         public_url: settings.jobs.public_url.clone(),
         stop_grace_seconds: settings.jobs.stop_grace_seconds.unwrap_or(120),
@@ -419,7 +439,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn env(settings: &config::Settings) -> Result<()> {
+fn env(settings: &config::Settings, endpoint: Option<&str>) -> Result<()> {
     let path = keys::keys_path(&settings.data_dir);
     let key = keys::read_keys(&path)?.into_iter().next().with_context(|| {
         format!(
@@ -427,7 +447,12 @@ fn env(settings: &config::Settings) -> Result<()> {
             path.display()
         )
     })?;
-    println!("export AWS_ENDPOINT_URL=http://{}", settings.listen);
+    let endpoint = match endpoint {
+        Some(e) if e.starts_with("http://") || e.starts_with("https://") => e.trim_end_matches('/').to_string(),
+        Some(e) => bail!("--endpoint must be an http:// or https:// URL, got '{e}'"),
+        None => format!("http://{}", settings.listen),
+    };
+    println!("export AWS_ENDPOINT_URL={endpoint}");
     println!("export AWS_ACCESS_KEY_ID={}", key.access_key_id);
     println!("export AWS_SECRET_ACCESS_KEY={}", key.secret_access_key);
     println!("export AWS_DEFAULT_REGION={}", settings.region);
