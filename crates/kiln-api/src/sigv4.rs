@@ -240,7 +240,8 @@ fn is_amz_header(name: &str) -> bool {
     name.len() > 6 && name[..6].eq_ignore_ascii_case("x-amz-")
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether two byte strings are equal, in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -189,7 +189,11 @@ impl Engine {
             }),
             _ => None,
         };
-        self.append_job_log(account, &stream, &batch.lines, start).await?;
+        let skipped = self.append_job_log(account, &stream, &batch.lines, start).await?;
+        self.log_lines.fetch_add(
+            batch.lines.len().saturating_sub(skipped) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let matcher = self.matcher(&job);
         if matcher.is_empty() {
             return Ok(directive(&job));

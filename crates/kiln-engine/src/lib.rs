@@ -113,6 +113,8 @@ pub struct Engine {
     /// many): key id → (when found, secret, account). Kept briefly so an ended job's key stops
     /// working within [`JOB_KEY_TTL`].
     job_keys: Mutex<HashMap<String, (Instant, String, String)>>,
+    /// Log lines agents sent that were stored (for `/_kiln/metrics`).
+    log_lines: std::sync::atomic::AtomicU64,
 }
 
 /// How long a job key found in the store is trusted without asking again.
@@ -143,6 +145,7 @@ impl Engine {
             spot_checked: Mutex::new(std::collections::HashMap::new()),
             catalog: Arc::new(catalog::NoCatalog),
             job_keys: Mutex::new(HashMap::new()),
+            log_lines: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -150,6 +153,11 @@ impl Engine {
     pub fn with_catalog(mut self, catalog: Arc<dyn catalog::ObjectCatalog>) -> Self {
         self.catalog = catalog;
         self
+    }
+
+    /// How many log lines agents sent that were stored, since this process started.
+    pub fn log_lines_ingested(&self) -> u64 {
+        self.log_lines.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The store (read access for the server's health checks and tests).

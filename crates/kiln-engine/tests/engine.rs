@@ -63,6 +63,9 @@ impl Store for Racing {
     ) -> StoreResult<Vec<TrainingJobRow>> {
         self.inner.training_jobs_with_warm_pool(s).await
     }
+    async fn count_training_jobs(&self) -> StoreResult<Vec<(TrainingJobStatus, i64)>> {
+        self.inner.count_training_jobs().await
+    }
     async fn training_jobs_to_clean(&self) -> StoreResult<Vec<TrainingJobRow>> {
         self.inner.training_jobs_to_clean().await
     }

@@ -8,6 +8,7 @@ pub mod aws;
 mod body;
 pub mod keys;
 pub mod listener;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use kiln_engine::slurm::SlurmExecutor;
 use kiln_engine::{Engine, LocalExecutor, NoExecutor, RunnerConfig};
 use kiln_store::{Db, FileLeadership, Leadership, PgLeadership, SqlLogStore, SqlStore};
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     /// `[server] header_timeout_seconds` (default 30): time to send a request's headers, and how
     /// long a kept-alive connection may sit idle.
     pub header_timeout: Option<std::time::Duration>,
+    /// `[metrics] token`: the bearer token `/_kiln/metrics` asks for (`None`: open).
+    pub metrics_token: Option<String>,
 }
 
 /// Where jobs run.
@@ -85,6 +88,10 @@ pub struct App {
     pub keys: Arc<Keyring>,
     /// The embedded S3 endpoint (its store is also the engine's way to create buckets).
     pub s3: kiln_s3::S3Handler,
+    /// Counters for `/_kiln/metrics`.
+    pub metrics: Arc<metrics::ServerMetrics>,
+    /// The bearer token `/_kiln/metrics` asks for, if any.
+    pub metrics_token: Option<String>,
 }
 
 /// Errors starting the server.
@@ -204,7 +211,13 @@ impl Server {
             engine: engine.clone(),
         };
         let s3 = kiln_s3::S3Handler::new(objects, Arc::new(accounts));
-        let app = App { engine, keys, s3 };
+        let app = App {
+            engine,
+            keys,
+            s3,
+            metrics: Arc::new(metrics::ServerMetrics::default()),
+            metrics_token: config.metrics_token.clone(),
+        };
         Ok(Self {
             app: Arc::new(app),
             config,
@@ -257,7 +270,7 @@ impl Server {
                 }
             }
         });
-        listener::serve(listener, router, limits, shutdown).await;
+        listener::serve(listener, router, limits, self.app.metrics.clone(), shutdown).await;
         Ok(())
     }
 }
@@ -355,6 +368,9 @@ fn build_engine(
 
 async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/_kiln/metrics" {
+        return metrics_endpoint(&app, &parts).await;
+    }
     if parts.uri.path().starts_with("/_kiln/") {
         return agent_api::handle(&app, parts, body).await;
     }
@@ -368,6 +384,33 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
     }
     // S3: the body streams through unlimited (parts up to 5 GiB); `kiln-s3` verifies SigV4.
     app.s3.handle(Request::from_parts(parts, body)).await.map(Body::new)
+}
+
+/// `GET /_kiln/metrics`: the Prometheus exposition, behind `[metrics] token` when one is set.
+async fn metrics_endpoint(app: &App, parts: &axum::http::request::Parts) -> Response {
+    use axum::http::{StatusCode, header};
+    if let Some(token) = &app.metrics_token {
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| kiln_api::sigv4::constant_time_eq(g.as_bytes(), token.as_bytes()));
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "the metrics endpoint needs Authorization: Bearer <[metrics] token>\n",
+            )
+                .into_response();
+        }
+    }
+    let text = app.metrics.render(&app.engine).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 /// Input checks against the embedded object store (external buckets are not checked).

@@ -24,6 +24,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use crate::metrics::{RequestKind, ServerMetrics};
+
 /// Limits on connections.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -142,10 +144,12 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it is sent.
+/// A response body that keeps its request counted as in flight until it is sent (and counts the
+/// bytes of S3's responses).
 struct Tracked {
     inner: Body,
     _in_flight: InFlight,
+    s3: Option<Arc<ServerMetrics>>,
 }
 
 impl HttpBody for Tracked {
@@ -153,7 +157,13 @@ impl HttpBody for Tracked {
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Some(m), Poll::Ready(Some(Ok(frame)))) = (&self.s3, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            m.s3_sent(data.len() as u64);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -193,6 +203,8 @@ struct Guarded {
     /// When the current wait began.
     waiting_since: Option<tokio::time::Instant>,
     quiet: Pin<Box<tokio::time::Sleep>>,
+    /// Where an S3 request's bytes are counted.
+    s3: Option<Arc<ServerMetrics>>,
 }
 
 /// Why a request body was cut off.
@@ -205,10 +217,11 @@ enum BodyStalled {
 }
 
 impl Guarded {
-    fn new(inner: Incoming, idle: Duration) -> Self {
+    fn new(inner: Incoming, idle: Duration, s3: Option<Arc<ServerMetrics>>) -> Self {
         Self {
             inner,
             idle,
+            s3,
             received: 0,
             waited: Duration::ZERO,
             waiting_since: None,
@@ -241,6 +254,9 @@ impl HttpBody for Guarded {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
+                    if let Some(m) = &this.s3 {
+                        m.s3_received(data.len() as u64);
+                    }
                     if !this.inner.is_end_stream()
                         && let Some(rate) = this.too_slow()
                     {
@@ -279,6 +295,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    metrics: Arc<ServerMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let registry = Arc::new(Registry {
@@ -315,6 +332,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let registry = registry.clone();
+        let metrics = metrics.clone();
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             let service = {
@@ -322,8 +340,12 @@ pub async fn serve(
                 let registry = registry.clone();
                 hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let in_flight = InFlight::begin(conn.clone(), registry.clone());
-                    let req = req.map(|body| Body::new(Guarded::new(body, limits.header_timeout)));
+                    let kind = RequestKind::of(&req);
+                    // S3's bytes in and out are counted as they pass.
+                    let s3 = (kind.service == "s3").then(|| metrics.clone());
+                    let req = req.map(|body| Body::new(Guarded::new(body, limits.header_timeout, s3.clone())));
                     let router = router.clone();
+                    let metrics = metrics.clone();
                     async move {
                         let started = Instant::now();
                         let what = describe_request(&req);
@@ -332,6 +354,7 @@ pub async fn serve(
                             Err(never) => match never {},
                         };
                         let took = started.elapsed();
+                        metrics.record(kind, response.status().as_u16(), took);
                         if took >= SLOW_REQUEST {
                             tracing::info!(
                                 target: "kiln::serve",
@@ -343,6 +366,7 @@ pub async fn serve(
                         Ok::<_, Infallible>(response.map(|inner| Tracked {
                             inner,
                             _in_flight: in_flight,
+                            s3,
                         }))
                     }
                 })

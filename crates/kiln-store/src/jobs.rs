@@ -506,6 +506,22 @@ impl Store for SqlStore {
         })
     }
 
+    async fn count_training_jobs(&self) -> StoreResult<Vec<(TrainingJobStatus, i64)>> {
+        let sql = format!("SELECT status, CAST(COUNT(*) AS BIGINT) AS n FROM {TRAINING} GROUP BY status");
+        with_db!(&self.db, pool => {
+            let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
+            let mut out = Vec::new();
+            for r in &rows {
+                let name = Get::text(r, "status")?;
+                let status: TrainingJobStatus = name
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("training job status '{name}'")))?;
+                out.push((status, Get::int(r, "n")?));
+            }
+            Ok(out)
+        })
+    }
+
     async fn training_jobs_with_warm_pool(&self, status: WarmPoolResourceStatus) -> StoreResult<Vec<TrainingJobRow>> {
         let sql = format!(
             "SELECT {TRAINING_COLUMNS} FROM {TRAINING} WHERE warm_pool_status = $1 ORDER BY creation_time, account, name_key"

@@ -302,6 +302,8 @@ pub trait Store: Send + Sync {
     async fn delete_tuning_job(&self, account: &str, name: &str) -> StoreResult<()>;
     /// One page of tuning jobs.
     async fn list_tuning_jobs(&self, query: &JobQuery) -> StoreResult<Vec<TuningJobRow>>;
+    /// How many training jobs there are in each status, across accounts (statuses with none left out).
+    async fn count_training_jobs(&self) -> StoreResult<Vec<(TrainingJobStatus, i64)>>;
     /// Tuning jobs in any of `statuses`, across accounts, oldest first.
     async fn tuning_jobs_with_status(&self, statuses: &[TuningJobStatus]) -> StoreResult<Vec<TuningJobRow>>;
 

@@ -40,6 +40,18 @@ pub struct FileConfig {
     /// `[spot]`: rehearsing spot interruptions.
     #[serde(default)]
     pub spot: SpotSection,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]` of `kiln.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// When set, `/_kiln/metrics` answers only `Authorization: Bearer <token>` (default: open; it
+    /// shows aggregates only).
+    pub token: Option<String>,
 }
 
 /// `[spot]` of `kiln.toml`.
@@ -220,6 +232,7 @@ pub struct Settings {
     pub slurm: Option<SlurmSection>,
     pub server: ServerSection,
     pub spot: SpotSection,
+    pub metrics: MetricsSection,
 }
 
 fn home_data_dir() -> PathBuf {
@@ -311,6 +324,7 @@ pub fn resolve(config: Option<&Path>, listen: Option<&str>, data_dir: Option<&Pa
         slurm: file.slurm,
         server: file.server,
         spot: file.spot,
+        metrics: file.metrics,
     })
 }
 

@@ -370,6 +370,7 @@ async fn serve(
             .server
             .header_timeout_seconds
             .map(std::time::Duration::from_secs_f64),
+        metrics_token: settings.metrics.token.clone(),
     })
     .await?;
     if let Some(key) = &server.created_key {
