@@ -148,8 +148,13 @@ def test_a_host_killed_mid_training_fails_the_job_naming_it(runner, sm, s3):
     pids = algo_pids(name, "algo-2")
     assert pids, "algo-2's algorithm process not found"
     killed = time.time()
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    # Descendants first; a process that died with its parent (bubblewrap's --die-with-parent)
+    # meanwhile is gone already.
+    for pid in reversed(pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     d = wait(sm, name, timeout=60)
     took = time.time() - killed
     assert d["TrainingJobStatus"] == "Failed", d
