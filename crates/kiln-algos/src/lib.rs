@@ -24,6 +24,7 @@ pub mod model_json;
 pub mod objective;
 pub mod params;
 pub mod prof;
+pub mod rank;
 pub mod reader;
 pub mod rng;
 pub mod stream;
