@@ -22,6 +22,62 @@ fn loss_sums(preds: &[f32], k: usize, labels: &[f32], weights: Option<&[f32]>, f
         .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
+/// The weighted mean of a per-row loss of one output per row, as [`loss_sums`] gives it but
+/// with the loss inlined into the loop (no call per row): the metrics most often printed every
+/// round (`logloss`, `error`). Pieces of rows are summed in order, the same whatever the
+/// thread count.
+fn weighted_mean(preds: &[f32], labels: &[f32], weights: Option<&[f32]>, f: impl Fn(f32, f64) -> f64 + Sync) -> f64 {
+    const PIECE: usize = 1 << 14;
+    let sums: Vec<(f64, f64)> = labels
+        .par_chunks(PIECE)
+        .enumerate()
+        .map(|(c, ys)| {
+            let rows = c * PIECE..c * PIECE + ys.len();
+            let ps = &preds[rows.clone()];
+            match weights {
+                None => (
+                    ps.iter().zip(ys).map(|(&p, &y)| f(p, f64::from(y))).sum(),
+                    ys.len() as f64,
+                ),
+                Some(w) => ps
+                    .iter()
+                    .zip(ys)
+                    .zip(&w[rows])
+                    .fold((0.0, 0.0), |(s, sw), ((&p, &y), &w)| {
+                        let w = f64::from(w);
+                        (s + w * f(p, f64::from(y)), sw + w)
+                    }),
+            }
+        })
+        .collect();
+    let (s, sw) = sums.iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    if sw > 0.0 { s / sw } else { f64::NAN }
+}
+
+/// Clamp of predicted probabilities in `logloss`.
+const LOGLOSS_EPS: f64 = 1e-16;
+
+/// Binary negative log-likelihood of one row.
+#[inline]
+fn logloss_row(p: f32, y: f64) -> f64 {
+    let p = f64::from(p).clamp(LOGLOSS_EPS, 1.0 - LOGLOSS_EPS);
+    // One logarithm for a 0/1 label: the same value as the general formula (the other term
+    // is a zero), at half the cost.
+    if y == 1.0 {
+        -p.ln()
+    } else if y == 0.0 {
+        -(1.0 - p).ln()
+    } else {
+        -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+    }
+}
+
+/// Binary error of one row at threshold `t`.
+#[inline]
+fn error_row(p: f32, y: f64, t: f64) -> f64 {
+    f64::from((f64::from(p) > t) != (y > 0.5))
+}
+
 /// An evaluation metric (`eval_metric` entry).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Metric {
@@ -260,6 +316,14 @@ impl Metric {
         if labels.is_empty() {
             return f64::NAN;
         }
+        match *self {
+            Metric::Logloss if k == 1 => return weighted_mean(preds, labels, weights, logloss_row),
+            Metric::Error { threshold, .. } if k == 1 => {
+                let t = f64::from(threshold);
+                return weighted_mean(preds, labels, weights, |p, y| error_row(p, y, t));
+            }
+            _ => {}
+        }
         self.eval_with(preds, k, labels, weights, scratch, &mut |f| {
             let (s, sw) = loss_sums(preds, k, labels, weights, f);
             if sw > 0.0 { s / sw } else { f64::NAN }
@@ -321,27 +385,13 @@ impl Metric {
                 let z = f64::from(p[0]) - y;
                 (1.0 + z * z).sqrt() - 1.0
             }),
-            Metric::Logloss => mean(&|p, y| {
-                let p = f64::from(p[0]).clamp(EPS, 1.0 - EPS);
-                // One logarithm for a 0/1 label: the same value as the general formula (the
-                // other term is a zero), at half the cost.
-                if y == 1.0 {
-                    -p.ln()
-                } else if y == 0.0 {
-                    -(1.0 - p).ln()
-                } else {
-                    -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
-                }
-            }),
+            Metric::Logloss => mean(&|p, y| logloss_row(p[0], y)),
             Metric::Error { threshold, .. } => {
                 let t = f64::from(threshold);
                 if k > 1 {
                     return mean(&|p, y| f64::from(argmax(p) as f64 != y));
                 }
-                mean(&|p, y| {
-                    let pos = f64::from(p[0]) > t;
-                    f64::from(pos != (y > 0.5))
-                })
+                mean(&|p, y| error_row(p[0], y, t))
             }
             Metric::Merror => mean(&|p, y| f64::from(argmax(p) as f64 != y)),
             Metric::Mlogloss => mean(&|p, y| {
@@ -916,6 +966,39 @@ mod tests {
             pp = p;
         }
         area
+    }
+
+    #[test]
+    fn inlined_means_equal_the_general_path() {
+        // logloss and error take a loop of their own (`weighted_mean`); the general per-row
+        // path (`loss_sums`, which distributed training uses) must give the same values.
+        let n = 100_000;
+        let mut x = 3u64;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as u32
+        };
+        let p: Vec<f32> = (0..n).map(|_| (next() % 10_001) as f32 / 10_000.0).collect();
+        // 0/1 labels and a few fractional ones (the general logloss formula).
+        let y: Vec<f32> = (0..n)
+            .map(|i| if i % 97 == 0 { 0.25 } else { (next() % 2) as f32 })
+            .collect();
+        let w: Vec<f32> = (0..n).map(|_| (next() % 100) as f32 / 7.0).collect();
+        for weights in [None, Some(&w[..])] {
+            for (fast, row) in [
+                (
+                    Metric::Logloss.eval(&p, 1, &y, weights),
+                    &logloss_row as &(dyn Fn(f32, f64) -> f64 + Sync),
+                ),
+                (
+                    Metric::parse("error@0.3", 1.5).unwrap().eval(&p, 1, &y, weights),
+                    &|p, y| error_row(p, y, 0.3f32.into()),
+                ),
+            ] {
+                let (s, sw) = loss_sums(&p, 1, &y, weights, &|p: &[f32], y| row(p[0], y));
+                assert!((fast - s / sw).abs() < 1e-12, "{fast} {}", s / sw);
+            }
+        }
     }
 
     #[test]
