@@ -17,7 +17,7 @@ use crate::params::{GrowPolicy, XgbParams};
 use crate::prof::{Phase, time};
 use crate::rank::RankScratch;
 use crate::rng::{Rng, n_sampled};
-use crate::tree::RegTree;
+use crate::tree::{FlatTree, RegTree};
 
 /// A trained gradient-boosted tree ensemble.
 #[derive(Debug, Clone, PartialEq)]
@@ -463,9 +463,10 @@ fn train_in_pool(
                 .for_each(|(row, m)| m[g] += tr.cond[tr.leaf_for_codes(|f| data.code(row, f), missing)]);
             if let (Some(vm), Some(v)) = (valid_margins.as_mut(), valid) {
                 const BLOCK: usize = 1024;
+                let flat = FlatTree::new(tr);
                 vm.par_chunks_mut(BLOCK * k)
                     .enumerate()
-                    .for_each(|(b, block)| add_tree(tr, g, k, &v.features, b * BLOCK, block));
+                    .for_each(|(b, block)| add_tree(&flat, g, k, &v.features, b * BLOCK, block));
             }
             booster.trees.push(t);
             booster.tree_info.push(g);
@@ -584,11 +585,11 @@ fn train_in_pool(
                 }
             });
             if let (Some(vm), Some(v)) = (valid_margins.as_mut(), valid) {
-                let t = &tree;
+                let t = FlatTree::new(&tree);
                 const BLOCK: usize = 1024;
                 vm.par_chunks_mut(BLOCK * k)
                     .enumerate()
-                    .for_each(|(b, block)| add_tree(t, g, k, &v.features, b * BLOCK, block));
+                    .for_each(|(b, block)| add_tree(&t, g, k, &v.features, b * BLOCK, block));
             }
             booster.trees.push(tree);
             booster.tree_info.push(g);
@@ -820,11 +821,12 @@ impl Booster {
         // Blocks of rows, tree by tree: a tree's nodes stay in cache for the whole block, and
         // each row still adds its trees' values in model order (the same f32 sums).
         const BLOCK: usize = 64;
+        let flat: Vec<FlatTree> = self.trees.iter().map(FlatTree::new).collect();
         out.par_chunks_mut(BLOCK * k).enumerate().for_each(|(b, block)| {
             for m in block.chunks_exact_mut(k) {
                 m.copy_from_slice(&base);
             }
-            for (t, &g) in self.trees.iter().zip(&self.tree_info) {
+            for (t, &g) in flat.iter().zip(&self.tree_info) {
                 add_tree(t, g, k, x, b * BLOCK, block);
             }
         });
@@ -848,18 +850,18 @@ impl Booster {
 
 /// Adds tree `t`'s leaf values to group `g` of the margins `block` (`k` per row) of the rows of
 /// `x` from `first` on, eight rows' walks at a time.
-fn add_tree(t: &RegTree, g: usize, k: usize, x: &DenseMatrix, first: usize, block: &mut [f32]) {
+fn add_tree(t: &FlatTree, g: usize, k: usize, x: &DenseMatrix, first: usize, block: &mut [f32]) {
     let n = block.len() / k;
     let mut i = 0;
     while i + 8 <= n {
-        let leaves = t.leaves_for(std::array::from_fn::<_, 8, _>(|j| x.row(first + i + j)));
-        for (j, leaf) in leaves.into_iter().enumerate() {
-            block[(i + j) * k + g] += t.cond[leaf];
+        let values = t.values_for(std::array::from_fn::<_, 8, _>(|j| x.row(first + i + j)));
+        for (j, v) in values.into_iter().enumerate() {
+            block[(i + j) * k + g] += v;
         }
         i += 8;
     }
     for r in i..n {
-        block[r * k + g] += t.cond[t.leaf_for(x.row(first + r))];
+        block[r * k + g] += t.values_for([x.row(first + r)])[0];
     }
 }
 
