@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Summarize bench/out/gbdt/results.jsonl (written by run.sh): min over repetitions per
-(data set, tool), then the ratios kiln/xgboost and kiln/LightGBM."""
+(data set, tool), then the ratios kiln/xgboost and kiln/LightGBM. Given
+bench/out/gbdt/eval_results.jsonl (run_eval.sh), the same per (data set, eval_metric): training
+with per-round evaluation, kiln (and kiln-eval-base, if measured) against xgboost."""
 import json
 import sys
 from collections import defaultdict
@@ -14,6 +16,42 @@ for line in open(path):
 def best(data, tool, key):
     vals = [r[key] for r in runs.get((data, tool), []) if key in r]
     return min(vals) if vals else float("nan")
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def summarize_eval(path):
+    """Training with evaluation every round (run_eval.sh): kiln-eval (and kiln-eval-base) vs xgb-eval.
+    Within a repetition the tools run back to back, so each repetition's own ratio is reported too."""
+    by = defaultdict(list)
+    for line in open(path):
+        r = json.loads(line)
+        by[(r["data"], r["metrics"], r["tool"])].append(r)
+    for data, metrics in sorted({(d, m) for d, m, _ in by}):
+        ref = by.get((data, metrics, "xgb-eval"), [])
+        print(f"\n== {data}, eval_metric={metrics}, train + validation every round "
+              f"({len(ref)} reps; min over reps) ==")
+        print(f"{'tool':15} {'train s':>8} {'train CPU s':>12} {'ratio to xgboost':>17} {'per-rep median (range)':>24} {'CPU-s ratio':>12}")
+        for tool in ("kiln-eval", "kiln-eval-base", "xgb-eval"):
+            rs = by.get((data, metrics, tool))
+            if not rs:
+                continue
+            t = min(r["train_s"] for r in rs)
+            c = min(r["train_cpu_s"] for r in rs)
+            line = f"{tool:15} {t:8.2f} {c:12.2f}"
+            if ref and tool != "xgb-eval":
+                per = [k["train_s"] / x["train_s"] for k, x in zip(rs, ref)]
+                line += (f" {t / min(r['train_s'] for r in ref):17.2f} "
+                         f"{median(per):9.2f} ({min(per):.2f}-{max(per):.2f})"
+                         f" {c / min(r['train_cpu_s'] for r in ref):12.2f}")
+            print(line)
+
+
+if "eval_results" in path:
+    summarize_eval(path)
+    sys.exit(0)
 
 for data in sorted({d for d, _ in runs}):
     print(f"\n== {data} ({len(runs.get((data, 'kiln'), []))} reps; min over reps) ==")

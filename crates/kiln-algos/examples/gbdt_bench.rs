@@ -3,10 +3,14 @@
 //!
 //!   gbdt_bench <train.csv> <test.csv> <rounds> <threads> [max_depth] [max_leaves]
 //!   gbdt_bench parse <file.csv> <threads>
+//!   gbdt_bench eval <metrics> <train.csv> <valid.csv> <rounds> <threads>
 //!
 //! The first form reads the training CSV straight into bins (`dataset_build_s`), trains and
 //! scores test AUC; the second times parsing the CSV into floats (`parse_mb_per_s`: the median
-//! of five parses in the process; `first_parse_mb_per_s`: the first). Each prints
+//! of five parses in the process; `first_parse_mb_per_s`: the first). The third trains as the
+//! SageMaker container does: `eval_metric=<metrics>` (comma-separated), train and validation
+//! evaluated every round and the `[i]\ttrain-m:v\tvalidation-m:v` lines printed to stdout;
+//! `train_s` includes that evaluation and printing (tool `kiln-eval`). Each prints
 //! `RESULT {json}` with peak RSS. `max_leaves > 0` switches to lossguide growth (max_depth 0 =
 //! unlimited).
 
@@ -73,8 +77,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
+    if a.get(1).map(String::as_str) == Some("eval") && a.len() == 7 {
+        return train_with_eval(&a[2], &a[3], &a[4], a[5].parse()?, a[6].parse()?);
+    }
     if a.len() < 5 {
-        return Err("usage: gbdt_bench <train.csv> <test.csv> <rounds> <threads> [max_depth] [max_leaves] | gbdt_bench parse <file.csv> <threads>".into());
+        return Err("usage: gbdt_bench <train.csv> <test.csv> <rounds> <threads> [max_depth] [max_leaves] | gbdt_bench parse <file.csv> <threads> | gbdt_bench eval <metrics> <train.csv> <valid.csv> <rounds> <threads>".into());
     }
     let rounds: usize = a[3].parse()?;
     let threads: usize = a[4].parse()?;
@@ -142,6 +149,62 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hwm as f64 / 1024.0,
         train_peak as f64 / 1024.0,
         rss0 as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// `gbdt_bench eval`: training with per-round evaluation of train and validation, as the
+/// container runs it (validation read into floats, as the container reads it; not timed).
+fn train_with_eval(
+    metrics: &str,
+    train_csv: &str,
+    valid_csv: &str,
+    rounds: usize,
+    threads: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    let eval_metric = metrics
+        .split(',')
+        .map(|m| Metric::parse(m, 1.5))
+        .collect::<Result<Vec<_>, _>>()?;
+    let params = XgbConfig {
+        num_round: rounds,
+        objective: Objective::BinaryLogistic,
+        eta: 0.1,
+        max_depth: 6,
+        nthread: Some(threads),
+        eval_metric,
+        ..XgbConfig::default()
+    }
+    .check()?;
+    let data = read_csv_binned(&[train_csv.into()], &ReadOptions::default(), params.max_bin)?;
+    let valid = read_file(valid_csv.as_ref(), ContentType::Csv, &ReadOptions::default())?;
+    let mut out = std::io::stdout();
+    let (t, c) = (Instant::now(), cpu_s());
+    let model = train_binned(
+        &params,
+        &data.matrix,
+        &data.labels,
+        None,
+        Some(&valid),
+        TrainOptions {
+            eval_train: true,
+            log: Some(&mut out),
+            comm: None,
+            resume: None,
+            checkpoints: None,
+        },
+    )?;
+    let train_s = t.elapsed().as_secs_f64();
+    let train_cpu_s = cpu_s() - c;
+    let auc = Metric::Auc.eval(&model.predict(&valid.features), 1, &valid.labels, None);
+    println!(
+        "RESULT {{\"tool\": \"kiln-eval\", \"metrics\": \"{metrics}\", \"rows\": {}, \"valid_rows\": {}, \
+         \"threads\": {threads}, \"rounds\": {rounds}, \"train_s\": {train_s:.3}, \"train_cpu_s\": {train_cpu_s:.2}, \
+         \"test_auc\": {auc:.5}, \"process_peak_rss_mib\": {:.0}}}",
+        data.labels.len(),
+        valid.n_rows(),
+        vm_kib("VmHWM:") as f64 / 1024.0
     );
     Ok(())
 }

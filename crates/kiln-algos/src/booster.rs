@@ -15,8 +15,9 @@ use crate::metric::Metric;
 use crate::objective::{GradPair, Objective, weighted_quantile};
 use crate::params::{GrowPolicy, XgbParams};
 use crate::prof::{Phase, time};
+use crate::rank::RankScratch;
 use crate::rng::{Rng, n_sampled};
-use crate::tree::RegTree;
+use crate::tree::{FlatTree, RegTree};
 
 /// A trained gradient-boosted tree ensemble.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +80,13 @@ pub enum TrainError {
 
 /// A data set to evaluate: (name, margins, labels, weights).
 type EvalSet<'a> = (&'a str, &'a [f32], &'a [f32], Option<&'a [f32]>);
+
+/// What evaluating a data set each round reuses: its predictions and its rows' ranking.
+#[derive(Default)]
+struct EvalBuffers {
+    preds: Vec<f32>,
+    rank: RankScratch,
+}
 
 /// One evaluation result: (data set, metric, value).
 pub type EvalResult = (String, String, f64);
@@ -455,9 +463,10 @@ fn train_in_pool(
                 .for_each(|(row, m)| m[g] += tr.cond[tr.leaf_for_codes(|f| data.code(row, f), missing)]);
             if let (Some(vm), Some(v)) = (valid_margins.as_mut(), valid) {
                 const BLOCK: usize = 1024;
+                let flat = FlatTree::new(tr);
                 vm.par_chunks_mut(BLOCK * k)
                     .enumerate()
-                    .for_each(|(b, block)| add_tree(tr, g, k, &v.features, b * BLOCK, block));
+                    .for_each(|(b, block)| add_tree(&flat, g, k, &v.features, b * BLOCK, block));
             }
             booster.trees.push(t);
             booster.tree_info.push(g);
@@ -468,7 +477,7 @@ fn train_in_pool(
     }
     let stopped_before = matches!((es_rounds, best), (Some(rounds), Some((b, _))) if start > b + rounds);
     let end = if stopped_before { start } else { params.num_round };
-    let mut preds_buf = Vec::new();
+    let mut eval_buffers = [EvalBuffers::default(), EvalBuffers::default()];
     let mut active: Vec<u32> = Vec::new();
 
     // Training margins are only read for gradients (and a logged train metric), so with one
@@ -576,11 +585,11 @@ fn train_in_pool(
                 }
             });
             if let (Some(vm), Some(v)) = (valid_margins.as_mut(), valid) {
-                let t = &tree;
+                let t = FlatTree::new(&tree);
                 const BLOCK: usize = 1024;
                 vm.par_chunks_mut(BLOCK * k)
                     .enumerate()
-                    .for_each(|(b, block)| add_tree(t, g, k, &v.features, b * BLOCK, block));
+                    .for_each(|(b, block)| add_tree(&t, g, k, &v.features, b * BLOCK, block));
             }
             booster.trees.push(tree);
             booster.tree_info.push(g);
@@ -588,11 +597,9 @@ fn train_in_pool(
 
         // Evaluation and logging.
         let eval_start = std::time::Instant::now();
-        let mut line = String::new();
         let mut es_value = None;
         let want_log = opts.log.is_some();
         if want_log || es_rounds.is_some() {
-            line.push_str(&format!("[{round}]"));
             let mut sets: Vec<EvalSet<'_>> = Vec::new();
             if want_log && opts.eval_train {
                 sets.push(("train", &margins, labels, weights));
@@ -600,30 +607,48 @@ fn train_in_pool(
             if let (Some(vm), Some(v)) = (valid_margins.as_ref(), valid) {
                 sets.push(("validation", vm, &v.labels, v.weights.as_deref()));
             }
-            for (name, m, y, w) in sets {
-                obj.eval_transform(m, &mut preds_buf);
-                let kk = if preds_buf.len() == y.len() { 1 } else { k };
-                let to_eval: Vec<Metric> = if want_log {
-                    metrics.clone()
-                } else {
-                    es_metric.into_iter().collect()
-                };
-                let eval = |m: &Metric| match comm {
-                    Some(c) => m.eval_global(&preds_buf, kk, y, w, c),
-                    None => Ok(m.eval(&preds_buf, kk, y, w)),
-                };
-                for metric in &to_eval {
-                    let value = eval(metric)?;
-                    if name == "validation" && Some(*metric) == es_metric {
-                        es_value = Some(value);
-                    }
+            let mut to_eval: Vec<Metric> = if want_log {
+                metrics.clone()
+            } else {
+                es_metric.into_iter().collect()
+            };
+            // Early stopping's metric is computed on validation even when not printed.
+            let es_extra = es_metric.filter(|m| es_rounds.is_some() && !to_eval.contains(m));
+            let printed = to_eval.len();
+            to_eval.extend(es_extra);
+            let eval_set = |&(_, m, y, w): &EvalSet<'_>, buf: &mut EvalBuffers| {
+                obj.eval_transform(m, &mut buf.preds);
+                let kk = if buf.preds.len() == y.len() { 1 } else { k };
+                to_eval
+                    .iter()
+                    .map(|metric| match comm {
+                        Some(c) => metric.eval_global(&buf.preds, kk, y, w, c),
+                        None => Ok(metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank)),
+                    })
+                    .collect::<Result<Vec<f64>, CommError>>()
+            };
+            // Alone, the data sets are evaluated at the same time (distributed, the hosts'
+            // collective calls must come in one order).
+            let values: Vec<Vec<f64>> = match (&sets[..], &mut eval_buffers[..]) {
+                ([a, b], [ba, bb]) if comm.is_none() => {
+                    let (x, y) = rayon::join(|| eval_set(a, ba), || eval_set(b, bb));
+                    vec![x?, y?]
+                }
+                _ => sets
+                    .iter()
+                    .zip(eval_buffers.iter_mut())
+                    .map(|(set, buf)| eval_set(set, buf))
+                    .collect::<Result<_, _>>()?,
+            };
+            let mut line = format!("[{round}]");
+            for (&(name, ..), vals) in sets.iter().zip(&values) {
+                for (metric, &value) in to_eval.iter().zip(vals).take(printed) {
                     line.push_str(&format!("\t{name}-{}:{}", metric.name(), fmt5(value)));
                 }
-                if name == "validation"
-                    && let Some(m) = es_metric
-                    && !to_eval.contains(&m)
-                {
-                    es_value = Some(eval(&m)?);
+                if name == "validation" {
+                    es_value = es_metric
+                        .and_then(|m| to_eval.iter().position(|&x| x == m))
+                        .map(|i| vals[i]);
                 }
             }
             if let Some(w) = opts.log.as_mut() {
@@ -796,11 +821,12 @@ impl Booster {
         // Blocks of rows, tree by tree: a tree's nodes stay in cache for the whole block, and
         // each row still adds its trees' values in model order (the same f32 sums).
         const BLOCK: usize = 64;
+        let flat: Vec<FlatTree> = self.trees.iter().map(FlatTree::new).collect();
         out.par_chunks_mut(BLOCK * k).enumerate().for_each(|(b, block)| {
             for m in block.chunks_exact_mut(k) {
                 m.copy_from_slice(&base);
             }
-            for (t, &g) in self.trees.iter().zip(&self.tree_info) {
+            for (t, &g) in flat.iter().zip(&self.tree_info) {
                 add_tree(t, g, k, x, b * BLOCK, block);
             }
         });
@@ -824,18 +850,18 @@ impl Booster {
 
 /// Adds tree `t`'s leaf values to group `g` of the margins `block` (`k` per row) of the rows of
 /// `x` from `first` on, eight rows' walks at a time.
-fn add_tree(t: &RegTree, g: usize, k: usize, x: &DenseMatrix, first: usize, block: &mut [f32]) {
+fn add_tree(t: &FlatTree, g: usize, k: usize, x: &DenseMatrix, first: usize, block: &mut [f32]) {
     let n = block.len() / k;
     let mut i = 0;
     while i + 8 <= n {
-        let leaves = t.leaves_for(std::array::from_fn::<_, 8, _>(|j| x.row(first + i + j)));
-        for (j, leaf) in leaves.into_iter().enumerate() {
-            block[(i + j) * k + g] += t.cond[leaf];
+        let values = t.values_for(std::array::from_fn::<_, 8, _>(|j| x.row(first + i + j)));
+        for (j, v) in values.into_iter().enumerate() {
+            block[(i + j) * k + g] += v;
         }
         i += 8;
     }
     for r in i..n {
-        block[r * k + g] += t.cond[t.leaf_for(x.row(first + r))];
+        block[r * k + g] += t.values_for([x.row(first + r)])[0];
     }
 }
 

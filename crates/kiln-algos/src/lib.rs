@@ -6,6 +6,7 @@
 //!
 //! Layout: [`reader`] parses CSV/libsvm; [`binning`] turns features into `u8` bins once;
 //! [`grow`] grows one tree from gradient histograms; [`booster`] runs the boosting loop;
+//! [`metric`] evaluates each round (the area metrics rank rows with [`rank`]);
 //! [`model_json`] reads and writes xgboost's JSON model format; [`params`] validates
 //! hyperparameters; [`container`] and [`cli`] implement `kiln algo xgboost train|predict`;
 //! [`collective`] connects the hosts of a distributed job so that they train one model.
@@ -24,6 +25,7 @@ pub mod model_json;
 pub mod objective;
 pub mod params;
 pub mod prof;
+pub mod rank;
 pub mod reader;
 pub mod rng;
 pub mod stream;

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::collective::{Collective, CommError, decode, encode};
+use crate::rank::{Before, RankScratch, fold_groups, for_each_group};
 
 /// A per-row loss: (the row's predictions, its label) → loss.
 type RowLoss<'a> = &'a (dyn Fn(&[f32], f64) -> f64 + Sync);
@@ -19,6 +20,62 @@ fn loss_sums(preds: &[f32], k: usize, labels: &[f32], weights: Option<&[f32]>, f
             (wi * f(&preds[i * k..(i + 1) * k], f64::from(labels[i])), wi)
         })
         .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// The weighted mean of a per-row loss of one output per row, as [`loss_sums`] gives it but
+/// with the loss inlined into the loop (no call per row): the metrics most often printed every
+/// round (`logloss`, `error`). Pieces of rows are summed in order, the same whatever the
+/// thread count.
+fn weighted_mean(preds: &[f32], labels: &[f32], weights: Option<&[f32]>, f: impl Fn(f32, f64) -> f64 + Sync) -> f64 {
+    const PIECE: usize = 1 << 14;
+    let sums: Vec<(f64, f64)> = labels
+        .par_chunks(PIECE)
+        .enumerate()
+        .map(|(c, ys)| {
+            let rows = c * PIECE..c * PIECE + ys.len();
+            let ps = &preds[rows.clone()];
+            match weights {
+                None => (
+                    ps.iter().zip(ys).map(|(&p, &y)| f(p, f64::from(y))).sum(),
+                    ys.len() as f64,
+                ),
+                Some(w) => ps
+                    .iter()
+                    .zip(ys)
+                    .zip(&w[rows])
+                    .fold((0.0, 0.0), |(s, sw), ((&p, &y), &w)| {
+                        let w = f64::from(w);
+                        (s + w * f(p, f64::from(y)), sw + w)
+                    }),
+            }
+        })
+        .collect();
+    let (s, sw) = sums.iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    if sw > 0.0 { s / sw } else { f64::NAN }
+}
+
+/// Clamp of predicted probabilities in `logloss`.
+const LOGLOSS_EPS: f64 = 1e-16;
+
+/// Binary negative log-likelihood of one row.
+#[inline]
+fn logloss_row(p: f32, y: f64) -> f64 {
+    let p = f64::from(p).clamp(LOGLOSS_EPS, 1.0 - LOGLOSS_EPS);
+    // One logarithm for a 0/1 label: the same value as the general formula (the other term
+    // is a zero), at half the cost.
+    if y == 1.0 {
+        -p.ln()
+    } else if y == 0.0 {
+        -(1.0 - p).ln()
+    } else {
+        -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+    }
+}
+
+/// Binary error of one row at threshold `t`.
+#[inline]
+fn error_row(p: f32, y: f64, t: f64) -> f64 {
+    f64::from((f64::from(p) > t) != (y > 0.5))
 }
 
 /// An evaluation metric (`eval_metric` entry).
@@ -243,10 +300,31 @@ impl Metric {
     /// Evaluates on predictions as xgboost's `EvalTransform` produces them: one value per row, or
     /// `k` class probabilities per row when `k > 1`.
     pub fn eval(&self, preds: &[f32], k: usize, labels: &[f32], weights: Option<&[f32]>) -> f64 {
+        self.eval_reusing(preds, k, labels, weights, &mut RankScratch::default())
+    }
+
+    /// [`Self::eval`] with the buffers of an earlier evaluation (the training loop keeps one
+    /// per data set, so that evaluating every round allocates nothing).
+    pub fn eval_reusing(
+        &self,
+        preds: &[f32],
+        k: usize,
+        labels: &[f32],
+        weights: Option<&[f32]>,
+        scratch: &mut RankScratch,
+    ) -> f64 {
         if labels.is_empty() {
             return f64::NAN;
         }
-        self.eval_with(preds, k, labels, weights, &mut |f| {
+        match *self {
+            Metric::Logloss if k == 1 => return weighted_mean(preds, labels, weights, logloss_row),
+            Metric::Error { threshold, .. } if k == 1 => {
+                let t = f64::from(threshold);
+                return weighted_mean(preds, labels, weights, |p, y| error_row(p, y, t));
+            }
+            _ => {}
+        }
+        self.eval_with(preds, k, labels, weights, scratch, &mut |f| {
             let (s, sw) = loss_sums(preds, k, labels, weights, f);
             if sw > 0.0 { s / sw } else { f64::NAN }
         })
@@ -273,7 +351,7 @@ impl Metric {
             Metric::Auc | Metric::Aucpr | Metric::F1 => gathered_eval(self, preds, k, labels, weights, comm),
             _ => {
                 let mut failed = None;
-                let v = self.eval_with(preds, k, labels, weights, &mut |f| {
+                let v = self.eval_with(preds, k, labels, weights, &mut RankScratch::default(), &mut |f| {
                     let (s, sw) = loss_sums(preds, k, labels, weights, f);
                     let mut x = [s, sw];
                     if let Err(e) = comm.sum_f64(&mut x) {
@@ -293,6 +371,7 @@ impl Metric {
         k: usize,
         labels: &[f32],
         weights: Option<&[f32]>,
+        scratch: &mut RankScratch,
         mean: &mut dyn FnMut(RowLoss<'_>) -> f64,
     ) -> f64 {
         const EPS: f64 = 1e-16;
@@ -306,19 +385,13 @@ impl Metric {
                 let z = f64::from(p[0]) - y;
                 (1.0 + z * z).sqrt() - 1.0
             }),
-            Metric::Logloss => mean(&|p, y| {
-                let p = f64::from(p[0]).clamp(EPS, 1.0 - EPS);
-                -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
-            }),
+            Metric::Logloss => mean(&|p, y| logloss_row(p[0], y)),
             Metric::Error { threshold, .. } => {
                 let t = f64::from(threshold);
                 if k > 1 {
                     return mean(&|p, y| f64::from(argmax(p) as f64 != y));
                 }
-                mean(&|p, y| {
-                    let pos = f64::from(p[0]) > t;
-                    f64::from(pos != (y > 0.5))
-                })
+                mean(&|p, y| error_row(p[0], y, t))
             }
             Metric::Merror => mean(&|p, y| f64::from(argmax(p) as f64 != y)),
             Metric::Mlogloss => mean(&|p, y| {
@@ -366,14 +439,14 @@ impl Metric {
                 if k > 1 {
                     one_vs_rest(preds, k, labels, weights, auc)
                 } else {
-                    auc(preds, labels, weights, |y| y > 0.5)
+                    ranked_area_local(true, preds, labels, weights, |y| y > 0.5, scratch)
                 }
             }
             Metric::Aucpr => {
                 if k > 1 {
                     one_vs_rest(preds, k, labels, weights, aucpr)
                 } else {
-                    aucpr(preds, labels, weights, |y| y > 0.5)
+                    ranked_area_local(false, preds, labels, weights, |y| y > 0.5, scratch)
                 }
             }
         }
@@ -513,92 +586,143 @@ fn merge_desc(lists: Vec<Vec<(f32, f64, f64)>>) -> Vec<(f32, f64, f64)> {
     out
 }
 
-/// ROC or precision-recall area from (score, positive weight, negative weight) by descending
-/// distinct score, with [`auc`]'s and [`aucpr`]'s trapezoids.
-fn area_of_groups(roc: bool, groups: &[(f32, f64, f64)]) -> f64 {
-    let total_pos: f64 = groups.iter().map(|g| g.1).sum();
-    let (mut tp, mut fp, mut area) = (0.0f64, 0.0f64, 0.0f64);
-    let (mut prev_recall, mut prev_prec) = (0.0, f64::NAN);
-    for &(_, pos, neg) in groups {
-        let (tp0, fp0) = (tp, fp);
-        tp += pos;
-        fp += neg;
-        if roc {
-            area += (fp - fp0) * (tp + tp0) / 2.0;
-        } else {
-            let recall = tp / total_pos;
-            let prec = if tp + fp > 0.0 { tp / (tp + fp) } else { 1.0 };
-            let p0 = if prev_prec.is_nan() { prec } else { prev_prec };
-            area += (recall - prev_recall) * (prec + p0) / 2.0;
-            prev_recall = recall;
-            prev_prec = prec;
+/// The ROC or precision-recall area of groups of tied rows fed by descending score.
+#[derive(Clone, Copy)]
+///
+/// ROC: trapezoids between groups, over the total positive times negative weight. PR:
+/// trapezoids between groups, starting at recall 0 with the first group's precision; the
+/// recall steps are divided by the total positive weight at the end, which is the sum of
+/// the groups' positive weights in group order, so no pass ahead is needed.
+struct Area {
+    roc: bool,
+    tp: f64,
+    fp: f64,
+    area: f64,
+    prev_prec: f64,
+}
+
+impl Area {
+    fn new(roc: bool) -> Self {
+        Self {
+            roc,
+            tp: 0.0,
+            fp: 0.0,
+            area: 0.0,
+            prev_prec: f64::NAN,
         }
     }
-    if roc {
-        if tp == 0.0 || fp == 0.0 {
+
+    /// The area of the groups that follow those summed up by `before`.
+    fn after(roc: bool, before: Before) -> Self {
+        let prev_prec = match before {
+            Before { any: false, .. } => f64::NAN,
+            Before { pos, neg, .. } if pos + neg > 0.0 => pos / (pos + neg),
+            _ => 1.0,
+        };
+        Self {
+            roc,
+            tp: before.pos,
+            fp: before.neg,
+            area: 0.0,
+            prev_prec,
+        }
+    }
+
+    /// The next group (lower score than all before): its positive and negative weight.
+    #[inline]
+    fn add(&mut self, pos: f64, neg: f64) {
+        let (tp0, fp0) = (self.tp, self.fp);
+        self.tp += pos;
+        self.fp += neg;
+        if self.roc {
+            self.area += (self.fp - fp0) * (self.tp + tp0) / 2.0;
+        } else {
+            let prec = if self.tp + self.fp > 0.0 {
+                self.tp / (self.tp + self.fp)
+            } else {
+                1.0
+            };
+            let p0 = if self.prev_prec.is_nan() { prec } else { self.prev_prec };
+            self.area += (self.tp - tp0) * (prec + p0) / 2.0;
+            self.prev_prec = prec;
+        }
+    }
+
+    /// The area; NaN without positives (or, for ROC, without negatives).
+    fn value(&self) -> f64 {
+        if self.tp == 0.0 || (self.roc && self.fp == 0.0) {
             return f64::NAN;
         }
-        area / (tp * fp)
-    } else if total_pos == 0.0 {
-        f64::NAN
-    } else {
-        area
+        if self.roc {
+            self.area / (self.tp * self.fp)
+        } else {
+            self.area / self.tp
+        }
+    }
+}
+
+/// ROC or precision-recall area from (score, positive weight, negative weight) by descending
+/// distinct score, as [`auc`] and [`aucpr`] compute it.
+fn area_of_groups(roc: bool, groups: &[(f32, f64, f64)]) -> f64 {
+    let mut a = Area::new(roc);
+    for &(_, pos, neg) in groups {
+        a.add(pos, neg);
+    }
+    a.value()
+}
+
+/// ROC (`roc`) or precision-recall area of one host's rows, ranking them in `scratch`.
+fn ranked_area_local(
+    roc: bool,
+    scores: &[f32],
+    labels: &[f32],
+    weights: Option<&[f32]>,
+    pos: impl Fn(f32) -> bool + Sync + Copy,
+    scratch: &mut RankScratch,
+) -> f64 {
+    let parts = fold_groups(
+        scores,
+        labels,
+        weights,
+        pos,
+        scratch,
+        |before| Area::after(roc, before),
+        |a, p, n| a.add(p, n),
+    );
+    // The last part ends with the totals; the areas of the parts add up.
+    match parts.split_last() {
+        Some((last, rest)) => Area {
+            area: rest.iter().map(|a| a.area).sum::<f64>() + last.area,
+            ..*last
+        }
+        .value(),
+        None => f64::NAN,
     }
 }
 
 /// Weighted ROC AUC; tied scores form one trapezoid.
 pub fn auc(scores: &[f32], labels: &[f32], weights: Option<&[f32]>, pos: fn(f32) -> bool) -> f64 {
-    area_of_groups(true, &ranked_groups(scores, labels, weights, pos))
+    ranked_area_local(true, scores, labels, weights, pos, &mut RankScratch::default())
 }
 
 /// Weighted area under the precision-recall curve (trapezoids between tied-score groups,
 /// starting at recall 0 with the first group's precision).
 pub fn aucpr(scores: &[f32], labels: &[f32], weights: Option<&[f32]>, pos: fn(f32) -> bool) -> f64 {
-    area_of_groups(false, &ranked_groups(scores, labels, weights, pos))
+    ranked_area_local(false, scores, labels, weights, pos, &mut RankScratch::default())
 }
 
-/// The rows grouped by distinct score, descending (`f32::total_cmp` order, equal scores one
-/// group): (score, positive weight, negative weight).
-///
-/// Each row is one `u64` (the score's bits flipped so that unsigned order is descending
-/// `total_cmp` order, above the weight's bits with the label in their sign bit), sorted by
-/// value: a direct sort of 8-byte words, several times faster than sorting row indices by
-/// their scores (every comparison two random reads). Within a group, weights add up in the
-/// order of their bits, the same on every run.
+/// The rows grouped by distinct score, descending (`f32::total_cmp` order, `-0.0` as `0.0`):
+/// (score, positive weight, negative weight); see [`crate::rank`].
 fn ranked_groups(
     scores: &[f32],
     labels: &[f32],
     weights: Option<&[f32]>,
     pos: fn(f32) -> bool,
 ) -> Vec<(f32, f64, f64)> {
-    let mut words: Vec<u64> = (0..scores.len())
-        .into_par_iter()
-        .with_min_len(4096)
-        .map(|i| {
-            let b = scores[i].to_bits();
-            let ascending = if b >> 31 == 1 { !b } else { b | 1 << 31 };
-            let w = weights.map_or(1.0f32, |w| w[i]).to_bits() & 0x7fff_ffff;
-            (u64::from(!ascending) << 32) | u64::from(w | u32::from(pos(labels[i])) << 31)
-        })
-        .collect();
-    words.par_sort_unstable();
-    let mut out: Vec<(f32, f64, f64)> = Vec::new();
-    for &x in &words {
-        let desc = !(x >> 32) as u32;
-        let s = f32::from_bits(if desc >> 31 == 1 { desc & !(1 << 31) } else { !desc });
-        let w = f64::from(f32::from_bits(x as u32 & 0x7fff_ffff));
-        let positive = (x as u32) >> 31 == 1;
-        match out.last_mut() {
-            Some(last) if last.0 == s => {
-                if positive {
-                    last.1 += w;
-                } else {
-                    last.2 += w;
-                }
-            }
-            _ => out.push(if positive { (s, w, 0.0) } else { (s, 0.0, w) }),
-        }
-    }
+    let mut out = Vec::new();
+    for_each_group(scores, labels, weights, pos, &mut RankScratch::default(), |s, p, n| {
+        out.push((s, p, n))
+    });
     out
 }
 
@@ -805,7 +929,141 @@ mod tests {
         area
     }
 
+    /// Weighted ROC AUC by its definition: over (positive, negative) pairs, weight w_i * w_j,
+    /// won when the positive scores higher, half when tied.
+    fn naive_weighted_auc(s: &[f32], y: &[f32], w: &[f32]) -> f64 {
+        let (mut num, mut den) = (0.0, 0.0);
+        for i in (0..s.len()).filter(|&i| y[i] > 0.5) {
+            for j in (0..s.len()).filter(|&j| y[j] <= 0.5) {
+                let ww = f64::from(w[i]) * f64::from(w[j]);
+                den += ww;
+                if s[i] > s[j] {
+                    num += ww;
+                } else if s[i] == s[j] {
+                    num += ww / 2.0;
+                }
+            }
+        }
+        num / den
+    }
+
+    /// Weighted precision-recall area with [`aucpr`]'s trapezoids, from scratch per threshold.
+    fn naive_weighted_aucpr(s: &[f32], y: &[f32], w: &[f32]) -> f64 {
+        let mut th: Vec<f32> = s.to_vec();
+        th.sort_by(|a, b| b.total_cmp(a));
+        th.dedup();
+        let sum =
+            |keep: &dyn Fn(usize) -> bool| -> f64 { (0..s.len()).filter(|&i| keep(i)).map(|i| f64::from(w[i])).sum() };
+        let pos = sum(&|i| y[i] > 0.5);
+        let (mut area, mut pr, mut pp) = (0.0, 0.0, f64::NAN);
+        for t in th {
+            let tp = sum(&|i| s[i] >= t && y[i] > 0.5);
+            let all = sum(&|i| s[i] >= t);
+            let (r, p) = (tp / pos, if all > 0.0 { tp / all } else { 1.0 });
+            let p0 = if pp.is_nan() { p } else { pp };
+            area += (r - pr) * (p + p0) / 2.0;
+            pr = r;
+            pp = p;
+        }
+        area
+    }
+
+    #[test]
+    fn inlined_means_equal_the_general_path() {
+        // logloss and error take a loop of their own (`weighted_mean`); the general per-row
+        // path (`loss_sums`, which distributed training uses) must give the same values.
+        let n = 100_000;
+        let mut x = 3u64;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as u32
+        };
+        let p: Vec<f32> = (0..n).map(|_| (next() % 10_001) as f32 / 10_000.0).collect();
+        // 0/1 labels and a few fractional ones (the general logloss formula).
+        let y: Vec<f32> = (0..n)
+            .map(|i| if i % 97 == 0 { 0.25 } else { (next() % 2) as f32 })
+            .collect();
+        let w: Vec<f32> = (0..n).map(|_| (next() % 100) as f32 / 7.0).collect();
+        for weights in [None, Some(&w[..])] {
+            for (fast, row) in [
+                (
+                    Metric::Logloss.eval(&p, 1, &y, weights),
+                    &logloss_row as &(dyn Fn(f32, f64) -> f64 + Sync),
+                ),
+                (
+                    Metric::parse("error@0.3", 1.5).unwrap().eval(&p, 1, &y, weights),
+                    &|p, y| error_row(p, y, 0.3f32.into()),
+                ),
+            ] {
+                let (s, sw) = loss_sums(&p, 1, &y, weights, &|p: &[f32], y| row(p[0], y));
+                assert!((fast - s / sw).abs() < 1e-12, "{fast} {}", s / sw);
+            }
+        }
+    }
+
+    #[test]
+    fn areas_of_flights_like_sizes_match_a_comparison_sort() {
+        // 300k probabilities with ties, weighted and not: the fast ranking (sorted on several
+        // threads, buffers reused) against the groups of a comparison sort.
+        let n = 300_000;
+        let mut x = 7u64;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as u32
+        };
+        let s: Vec<f32> = (0..n)
+            .map(|_| 1.0 / (1.0 + (-((next() % 50_000) as f32) / 9000.0).exp()))
+            .collect();
+        let y: Vec<f32> = (0..n)
+            .map(|i| f32::from(u8::from(next() % 100 < 30 + (i % 40) as u32)))
+            .collect();
+        let w: Vec<f32> = (0..n).map(|_| (next() % 997) as f32 / 13.0).collect();
+        let mut scratch = RankScratch::default();
+        for weights in [None, Some(&w[..])] {
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.sort_by(|&i, &j| s[j].total_cmp(&s[i]));
+            let mut groups: Vec<(f32, f64, f64)> = Vec::new();
+            for i in idx {
+                let wi = f64::from(weights.map_or(1.0, |w| w[i]));
+                let (p, q) = if y[i] > 0.5 { (wi, 0.0) } else { (0.0, wi) };
+                match groups.last_mut() {
+                    Some(g) if g.0 == s[i] => {
+                        g.1 += p;
+                        g.2 += q;
+                    }
+                    _ => groups.push((s[i], p, q)),
+                }
+            }
+            for (m, roc) in [(Metric::Auc, true), (Metric::Aucpr, false)] {
+                let fast = m.eval_reusing(&s, 1, &y, weights, &mut scratch);
+                let want = area_of_groups(roc, &groups);
+                assert!((fast - want).abs() < 1e-12, "{m:?} {fast} {want}");
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn weighted_areas_match_their_definitions(
+            v in proptest::collection::vec((0u8..12, 0u8..2, 1u16..1000), 2..80),
+        ) {
+            // Probabilities with ties, fractional weights.
+            let s: Vec<f32> = v.iter().map(|x| f32::from(x.0) / 11.0).collect();
+            let y: Vec<f32> = v.iter().map(|x| f32::from(x.1)).collect();
+            let w: Vec<f32> = v.iter().map(|x| f32::from(x.2) / 37.0).collect();
+            prop_assume!(y.iter().any(|&t| t > 0.5) && y.iter().any(|&t| t < 0.5));
+            let mut scratch = RankScratch::default();
+            let auc_w = Metric::Auc.eval_reusing(&s, 1, &y, Some(&w), &mut scratch);
+            prop_assert!((auc_w - naive_weighted_auc(&s, &y, &w)).abs() < 1e-12);
+            let pr_w = Metric::Aucpr.eval_reusing(&s, 1, &y, Some(&w), &mut scratch);
+            prop_assert!((pr_w - naive_weighted_aucpr(&s, &y, &w)).abs() < 1e-12);
+            // The same scratch then unweighted: as a fresh evaluation.
+            let ones = vec![1.0; s.len()];
+            let auc = Metric::Auc.eval_reusing(&s, 1, &y, None, &mut scratch);
+            prop_assert!((auc - naive_weighted_auc(&s, &y, &ones)).abs() < 1e-12);
+            prop_assert_eq!(auc, Metric::Auc.eval(&s, 1, &y, None));
+        }
+
         #[test]
         fn auc_matches_pairwise_count(v in proptest::collection::vec((0u8..10, 0u8..2), 2..60)) {
             let s: Vec<f32> = v.iter().map(|x| f32::from(x.0)).collect();

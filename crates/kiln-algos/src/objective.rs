@@ -329,7 +329,7 @@ impl Objective {
                 out.extend(margins.chunks(num_class).map(|m| argmax(m) as f32));
             }
             _ => {
-                out.extend(margins.iter().map(|&m| self.transform_one(m)));
+                out.par_extend(margins.par_iter().with_min_len(1 << 14).map(|&m| self.transform_one(m)));
             }
         }
     }

@@ -165,6 +165,76 @@ impl RegTree {
     }
 }
 
+/// A tree laid out for walking many rows: one 16-byte record per node, and leaves that point
+/// to themselves, so that every row takes the same number of steps (the tree's depth), each a
+/// select between two children with no test for having reached a leaf. Built from a
+/// [`RegTree`] for prediction; the comparisons are the tree's, so the leaves are the same.
+#[derive(Debug, Clone)]
+pub struct FlatTree {
+    nodes: Vec<FlatNode>,
+    depth: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FlatNode {
+    /// Split threshold, or the leaf value.
+    cond: f32,
+    /// Split feature, with "missing goes left" in the top bit.
+    feature: u32,
+    /// `[right, left]`: indexed by whether the row goes left; a leaf's are itself.
+    children: [u32; 2],
+}
+
+impl FlatTree {
+    /// The flat layout of `t`.
+    pub fn new(t: &RegTree) -> Self {
+        let nodes = (0..t.n_nodes())
+            .map(|i| {
+                if t.is_leaf(i) {
+                    FlatNode {
+                        cond: t.cond[i],
+                        feature: 0,
+                        children: [i as u32; 2],
+                    }
+                } else {
+                    FlatNode {
+                        cond: t.cond[i],
+                        feature: t.feature[i] & 0x7fff_ffff | u32::from(t.default_left[i]) << 31,
+                        children: [t.right[i] as u32, t.left[i] as u32],
+                    }
+                }
+            })
+            .collect();
+        // The longest path from the root (a loaded model may number its nodes in any order).
+        let (mut depth, mut stack) = (0, vec![(0usize, 0usize)]);
+        while let Some((i, d)) = stack.pop() {
+            depth = depth.max(d);
+            if !t.is_leaf(i) {
+                stack.push((t.left[i] as usize, d + 1));
+                stack.push((t.right[i] as usize, d + 1));
+            }
+        }
+        Self { nodes, depth }
+    }
+
+    /// Leaf values reached by `N` rows (NaN = missing; a row shorter than a split's feature
+    /// counts as missing there), their walks interleaved step by step.
+    #[inline]
+    pub fn values_for<const N: usize>(&self, rows: [&[f32]; N]) -> [f32; N] {
+        let mut at = [0u32; N];
+        for _ in 0..self.depth {
+            for (i, x) in at.iter_mut().zip(rows) {
+                let n = self.nodes[*i as usize];
+                let v = x.get((n.feature & 0x7fff_ffff) as usize).copied().unwrap_or(f32::NAN);
+                // NaN compares false, so a missing value goes left only by default.
+                let go_left = (v < n.cond) | (v.is_nan() & (n.feature >> 31 == 1));
+                *i = n.children[usize::from(go_left)];
+            }
+        }
+        at.map(|i| self.nodes[i as usize].cond)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +261,9 @@ mod tests {
             let Some(&(f, c, dl)) = next.next().filter(|_| depth < 7) else {
                 continue;
             };
-            let (l, r) = t.split(nid, f, 0, c, dl, 0.0, 1.0, [(0.0, 1.0); 2]);
+            // Distinct leaf values, so that a leaf's value identifies it.
+            let v = t.n_nodes() as f32;
+            let (l, r) = t.split(nid, f, 0, c, dl, 0.0, 1.0, [(v, 1.0), (v + 1.0, 1.0)]);
             open.push((l, depth + 1));
             open.push((r, depth + 1));
         }
@@ -211,10 +283,12 @@ mod tests {
             let rows: Vec<Vec<f32>> =
                 rows.iter().map(|r| r.iter().map(|v| v.map_or(f32::NAN, f32::from)).collect()).collect();
             let leaves = t.leaves_for(std::array::from_fn::<_, 8, _>(|j| rows[j].as_slice()));
-            for (x, leaf) in rows.iter().zip(leaves) {
+            let flat = FlatTree::new(&t).values_for(std::array::from_fn::<_, 8, _>(|j| rows[j].as_slice()));
+            for ((x, leaf), value) in rows.iter().zip(leaves).zip(flat) {
                 prop_assert!(t.is_leaf(leaf));
                 prop_assert_eq!(leaf, naive_leaf(&t, x));
                 prop_assert_eq!(t.leaf_for(x), leaf);
+                prop_assert_eq!(value.to_bits(), t.cond[leaf].to_bits());
             }
         }
     }
