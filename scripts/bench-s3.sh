@@ -9,6 +9,11 @@
 # The client is kiln-blob's bench_s3 example (Rust, object_store), so the figures measure the server
 # rather than a Python client; client and server share this machine's cores. Each round runs it twice:
 # with signed payloads (kiln-blob's default: both ends SHA-256 every byte) and with UNSIGNED-PAYLOAD.
+# Where `rclone` is installed (Debian: `apt-get install rclone`), each round also runs it, a client
+# nobody here wrote: PUT multipart (16 MiB parts, 8 in flight; signed payloads, as its SDK signs
+# over plain HTTP, and it sends each part's Content-MD5; `--s3-disable-checksum` so that it does not
+# read the whole file once more first to store its MD5, `--ignore-times` so that it uploads again),
+# GET with 8 streams, then `sync` of the file like the reference. RCLONE=0 skips it.
 #   SIZE_MB=1024 ROUNDS=3 BENCH_DIR=/path/on/the/disk/to/test scripts/bench-s3.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,11 +55,34 @@ run_client() {  # run_client <download-to> [unsigned] → "put_seconds get_secon
   echo "$(sed -n 's/.*put_seconds=\([0-9.]*\).*/\1/p' <<<"$out") $(sed -n 's/.*get_seconds=\([0-9.]*\).*/\1/p' <<<"$out")"
 }
 
+RCLONE=${RCLONE:-1}
+command -v rclone >/dev/null || RCLONE=0
+run_rclone() {  # run_rclone <download-to> → "put_seconds get_seconds"
+  local t0 t1 t2
+  t0=$(now)
+  rclone_cmd copyto "$DIR/src.bin" kiln:bench/rclone.bin --s3-upload-cutoff 16M --s3-chunk-size 16M \
+    --s3-upload-concurrency 8 --s3-disable-checksum --ignore-times
+  t1=$(now)
+  rclone_cmd copyto kiln:bench/rclone.bin "$1" --multi-thread-cutoff 16M --multi-thread-streams 8
+  sync "$1"
+  t2=$(now)
+  cmp -s "$DIR/src.bin" "$1" || { echo "rclone's downloaded copy differs from the original" >&2; exit 1; }
+  rm -f "$1"
+  awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { print b - a, c - b }'
+}
+rclone_cmd() {
+  RCLONE_CONFIG="$DIR/rclone.conf" RCLONE_CONFIG_KILN_TYPE=s3 RCLONE_CONFIG_KILN_PROVIDER=Other \
+    RCLONE_CONFIG_KILN_ENDPOINT="http://127.0.0.1:$PORT" RCLONE_CONFIG_KILN_ACCESS_KEY_ID="$KEY" \
+    RCLONE_CONFIG_KILN_SECRET_ACCESS_KEY="$SECRET" RCLONE_CONFIG_KILN_REGION=us-east-1 \
+    RCLONE_CONFIG_KILN_FORCE_PATH_STYLE=true AWS_CA_BUNDLE= rclone -q --s3-no-check-bucket "$@"
+}
+
 # A warm-up round, not counted: the first use of memory on a VM is slow, whoever touches it.
 cp "$DIR/src.bin" "$DIR/copy.bin" && sync && rm -f "$DIR/copy.bin"
 run_client "$DIR/back.bin" >/dev/null
+if [ "$RCLONE" = 1 ]; then run_rclone "$DIR/rback.bin" >/dev/null; fi
 
-COPY_S= PUT_S= GET_S= UPUT_S= UGET_S=
+COPY_S= PUT_S= GET_S= UPUT_S= UGET_S= RPUT_S= RGET_S=
 for round in $(seq "$ROUNDS"); do
   t0=$(now)
   cp "$DIR/src.bin" "$DIR/copy.bin"
@@ -64,7 +92,13 @@ for round in $(seq "$ROUNDS"); do
   rm -f "$DIR/copy.bin"
   read -r p g <<<"$(run_client "$DIR/back.bin")"
   read -r up ug <<<"$(run_client "$DIR/back.bin" unsigned)"
-  echo "round $round: cp+sync $(rate "$MB" "$c") MB/s; signed PUT $(rate "$MB" "$p"), GET $(rate "$MB" "$g"); unsigned PUT $(rate "$MB" "$up"), GET $(rate "$MB" "$ug") MB/s"
+  rclone_rates=
+  if [ "$RCLONE" = 1 ]; then
+    read -r rp rg <<<"$(run_rclone "$DIR/rback.bin")"
+    RPUT_S=$(min "$RPUT_S" "$rp") RGET_S=$(min "$RGET_S" "$rg")
+    rclone_rates="; rclone PUT $(rate "$MB" "$rp"), GET $(rate "$MB" "$rg") MB/s"
+  fi
+  echo "round $round: cp+sync $(rate "$MB" "$c") MB/s; signed PUT $(rate "$MB" "$p"), GET $(rate "$MB" "$g"); unsigned PUT $(rate "$MB" "$up"), GET $(rate "$MB" "$ug") MB/s$rclone_rates"
   COPY_S=$(min "$COPY_S" "$c") PUT_S=$(min "$PUT_S" "$p") GET_S=$(min "$GET_S" "$g")
   UPUT_S=$(min "$UPUT_S" "$up") UGET_S=$(min "$UGET_S" "$ug")
 done
@@ -77,3 +111,7 @@ line "S3 PUT, signed payload (multipart)" "$(rate "$MB" "$PUT_S")"
 line "S3 GET, signed (parallel ranges, to disk)" "$(rate "$MB" "$GET_S")"
 line "S3 PUT, UNSIGNED-PAYLOAD (multipart)" "$(rate "$MB" "$UPUT_S")"
 line "S3 GET, UNSIGNED-PAYLOAD (parallel ranges)" "$(rate "$MB" "$UGET_S")"
+if [ "$RCLONE" = 1 ]; then
+  line "rclone PUT, signed payload (multipart)" "$(rate "$MB" "$RPUT_S")"
+  line "rclone GET (8 streams, then sync)" "$(rate "$MB" "$RGET_S")"
+fi

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use s3s::crypto::{Checksum as _, Md5};
 use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::index::Segment;
+use crate::md5::Md5Stream;
 
 /// How long a retired blob stays on disk at least.
 const GRACE: Duration = Duration::from_secs(30);
@@ -371,11 +371,13 @@ impl Drop for BlobPin {
 
 fn write_file(path: &Path, mut rx: mpsc::Receiver<Msg>) -> io::Result<Option<(u64, [u8; 16])>> {
     let mut file = File::create_new(path)?;
-    let mut md5 = Md5::new();
+    let mut md5 = Md5Stream::new();
     let mut size = 0u64;
     // Chunks are written in batches with writev: few syscalls, and no copy into a buffer.
     let mut pending: Vec<Bytes> = Vec::new();
     let mut pending_len = 0;
+    // Bytes written and not yet handed to the disk.
+    let mut unflushed = 0;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Msg::Data(chunk) => {
@@ -385,17 +387,46 @@ fn write_file(path: &Path, mut rx: mpsc::Receiver<Msg>) -> io::Result<Option<(u6
                 pending.push(chunk);
                 if pending_len >= WRITE_BATCH || pending.len() >= MAX_SLICES {
                     write_all_vectored(&mut file, &mut pending)?;
+                    unflushed += pending_len as u64;
                     pending_len = 0;
+                    if unflushed >= WRITEBACK_STEP {
+                        start_writeback(&file, size - unflushed, unflushed);
+                        unflushed = 0;
+                    }
                 }
             }
             Msg::Done => {
                 write_all_vectored(&mut file, &mut pending)?;
-                file.sync_all()?;
+                // The size is all the metadata a read needs, and fdatasync makes it durable too.
+                file.sync_data()?;
                 return Ok(Some((size, md5.finalize())));
             }
         }
     }
     Ok(None)
+}
+
+/// How many written bytes are handed to the disk at a time while a blob is written.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Starts writing `len` bytes of `file` from `offset` to the disk, without waiting for them. The
+/// kernel would otherwise hold them until the fsync at the end of the blob, which then waits for
+/// all of them: started early, the disk writes while the rest of the body arrives. Durability
+/// still comes from that fsync only. Elsewhere than on Linux this does nothing.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: sync_file_range takes integers only, and the descriptor stays open while `file`
+        // is borrowed. A failure (an old kernel, a file system without it) only leaves the work to
+        // the fsync, so its result is ignored.
+        let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 /// The most slices one `writev` takes here (Linux allows 1024).
@@ -428,14 +459,23 @@ fn read_pieces(pieces: Vec<(PathBuf, u64, u64)>, tx: &mpsc::Sender<io::Result<By
             }
         }
     }
-    for (mut file, path, from, len) in files {
+    for (file, path, from, len) in files {
         let result = (|| -> io::Result<()> {
-            file.seek(SeekFrom::Start(from))?;
+            let mut file = file.take(0);
+            file.get_mut().seek(SeekFrom::Start(from))?;
             let mut left = len;
             while left > 0 {
                 let n = left.min(READ_CHUNK as u64) as usize;
-                let mut buf = vec![0u8; n];
-                file.read_exact(&mut buf)?;
+                // Read into fresh capacity: `read_to_end` does not zero it first.
+                let mut buf = Vec::with_capacity(n);
+                file.set_limit(n as u64);
+                file.read_to_end(&mut buf)?;
+                if buf.len() != n {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the blob is shorter than indexed",
+                    ));
+                }
                 left -= n as u64;
                 if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                     return Err(io::Error::new(io::ErrorKind::BrokenPipe, "reader gone"));
@@ -469,6 +509,7 @@ impl Stream for BlobStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use s3s::crypto::{Checksum as _, Md5};
 
     fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, io::Error>> + Unpin {
         futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())

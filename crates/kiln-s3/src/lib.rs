@@ -14,6 +14,7 @@ mod auth_limits;
 mod blobs;
 mod index;
 pub mod listing;
+mod md5;
 #[cfg(test)]
 mod replica_tests;
 mod s3;
