@@ -28,8 +28,11 @@ use crate::Error;
 use crate::index::Segment;
 use crate::md5::Md5Stream;
 
-/// How long a retired blob stays on disk at least.
+/// How long a retired blob stays on disk at least, while the disk has room.
 const GRACE: Duration = Duration::from_secs(30);
+/// Free space below which retired blobs are deleted at once (no grace period): a full disk must
+/// be freed by `DeleteObject` now, not in 30 s. The larger of this and 1% of the disk.
+const LOW_SPACE: u64 = 256 << 20;
 /// How old an unreferenced blob or temporary file must be before a clean-up removes it: younger,
 /// it may belong to an upload in flight in another process.
 pub(crate) const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
@@ -278,15 +281,30 @@ impl Blobs {
         self.sweep();
     }
 
-    /// Deletes retired blobs whose grace period is over and that no reader holds.
+    /// Whether the disk of the blob directory is nearly full.
+    fn disk_low(&self) -> bool {
+        match nix::sys::statvfs::statvfs(&self.blobs) {
+            Ok(s) => {
+                let unit = s.fragment_size().max(1) as u64;
+                let free = s.blocks_available() as u64 * unit;
+                let total = s.blocks() as u64 * unit;
+                free < LOW_SPACE.max(total / 100)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Deletes retired blobs whose grace period is over (or at once while the disk is nearly
+    /// full) and that no reader in this process holds.
     pub fn sweep(&self) {
+        let grace = if self.disk_low() { Duration::ZERO } else { GRACE };
         let due: Vec<String> = match self.retirement.lock() {
             Ok(mut r) => {
                 let now = Instant::now();
                 let Retirement { pins, retired, .. } = &mut *r;
                 let mut due = Vec::new();
                 retired.retain(|(id, at)| {
-                    if now.duration_since(*at) >= GRACE && !pins.contains_key(id) {
+                    if now.duration_since(*at) >= grace && !pins.contains_key(id) {
                         due.push(id.clone());
                         false
                     } else {

@@ -72,5 +72,19 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl Error {
+    /// Whether the error is the disk being full (a blob write's `ENOSPC`, the index's
+    /// "database or disk is full").
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => {
+                source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == std::io::ErrorKind::StorageFull
+            }
+            Error::Index(m) => m.contains("disk is full"),
+            _ => false,
+        }
+    }
+}
+
 /// A `Result` of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -78,6 +78,16 @@ impl From<Error> for S3Error {
             Error::InvalidArgument(m) => err(C::InvalidArgument, m),
             Error::BadDigest(m) => err(C::BadDigest, m),
             Error::Body(source) => body_error(&source),
+            e if e.is_disk_full() => {
+                tracing::error!(target: "kiln::s3", "{e}");
+                let mut e = err(
+                    C::Custom("XKilnStorageFull".into()),
+                    "The disk of kiln's data directory is full. Delete objects you no longer need \
+                     (DeleteObject frees their space at once) or free space on that disk, then retry.",
+                );
+                e.set_status_code(StatusCode::INSUFFICIENT_STORAGE);
+                e
+            }
             e @ (Error::Io { .. } | Error::Index(_) | Error::Corrupt(_)) => {
                 tracing::error!(target: "kiln::s3", "{e}");
                 err(C::InternalError, "We encountered an internal error. Please try again.")
