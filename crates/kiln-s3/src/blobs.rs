@@ -285,9 +285,9 @@ impl Blobs {
     fn disk_low(&self) -> bool {
         match nix::sys::statvfs::statvfs(&self.blobs) {
             Ok(s) => {
-                let unit = s.fragment_size().max(1) as u64;
-                let free = s.blocks_available() as u64 * unit;
-                let total = s.blocks() as u64 * unit;
+                let unit = s.fragment_size().max(1);
+                let free = s.blocks_available() * unit;
+                let total = s.blocks() * unit;
                 free < LOW_SPACE.max(total / 100)
             }
             Err(_) => false,
