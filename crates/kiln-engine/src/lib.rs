@@ -18,6 +18,7 @@ pub mod agents;
 mod apply;
 pub mod capacity;
 pub mod catalog;
+pub mod cloudwatch;
 pub mod executor;
 pub mod leader;
 mod logs;

@@ -13,8 +13,8 @@ use kiln_engine::capacity::Resources;
 use kiln_engine::executor::{Executor, JobLaunch, LaunchState};
 use kiln_engine::{Caller, Engine, RunnerConfig};
 use kiln_store::{
-    JobQuery, LineSource, MetricPoint, SqlLogStore, SqlStore, Store, StoreError, StoreResult, TagRow, TrainingJobRow,
-    TuningJobRow,
+    CustomMetricPoint, CustomSeries, JobQuery, LineSource, MetricPoint, SqlLogStore, SqlStore, Store, StoreError,
+    StoreResult, TagRow, TrainingJobRow, TuningJobRow,
 };
 
 /// A store that, while armed, answers a job's update with a conflict after another writer changed
@@ -108,6 +108,24 @@ impl Store for Racing {
     }
     async fn metric_points(&self, account: &str, job: &str, metric: Option<&str>) -> StoreResult<Vec<MetricPoint>> {
         self.inner.metric_points(account, job, metric).await
+    }
+    async fn metric_series(&self, account: &str) -> StoreResult<Vec<(String, String)>> {
+        self.inner.metric_series(account).await
+    }
+    async fn put_custom_metric_points(&self, account: &str, points: &[CustomMetricPoint]) -> StoreResult<()> {
+        self.inner.put_custom_metric_points(account, points).await
+    }
+    async fn custom_metric_series(&self, account: &str) -> StoreResult<Vec<CustomSeries>> {
+        self.inner.custom_metric_series(account).await
+    }
+    async fn custom_metric_points(
+        &self,
+        account: &str,
+        series: &CustomSeries,
+        start: f64,
+        end: f64,
+    ) -> StoreResult<Vec<(f64, f64)>> {
+        self.inner.custom_metric_points(account, series, start, end).await
     }
     async fn put_tags(&self, account: &str, arn: &str, tags: &[TagRow]) -> StoreResult<()> {
         self.inner.put_tags(account, arn, tags).await

@@ -47,7 +47,7 @@ pub fn parse_target(target: &str) -> Option<(Service, &str)> {
     (!op.is_empty()).then_some((service, op))
 }
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     let r: u128 = rand::random();
     let h = format!("{r:032x}");
     format!(

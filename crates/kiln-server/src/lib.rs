@@ -1,11 +1,13 @@
 //! kiln's HTTP front. One listener serves every protocol, routed by request shape:
-//! `X-Amz-Target` → AWS JSON 1.1 (SageMaker, CloudWatch Logs); `/_kiln/...` → kiln's own endpoints
-//! (health, agent API); everything else → the S3 API. Protocol concerns (SigV4, error envelopes,
+//! `X-Amz-Target` → AWS JSON 1.1 (SageMaker, CloudWatch Logs); CloudWatch metrics on RPC v2 CBOR,
+//! JSON 1.0 or the query protocol (`cloudwatch`); `/_kiln/...` → kiln's own endpoints (health, agent
+//! API); everything else → the S3 API. Protocol concerns (SigV4, error envelopes,
 //! body limits) live here; what an operation does lives in `kiln-engine`.
 
 mod agent_api;
 pub mod aws;
 mod body;
+pub mod cloudwatch;
 pub mod keys;
 pub mod listener;
 pub mod metrics;
@@ -373,6 +375,9 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
     }
     if parts.uri.path().starts_with("/_kiln/") {
         return agent_api::handle(&app, parts, body).await;
+    }
+    if let Some(protocol) = cloudwatch::protocol_of(&parts) {
+        return cloudwatch::handle(&app, parts, body, protocol).await;
     }
     let target = parts
         .headers

@@ -12,8 +12,8 @@ use sqlx::AssertSqlSafe;
 
 use crate::db::{BeginWrite, Bind, Db, Get, Migrations, Sql};
 use crate::{
-    CursorValue, JobQuery, JobSort, LineSource, MetricPoint, Store, StoreError, StoreResult, TagRow, TrainingJobRow,
-    TuningJobRow, fetch_sql, with_db,
+    CursorValue, CustomMetricPoint, CustomSeries, JobQuery, JobSort, LineSource, MetricPoint, Store, StoreError,
+    StoreResult, TagRow, TrainingJobRow, TuningJobRow, fetch_sql, with_db,
 };
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -721,6 +721,100 @@ impl Store for SqlStore {
                         timestamp: Get::real(r, "ts")?,
                     })
                 })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    async fn metric_series(&self, account: &str) -> StoreResult<Vec<(String, String)>> {
+        let sql = Sql::new(
+            "SELECT DISTINCT j.name AS name, m.metric AS metric FROM metric_points m \
+             JOIN training_jobs j ON j.account = m.account AND j.name_key = m.name_key \
+             WHERE m.account = $1 ORDER BY name, metric",
+            vec![Bind::Text(account.into())],
+        );
+        with_db!(&self.db, pool => {
+            let rows = fetch_sql!(pool, sql)?;
+            rows.iter()
+                .map(|r| Ok((Get::text(r, "name")?, Get::text(r, "metric")?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    async fn put_custom_metric_points(&self, account: &str, points: &[CustomMetricPoint]) -> StoreResult<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            for chunk in points.chunks(100) {
+                let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 6 + 1, 6))).collect();
+                let text = format!(
+                    "INSERT INTO custom_metric_points (account, namespace, metric, dims, value, ts) VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(AssertSqlSafe(text));
+                for p in chunk {
+                    q = q
+                        .bind(account)
+                        .bind(&p.namespace)
+                        .bind(&p.metric)
+                        .bind(&p.dims)
+                        .bind(p.value)
+                        .bind(p.timestamp);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    async fn custom_metric_series(&self, account: &str) -> StoreResult<Vec<CustomSeries>> {
+        let sql = Sql::new(
+            "SELECT DISTINCT namespace, metric, dims FROM custom_metric_points WHERE account = $1 \
+             ORDER BY namespace, metric, dims",
+            vec![Bind::Text(account.into())],
+        );
+        with_db!(&self.db, pool => {
+            let rows = fetch_sql!(pool, sql)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(CustomSeries {
+                        namespace: Get::text(r, "namespace")?,
+                        metric: Get::text(r, "metric")?,
+                        dims: Get::text(r, "dims")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    async fn custom_metric_points(
+        &self,
+        account: &str,
+        series: &CustomSeries,
+        start: f64,
+        end: f64,
+    ) -> StoreResult<Vec<(f64, f64)>> {
+        let sql = Sql::new(
+            "SELECT ts, value FROM custom_metric_points WHERE account = $1 AND namespace = $2 AND metric = $3 \
+             AND dims = $4 AND ts >= $5 AND ts < $6 ORDER BY ts",
+            vec![
+                Bind::Text(account.into()),
+                Bind::Text(series.namespace.clone()),
+                Bind::Text(series.metric.clone()),
+                Bind::Text(series.dims.clone()),
+                Bind::Real(start),
+                Bind::Real(end),
+            ],
+        );
+        with_db!(&self.db, pool => {
+            let rows = fetch_sql!(pool, sql)?;
+            rows.iter()
+                .map(|r| Ok((Get::real(r, "ts")?, Get::real(r, "value")?)))
                 .collect::<Result<_, sqlx::Error>>()
                 .map_err(StoreError::from)
         })

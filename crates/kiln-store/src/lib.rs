@@ -258,6 +258,26 @@ pub struct MetricPoint {
     pub timestamp: f64,
 }
 
+/// A point sent with CloudWatch's `PutMetricData`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomMetricPoint {
+    pub namespace: String,
+    pub metric: String,
+    /// Canonical JSON of the series' dimensions (the caller sorts them).
+    pub dims: String,
+    pub value: f64,
+    /// Epoch seconds.
+    pub timestamp: f64,
+}
+
+/// A series of points sent with `PutMetricData`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomSeries {
+    pub namespace: String,
+    pub metric: String,
+    pub dims: String,
+}
+
 /// The agent log lines metric points were read from (see [`Store::add_metric_points`]).
 #[derive(Debug, Clone, Copy)]
 pub struct LineSource<'a> {
@@ -319,6 +339,22 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<()>;
     /// Metric points of a job in log order, of one metric or all.
     async fn metric_points(&self, account: &str, job: &str, metric: Option<&str>) -> StoreResult<Vec<MetricPoint>>;
+    /// The account's training-job metric series that have points: (job name as created, metric),
+    /// ordered by job name, then metric.
+    async fn metric_series(&self, account: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Stores points sent with `PutMetricData`.
+    async fn put_custom_metric_points(&self, account: &str, points: &[CustomMetricPoint]) -> StoreResult<()>;
+    /// The account's `PutMetricData` series, each once (in the database's collation order).
+    async fn custom_metric_series(&self, account: &str) -> StoreResult<Vec<CustomSeries>>;
+    /// Points of one `PutMetricData` series with `start <= timestamp < end`, as (timestamp, value)
+    /// in time order.
+    async fn custom_metric_points(
+        &self,
+        account: &str,
+        series: &CustomSeries,
+        start: f64,
+        end: f64,
+    ) -> StoreResult<Vec<(f64, f64)>>;
 
     /// Adds or overwrites tags of a resource (its ARN).
     async fn put_tags(&self, account: &str, resource_arn: &str, tags: &[TagRow]) -> StoreResult<()>;

@@ -12,8 +12,8 @@ use kiln_api::status::{
 use kiln_store::logs::{BatchStart, EventPos, EventRange, FilterQuery, NewEvent, StreamQuery, StreamSelector};
 use kiln_store::testing::{PgTestDb, pg_test_db};
 use kiln_store::{
-    Cursor, CursorValue, Db, HostRecord, JobQuery, JobSort, LineSource, LogStore, MetricPoint, RunRecord, SqlLogStore,
-    SqlStore, Store, StoreError, TagRow, TrainingJobRow, TuningJobRow,
+    Cursor, CursorValue, CustomMetricPoint, CustomSeries, Db, HostRecord, JobQuery, JobSort, LineSource, LogStore,
+    MetricPoint, RunRecord, SqlLogStore, SqlStore, Store, StoreError, TagRow, TrainingJobRow, TuningJobRow,
 };
 
 /// One store under test, and what keeps its database alive.
@@ -74,6 +74,7 @@ store_suite!(
     tuning_jobs_and_children,
     tags,
     metric_points,
+    metric_series_and_custom_points,
     log_groups_streams_events,
     log_filters_across_streams,
     agent_batches_are_stored_once,
@@ -630,6 +631,113 @@ async fn metric_points(s: &Subject) {
         .await
         .unwrap();
     assert_eq!(st.metric_points("111111111111", "lined", None).await.unwrap().len(), 9);
+}
+
+async fn metric_series_and_custom_points(s: &Subject) {
+    let st = &s.store;
+    st.insert_training_job(&job("111111111111", "My-Job", 1.0), &[])
+        .await
+        .unwrap();
+    st.insert_training_job(&job("111111111111", "Quiet", 2.0), &[])
+        .await
+        .unwrap();
+    let point = |metric: &str, t: f64| MetricPoint {
+        metric: metric.into(),
+        value: t,
+        timestamp: t,
+    };
+    st.add_metric_points(
+        "111111111111",
+        "my-job",
+        &[point("loss", 1.0), point("acc", 2.0), point("loss", 3.0)],
+        None,
+    )
+    .await
+    .unwrap();
+    // Series carry the job's name as created; a job without points has none; accounts are apart.
+    assert_eq!(
+        st.metric_series("111111111111").await.unwrap(),
+        vec![
+            ("My-Job".to_string(), "acc".to_string()),
+            ("My-Job".to_string(), "loss".to_string())
+        ]
+    );
+    assert!(st.metric_series("222222222222").await.unwrap().is_empty());
+
+    let custom = |ns: &str, metric: &str, dims: &str, value: f64, timestamp: f64| CustomMetricPoint {
+        namespace: ns.into(),
+        metric: metric.into(),
+        dims: dims.into(),
+        value,
+        timestamp,
+    };
+    st.put_custom_metric_points(
+        "111111111111",
+        &[
+            custom("App", "m", "[]", 1.0, 10.0),
+            custom("App", "m", "[]", 2.0, 5.0),
+            custom("App", "m", r#"[["a","b"]]"#, 3.0, 7.0),
+            custom("Other", "n", "[]", 4.0, 8.0),
+        ],
+    )
+    .await
+    .unwrap();
+    st.put_custom_metric_points("111111111111", &[]).await.unwrap();
+    st.put_custom_metric_points("222222222222", &[custom("App", "z", "[]", 5.0, 1.0)])
+        .await
+        .unwrap();
+    let series = st.custom_metric_series("111111111111").await.unwrap();
+    let mut names: Vec<(&str, &str, &str)> = series
+        .iter()
+        .map(|s| (s.namespace.as_str(), s.metric.as_str(), s.dims.as_str()))
+        .collect();
+    // The database's collation orders the dimensions' text; the engine sorts the series itself.
+    names.sort();
+    assert_eq!(
+        names,
+        vec![("App", "m", r#"[["a","b"]]"#), ("App", "m", "[]"), ("Other", "n", "[]")]
+    );
+    let plain = CustomSeries {
+        namespace: "App".into(),
+        metric: "m".into(),
+        dims: "[]".into(),
+    };
+    assert_eq!(
+        st.custom_metric_points("111111111111", &plain, 0.0, 100.0)
+            .await
+            .unwrap(),
+        vec![(5.0, 2.0), (10.0, 1.0)]
+    );
+    // The range is [start, end).
+    assert_eq!(
+        st.custom_metric_points("111111111111", &plain, 5.0, 10.0)
+            .await
+            .unwrap(),
+        vec![(5.0, 2.0)]
+    );
+    assert!(
+        st.custom_metric_points("222222222222", &plain, 0.0, 100.0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Many points go in chunks.
+    let many: Vec<CustomMetricPoint> = (0..250)
+        .map(|i| custom("Bulk", "b", "[]", i as f64, i as f64))
+        .collect();
+    st.put_custom_metric_points("111111111111", &many).await.unwrap();
+    let bulk = CustomSeries {
+        namespace: "Bulk".into(),
+        metric: "b".into(),
+        dims: "[]".into(),
+    };
+    assert_eq!(
+        st.custom_metric_points("111111111111", &bulk, 0.0, 1e9)
+            .await
+            .unwrap()
+            .len(),
+        250
+    );
 }
 
 async fn log_groups_streams_events(s: &Subject) {
