@@ -554,3 +554,87 @@ json.dump({"ok": True}, open(os.path.join(os.environ["SM_MODEL_DIR"], "model.jso
                 os.environ.pop(v, None)
             else:
                 os.environ[v] = old
+
+
+POOL_PY = WHERE_PY + """
+import pathlib
+cache = pathlib.Path(os.environ["SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY"])
+print("cache holds", sorted(p.name for p in cache.iterdir()), flush=True)
+(cache / (os.environ["TRAINING_JOB_NAME"] + ".txt")).write_text("x")
+"""
+
+
+def test_a_warm_pool_keeps_its_slurm_allocation_for_the_next_job(kiln, sm, s3):
+    """Reference §10 on a cluster: the Slurm job of a job with a keep-alive outlives it while its warm
+    pool is Available; the next matching job runs its hosts in that allocation (no new Slurm job, no
+    queue), sees the pool's cache, and releasing the pool ends the allocation."""
+    first, second = f"slurm-pool-a-{RUN}", f"slurm-pool-b-{RUN}"
+    src = bundle(s3, "code/slurm-pool/sourcedir.tar.gz", {"train.py": POOL_PY})
+
+    def pooled(name):
+        req = script_job(name, src)
+        req["ResourceConfig"]["KeepAlivePeriodInSeconds"] = 120
+        return req
+
+    def slurm_job_of(name):
+        line = next(l for l in log_lines(kiln, name)["algo-1"] if l.startswith("host "))
+        return line.split()[-1]
+
+    sm.create_training_job(**pooled(first))
+    d = wait(sm, first)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert d["WarmPoolStatus"]["Status"] == "Available"
+    allocation = slurm_job_of(first)
+    # The allocation stays: its hosts have exited, and it waits for the pool's next job.
+    time.sleep(3)
+    held = [j for j in slurm_jobs(first) if j["JobId"] == allocation]
+    assert held and held[0]["JobState"] == "RUNNING", held
+
+    started = time.time()
+    sm.create_training_job(**pooled(second))
+    d = wait(sm, second)
+    took = time.time() - started
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert sm.describe_training_job(TrainingJobName=first)["WarmPoolStatus"] == {
+        "Status": "Reused", "ResourceRetainedBillableTimeInSeconds": pytest.approx(
+            sm.describe_training_job(TrainingJobName=first)["WarmPoolStatus"]["ResourceRetainedBillableTimeInSeconds"]),
+        "ReusedByJob": second}
+    assert d["WarmPoolStatus"]["Status"] == "Available"
+    # Same Slurm job, none submitted for the second training job; the pool's cache came along.
+    assert slurm_job_of(second) == allocation
+    assert slurm_jobs(second) == []
+    assert f"cache holds ['{first}.txt']" in log_lines(kiln, second)["algo-1"], log_lines(kiln, second)
+    print(f"second job on the warm pool's allocation: create -> Completed {took:.1f} s")
+
+    # Released: the allocation ends by itself (completed, not cancelled).
+    sm.update_training_job(TrainingJobName=second, ResourceConfig={"KeepAlivePeriodInSeconds": 0})
+    assert sm.describe_training_job(TrainingJobName=second)["WarmPoolStatus"]["Status"] == "Terminated"
+    ended = wait_until("the allocation to end", lambda: [
+        j for j in slurm_jobs(first) if j["JobId"] == allocation and j["JobState"] not in ("RUNNING", "COMPLETING")], 40)
+    assert ended[0]["JobState"] == "COMPLETED", ended
+
+
+def test_a_warm_pool_whose_allocation_is_gone_gives_the_next_job_a_new_one(kiln, sm, s3):
+    """The allocation a pool kept can end under it (cancelled by an administrator, a node failure, its
+    time limit): the next job then gets an allocation of its own and completes."""
+    first, second = f"slurm-lost-pool-a-{RUN}", f"slurm-lost-pool-b-{RUN}"
+    src = bundle(s3, "code/slurm-lost-pool/sourcedir.tar.gz", {"train.py": POOL_PY})
+
+    def pooled(name):
+        req = script_job(name, src)
+        req["ResourceConfig"]["KeepAlivePeriodInSeconds"] = 120
+        return req
+
+    sm.create_training_job(**pooled(first))
+    assert wait(sm, first)["TrainingJobStatus"] == "Completed"
+    held = wait_until("the kept allocation", lambda: [j for j in slurm_jobs(first) if j["JobState"] == "RUNNING"])
+    subprocess.run(["scancel", held[0]["JobId"]], check=True, env=dict(os.environ, **cluster_env()))
+    wait_until("the allocation cancelled", lambda: all(j["JobState"] == "CANCELLED" for j in slurm_jobs(first)))
+    sm.create_training_job(**pooled(second))
+    d = wait(sm, second)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert sm.describe_training_job(TrainingJobName=first)["WarmPoolStatus"]["ReusedByJob"] == second
+    mine = slurm_jobs(second)
+    assert mine and mine[0]["JobId"] != held[0]["JobId"], mine
+    sm.update_training_job(TrainingJobName=second, ResourceConfig={"KeepAlivePeriodInSeconds": 0})
+    wait_until("the second allocation to end", lambda: all(j["JobState"] == "COMPLETED" for j in slurm_jobs(second)), 40)

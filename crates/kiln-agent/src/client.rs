@@ -116,6 +116,17 @@ impl ControlPlane {
         self.answer(call, result).await
     }
 
+    /// `GET <base>/<call>?<query>`, once.
+    pub async fn get<R: DeserializeOwned>(&self, call: &str, query: &str) -> Result<R, CallError> {
+        let url = if query.is_empty() {
+            self.url(call)
+        } else {
+            format!("{}?{query}", self.url(call))
+        };
+        let result = self.http.get(url).bearer_auth(&self.token).send().await;
+        self.answer(call, result).await
+    }
+
     /// `GET .../assignment`, once.
     pub async fn assignment_once(&self) -> Result<Assignment, CallError> {
         let result = self

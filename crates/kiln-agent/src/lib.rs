@@ -25,6 +25,7 @@ pub mod image;
 pub mod launch;
 pub mod logs;
 pub mod pipe;
+pub mod pool;
 pub mod pyjson;
 pub mod sandbox;
 pub mod script;

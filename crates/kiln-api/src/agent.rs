@@ -218,3 +218,27 @@ pub struct DoneReport {
     /// `s3://.../model.tar.gz` once uploaded.
     pub model_artifacts: Option<String>,
 }
+
+/// `GET /_kiln/agent/v1/jobs/{account}/{job}/pool/next?allocation=ID`, with the job's agent token:
+/// asked by an allocation that a warm pool keeps (a cluster's job, see the Slurm executor) once the
+/// job's hosts have exited there: what to run in it next. The server holds the call for a while
+/// when it has nothing to say yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum PoolNext {
+    /// The warm pool is still `Available` (or the job's end is still being recorded): ask again.
+    Wait,
+    /// Run this job's hosts next, in the same allocation.
+    Run {
+        job: String,
+        /// The placement's directory under the work directory (`<account>/<fingerprint>`).
+        placement: String,
+        /// The job's agent token (for its agents, and for asking what follows it).
+        token: String,
+        /// Its `KeepAlivePeriodInSeconds`.
+        keep_alive_seconds: i64,
+    },
+    /// The warm pool was released (expired, terminated, or its next job runs elsewhere): the
+    /// allocation ends.
+    End { reason: String },
+}

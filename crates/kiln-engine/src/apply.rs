@@ -114,8 +114,25 @@ impl Engine {
             work_dir: self.runner.work_dir.clone(),
             max_runtime_seconds: crate::scheduler::max_runtime(job),
             spot: job.spec.enable_managed_spot_training == Some(true),
+            keep_alive_seconds: crate::training::machine::keep_alive(&job.spec),
         };
-        let event = match self.executor.launch(&launch).await {
+        let mut launched = None;
+        if let Some(pool) = &job.run.pool_launch {
+            // The warm pool's allocation is still held: the hosts start there, skipping the queue.
+            match self.executor.launch_in(pool, &launch).await {
+                Ok(handle) => launched = Some(Ok(handle)),
+                Err(reason) => tracing::warn!(
+                    target: "kiln::engine",
+                    "training job {}: the warm pool's allocation cannot take it ({reason}); launching anew",
+                    job.name
+                ),
+            }
+        }
+        let launched = match launched {
+            Some(l) => l,
+            None => self.executor.launch(&launch).await,
+        };
+        let event = match launched {
             Ok(handle) => Event::Launched { handle },
             Err(reason) => Event::LaunchFailed { reason },
         };
@@ -157,7 +174,12 @@ impl Engine {
     pub(crate) async fn cleanup(&self, job: &TrainingJobRow) {
         if let Some(handle) = &job.run.launch {
             let keep_trees = job.status == kiln_api::status::TrainingJobStatus::Failed;
-            self.executor.cleanup(handle, keep_trees).await;
+            let pool = job.warm_pool.as_ref().map(|w| w.status);
+            if pool == Some(kiln_api::status::WarmPoolResourceStatus::Available) && self.executor.holds_pools() {
+                self.executor.cleanup_retained(handle, keep_trees).await;
+            } else {
+                self.executor.cleanup(handle, keep_trees).await;
+            }
         }
         if let Err(e) = self.commit(&job.account, &job.name, &Event::Cleaned).await
             && e.code != "ResourceNotFound"

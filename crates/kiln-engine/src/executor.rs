@@ -44,6 +44,9 @@ pub struct JobLaunch {
     /// A managed spot job: a cluster may preempt or requeue its allocation, which kiln takes as a
     /// spot interruption (other jobs' allocations are not requeueable: kiln owns their retries).
     pub spot: bool,
+    /// `KeepAlivePeriodInSeconds` (0 without a warm pool): a cluster keeps the allocation that long
+    /// after the job for a job reusing its warm pool.
+    pub keep_alive_seconds: i64,
 }
 
 /// What an executor knows of one launch.
@@ -139,6 +142,33 @@ pub trait Executor: Send + Sync {
     /// Frees what the hosts left behind (it may finish in the background, once the agents are
     /// done with their files); `keep_trees` keeps their files for inspection.
     async fn cleanup(&self, handle: &str, keep_trees: bool);
+    /// Whether a warm pool keeps its launch's allocation (a cluster's job), so that a job reusing
+    /// the pool runs its hosts there ([`Executor::launch_in`]) instead of queueing for new ones.
+    /// Executors that start hosts at once keep only the pool's cache and reserved capacity.
+    fn holds_pools(&self) -> bool {
+        false
+    }
+    /// Starts every host of `job` in the allocation still held by `pool`, the launch of the job
+    /// whose warm pool `job` took over; the handle of the new launch. An error (the allocation is
+    /// gone, or cannot be kept long enough) leaves nothing started: the engine launches anew.
+    async fn launch_in(&self, pool: &str, job: &JobLaunch) -> Result<String, String> {
+        let _ = (pool, job);
+        Err(format!(
+            "the {} executor does not keep warm pools' allocations",
+            self.name()
+        ))
+    }
+    /// What frees an ended launch whose allocation a warm pool keeps for the next job: its hosts'
+    /// files, not the allocation ([`Executor::cleanup`] by default).
+    async fn cleanup_retained(&self, handle: &str, keep_trees: bool) {
+        self.cleanup(handle, keep_trees).await
+    }
+    /// The allocation a launch runs in (a cluster's job id), which a kept allocation names when it
+    /// asks for the next job of its warm pool.
+    fn allocation(&self, handle: &str) -> Option<String> {
+        let _ = handle;
+        None
+    }
 }
 
 /// Where one launch's trees live under the work directory: `<account>/<placement>` (a fingerprint
@@ -146,7 +176,12 @@ pub trait Executor: Send + Sync {
 /// deleted and created again under its name, and the attempts of one job never share a tree, nor
 /// does one's delayed cleanup reach another's.
 pub fn launch_subdir(job: &JobLaunch) -> PathBuf {
-    PathBuf::from(&job.account).join(fingerprint(&job.token))
+    placement_subdir(&job.account, &job.token)
+}
+
+/// [`launch_subdir`] of the placement of `account` with agent token `token`.
+pub fn placement_subdir(account: &str, token: &str) -> PathBuf {
+    PathBuf::from(account).join(fingerprint(token))
 }
 
 /// One agent started by the local executor.

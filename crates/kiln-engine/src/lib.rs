@@ -23,6 +23,7 @@ pub mod executor;
 pub mod leader;
 mod logs;
 pub mod metrics;
+pub mod pools;
 pub mod runtime;
 pub mod scheduler;
 pub mod slurm;

@@ -354,7 +354,8 @@ impl Engine {
         let need = needs_of(&job.spec).unwrap_or(Resources::ZERO);
         // A job with a keep-alive takes over a matching Available warm pool of its account: its
         // resources are the pool's (already counted as used), its cache the pool's.
-        let mut reused: Option<(String, String)> = None;
+        // (pool id, the job that held it, that job's launch)
+        let mut reused: Option<(String, String, Option<String>)> = None;
         if keep_alive(&job.spec) > 0 && job.run.warm_pool_id.is_none() {
             while let Some(i) = pools
                 .iter()
@@ -371,7 +372,7 @@ impl Engine {
                     .await
                     .is_ok()
                 {
-                    reused = Some((id, pool.name.clone()));
+                    reused = Some((id, pool.name.clone(), pool.run.launch.clone()));
                     break;
                 }
             }
@@ -391,7 +392,7 @@ impl Engine {
             return Ok(());
         }
         let warm_pool = match (&reused, &job.run.warm_pool_id) {
-            (Some((id, _)), _) => Some(id.clone()),
+            (Some((id, _, _)), _) => Some(id.clone()),
             (None, Some(id)) => Some(id.clone()),
             (None, None) if keep_alive(&job.spec) > 0 => Some(format!(
                 "wp-{}",
@@ -417,7 +418,11 @@ impl Engine {
                 random_token(40, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"),
             ),
             warm_pool,
-            reused_from: reused.as_ref().map(|(_, from)| from.clone()),
+            reused_from: reused.as_ref().map(|(_, from, _)| from.clone()),
+            pool_launch: reused
+                .as_ref()
+                .and_then(|(_, _, launch)| launch.clone())
+                .filter(|_| self.executor.holds_pools()),
         };
         // Committed first, launched after (the `Launch` effect): a host the store does not know
         // could never report.
@@ -429,7 +434,7 @@ impl Engine {
                 Ok(())
             }
             Err(e) => {
-                if let Some((id, _)) = &reused {
+                if let Some((id, _, _)) = &reused {
                     // The pool was claimed for a job that could not take it: nothing holds it now.
                     self.drop_pool(account, id).await;
                 }

@@ -49,12 +49,6 @@ pub async fn handle(app: &App, parts: Parts, body: Body) -> Response {
         );
     };
     let segs: Vec<&str> = rest.split('/').collect();
-    let [account, job, "hosts", host, call] = segs.as_slice() else {
-        return json_response(
-            404,
-            &serde_json::json!({ "error": "NotFound", "message": "no such agent endpoint" }),
-        );
-    };
     let token = parts
         .headers
         .get("authorization")
@@ -62,6 +56,17 @@ pub async fn handle(app: &App, parts: Parts, body: Body) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_string();
+    if let [account, job, "pool", "next"] = segs.as_slice()
+        && parts.method == Method::GET
+    {
+        return pool_next(app, account, job, &token, parts.uri.query().unwrap_or_default()).await;
+    }
+    let [account, job, "hosts", host, call] = segs.as_slice() else {
+        return json_response(
+            404,
+            &serde_json::json!({ "error": "NotFound", "message": "no such agent endpoint" }),
+        );
+    };
     // The token is checked before the body is read: a caller without one costs only its headers.
     let has_body = matches!(*call, "status" | "logs" | "done");
     let body = if has_body {
@@ -131,5 +136,29 @@ pub async fn handle(app: &App, parts: Parts, body: Body) -> Response {
             }
             error_response(&e)
         }
+    }
+}
+
+/// How long a warm pool's allocation is kept waiting for an answer before it asks again.
+const POOL_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET .../{account}/{job}/pool/next?allocation=ID` (`kiln_api::agent::PoolNext`).
+async fn pool_next(app: &App, account: &str, job: &str, token: &str, query: &str) -> Response {
+    let allocation = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("allocation="))
+        .unwrap_or_default();
+    if allocation.is_empty() {
+        return error_response(&AwsError::validation(
+            "pool/next needs ?allocation=<the allocation's id>",
+        ));
+    }
+    match app
+        .engine
+        .agent_pool_next(account, job, token, allocation, POOL_HOLD)
+        .await
+    {
+        Ok(answer) => json_response(200, &answer),
+        Err(e) => error_response(&e),
     }
 }

@@ -119,6 +119,10 @@ pub struct RunRecord {
     /// `UpdateTrainingJob` of its keep-alive): it expires `KeepAlivePeriodInSeconds` later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_pool_since: Option<f64>,
+    /// The launch of the job whose warm pool this placement took over, where the executor keeps a
+    /// pool's allocation (a cluster): the hosts run in that allocation instead of a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_launch: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -291,6 +291,7 @@ async fn typed_columns_round_trip(s: &Subject) {
         ran_seconds: Some(12.5),
         warm_pool_id: Some("wp-1".into()),
         warm_pool_since: Some(6.25),
+        pool_launch: Some("{\"slurm_job_id\":7}".into()),
     };
     j.version = st.update_training_job(&j).await.unwrap();
     assert_eq!(st.get_training_job("111111111111", "typed").await.unwrap().unwrap(), j);

@@ -108,6 +108,28 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Asked by a cluster allocation that a warm pool keeps, once a job's hosts have exited: prints
+    /// the next job to run in it (name, placement, agent token, keep-alive: a line each), or exits 1
+    /// when the allocation should end.
+    #[command(hide = true)]
+    PoolNext {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        account: String,
+        /// The job whose hosts have exited.
+        #[arg(long)]
+        job: String,
+        /// That job's agent token.
+        #[arg(long, env = "KILN_AGENT_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The allocation (the cluster's job id).
+        #[arg(long)]
+        allocation: String,
+        /// The pool's keep-alive in seconds: how long to wait for a control plane that does not answer.
+        #[arg(long, default_value_t = 0)]
+        keep_alive: u64,
+    },
     /// Train a model: upload local data, create a training job, and (with --wait) watch it.
     Train(train::TrainArgs),
     /// Tune hyperparameters: start a tuning job from a JSON/YAML spec and (with --wait) watch it.
@@ -176,7 +198,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Serve { .. } | Command::Agent { .. } | Command::Rsh { .. }
+        Command::Serve { .. } | Command::Agent { .. } | Command::Rsh { .. } | Command::PoolNext { .. }
     ) {
         // A command piped into `head` ends quietly when the pipe closes, as Unix tools do (Rust
         // ignores SIGPIPE, and `println!` then panics). The server and the agent keep ignoring it:
@@ -240,6 +262,27 @@ async fn run(cli: Cli) -> Result<()> {
             std::process::exit(code)
         }
         Command::Algo { .. } => Ok(()),
+        Command::PoolNext {
+            server,
+            account,
+            job,
+            token,
+            allocation,
+            keep_alive,
+        } => {
+            let wait = std::time::Duration::from_secs(keep_alive);
+            match kiln_agent::pool::next(&server, &account, &job, &token, &allocation, wait).await {
+                Ok(Some(next)) => {
+                    print!("{}", kiln_agent::pool::lines(&next));
+                    Ok(())
+                }
+                Ok(None) => std::process::exit(1),
+                Err(e) => {
+                    eprintln!("kiln pool-next: {e}");
+                    std::process::exit(1)
+                }
+            }
+        }
         Command::Rsh { host, command } => match kiln_agent::distributed::rsh(&host, &command).await {
             Ok(code) => std::process::exit(code),
             Err(e) => {

@@ -139,6 +139,10 @@ pub struct JobRecord {
     pub het_job_offset: Option<u64>,
     /// How often Slurm requeued the job (preemption with `PreemptMode=REQUEUE`, `scontrol requeue`).
     pub restart_cnt: Option<u64>,
+    /// The time limit in minutes.
+    pub time_limit: Option<u64>,
+    /// When it started (epoch seconds; 0 or absent while queued).
+    pub start_time: Option<i64>,
 }
 
 /// slurmrestd's `job_resources` (the field kiln reads).
@@ -300,6 +304,14 @@ impl Client {
     /// Cancels a job (every component): Slurm sends SIGTERM, then SIGKILL after `KillWait`.
     pub async fn cancel(&self, id: u64) -> Result<(), ApiError> {
         self.call::<serde_json::Value>(reqwest::Method::DELETE, &format!("job/{id}"), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets a job's time limit (raising it takes an operator or administrator of the cluster).
+    pub async fn set_time_limit(&self, id: u64, minutes: u64) -> Result<(), ApiError> {
+        let body = serde_json::json!({ "time_limit": minutes });
+        self.call::<serde_json::Value>(reqwest::Method::POST, &format!("job/{id}"), Some(&body))
             .await
             .map(|_| ())
     }

@@ -536,6 +536,74 @@ impl Executor for SlurmExecutor {
         }
     }
 
+    fn holds_pools(&self) -> bool {
+        true
+    }
+
+    async fn launch_in(&self, pool: &str, job: &JobLaunch) -> Result<String, String> {
+        let p = parse_handle(pool).ok_or("the warm pool's launch is not a Slurm job")?;
+        if p.hosts.len() != job.hosts.len() {
+            return Err(format!(
+                "Slurm job {} holds {} nodes, the job needs {}",
+                p.slurm_job_id,
+                p.hosts.len(),
+                job.hosts.len()
+            ));
+        }
+        let id = p.slurm_job_id;
+        let records = match self.client.job(id).await {
+            Ok(r) => state::records_of(&r, id),
+            Err(e) => return Err(format!("Slurm job {id}: {}", explain_auth(&e))),
+        };
+        if !matches!(state::phase(&records), Some(Phase::Running(_))) {
+            return Err(format!("Slurm job {id} no longer runs"));
+        }
+        // Long enough for this job and its own keep-alive after it, counted from now.
+        let now = unix_now();
+        let needed = now + 60 * submit::launch_time_limit_minutes(job);
+        for r in &records {
+            let start = r.start_time.filter(|t| *t > 0).unwrap_or(now);
+            let limit = r.time_limit.unwrap_or(0) as i64;
+            if start + 60 * limit < needed {
+                let minutes = ((needed - start + 59) / 60) as u64;
+                self.client.set_time_limit(r.job_id, minutes).await.map_err(|e| {
+                    format!(
+                        "Slurm job {} cannot be given the time limit the job needs ({minutes} min; raising a limit takes a Slurm operator): {}",
+                        r.job_id,
+                        explain_auth(&e)
+                    )
+                })?;
+            }
+        }
+        let handle = SlurmHandle {
+            slurm_job_id: id,
+            job: job.job.clone(),
+            hosts: job.hosts.iter().map(|h| h.host.clone()).collect(),
+            work_dir: self.work_dir.clone(),
+            subdir: crate::executor::launch_subdir(job),
+        };
+        tracing::info!(target: "kiln::slurm", "training job {} runs in the warm pool's Slurm job {id}", job.job);
+        serde_json::to_string(&handle).map_err(|e| format!("cannot record Slurm job {id}: {e}"))
+    }
+
+    async fn cleanup_retained(&self, handle: &str, keep_trees: bool) {
+        let Some(h) = parse_handle(handle) else {
+            return;
+        };
+        if keep_trees {
+            return;
+        }
+        // The allocation stays for the warm pool; the hosts' files go once their agents are gone.
+        tokio::spawn(async move {
+            tokio::time::sleep(END_GRACE).await;
+            remove_trees(&h, false);
+        });
+    }
+
+    fn allocation(&self, handle: &str) -> Option<String> {
+        parse_handle(handle).map(|h| h.slurm_job_id.to_string())
+    }
+
     async fn cleanup(&self, handle: &str, keep_trees: bool) {
         let Some(h) = parse_handle(handle) else {
             return;
@@ -548,7 +616,7 @@ impl Executor for SlurmExecutor {
         tokio::spawn(async move {
             end_slurm_job(&client, &h).await;
             if !keep_trees {
-                remove_trees(&h);
+                remove_trees(&h, true);
             }
         });
     }
@@ -592,10 +660,10 @@ async fn end_slurm_job(client: &Client, h: &SlurmHandle) {
     }
 }
 
-/// Removes the hosts' trees (keeping each `agent.log`) and Slurm's output file, where this
-/// machine sees the work directory (the same path on the nodes and here: a shared filesystem, or
-/// nodes on this machine).
-fn remove_trees(h: &SlurmHandle) {
+/// Removes the hosts' trees (keeping each `agent.log`) and, with `output`, Slurm's output file,
+/// where this machine sees the work directory (the same path on the nodes and here: a shared
+/// filesystem, or nodes on this machine).
+fn remove_trees(h: &SlurmHandle, output: bool) {
     if !h.work_dir.is_dir() {
         return;
     }
@@ -607,6 +675,8 @@ fn remove_trees(h: &SlurmHandle) {
             tracing::warn!(target: "kiln::slurm", "removing {}: {e}", opt.display());
         }
     }
-    let out: &Path = &h.work_dir.join(format!("slurm-{}-{}.out", h.job, h.slurm_job_id));
-    let _ = std::fs::remove_file(out);
+    if output {
+        let out: &Path = &h.work_dir.join(format!("slurm-{}-{}.out", h.job, h.slurm_job_id));
+        let _ = std::fs::remove_file(out);
+    }
 }

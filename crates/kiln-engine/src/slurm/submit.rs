@@ -129,6 +129,12 @@ pub fn time_limit_minutes(max_runtime_seconds: i64) -> i64 {
     (max_runtime_seconds.max(1) + 59) / 60 + TIME_LIMIT_MARGIN_MINUTES
 }
 
+/// The time limit of a launch: its runtime, and the keep-alive of its warm pool after it (a job
+/// reusing the pool extends the limit by its own, [`super::SlurmExecutor`]'s `launch_in`).
+pub fn launch_time_limit_minutes(launch: &JobLaunch) -> i64 {
+    time_limit_minutes(launch.max_runtime_seconds) + (launch.keep_alive_seconds.max(0) + 59) / 60
+}
+
 /// The path as the nodes see it, as text.
 pub fn path_text(p: &Path) -> String {
     p.display().to_string()
@@ -217,7 +223,31 @@ pub fn batch_script(launch: &JobLaunch, target: &Target, components: &[Component
         .collect();
     // A host that fails must not take the others down: kiln tells them to stop and collects
     // their reports.
-    s.push_str(&format!("exec srun --kill-on-bad-exit=0 {}\n", steps.join(" \\\n  : ")));
+    let srun = format!("srun --kill-on-bad-exit=0 {}", steps.join(" \\\n  : "));
+    if launch.keep_alive_seconds <= 0 {
+        s.push_str(&format!("exec {srun}\n"));
+        return s;
+    }
+    s.push_str(&format!("{srun}\n"));
+    s.push_str(&format!(
+        concat!(
+            "# A warm pool (KeepAlivePeriodInSeconds) keeps this allocation: once the hosts have exited, ask kiln\n",
+            "# what to run next (a job reusing the pool: its name, placement and agent token), while the pool\n",
+            "# is Available; the allocation ends when the pool is released.\n",
+            "base={} keep_alive={}\n",
+            "while next=$(\"$kiln\" pool-next --server \"$server\" --account \"$account\" --job \"$job\" \\\n",
+            "    --allocation \"$SLURM_JOB_ID\" --keep-alive \"$keep_alive\"); do\n",
+            "  {{ read -r job; read -r placement; read -r KILN_AGENT_TOKEN; read -r keep_alive; }} <<<\"$next\"\n",
+            "  export KILN_AGENT_TOKEN\n",
+            "  work_dir=\"$base/$placement\"\n",
+            "  run=(/bin/sh -c \"$agent\" kiln-agent \"$work_dir\" \"$job\" \"$kiln\" \"$server\" \"$account\")\n",
+            "  {}\n",
+            "done\n",
+        ),
+        quote(target.work_dir.trim_end_matches('/')),
+        launch.keep_alive_seconds,
+        srun
+    ));
     s
 }
 
@@ -250,7 +280,7 @@ pub fn submission(launch: &JobLaunch, target: &Target, components: &[Component])
                 "tasks_per_node": 1,
                 "cpus_per_task": c.request.cpus,
                 "memory_per_node": c.request.memory_mib,
-                "time_limit": time_limit_minutes(launch.max_runtime_seconds),
+                "time_limit": launch_time_limit_minutes(launch),
                 // kiln owns retries: only a spot job's allocation may be requeued (by
                 // preemption, a node failure or an administrator), which kiln takes as a spot
                 // interruption. v0.0.38 turns requeue off with `no_requeue` (sbatch's
@@ -309,6 +339,7 @@ mod tests {
             work_dir: "/scratch/kiln".into(),
             max_runtime_seconds: 3600,
             spot: false,
+            keep_alive_seconds: 0,
         }
     }
 
@@ -504,6 +535,82 @@ mod tests {
             script.contains(&format!(r"work_dir='/data/it'\''s here/{}'", subdir.display())),
             "{script}"
         );
+    }
+
+    /// A warm pool's script: after its hosts, the allocation runs each job `kiln pool-next`
+    /// names (its name, placement and token reaching the agents), until pool-next exits non-zero.
+    #[test]
+    fn a_kept_allocation_runs_the_pools_next_jobs_until_released() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut l = launch(vec![host(1, "ml.m5.large")]);
+        l.keep_alive_seconds = 90;
+        assert_eq!(launch_time_limit_minutes(&l), 60 + 2 + TIME_LIMIT_MARGIN_MINUTES);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let stub = |name: &str, body: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        // pool-next answers once (job-b), then says the pool is released.
+        let kiln = stub(
+            "kiln",
+            &format!(
+                concat!(
+                    "echo \"pool-next $* token=$KILN_AGENT_TOKEN\" >>{log}\n",
+                    "[ -e {log}.answered ] && exit 1\n",
+                    "touch {log}.answered\n",
+                    "printf 'job-b\\n123456789012/ffff\\ntok-b\\n30\\n'\n",
+                ),
+                log = log.display()
+            ),
+        );
+        stub("scontrol", "");
+        // srun runs the agent wrapper's command line: record what the agent would get.
+        stub(
+            "srun",
+            &format!("echo \"srun $* token=$KILN_AGENT_TOKEN\" >>{}\n", log.display()),
+        );
+        let mut t = target();
+        t.kiln_path = kiln.display().to_string();
+        let script = batch_script(&l, &t, &components(&l.hosts, &BTreeMap::new()).unwrap());
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .env("SLURM_JOB_NODELIST", "node1")
+            .env("SLURM_JOB_ID", "77")
+            .env("KILN_AGENT_TOKEN", "tok")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let calls: Vec<&str> = calls.lines().collect();
+        assert_eq!(calls.len(), 4, "{calls:#?}");
+        assert!(calls[0].starts_with("srun ") && calls[0].contains(" my-job ") && calls[0].ends_with("token=tok"));
+        assert!(
+            calls[1].contains("--job my-job --allocation 77 --keep-alive 90 token=tok"),
+            "{}",
+            calls[1]
+        );
+        assert!(
+            calls[2].contains("/scratch/kiln/123456789012/ffff job-b ") && calls[2].ends_with("token=tok-b"),
+            "{}",
+            calls[2]
+        );
+        assert!(
+            calls[3].contains("--job job-b --allocation 77 --keep-alive 30 token=tok-b"),
+            "{}",
+            calls[3]
+        );
+        // Without a keep-alive the script ends with its hosts.
+        let plain = batch_script(
+            &launch(vec![host(1, "ml.m5.large")]),
+            &t,
+            &components(&l.hosts, &BTreeMap::new()).unwrap(),
+        );
+        assert!(!plain.contains("pool-next") && plain.contains("exec srun"));
     }
 
     #[test]

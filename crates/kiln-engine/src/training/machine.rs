@@ -56,6 +56,9 @@ pub enum Event {
         warm_pool: Option<String>,
         /// The ended job whose `Available` warm pool these hosts are.
         reused_from: Option<String>,
+        /// That job's launch, where the executor keeps a pool's allocation
+        /// ([`crate::executor::Executor::holds_pools`]): the hosts start in it.
+        pool_launch: Option<String>,
     },
     /// The executor started every host (or queued them); `handle` finds them again.
     Launched { handle: String },
@@ -547,6 +550,7 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
             access_key,
             warm_pool,
             reused_from,
+            pool_launch,
         } => {
             if status != TrainingJobStatus::InProgress {
                 return Err(Refused(format!("Training job '{}' is {status}: not placed.", job.name)));
@@ -558,6 +562,7 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
             job.run.agent_token = Some(agent_token.clone());
             job.run.access_key = Some(access_key.clone());
             job.run.launch = None;
+            job.run.pool_launch = pool_launch.clone();
             if let Some(id) = warm_pool
                 && job.run.warm_pool_id.is_none()
             {
@@ -837,6 +842,7 @@ mod tests {
             access_key: ("KJOBX".into(), "secret".into()),
             warm_pool: None,
             reused_from: None,
+            pool_launch: None,
         }
     }
 
@@ -1250,6 +1256,7 @@ mod tests {
             access_key: ("KJOBX".into(), "secret".into()),
             warm_pool: Some("wp-1".into()),
             reused_from: None,
+            pool_launch: None,
         };
         let (j, _) = run(job(), &[pooled()]);
         assert_eq!(j.warm_pool.as_ref().map(|w| w.status), Some(Pool::InUse));
