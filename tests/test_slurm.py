@@ -638,3 +638,24 @@ def test_a_warm_pool_whose_allocation_is_gone_gives_the_next_job_a_new_one(kiln,
     assert mine and mine[0]["JobId"] != held[0]["JobId"], mine
     sm.update_training_job(TrainingJobName=second, ResourceConfig={"KeepAlivePeriodInSeconds": 0})
     wait_until("the second allocation to end", lambda: all(j["JobState"] == "COMPLETED" for j in slurm_jobs(second)), 40)
+
+
+def test_a_kept_allocation_whose_agent_dies_fails_the_job_naming_the_host(kiln, sm, s3):
+    """With a keep-alive the Slurm job outlives its hosts, so a host that dies without reporting is not
+    seen as the Slurm job's end: the allocation's question for the pool's next job says so instead."""
+    name = f"slurm-pool-lost-{RUN}"
+    src = bundle(s3, "code/slurm-pool-lost/sourcedir.tar.gz", {"train.py": "import time\nprint('up', flush=True)\ntime.sleep(120)\n"})
+    req = script_job(name, src)
+    req["ResourceConfig"]["KeepAlivePeriodInSeconds"] = 120
+    sm.create_training_job(**req)
+    wait_until("the script to run", lambda: "up" in log_lines(kiln, name).get("algo-1", []), 90)
+    agent = subprocess.run(["pgrep", "-f", f"agent --server .* --job {name}"], capture_output=True, text=True).stdout.split()
+    assert agent, "no agent process"
+    for pid in agent:
+        os.kill(int(pid), 9)
+    d = wait(sm, name, timeout=60)
+    assert d["TrainingJobStatus"] == "Failed", d["TrainingJobStatus"]
+    assert "algo-1" in d["FailureReason"] and "its step in allocation" in d["FailureReason"], d["FailureReason"]
+    assert d["WarmPoolStatus"]["Status"] == "Terminated"
+    wait_until("the allocation to end", lambda: all(
+        j["JobState"] not in ("RUNNING", "COMPLETING") for j in slurm_jobs(name)), 40)
