@@ -19,6 +19,9 @@ dpkg -s busybox-static >/dev/null 2>&1 || apt_missing+=(busybox-static)
 dpkg -s python3-torch >/dev/null 2>&1 || apt_missing+=(python3-torch)
 command -v mpirun >/dev/null || apt_missing+=(openmpi-bin)
 dpkg -s python3-mpi4py >/dev/null 2>&1 || apt_missing+=(python3-mpi4py)
+# The console's browser tests: headless Chromium and its WebDriver (selenium drives them).
+command -v chromium >/dev/null || apt_missing+=(chromium)
+command -v chromedriver >/dev/null || apt_missing+=(chromium-driver)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null

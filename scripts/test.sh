@@ -25,6 +25,8 @@ export KILN_REQUIRE_POSTGRES=1
 export KILN_REQUIRE_REGISTRY=1
 # tests/test_distributed.py skips without python3-torch/openmpi/mpi4py; here they must run.
 export KILN_REQUIRE_DISTRIBUTED=1
+# tests/test_console.py skips without chromium/chromedriver; here it must run.
+export KILN_REQUIRE_BROWSER=1
 
 step "Slurm test cluster (2 nodes + slurmrestd, for tests/test_slurm.py; installs Debian's packages if missing)"
 export KILN_SLURM_BASE=/tmp/kiln-slurm

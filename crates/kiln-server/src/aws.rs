@@ -221,6 +221,18 @@ async fn handle_inner(app: &App, parts: Parts, body: &mut Body, target: &str) ->
     if method != Method::POST {
         return Err(AwsError::serialization("AWS JSON requests must use POST."));
     }
+    dispatch(app, &caller, service, op, &body).await
+}
+
+/// Runs operation `op` of `service` for `caller` on a JSON body as a client sent it: checked
+/// against the service model, parsed, and handed to the engine (the console's calls come here too).
+pub async fn dispatch(app: &App, caller: &Caller, service: Service, op: &str, body: &[u8]) -> ApiResult<String> {
+    let target = match service {
+        Service::SageMaker => format!("SageMaker.{op}"),
+        Service::Logs => format!("Logs_20140328.{op}"),
+    };
+    let target = target.as_str();
+    let caller = caller.clone();
     let model = match service {
         Service::SageMaker => model::sagemaker(),
         Service::Logs => model::logs(),
@@ -233,7 +245,7 @@ async fn handle_inner(app: &App, parts: Parts, body: &mut Body, target: &str) ->
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice(body)
             .map_err(|e| AwsError::serialization(format!("The request body is not valid JSON: {e}")))?
     };
     model.validate(op, &body)?;

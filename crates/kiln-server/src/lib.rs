@@ -11,6 +11,7 @@ pub mod cloudwatch;
 pub mod keys;
 pub mod listener;
 pub mod metrics;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -372,6 +373,9 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     if parts.uri.path() == "/_kiln/metrics" {
         return metrics_endpoint(&app, &parts).await;
+    }
+    if parts.uri.path() == ui::ROOT || parts.uri.path().starts_with("/_kiln/ui/") {
+        return ui::handle(app, parts, body).await;
     }
     if parts.uri.path().starts_with("/_kiln/") {
         return agent_api::handle(&app, parts, body).await;
