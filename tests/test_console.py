@@ -208,3 +208,35 @@ def test_another_accounts_job_is_refused(kiln, browser):
     assert browser.find_element(By.TAG_NAME, "h1").text == "No such training job"
     browser.get(f"{kiln.endpoint}/_kiln/ui/jobs/console-watch/metrics")
     assert "no such training job" in browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_an_open_log_tail_does_not_hold_up_a_shutdown():
+    """A tab left open on a running job keeps a server-sent event stream open: SIGTERM must still
+    stop the server promptly (the stream ends; in-flight requests finish)."""
+    from kilntest import Kiln
+    k = Kiln().start()
+    try:
+        sm, s3 = k.client(), k.client("s3")
+        s3.create_bucket(Bucket="jobs")
+        src = bundle(s3, "code/tail/sourcedir.tar.gz", {"train.py": "import time\nprint('up', flush=True)\ntime.sleep(600)\n"})
+        sm.create_training_job(**script_job("tail-open", src))
+        opener = urllib.request.build_opener(NoRedirect)
+        form = f"access_key_id={k.key['access_key_id']}&secret_access_key={k.key['secret_access_key']}".encode()
+        with pytest.raises(urllib.error.HTTPError) as e:
+            opener.open(urllib.request.Request(k.endpoint + "/_kiln/ui/login", data=form), timeout=10)
+        cookie = e.value.headers["Set-Cookie"].split(";")[0]
+        stream = urllib.request.urlopen(urllib.request.Request(
+            k.endpoint + "/_kiln/ui/jobs/tail-open/logs", headers={"Cookie": cookie}), timeout=30)
+        deadline = time.time() + 60
+        seen = b""
+        while b"up" not in seen:
+            assert time.time() < deadline
+            seen += stream.readline()
+        started = time.time()
+        k.proc.send_signal(15)
+        k.proc.wait(20)
+        took = time.time() - started
+        assert took < 8, f"the server took {took:.1f} s to stop with a log tail open"
+        stream.close()
+    finally:
+        k.stop()

@@ -290,6 +290,15 @@ impl HttpBody for Guarded {
     }
 }
 
+/// Set once the server stops accepting connections: responses that would go on indefinitely (the
+/// console's log tail) end, so that in-flight requests can finish.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the server is shutting down.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
@@ -400,6 +409,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    STOPPING.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
 }

@@ -331,6 +331,9 @@ fn log_tail(app: std::sync::Arc<App>, caller: &Caller, name: &str) -> Response {
     };
     let stream = futures::stream::unfold(Some(state), |state| async move {
         let mut st = state?;
+        if crate::listener::stopping() {
+            return None;
+        }
         if st.started {
             tokio::time::sleep(TAIL_EVERY).await;
         }
