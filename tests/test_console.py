@@ -9,6 +9,7 @@ import pathlib
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -221,7 +222,8 @@ def test_an_open_log_tail_does_not_hold_up_a_shutdown():
         src = bundle(s3, "code/tail/sourcedir.tar.gz", {"train.py": "import time\nprint('up', flush=True)\ntime.sleep(600)\n"})
         sm.create_training_job(**script_job("tail-open", src))
         opener = urllib.request.build_opener(NoRedirect)
-        form = f"access_key_id={k.key['access_key_id']}&secret_access_key={k.key['secret_access_key']}".encode()
+        form = urllib.parse.urlencode({"access_key_id": k.key["access_key_id"],
+                                       "secret_access_key": k.key["secret_access_key"]}).encode()
         with pytest.raises(urllib.error.HTTPError) as e:
             opener.open(urllib.request.Request(k.endpoint + "/_kiln/ui/login", data=form), timeout=10)
         cookie = e.value.headers["Set-Cookie"].split(";")[0]
