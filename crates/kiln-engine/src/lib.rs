@@ -25,6 +25,7 @@ mod logs;
 pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
+mod search;
 pub mod slurm;
 mod tags;
 mod token;

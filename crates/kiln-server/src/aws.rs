@@ -242,6 +242,7 @@ async fn handle_inner(app: &App, parts: Parts, body: &mut Body, target: &str) ->
         (Service::SageMaker, "CreateTrainingJob") => json(engine.create_training_job(&caller, parse(body)?).await),
         (Service::SageMaker, "DescribeTrainingJob") => json(engine.describe_training_job(&caller, parse(body)?).await),
         (Service::SageMaker, "ListTrainingJobs") => json(engine.list_training_jobs(&caller, parse(body)?).await),
+        (Service::SageMaker, "Search") => json(engine.search(&caller, parse(body)?).await),
         (Service::SageMaker, "StopTrainingJob") => json(engine.stop_training_job(&caller, parse(body)?).await),
         // kiln's own: a spot interruption, for rehearsing resumes (`kiln jobs interrupt`).
         (Service::SageMaker, "InterruptTrainingJob") => {
