@@ -4,6 +4,7 @@
 //! `kiln_api::search` decides, sorts and pages.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use kiln_api::search::{Expr, Op, Resource, SearchRequest, compile, lookup, sort_order};
 use kiln_api::{ApiResult, AwsError};
@@ -42,6 +43,14 @@ fn tags_list(tags: &[TagRow]) -> Value {
     )
 }
 
+/// The member of a resource's record holding its ARN.
+fn arn_key(resource: Resource) -> &'static str {
+    match resource {
+        Resource::TrainingJob => "TrainingJobArn",
+        Resource::HyperParameterTuningJob => "HyperParameterTuningJobArn",
+    }
+}
+
 /// A `Describe*` answer as the search record: the members of the record's shape only.
 fn record(resource: Resource, mut described: Value) -> Value {
     if let Value::Object(m) = &mut described {
@@ -57,17 +66,20 @@ fn decode_offset(token: &str) -> ApiResult<usize> {
         .ok_or_else(|| AwsError::validation("The NextToken is not one Search returned; start again without it."))
 }
 
-/// The store query for the candidates: the account's jobs, narrowed by the top-level filters the
-/// store applies exactly as the expression would (status and tuning job equality).
+/// The store query for the candidates: the account's jobs, narrowed by top-level filters every
+/// match must pass: status and tuning job equality (which the store applies exactly as the
+/// expression would), and a name's `Equals` or `Contains` (the store's case-insensitive
+/// `NameContains` keeps a superset; the expression then decides).
 fn candidate_query(account: &str, expr: &Expr, resource: Resource) -> JobQuery {
     let mut q = JobQuery::all(account, MAX_CANDIDATES);
-    let status = match resource {
-        Resource::TrainingJob => "TrainingJobStatus",
-        Resource::HyperParameterTuningJob => "HyperParameterTuningJobStatus",
+    let (status, name) = match resource {
+        Resource::TrainingJob => ("TrainingJobStatus", "TrainingJobName"),
+        Resource::HyperParameterTuningJob => ("HyperParameterTuningJobStatus", "HyperParameterTuningJobName"),
     };
     for t in expr.required_tests() {
         match (t.name.as_str(), t.op) {
             (n, Op::Equals) if n == status => q.status_equals = Some(t.value.clone()),
+            (n, Op::Equals | Op::Contains) if n == name => q.name_contains = Some(t.value.clone()),
             ("TuningJobArn", Op::Equals) if resource == Resource::TrainingJob => {
                 q.tuning_job_arn = Some(t.value.clone())
             }
@@ -172,8 +184,13 @@ impl Engine {
             }
         }
         if with_tags {
+            let mut by_arn: HashMap<String, Vec<TagRow>> = HashMap::new();
+            for (arn, tag) in self.store.account_tags(&caller.account).await.map_err(store_err)? {
+                by_arn.entry(arn).or_default().push(tag);
+            }
             for c in &mut out {
-                let tags = self.all_tags(&caller.account, &c.doc, resource).await?;
+                let arn = c.doc.get(arn_key(resource)).and_then(Value::as_str).unwrap_or_default();
+                let tags = by_arn.remove(&arn.to_lowercase()).unwrap_or_default();
                 if let Value::Object(m) = &mut c.doc {
                     m.insert("Tags".to_string(), tags_map(&tags));
                 }
@@ -185,11 +202,7 @@ impl Engine {
 
     /// Every tag of a resource document (by its ARN).
     async fn all_tags(&self, account: &str, doc: &Value, resource: Resource) -> ApiResult<Vec<TagRow>> {
-        let arn_key = match resource {
-            Resource::TrainingJob => "TrainingJobArn",
-            Resource::HyperParameterTuningJob => "HyperParameterTuningJobArn",
-        };
-        let Some(arn) = doc.get(arn_key).and_then(Value::as_str) else {
+        let Some(arn) = doc.get(arn_key(resource)).and_then(Value::as_str) else {
             return Ok(Vec::new());
         };
         let mut tags: Vec<TagRow> = Vec::new();

@@ -130,6 +130,9 @@ impl Store for Racing {
     async fn put_tags(&self, account: &str, arn: &str, tags: &[TagRow]) -> StoreResult<()> {
         self.inner.put_tags(account, arn, tags).await
     }
+    async fn account_tags(&self, account: &str) -> StoreResult<Vec<(String, TagRow)>> {
+        self.inner.account_tags(account).await
+    }
     async fn list_tags(&self, account: &str, arn: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<TagRow>> {
         self.inner.list_tags(account, arn, after, limit).await
     }
