@@ -41,3 +41,45 @@ def test_kiln_tune_wait_prints_leaderboard(runner, tmp_path):
     assert len(lines) == 4 and all("cli-tune-00" in line for line in lines)
     best = runner.client().describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="cli-tune")["BestTrainingJob"]
     assert best["TrainingJobName"] in lines[0]
+
+
+FOLLOW_PY = """
+import time
+for i in range(5):
+    print(f"tick {i}", flush=True)
+    time.sleep(1)
+"""
+
+
+def test_kiln_logs_follow_and_jobs_watch(runner):
+    from test_jobs import bundle, script_job
+    s3 = runner.client("s3")
+    try:
+        s3.create_bucket(Bucket="jobs")
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    src = bundle(s3, "code/cli-follow/sourcedir.tar.gz", {"train.py": FOLLOW_PY})
+    runner.client().create_training_job(**script_job("cli-follow", src))
+    popen = lambda *args: subprocess.Popen([kiln_bin(), *args], env=runner.env(), stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True)
+    follower = popen("logs", "cli-follow", "-f")
+    watcher = popen("jobs", "watch", "--name-contains", "cli-follow", "--interval", "0.5", "--until-done")
+    out, err = follower.communicate(timeout=180)
+    assert follower.returncode == 0, err
+    ticks = [line for line in out.splitlines() if line.startswith("tick ")]
+    assert ticks == [f"tick {i}" for i in range(5)], out
+    # The follower ended with the job, not before it.
+    d = runner.client().describe_training_job(TrainingJobName="cli-follow")
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, err
+    tables = [t for t in out.split("\n\n") if t.strip()]
+    assert len(tables) >= 2, out
+    assert tables[0].splitlines()[0].split() == ["NAME", "STATUS", "SECONDARY", "CREATED", "(UTC)", "DURATION"]
+    assert "InProgress" in tables[0] and "cli-follow" in tables[0], tables[0]
+    assert tables[-1].splitlines()[1].split()[:3] == ["cli-follow", "Completed", "Completed"], tables[-1]
+    # Without -f: what is there, once; an unknown job is an error.
+    p = run(runner, "logs", "cli-follow")
+    assert p.returncode == 0 and [l for l in p.stdout.splitlines() if l.startswith("tick ")] == ticks
+    p = run(runner, "logs", "no-such-job")
+    assert p.returncode == 1 and "no-such-job" not in p.stdout and p.stderr.strip(), p.stderr

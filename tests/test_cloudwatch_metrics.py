@@ -2,7 +2,9 @@
 metrics of namespace /aws/sagemaker/TrainingJobs (dimension TrainingJobName) that the SageMaker SDK's
 TrainingJobAnalytics, boto3's cloudwatch client (ListMetrics, GetMetricStatistics, GetMetricData,
 PutMetricData) and the AWS CLI read; each account sees only its own. botocore speaks Smithy RPC v2
-CBOR to CloudWatch; the JSON 1.0 and query protocols are exercised with the same model switched."""
+CBOR to CloudWatch; the JSON 1.0 and query protocols are exercised with the same model switched.
+Host metrics (CPUUtilization, MemoryUtilization, DiskUtilization, dimension Host=<job>/algo-N) come
+from a two-host job whose first host burns CPU while the second sleeps."""
 import datetime
 import json
 import os
@@ -32,6 +34,21 @@ for epoch in range(3):
     time.sleep(1.2)
 """
 
+HOST_JOB = "cw-host-metrics"
+# algo-1 spins one core for ~10 s, algo-2 sleeps as long.
+HOST_PY = """
+import os, time
+end = time.time() + 10
+if os.environ["SM_CURRENT_HOST"] == "algo-1":
+    n = 0
+    while time.time() < end:
+        n += 1
+    print("spun", n, flush=True)
+else:
+    time.sleep(10)
+    print("slept", flush=True)
+"""
+
 
 def utc(ts):
     return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc)
@@ -48,8 +65,15 @@ def server():
     req["AlgorithmSpecification"]["MetricDefinitions"] = [
         {"Name": "loss", "Regex": r"loss=([0-9.]+)"}, {"Name": "acc", "Regex": r"acc=([0-9.]+)"}]
     sm.create_training_job(**req)
+    src = bundle(s3, "code/cw-host/sourcedir.tar.gz", {"train.py": HOST_PY})
+    req = script_job(HOST_JOB, src)
+    req["ResourceConfig"]["InstanceCount"] = 2
+    sm.create_training_job(**req)
     d = wait(sm, JOB, timeout=180)
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    h = wait(sm, HOST_JOB, timeout=180)
+    assert h["TrainingJobStatus"] == "Completed", h.get("FailureReason")
+    k.host_job = h
     yield k, d
     k.stop()
     shutil.rmtree(k.data_dir, ignore_errors=True)
@@ -111,7 +135,7 @@ def test_list_metrics(cw):
     assert cw.list_metrics(Dimensions=[{"Name": "TrainingJobName", "Value": "nope"}])["Metrics"] == []
     assert cw.list_metrics(Namespace="Other")["Metrics"] == []
     # The paginator reads every page.
-    pages = list(cw.get_paginator("list_metrics").paginate(Namespace=NS))
+    pages = list(cw.get_paginator("list_metrics").paginate(Namespace=NS, Dimensions=[{"Name": "TrainingJobName"}]))
     assert sum(len(p["Metrics"]) for p in pages) == 2
 
 
@@ -273,7 +297,8 @@ def test_accounts_are_isolated(server, cw):
 
 def test_aws_cli(server):
     k, d = server
-    p = k.aws("cloudwatch", "list-metrics", "--namespace", NS, "--output", "json")
+    p = k.aws("cloudwatch", "list-metrics", "--namespace", NS, "--dimensions", "Name=TrainingJobName", "--output",
+              "json")
     names = sorted(m["MetricName"] for m in json.loads(p.stdout)["Metrics"])
     assert names == ["acc", "loss"]
     start, end = window(d)
@@ -314,8 +339,8 @@ def test_older_protocols(server, tmp_path, protocol):
                                aws_access_key_id=key["access_key_id"], aws_secret_access_key=key["secret_access_key"],
                                config=Config(retries={"max_attempts": 1}))
     assert cw.meta.service_model.protocol == protocol
-    names = sorted(m["MetricName"] for m in cw.list_metrics(Namespace=NS)["Metrics"])
-    assert names == ["acc", "loss"]
+    metrics = cw.list_metrics(Namespace=NS, Dimensions=[{"Name": "TrainingJobName"}])["Metrics"]
+    assert sorted(m["MetricName"] for m in metrics) == ["acc", "loss"]
     start, end = window(d)
     r = cw.get_metric_statistics(Namespace=NS, MetricName="acc", Dimensions=job_dims(), StartTime=start,
                                  EndTime=end, Period=1, Statistics=["Maximum"])
@@ -333,3 +358,71 @@ def test_older_protocols(server, tmp_path, protocol):
         cw.get_metric_statistics(Namespace=NS, MetricName="acc", StartTime=start, EndTime=end, Period=7,
                                  Statistics=["Maximum"])
     assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+HOST_METRICS = ["CPUUtilization", "DiskUtilization", "MemoryUtilization"]
+
+
+def host_dims(host, job=HOST_JOB):
+    return [{"Name": "Host", "Value": f"{job}/{host}"}]
+
+
+def host_series(cw, k, host, metric):
+    """(timestamps, values) of one host metric over the host job's run, 1-second buckets."""
+    h = k.host_job
+    start = h["TrainingStartTime"] - datetime.timedelta(minutes=1)
+    end = h["TrainingEndTime"] + datetime.timedelta(minutes=1)
+    r = cw.get_metric_data(StartTime=start, EndTime=end, ScanBy="TimestampAscending", MetricDataQueries=[
+        {"Id": "m", "MetricStat": {"Metric": {"Namespace": NS, "MetricName": metric, "Dimensions": host_dims(host)},
+                                   "Period": 1, "Stat": "Average"}}])
+    result = r["MetricDataResults"][0]
+    return result["Timestamps"], result["Values"]
+
+
+def test_host_metrics_listed(server, cw):
+    k, _ = server
+    metrics = cw.list_metrics(Namespace=NS, Dimensions=[{"Name": "Host"}])["Metrics"]
+    want = [{"Namespace": NS, "MetricName": m, "Dimensions": host_dims(h)}
+            for h in ("algo-1", "algo-2") for m in HOST_METRICS]
+    for m in want:
+        assert m in metrics
+    # The short job has host metrics too (its first sample is taken a second after it starts).
+    short = cw.list_metrics(Namespace=NS, MetricName="CPUUtilization",
+                            Dimensions=[{"Name": "Host", "Value": f"{JOB}/algo-1"}])["Metrics"]
+    assert len(short) == 1
+    assert not any(m["MetricName"].startswith("GPU") for m in metrics)
+
+
+def test_host_metrics_busy_host_above_idle_one(server, cw):
+    k, _ = server
+    _, busy = host_series(cw, k, "algo-1", "CPUUtilization")
+    _, idle = host_series(cw, k, "algo-2", "CPUUtilization")
+    # 10 s at one point per 5 s, plus the early first one.
+    assert len(busy) >= 2 and len(idle) >= 2, (busy, idle)
+    mean = lambda v: sum(v) / len(v)
+    assert max(busy) > 30 and mean(busy) > mean(idle) + 20, (busy, idle)
+    assert max(idle) < 20, idle
+    for host in ("algo-1", "algo-2"):
+        times, memory = host_series(cw, k, host, "MemoryUtilization")
+        assert memory and all(0 < m < 100 for m in memory), memory
+        assert k.host_job["TrainingStartTime"] - datetime.timedelta(seconds=5) <= times[0]
+        _, disk = host_series(cw, k, host, "DiskUtilization")
+        assert disk and all(0 < d <= 100 for d in disk), disk
+    h = k.host_job
+    r = cw.get_metric_statistics(Namespace=NS, MetricName="CPUUtilization", Dimensions=host_dims("algo-1"),
+                                 StartTime=h["TrainingStartTime"] - datetime.timedelta(minutes=1),
+                                 EndTime=h["TrainingEndTime"] + datetime.timedelta(minutes=1), Period=3600,
+                                 Statistics=["Maximum", "SampleCount"])
+    assert sum(p["SampleCount"] for p in r["Datapoints"]) == len(busy)
+    assert max(p["Maximum"] for p in r["Datapoints"]) == pytest.approx(max(busy))
+
+
+def test_host_metrics_aws_cli_and_other_account(server):
+    k, _ = server
+    p = k.aws("cloudwatch", "list-metrics", "--namespace", NS, "--dimensions", "Name=Host", "--output", "json")
+    seen = {(m["MetricName"], m["Dimensions"][0]["Value"]) for m in json.loads(p.stdout)["Metrics"]}
+    assert ("CPUUtilization", f"{HOST_JOB}/algo-2") in seen and ("MemoryUtilization", f"{HOST_JOB}/algo-1") in seen
+    other = k.client("cloudwatch", key=k.add_key(account="333344445555"))
+    assert other.list_metrics(Namespace=NS, Dimensions=[{"Name": "Host"}])["Metrics"] == []
+    _, values = host_series(other, k, "algo-1", "CPUUtilization")
+    assert values == []

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use kiln_api::agent::{Assignment, Directive, DoneReport, LogBatch, StatusReport};
+use kiln_api::agent::{Assignment, Directive, DoneReport, Heartbeat, LogBatch, StatusReport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -175,8 +175,8 @@ impl ControlPlane {
     }
 
     /// `POST .../heartbeat`, once.
-    pub async fn heartbeat(&self) -> Result<Directive, CallError> {
-        self.post("heartbeat", &serde_json::json!({})).await
+    pub async fn heartbeat(&self, beat: &Heartbeat) -> Result<Directive, CallError> {
+        self.post("heartbeat", beat).await
     }
 
     /// `POST .../done`, retried while the control plane is unreachable, for up to `retry_for`.

@@ -516,6 +516,7 @@ mod tests {
             environments: Vec::new(),
             registries: Vec::new(),
             warm_pool_cache: None,
+            memory_bytes: None,
         }
     }
 

@@ -30,6 +30,14 @@ const STDERR_TAIL_BYTES: usize = 8 * 1024;
 /// [`record_groups_in`]).
 static GROUP_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
+/// The process now running the algorithm (0 when none), whose tree the host metrics sample.
+static RUNNING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The process now running the algorithm, if one runs.
+pub fn running() -> Option<i32> {
+    Some(RUNNING.load(std::sync::atomic::Ordering::Relaxed)).filter(|p| *p > 0)
+}
+
 /// Records every process group this agent starts in `path` (the host's `algorithm.pid`).
 pub fn record_groups_in(path: PathBuf) {
     let _ = GROUP_FILE.set(path);
@@ -213,6 +221,7 @@ pub async fn run(
     if let Some(path) = GROUP_FILE.get() {
         let _ = std::fs::write(path, format!("{pgid} {}\n", start_ticks(pgid)));
     }
+    RUNNING.store(pgid, std::sync::atomic::Ordering::Relaxed);
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
@@ -239,6 +248,7 @@ pub async fn run(
     };
     // Whatever the main process left behind in its group ends with it.
     signal_group(pgid, Signal::SIGKILL);
+    RUNNING.store(0, std::sync::atomic::Ordering::Relaxed);
     for mut r in readers {
         if tokio::time::timeout(DRAIN_TIMEOUT, &mut r).await.is_err() {
             r.abort();

@@ -6,7 +6,8 @@
 //!
 //! It is not where jobs are scheduled or their status decided (that is `kiln-engine`), and it does
 //! not speak S3 itself (`kiln-blob` does). Modules by concern: [`client`] (the agent protocol),
-//! `session` (heartbeats, phase reports, log shipping, the stop switch), [`tree`] (the `/opt/ml`
+//! `session` (heartbeats, phase reports, log shipping, the stop switch), [`hostmetrics`] (CPU,
+//! memory and disk of the algorithm's processes), [`tree`] (the `/opt/ml`
 //! tree and its config files), [`env`](mod@env) (the `SM_*` environment and script arguments, with
 //! [`pyjson`] for the toolkit's exact formatting), [`staging`] (channels, source bundle,
 //! artifacts; `blob` adapts `kiln-blob` to it), `host` (one host's run, start to end), [`launch`] (processes and signals), [`logs`] (lines and the bounded buffer),
@@ -21,6 +22,7 @@ pub mod distributed;
 pub mod env;
 pub mod environments;
 mod host;
+pub mod hostmetrics;
 pub mod image;
 pub mod launch;
 pub mod logs;
@@ -64,6 +66,8 @@ pub struct Timing {
     /// How long to keep trying to deliver queued log lines and the final report.
     pub final_retry_for: Duration,
     pub heartbeat_every: Duration,
+    /// How often the host's metrics are sampled while the algorithm runs.
+    pub host_metrics_every: Duration,
     /// At most one log batch per this interval (unless a full batch is waiting).
     pub log_flush_every: Duration,
     /// The log buffer's limit while the control plane is unreachable.
@@ -80,6 +84,7 @@ impl Default for Timing {
             assignment_retry_for: Duration::from_secs(60),
             final_retry_for: Duration::from_secs(3600),
             heartbeat_every: Duration::from_secs(1),
+            host_metrics_every: Duration::from_secs(5),
             log_flush_every: Duration::from_millis(200),
             log_buffer_bytes: 100 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
@@ -115,7 +120,11 @@ pub async fn run_with(args: AgentArgs, timing: Timing) -> Result<i32, AgentError
         .await
         .map_err(|m| AgentError::Other(format!("job {} host {}: no assignment: {m}", args.job, args.host)))?;
     assignment.host_addresses.extend(args.host_addresses.clone());
-    let session = session::Session::start(cp, timing);
+    let mut session = session::Session::start(cp, timing);
+    session.sample_host(hostmetrics::Sampler::new(
+        args.work_dir.clone(),
+        assignment.memory_bytes,
+    ));
     let report = host::run(&args, &assignment, &session).await;
     match &report.failure_reason {
         Some(r) => eprintln!("kiln agent: host {} failed: {r}", args.host),

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kiln_api::agent::{Action, Directive, DoneReport, LogBatch, Phase, StatusReport};
+use kiln_api::agent::{Action, Directive, DoneReport, Heartbeat, HostSample, LogBatch, Phase, StatusReport};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::Timing;
 use crate::client::{Backoff, CallError, ControlPlane};
+use crate::hostmetrics::Sampler;
 use crate::logs::LogSink;
 
 /// The most lines in one `POST .../logs`.
@@ -64,7 +65,7 @@ impl Session {
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Ok(d) = hb_cp.heartbeat().await {
+                if let Ok(d) = hb_cp.heartbeat(&Heartbeat::default()).await {
                     apply(&d, &hb_stop);
                 }
             }
@@ -108,6 +109,13 @@ impl Session {
             reporter: Some(reporter),
             shipper: Some(shipper),
         }
+    }
+
+    /// Samples the host's metrics while the algorithm runs (the first sample a second after it
+    /// starts, then every `host_metrics_every`) and sends them with extra heartbeats.
+    pub fn sample_host(&mut self, sampler: Sampler) {
+        let (cp, stop, every) = (self.cp.clone(), self.stop_tx.clone(), self.timing.host_metrics_every);
+        self.tasks.push(tokio::spawn(sample_host(cp, sampler, stop, every)));
     }
 
     /// A receiver that sees the stop switch.
@@ -162,6 +170,51 @@ impl Session {
             t.abort();
         }
         result
+    }
+}
+
+/// Samples kept while the control plane is away (an hour at the default interval); older ones go.
+const MAX_PENDING_SAMPLES: usize = 720;
+
+async fn sample_host(cp: ControlPlane, mut sampler: Sampler, stop: watch::Sender<bool>, every: Duration) {
+    let mut pending: std::collections::VecDeque<HostSample> = std::collections::VecDeque::new();
+    let mut root = None;
+    loop {
+        let Some(pid) = crate::launch::running() else {
+            root = None;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        // A new process: its baseline now, its first rate a second later (a short job still has
+        // points), then one sample per interval.
+        let first = root != Some(pid);
+        root = Some(pid);
+        if let Some(sample) = sampler.sample(pid) {
+            if pending.len() == MAX_PENDING_SAMPLES {
+                pending.pop_front();
+            }
+            pending.push_back(sample);
+            let beat = Heartbeat {
+                host_metrics: pending.iter().cloned().collect(),
+            };
+            match cp.heartbeat(&beat).await {
+                Ok(d) => {
+                    pending.clear();
+                    apply(&d, &stop);
+                }
+                Err(CallError::Refused(m)) => {
+                    eprintln!("kiln agent: the control plane refused host metrics, which are dropped: {m}");
+                    pending.clear();
+                }
+                Err(CallError::Unreachable(_)) => {}
+            }
+        }
+        tokio::time::sleep(if first {
+            Duration::from_secs(1).min(every)
+        } else {
+            every
+        })
+        .await;
     }
 }
 

@@ -370,6 +370,7 @@ pub(crate) mod tests {
             environments: Vec::new(),
             registries: Vec::new(),
             warm_pool_cache: None,
+            memory_bytes: None,
         }
     }
 

@@ -15,7 +15,7 @@ OPS = {
                   "DeleteTrainingJob", "UpdateTrainingJob", "AddTags", "ListTags", "DeleteTags",
                   "CreateHyperParameterTuningJob", "DescribeHyperParameterTuningJob",
                   "ListHyperParameterTuningJobs", "ListTrainingJobsForHyperParameterTuningJob",
-                  "StopHyperParameterTuningJob", "DeleteHyperParameterTuningJob"],
+                  "StopHyperParameterTuningJob", "DeleteHyperParameterTuningJob", "Search"],
     "logs": ["DescribeLogGroups", "DescribeLogStreams", "GetLogEvents", "FilterLogEvents",
              "CreateLogGroup", "CreateLogStream", "PutLogEvents"],
 }

@@ -8,7 +8,7 @@
 //! | `GET  .../assignment` | | [`Assignment`] |
 //! | `POST .../status` | [`StatusReport`] | [`Directive`] |
 //! | `POST .../logs` | [`LogBatch`] | [`Directive`] |
-//! | `POST .../heartbeat` | `{}` | [`Directive`] |
+//! | `POST .../heartbeat` | [`Heartbeat`] (`{}` from older agents) | [`Directive`] |
 //! | `POST .../done` | [`DoneReport`] | `{}` |
 
 use serde::{Deserialize, Serialize};
@@ -147,6 +147,10 @@ pub struct Assignment {
     /// it: shown at `/opt/ml/sagemaker/warmpoolcache` and kept for the next job reusing the pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_pool_cache: Option<String>,
+    /// The memory of the host's instance type, in bytes, which `MemoryUtilization` is a percentage
+    /// of (the machine's own when absent or larger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// `[[environments]]` of `kiln.toml`: script-mode jobs whose image matches `image` (a glob over the
@@ -188,6 +192,35 @@ pub struct LogBatch {
     pub sender: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+}
+
+/// `POST .../heartbeat`. Older agents send `{}`, and older control planes do not read the body:
+/// samples sent to one are lost, nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Host metrics sampled since the last heartbeat that carried some, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_metrics: Vec<HostSample>,
+}
+
+/// The host metrics SageMaker publishes for a training host (namespace `/aws/sagemaker/TrainingJobs`,
+/// dimension `Host=<job>/<host>`), by CloudWatch metric name.
+pub const HOST_METRICS: [&str; 5] = [
+    "CPUUtilization",
+    "MemoryUtilization",
+    "DiskUtilization",
+    "GPUUtilization",
+    "GPUMemoryUtilization",
+];
+
+/// One sample of the host's metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSample {
+    /// When it was taken, epoch milliseconds.
+    pub timestamp_ms: i64,
+    /// Percent values by metric name (one of [`HOST_METRICS`]); a metric the host cannot measure
+    /// is absent.
+    pub values: std::collections::BTreeMap<String, f64>,
 }
 
 /// What the control plane wants the host to do next.

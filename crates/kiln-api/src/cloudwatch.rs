@@ -14,6 +14,8 @@ use crate::AwsError;
 pub const TRAINING_NAMESPACE: &str = "/aws/sagemaker/TrainingJobs";
 /// The one dimension of a training job's metrics.
 pub const TRAINING_JOB_DIMENSION: &str = "TrainingJobName";
+/// The dimension of training hosts' metrics (`CPUUtilization`, ...): `<job>/algo-N`.
+pub const HOST_DIMENSION: &str = "Host";
 /// The JSON 1.0 target prefix (and the RPC v2 service name in paths).
 pub const TARGET_PREFIX: &str = "GraniteServiceVersion20100801";
 

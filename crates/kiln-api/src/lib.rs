@@ -10,6 +10,7 @@ pub mod error;
 pub mod logs;
 pub mod model;
 pub mod responses;
+pub mod search;
 pub mod shapes;
 pub mod sigv4;
 pub mod status;

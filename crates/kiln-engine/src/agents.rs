@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use kiln_api::agent::{
-    Action, Assignment, Directive, DoneReport, InstanceGroupHosts, LogBatch, Runtime, S3Access, StatusReport,
+    Action, Assignment, Directive, DoneReport, HOST_METRICS, Heartbeat, HostSample, InstanceGroupHosts, LogBatch,
+    Runtime, S3Access, StatusReport,
 };
+use kiln_api::cloudwatch::{HOST_DIMENSION, TRAINING_NAMESPACE};
 use kiln_api::{ApiResult, AwsError};
-use kiln_store::{LineSource, MetricPoint, TrainingJobRow};
+use kiln_store::{CustomMetricPoint, LineSource, MetricPoint, TrainingJobRow};
 
 use kiln_store::logs::BatchStart;
 
@@ -27,6 +29,41 @@ fn directive(job: &TrainingJobRow) -> Directive {
             Action::Continue
         },
     }
+}
+
+/// Most samples one heartbeat may carry (an agent that was cut off for a while sends what it
+/// kept, which it bounds lower).
+const MAX_HEARTBEAT_SAMPLES: usize = 1000;
+
+/// A heartbeat's host samples as SageMaker publishes them: namespace `/aws/sagemaker/TrainingJobs`,
+/// dimension `Host=<job>/<host>`, one point per metric per sample. They are kept with the points
+/// of `PutMetricData` (which refuses that namespace, so nothing else writes there).
+fn host_metric_points(job: &str, host: &str, samples: &[HostSample]) -> ApiResult<Vec<CustomMetricPoint>> {
+    if samples.len() > MAX_HEARTBEAT_SAMPLES {
+        return Err(AwsError::validation(format!(
+            "a heartbeat carries {} host samples; at most {MAX_HEARTBEAT_SAMPLES}",
+            samples.len()
+        )));
+    }
+    let dims = serde_json::to_string(&[(HOST_DIMENSION, format!("{job}/{host}"))]).unwrap_or_default();
+    let mut points = Vec::new();
+    for s in samples {
+        for (metric, value) in &s.values {
+            if !HOST_METRICS.contains(&metric.as_str()) || !value.is_finite() {
+                return Err(AwsError::validation(format!(
+                    "host metric {metric}={value} is not one of {HOST_METRICS:?} with a finite value"
+                )));
+            }
+            points.push(CustomMetricPoint {
+                namespace: TRAINING_NAMESPACE.to_string(),
+                metric: metric.clone(),
+                dims: dims.clone(),
+                value: *value,
+                timestamp: s.timestamp_ms as f64 / 1000.0,
+            });
+        }
+    }
+    Ok(points)
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -137,6 +174,7 @@ impl Engine {
                 .warm_pool_id
                 .as_ref()
                 .map(|id| self.pool_dir(account, id).join(host).display().to_string()),
+            memory_bytes: res.map(|r| (r.memory_gib * 1024.0 * 1024.0 * 1024.0) as u64),
         })
     }
 
@@ -159,9 +197,21 @@ impl Engine {
         Ok(directive(&job))
     }
 
-    /// `POST .../heartbeat`.
-    pub async fn agent_heartbeat(&self, account: &str, name: &str, host: &str, token: &str) -> ApiResult<Directive> {
+    /// `POST .../heartbeat`: stores the host metrics it carries (see [`host_metric_points`]).
+    pub async fn agent_heartbeat(
+        &self,
+        account: &str,
+        name: &str,
+        host: &str,
+        token: &str,
+        beat: Heartbeat,
+    ) -> ApiResult<Directive> {
         let job = self.agent_job(account, name, host, token).await?;
+        let points = host_metric_points(&job.name, host, &beat.host_metrics)?;
+        self.store
+            .put_custom_metric_points(account, &points)
+            .await
+            .map_err(store_err)?;
         Ok(directive(&job))
     }
 
@@ -304,5 +354,45 @@ impl Engine {
             ));
         }
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ms: i64, pairs: &[(&str, f64)]) -> HostSample {
+        HostSample {
+            timestamp_ms: ms,
+            values: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn host_samples_become_points_of_the_host_dimension() {
+        let samples = [
+            sample(1_500, &[("CPUUtilization", 150.0), ("MemoryUtilization", 2.5)]),
+            sample(6_500, &[("CPUUtilization", 90.0)]),
+        ];
+        let points = host_metric_points("job", "algo-2", &samples).unwrap();
+        assert_eq!(points.len(), 3);
+        assert!(
+            points
+                .iter()
+                .all(|p| p.namespace == TRAINING_NAMESPACE && p.dims == r#"[["Host","job/algo-2"]]"#)
+        );
+        assert_eq!(
+            (points[0].metric.as_str(), points[0].value, points[0].timestamp),
+            ("CPUUtilization", 150.0, 1.5)
+        );
+        assert_eq!(points[2].timestamp, 6.5);
+    }
+
+    #[test]
+    fn unknown_or_non_finite_host_metrics_are_refused() {
+        assert!(host_metric_points("j", "algo-1", &[sample(0, &[("Loss", 1.0)])]).is_err());
+        assert!(host_metric_points("j", "algo-1", &[sample(0, &[("CPUUtilization", f64::NAN)])]).is_err());
+        let many = vec![sample(0, &[]); MAX_HEARTBEAT_SAMPLES + 1];
+        assert!(host_metric_points("j", "algo-1", &many).is_err());
     }
 }

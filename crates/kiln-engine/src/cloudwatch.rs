@@ -1,6 +1,8 @@
 //! The CloudWatch metrics operations: training jobs' metrics (namespace
 //! `/aws/sagemaker/TrainingJobs`, dimension `TrainingJobName`, the points parsed from their logs)
-//! and points sent with `PutMetricData`, each account seeing only its own.
+//! and points sent with `PutMetricData`, each account seeing only its own. Host metrics (same
+//! namespace, dimension `Host=<job>/algo-N`, sampled by the agents) are stored and read as
+//! `PutMetricData` points are.
 
 use kiln_api::ApiResult;
 use kiln_api::cloudwatch::{
@@ -249,9 +251,7 @@ impl Engine {
                 .map(|p| (p.timestamp, p.value))
                 .collect());
         }
-        if series.namespace == TRAINING_NAMESPACE {
-            return Ok(Vec::new());
-        }
+        // Host metrics (dimension `Host`) are stored with PutMetricData's points.
         self.store
             .custom_metric_points(account, &series.custom(), start, end)
             .await

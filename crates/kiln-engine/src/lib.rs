@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod pools;
 pub mod runtime;
 pub mod scheduler;
+mod search;
 pub mod slurm;
 mod tags;
 mod token;

@@ -130,6 +130,9 @@ impl Store for Racing {
     async fn put_tags(&self, account: &str, arn: &str, tags: &[TagRow]) -> StoreResult<()> {
         self.inner.put_tags(account, arn, tags).await
     }
+    async fn account_tags(&self, account: &str) -> StoreResult<Vec<(String, TagRow)>> {
+        self.inner.account_tags(account).await
+    }
     async fn list_tags(&self, account: &str, arn: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<TagRow>> {
         self.inner.list_tags(account, arn, after, limit).await
     }
@@ -475,7 +478,10 @@ async fn hosts_reports_fold_into_the_normal_flow() {
     assert_eq!((j.final_metrics[0].value, j.final_metrics[0].timestamp), (0.125, 3.0));
     assert_eq!(engine.store().metric_points(acct, "j", None).await.unwrap().len(), 3);
     // The ended job's agent token is no longer valid.
-    let e = engine.agent_heartbeat(acct, "j", "algo-1", &t).await.unwrap_err();
+    let e = engine
+        .agent_heartbeat(acct, "j", "algo-1", &t, Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code, "AccessDenied", "{}", e.message);
 }
 
@@ -486,10 +492,13 @@ async fn agents_need_their_token_and_a_stop_waits_for_the_hosts() {
     engine.tick().await.unwrap();
     let j = job(&engine, "j").await;
     let acct = "123456789012";
-    let e = engine.agent_heartbeat(acct, "j", "algo-1", "wrong").await.unwrap_err();
+    let e = engine
+        .agent_heartbeat(acct, "j", "algo-1", "wrong", Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code, "AccessDenied");
     let e = engine
-        .agent_heartbeat(acct, "j", "algo-7", &token(&j))
+        .agent_heartbeat(acct, "j", "algo-7", &token(&j), Default::default())
         .await
         .unwrap_err();
     assert_eq!(e.code, "ValidationException");
@@ -501,7 +510,10 @@ async fn agents_need_their_token_and_a_stop_waits_for_the_hosts() {
     };
     engine.stop_training_job(&caller(), name()).await.unwrap();
     assert_eq!(job(&engine, "j").await.status, TrainingJobStatus::Stopping);
-    let d = engine.agent_heartbeat(acct, "j", "algo-1", &token(&j)).await.unwrap();
+    let d = engine
+        .agent_heartbeat(acct, "j", "algo-1", &token(&j), Default::default())
+        .await
+        .unwrap();
     assert_eq!(d.action, Action::Stop);
     let done = DoneReport {
         exit_code: None,

@@ -68,7 +68,7 @@ pub async fn handle(app: &App, parts: Parts, body: Body) -> Response {
         );
     };
     // The token is checked before the body is read: a caller without one costs only its headers.
-    let has_body = matches!(*call, "status" | "logs" | "done");
+    let has_body = matches!(*call, "status" | "logs" | "heartbeat" | "done");
     let body = if has_body {
         if let Err(e) = app.engine.agent_authorize(account, job, host, &token).await {
             return error_response(&e);
@@ -111,10 +111,18 @@ pub async fn handle(app: &App, parts: Parts, body: Body) -> Response {
                 .map(|d| json_response(200, &d)),
             Err(e) => Err(e),
         },
-        (&Method::POST, "heartbeat") => engine
-            .agent_heartbeat(account, job, host, &token)
-            .await
-            .map(|d| json_response(200, &d)),
+        // Agents before host metrics may send no body at all.
+        (&Method::POST, "heartbeat") => match if body.is_empty() {
+            Ok(Default::default())
+        } else {
+            parse(&body)
+        } {
+            Ok(beat) => engine
+                .agent_heartbeat(account, job, host, &token, beat)
+                .await
+                .map(|d| json_response(200, &d)),
+            Err(e) => Err(e),
+        },
         (&Method::POST, "done") => match parse(&body) {
             Ok(r) => engine
                 .agent_done(account, job, host, &token, r)

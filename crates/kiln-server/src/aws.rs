@@ -254,6 +254,7 @@ pub async fn dispatch(app: &App, caller: &Caller, service: Service, op: &str, bo
         (Service::SageMaker, "CreateTrainingJob") => json(engine.create_training_job(&caller, parse(body)?).await),
         (Service::SageMaker, "DescribeTrainingJob") => json(engine.describe_training_job(&caller, parse(body)?).await),
         (Service::SageMaker, "ListTrainingJobs") => json(engine.list_training_jobs(&caller, parse(body)?).await),
+        (Service::SageMaker, "Search") => json(engine.search(&caller, parse(body)?).await),
         (Service::SageMaker, "StopTrainingJob") => json(engine.stop_training_job(&caller, parse(body)?).await),
         // kiln's own: a spot interruption, for rehearsing resumes (`kiln jobs interrupt`).
         (Service::SageMaker, "InterruptTrainingJob") => {

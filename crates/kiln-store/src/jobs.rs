@@ -837,6 +837,25 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn account_tags(&self, account: &str) -> StoreResult<Vec<(String, TagRow)>> {
+        let sql = "SELECT resource_key, tag_key, tag_value FROM tags WHERE account = $1 ORDER BY resource_key, tag_key";
+        with_db!(&self.db, pool => {
+            let rows = sqlx::query(sql).bind(account).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        Get::text(r, "resource_key")?,
+                        TagRow {
+                            key: Get::text(r, "tag_key")?,
+                            value: Get::text(r, "tag_value")?,
+                        },
+                    ))
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
     async fn list_tags(
         &self,
         account: &str,

@@ -362,6 +362,9 @@ pub trait Store: Send + Sync {
 
     /// Adds or overwrites tags of a resource (its ARN).
     async fn put_tags(&self, account: &str, resource_arn: &str, tags: &[TagRow]) -> StoreResult<()>;
+    /// Every tag of every resource of an account, as (lower-cased ARN, tag), for searches that
+    /// filter on tags (one query instead of one a resource).
+    async fn account_tags(&self, account: &str) -> StoreResult<Vec<(String, TagRow)>>;
     /// Tags of a resource in key order, starting after `after`, at most `limit`.
     async fn list_tags(
         &self,

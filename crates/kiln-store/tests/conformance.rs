@@ -572,6 +572,19 @@ async fn tags(s: &Subject) {
         .await
         .unwrap();
     assert_eq!(st.list_tags("111111111111", arn, None, 10).await.unwrap().len(), 2);
+    // Every tag of an account at once (Search), by lower-cased ARN.
+    let other = "arn:aws:sagemaker:us-east-1:111111111111:training-job/k";
+    st.put_tags("111111111111", other, &[tag("x", "9")]).await.unwrap();
+    st.put_tags("222222222222", other, &[tag("y", "8")]).await.unwrap();
+    let key = arn.to_lowercase();
+    assert_eq!(
+        st.account_tags("111111111111").await.unwrap(),
+        [
+            (key.clone(), tag("b", "overwritten")),
+            (key, tag("c", "3")),
+            (other.to_string(), tag("x", "9"))
+        ]
+    );
 }
 
 async fn metric_points(s: &Subject) {

@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod environments;
+mod follow;
 mod train;
 mod tune;
 
@@ -139,6 +140,14 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Print a training job's log (every host's stream; lines prefixed with the host when there
+    /// are several).
+    Logs {
+        name: String,
+        /// Keep printing new lines until the job ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -184,6 +193,24 @@ enum JobsCommand {
         /// At most this many jobs.
         #[arg(long, default_value_t = 50)]
         max: usize,
+    },
+    /// The jobs table, redrawn as it changes, until Ctrl-C.
+    Watch {
+        /// Only jobs with this status (InProgress, Completed, Failed, Stopping, Stopped).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only jobs whose name contains this text.
+        #[arg(long)]
+        name_contains: Option<String>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 30)]
+        max: usize,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        /// Quit once none of the jobs shown is running.
+        #[arg(long)]
+        until_done: bool,
     },
     /// Show a training job as DescribeTrainingJob returns it.
     Describe { name: String },
@@ -251,6 +278,11 @@ async fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Jobs { command } => jobs(&settings, command).await,
+        Command::Logs { name, follow } => {
+            let client = Client::from_env(&settings)?;
+            let code = follow::logs(&client, &name, follow).await?;
+            std::process::exit(code)
+        }
         Command::Tune(args) => {
             let client = Client::from_env(&settings)?;
             let code = tune::run(&client, args).await?;
@@ -551,7 +583,7 @@ pub(crate) fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-fn time_text(v: &Value) -> String {
+pub(crate) fn time_text(v: &Value) -> String {
     v.as_f64()
         .map(|t| kiln_api::sigv4::format_amz_date(t as i64))
         .map(|s| {
@@ -576,47 +608,40 @@ async fn jobs(settings: &config::Settings, command: JobsCommand) -> Result<()> {
             name_contains,
             max,
         } => {
-            let mut table = vec![
-                ["NAME", "STATUS", "SECONDARY", "CREATED (UTC)"]
-                    .map(String::from)
-                    .to_vec(),
-            ];
-            let mut token: Option<String> = None;
-            let mut shown = 0;
-            loop {
-                let mut body = json!({ "MaxResults": 100 });
-                if let Some(s) = &status {
-                    body["StatusEquals"] = json!(s);
-                }
-                if let Some(n) = &name_contains {
-                    body["NameContains"] = json!(n);
-                }
-                if let Some(t) = &token {
-                    body["NextToken"] = json!(t);
-                }
-                let page = client.sagemaker("ListTrainingJobs", body).await?;
-                for j in page["TrainingJobSummaries"].as_array().into_iter().flatten() {
-                    if shown == max {
-                        break;
-                    }
-                    table.push(vec![
-                        j["TrainingJobName"].as_str().unwrap_or_default().to_string(),
-                        j["TrainingJobStatus"].as_str().unwrap_or_default().to_string(),
-                        j["SecondaryStatus"].as_str().unwrap_or_default().to_string(),
-                        time_text(&j["CreationTime"]),
-                    ]);
-                    shown += 1;
-                }
-                token = page.get("NextToken").and_then(Value::as_str).map(str::to_string);
-                if token.is_none() || shown == max {
-                    break;
-                }
-            }
-            if shown == 0 {
+            let filter = follow::JobFilter {
+                status,
+                name_contains,
+                max,
+            };
+            let (table, _) = follow::job_table(&client, &filter).await?;
+            if table.len() == 1 {
                 println!("no training jobs");
             } else {
                 print_table(&table);
             }
+        }
+        JobsCommand::Watch {
+            status,
+            name_contains,
+            max,
+            interval,
+            until_done,
+        } => {
+            if !(interval > 0.0 && interval.is_finite()) {
+                bail!("--interval must be a positive number of seconds, not {interval}");
+            }
+            let filter = follow::JobFilter {
+                status,
+                name_contains,
+                max,
+            };
+            follow::watch(
+                &client,
+                &filter,
+                std::time::Duration::from_secs_f64(interval),
+                until_done,
+            )
+            .await?;
         }
         JobsCommand::Describe { name } => {
             let job = client

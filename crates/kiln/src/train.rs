@@ -311,7 +311,8 @@ pub async fn watch(client: &Client, name: &str) -> Result<i32> {
     }
 }
 
-async fn fetch_logs(
+/// New log lines of every stream of the job since `tokens` (updated), host-prefixed when asked.
+pub(crate) async fn fetch_logs(
     client: &Client,
     name: &str,
     prefix_host: bool,

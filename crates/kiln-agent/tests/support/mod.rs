@@ -178,6 +178,7 @@ pub fn assignment(job: &str, runtime: Runtime, spec: Value, cache: &Path) -> Ass
         environments: Vec::new(),
         registries: Vec::new(),
         warm_pool_cache: None,
+        memory_bytes: None,
     }
 }
 

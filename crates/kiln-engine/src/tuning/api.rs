@@ -273,7 +273,16 @@ impl Engine {
             .load_tuning(&caller.account, &req.hyper_parameter_tuning_job_name)
             .await?
             .ok_or_else(|| AwsError::resource_not_found(NOT_FOUND))?;
-        let children = self.children(&job).await?;
+        self.describe_tuning_row(&caller.account, &job).await
+    }
+
+    /// The `DescribeHyperParameterTuningJob` answer of a loaded tuning job (also `Search`'s record).
+    pub(crate) async fn describe_tuning_row(
+        &self,
+        account: &str,
+        job: &TuningJobRow,
+    ) -> ApiResult<DescribeTuningJobResponse> {
+        let children = self.children(job).await?;
         let (training, objective) = counters(&children);
         let mut overall_best = None;
         if let Some(ws) = &job.spec.warm_start_config
@@ -281,19 +290,16 @@ impl Engine {
         {
             let mut all: Vec<(TuningJobRow, Child)> = Vec::new();
             for p in &ws.parent_hyper_parameter_tuning_jobs {
-                if let Some(parent) = self
-                    .load_tuning(&caller.account, &p.hyper_parameter_tuning_job_name)
-                    .await?
-                {
+                if let Some(parent) = self.load_tuning(account, &p.hyper_parameter_tuning_job_name).await? {
                     for c in self.children(&parent).await? {
                         all.push((parent.clone(), c));
                     }
                 }
             }
             all.extend(children.iter().map(|c| (job.clone(), c.clone())));
-            let dir = definitions(&job)
+            let dir = definitions(job)
                 .first()
-                .and_then(|d| objective_of(&job, d))
+                .and_then(|d| objective_of(job, d))
                 .map(|o| direction(&o));
             if let Some(dir) = dir {
                 let best = all.iter().filter(|(_, c)| c.objective.is_some()).reduce(|a, b| {
@@ -318,11 +324,11 @@ impl Engine {
             hyper_parameter_tuning_end_time: job.end_time,
             training_job_status_counters: training,
             objective_status_counters: objective,
-            best_training_job: best_child(&job, &children).map(|c| summary(&job, c)),
+            best_training_job: best_child(job, &children).map(|c| summary(job, c)),
             overall_best_training_job: overall_best,
             failure_reason: job.failure_reason.clone(),
             tuning_job_completion_details: TuningJobCompletionDetails {
-                number_of_training_jobs_objective_not_improving: not_improving(&job, &children) as i64,
+                number_of_training_jobs_objective_not_improving: not_improving(job, &children) as i64,
                 convergence_detected_time: job.convergence_detected_time,
             },
             consumed_resources: ConsumedResources {
