@@ -25,6 +25,7 @@ pub mod model_json;
 pub mod objective;
 pub mod params;
 pub mod prof;
+pub mod protobuf;
 pub mod rank;
 pub mod reader;
 pub mod rng;
