@@ -199,3 +199,45 @@ def test_malformed_protobuf_and_bad_hyperparameters_fail_clearly(sm, s3):
         assert reason in d["FailureReason"], (name, d["FailureReason"])
     d = sm.describe_training_job(TrainingJobName="kmeans-truncated")
     assert "data.rec: record" in d["FailureReason"] and "channel 'train'" in d["FailureReason"], d["FailureReason"]
+
+
+def test_tuning_kmeans_on_test_msd_picks_the_right_k(sm, s3):
+    """A tuning job on K-Means' injected `test:msd` (minimized): of k = 2, 3, 4 the child with k=4
+    (the number of blobs) has the lowest msd, since k=2 and 3 leave whole blobs merged."""
+    X, _ = blobs(300, seed=7)
+    Xt, _ = blobs(100, seed=8)
+    for ch, data in (("train", X), ("test", Xt)):
+        buf = io.BytesIO()
+        write_numpy_to_dense_tensor(buf, data)
+        s3.put_object(Bucket="builtins", Key=f"tune/{ch}/data.rec", Body=buf.getvalue())
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="tune-kmeans",
+        HyperParameterTuningJobConfig={
+            "Strategy": "Grid",
+            "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "test:msd"},
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": 3, "MaxParallelTrainingJobs": 3},
+            "ParameterRanges": {"CategoricalParameterRanges": [{"Name": "k", "Values": ["2", "3", "4"]}]},
+        },
+        TrainingJobDefinition={
+            "StaticHyperParameters": {"feature_dim": "3", "init_method": "kmeans++"},
+            "AlgorithmSpecification": {"TrainingImage": KMEANS_IMAGE, "TrainingInputMode": "File"},
+            "RoleArn": ROLE,
+            "InputDataConfig": [{"ChannelName": ch, "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": f"s3://builtins/tune/{ch}/"}}} for ch in ("train", "test")],
+            "OutputDataConfig": {"S3OutputPath": "s3://builtins/tune-out"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+        })
+    deadline = time.time() + 180
+    while True:
+        d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-kmeans")
+        if d["HyperParameterTuningJobStatus"] in ("Completed", "Failed", "Stopped"):
+            break
+        assert time.time() < deadline, d["TrainingJobStatusCounters"]
+        time.sleep(0.5)
+    assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
+    assert d["TrainingJobStatusCounters"]["Completed"] == 3
+    best = d["BestTrainingJob"]
+    assert best["TunedHyperParameters"]["k"] == "4", best
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "test:msd"
+    assert 2.0 < best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] < 4.0, best
