@@ -263,8 +263,8 @@ def test_csv_weights_and_env_overrides(tmp_path):
 def test_help_and_unknown_command():
     p = subprocess.run([str(kiln_bin()), "algo", "xgboost", "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "train" in p.stdout
-    p = subprocess.run([str(kiln_bin()), "algo", "kmeans", "train"], capture_output=True, text=True)
-    assert p.returncode != 0
+    p = subprocess.run([str(kiln_bin()), "algo", "nope", "train"], capture_output=True, text=True)
+    assert p.returncode != 0 and "unknown algorithm 'nope'" in p.stderr
 
 
 def test_lossguide_matches_xgboost_predictions_and_limits_leaves(tmp_path):

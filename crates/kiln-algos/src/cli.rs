@@ -1,27 +1,24 @@
 //! `kiln algo ...`: the command-line entry point the kiln binary forwards to.
 
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
-use crate::booster::Booster;
-use crate::container::{JobError, JobPaths, run_train, thread_count, write_failure};
-use crate::reader::{ContentType, ReadOptions, read_dir, read_file};
+use crate::container::{JobError, JobPaths, write_failure};
+use crate::registry::{self, Algorithm};
 
-const USAGE: &str = "\
-usage: kiln algo xgboost train [--ml-root DIR]
-       kiln algo xgboost predict --model FILE --data PATH [--content-type TYPE]
-                                 [--output FILE] [--has-label] [--nthread N]
-
-train    runs the SageMaker XGBoost container contract under DIR (default /opt/ml):
-         reads input/config/{hyperparameters,inputdataconfig}.json and input/data/<channel>/,
-         prints one metric line per round, writes model/xgboost-model (xgboost JSON), and on
-         failure writes output/failure and exits 1 (user error) or 2 (internal error).
-         SM_INPUT_CONFIG_DIR, SM_CHANNEL_TRAIN, SM_CHANNEL_VALIDATION, SM_MODEL_DIR,
-         SM_OUTPUT_DIR and SM_NUM_CPUS override the defaults.
-predict  prints one prediction per row (multi:softprob: comma-separated class probabilities).
-         CSV rows hold features only unless --has-label (label first); libsvm rows always
-         start with a label, which is ignored. TYPE defaults to text/csv (text/libsvm for
-         .libsvm/.svm files).";
+/// Usage of `kiln algo` itself.
+fn usage() -> String {
+    let mut u = format!(
+        "usage: kiln algo NAME train [--ml-root DIR]\n       kiln algo NAME predict ...\n\nNAME is one of: {}\n",
+        registry::names()
+    );
+    for a in registry::ALGORITHMS {
+        u.push('\n');
+        u.push_str(a.usage());
+        u.push('\n');
+    }
+    u
+}
 
 /// Runs `kiln algo <args>` (`args` excludes `kiln algo`); returns the process exit code.
 pub fn run(args: &[String]) -> i32 {
@@ -37,39 +34,50 @@ pub fn run_with(
     err: &mut (dyn Write + Send),
 ) -> i32 {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        [] | ["-h" | "--help" | "help", ..] | ["xgboost"] | ["xgboost", "-h" | "--help"] => {
-            let _ = writeln!(out, "{USAGE}");
+    let (name, rest) = match args.as_slice() {
+        [] | ["-h" | "--help" | "help", ..] => {
+            let _ = writeln!(out, "{}", usage());
+            return 0;
+        }
+        [name, rest @ ..] => (*name, rest),
+    };
+    let Some(algo) = registry::by_name(name) else {
+        let _ = writeln!(
+            err,
+            "kiln algo: unknown algorithm '{name}'; available: {}\n{}",
+            registry::names(),
+            usage()
+        );
+        return 1;
+    };
+    match rest {
+        [] | ["-h" | "--help"] => {
+            let _ = writeln!(out, "{}", algo.usage());
             0
         }
-        ["xgboost", "train", rest @ ..] => train_cmd(rest, env, out, err),
-        ["xgboost", "predict", rest @ ..] => match predict_cmd(rest, out) {
+        ["train", rest @ ..] => train_cmd(algo, rest, env, out, err),
+        ["predict", rest @ ..] => match algo.predict(rest, out) {
             Ok(()) => 0,
             Err(e) => {
-                let _ = writeln!(err, "kiln algo xgboost predict: {e}");
+                let _ = writeln!(err, "kiln algo {} predict: {e}", algo.name());
                 e.exit_code()
             }
         },
-        [algo, ..] if *algo != "xgboost" => {
-            let _ = writeln!(
-                err,
-                "kiln algo: unknown algorithm '{algo}'; available: xgboost\n{USAGE}"
-            );
-            1
-        }
         _ => {
-            let _ = writeln!(err, "kiln algo: unknown command\n{USAGE}");
+            let _ = writeln!(err, "kiln algo: unknown command\n{}", algo.usage());
             1
         }
     }
 }
 
 fn train_cmd(
+    algo: &dyn Algorithm,
     args: &[&str],
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
 ) -> i32 {
+    let name = algo.name();
     let mut root = PathBuf::from("/opt/ml");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -77,14 +85,18 @@ fn train_cmd(
             "--ml-root" => match it.next() {
                 Some(v) => root = PathBuf::from(v),
                 None => {
-                    let _ = writeln!(err, "kiln algo xgboost train: --ml-root needs a directory");
+                    let _ = writeln!(err, "kiln algo {name} train: --ml-root needs a directory");
                     return 1;
                 }
             },
             other => match other.strip_prefix("--ml-root=") {
                 Some(v) => root = PathBuf::from(v),
                 None => {
-                    let _ = writeln!(err, "kiln algo xgboost train: unexpected argument '{other}'\n{USAGE}");
+                    let _ = writeln!(
+                        err,
+                        "kiln algo {name} train: unexpected argument '{other}'\n{}",
+                        algo.usage()
+                    );
                     return 1;
                 }
             },
@@ -93,7 +105,7 @@ fn train_cmd(
     let paths = JobPaths::new(&root, env);
     // A bug must still leave a failure reason and the internal-error exit code, not just a
     // panic message on stderr.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_train(&paths, env, out, err)))
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| algo.train(&paths, env, out, err)))
         .unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<String>()
@@ -101,7 +113,7 @@ fn train_cmd(
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".to_string());
             Err(JobError::Internal(format!(
-                "internal error in kiln's XGBoost: {what}; please report it with the job's hyperparameters"
+                "internal error in kiln's {name}: {what}; please report it with the job's hyperparameters"
             )))
         });
     match result {
@@ -109,124 +121,17 @@ fn train_cmd(
         Err(e) => {
             let msg = e.to_string();
             write_failure(&paths, &msg);
-            let _ = writeln!(err, "kiln xgboost: error: {msg}");
+            let _ = writeln!(err, "kiln {name}: error: {msg}");
             e.exit_code()
         }
     }
 }
 
-fn predict_cmd(args: &[&str], out: &mut (dyn Write + Send)) -> Result<(), JobError> {
-    let usage = |m: &str| JobError::User(format!("{m}\n{USAGE}"));
-    let (mut model, mut data, mut ct, mut output) = (None, None, None, None);
-    let mut has_label = false;
-    let mut nthread = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (key, inline) = match a.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k, Some(v)),
-            _ => (*a, None),
-        };
-        let mut value = || {
-            inline
-                .or_else(|| it.next().copied())
-                .ok_or_else(|| usage(&format!("{key} needs a value")))
-        };
-        match key {
-            "--model" => model = Some(PathBuf::from(value()?)),
-            "--data" => data = Some(PathBuf::from(value()?)),
-            "--content-type" => ct = Some(value()?.to_string()),
-            "--output" => output = Some(PathBuf::from(value()?)),
-            "--nthread" => {
-                let v = value()?;
-                nthread = Some(
-                    v.parse::<usize>()
-                        .map_err(|_| usage(&format!("--nthread '{v}' is not a number")))?,
-                );
-            }
-            "--has-label" => has_label = true,
-            other => return Err(usage(&format!("unexpected argument '{other}'"))),
-        }
-    }
-    let model = model.ok_or_else(|| usage("--model is required"))?;
-    let data = data.ok_or_else(|| usage("--data is required"))?;
-    let text = std::fs::read_to_string(&model)
-        .map_err(|e| JobError::User(format!("could not read model {}: {e}", model.display())))?;
-    let booster = Booster::from_xgboost_json(&text).map_err(|e| JobError::User(format!("{}: {e}", model.display())))?;
-    let content_type = match ct.as_deref() {
-        Some(c) => ContentType::parse(Some(c)).map_err(|e| JobError::User(e.to_string()))?,
-        None if has_ext(&data, &["libsvm", "svm"]) => ContentType::Libsvm,
-        None => ContentType::Csv,
-    };
-    let env = |k: &str| std::env::var(k).ok();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(thread_count(nthread, &env))
-        .build()
-        .map_err(|e| JobError::Internal(format!("could not start threads: {e}")))?;
-    let preds = pool.install(|| -> Result<Vec<f32>, JobError> {
-        let opts = ReadOptions {
-            has_label: has_label || content_type == ContentType::Libsvm,
-            csv_weights: false,
-            min_features: if content_type == ContentType::Libsvm {
-                booster.num_feature
-            } else {
-                0
-            },
-        };
-        let ds = if data.is_dir() {
-            read_dir(&data, content_type, &opts)
-        } else {
-            read_file(&data, content_type, &opts)
-        }
-        .map_err(|e| JobError::User(format!("{}: {e}", data.display())))?;
-        let found = ds.features.n_cols();
-        if found != booster.num_feature {
-            let hint = if content_type == ContentType::Csv && !has_label && found == booster.num_feature + 1 {
-                "; if the first column is the label, pass --has-label"
-            } else {
-                ""
-            };
-            return Err(JobError::User(format!(
-                "{}: the data has {found} feature columns but the model was trained on {}{hint}",
-                data.display(),
-                booster.num_feature
-            )));
-        }
-        Ok(booster.predict(&ds.features))
-    })?;
-    let k = booster.n_outputs();
-    let write = |w: &mut dyn Write| -> std::io::Result<()> {
-        let mut w = BufWriter::with_capacity(1 << 16, w);
-        for row in preds.chunks(k) {
-            for (i, v) in row.iter().enumerate() {
-                if i > 0 {
-                    w.write_all(b",")?;
-                }
-                write!(w, "{v}")?;
-            }
-            w.write_all(b"\n")?;
-        }
-        w.flush()
-    };
-    match output {
-        Some(path) => {
-            let mut f = std::fs::File::create(&path)
-                .map_err(|e| JobError::User(format!("could not create {}: {e}", path.display())))?;
-            write(&mut f)
-        }
-        None => write(out),
-    }
-    .map_err(|e| JobError::Internal(format!("could not write predictions: {e}")))
-}
-
-fn has_ext(p: &Path, exts: &[&str]) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| exts.iter().any(|x| e.eq_ignore_ascii_case(x)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::booster::Booster;
+    use std::path::Path;
 
     fn job(name: &str, hp: &str, channels: &[(&str, &str, Option<&str>)]) -> PathBuf {
         let root = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));

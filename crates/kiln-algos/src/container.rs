@@ -47,7 +47,7 @@ impl JobPaths {
     pub fn new(root: &Path, env: &dyn Fn(&str) -> Option<String>) -> Self {
         let get = |k: &str, default: PathBuf| env(k).map_or(default, PathBuf::from);
         let mut channel_env = BTreeMap::new();
-        for c in ["train", "validation"] {
+        for c in ["train", "validation", "test"] {
             if let Some(p) = env(&format!("SM_CHANNEL_{}", c.to_ascii_uppercase())) {
                 channel_env.insert(c.to_string(), PathBuf::from(p));
             }

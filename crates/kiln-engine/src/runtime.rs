@@ -3,12 +3,6 @@
 use kiln_api::agent::Runtime;
 use kiln_api::shapes::CreateTrainingJobRequest;
 
-/// Built-in algorithms kiln implements, by image repository name.
-const BUILTINS: &[(&str, &str)] = &[
-    ("sagemaker-xgboost", "xgboost"),
-    ("xgboost", "xgboost"),
-    ("kiln/xgboost", "xgboost"),
-];
 /// SageMaker's framework images: they run the user's script (`sagemaker_program`), or a
 /// `ContainerEntrypoint` on the host's environment; never pulled (kiln builds their environments).
 const FRAMEWORKS: &[&str] = &[
@@ -23,10 +17,10 @@ const FRAMEWORKS: &[&str] = &[
     "xgboost",
 ];
 
-/// Built-in images SageMaker has that kiln does not implement yet.
+/// Built-in images SageMaker has that kiln does not implement yet (the implemented ones are in
+/// `kiln_algos::registry`).
 const UNIMPLEMENTED: &[&str] = &[
     "linear-learner",
-    "kmeans",
     "knn",
     "pca",
     "factorization-machines",
@@ -86,7 +80,7 @@ pub fn resolve(spec: &CreateTrainingJobRequest) -> Result<Runtime, String> {
     let own_image = !repo.starts_with("kiln/")
         && !FRAMEWORKS.contains(&short.as_str())
         && !UNIMPLEMENTED.contains(&repo.as_str())
-        && !BUILTINS.iter().any(|(r, _)| *r == repo);
+        && kiln_algos::registry::by_image(&repo).is_none();
     if let Some(entrypoint) = &alg.container_entrypoint {
         if own_image && !image.is_empty() {
             return Ok(Runtime::Image {
@@ -119,15 +113,16 @@ pub fn resolve(spec: &CreateTrainingJobRequest) -> Result<Runtime, String> {
     if repo == "kiln/noop" {
         return Ok(Runtime::Noop);
     }
-    if let Some((_, algorithm)) = BUILTINS.iter().find(|(r, _)| *r == repo) {
+    if let Some(algo) = kiln_algos::registry::by_image(&repo) {
         return Ok(Runtime::Builtin {
-            algorithm: (*algorithm).to_string(),
+            algorithm: algo.name().to_string(),
         });
     }
     if UNIMPLEMENTED.contains(&repo.as_str()) {
         return Err(format!(
             "ClientError: the built-in algorithm image '{image}' ({repo}) is not implemented by kiln yet. \
-             Built-in algorithms available: xgboost (sagemaker-xgboost images, kiln/xgboost)."
+             Built-in algorithms available: {}.",
+            builtin_list()
         ));
     }
     if own_image && !image.is_empty() {
@@ -144,9 +139,22 @@ pub fn resolve(spec: &CreateTrainingJobRequest) -> Result<Runtime, String> {
     ))
 }
 
-/// Whether the job runs the built-in XGBoost (for injecting its metric definitions).
-pub fn is_builtin_xgboost(spec: &CreateTrainingJobRequest) -> bool {
-    matches!(resolve(spec), Ok(Runtime::Builtin { ref algorithm }) if algorithm == "xgboost")
+/// The built-ins and the images they answer to, for messages:
+/// `xgboost (sagemaker-xgboost, xgboost, kiln/xgboost), kmeans (...)`.
+fn builtin_list() -> String {
+    kiln_algos::registry::ALGORITHMS
+        .iter()
+        .map(|a| format!("{} ({})", a.name(), a.images().join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The built-in algorithm the job runs, if any (for injecting its metric definitions).
+pub fn builtin_algorithm(spec: &CreateTrainingJobRequest) -> Option<&'static dyn kiln_algos::registry::Algorithm> {
+    match resolve(spec) {
+        Ok(Runtime::Builtin { algorithm }) => kiln_algos::registry::by_name(&algorithm),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -205,10 +213,24 @@ mod tests {
             })
         );
         assert!(resolve(&spec(pt, &[])).unwrap_err().contains("cannot run image"));
+        assert_eq!(
+            resolve(&spec("382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1", &[])),
+            Ok(Runtime::Builtin {
+                algorithm: "kmeans".into()
+            })
+        );
+        assert_eq!(
+            builtin_algorithm(&spec("kiln/kmeans", &[])).map(|a| a.name()),
+            Some("kmeans")
+        );
+        assert!(builtin_algorithm(&spec(pt, &[])).is_none());
         assert!(
-            resolve(&spec("382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1", &[]))
-                .unwrap_err()
-                .contains("not implemented")
+            resolve(&spec(
+                "382416733822.dkr.ecr.us-east-1.amazonaws.com/linear-learner:1",
+                &[]
+            ))
+            .unwrap_err()
+            .contains("not implemented")
         );
         assert_eq!(resolve(&spec("kiln/noop", &[])), Ok(Runtime::Noop));
     }

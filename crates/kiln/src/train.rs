@@ -59,9 +59,11 @@ pub struct TrainArgs {
 
 fn image_uri(image: &str) -> String {
     match image {
-        "xgboost" => "kiln/xgboost".into(),
         "noop" => "kiln/noop".into(),
-        other => other.to_string(),
+        other => match kiln_algos::registry::by_name(other) {
+            Some(algo) => format!("kiln/{}", algo.name()),
+            None => other.to_string(),
+        },
     }
 }
 

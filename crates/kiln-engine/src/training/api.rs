@@ -19,14 +19,14 @@ use crate::{Caller, Engine, NOT_FOUND, catalog, metrics, now, runtime, store_err
 /// Built-in images come with their metric definitions, as on SageMaker (reference §13.1): the
 /// service adds them to `AlgorithmSpecification.MetricDefinitions` unless the request names them.
 pub(crate) fn inject_builtin_metrics(req: &mut CreateTrainingJobRequest) {
-    if !runtime::is_builtin_xgboost(req) {
+    let Some(algo) = runtime::builtin_algorithm(req) else {
         return;
-    }
+    };
     let Some(spec) = req.algorithm_specification.as_mut() else {
         return;
     };
     let defs = spec.metric_definitions.get_or_insert_with(Vec::new);
-    for (name, regex) in kiln_algos::builtin_metric_definitions("xgboost") {
+    for (name, regex) in algo.metric_definitions() {
         if !defs.iter().any(|d| d.name == name) && defs.len() < 40 {
             defs.push(kiln_api::shapes::MetricDefinition { name, regex });
         }

@@ -183,12 +183,12 @@ impl Engine {
                     .insert("ResourceConfig".into(), serde_json::to_value(&rc).unwrap_or_default());
             }
             validate::check_training_job(&sample)?;
-            if runtime::is_builtin_xgboost(&sample) {
+            if let Some(algo) = runtime::builtin_algorithm(&sample) {
                 let defs = def
                     .algorithm_specification
                     .metric_definitions
                     .get_or_insert_with(Vec::new);
-                for (name, regex) in kiln_algos::builtin_metric_definitions("xgboost") {
+                for (name, regex) in algo.metric_definitions() {
                     if !defs.iter().any(|d| d.name == name) && defs.len() < 40 {
                         defs.push(MetricDefinition { name, regex });
                     }

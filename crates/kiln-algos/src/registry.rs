@@ -1,0 +1,156 @@
+//! The table of built-in algorithms: one [`Algorithm`] per SageMaker built-in kiln implements.
+//! The engine (image → runtime, injected metric definitions), the `kiln algo NAME ...` command
+//! and `kiln train --image NAME` look algorithms up here, so a new built-in is one entry in
+//! [`ALGORITHMS`] rather than a name spelled in four crates.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use crate::container::{JobError, JobPaths};
+
+/// One channel a built-in accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelSpec {
+    /// `train`, `validation`, `test`.
+    pub name: &'static str,
+    /// Whether a job without it fails.
+    pub required: bool,
+}
+
+/// A SageMaker built-in algorithm, as kiln runs it inside the container contract.
+pub trait Algorithm: Sync {
+    /// The name used by `kiln algo NAME` and the runtime (`xgboost`, `kmeans`).
+    fn name(&self) -> &'static str;
+
+    /// Image repository names that run this algorithm (`sagemaker-xgboost`, `kmeans`,
+    /// `kiln/kmeans`): the part of an image URI between the registry host and the tag.
+    fn images(&self) -> &'static [&'static str];
+
+    /// The channels the algorithm reads.
+    fn channels(&self) -> &'static [ChannelSpec];
+
+    /// Content types a channel may name (SageMaker's spellings); the first is the default
+    /// when the channel names none.
+    fn content_types(&self) -> &'static [&'static str];
+
+    /// Parses and checks hyperparameters as SageMaker does (names, defaults, ranges); the error
+    /// is the job's failure reason.
+    fn check_hyperparameters(&self, hp: &BTreeMap<String, String>) -> Result<(), JobError>;
+
+    /// The (Name, Regex) metric definitions SageMaker injects for this algorithm's image,
+    /// matching the log lines the trainer prints.
+    fn metric_definitions(&self) -> Vec<(String, String)>;
+
+    /// Whether a metric (`validation:auc`, `test:msd`) is maximized when tuned on; `None` if the
+    /// algorithm does not print it.
+    fn objective_is_maximize(&self, metric: &str) -> Option<bool>;
+
+    /// Usage text of `kiln algo NAME`.
+    fn usage(&self) -> &'static str;
+
+    /// `kiln algo NAME train`: runs the container contract under `paths`; `out` gets the metric
+    /// lines, `err` the diagnostics.
+    fn train(
+        &self,
+        paths: &JobPaths,
+        env: &dyn Fn(&str) -> Option<String>,
+        out: &mut (dyn Write + Send),
+        err: &mut (dyn Write + Send),
+    ) -> Result<(), JobError>;
+
+    /// `kiln algo NAME predict ARGS`: writes predictions for the data named in `args`.
+    fn predict(&self, args: &[&str], out: &mut (dyn Write + Send)) -> Result<(), JobError>;
+}
+
+/// Every built-in kiln implements.
+pub static ALGORITHMS: &[&dyn Algorithm] = &[&crate::xgboost::XGBOOST, &crate::kmeans::KMEANS];
+
+/// The algorithm named `name` (case-insensitive).
+pub fn by_name(name: &str) -> Option<&'static dyn Algorithm> {
+    ALGORITHMS.iter().copied().find(|a| a.name().eq_ignore_ascii_case(name))
+}
+
+/// The algorithm an image repository (`sagemaker-xgboost`, `kiln/kmeans`) runs.
+pub fn by_image(repository: &str) -> Option<&'static dyn Algorithm> {
+    ALGORITHMS.iter().copied().find(|a| a.images().contains(&repository))
+}
+
+/// The names of every built-in, for messages (`xgboost, kmeans`).
+pub fn names() -> String {
+    ALGORITHMS.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// Checks a job's channels against `algo`'s: no unknown channel, every required one present.
+/// `code` is tolerated (the SDK may add it).
+pub fn check_channels<'a>(
+    algo: &dyn Algorithm,
+    present: impl IntoIterator<Item = &'a String> + Clone,
+) -> Result<(), JobError> {
+    let known = algo.channels();
+    let list = known
+        .iter()
+        .map(|c| {
+            if c.required {
+                format!("'{}' (required)", c.name)
+            } else {
+                format!("'{}'", c.name)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    for name in present.clone() {
+        if name != "code" && !known.iter().any(|c| c.name == name) {
+            return Err(JobError::User(format!(
+                "Extraneous channel found: {name}. The {} algorithm accepts the channels {list}; remove '{name}'",
+                algo.name()
+            )));
+        }
+    }
+    for c in known.iter().filter(|c| c.required) {
+        if !present.clone().into_iter().any(|p| p == c.name) {
+            return Err(JobError::User(format!(
+                "channel '{}' is required: add a '{}' channel with the {} data",
+                c.name,
+                c.name,
+                if c.name == "train" { "training" } else { c.name }
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups() {
+        assert_eq!(by_name("XGBoost").map(|a| a.name()), Some("xgboost"));
+        assert_eq!(by_name("kmeans").map(|a| a.name()), Some("kmeans"));
+        assert!(by_name("pca").is_none());
+        assert_eq!(by_image("sagemaker-xgboost").map(|a| a.name()), Some("xgboost"));
+        assert_eq!(by_image("kiln/xgboost").map(|a| a.name()), Some("xgboost"));
+        assert_eq!(by_image("kmeans").map(|a| a.name()), Some("kmeans"));
+        assert_eq!(by_image("kiln/kmeans").map(|a| a.name()), Some("kmeans"));
+        assert!(by_image("linear-learner").is_none());
+        // No two algorithms answer to one image.
+        for a in ALGORITHMS {
+            for i in a.images() {
+                assert_eq!(by_image(i).map(|b| b.name()), Some(a.name()), "{i}");
+            }
+        }
+    }
+
+    #[test]
+    fn channel_checks() {
+        let km = by_name("kmeans").unwrap();
+        let ch = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_channels(km, &ch(&["train", "test"])).is_ok());
+        let e = check_channels(km, &ch(&["test"])).unwrap_err().to_string();
+        assert!(e.starts_with("channel 'train' is required"), "{e}");
+        let e = check_channels(km, &ch(&["train", "validation"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("Extraneous channel found: validation"), "{e}");
+    }
+}

@@ -1,0 +1,243 @@
+"""Built-in algorithms other than XGBoost, driven as their users drive them: K-Means through the
+SageMaker SDK's own `KMeans` estimator and `record_set()` (RecordIO-protobuf, a ManifestFile
+channel), and through boto3 with CSV and Pipe mode; failures carry a reason that says what to fix."""
+import io
+import json
+import os
+import subprocess
+import tarfile
+import time
+
+import boto3
+import numpy as np
+import pytest
+
+os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+sagemaker = pytest.importorskip("sagemaker")
+
+from kilntest import Kiln, job_request, kiln_bin  # noqa: E402
+from sagemaker.serializer_utils import write_numpy_to_dense_tensor  # noqa: E402
+
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+KMEANS_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1"
+TRUTH = np.array([[0.0, 0.0, 0.0], [20.0, 0.0, 5.0], [0.0, 20.0, -5.0], [20.0, 20.0, 10.0]], dtype="float32")
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def blobs(n_per, seed):
+    """Rows around TRUTH (Gaussian, sd 1), shuffled, with their blob."""
+    rng = np.random.default_rng(seed)
+    X = np.vstack([c + rng.normal(size=(n_per, 3)) for c in TRUTH]).astype("float32")
+    y = np.repeat(np.arange(len(TRUTH)), n_per)
+    order = rng.permutation(len(X))
+    return X[order], y[order]
+
+
+@pytest.fixture(scope="module")
+def kiln():
+    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n').start()
+    yield k
+    k.stop()
+
+
+@pytest.fixture(scope="module")
+def session(kiln):
+    key = kiln.key
+    saved = {v: os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ENDPOINT_URL=kiln.endpoint, AWS_ACCESS_KEY_ID=key["access_key_id"],
+                      AWS_SECRET_ACCESS_KEY=key["secret_access_key"], AWS_DEFAULT_REGION="us-east-1")
+    s = sagemaker.Session(boto_session=boto3.Session(region_name="us-east-1"), default_bucket="builtins")
+    s.default_bucket()
+    yield s
+    for v, old in saved.items():
+        if old is None:
+            os.environ.pop(v, None)
+        else:
+            os.environ[v] = old
+
+
+@pytest.fixture(scope="module")
+def sm(kiln, session):
+    return boto3.client("sagemaker", region_name="us-east-1")
+
+
+@pytest.fixture(scope="module")
+def s3(kiln, session):
+    return boto3.client("s3", region_name="us-east-1")
+
+
+def wait(sm, name, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_training_job(TrainingJobName=name)
+        if d["TrainingJobStatus"] in TERMINAL:
+            return d
+        time.sleep(0.5)
+    raise AssertionError(f"{name} did not finish")
+
+
+def model_centers(s3, uri):
+    bucket, key = uri[len("s3://"):].split("/", 1)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        model = json.load(tar.extractfile("kmeans-model.json"))
+    assert model["algorithm"] == "kmeans" and model["feature_dim"] == 3
+    return np.array(model["centers"]), model
+
+
+def assert_near_truth(centers, tol=0.3):
+    for t in TRUTH:
+        assert np.linalg.norm(centers - t, axis=1).min() < tol, (t, centers)
+
+
+def test_sdk_kmeans_with_record_set_learns_the_centers(session, s3, tmp_path, capsys):
+    X, y = blobs(2000, seed=1)
+    Xt, yt = blobs(250, seed=2)
+    km = sagemaker.KMeans(role=ROLE, instance_count=1, instance_type="ml.c5.xlarge", k=4,
+                          output_path="s3://builtins/kmeans", sagemaker_session=session,
+                          eval_metrics=["msd", "ssd"], init_method="kmeans++")
+    assert km.training_image_uri().endswith("/kmeans:1")
+    train = km.record_set(X, channel="train")
+    test = km.record_set(Xt, channel="test")
+    km.fit([train, test], wait=True, logs=True)
+    out = capsys.readouterr().out
+    assert "#quality_metric: host=algo-1, test msd <loss>=" in out, out
+    job = km.latest_training_job.describe()
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    assert job["HyperParameters"]["feature_dim"] == "3" and job["HyperParameters"]["force_dense"] == "True"
+    metrics = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
+    # Gaussian blobs of sd 1 in 3 dimensions: the mean squared distance to the true center is 3.
+    assert 2.5 < metrics["test:msd"] < 3.5, metrics
+    assert metrics["test:ssd"] == pytest.approx(metrics["test:msd"] * len(Xt), rel=1e-3)
+    centers, _ = model_centers(s3, km.model_data)
+    assert_near_truth(centers)
+
+    # `kiln algo kmeans predict` on the model from model.tar.gz: every test row goes to its blob's center.
+    bucket, key = km.model_data[len("s3://"):].split("/", 1)
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
+        tar.extractall(tmp_path / "model")
+    data = tmp_path / "test.rec"
+    with open(data, "wb") as f:
+        write_numpy_to_dense_tensor(f, Xt)
+    p = subprocess.run([kiln_bin(), "algo", "kmeans", "predict", "--model", str(tmp_path / "model"),
+                        "--data", str(data)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = [l.split(",") for l in p.stdout.splitlines()]
+    assert len(rows) == len(Xt)
+    cluster = np.array([int(r[0]) for r in rows])
+    dist = np.array([float(r[1]) for r in rows])
+    truth_of_cluster = {c: int(np.linalg.norm(TRUTH - centers[c], axis=1).argmin()) for c in range(4)}
+    assert all(truth_of_cluster[c] == b for c, b in zip(cluster, yt))
+    expect = np.linalg.norm(Xt - centers[cluster], axis=1)
+    assert np.abs(dist - expect).max() < 1e-4
+
+
+def kmeans_request(name, hps, channels, mode="File"):
+    req = job_request(name, HyperParameters=hps)
+    req["AlgorithmSpecification"] = {"TrainingImage": KMEANS_IMAGE, "TrainingInputMode": mode}
+    req["OutputDataConfig"] = {"S3OutputPath": "s3://builtins/boto"}
+    req["InputDataConfig"] = [
+        dict({"ChannelName": ch, "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}},
+             **({"ContentType": ct} if ct else {}))
+        for ch, (uri, ct) in channels.items()]
+    return req
+
+
+def test_boto3_kmeans_on_csv_reports_test_msd(sm, s3):
+    X, _ = blobs(500, seed=3)
+    Xt, _ = blobs(100, seed=4)
+    s3.put_object(Bucket="builtins", Key="csv/train/part-0.csv", Body="\n".join(",".join(map(str, r)) for r in X).encode())
+    s3.put_object(Bucket="builtins", Key="csv/test/part-0.csv", Body="\n".join(",".join(map(str, r)) for r in Xt).encode())
+    req = kmeans_request("kmeans-csv", {"k": "4", "feature_dim": "3", "mini_batch_size": "200", "epochs": "2"},
+                         {"train": ("s3://builtins/csv/train/", "text/csv"), "test": ("s3://builtins/csv/test/", "text/csv")})
+    sm.create_training_job(**req)
+    d = wait(sm, "kmeans-csv")
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    names = {m["Name"] for m in d["AlgorithmSpecification"]["MetricDefinitions"]}
+    assert {"test:msd", "test:ssd"} <= names
+    metrics = {m["MetricName"]: m["Value"] for m in d["FinalMetricDataList"]}
+    assert 2.5 < metrics["test:msd"] < 3.5, metrics
+    assert_near_truth(model_centers(s3, d["ModelArtifacts"]["S3ModelArtifacts"])[0])
+
+
+def test_boto3_kmeans_in_pipe_mode_reads_recordio_from_the_fifo(sm, s3):
+    X, _ = blobs(500, seed=5)
+    buf = io.BytesIO()
+    write_numpy_to_dense_tensor(buf, X)
+    s3.put_object(Bucket="builtins", Key="pipe/train/data.rec", Body=buf.getvalue())
+    # No ContentType: RecordIO-protobuf is K-Means' default.
+    req = kmeans_request("kmeans-pipe", {"k": "4", "feature_dim": "3"},
+                         {"train": ("s3://builtins/pipe/train/", None)}, mode="Pipe")
+    sm.create_training_job(**req)
+    d = wait(sm, "kmeans-pipe")
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert_near_truth(model_centers(s3, d["ModelArtifacts"]["S3ModelArtifacts"])[0])
+
+
+def test_malformed_protobuf_and_bad_hyperparameters_fail_clearly(sm, s3):
+    X, _ = blobs(10, seed=6)
+    buf = io.BytesIO()
+    write_numpy_to_dense_tensor(buf, X)
+    good = buf.getvalue()
+    # The third record's length is cut short by the end of the object.
+    s3.put_object(Bucket="builtins", Key="bad/train/data.rec", Body=good[: len(good) // 2 + 10])
+    s3.put_object(Bucket="builtins", Key="good/train/data.rec", Body=good)
+    s3.put_object(Bucket="builtins", Key="csvasrec/train/data.csv", Body=b"1,2,3\n4,5,6\n")
+    cases = {
+        "kmeans-truncated": ({"k": "2", "feature_dim": "3"}, "bad", "truncated"),
+        "kmeans-notrecordio": ({"k": "2", "feature_dim": "3"}, "csvasrec", "RecordIO magic"),
+        "kmeans-no-k": ({"feature_dim": "3"}, "good", "Hyperparameter 'k' is required"),
+        "kmeans-k-too-big": ({"k": "50", "feature_dim": "3"}, "good", "has only 40 rows"),
+        "kmeans-dim": ({"k": "2", "feature_dim": "4"}, "good", "has 3 features, expected 4"),
+        "kmeans-badinit": ({"k": "2", "feature_dim": "3", "init_method": "best"}, "good", "random, kmeans++"),
+    }
+    for name, (hps, prefix, _) in cases.items():
+        sm.create_training_job(**kmeans_request(name, hps, {"train": (f"s3://builtins/{prefix}/train/", None)}))
+    for name, (_, _, reason) in cases.items():
+        d = wait(sm, name)
+        assert d["TrainingJobStatus"] == "Failed", (name, d["TrainingJobStatus"])
+        assert reason in d["FailureReason"], (name, d["FailureReason"])
+    d = sm.describe_training_job(TrainingJobName="kmeans-truncated")
+    assert "data.rec: record" in d["FailureReason"] and "channel 'train'" in d["FailureReason"], d["FailureReason"]
+
+
+def test_tuning_kmeans_on_test_msd_picks_the_right_k(sm, s3):
+    """A tuning job on K-Means' injected `test:msd` (minimized): of k = 2, 3, 4 the child with k=4
+    (the number of blobs) has the lowest msd, since k=2 and 3 leave whole blobs merged."""
+    X, _ = blobs(300, seed=7)
+    Xt, _ = blobs(100, seed=8)
+    for ch, data in (("train", X), ("test", Xt)):
+        buf = io.BytesIO()
+        write_numpy_to_dense_tensor(buf, data)
+        s3.put_object(Bucket="builtins", Key=f"tune/{ch}/data.rec", Body=buf.getvalue())
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="tune-kmeans",
+        HyperParameterTuningJobConfig={
+            "Strategy": "Grid",
+            "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "test:msd"},
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": 3, "MaxParallelTrainingJobs": 3},
+            "ParameterRanges": {"CategoricalParameterRanges": [{"Name": "k", "Values": ["2", "3", "4"]}]},
+        },
+        TrainingJobDefinition={
+            "StaticHyperParameters": {"feature_dim": "3", "init_method": "kmeans++"},
+            "AlgorithmSpecification": {"TrainingImage": KMEANS_IMAGE, "TrainingInputMode": "File"},
+            "RoleArn": ROLE,
+            "InputDataConfig": [{"ChannelName": ch, "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": f"s3://builtins/tune/{ch}/"}}} for ch in ("train", "test")],
+            "OutputDataConfig": {"S3OutputPath": "s3://builtins/tune-out"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+        })
+    deadline = time.time() + 180
+    while True:
+        d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-kmeans")
+        if d["HyperParameterTuningJobStatus"] in ("Completed", "Failed", "Stopped"):
+            break
+        assert time.time() < deadline, d["TrainingJobStatusCounters"]
+        time.sleep(0.5)
+    assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
+    assert d["TrainingJobStatusCounters"]["Completed"] == 3
+    best = d["BestTrainingJob"]
+    assert best["TunedHyperParameters"]["k"] == "4", best
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "test:msd"
+    assert 2.0 < best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] < 4.0, best
