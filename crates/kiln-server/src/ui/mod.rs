@@ -18,6 +18,7 @@ use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use axum::response::Response;
+use kiln_api::cloudwatch::{HOST_DIMENSION, TRAINING_NAMESPACE};
 use kiln_engine::Caller;
 use serde_json::{Value, json};
 
@@ -281,24 +282,47 @@ async fn job_page(app: &App, session: &Session, caller: &Caller, name: &str) -> 
     html(StatusCode::OK, pages::job(session, &job))
 }
 
-/// `{"metric": [[epoch seconds, value], ...], ...}` of a job of the caller's account.
+/// `{"metric": [[epoch seconds, value], ...], ...}` of a job of the caller's account: its
+/// `MetricDefinitions`' points, then each host's CPU, memory and disk (`"CPUUtilization algo-1"`,
+/// as the agents sample them).
 async fn metrics_json(app: &App, caller: &Caller, name: &str) -> Response {
-    if !matches!(app.engine.load_job(&caller.account, name).await, Ok(Some(_))) {
-        return json_response(StatusCode::NOT_FOUND, &json!({"message": "no such training job"}));
-    }
-    match app.engine.store().metric_points(&caller.account, name, None).await {
+    let job = match app.engine.load_job(&caller.account, name).await {
+        Ok(Some(job)) => job,
+        _ => return json_response(StatusCode::NOT_FOUND, &json!({"message": "no such training job"})),
+    };
+    let store = app.engine.store();
+    let mut series = serde_json::Map::new();
+    match store.metric_points(&caller.account, &job.name, None).await {
         Ok(points) => {
-            let mut series = serde_json::Map::new();
             for p in points {
                 let s = series.entry(p.metric).or_insert_with(|| json!([]));
                 if let Some(a) = s.as_array_mut() {
                     a.push(json!([p.timestamp, p.value]));
                 }
             }
-            json_response(StatusCode::OK, &Value::Object(series))
         }
-        Err(e) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": e.to_string()})),
+        Err(e) => return json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"message": e.to_string()})),
     }
+    let end = job.training_end_time.unwrap_or_else(|| now() as f64) + 60.0;
+    for h in &job.run.hosts {
+        let dims = serde_json::to_string(&[(HOST_DIMENSION, format!("{}/{}", job.name, h.host))]).unwrap_or_default();
+        for metric in ["CPUUtilization", "MemoryUtilization", "DiskUtilization"] {
+            let s = kiln_store::CustomSeries {
+                namespace: TRAINING_NAMESPACE.to_string(),
+                metric: metric.to_string(),
+                dims: dims.clone(),
+            };
+            if let Ok(points) = store
+                .custom_metric_points(&caller.account, &s, job.creation_time, end)
+                .await
+                && !points.is_empty()
+            {
+                let points: Vec<Value> = points.into_iter().map(|(t, v)| json!([t, v])).collect();
+                series.insert(format!("{metric} {}", h.host), Value::Array(points));
+            }
+        }
+    }
+    json_response(StatusCode::OK, &Value::Object(series))
 }
 
 /// Where the tail of one log stream stands.
