@@ -110,6 +110,11 @@ pub struct TrainOptions<'a> {
     /// Write `xgboost-checkpoint.<round>` here after every round (distributed: pass it on
     /// algo-1 only).
     pub checkpoints: Option<&'a Checkpoints>,
+    /// Distributed: every host was given the whole validation set (a `FullyReplicated`
+    /// channel), not a part. Each host then evaluates it alone, exchanging nothing: the hosts
+    /// hold the same model and the same rows, so they compute the same bits (the ranking's
+    /// parallel split depends only on the data, not on the thread count).
+    pub valid_whole: bool,
 }
 
 impl Default for TrainOptions<'_> {
@@ -120,6 +125,7 @@ impl Default for TrainOptions<'_> {
             comm: None,
             resume: None,
             checkpoints: None,
+            valid_whole: false,
         }
     }
 }
@@ -616,16 +622,29 @@ fn train_in_pool(
             let es_extra = es_metric.filter(|m| es_rounds.is_some() && !to_eval.contains(m));
             let printed = to_eval.len();
             to_eval.extend(es_extra);
-            let eval_set = |&(_, m, y, w): &EvalSet<'_>, buf: &mut EvalBuffers| {
+            let eval_set = |&(name, m, y, w): &EvalSet<'_>, buf: &mut EvalBuffers| {
                 obj.eval_transform(m, &mut buf.preds);
                 let kk = if buf.preds.len() == y.len() { 1 } else { k };
-                to_eval
-                    .iter()
-                    .map(|metric| match comm {
-                        Some(c) => metric.eval_global(&buf.preds, kk, y, w, c),
-                        None => Ok(metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank)),
-                    })
-                    .collect::<Result<Vec<f64>, CommError>>()
+                match comm {
+                    Some(c) if name == "validation" && opts.valid_whole => {
+                        let local: Vec<f64> = to_eval
+                            .iter()
+                            .map(|metric| metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank))
+                            .collect();
+                        // The same rows and model on every host; algo-1's values, broadcast
+                        // (one small message), make sure: some means are summed in an order
+                        // that depends on the thread count, and early stopping must stop every
+                        // host in the same round.
+                        Ok(decode::<f64>(&c.broadcast(encode(&local))?))
+                    }
+                    _ => to_eval
+                        .iter()
+                        .map(|metric| match comm {
+                            Some(c) => metric.eval_global(&buf.preds, kk, y, w, &mut buf.rank, c),
+                            None => Ok(metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank)),
+                        })
+                        .collect::<Result<Vec<f64>, CommError>>(),
+                }
             };
             // Alone, the data sets are evaluated at the same time (distributed, the hosts'
             // collective calls must come in one order).
@@ -1001,6 +1020,7 @@ mod tests {
             comm: None,
             resume: None,
             checkpoints: None,
+            valid_whole: false,
         };
         let b = train(&p, &d, Some(&v), opts).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -1035,6 +1055,7 @@ mod tests {
                 comm: None,
                 resume: None,
                 checkpoints: None,
+                valid_whole: false,
             },
         )
         .unwrap();
@@ -1124,6 +1145,7 @@ mod tests {
                 comm,
                 resume: None,
                 checkpoints: None,
+                valid_whole: false,
             };
             let b = train_binned(p, &part, &labels, None, Some(&vpart), opts).unwrap();
             (b, String::from_utf8(log).unwrap())
@@ -1257,6 +1279,7 @@ mod tests {
             comm: None,
             resume,
             checkpoints: ckpt,
+            valid_whole: false,
         };
         let b = train(p, d, Some(v), opts).unwrap();
         (b, String::from_utf8(log).unwrap().lines().map(str::to_string).collect())
@@ -1274,6 +1297,7 @@ mod tests {
             None,
             TrainOptions {
                 checkpoints: Some(&c),
+                valid_whole: false,
                 ..TrainOptions::default()
             },
         )
