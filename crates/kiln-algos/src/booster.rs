@@ -631,11 +631,15 @@ fn train_in_pool(
                             .iter()
                             .map(|metric| metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank))
                             .collect();
-                        // The same rows and model on every host; algo-1's values, broadcast
-                        // (one small message), make sure: some means are summed in an order
-                        // that depends on the thread count, and early stopping must stop every
-                        // host in the same round.
-                        Ok(decode::<f64>(&c.broadcast(encode(&local))?))
+                        // The same rows and model on every host. With early stopping, which
+                        // must stop every host in the same round, algo-1's values are broadcast
+                        // (one small message) to make sure: some means are summed in an order
+                        // that depends on the thread count. Otherwise only algo-1 prints them.
+                        if es_rounds.is_some() {
+                            Ok(decode::<f64>(&c.broadcast(encode(&local))?))
+                        } else {
+                            Ok(local)
+                        }
                     }
                     _ => to_eval
                         .iter()
@@ -1122,9 +1126,15 @@ mod tests {
     }
 
     /// Trains on `d` split over `hosts` threads acting as hosts (rows `i % hosts == rank`,
-    /// validation likewise), binned with the cuts of all of `d`; returns each host's model and
-    /// log. One host trains alone, without a collective.
-    fn train_split(p: &XgbParams, d: &Dataset, v: &Dataset, hosts: usize) -> Vec<(Booster, String)> {
+    /// validation likewise, or whole on every host with `valid_whole`), binned with the cuts of
+    /// all of `d`; returns each host's model and log. One host trains alone, without a collective.
+    fn train_split_with(
+        p: &XgbParams,
+        d: &Dataset,
+        v: &Dataset,
+        hosts: usize,
+        valid_whole: bool,
+    ) -> Vec<(Booster, String)> {
         use crate::collective::tests::run_hosts;
         use crate::distributed::{agree_missing, select_dataset, share};
         let cuts = BinCuts::compute(&d.features, None, p.max_bin);
@@ -1137,7 +1147,11 @@ mod tests {
                 agree_missing(c, &mut part).unwrap();
             }
             let labels: Vec<f32> = keep.iter().map(|&r| d.labels[r as usize]).collect();
-            let vpart = select_dataset(v, &share(v.n_rows(), rank, size));
+            let vpart = if valid_whole {
+                v.clone()
+            } else {
+                select_dataset(v, &share(v.n_rows(), rank, size))
+            };
             let mut log = Vec::new();
             let opts = TrainOptions {
                 eval_train: true,
@@ -1145,7 +1159,7 @@ mod tests {
                 comm,
                 resume: None,
                 checkpoints: None,
-                valid_whole: false,
+                valid_whole,
             };
             let b = train_binned(p, &part, &labels, None, Some(&vpart), opts).unwrap();
             (b, String::from_utf8(log).unwrap())
@@ -1159,6 +1173,10 @@ mod tests {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
             pool.install(|| run(Some(c)))
         })
+    }
+
+    fn train_split(p: &XgbParams, d: &Dataset, v: &Dataset, hosts: usize) -> Vec<(Booster, String)> {
+        train_split_with(p, d, v, hosts, false)
     }
 
     /// The metric values of a log line.
@@ -1246,6 +1264,15 @@ mod tests {
         assert!(hosts.iter().all(|h| h.0 == hosts[0].0));
         let (best, score) = hosts[0].0.best.unwrap();
         assert!(best < 95 && score > 0.9, "{best} {score}");
+        // The validation set whole on every host (evaluated alone, algo-1's values shared):
+        // the same decisions, the same model.
+        let whole = train_split_with(&p, &d, &v, 3, true);
+        assert!(whole.iter().all(|h| h.0 == hosts[0].0));
+        let (x, y) = (
+            values(whole[0].1.lines().last().unwrap()),
+            values(hosts[0].1.lines().last().unwrap()),
+        );
+        assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-12), "{x:?} {y:?}");
     }
 
     /// `p` with `num_round` rounds.
