@@ -1,8 +1,10 @@
 """Distributed training that really rendezvous, launched as the framework toolkits launch it:
 `torch_distributed` through torchrun (gloo all_reduce across 2 hosts), `mpi` through mpirun from
-algo-1 with kiln's remote shell (2 hosts x 2 processes, mpi4py allreduce), and a model.tar.gz that
-holds every host's model/. The PyTorch image runs on Debian's python3-torch and python3-mpi4py
-(`[[environments]]` maps it to /usr/bin/python3)."""
+algo-1 with kiln's remote shell (2 hosts x 2 processes, mpi4py allreduce), TensorFlow's
+`parameter_server` (a parameter server on every host, then the script with TF_CONFIG), and a
+model.tar.gz that holds every host's model/. The PyTorch image runs on Debian's python3-torch and
+python3-mpi4py, the TensorFlow image on the same python3 (`[[environments]]` maps both to
+/usr/bin/python3; TensorFlow itself is a stand-in shipped with the test's source, see FAKE_TF)."""
 import io
 import json
 import os
@@ -36,6 +38,11 @@ stop_grace_seconds = 2
 
 [[environments]]
 image = "*pytorch-training*"
+python = "/usr/bin/python3"
+system_site_packages = true
+
+[[environments]]
+image = "*tensorflow-training*"
 python = "/usr/bin/python3"
 system_site_packages = true
 """
@@ -206,3 +213,103 @@ def test_sagemaker_sdk_pytorch_estimator_with_mpi_shows_both_hosts(kiln, tmp_pat
                 os.environ.pop(v, None)
             else:
                 os.environ[v] = old
+
+
+# A stand-in for TensorFlow (too big to install here) with just what the toolkit's parameter server
+# uses. Each server it is asked to start is recorded in the host's model/ (so in model.tar.gz), and
+# its join() records the process that serves and then blocks forever, as a real server does.
+FAKE_TF = """
+import json, os, time, types
+
+def _record(kind, data):
+    path = os.path.join(os.environ["SM_MODEL_DIR"], f"{kind}-{os.environ['SM_CURRENT_HOST']}.json")
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+class ClusterSpec:
+    def __init__(self, cluster):
+        self.cluster = cluster
+
+class ConfigProto:
+    def __init__(self, device_count=None):
+        self.device_count = device_count
+
+class Server:
+    def __init__(self, server_or_cluster_def, job_name=None, task_index=None, config=None):
+        _record("ps", {"cluster": server_or_cluster_def.cluster, "job_name": job_name, "task_index": task_index,
+                       "device_count": config.device_count})
+
+    def join(self):
+        _record("ps-join", {"pid": os.getpid()})
+        while True:
+            time.sleep(3600)
+
+distribute = types.SimpleNamespace(Server=Server)
+train = types.SimpleNamespace(ClusterSpec=ClusterSpec, Server=Server)
+compat = types.SimpleNamespace(v1=types.SimpleNamespace(ConfigProto=ConfigProto))
+"""
+
+TF_PY = """
+import os, time
+host, model = os.environ["SM_CURRENT_HOST"], os.environ["SM_MODEL_DIR"]
+# The parameter server was started before this script, and its serving process is up.
+assert os.path.exists(os.path.join(model, f"ps-{host}.json")), "no parameter server before the script"
+for _ in range(300):
+    if os.path.exists(os.path.join(model, f"ps-join-{host}.json")):
+        break
+    time.sleep(0.1)
+with open(os.path.join(model, f"tf_config-{host}.txt"), "w") as f:
+    f.write(os.environ["TF_CONFIG"])
+print(f"TF_CONFIG on {host}: {os.environ['TF_CONFIG']}", flush=True)
+"""
+
+
+def processes_with(marker):
+    """The processes (pid, command line) whose environment holds `marker`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                found.append((int(pid), f.read().replace(b"\0", b" ").decode(errors="replace")))
+        except OSError:
+            continue
+    return found
+
+
+def test_tensorflow_parameter_servers_on_every_host_with_the_toolkits_tf_config(kiln):
+    sm = kiln.client()
+    name = f"tf-ps-{os.getpid()}"
+    src = bundle(kiln.client("s3"), "code/tf-ps/sourcedir.tar.gz",
+                 {"train.py": TF_PY, "tensorflow/__init__.py": FAKE_TF})
+    req = script_job(name, src, hps={"sagemaker_parameter_server_enabled": "true"})
+    req["AlgorithmSpecification"]["TrainingImage"] = \
+        "763104351884.dkr.ecr.us-west-2.amazonaws.com/tensorflow-training:2.13-cpu-py310"
+    req["ResourceConfig"]["InstanceCount"] = 2
+    sm.create_training_job(**req)
+    d = wait(sm, name, timeout=180)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    files = model_files(kiln, name)
+    cluster = {"master": ["algo-1:2222"], "ps": ["algo-1:2223", "algo-2:2223"], "worker": ["algo-2:2222"]}
+    # Each host's script saw the toolkit's TF_CONFIG, byte for byte as its json.dumps writes it.
+    for host, task in [("algo-1", '{"index": 0, "type": "master"}'), ("algo-2", '{"index": 0, "type": "worker"}')]:
+        assert files[f"tf_config-{host}.txt"] == (
+            '{"cluster": {"master": ["algo-1:2222"], "ps": ["algo-1:2223", "algo-2:2223"], '
+            '"worker": ["algo-2:2222"]}, "environment": "cloud", "task": ' + task + "}"), files
+    # A parameter server on each host: task = the host's index, on CPU only, joined in a process.
+    for i, host in enumerate(["algo-1", "algo-2"]):
+        assert json.loads(files[f"ps-{host}.json"]) == {
+            "cluster": cluster, "job_name": "ps", "task_index": i, "device_count": {"GPU": 0}}, files
+        assert f"ps-join-{host}.json" in files, files
+    logs = log_lines(kiln, name)
+    for host in ("algo-1", "algo-2"):
+        assert "Launching parameter server process" in logs[host], logs[host]
+        assert any(l.startswith(f"TF_CONFIG on {host}: ") for l in logs[host]), logs[host]
+        assert any("Invoking script with the following command:" in l and l.rstrip().endswith("train.py")
+                   for l in logs[host]), logs[host]
+    # The worker waits for the master to go (its port 2222 closed here: at once).
+    assert "master algo-1 is down, stopping parameter server" in logs["algo-2"], logs["algo-2"]
+    # The parameter servers (blocked in join() for ever) ended with the job.
+    assert processes_with(f"TRAINING_JOB_NAME={name}") == []

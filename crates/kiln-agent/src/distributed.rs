@@ -1,6 +1,6 @@
-//! Distributed launchers as the framework toolkits run them (reference §14): `torchrun` for
-//! `torch_distributed` / `pytorchddp`, `mpirun` from the first host for `mpi`, and a plain run
-//! otherwise. SageMaker's MPI needs sshd in every container; kiln instead gives `mpirun` its own
+//! Distributed launchers as the framework toolkits run them (reference §14): parameter servers
+//! and `TF_CONFIG` for TensorFlow's `parameter_server`, `torchrun` for `torch_distributed` /
+//! `pytorchddp`, `mpirun` from the first host for `mpi`, and a plain run otherwise. SageMaker's MPI needs sshd in every container; kiln instead gives `mpirun` its own
 //! remote shell: every other host's agent serves [`serve_exec`] on a port of its own, and
 //! `kiln rsh HOST COMMAND` (the `plm_rsh_agent`) asks that agent to run `COMMAND` (OpenMPI's
 //! `orted`) inside that host's sandbox, as sshd would in its container.
@@ -18,6 +18,10 @@ use crate::launch::Spawn;
 
 /// `MASTER_PORT`, as the PyTorch toolkit sets it.
 pub const MASTER_PORT: u16 = 7777;
+
+/// The TensorFlow toolkit's ports: the master's and workers' servers, and the parameter servers.
+const TF_WORKER_PORT: u16 = 2222;
+const TF_PS_PORT: u16 = 2223;
 
 /// How the entry point is started on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,9 @@ pub enum Launcher {
     },
     /// This host serves `mpirun`'s remote shell until the process it was asked to run ends.
     MpiWorker { master: String },
+    /// TensorFlow parameter servers: this host (`hosts[rank]`) starts its `ps` server, then its
+    /// script with the toolkit's `TF_CONFIG` ([`tf_config`]).
+    ParameterServer { hosts: Vec<String>, rank: usize },
 }
 
 fn truthy(params: &Params, key: &str) -> bool {
@@ -77,13 +84,17 @@ fn host_index(h: &str) -> u64 {
     h.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(u64::MAX)
 }
 
-/// The launcher the toolkit would pick, in its order: mpi, pytorchddp, torch_distributed. A host
-/// outside the distribution's instance groups runs its script plainly.
+/// The launcher the toolkits would pick, in their order: parameter_server (the TensorFlow
+/// toolkit's first choice, with more than one host in the job), mpi, pytorchddp,
+/// torch_distributed. A host outside the distribution's instance groups runs its script plainly.
 pub fn choose(params: &Params, env: &BTreeMap<String, String>, current: &str) -> Launcher {
     let hosts = distribution_hosts(env);
     let Some(rank) = hosts.iter().position(|h| h == current) else {
         return Launcher::Plain;
     };
+    if truthy(params, "sagemaker_parameter_server_enabled") && json_list(env, "SM_HOSTS").len() > 1 {
+        return Launcher::ParameterServer { hosts, rank };
+    }
     let gpus: u32 = env.get("SM_NUM_GPUS").and_then(|g| g.parse().ok()).unwrap_or(0);
     if truthy(params, "sagemaker_mpi_enabled") {
         if rank > 0 {
@@ -181,6 +192,94 @@ pub fn torchrun(
     let mut args = vec!["-c".to_string(), TORCHRUN.to_string()];
     args.extend(flags);
     (python.to_string(), args, shown)
+}
+
+/// The TensorFlow toolkit's `TF_CONFIG` for parameter servers (`_build_tf_config_for_ps`), as
+/// its `json.dumps` writes it: the first host is the master (port 2222), the others workers
+/// (2222), every host also a parameter server (2223); the task is this host's master or worker
+/// role (the `ps` task is the parameter server's own, given to it directly).
+pub fn tf_config(hosts: &[String], rank: usize) -> String {
+    let addresses = |hs: &[String], port: u16| {
+        let quoted: Vec<String> = hs
+            .iter()
+            .map(|h| serde_json::Value::String(format!("{h}:{port}")).to_string())
+            .collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let mut cluster = format!(
+        "\"master\": {}",
+        addresses(&hosts[..1.min(hosts.len())], TF_WORKER_PORT)
+    );
+    if hosts.len() > 1 {
+        cluster.push_str(&format!(", \"ps\": {}", addresses(hosts, TF_PS_PORT)));
+        cluster.push_str(&format!(", \"worker\": {}", addresses(&hosts[1..], TF_WORKER_PORT)));
+    }
+    let (kind, index) = if rank == 0 { ("master", 0) } else { ("worker", rank - 1) };
+    format!(
+        "{{\"cluster\": {{{cluster}}}, \"environment\": \"cloud\", \"task\": {{\"index\": {index}, \"type\": \"{kind}\"}}}}"
+    )
+}
+
+/// The TensorFlow toolkit's `train()` with parameter servers, run by the job's Python with the
+/// parameter server's task index, the master host and the worker's command as arguments (and
+/// `TF_CONFIG` in its environment): it starts this host's parameter server in its own process
+/// as the toolkit does (`tf.distribute.Server` of the cluster, job `ps`, no GPU, joined in a
+/// forked child), runs the script with `TF_CONFIG`, and on a worker whose script succeeded
+/// waits while the master's port 2222 still answers (the toolkit polls it with curl every 10 s).
+/// It then exits with the script's status at once: the toolkit's process would wait forever
+/// for the child joining the server; the agent ends the whole process group instead.
+const PARAMETER_SERVER: &str = r#"import json, multiprocessing, os, socket, subprocess, sys, time
+task_index, master, worker = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+def log(msg):
+    print(msg, flush=True)
+try:
+    import tensorflow as tf
+except ImportError as e:
+    sys.exit(f"sagemaker_parameter_server_enabled runs a TensorFlow parameter server on every host, and this job's Python has no TensorFlow: {e}")
+cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
+log("Running distributed training job with parameter servers")
+log("Launching parameter server process")
+server = tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name="ps", task_index=task_index,
+                              config=tf.compat.v1.ConfigProto(device_count={"GPU": 0}))
+multiprocessing.get_context("fork").Process(target=lambda: server.join()).start()
+log("Launching worker process")
+code = subprocess.call(worker)
+if code == 0 and os.environ.get("SM_CURRENT_HOST") != master:
+    while True:
+        try:
+            socket.create_connection((master, 2222), timeout=5).close()
+        except OSError:
+            log(f"master {master} is down, stopping parameter server")
+            break
+        log(f"master {master} is still up, waiting for it to exit")
+        time.sleep(10)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code if code >= 0 else 128 - code)
+"#;
+
+/// The parameter-server launcher around the script's command (`program args`): what to run,
+/// and the worker's command line for the log.
+pub fn parameter_server(
+    python: &str,
+    program: &str,
+    args: &[String],
+    hosts: &[String],
+    rank: usize,
+) -> (String, Vec<String>, String) {
+    let mut launcher = vec![
+        "-c".to_string(),
+        PARAMETER_SERVER.to_string(),
+        rank.to_string(),
+        hosts[0].clone(),
+        program.to_string(),
+    ];
+    launcher.extend(args.iter().cloned());
+    let shown = std::iter::once(program)
+        .chain(args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    (python.to_string(), launcher, shown)
 }
 
 /// The toolkit's `mpirun` line, with kiln's remote shell as `plm_rsh_agent`.
@@ -478,6 +577,55 @@ mod tests {
                 nproc: 1
             }
         );
+    }
+
+    #[test]
+    fn parameter_servers_and_their_tf_config() {
+        let e = env(&[("SM_HOSTS", r#"["algo-1","algo-2"]"#)]);
+        let ps = params(&[
+            ("sagemaker_parameter_server_enabled", "true"),
+            ("sagemaker_mpi_enabled", "true"),
+        ]);
+        let hosts = vec!["algo-1".to_string(), "algo-2".to_string()];
+        // The TensorFlow toolkit looks at parameter_server first.
+        assert_eq!(
+            choose(&ps, &e, "algo-2"),
+            Launcher::ParameterServer {
+                hosts: hosts.clone(),
+                rank: 1
+            }
+        );
+        // One host: the script alone.
+        let one = env(&[("SM_HOSTS", r#"["algo-1"]"#)]);
+        let ps_only = params(&[("sagemaker_parameter_server_enabled", "true")]);
+        assert_eq!(choose(&ps_only, &one, "algo-1"), Launcher::Plain);
+        // Byte for byte what the toolkit's json.dumps writes.
+        assert_eq!(
+            tf_config(&hosts, 0),
+            r#"{"cluster": {"master": ["algo-1:2222"], "ps": ["algo-1:2223", "algo-2:2223"], "worker": ["algo-2:2222"]}, "environment": "cloud", "task": {"index": 0, "type": "master"}}"#
+        );
+        let three: Vec<String> = (1..=3).map(|i| format!("algo-{i}")).collect();
+        let v: serde_json::Value = serde_json::from_str(&tf_config(&three, 2)).unwrap();
+        assert_eq!(
+            v["cluster"]["worker"],
+            serde_json::json!(["algo-2:2222", "algo-3:2222"])
+        );
+        assert_eq!(v["task"], serde_json::json!({"index": 1, "type": "worker"}));
+        assert_eq!(
+            tf_config(&hosts[..1], 0),
+            r#"{"cluster": {"master": ["algo-1:2222"]}, "environment": "cloud", "task": {"index": 0, "type": "master"}}"#
+        );
+        let (program, args, shown) = parameter_server(
+            "/usr/bin/python3",
+            "/usr/bin/python3",
+            &["train.py".into(), "--x".into()],
+            &hosts,
+            1,
+        );
+        assert_eq!(program, "/usr/bin/python3");
+        assert_eq!(args[0], "-c");
+        assert_eq!(args[2..], ["1", "algo-1", "/usr/bin/python3", "train.py", "--x"]);
+        assert_eq!(shown, "/usr/bin/python3 train.py --x");
     }
 
     #[test]

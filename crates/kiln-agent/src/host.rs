@@ -550,11 +550,16 @@ async fn run_script(
     if kind == script::EntryKind::Command {
         script::make_executable(&code.join(&entry));
     }
-    // The distribution the SDK asked for: torchrun, mpirun from the first host (the others serve
-    // its remote shell), or the entry point alone.
+    // The distribution the SDK asked for: parameter servers and the script with TF_CONFIG on every
+    // host, torchrun, mpirun from the first host (the others serve its remote shell), or the entry
+    // point alone.
     let launcher = distributed::choose(params, &env, &a.host);
     distributed::toolkit_env(&mut env);
-    if launcher != Launcher::Plain && kind == script::EntryKind::Command {
+    if matches!(
+        launcher,
+        Launcher::Torchrun { .. } | Launcher::MpiMaster { .. } | Launcher::MpiWorker { .. }
+    ) && kind == script::EntryKind::Command
+    {
         return Err(Early::Client(format!(
             "distributed training runs a Python entry point; sagemaker_program='{entry}' is not a .py file or a package module"
         )));
@@ -571,6 +576,10 @@ async fn run_script(
             (program, args, shown)
         }
         Launcher::Torchrun { hosts, rank, nproc } => distributed::torchrun(&python, &args, hosts, *rank, *nproc),
+        Launcher::ParameterServer { hosts, rank } => {
+            env.insert("TF_CONFIG".into(), distributed::tf_config(hosts, *rank));
+            distributed::parameter_server(&python, &program, &args, hosts, *rank)
+        }
         Launcher::MpiWorker { master } => {
             // orted checks that mpirun's plm_rsh_agent (kiln itself) exists here too.
             let exe = std::env::current_exe()

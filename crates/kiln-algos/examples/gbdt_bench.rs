@@ -126,6 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             comm: None,
             resume: None,
             checkpoints: None,
+            valid_whole: false,
         },
     )?;
     let train_s = t.elapsed().as_secs_f64();
@@ -193,6 +194,7 @@ fn train_with_eval(
             comm: None,
             resume: None,
             checkpoints: None,
+            valid_whole: false,
         },
     )?;
     let train_s = t.elapsed().as_secs_f64();

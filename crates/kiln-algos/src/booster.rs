@@ -110,6 +110,11 @@ pub struct TrainOptions<'a> {
     /// Write `xgboost-checkpoint.<round>` here after every round (distributed: pass it on
     /// algo-1 only).
     pub checkpoints: Option<&'a Checkpoints>,
+    /// Distributed: every host was given the whole validation set (a `FullyReplicated`
+    /// channel), not a part. Each host then evaluates it alone, exchanging nothing: the hosts
+    /// hold the same model and the same rows, so they compute the same bits (the ranking's
+    /// parallel split depends only on the data, not on the thread count).
+    pub valid_whole: bool,
 }
 
 impl Default for TrainOptions<'_> {
@@ -120,6 +125,7 @@ impl Default for TrainOptions<'_> {
             comm: None,
             resume: None,
             checkpoints: None,
+            valid_whole: false,
         }
     }
 }
@@ -616,16 +622,33 @@ fn train_in_pool(
             let es_extra = es_metric.filter(|m| es_rounds.is_some() && !to_eval.contains(m));
             let printed = to_eval.len();
             to_eval.extend(es_extra);
-            let eval_set = |&(_, m, y, w): &EvalSet<'_>, buf: &mut EvalBuffers| {
+            let eval_set = |&(name, m, y, w): &EvalSet<'_>, buf: &mut EvalBuffers| {
                 obj.eval_transform(m, &mut buf.preds);
                 let kk = if buf.preds.len() == y.len() { 1 } else { k };
-                to_eval
-                    .iter()
-                    .map(|metric| match comm {
-                        Some(c) => metric.eval_global(&buf.preds, kk, y, w, c),
-                        None => Ok(metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank)),
-                    })
-                    .collect::<Result<Vec<f64>, CommError>>()
+                match comm {
+                    Some(c) if name == "validation" && opts.valid_whole => {
+                        let local: Vec<f64> = to_eval
+                            .iter()
+                            .map(|metric| metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank))
+                            .collect();
+                        // The same rows and model on every host. With early stopping, which
+                        // must stop every host in the same round, algo-1's values are broadcast
+                        // (one small message) to make sure: some means are summed in an order
+                        // that depends on the thread count. Otherwise only algo-1 prints them.
+                        if es_rounds.is_some() {
+                            Ok(decode::<f64>(&c.broadcast(encode(&local))?))
+                        } else {
+                            Ok(local)
+                        }
+                    }
+                    _ => to_eval
+                        .iter()
+                        .map(|metric| match comm {
+                            Some(c) => metric.eval_global(&buf.preds, kk, y, w, &mut buf.rank, c),
+                            None => Ok(metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank)),
+                        })
+                        .collect::<Result<Vec<f64>, CommError>>(),
+                }
             };
             // Alone, the data sets are evaluated at the same time (distributed, the hosts'
             // collective calls must come in one order).
@@ -1001,6 +1024,7 @@ mod tests {
             comm: None,
             resume: None,
             checkpoints: None,
+            valid_whole: false,
         };
         let b = train(&p, &d, Some(&v), opts).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -1035,6 +1059,7 @@ mod tests {
                 comm: None,
                 resume: None,
                 checkpoints: None,
+                valid_whole: false,
             },
         )
         .unwrap();
@@ -1101,9 +1126,15 @@ mod tests {
     }
 
     /// Trains on `d` split over `hosts` threads acting as hosts (rows `i % hosts == rank`,
-    /// validation likewise), binned with the cuts of all of `d`; returns each host's model and
-    /// log. One host trains alone, without a collective.
-    fn train_split(p: &XgbParams, d: &Dataset, v: &Dataset, hosts: usize) -> Vec<(Booster, String)> {
+    /// validation likewise, or whole on every host with `valid_whole`), binned with the cuts of
+    /// all of `d`; returns each host's model and log. One host trains alone, without a collective.
+    fn train_split_with(
+        p: &XgbParams,
+        d: &Dataset,
+        v: &Dataset,
+        hosts: usize,
+        valid_whole: bool,
+    ) -> Vec<(Booster, String)> {
         use crate::collective::tests::run_hosts;
         use crate::distributed::{agree_missing, select_dataset, share};
         let cuts = BinCuts::compute(&d.features, None, p.max_bin);
@@ -1116,7 +1147,11 @@ mod tests {
                 agree_missing(c, &mut part).unwrap();
             }
             let labels: Vec<f32> = keep.iter().map(|&r| d.labels[r as usize]).collect();
-            let vpart = select_dataset(v, &share(v.n_rows(), rank, size));
+            let vpart = if valid_whole {
+                v.clone()
+            } else {
+                select_dataset(v, &share(v.n_rows(), rank, size))
+            };
             let mut log = Vec::new();
             let opts = TrainOptions {
                 eval_train: true,
@@ -1124,6 +1159,7 @@ mod tests {
                 comm,
                 resume: None,
                 checkpoints: None,
+                valid_whole,
             };
             let b = train_binned(p, &part, &labels, None, Some(&vpart), opts).unwrap();
             (b, String::from_utf8(log).unwrap())
@@ -1137,6 +1173,10 @@ mod tests {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
             pool.install(|| run(Some(c)))
         })
+    }
+
+    fn train_split(p: &XgbParams, d: &Dataset, v: &Dataset, hosts: usize) -> Vec<(Booster, String)> {
+        train_split_with(p, d, v, hosts, false)
     }
 
     /// The metric values of a log line.
@@ -1224,6 +1264,15 @@ mod tests {
         assert!(hosts.iter().all(|h| h.0 == hosts[0].0));
         let (best, score) = hosts[0].0.best.unwrap();
         assert!(best < 95 && score > 0.9, "{best} {score}");
+        // The validation set whole on every host (evaluated alone, algo-1's values shared):
+        // the same decisions, the same model.
+        let whole = train_split_with(&p, &d, &v, 3, true);
+        assert!(whole.iter().all(|h| h.0 == hosts[0].0));
+        let (x, y) = (
+            values(whole[0].1.lines().last().unwrap()),
+            values(hosts[0].1.lines().last().unwrap()),
+        );
+        assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-12), "{x:?} {y:?}");
     }
 
     /// `p` with `num_round` rounds.
@@ -1257,6 +1306,7 @@ mod tests {
             comm: None,
             resume,
             checkpoints: ckpt,
+            valid_whole: false,
         };
         let b = train(p, d, Some(v), opts).unwrap();
         (b, String::from_utf8(log).unwrap().lines().map(str::to_string).collect())
@@ -1274,6 +1324,7 @@ mod tests {
             None,
             TrainOptions {
                 checkpoints: Some(&c),
+                valid_whole: false,
                 ..TrainOptions::default()
             },
         )

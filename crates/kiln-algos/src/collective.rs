@@ -264,6 +264,35 @@ pub fn decode<T: Wire>(b: &[u8]) -> Vec<T> {
     b.chunks_exact(T::SIZE).map(T::get).collect()
 }
 
+/// Byte strings as one: their count, then each one's length and bytes.
+fn frame(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + parts.iter().map(|p| 8 + p.len()).sum::<usize>());
+    out.extend_from_slice(&(parts.len() as u64).to_le_bytes());
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// The byte strings [`frame`] joined; None if `b` is not such a join.
+fn unframe(b: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let word = |at: usize| {
+        b.get(at..at + 8)
+            .map(|x| u64::from_le_bytes(x.try_into().expect("eight bytes")))
+    };
+    let n = usize::try_from(word(0)?).ok()?;
+    let mut at = 8;
+    let mut out = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let len = usize::try_from(word(at)?).ok()?;
+        at += 8;
+        out.push(b.get(at..at.checked_add(len)?)?.to_vec());
+        at += len;
+    }
+    (at == b.len()).then_some(out)
+}
+
 struct State {
     /// Rank 0: one link per other rank (index 0 unused); other ranks: the link to rank 0 at 0.
     links: Vec<Option<Link>>,
@@ -408,8 +437,9 @@ impl Collective {
         })
     }
 
-    /// Element-wise `combine` of every host's `xs`.
-    pub fn allreduce<T: Wire>(&self, xs: &mut [T], combine: fn(T, T) -> T) -> Result<(), CommError> {
+    /// Element-wise `combine` of every host's `xs` (a generic function, not a pointer, so that
+    /// it is inlined into the loop over the histograms' millions of elements).
+    pub fn allreduce<T: Wire>(&self, xs: &mut [T], combine: impl Fn(T, T) -> T) -> Result<(), CommError> {
         if self.size() == 1 {
             return Ok(());
         }
@@ -487,6 +517,48 @@ impl Collective {
                     .expect("a link to algo-1")
                     .send(KIND_DATA, seq, &bytes)?;
                 Ok(None)
+            }
+        })
+    }
+
+    /// Personalized exchange: `parts[r]` goes to host `r` (one per host, this host's own
+    /// included); returns what each host sent to this one, by rank. Through algo-1, as every
+    /// operation here: the others send it their parts, and it sends each host its share.
+    pub fn all_to_all(&self, mut parts: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, CommError> {
+        let n = self.size();
+        assert_eq!(parts.len(), n, "one part per host");
+        if n == 1 {
+            return Ok(parts);
+        }
+        let rank = self.rank;
+        self.op(|links, seq| {
+            let unreadable = |host: &str| CommError::Lost {
+                host: host.to_string(),
+                why: format!("the hosts are out of step: operation {seq} is not an exchange of {n} parts"),
+            };
+            if rank == 0 {
+                // Row r: what host r sent; column c: for host c.
+                let mut sent: Vec<Vec<Vec<u8>>> = vec![std::mem::take(&mut parts)];
+                for link in links.iter_mut().flatten() {
+                    let got = unframe(&link.recv(seq)?).filter(|p| p.len() == n);
+                    sent.push(got.ok_or_else(|| unreadable(&link.host))?);
+                }
+                for (c, link) in links.iter_mut().enumerate().skip(1) {
+                    let link = link.as_mut().expect("a link to every host");
+                    let col: Vec<Vec<u8>> = sent.iter_mut().map(|row| std::mem::take(&mut row[c])).collect();
+                    link.send(KIND_DATA, seq, &frame(&col))?;
+                }
+                Ok(sent.iter_mut().map(|row| std::mem::take(&mut row[0])).collect())
+            } else {
+                // This host's own part stays here.
+                let own = std::mem::take(&mut parts[rank]);
+                let link = links[0].as_mut().expect("a link to algo-1");
+                link.send(KIND_DATA, seq, &frame(&parts))?;
+                let mut got = unframe(&link.recv(seq)?)
+                    .filter(|p| p.len() == n)
+                    .ok_or_else(|| unreadable(&link.host))?;
+                got[rank] = own;
+                Ok(got)
             }
         })
     }
@@ -743,6 +815,25 @@ pub(crate) mod tests {
                 assert_eq!(g, None);
             }
         }
+    }
+
+    #[test]
+    fn all_to_all_delivers_each_part_to_its_host() {
+        let out = run_hosts(3, |c| {
+            let me = c.rank() as u8;
+            // Host r sends host c the bytes [r, c] repeated r + c times (nothing from 0 to 0).
+            let parts = (0..3u8).map(|to| [me, to].repeat(usize::from(me + to))).collect();
+            c.all_to_all(parts).unwrap()
+        });
+        for (to, got) in out.into_iter().enumerate() {
+            let want: Vec<Vec<u8>> = (0..3u8)
+                .map(|from| [from, to as u8].repeat(usize::from(from) + to))
+                .collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(Collective::single().all_to_all(vec![vec![5]]).unwrap(), vec![vec![5]]);
+        assert_eq!(unframe(&frame(&[vec![], vec![1, 2]])), Some(vec![vec![], vec![1, 2]]));
+        assert_eq!(unframe(&[1, 0, 0, 0, 0, 0, 0, 0, 9]), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::binning::BinnedMatrix;
 use crate::booster::{Booster, TrainError, TrainOptions, train_binned};
 use crate::checkpoint::Checkpoints;
 use crate::collective::{Collective, CommConfig};
-use crate::distributed::{agree_cuts, agree_missing, check_same_model, select_dataset, share};
+use crate::distributed::{agree_cuts, agree_missing, check_same_model, share};
 use crate::params::{ParamError, XgbConfig, XgbParams};
 use crate::reader::{ContentType, DataError, ReadOptions, list_files, read_dir};
 use crate::stream::{Sketch, scan_csv};
@@ -434,8 +434,7 @@ fn train_job(
                 },
                 ..opts
             };
-            let mut v =
-                read_dir(&paths.channel_dir("validation"), vct, &vopts).map_err(|e| data_error("validation", e))?;
+            let v = read_dir(&paths.channel_dir("validation"), vct, &vopts).map_err(|e| data_error("validation", e))?;
             if v.features.n_cols() != train.n_features {
                 return Err(JobError::User(format!(
                     "channel 'validation': it has {} feature columns but 'train' has {}; \
@@ -443,9 +442,6 @@ fn train_job(
                     v.features.n_cols(),
                     train.n_features
                 )));
-            }
-            if let Some(c) = comm.filter(|_| replicated(cfg)) {
-                v = select_dataset(&v, &share(v.n_rows(), c.rank(), c.size()));
             }
             Some(v)
         }
@@ -513,6 +509,9 @@ fn train_job(
             comm,
             resume: resume.as_ref().map(|r| &r.1),
             checkpoints: checkpoints.as_ref().filter(|_| root),
+            // A replicated validation channel is evaluated whole on every host (no exchange);
+            // a sharded one is each host's part, evaluated together.
+            valid_whole: channels.get("validation").is_some_and(replicated),
         },
     )?;
     if let Some((it, score)) = booster.best {

@@ -694,7 +694,12 @@ impl<'a> Grower<'a> {
     pub fn sum_hists(&self, hists: &mut [&mut Vec<Wide>]) {
         let Some(comm) = self.comm else { return };
         time(Phase::Allreduce, || {
-            let mut flat: Vec<i64> = hists.iter().flat_map(|h| h.iter().flat_map(|w| [w.g, w.h])).collect();
+            let mut flat: Vec<i64> = Vec::with_capacity(2 * hists.iter().map(|h| h.len()).sum::<usize>());
+            for h in hists.iter() {
+                for w in h.iter() {
+                    flat.extend_from_slice(&[w.g, w.h]);
+                }
+            }
             if let Err(e) = comm.sum_i64(&mut flat) {
                 return self.comm_failed(e);
             }

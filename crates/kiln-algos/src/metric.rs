@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::collective::{Collective, CommError, decode, encode};
-use crate::rank::{Before, RankScratch, fold_groups, for_each_group};
+use crate::rank::{Before, RankScratch, fold_groups, merge_ranked, sort_rows};
 
 /// A per-row loss: (the row's predictions, its label) → loss.
 type RowLoss<'a> = &'a (dyn Fn(&[f32], f64) -> f64 + Sync);
@@ -332,22 +332,25 @@ impl Metric {
 
     /// [`Self::eval`] over a data set split across the hosts of `comm`: each host passes its
     /// rows, and every host gets the metric of all of them (the same bits everywhere). Means
-    /// are sums of numerators and denominators; binary `auc`/`aucpr` merge the hosts' rows
-    /// ranked by score (grouped by distinct score) at algo-1; `f1` and multi-class areas
-    /// gather every row at algo-1.
+    /// are sums of numerators and denominators; binary `auc`/`aucpr` merge the hosts' rows,
+    /// each host's sorted by score, at algo-1 (exact: see `ranked_area`); `f1` and
+    /// multi-class areas gather every row at algo-1. `scratch` as in [`Self::eval_reusing`].
     pub fn eval_global(
         &self,
         preds: &[f32],
         k: usize,
         labels: &[f32],
         weights: Option<&[f32]>,
+        scratch: &mut RankScratch,
         comm: &Collective,
     ) -> Result<f64, CommError> {
         if comm.size() == 1 {
-            return Ok(self.eval(preds, k, labels, weights));
+            return Ok(self.eval_reusing(preds, k, labels, weights, scratch));
         }
         match self {
-            Metric::Auc | Metric::Aucpr if k == 1 => ranked_area(*self == Metric::Auc, preds, labels, weights, comm),
+            Metric::Auc | Metric::Aucpr if k == 1 => {
+                ranked_area(*self == Metric::Auc, preds, labels, weights, scratch, comm)
+            }
             Metric::Auc | Metric::Aucpr | Metric::F1 => gathered_eval(self, preds, k, labels, weights, comm),
             _ => {
                 let mut failed = None;
@@ -518,72 +521,72 @@ fn gathered_eval(
     Ok(decode::<f64>(&comm.broadcast(encode(&[value]))?)[0])
 }
 
-/// Binary ROC (`roc`) or precision-recall area of every host's rows: each host sends its
-/// distinct scores, descending, with the positive and negative weight at each; algo-1 merges
-/// them (equal scores add up), computes the area as [`auc`] / [`aucpr`] do, and broadcasts it.
+/// Binary ROC (`roc`) or precision-recall area of every host's rows, exact, with the work
+/// shared out as a distributed sort does it: each host sorts its own rows; the hosts agree on
+/// splitters (the mean of their quantile keys) that cut the score range into one range per
+/// host; host r receives range r of every host's sorted rows (an all-to-all exchange: 4 bytes
+/// a row, 8 with weights, once), merges them in one linear pass into exactly the sorted rows
+/// one host would have in that range, and folds them, starting from the positive and negative
+/// weight of the ranges above (summed over the hosts). The areas of the ranges add up. The
+/// result is one host's area of the union (the same groups, summed in the same order within
+/// a range; only the split into ranges, and so the last bits, differ), the same bits on
+/// every host.
 fn ranked_area(
     roc: bool,
     scores: &[f32],
     labels: &[f32],
     weights: Option<&[f32]>,
+    scratch: &mut RankScratch,
     comm: &Collective,
 ) -> Result<f64, CommError> {
-    let mut mine: Vec<u8> = Vec::new();
-    for (s, pos, neg) in ranked_groups(scores, labels, weights, |y| y > 0.5) {
-        mine.extend(s.to_le_bytes());
-        mine.extend(pos.to_le_bytes());
-        mine.extend(neg.to_le_bytes());
-    }
-    let value = match comm.gather(mine)? {
-        Some(all) => {
-            let lists: Vec<Vec<(f32, f64, f64)>> = all
-                .iter()
-                .map(|b| {
-                    b.chunks_exact(20)
-                        .map(|g| {
-                            (
-                                decode::<f32>(&g[..4])[0],
-                                decode::<f64>(&g[4..12])[0],
-                                decode::<f64>(&g[12..])[0],
-                            )
-                        })
-                        .collect()
-                })
-                .collect();
-            area_of_groups(roc, &merge_desc(lists))
+    let (n, me) = (comm.size(), comm.rank());
+    let sorted = sort_rows(scores, labels, weights, |y| y > 0.5, scratch);
+    // Splitters: sums of the hosts' quantile keys, and how many hosts have rows.
+    let mut q = vec![0i64; n];
+    if let Some(keys) = sorted.quantile_keys(n) {
+        for (x, k) in q.iter_mut().zip(keys) {
+            *x = i64::from(k);
         }
-        None => 0.0,
+        q[n - 1] = 1;
+    }
+    comm.sum_i64(&mut q)?;
+    let splitters: Vec<u32> = q[..n - 1].iter().map(|&s| (s / q[n - 1].max(1)) as u32).collect();
+    let parts = comm.all_to_all(sorted.range_bytes(&splitters))?;
+    let merged = merge_ranked(&parts)
+        .map_err(|why| CommError::Setup(format!("{} cannot read the hosts' rankings: {why}", comm.host(me))))?;
+    // Each range's positive weight, negative weight and rows, by host.
+    let (p, ng) = merged.totals();
+    let mut totals = vec![0.0; 3 * n];
+    totals[3 * me..3 * me + 3].copy_from_slice(&[p, ng, merged.len() as f64]);
+    comm.sum_f64(&mut totals)?;
+    let mut before = Before::NONE;
+    let mut all = Before::NONE;
+    for (r, t) in totals.chunks_exact(3).enumerate() {
+        if r == me {
+            before = all;
+        }
+        all = Before {
+            pos: all.pos + t[0],
+            neg: all.neg + t[1],
+            any: all.any || t[2] > 0.0,
+        };
+    }
+    let mine: f64 = merged
+        .fold(before, |b| Area::after(roc, b), |a, p, n| a.add(p, n))
+        .iter()
+        .map(|a| a.area)
+        .sum();
+    let mut areas = vec![0.0; n];
+    areas[me] = mine;
+    comm.sum_f64(&mut areas)?;
+    let area = Area {
+        roc,
+        tp: all.pos,
+        fp: all.neg,
+        area: areas.iter().sum(),
+        prev_prec: f64::NAN,
     };
-    Ok(decode::<f64>(&comm.broadcast(encode(&[value]))?)[0])
-}
-
-/// Merges lists of (score, positive weight, negative weight), each by descending score with
-/// distinct scores, into one such list (weights of equal scores added in list order).
-fn merge_desc(lists: Vec<Vec<(f32, f64, f64)>>) -> Vec<(f32, f64, f64)> {
-    let mut at = vec![0usize; lists.len()];
-    let mut out: Vec<(f32, f64, f64)> = Vec::with_capacity(lists.iter().map(Vec::len).sum());
-    loop {
-        // The largest head (the first list's on ties); few lists, so a scan.
-        let mut best: Option<usize> = None;
-        for (l, list) in lists.iter().enumerate() {
-            if let Some(g) = list.get(at[l])
-                && best.is_none_or(|b| g.0.total_cmp(&lists[b][at[b]].0).is_gt())
-            {
-                best = Some(l);
-            }
-        }
-        let Some(b) = best else { break };
-        let g = lists[b][at[b]];
-        at[b] += 1;
-        match out.last_mut() {
-            Some(last) if last.0 == g.0 => {
-                last.1 += g.1;
-                last.2 += g.2;
-            }
-            _ => out.push(g),
-        }
-    }
-    out
+    Ok(area.value())
 }
 
 /// The ROC or precision-recall area of groups of tied rows fed by descending score.
@@ -602,6 +605,7 @@ struct Area {
 }
 
 impl Area {
+    #[cfg(test)]
     fn new(roc: bool) -> Self {
         Self {
             roc,
@@ -662,7 +666,8 @@ impl Area {
 }
 
 /// ROC or precision-recall area from (score, positive weight, negative weight) by descending
-/// distinct score, as [`auc`] and [`aucpr`] compute it.
+/// distinct score, as [`auc`] and [`aucpr`] compute it (the tests' reference).
+#[cfg(test)]
 fn area_of_groups(roc: bool, groups: &[(f32, f64, f64)]) -> f64 {
     let mut a = Area::new(roc);
     for &(_, pos, neg) in groups {
@@ -689,7 +694,12 @@ fn ranked_area_local(
         |before| Area::after(roc, before),
         |a, p, n| a.add(p, n),
     );
-    // The last part ends with the totals; the areas of the parts add up.
+    area_of_parts(&parts)
+}
+
+/// The area of consecutive parts of the ranking: the last part ends with the totals, and the
+/// areas of the parts add up.
+fn area_of_parts(parts: &[Area]) -> f64 {
     match parts.split_last() {
         Some((last, rest)) => Area {
             area: rest.iter().map(|a| a.area).sum::<f64>() + last.area,
@@ -709,21 +719,6 @@ pub fn auc(scores: &[f32], labels: &[f32], weights: Option<&[f32]>, pos: fn(f32)
 /// starting at recall 0 with the first group's precision).
 pub fn aucpr(scores: &[f32], labels: &[f32], weights: Option<&[f32]>, pos: fn(f32) -> bool) -> f64 {
     ranked_area_local(false, scores, labels, weights, pos, &mut RankScratch::default())
-}
-
-/// The rows grouped by distinct score, descending (`f32::total_cmp` order, `-0.0` as `0.0`):
-/// (score, positive weight, negative weight); see [`crate::rank`].
-fn ranked_groups(
-    scores: &[f32],
-    labels: &[f32],
-    weights: Option<&[f32]>,
-    pos: fn(f32) -> bool,
-) -> Vec<(f32, f64, f64)> {
-    let mut out = Vec::new();
-    for_each_group(scores, labels, weights, pos, &mut RankScratch::default(), |s, p, n| {
-        out.push((s, p, n))
-    });
-    out
 }
 
 /// F1 at threshold 0.5 for one output, macro-averaged over classes for `k > 1`.
@@ -1040,6 +1035,58 @@ mod tests {
                 assert!((fast - want).abs() < 1e-12, "{m:?} {fast} {want}");
             }
         }
+    }
+
+    /// `auc` and `aucpr` of rows split over hosts (`cuts`) equal one host's of all the rows.
+    fn check_distributed_areas(s: &[f32], y: &[f32], w: &[f32], cuts: &[usize]) {
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(s.len());
+        for weights in [None, Some(w)] {
+            for m in [Metric::Auc, Metric::Aucpr, Metric::Logloss] {
+                let want = m.eval(s, 1, y, weights);
+                let got = crate::collective::tests::run_hosts(bounds.len() - 1, |c| {
+                    let (a, b) = (bounds[c.rank()], bounds[c.rank() + 1]);
+                    let w = weights.map(|w| &w[a..b]);
+                    m.eval_global(&s[a..b], 1, &y[a..b], w, &mut RankScratch::default(), c)
+                        .unwrap()
+                });
+                for g in got {
+                    assert!(
+                        (g - want).abs() <= 1e-12 || (g.is_nan() && want.is_nan()),
+                        "{m:?} {cuts:?} weighted {}: {g} vs {want}",
+                        weights.is_some()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn distributed_areas_equal_one_hosts_area_of_the_union() {
+        let mut x = 5u64;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as u32
+        };
+        // Probabilities with many ties (within and across hosts), a label rate that drifts
+        // with the row (hosts' parts differ), fractional weights; ranges big enough to be
+        // folded in two parts each.
+        let n = 150_000;
+        let s: Vec<f32> = (0..n).map(|_| (next() % 20_000) as f32 / 20_000.0).collect();
+        let y: Vec<f32> = (0..n)
+            .map(|i| f32::from(u8::from(s[i] > 0.7 || next() % 100 < 20 + (i * 60 / n) as u32)))
+            .collect();
+        let w: Vec<f32> = (0..n).map(|_| (next() % 997) as f32 / 13.0).collect();
+        check_distributed_areas(&s, &y, &w, &[70_000]);
+        check_distributed_areas(&s, &y, &w, &[20_000, 100_000]);
+        // Small parts: a host with one row, a host with only positives, all scores tied.
+        let (s, y, w) = (&s[..40], &y[..40], &w[..40]);
+        check_distributed_areas(s, y, w, &[1, 20]);
+        let tied = vec![0.25f32; 9];
+        let labels = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0];
+        check_distributed_areas(&tied, &labels, &w[..9], &[2, 5]);
+        check_distributed_areas(&s[..6], &[1.0; 6], &w[..6], &[3]);
     }
 
     proptest! {

@@ -37,6 +37,12 @@ trait Word: Copy + Default + Send + Sync {
     fn key(self) -> u32;
     /// The total weight of a run of words, in their order.
     fn weight_of(run: &[Self]) -> f64;
+    /// Appends the word's little-endian bytes to `out`.
+    fn put(self, out: &mut Vec<u8>);
+    /// Bytes per word on the wire.
+    const BYTES: usize;
+    /// The word of `BYTES` little-endian bytes.
+    fn get(b: &[u8]) -> Self;
 }
 
 impl Word for u32 {
@@ -52,6 +58,13 @@ impl Word for u32 {
     #[inline]
     fn weight_of(run: &[Self]) -> f64 {
         run.len() as f64
+    }
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    const BYTES: usize = 4;
+    fn get(b: &[u8]) -> Self {
+        u32::from_le_bytes(b.try_into().expect("four bytes"))
     }
 }
 
@@ -70,6 +83,13 @@ impl Word for u64 {
         run.iter()
             .map(|&w| f64::from(f32::from_bits(w as u32 & 0x7fff_ffff)))
             .sum()
+    }
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    const BYTES: usize = 8;
+    fn get(b: &[u8]) -> Self {
+        u64::from_le_bytes(b.try_into().expect("eight bytes"))
     }
 }
 
@@ -149,6 +169,15 @@ pub struct Before {
     pub any: bool,
 }
 
+impl Before {
+    /// Nothing before: the start of the ranking.
+    pub const NONE: Before = Before {
+        pos: 0.0,
+        neg: 0.0,
+        any: false,
+    };
+}
+
 /// Folds the groups of tied rows (see [`for_each_group`]) in parts of consecutive score
 /// ranges, the parts at the same time: `start(before)` begins a part, `add(acc, positive
 /// weight, negative weight)` takes its groups by descending score. Returns the parts'
@@ -164,50 +193,274 @@ pub fn fold_groups<A: Send>(
     start: impl Fn(Before) -> A + Sync,
     add: impl Fn(&mut A, f64, f64) + Sync,
 ) -> Vec<A> {
-    fn fold<W: Word, A: Send>(
-        p: &[W],
-        q: &[W],
-        start: impl Fn(Before) -> A + Sync,
-        add: impl Fn(&mut A, f64, f64) + Sync,
-    ) -> Vec<A> {
-        let part = |p: &[W], q: &[W], before: Before| {
-            let mut acc = start(before);
-            merge_groups(p, q, |_, wp, wq| add(&mut acc, wp, wq));
-            acc
-        };
-        let first = Before {
-            pos: 0.0,
-            neg: 0.0,
-            any: false,
-        };
-        // Split at the median key of the longer list: no group straddles the split.
-        let longer = if p.len() >= q.len() { p } else { q };
-        if longer.len() + p.len().min(q.len()) < MIN_SPLIT {
-            return vec![part(p, q, first)];
-        }
-        let pivot = longer[longer.len() / 2].key();
-        let (ps, qs) = (
-            p.partition_point(|x| x.key() < pivot),
-            q.partition_point(|x| x.key() < pivot),
-        );
-        let before = Before {
-            pos: W::weight_of(&p[..ps]),
-            neg: W::weight_of(&q[..qs]),
-            any: ps + qs > 0,
-        };
-        let (a, b) = rayon::join(|| part(&p[..ps], &q[..qs], first), || part(&p[ps..], &q[qs..], before));
-        vec![a, b]
-    }
     match weights {
         None => {
             let (p, q) = rank(&mut scratch.unweighted, labels, pos, |i| key(scores[i]));
-            fold(p, q, start, add)
+            fold(p, q, Before::NONE, start, add)
         }
         Some(w) => {
             let (p, q) = rank(&mut scratch.weighted, labels, pos, |i| weighted_word(scores[i], w[i]));
-            fold(p, q, start, add)
+            fold(p, q, Before::NONE, start, add)
         }
     }
+}
+
+/// [`fold_groups`] of sorted positive (`p`) and negative (`q`) words that come after the rows
+/// summed up in `first`: split at the median key of the longer list (so the split depends
+/// only on the data), the two parts at the same time.
+fn fold<W: Word, A: Send>(
+    p: &[W],
+    q: &[W],
+    first: Before,
+    start: impl Fn(Before) -> A + Sync,
+    add: impl Fn(&mut A, f64, f64) + Sync,
+) -> Vec<A> {
+    let part = |p: &[W], q: &[W], before: Before| {
+        let mut acc = start(before);
+        merge_groups(p, q, |_, wp, wq| add(&mut acc, wp, wq));
+        acc
+    };
+    // Split at the median key of the longer list: no group straddles the split.
+    let longer = if p.len() >= q.len() { p } else { q };
+    if longer.len() + p.len().min(q.len()) < MIN_SPLIT {
+        return vec![part(p, q, first)];
+    }
+    let pivot = longer[longer.len() / 2].key();
+    let (ps, qs) = (
+        p.partition_point(|x| x.key() < pivot),
+        q.partition_point(|x| x.key() < pivot),
+    );
+    let before = Before {
+        pos: first.pos + W::weight_of(&p[..ps]),
+        neg: first.neg + W::weight_of(&q[..qs]),
+        any: first.any || ps + qs > 0,
+    };
+    let (a, b) = rayon::join(|| part(&p[..ps], &q[..qs], first), || part(&p[ps..], &q[qs..], before));
+    vec![a, b]
+}
+
+/// One host's rows sorted for distributed evaluation (see `crate::metric`'s `ranked_area`):
+/// the positive and the negative words, each list sorted, in the host's [`RankScratch`].
+pub enum SortedRows<'s> {
+    /// Keys only.
+    Plain(&'s [u32], &'s [u32]),
+    /// Keys above weights.
+    Weighted(&'s [u64], &'s [u64]),
+}
+
+/// Sorts one host's rows `(scores[i], pos(labels[i]), weights[i])` into `scratch`.
+pub fn sort_rows<'s>(
+    scores: &[f32],
+    labels: &[f32],
+    weights: Option<&[f32]>,
+    pos: impl Fn(f32) -> bool + Sync + Copy,
+    scratch: &'s mut RankScratch,
+) -> SortedRows<'s> {
+    match weights {
+        None => {
+            let (p, q) = rank(&mut scratch.unweighted, labels, pos, |i| key(scores[i]));
+            SortedRows::Plain(p, q)
+        }
+        Some(w) => {
+            let (p, q) = rank(&mut scratch.weighted, labels, pos, |i| weighted_word(scores[i], w[i]));
+            SortedRows::Weighted(p, q)
+        }
+    }
+}
+
+impl SortedRows<'_> {
+    /// The keys at 1/n, 2/n, ... (n - 1)/n of the longer list (where the rows would be cut
+    /// into n ranges of about equal size); None without rows.
+    pub fn quantile_keys(&self, n: usize) -> Option<Vec<u32>> {
+        fn keys<W: Word>(p: &[W], q: &[W], n: usize) -> Option<Vec<u32>> {
+            let longer = if p.len() >= q.len() { p } else { q };
+            if longer.is_empty() {
+                return None;
+            }
+            Some((1..n).map(|i| longer[i * longer.len() / n].key()).collect())
+        }
+        match self {
+            SortedRows::Plain(p, q) => keys(p, q, n),
+            SortedRows::Weighted(p, q) => keys(p, q, n),
+        }
+    }
+
+    /// The rows cut at `splitters` (ascending keys) into `splitters.len() + 1` ranges of
+    /// keys (`[.., s0)`, `[s0, s1)`, ..., `[s_last, ..]`: no group of tied rows straddles two),
+    /// each as bytes [`merge_ranked`] reads: a flag (1 if weighted), the number of positive
+    /// words (`u64`), then the positive and the negative words, little-endian (4 bytes each,
+    /// 8 weighted).
+    pub fn range_bytes(&self, splitters: &[u32]) -> Vec<Vec<u8>> {
+        fn ranges<W: Word>(weighted: bool, p: &[W], q: &[W], splitters: &[u32]) -> Vec<Vec<u8>> {
+            let cut = |list: &[W]| -> Vec<usize> {
+                let mut at = vec![0];
+                at.extend(splitters.iter().map(|&s| list.partition_point(|x| x.key() < s)));
+                at.push(list.len());
+                at
+            };
+            let (cp, cq) = (cut(p), cut(q));
+            (0..=splitters.len())
+                .map(|r| {
+                    let (p, q) = (&p[cp[r]..cp[r + 1].max(cp[r])], &q[cq[r]..cq[r + 1].max(cq[r])]);
+                    let mut out = Vec::with_capacity(9 + (p.len() + q.len()) * W::BYTES);
+                    out.push(u8::from(weighted));
+                    out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+                    for &w in p.iter().chain(q) {
+                        w.put(&mut out);
+                    }
+                    out
+                })
+                .collect()
+        }
+        match self {
+            SortedRows::Plain(p, q) => ranges(false, p, q, splitters),
+            SortedRows::Weighted(p, q) => ranges(true, p, q, splitters),
+        }
+    }
+}
+
+/// Sorted positive and negative words of rows gathered from several hosts ([`merge_ranked`]).
+#[derive(Debug)]
+pub enum Merged {
+    /// Keys only.
+    Plain(Vec<u32>, Vec<u32>),
+    /// Keys above weights.
+    Weighted(Vec<u64>, Vec<u64>),
+}
+
+/// The rows of `parts` ([`SortedRows::range_bytes`], one per host) as one host would have
+/// sorted them: merging sorted lists gives exactly the sorted lists of the union (equal words
+/// are indistinguishable). O(rows) with few hosts. Unweighted parts join weighted ones with
+/// weight 1. Fails on bytes that are not such a part.
+pub fn merge_ranked(parts: &[Vec<u8>]) -> Result<Merged, String> {
+    if parts.iter().any(|b| b.first() == Some(&1)) {
+        let lists = parts
+            .iter()
+            .map(|b| decode_part::<u64>(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (p, q) = merge_parts(lists);
+        Ok(Merged::Weighted(p, q))
+    } else {
+        let lists = parts
+            .iter()
+            .map(|b| decode_part::<u32>(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (p, q) = merge_parts(lists);
+        Ok(Merged::Plain(p, q))
+    }
+}
+
+impl Merged {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Merged::Plain(p, q) => p.len() + q.len(),
+            Merged::Weighted(p, q) => p.len() + q.len(),
+        }
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The positive and negative weight of the rows (unweighted: exact counts).
+    pub fn totals(&self) -> (f64, f64) {
+        match self {
+            Merged::Plain(p, q) => (u32::weight_of(p), u32::weight_of(q)),
+            Merged::Weighted(p, q) => (u64::weight_of(p), u64::weight_of(q)),
+        }
+    }
+
+    /// [`fold_groups`] of these rows, which come after the rows summed up in `before`.
+    pub fn fold<A: Send>(
+        &self,
+        before: Before,
+        start: impl Fn(Before) -> A + Sync,
+        add: impl Fn(&mut A, f64, f64) + Sync,
+    ) -> Vec<A> {
+        match self {
+            Merged::Plain(p, q) => fold(p, q, before, start, add),
+            Merged::Weighted(p, q) => fold(p, q, before, start, add),
+        }
+    }
+}
+
+/// The words wanted by a flag's width: an unweighted word (a bare key) as a weighted one is
+/// the key above the bits of weight 1.
+trait FromPart: Word {
+    fn from_u32(key: u32) -> Self;
+}
+
+impl FromPart for u32 {
+    fn from_u32(key: u32) -> Self {
+        key
+    }
+}
+
+impl FromPart for u64 {
+    fn from_u32(key: u32) -> Self {
+        u64::from(key) << 32 | u64::from(1.0f32.to_bits())
+    }
+}
+
+/// A part's (positive, negative) words, as `W`.
+fn decode_part<W: FromPart>(b: &[u8]) -> Result<(Vec<W>, Vec<W>), String> {
+    let bad = || format!("a ranked part of {} bytes is malformed", b.len());
+    let (&flag, rest) = b.split_first().ok_or_else(bad)?;
+    let n_pos = rest.get(..8).ok_or_else(bad)?;
+    let n_pos = u64::from_le_bytes(n_pos.try_into().expect("eight bytes")) as usize;
+    let words = &rest[8..];
+    let size = if flag == 1 { 8 } else { 4 };
+    if words.len() % size != 0 || n_pos > words.len() / size {
+        return Err(bad());
+    }
+    let all: Vec<W> = if flag == 1 {
+        words.chunks_exact(8).map(W::get).collect()
+    } else {
+        words.chunks_exact(4).map(|c| W::from_u32(u32::get(c))).collect()
+    };
+    let mut p = all;
+    let q = p.split_off(n_pos);
+    Ok((p, q))
+}
+
+/// The positive and the negative lists of every part, each merged into one sorted list.
+fn merge_parts<W: Word + Ord>(lists: Vec<(Vec<W>, Vec<W>)>) -> (Vec<W>, Vec<W>) {
+    let (ps, qs): (Vec<Vec<W>>, Vec<Vec<W>>) = lists.into_iter().unzip();
+    rayon::join(|| merge_all(ps), || merge_all(qs))
+}
+
+/// Sorted lists merged pairwise into one sorted list.
+fn merge_all<W: Copy + Ord>(mut lists: Vec<Vec<W>>) -> Vec<W> {
+    while lists.len() > 1 {
+        let mut next = Vec::with_capacity(lists.len().div_ceil(2));
+        let mut it = lists.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => merge_two(&a, &b),
+                None => a,
+            });
+        }
+        lists = next;
+    }
+    lists.pop().unwrap_or_default()
+}
+
+/// Two sorted lists as one.
+fn merge_two<W: Copy + Ord>(a: &[W], b: &[W]) -> Vec<W> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        // Branch-free choice: random scores make the comparison unpredictable.
+        let take_b = b[j] < a[i];
+        out.push(if take_b { b[j] } else { a[i] });
+        j += usize::from(take_b);
+        i += usize::from(!take_b);
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// Calls `f(score, positive weight, negative weight)` for each distinct score, descending
@@ -429,6 +682,113 @@ mod tests {
                 ));
             });
         }
+    }
+
+    /// The groups of rows cut into host parts, folded as the hosts fold them: each host sorts
+    /// its part and cuts it into ranges at splitters (the mean of the hosts' quantile keys);
+    /// range r of every host is merged (host r's job), its totals summed up before the next
+    /// range. Returns each range's (before, groups).
+    fn fold_as_hosts(s: &[f32], y: &[f32], w: Option<&[f32]>, cuts: &[usize]) -> Vec<(Before, Vec<(f64, f64)>)> {
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(s.len());
+        let n = bounds.len() - 1;
+        let mut scratches: Vec<RankScratch> = (0..n).map(|_| RankScratch::default()).collect();
+        let sorted: Vec<SortedRows<'_>> = bounds
+            .windows(2)
+            .zip(&mut scratches)
+            .map(|(r, scratch)| {
+                let (a, b) = (r[0], r[1]);
+                sort_rows(&s[a..b], &y[a..b], w.map(|w| &w[a..b]), |t| t > 0.5, scratch)
+            })
+            .collect();
+        let quantiles: Vec<Vec<u32>> = sorted.iter().filter_map(|x| x.quantile_keys(n)).collect();
+        let splitters: Vec<u32> = (0..n - 1)
+            .map(|i| (quantiles.iter().map(|q| u64::from(q[i])).sum::<u64>() / quantiles.len() as u64) as u32)
+            .collect();
+        let sent: Vec<Vec<Vec<u8>>> = sorted.iter().map(|x| x.range_bytes(&splitters)).collect();
+        let mut before = Before::NONE;
+        let mut out = Vec::new();
+        for r in 0..n {
+            let parts: Vec<Vec<u8>> = sent.iter().map(|host| host[r].clone()).collect();
+            let merged = merge_ranked(&parts).unwrap();
+            let folded = merged.fold(
+                before,
+                |b| (b, Vec::new()),
+                |a: &mut (Before, Vec<(f64, f64)>), p, q| a.1.push((p, q)),
+            );
+            out.extend(folded);
+            let (p, q) = merged.totals();
+            before = Before {
+                pos: before.pos + p,
+                neg: before.neg + q,
+                any: before.any || p + q > 0.0 || !parts.iter().all(|b| b.len() == 9),
+            };
+        }
+        out
+    }
+
+    /// The hosts' groups are one host's, in order, and each range starts after the weight
+    /// of the groups before it.
+    fn check_hosts(s: &[f32], y: &[f32], w: Option<&[f32]>, cuts: &[usize]) {
+        let one = groups(s, y, w, &mut RankScratch::default());
+        let hosts = fold_as_hosts(s, y, w, cuts);
+        let flat: Vec<(f64, f64)> = hosts.iter().flat_map(|h| h.1.clone()).collect();
+        let want: Vec<(f64, f64)> = one.iter().map(|g| (g.1, g.2)).collect();
+        assert_eq!(flat, want);
+        let mut at = 0;
+        for (before, groups) in &hosts {
+            let (p, q) = want[..at].iter().fold((0.0, 0.0), |a, g| (a.0 + g.0, a.1 + g.1));
+            assert!((before.pos - p).abs() <= 1e-9 * p && (before.neg - q).abs() <= 1e-9 * q);
+            assert_eq!(before.any, at > 0);
+            at += groups.len();
+        }
+    }
+
+    #[test]
+    fn hosts_ranking_their_parts_fold_one_hosts_groups() {
+        let mut x = 99u64;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as u32
+        };
+        // Large enough for each range's parallel split; scores with ties across parts; weights.
+        let n = 90_000;
+        let s: Vec<f32> = (0..n).map(|_| (next() % 5000) as f32 / 5000.0).collect();
+        let y: Vec<f32> = (0..n).map(|_| (next() % 2) as f32).collect();
+        let w: Vec<f32> = (0..n).map(|_| (next() % 1000) as f32 / 64.0).collect();
+        for cuts in [&[][..], &[40_000], &[1, 2, 50_000], &[30_000, 30_000, 89_999], &[0, 0]] {
+            check_hosts(&s, &y, None, cuts);
+            check_hosts(&s, &y, Some(&w), cuts);
+        }
+        // Few rows, all tied: every range but one empty.
+        check_hosts(&[0.5; 7], &[1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0], None, &[3, 5]);
+        assert!(merge_ranked(&[vec![0, 1]]).is_err());
+        assert!(merge_ranked(&[vec![0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]]).is_err());
+    }
+
+    #[test]
+    fn unweighted_parts_join_weighted_ones_with_weight_one() {
+        let s = [0.5f32, 0.25, 0.5, 0.75, 0.25];
+        let y = [1.0f32, 0.0, 0.0, 1.0, 1.0];
+        let ones = [1.0f32; 5];
+        let (mut a, mut b) = (RankScratch::default(), RankScratch::default());
+        let parts = vec![
+            sort_rows(&s[..2], &y[..2], None, |t| t > 0.5, &mut a)
+                .range_bytes(&[])
+                .remove(0),
+            sort_rows(&s[2..], &y[2..], Some(&ones[2..]), |t| t > 0.5, &mut b)
+                .range_bytes(&[])
+                .remove(0),
+        ];
+        let merged = merge_ranked(&parts).unwrap();
+        assert!(matches!(merged, Merged::Weighted(..)));
+        let got = merged.fold(
+            Before::NONE,
+            |_| Vec::new(),
+            |a: &mut Vec<(f64, f64)>, p, q| a.push((p, q)),
+        );
+        assert_eq!(got, vec![vec![(1.0, 0.0), (1.0, 1.0), (1.0, 1.0)]]);
     }
 
     proptest! {
