@@ -145,6 +145,9 @@ def test_watch_a_running_job_and_stop_it(kiln, browser):
     points = until(browser, "a loss chart", lambda d: chart_points(d, "loss"))
     until(browser, "the chart to grow", lambda d: (chart_points(d, "loss") or 0) > points + 2)
     assert "learning_rate" in browser.find_element(By.CSS_SELECTOR, "body").text
+    # The host's own metrics, as its agent samples them.
+    until(browser, "the host's CPU chart", lambda d: chart_points(d, "CPUUtilization algo-1"))
+    assert chart_points(browser, "MemoryUtilization algo-1")
     until(browser, "the script waiting", lambda d: "waiting to be stopped" in d.find_element(By.CSS_SELECTOR, "pre.logs").text)
     shot(browser, "job-running")
     # Stop it from the page.

@@ -590,10 +590,20 @@ def test_a_warm_pool_keeps_its_slurm_allocation_for_the_next_job(kiln, sm, s3):
     held = [j for j in slurm_jobs(first) if j["JobId"] == allocation]
     assert held and held[0]["JobState"] == "RUNNING", held
 
-    started = time.time()
-    sm.create_training_job(**pooled(second))
-    d = wait(sm, second)
-    took = time.time() - started
+    # The other node taken by someone else's job: the cluster has no free node, so a new Slurm job
+    # would queue; the pool's job does not.
+    env = dict(os.environ, **cluster_env())
+    blocker = subprocess.run(["sbatch", "--parsable", "-N1", "-J", f"blocker-{RUN}", "-o", "/dev/null",
+                              "--wrap", "sleep 300"], capture_output=True, text=True, check=True, env=env).stdout.strip()
+    try:
+        wait_until("the blocker to run", lambda: [j for j in slurm_jobs(f"blocker-{RUN}") if j["JobState"] == "RUNNING"])
+        assert all(state.startswith(("alloc", "mix")) for state in nodes().values()), nodes()
+        started = time.time()
+        sm.create_training_job(**pooled(second))
+        d = wait(sm, second, timeout=60)
+        took = time.time() - started
+    finally:
+        subprocess.run(["scancel", blocker], check=False, env=env)
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     assert sm.describe_training_job(TrainingJobName=first)["WarmPoolStatus"] == {
         "Status": "Reused", "ResourceRetainedBillableTimeInSeconds": pytest.approx(

@@ -78,7 +78,10 @@ function chart(name, series) {
 
 function drawCharts(box, series) {
   const size = (s) => (Array.isArray(s) ? s : s.points).length;
-  const names = Object.keys(series).filter((k) => size(series[k]));
+  // The job's own metrics first, then each host's utilization.
+  const host = (k) => /^(CPU|Memory|Disk|GPU|GPUMemory)Utilization /.test(k);
+  const names = Object.keys(series).filter((k) => size(series[k]))
+    .sort((a, b) => (host(a) - host(b)) || a.localeCompare(b));
   if (!names.length) return;
   box.replaceChildren(...names.map((n) => chart(n, series[n])));
 }
