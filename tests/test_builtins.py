@@ -58,12 +58,14 @@ def session(kiln):
 
 @pytest.fixture(scope="module")
 def sm(kiln, session):
-    return boto3.client("sagemaker", region_name="us-east-1")
+    # The SDK session's own boto3 session: boto3's default session would keep these credentials
+    # for later modules' servers.
+    return session.boto_session.client("sagemaker")
 
 
 @pytest.fixture(scope="module")
 def s3(kiln, session):
-    return boto3.client("s3", region_name="us-east-1")
+    return session.boto_session.client("s3")
 
 
 def wait(sm, name, timeout=180):

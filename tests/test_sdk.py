@@ -68,7 +68,7 @@ def test_estimator_fit_script_mode_with_logs(sdk_session, tmp_path, capsys):
     assert job["ModelArtifacts"]["S3ModelArtifacts"] == est.model_data
     assert {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}["loss"] == pytest.approx(0.1667, abs=1e-4)
     local = tmp_path / "model.tar.gz"
-    boto3.client("s3").download_file("sdk-bucket", est.model_data.split("sdk-bucket/", 1)[1], str(local))
+    session.boto_session.client("s3").download_file("sdk-bucket", est.model_data.split("sdk-bucket/", 1)[1], str(local))
     with tarfile.open(local) as tar:
         assert "model.json" in tar.getnames()
     # attach() reads the description back with the keys it indexes directly.

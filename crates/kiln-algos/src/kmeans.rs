@@ -19,7 +19,7 @@ use crate::container::{
 };
 use crate::protobuf::{DenseRows, read_dense};
 use crate::reader::{ContentType, ReadOptions, list_files, read_dir, read_file};
-use crate::registry::{Algorithm, ChannelSpec, check_channels};
+use crate::registry::{Algorithm, ChannelSpec, PredictArgs, check_channels};
 use crate::rng::Rng;
 
 /// The model file in `model/` (and so at the root of model.tar.gz).
@@ -867,36 +867,16 @@ pub fn predict(model: &KMeansModel, rows: &[f32]) -> Vec<(usize, f32)> {
 }
 
 fn predict_cmd(args: &[&str], out: &mut (dyn Write + Send)) -> Result<(), JobError> {
+    let PredictArgs {
+        model,
+        data,
+        content_type: ct,
+        output,
+        nthread,
+        ..
+    } = PredictArgs::parse(args, USAGE, false)?;
     let usage = |m: &str| JobError::User(format!("{m}\n{USAGE}"));
-    let (mut model, mut data, mut ct, mut output, mut nthread) = (None, None, None, None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (key, inline) = match a.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k, Some(v)),
-            _ => (*a, None),
-        };
-        let mut value = || {
-            inline
-                .or_else(|| it.next().copied())
-                .ok_or_else(|| usage(&format!("{key} needs a value")))
-        };
-        match key {
-            "--model" => model = Some(PathBuf::from(value()?)),
-            "--data" => data = Some(PathBuf::from(value()?)),
-            "--content-type" => ct = Some(value()?.to_string()),
-            "--output" => output = Some(PathBuf::from(value()?)),
-            "--nthread" => {
-                let v = value()?;
-                nthread = Some(
-                    v.parse::<usize>()
-                        .map_err(|_| usage(&format!("--nthread '{v}' is not a number")))?,
-                );
-            }
-            other => return Err(usage(&format!("unexpected argument '{other}'"))),
-        }
-    }
-    let model = load_model(&model.ok_or_else(|| usage("--model is required"))?)?;
-    let data = data.ok_or_else(|| usage("--data is required"))?;
+    let model = load_model(&model)?;
     let recordio = match ct.as_deref() {
         Some(c) => {
             let base = c.split(';').next().unwrap_or("").trim().to_ascii_lowercase();

@@ -119,6 +119,57 @@ pub fn check_channels<'a>(
     Ok(())
 }
 
+/// What `kiln algo NAME predict` is given: every built-in takes the same flags (`--model`, `--data`,
+/// `--content-type`, `--output`, `--nthread`), and `--has-label` where its data may carry a label.
+#[derive(Debug, Default)]
+pub(crate) struct PredictArgs {
+    pub model: std::path::PathBuf,
+    pub data: std::path::PathBuf,
+    pub content_type: Option<String>,
+    pub output: Option<std::path::PathBuf>,
+    pub nthread: Option<usize>,
+    pub has_label: bool,
+}
+
+impl PredictArgs {
+    /// Parses `--flag value` and `--flag=value`; errors end with the command's `usage`.
+    pub(crate) fn parse(args: &[&str], usage: &str, takes_label: bool) -> Result<PredictArgs, JobError> {
+        let usage_error = |m: &str| JobError::User(format!("{m}\n{usage}"));
+        let (mut model, mut data) = (None, None);
+        let mut parsed = PredictArgs::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let (key, inline) = match a.split_once('=') {
+                Some((k, v)) if k.starts_with("--") => (k, Some(v)),
+                _ => (*a, None),
+            };
+            let mut value = || {
+                inline
+                    .or_else(|| it.next().copied())
+                    .ok_or_else(|| usage_error(&format!("{key} needs a value")))
+            };
+            match key {
+                "--model" => model = Some(std::path::PathBuf::from(value()?)),
+                "--data" => data = Some(std::path::PathBuf::from(value()?)),
+                "--content-type" => parsed.content_type = Some(value()?.to_string()),
+                "--output" => parsed.output = Some(std::path::PathBuf::from(value()?)),
+                "--nthread" => {
+                    let v = value()?;
+                    parsed.nthread = Some(
+                        v.parse::<usize>()
+                            .map_err(|_| usage_error(&format!("--nthread '{v}' is not a number")))?,
+                    );
+                }
+                "--has-label" if takes_label => parsed.has_label = true,
+                other => return Err(usage_error(&format!("unexpected argument '{other}'"))),
+            }
+        }
+        parsed.model = model.ok_or_else(|| usage_error("--model is required"))?;
+        parsed.data = data.ok_or_else(|| usage_error("--data is required"))?;
+        Ok(parsed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

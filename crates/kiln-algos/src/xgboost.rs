@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::booster::Booster;
 use crate::container::{JobError, JobPaths, run_train, thread_count};
 use crate::metric;
 use crate::params::XgbConfig;
 use crate::reader::{ContentType, ReadOptions, read_dir, read_file};
-use crate::registry::{Algorithm, ChannelSpec};
+use crate::registry::{Algorithm, ChannelSpec, PredictArgs};
 
 pub(crate) const USAGE: &str = "\
 usage: kiln algo xgboost train [--ml-root DIR]
@@ -158,39 +158,14 @@ fn objective_is_maximize(metric: &str) -> Option<bool> {
 }
 
 fn predict_cmd(args: &[&str], out: &mut (dyn Write + Send)) -> Result<(), JobError> {
-    let usage = |m: &str| JobError::User(format!("{m}\n{USAGE}"));
-    let (mut model, mut data, mut ct, mut output) = (None, None, None, None);
-    let mut has_label = false;
-    let mut nthread = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (key, inline) = match a.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k, Some(v)),
-            _ => (*a, None),
-        };
-        let mut value = || {
-            inline
-                .or_else(|| it.next().copied())
-                .ok_or_else(|| usage(&format!("{key} needs a value")))
-        };
-        match key {
-            "--model" => model = Some(PathBuf::from(value()?)),
-            "--data" => data = Some(PathBuf::from(value()?)),
-            "--content-type" => ct = Some(value()?.to_string()),
-            "--output" => output = Some(PathBuf::from(value()?)),
-            "--nthread" => {
-                let v = value()?;
-                nthread = Some(
-                    v.parse::<usize>()
-                        .map_err(|_| usage(&format!("--nthread '{v}' is not a number")))?,
-                );
-            }
-            "--has-label" => has_label = true,
-            other => return Err(usage(&format!("unexpected argument '{other}'"))),
-        }
-    }
-    let model = model.ok_or_else(|| usage("--model is required"))?;
-    let data = data.ok_or_else(|| usage("--data is required"))?;
+    let PredictArgs {
+        model,
+        data,
+        content_type: ct,
+        output,
+        nthread,
+        has_label,
+    } = PredictArgs::parse(args, USAGE, true)?;
     let text = std::fs::read_to_string(&model)
         .map_err(|e| JobError::User(format!("could not read model {}: {e}", model.display())))?;
     let booster = Booster::from_xgboost_json(&text).map_err(|e| JobError::User(format!("{}: {e}", model.display())))?;

@@ -87,3 +87,29 @@ pub async fn read_limited(body: &mut Body, headers: &HeaderMap, limit: usize) ->
     }
     Ok(buf.freeze())
 }
+
+/// `application/x-www-form-urlencoded` text decoded: `+` is a space, `%XX` a byte; a malformed
+/// escape stays as it is. (The query protocol's bodies, the console's forms.)
+pub fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -154,30 +154,6 @@ fn write_xml(out: &mut String, name: &str, v: &Wire) {
     out.push_str(&format!("</{name}>"));
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Members the query protocol sends as text that the shapes take as numbers or booleans.
 fn typed(key: &str, value: String) -> Value {
     match key {
@@ -208,7 +184,7 @@ fn query_to_json(form: &str) -> ApiResult<(String, Value)> {
     let mut root = serde_json::Map::new();
     for pair in form.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), percent_decode(v));
+        let (k, v) = (crate::body::form_decode(k), crate::body::form_decode(v));
         match k.as_str() {
             "Action" => action = Some(v),
             "Version" => {}
@@ -398,8 +374,8 @@ mod tests {
         );
         assert!(query_to_json("Version=1").is_err());
         assert!(query_to_json("Action=X&A=1&A.B=2").is_err());
-        assert_eq!(percent_decode("%4"), "%4");
-        assert_eq!(percent_decode("a%2Fb%"), "a/b%");
+        assert_eq!(crate::body::form_decode("%4"), "%4");
+        assert_eq!(crate::body::form_decode("a%2Fb%"), "a/b%");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::App;
 use crate::aws::{Service, dispatch};
-use crate::body::read_limited;
+use crate::body::{form_decode, read_limited};
 use session::Session;
 
 /// Where the console lives.
@@ -84,32 +84,9 @@ fn form_pairs(text: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
+            (form_decode(k), form_decode(v))
         })
         .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
@@ -152,7 +129,7 @@ pub async fn handle(app_arc: std::sync::Arc<App>, parts: Parts, body: Body) -> R
         account: session.account.clone(),
         region: "us-east-1".into(),
     };
-    let segs: Vec<String> = path.trim_matches('/').split('/').map(decode).collect::<Vec<_>>();
+    let segs: Vec<String> = path.trim_matches('/').split('/').map(form_decode).collect::<Vec<_>>();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match (&parts.method, segs.as_slice()) {
         (&Method::GET, [""]) => redirect(&format!("{ROOT}/jobs"), None),
@@ -533,8 +510,8 @@ mod tests {
                 ("x".into(), "".into())
             ]
         );
-        assert_eq!(decode("50%"), "50%");
-        assert_eq!(decode("%zz"), "%zz");
-        assert_eq!(decode("%e2%9c%93"), "✓");
+        assert_eq!(form_decode("50%"), "50%");
+        assert_eq!(form_decode("%zz"), "%zz");
+        assert_eq!(form_decode("%e2%9c%93"), "✓");
     }
 }
