@@ -312,6 +312,47 @@ mod tests {
         let _ = std::fs::remove_dir_all(&first_root);
     }
 
+    #[test]
+    fn a_checkpoint_wins_over_the_model_channel() {
+        let data = regression_rows(400);
+        let hp = |rounds: usize| format!(r#"{{"num_round": "{rounds}", "objective": "reg:squarederror"}}"#);
+        let whole_root = job("incr-ck-50", &hp(50), &[("train", &data, Some("text/csv"))]);
+        assert_eq!(train(&whole_root).0, 0);
+        let whole = std::fs::read_to_string(whole_root.join("model/xgboost-model")).unwrap();
+        let first_root = job("incr-ck-30", &hp(30), &[("train", &data, Some("text/csv"))]);
+        assert_eq!(train(&first_root).0, 0);
+        let first = std::fs::read(first_root.join("model/xgboost-model")).unwrap();
+        let root = job("incr-ck-20", &hp(20), &[("train", &data, Some("text/csv"))]);
+        add_model_channel(&root, &[("model.tar.gz", tar_gz(&first))]);
+        let ckpt = root.join("ckpt");
+        std::fs::write(
+            root.join("input/config/checkpointconfig.json"),
+            serde_json::json!({"LocalPath": ckpt.display().to_string()}).to_string(),
+        )
+        .unwrap();
+        assert_eq!(train(&root).0, 0);
+        // Interrupted after the checkpoint of round 45 (46 trees: 30 + 16 of this job's 20).
+        for r in 46..50 {
+            std::fs::remove_file(ckpt.join(format!("xgboost-checkpoint.{r}"))).unwrap();
+        }
+        std::fs::remove_dir_all(root.join("model")).unwrap();
+        let (code, out, err) = train(&root);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("Resuming from checkpoint xgboost-checkpoint.45"), "{err}");
+        let rounds: Vec<&str> = out.lines().map(|l| l.split(']').next().unwrap()).collect();
+        assert_eq!(rounds, ["[16", "[17", "[18", "[19"], "{out}");
+        let resumed = std::fs::read_to_string(root.join("model/xgboost-model")).unwrap();
+        let (a, b) = (
+            Booster::from_xgboost_json(&resumed).unwrap(),
+            Booster::from_xgboost_json(&whole).unwrap(),
+        );
+        assert_eq!(a.trees.len(), 50);
+        assert_eq!(a.trees, b.trees);
+        for d in [root, whole_root, first_root] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
     /// (hyperparameters, the model channel's files, train data, what the failure must say).
     type BadModelCase<'a> = (&'a str, Vec<(&'a str, Vec<u8>)>, &'a str, &'a [&'a str]);
 
