@@ -1,6 +1,7 @@
-"""Built-in algorithms other than XGBoost, driven as their users drive them: K-Means through the
+"""Built-in algorithms driven as their users drive them: K-Means through the
 SageMaker SDK's own `KMeans` estimator and `record_set()` (RecordIO-protobuf, a ManifestFile
-channel), and through boto3 with CSV and Pipe mode; failures carry a reason that says what to fix."""
+channel), and through boto3 with CSV and Pipe mode; XGBoost's incremental training (a `model`
+channel) through boto3; failures carry a reason that says what to fix."""
 import io
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 sagemaker = pytest.importorskip("sagemaker")
 
-from kilntest import Kiln, job_request, kiln_bin  # noqa: E402
+from kilntest import SHARED, Kiln, job_request, kiln_bin  # noqa: E402
 from sagemaker.serializer_utils import write_numpy_to_dense_tensor  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
@@ -243,3 +244,78 @@ def test_tuning_kmeans_on_test_msd_picks_the_right_k(sm, s3):
     assert best["TunedHyperParameters"]["k"] == "4", best
     assert best["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "test:msd"
     assert 2.0 < best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] < 4.0, best
+
+
+XGBOOST_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+
+
+def xgboost_request(s3, name, hps, model_uri=None):
+    """A built-in XGBoost job on the flights data (uploaded once), with a `model` channel at
+    `model_uri` when given (ContentType as SageMaker's incremental training sets it)."""
+    flights = SHARED / "data" / "flights"
+    if "Contents" not in s3.list_objects_v2(Bucket="builtins", Prefix="flights/train/"):
+        s3.upload_file(str(flights / "train.csv"), "builtins", "flights/train/train.csv")
+    req = job_request(name, HyperParameters={k: str(v) for k, v in hps.items()})
+    req["AlgorithmSpecification"] = {"TrainingImage": XGBOOST_IMAGE, "TrainingInputMode": "File"}
+    req["OutputDataConfig"] = {"S3OutputPath": "s3://builtins/xgb-out"}
+    channels = [{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": "s3://builtins/flights/train/"}}}]
+    if model_uri:
+        channels.append({"ChannelName": "model", "ContentType": "application/x-sagemaker-model",
+                         "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": model_uri}}})
+    req["InputDataConfig"] = channels
+    return req
+
+
+def xgboost_model(s3, uri, path):
+    """The `xgboost-model` of a job's model.tar.gz, loaded with xgboost's own Python package."""
+    xgb = pytest.importorskip("xgboost")
+    bucket, key = uri[len("s3://"):].split("/", 1)
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
+        path.write_bytes(tar.extractfile("xgboost-model").read())
+    return xgb.Booster(model_file=str(path))
+
+
+def test_xgboost_incremental_training_from_a_model_channel(kiln, sm, s3, tmp_path):
+    """Job B trains 50 rounds on top of job A's 100 (A's model.tar.gz as B's `model` channel):
+    B's model is the model a 150-round job C trains."""
+    xgb = pytest.importorskip("xgboost")
+    base = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.3, "subsample": 1}
+    sm.create_training_job(**xgboost_request(s3, "xgb-incr-a", dict(base, num_round=100)))
+    sm.create_training_job(**xgboost_request(s3, "xgb-incr-c", dict(base, num_round=150)))
+    a = wait(sm, "xgb-incr-a", timeout=600)
+    assert a["TrainingJobStatus"] == "Completed", a.get("FailureReason")
+    a_model = a["ModelArtifacts"]["S3ModelArtifacts"]
+    sm.create_training_job(**xgboost_request(s3, "xgb-incr-b", dict(base, num_round=50), model_uri=a_model))
+    b, c = wait(sm, "xgb-incr-b", timeout=600), wait(sm, "xgb-incr-c", timeout=600)
+    assert b["TrainingJobStatus"] == "Completed", b.get("FailureReason")
+    assert c["TrainingJobStatus"] == "Completed", c.get("FailureReason")
+    mb = xgboost_model(s3, b["ModelArtifacts"]["S3ModelArtifacts"], tmp_path / "b.json")
+    mc = xgboost_model(s3, c["ModelArtifacts"]["S3ModelArtifacts"], tmp_path / "c.json")
+    assert mb.num_boosted_rounds() == 150 and mc.num_boosted_rounds() == 150
+    X = np.loadtxt(SHARED / "data" / "flights" / "test.csv", delimiter=",", max_rows=5000)[:, 1:]
+    d = xgb.DMatrix(X)
+    pb, pc = mb.predict(d), mc.predict(d)
+    assert np.abs(pb - pc).max() <= 1e-5, np.abs(pb - pc).max()
+    # Fewer rounds differ: the comparison can tell.
+    pa = xgboost_model(s3, a_model, tmp_path / "a.json").predict(d)
+    assert np.abs(pa - pc).max() > 1e-3
+
+
+def test_xgboost_incompatible_model_channel_fails_with_the_reason(kiln, sm, s3):
+    sm.create_training_job(**xgboost_request(s3, "xgb-incr-small", {"objective": "binary:logistic", "num_round": 2}))
+    d = wait(sm, "xgb-incr-small", timeout=600)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    uri = d["ModelArtifacts"]["S3ModelArtifacts"]
+    sm.create_training_job(**xgboost_request(s3, "xgb-incr-obj", {"objective": "reg:squarederror", "num_round": 2},
+                                             model_uri=uri))
+    s3.put_object(Bucket="builtins", Key="garbage/model.tar.gz", Body=b"this is not a model")
+    sm.create_training_job(**xgboost_request(s3, "xgb-incr-junk", {"num_round": 2},
+                                             model_uri="s3://builtins/garbage/model.tar.gz"))
+    d = wait(sm, "xgb-incr-obj", timeout=600)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert "objective binary:logistic" in d["FailureReason"], d["FailureReason"]
+    assert "objective reg:squarederror" in d["FailureReason"], d["FailureReason"]
+    d = wait(sm, "xgb-incr-junk", timeout=600)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert "channel 'model'" in d["FailureReason"] and "is not an XGBoost model" in d["FailureReason"], d["FailureReason"]

@@ -107,6 +107,9 @@ pub struct TrainOptions<'a> {
     /// `num_round`. With identical data and parameters the result is the model an
     /// uninterrupted run trains. Distributed, every host must pass the same model.
     pub resume: Option<&'a Booster>,
+    /// Subtracted from the round numbers of the printed lines: the rounds of the model an
+    /// incremental job continues, since xgboost numbers a continued training's rounds from 0.
+    pub round_offset: usize,
     /// Write `xgboost-checkpoint.<round>` here after every round (distributed: pass it on
     /// algo-1 only).
     pub checkpoints: Option<&'a Checkpoints>,
@@ -124,6 +127,7 @@ impl Default for TrainOptions<'_> {
             log: None,
             comm: None,
             resume: None,
+            round_offset: 0,
             checkpoints: None,
             valid_whole: false,
         }
@@ -663,7 +667,7 @@ fn train_in_pool(
                     .map(|(set, buf)| eval_set(set, buf))
                     .collect::<Result<_, _>>()?,
             };
-            let mut line = format!("[{round}]");
+            let mut line = format!("[{}]", round.saturating_sub(opts.round_offset));
             for (&(name, ..), vals) in sets.iter().zip(&values) {
                 for (metric, &value) in to_eval.iter().zip(vals).take(printed) {
                     line.push_str(&format!("\t{name}-{}:{}", metric.name(), fmt5(value)));
@@ -1023,6 +1027,7 @@ mod tests {
             log: Some(&mut out),
             comm: None,
             resume: None,
+            round_offset: 0,
             checkpoints: None,
             valid_whole: false,
         };
@@ -1058,6 +1063,7 @@ mod tests {
                 log: Some(&mut out),
                 comm: None,
                 resume: None,
+                round_offset: 0,
                 checkpoints: None,
                 valid_whole: false,
             },
@@ -1158,6 +1164,7 @@ mod tests {
                 log: Some(&mut log),
                 comm,
                 resume: None,
+                round_offset: 0,
                 checkpoints: None,
                 valid_whole,
             };
@@ -1305,6 +1312,7 @@ mod tests {
             log: Some(&mut log),
             comm: None,
             resume,
+            round_offset: 0,
             checkpoints: ckpt,
             valid_whole: false,
         };
@@ -1442,6 +1450,7 @@ mod tests {
             None,
             TrainOptions {
                 resume: Some(&b),
+                round_offset: 0,
                 ..TrainOptions::default()
             },
         )

@@ -220,6 +220,197 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// Rows of a noisy regression on 4 features (deterministic).
+    fn regression_rows(n: usize) -> String {
+        let mut s = String::new();
+        for i in 0..n {
+            let x: Vec<f64> = (0..4).map(|j| ((i * (7 + 3 * j) + j * 11) % 97) as f64 / 9.7).collect();
+            let y = x[0] * 2.0 - x[1] + (x[2] * x[3]).sin() + ((i * 31) % 13) as f64 / 13.0;
+            s.push_str(&format!("{y},{},{},{},{}\n", x[0], x[1], x[2], x[3]));
+        }
+        s
+    }
+
+    /// Adds a `model` channel holding `files` (name, bytes) to the job at `root`.
+    fn add_model_channel(root: &Path, files: &[(&str, Vec<u8>)]) {
+        let d = root.join("input/data/model");
+        std::fs::create_dir_all(&d).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(d.join(name), bytes).unwrap();
+        }
+        let path = root.join("input/config/inputdataconfig.json");
+        let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        cfg["model"] = serde_json::json!({"TrainingInputMode": "File", "ContentType": "application/x-sagemaker-model"});
+        std::fs::write(&path, cfg.to_string()).unwrap();
+    }
+
+    /// `model.tar.gz` holding `xgboost-model` = `model`, as a training job uploads it.
+    fn tar_gz(model: &[u8]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut b = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(model.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "xgboost-model", model).unwrap();
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn a_model_channel_continues_training_as_one_longer_run() {
+        let data = regression_rows(600);
+        let hp = |rounds: usize| {
+            format!(r#"{{"num_round": "{rounds}", "objective": "reg:squarederror", "max_depth": "4"}}"#)
+        };
+        let whole_root = job("incr-50", &hp(50), &[("train", &data, Some("text/csv"))]);
+        assert_eq!(train(&whole_root).0, 0);
+        let whole_text = std::fs::read_to_string(whole_root.join("model/xgboost-model")).unwrap();
+        let whole = Booster::from_xgboost_json(&whole_text).unwrap();
+        let first_root = job("incr-30", &hp(30), &[("train", &data, Some("text/csv"))]);
+        assert_eq!(train(&first_root).0, 0);
+        let first = std::fs::read(first_root.join("model/xgboost-model")).unwrap();
+        let x = crate::reader::read_file(
+            &whole_root.join("input/data/train/part-0"),
+            crate::reader::ContentType::Csv,
+            &crate::reader::ReadOptions {
+                has_label: true,
+                csv_weights: false,
+                min_features: 0,
+            },
+        )
+        .unwrap()
+        .features;
+        // The model as the extracted file and as the job's model.tar.gz.
+        for (name, bytes) in [("xgboost-model", first.clone()), ("model.tar.gz", tar_gz(&first))] {
+            let root = job(
+                &format!("incr-20-{name}"),
+                &hp(20),
+                &[("train", &data, Some("text/csv"))],
+            );
+            add_model_channel(&root, &[(name, bytes)]);
+            let (code, out, err) = train(&root);
+            assert_eq!(code, 0, "{err}");
+            assert!(
+                err.contains("continuing the model of channel 'model' (30 rounds): 20 more"),
+                "{err}"
+            );
+            // xgboost numbers a continued training's rounds from 0.
+            let rounds: Vec<&str> = out.lines().map(|l| l.split(']').next().unwrap()).collect();
+            assert_eq!(rounds, (0..20).map(|r| format!("[{r}")).collect::<Vec<_>>(), "{out}");
+            let text = std::fs::read_to_string(root.join("model/xgboost-model")).unwrap();
+            let more = Booster::from_xgboost_json(&text).unwrap();
+            assert_eq!(more.trees.len(), 50);
+            assert_eq!(more.trees, whole.trees, "{name}");
+            assert_eq!(more.base_score, whole.base_score);
+            assert_eq!(more.objective, whole.objective);
+            for (a, b) in more.predict(&x).iter().zip(whole.predict(&x)) {
+                assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+            }
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        let _ = std::fs::remove_dir_all(&whole_root);
+        let _ = std::fs::remove_dir_all(&first_root);
+    }
+
+    #[test]
+    fn a_checkpoint_wins_over_the_model_channel() {
+        let data = regression_rows(400);
+        let hp = |rounds: usize| format!(r#"{{"num_round": "{rounds}", "objective": "reg:squarederror"}}"#);
+        let whole_root = job("incr-ck-50", &hp(50), &[("train", &data, Some("text/csv"))]);
+        assert_eq!(train(&whole_root).0, 0);
+        let whole = std::fs::read_to_string(whole_root.join("model/xgboost-model")).unwrap();
+        let first_root = job("incr-ck-30", &hp(30), &[("train", &data, Some("text/csv"))]);
+        assert_eq!(train(&first_root).0, 0);
+        let first = std::fs::read(first_root.join("model/xgboost-model")).unwrap();
+        let root = job("incr-ck-20", &hp(20), &[("train", &data, Some("text/csv"))]);
+        add_model_channel(&root, &[("model.tar.gz", tar_gz(&first))]);
+        let ckpt = root.join("ckpt");
+        std::fs::write(
+            root.join("input/config/checkpointconfig.json"),
+            serde_json::json!({"LocalPath": ckpt.display().to_string()}).to_string(),
+        )
+        .unwrap();
+        assert_eq!(train(&root).0, 0);
+        // Interrupted after the checkpoint of round 45 (46 trees: 30 + 16 of this job's 20).
+        for r in 46..50 {
+            std::fs::remove_file(ckpt.join(format!("xgboost-checkpoint.{r}"))).unwrap();
+        }
+        std::fs::remove_dir_all(root.join("model")).unwrap();
+        let (code, out, err) = train(&root);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("Resuming from checkpoint xgboost-checkpoint.45"), "{err}");
+        let rounds: Vec<&str> = out.lines().map(|l| l.split(']').next().unwrap()).collect();
+        assert_eq!(rounds, ["[16", "[17", "[18", "[19"], "{out}");
+        let resumed = std::fs::read_to_string(root.join("model/xgboost-model")).unwrap();
+        let (a, b) = (
+            Booster::from_xgboost_json(&resumed).unwrap(),
+            Booster::from_xgboost_json(&whole).unwrap(),
+        );
+        assert_eq!(a.trees.len(), 50);
+        assert_eq!(a.trees, b.trees);
+        for d in [root, whole_root, first_root] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
+    /// (hyperparameters, the model channel's files, train data, what the failure must say).
+    type BadModelCase<'a> = (&'a str, Vec<(&'a str, Vec<u8>)>, &'a str, &'a [&'a str]);
+
+    #[test]
+    fn an_incompatible_or_unreadable_model_channel_fails_naming_both_values() {
+        let data = regression_rows(200);
+        let first = job(
+            "incr-bad-a",
+            r#"{"num_round": "3", "objective": "binary:logistic"}"#,
+            &[("train", &DATA.repeat(20), Some("text/csv"))],
+        );
+        assert_eq!(train(&first).0, 0);
+        let logistic = std::fs::read(first.join("model/xgboost-model")).unwrap();
+        let cases: Vec<BadModelCase> = vec![
+            (
+                r#"{"num_round": "3", "objective": "reg:squarederror"}"#,
+                vec![("xgboost-model", logistic.clone())],
+                &data,
+                &["objective binary:logistic", "objective reg:squarederror"],
+            ),
+            (
+                r#"{"num_round": "3", "objective": "binary:logistic"}"#,
+                vec![("model.tar.gz", tar_gz(&logistic))],
+                "1,1,2,3,4\n0,2,3,4,5\n",
+                &["feature count 2", "feature count 4"],
+            ),
+            (
+                r#"{"num_round": "3"}"#,
+                vec![("xgboost-model", b"not a model".to_vec())],
+                &data,
+                &["channel 'model'", "is not an XGBoost model kiln can read"],
+            ),
+            (
+                r#"{"num_round": "3"}"#,
+                vec![("model.tar.gz", vec![0x1f, 0x8b, 0, 1, 2])],
+                &data,
+                &["channel 'model'", "not a readable tar.gz archive"],
+            ),
+            (
+                r#"{"num_round": "3"}"#,
+                vec![("a", b"x".to_vec()), ("b", b"y".to_vec())],
+                &data,
+                &["channel 'model' holds 2 files"],
+            ),
+        ];
+        for (i, (hp, files, train_data, needles)) in cases.into_iter().enumerate() {
+            let root = job(&format!("incr-bad-{i}"), hp, &[("train", train_data, Some("text/csv"))]);
+            add_model_channel(&root, &files);
+            assert_eq!(train(&root).0, 1, "case {i}");
+            let failure = std::fs::read_to_string(root.join("output/failure")).unwrap();
+            for n in needles {
+                assert!(failure.contains(n), "case {i}: {failure}");
+            }
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        let _ = std::fs::remove_dir_all(&first);
+    }
+
     #[test]
     fn usage_errors() {
         let (mut out, mut err) = (Vec::new(), Vec::new());

@@ -25,6 +25,10 @@ struct TrainData {
 /// The model file name the XGBoost container writes.
 pub const MODEL_FILE: &str = "xgboost-model";
 
+/// The channel of an incremental training job: a model (an earlier job's `xgboost-model` or
+/// its `model.tar.gz`) that the job trains `num_round` more rounds on top of.
+pub const MODEL_CHANNEL: &str = "model";
+
 /// Paths of one job's `/opt/ml` tree (environment variables override the defaults).
 #[derive(Debug, Clone)]
 pub struct JobPaths {
@@ -279,10 +283,10 @@ pub fn run_train(
     let hp = read_hyperparameters(&paths.config_dir)?;
     let channels = read_channels(paths)?;
     for (name, cfg) in &channels {
-        if !matches!(name.as_str(), "train" | "validation" | "code") {
+        if !matches!(name.as_str(), "train" | "validation" | MODEL_CHANNEL | "code") {
             return Err(JobError::User(format!(
                 "Extraneous channel found: {name}. The XGBoost algorithm accepts the channels \
-                 'train' (required) and 'validation'; remove '{name}'"
+                 'train' (required), 'validation' and 'model'; remove '{name}'"
             )));
         }
         if let Some(mode) = &cfg.training_input_mode
@@ -471,7 +475,29 @@ fn train_job(
     // Distributed, every host computes the metrics (together) but only algo-1 prints them.
     let mut quiet = std::io::sink();
     let root = comm.is_none_or(Collective::is_root);
-    // Checkpoints: every host resumes from algo-1's newest; only algo-1 writes them.
+    // Incremental training: `num_round` more rounds on top of the model channel's model.
+    let prior = if channels.contains_key(MODEL_CHANNEL) {
+        Some(read_model_channel(&paths.channel_dir(MODEL_CHANNEL))?)
+    } else {
+        None
+    };
+    let prior_rounds = match &prior {
+        Some(m) => {
+            check_model_fits(m, params, train.n_features)?;
+            let rounds = m.trees.len() / m.objective.n_groups().max(1);
+            let _ = writeln!(
+                err,
+                "kiln xgboost: continuing the model of channel 'model' ({rounds} rounds): {} more",
+                params.num_round
+            );
+            rounds
+        }
+        None => 0,
+    };
+    let continued = params.after_rounds(prior_rounds);
+    let params = &continued;
+    // Checkpoints: every host resumes from algo-1's newest; only algo-1 writes them. A
+    // checkpoint is newer than the model channel's model (it was trained on top of it).
     let checkpoints = checkpoint_dir(paths)?.map(Checkpoints::new);
     let resume = match &checkpoints {
         Some(c) => resume_point(c, comm)?,
@@ -496,6 +522,7 @@ fn train_job(
             )
         };
     }
+    let resume = resume.or_else(|| prior.map(|m| (prior_rounds, m)));
     let log: &mut (dyn Write + Send) = if root { out } else { &mut quiet };
     let booster = train_binned(
         params,
@@ -508,6 +535,7 @@ fn train_job(
             log: Some(log),
             comm,
             resume: resume.as_ref().map(|r| &r.1),
+            round_offset: prior_rounds,
             checkpoints: checkpoints.as_ref().filter(|_| root),
             // A replicated validation channel is evaluated whole on every host (no exchange);
             // a sharded one is each host's part, evaluated together.
@@ -538,6 +566,122 @@ fn train_job(
     let model_path = paths.model_dir.join(MODEL_FILE);
     std::fs::write(&model_path, json)
         .map_err(|e| JobError::Internal(format!("could not write {}: {e}", model_path.display())))?;
+    Ok(())
+}
+
+/// The model in the `model` channel's directory: its `xgboost-model` file, else its one file,
+/// either a model or a gzipped tar archive (the `model.tar.gz` a training job uploads) holding
+/// `xgboost-model`.
+fn read_model_channel(dir: &Path) -> Result<Booster, JobError> {
+    let files = channel_files(dir)
+        .map_err(|e| JobError::User(format!("channel 'model': could not list {}: {e}", dir.display())))?;
+    let path = match files.iter().find(|f| f.file_name().is_some_and(|n| n == MODEL_FILE)) {
+        Some(f) => f.clone(),
+        None if files.len() == 1 => files[0].clone(),
+        None => {
+            return Err(JobError::User(format!(
+                "channel 'model' holds {} files and none is named {MODEL_FILE}; give it one \
+                 model: an earlier job's model.tar.gz or its {MODEL_FILE} file",
+                files.len()
+            )));
+        }
+    };
+    let bytes = std::fs::read(&path)
+        .map_err(|e| JobError::User(format!("channel 'model': could not read {}: {e}", path.display())))?;
+    let (bytes, name) = if bytes.starts_with(&[0x1f, 0x8b]) {
+        (
+            model_from_tar_gz(&bytes, &path)?,
+            format!("{}:{MODEL_FILE}", path.display()),
+        )
+    } else {
+        (bytes, path.display().to_string())
+    };
+    let text = String::from_utf8(bytes).map_err(|_| {
+        JobError::User(format!(
+            "channel 'model': {name} is not an XGBoost JSON model (binary or pickled models are \
+             not supported by kiln; save the model with Booster.save_model('xgboost-model.json'))"
+        ))
+    })?;
+    Booster::from_xgboost_json(&text).map_err(|e| {
+        JobError::User(format!(
+            "channel 'model': {name} is not an XGBoost model kiln can read ({e})"
+        ))
+    })
+}
+
+/// Regular files under `dir`, at any depth, sorted.
+fn channel_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The `xgboost-model` entry of a gzipped tar archive.
+fn model_from_tar_gz(bytes: &[u8], path: &Path) -> Result<Vec<u8>, JobError> {
+    let bad = |e: std::io::Error| {
+        JobError::User(format!(
+            "channel 'model': {} is not a readable tar.gz archive ({e})",
+            path.display()
+        ))
+    };
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let is_model = entry.path().map_err(bad)?.file_name().is_some_and(|n| n == MODEL_FILE);
+        if is_model && entry.header().entry_type().is_file() {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut out).map_err(bad)?;
+            return Ok(out);
+        }
+    }
+    Err(JobError::User(format!(
+        "channel 'model': the archive {} has no {MODEL_FILE} file; give the model.tar.gz of an \
+         XGBoost training job",
+        path.display()
+    )))
+}
+
+/// Fails unless `model` can be trained further with `params` on data of `n_features` columns.
+fn check_model_fits(model: &Booster, params: &XgbParams, n_features: usize) -> Result<(), JobError> {
+    let mismatch = |what: &str, old: String, new: String| {
+        Err(JobError::User(format!(
+            "channel 'model': the model was trained with {what} {old} but this job has {what} \
+             {new}; incremental training needs the same {what}"
+        )))
+    };
+    if model.objective.name() != params.objective.name() {
+        return mismatch(
+            "objective",
+            model.objective.name().into(),
+            params.objective.name().into(),
+        );
+    }
+    if model.objective.n_groups() != params.objective.n_groups() {
+        return mismatch(
+            "num_class",
+            model.objective.n_groups().to_string(),
+            params.objective.n_groups().to_string(),
+        );
+    }
+    if model.num_feature != n_features {
+        return mismatch(
+            "feature count",
+            model.num_feature.to_string(),
+            format!("{n_features} (in channel 'train')"),
+        );
+    }
     Ok(())
 }
 

@@ -250,6 +250,14 @@ impl std::ops::Deref for XgbParams {
 }
 
 impl XgbParams {
+    /// These parameters with `num_round` counted on top of a model that already has `prior`
+    /// rounds (incremental training: the job trains `num_round` more).
+    pub fn after_rounds(&self, prior: usize) -> XgbParams {
+        let mut p = self.clone();
+        p.cfg.num_round += prior;
+        p
+    }
+
     /// Metrics printed each round, in order (eval_metric or the default, plus the tuning metric).
     pub fn metrics(&self) -> &[Metric] {
         &self.metrics

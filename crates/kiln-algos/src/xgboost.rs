@@ -53,6 +53,10 @@ impl Algorithm for Xgboost {
                 name: "validation",
                 required: false,
             },
+            ChannelSpec {
+                name: crate::container::MODEL_CHANNEL,
+                required: false,
+            },
         ]
     }
 
