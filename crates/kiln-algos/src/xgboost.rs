@@ -95,28 +95,9 @@ impl Algorithm for Xgboost {
     }
 }
 
-/// Metrics the XGBoost built-in can print, by the base name used in metric definitions.
-const XGBOOST_PRINTABLE: &[&str] = &[
-    "rmse",
-    "rmsle",
-    "mse",
-    "mae",
-    "mape",
-    "mphe",
-    "logloss",
-    "error",
-    "auc",
-    "aucpr",
-    "merror",
-    "mlogloss",
-    "poisson-nloglik",
-    "gamma-nloglik",
-    "gamma-deviance",
-    "tweedie-nloglik",
-    "r2",
-    "accuracy",
-    "f1",
-];
+/// Metrics the XGBoost built-in can print, by the base name used in metric definitions: every
+/// metric `eval_metric` accepts.
+const XGBOOST_PRINTABLE: &[&str] = metric::METRIC_NAMES;
 
 /// The (Name, Regex) metric definitions the service injects for a built-in algorithm:
 /// `train:<m>` and `validation:<m>` for every metric the trainer can print, matching log lines
