@@ -282,13 +282,8 @@ pub fn run_train(
 ) -> Result<(), JobError> {
     let hp = read_hyperparameters(&paths.config_dir)?;
     let channels = read_channels(paths)?;
+    crate::registry::check_channels(&crate::xgboost::XGBOOST, channels.keys())?;
     for (name, cfg) in &channels {
-        if !matches!(name.as_str(), "train" | "validation" | MODEL_CHANNEL | "code") {
-            return Err(JobError::User(format!(
-                "Extraneous channel found: {name}. The XGBoost algorithm accepts the channels \
-                 'train' (required), 'validation' and 'model'; remove '{name}'"
-            )));
-        }
         if let Some(mode) = &cfg.training_input_mode
             && !matches!(mode.as_str(), "File" | "FastFile")
         {
