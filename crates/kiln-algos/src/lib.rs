@@ -1,4 +1,4 @@
-//! kiln's built-in algorithms (SageMaker's XGBoost and K-Means) and the readers for the data
+//! kiln's built-in algorithms (SageMaker's XGBoost, K-Means and Linear Learner) and the readers for the data
 //! formats SageMaker's built-ins accept. It runs inside the SageMaker container contract
 //! (`kiln algo <name>`), and knows nothing about the server, the store or the network. It is not
 //! a general ML library: it implements what SageMaker's built-ins offer (hyperparameters, log
@@ -12,7 +12,7 @@
 //! [`rank`]); [`model_json`] reads and writes xgboost's JSON model format; [`params`] validates
 //! hyperparameters; [`container`] and [`xgboost`] implement `kiln algo xgboost train|predict`;
 //! [`collective`] connects the hosts of a distributed job so that they train one model.
-//! K-Means: [`kmeans`]. [`protobuf`] reads RecordIO-protobuf (the SDK's `record_set()`).
+//! K-Means: [`kmeans`]. Linear Learner: [`linear`]. [`protobuf`] reads RecordIO-protobuf (the SDK's `record_set()`).
 
 pub mod binning;
 pub mod booster;
@@ -24,6 +24,7 @@ pub mod data;
 pub mod distributed;
 pub mod grow;
 pub mod kmeans;
+pub mod linear;
 pub mod metric;
 pub mod model_json;
 pub mod objective;

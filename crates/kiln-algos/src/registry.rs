@@ -63,7 +63,11 @@ pub trait Algorithm: Sync {
 }
 
 /// Every built-in kiln implements.
-pub static ALGORITHMS: &[&dyn Algorithm] = &[&crate::xgboost::XGBOOST, &crate::kmeans::KMEANS];
+pub static ALGORITHMS: &[&dyn Algorithm] = &[
+    &crate::xgboost::XGBOOST,
+    &crate::kmeans::KMEANS,
+    &crate::linear::LINEAR_LEARNER,
+];
 
 /// The algorithm named `name` (case-insensitive).
 pub fn by_name(name: &str) -> Option<&'static dyn Algorithm> {
@@ -183,7 +187,13 @@ mod tests {
         assert_eq!(by_image("kiln/xgboost").map(|a| a.name()), Some("xgboost"));
         assert_eq!(by_image("kmeans").map(|a| a.name()), Some("kmeans"));
         assert_eq!(by_image("kiln/kmeans").map(|a| a.name()), Some("kmeans"));
-        assert!(by_image("linear-learner").is_none());
+        assert_eq!(by_image("linear-learner").map(|a| a.name()), Some("linear-learner"));
+        assert_eq!(
+            by_image("kiln/linear-learner").map(|a| a.name()),
+            Some("linear-learner")
+        );
+        assert_eq!(by_name("Linear-Learner").map(|a| a.name()), Some("linear-learner"));
+        assert!(by_image("ntm").is_none());
         // No two algorithms answer to one image.
         for a in ALGORITHMS {
             for i in a.images() {

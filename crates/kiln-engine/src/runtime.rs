@@ -20,7 +20,6 @@ const FRAMEWORKS: &[&str] = &[
 /// Built-in images SageMaker has that kiln does not implement yet (the implemented ones are in
 /// `kiln_algos::registry`).
 const UNIMPLEMENTED: &[&str] = &[
-    "linear-learner",
     "knn",
     "pca",
     "factorization-machines",
@@ -225,12 +224,9 @@ mod tests {
         );
         assert!(builtin_algorithm(&spec(pt, &[])).is_none());
         assert!(
-            resolve(&spec(
-                "382416733822.dkr.ecr.us-east-1.amazonaws.com/linear-learner:1",
-                &[]
-            ))
-            .unwrap_err()
-            .contains("not implemented")
+            resolve(&spec("382416733822.dkr.ecr.us-east-1.amazonaws.com/ntm:1", &[]))
+                .unwrap_err()
+                .contains("not implemented")
         );
         assert_eq!(resolve(&spec("kiln/noop", &[])), Ok(Runtime::Noop));
     }
