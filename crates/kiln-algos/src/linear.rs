@@ -682,15 +682,17 @@ fn sigmoid(z: f32) -> f32 {
 /// Dot product with eight partial sums, so that the compiler vectorizes it.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut s = [0f32; 8];
-    let n = a.len().min(b.len()) / 8 * 8;
-    for (x, y) in a[..n].chunks_exact(8).zip(b[..n].chunks_exact(8)) {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        let (x, y): (&[f32; 8], &[f32; 8]) = (x.try_into().unwrap_or(&[0.0; 8]), y.try_into().unwrap_or(&[0.0; 8]));
         for j in 0..8 {
-            s[j] += x[j] * y[j];
+            acc[j] += x[j] * y[j];
         }
     }
-    let tail: f32 = a[n..].iter().zip(&b[n..]).map(|(x, y)| x * y).sum();
-    ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + tail
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// `y += a * x`.
@@ -755,13 +757,19 @@ fn softmax(z: &mut [f32]) -> f32 {
 /// `e^x`, branch-free so that loops of it vectorize (libm's `expf` is a call per value): the
 /// input is clamped to [-87, 88], split as `n ln2 + r` with |r| <= ln2/2, and `e^r` is a degree-6
 /// Taylor polynomial (relative error below 2e-7), scaled by `2^n` through the exponent bits.
+/// `n` is rounded by adding `1.5 * 2^23`, which leaves it in the low mantissa bits: integer
+/// operations only (a float-to-int cast, saturating in Rust, keeps the loop scalar).
 #[inline(always)]
 fn fast_exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // The low bits of t are n + 0x40_0000 (|n| < 2^22): n + 127 shifted into the exponent.
+    let e = t.to_bits().wrapping_sub(0x4b40_0000).wrapping_add(127) << 23;
+    p * f32::from_bits(e)
 }
 
 /// `ln x` for normal positive `x`, branch-free: `x = m 2^e` with `m` in [sqrt(1/2), sqrt(2)),
@@ -798,27 +806,25 @@ fn logistic(z: f32, y: f32) -> (f32, f32) {
 const BLOCK: usize = 64;
 
 /// Replaces each `z[i]` by the second value of `f(z[i], y[i])` and returns the sum of the
-/// first. Eight lanes of sums (a single running sum is a strict floating-point reduction,
-/// which keeps the compiler from vectorizing the loop, and `f` is mostly `exp` and `ln`).
+/// first. A plain map into a buffer, summed afterwards in eight lanes: a running sum in the
+/// loop is a strict floating-point reduction, which keeps the compiler from vectorizing `f`
+/// (mostly `exp` and `ln`).
 #[inline(always)]
 fn map_block(z: &mut [f32], y: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> f32 {
-    let mut acc = [0f32; 8];
-    let n8 = z.len().min(y.len()) / 8 * 8;
-    let (head, tail) = z.split_at_mut(n8);
-    for (zc, yc) in head.chunks_exact_mut(8).zip(y[..n8].chunks_exact(8)) {
-        for j in 0..8 {
-            let (l, g) = f(zc[j], yc[j]);
-            acc[j] += l;
-            zc[j] = g;
-        }
-    }
-    let mut rest = 0f32;
-    for (zi, &yi) in tail.iter_mut().zip(&y[n8..]) {
+    let mut losses = [0f32; BLOCK];
+    let n = z.len().min(y.len()).min(BLOCK);
+    for ((zi, &yi), li) in z[..n].iter_mut().zip(&y[..n]).zip(&mut losses[..n]) {
         let (l, g) = f(*zi, yi);
-        rest += l;
+        *li = l;
         *zi = g;
     }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + rest
+    let mut acc = [0f32; 8];
+    for c in losses.chunks_exact(8) {
+        for j in 0..8 {
+            acc[j] += c[j];
+        }
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
 /// Turns a block's outputs `z` (one per row) into weighted loss gradients in place; returns
@@ -1537,7 +1543,9 @@ pub fn fit(
         lr_step: p.lr_scheduler_step.unwrap_or((batches / 10).max(1)),
     };
     let num_models = p.num_models.unwrap_or(AUTO_NUM_MODELS);
-    let base_lr = p.learning_rate.unwrap_or_else(|| auto_learning_rate(p.optimizer, batches));
+    let base_lr = p
+        .learning_rate
+        .unwrap_or_else(|| auto_learning_rate(p.optimizer, batches));
     let mut models: Vec<Model> = (0..num_models)
         .map(|i| {
             let lr = base_lr * LR_SPREAD[i % 4];
