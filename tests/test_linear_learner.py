@@ -305,3 +305,37 @@ def test_tuning_on_validation_objective_loss(sm, s3):
     losses = {j["TunedHyperParameters"]["wd"]: j["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
               for j in jobs["TrainingJobSummaries"]}
     assert losses["10"] > losses["0"], losses
+
+
+def test_incremental_training_from_a_model_channel(sm, s3):
+    """Job B starts from job A's model.tar.gz (a `model` channel) with a learning rate too small
+    to move: B's test mse is A's, while the same job without the channel is far off. A model of
+    another predictor_type fails B with both values named."""
+    X, y = regression(2000, seed=11)
+    Xt, yt = regression(300, seed=12)
+    s3.put_object(Bucket="linear", Key="incr/train/part-0.csv", Body=csv_bytes(X, y))
+    s3.put_object(Bucket="linear", Key="incr/test/part-0.csv", Body=csv_bytes(Xt, yt))
+    data = {"train": ("s3://linear/incr/train/", "text/csv"), "test": ("s3://linear/incr/test/", "text/csv")}
+    sm.create_training_job(**ll_request("ll-incr-a", {"predictor_type": "regressor", "epochs": "20",
+                                                      "mini_batch_size": "100"}, data))
+    a = wait(sm, "ll-incr-a")
+    assert a["TrainingJobStatus"] == "Completed", a.get("FailureReason")
+    a_mse = {m["MetricName"]: m["Value"] for m in a["FinalMetricDataList"]}["test:mse"]
+    assert a_mse < 0.05
+    prior = ("s3://linear/boto/ll-incr-a/output/model.tar.gz", "application/x-sagemaker-model")
+    assert a["ModelArtifacts"]["S3ModelArtifacts"] == prior[0]
+    tiny = {"predictor_type": "regressor", "epochs": "1", "learning_rate": "1e-9", "num_models": "1"}
+    sm.create_training_job(**ll_request("ll-incr-b", tiny, dict(data, model=prior)))
+    sm.create_training_job(**ll_request("ll-incr-cold", tiny, data))
+    sm.create_training_job(**ll_request("ll-incr-wrong", {"predictor_type": "binary_classifier"},
+                                        dict(data, model=prior)))
+    b, cold = wait(sm, "ll-incr-b"), wait(sm, "ll-incr-cold")
+    assert b["TrainingJobStatus"] == "Completed", b.get("FailureReason")
+    b_mse = {m["MetricName"]: m["Value"] for m in b["FinalMetricDataList"]}["test:mse"]
+    cold_mse = {m["MetricName"]: m["Value"] for m in cold["FinalMetricDataList"]}["test:mse"]
+    assert b_mse == pytest.approx(a_mse, rel=0.05, abs=1e-3), (b_mse, a_mse)
+    assert cold_mse > 10 * a_mse, (cold_mse, a_mse)
+    wrong = wait(sm, "ll-incr-wrong")
+    assert wrong["TrainingJobStatus"] == "Failed"
+    assert "channel 'model': the model was trained with predictor_type regressor but this job has " \
+           "predictor_type binary_classifier" in wrong["FailureReason"], wrong["FailureReason"]

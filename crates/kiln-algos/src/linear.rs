@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::container::{
-    ChannelConfig, JobError, JobPaths, read_channels, read_hyperparameters, read_resource_config, thread_count,
+    ChannelConfig, JobError, JobPaths, MODEL_CHANNEL, read_channels, read_hyperparameters, read_resource_config,
+    thread_count,
 };
 use crate::protobuf::{DenseRows, read_dense};
 use crate::reader::{ContentType, ReadOptions, list_files, read_dir, read_file};
@@ -1469,6 +1470,22 @@ pub fn fit(
     host: &str,
     log: &mut dyn Write,
 ) -> Fitted {
+    fit_from(p, train, validation, None, threads, seed, host, log)
+}
+
+/// [`fit`], every model starting from `prior` (incremental training; checked by
+/// [`check_prior`]) when given.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_from(
+    p: &LinearParams,
+    train: &DenseRows,
+    validation: Option<&DenseRows>,
+    prior: Option<&LinearModel>,
+    threads: usize,
+    seed: u64,
+    host: &str,
+    log: &mut dyn Write,
+) -> Fitted {
     let mut rng = Rng::new(seed);
     let d = train.n_cols;
     let k = p.outputs();
@@ -1557,7 +1574,11 @@ pub fn fit(
                 Some(l1) => l1 * WD_SPREAD[(i / 4) % 4],
                 None => 0.0,
             };
-            Model::new(&setup, lr, wd, l1, &bias, &mut rng)
+            let mut m = Model::new(&setup, lr, wd, l1, &bias, &mut rng);
+            if let Some(prior) = prior {
+                to_normalized_space(prior, &prep, &mut m);
+            }
+            m
         })
         .collect();
     let groups = threads.clamp(1, num_models);
@@ -1681,6 +1702,80 @@ fn train_loss(p: &LinearParams, ls: LabelScale, m: &Model) -> f64 {
         (PredictorType::Regressor, _) => loss * f64::from(ls.std),
         _ => loss,
     }
+}
+
+/// The inverse of [`to_original_space`]: `prior`'s weights in the space this job's models learn
+/// in (`w_j s_j / ys`, `(b + sum w_j m_j - ym) / ys`).
+fn to_normalized_space(prior: &LinearModel, prep: &Prepared, m: &mut Model) {
+    let d = prep.mean.len();
+    let (ys, ym) = (f64::from(prep.label.std), f64::from(prep.label.mean));
+    for (c, (w, &b)) in prior.weights.iter().zip(&prior.bias).enumerate() {
+        let shift: f64 = w
+            .iter()
+            .zip(&prep.mean)
+            .map(|(&wj, &mj)| f64::from(wj) * f64::from(mj))
+            .sum();
+        for ((dst, &wj), &sj) in m.w[c * d..(c + 1) * d].iter_mut().zip(w).zip(&prep.scale) {
+            *dst = (f64::from(wj) * f64::from(sj) / ys) as f32;
+        }
+        m.b[c] = ((f64::from(b) + shift - ym) / ys) as f32;
+    }
+}
+
+/// Fails unless `prior` (a `model` channel's) can be trained further by this job on data of
+/// `d` columns.
+pub fn check_prior(prior: &LinearModel, p: &LinearParams, d: usize) -> Result<(), JobError> {
+    let mismatch = |what: &str, old: String, new: String| {
+        Err(JobError::User(format!(
+            "channel 'model': the model was trained with {what} {old} but this job has {what} {new}; \
+             incremental training needs the same {what}"
+        )))
+    };
+    if prior.predictor_type != p.predictor_type.name() {
+        return mismatch(
+            "predictor_type",
+            prior.predictor_type.clone(),
+            p.predictor_type.name().into(),
+        );
+    }
+    if prior.feature_dim != d {
+        return mismatch("feature_dim", prior.feature_dim.to_string(), d.to_string());
+    }
+    if prior.num_classes != p.num_classes {
+        return mismatch("num_classes", prior.num_classes.to_string(), p.num_classes.to_string());
+    }
+    Ok(())
+}
+
+/// The model of a `model` channel: `linear-learner-model.json`, or the model.tar.gz of an earlier
+/// job holding it.
+fn read_prior(dir: &Path) -> Result<LinearModel, JobError> {
+    let user = |m: String| JobError::User(format!("channel 'model': {m}"));
+    let files = list_files(dir).map_err(|e| user(e.to_string()))?;
+    for f in &files {
+        let shown = f.strip_prefix(dir).unwrap_or(f).display().to_string();
+        let bytes = std::fs::read(f).map_err(|e| user(format!("could not read {shown}: {e}")))?;
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let bad = |e: std::io::Error| user(format!("{shown} is not a readable tar.gz archive ({e})"));
+            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+            for entry in archive.entries().map_err(bad)? {
+                let mut entry = entry.map_err(bad)?;
+                let is_model = entry.path().map_err(bad)?.file_name().is_some_and(|n| n == MODEL_FILE);
+                if is_model && entry.header().entry_type().is_file() {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut entry, &mut text).map_err(bad)?;
+                    return parse_model(&text, &format!("channel 'model': {shown}: {MODEL_FILE}"));
+                }
+            }
+        } else if f.file_name().is_some_and(|n| n == MODEL_FILE) {
+            let text = String::from_utf8_lossy(&bytes);
+            return parse_model(&text, &format!("channel 'model': {shown}"));
+        }
+    }
+    Err(user(format!(
+        "no {MODEL_FILE} (or model.tar.gz holding it) found; give the model.tar.gz of a kiln Linear \
+         Learner training job"
+    )))
 }
 
 /// Folds the normalization into the weights: `w'_j = w_j / s_j`, `b' = b - sum w'_j m_j`, and
@@ -2089,6 +2184,10 @@ impl Algorithm for LinearLearner {
                 name: "test",
                 required: false,
             },
+            ChannelSpec {
+                name: MODEL_CHANNEL,
+                required: false,
+            },
         ]
     }
 
@@ -2213,6 +2312,16 @@ fn train_job(
              feature_dim to the number of feature columns (or auto)"
         )));
     }
+    // An incompatible model channel is the first thing to fix: say so before the data's details.
+    let prior = match channels.get(MODEL_CHANNEL) {
+        Some(_) => {
+            let m = read_prior(&paths.channel_dir(MODEL_CHANNEL))?;
+            check_prior(&m, p, d)?;
+            let _ = writeln!(err, "kiln linear-learner: starting from the model of channel 'model'");
+            Some(m)
+        }
+        None => None,
+    };
     check_labels("train", &train, p)?;
     let mut others = BTreeMap::new();
     for name in ["validation", "test"] {
@@ -2245,10 +2354,11 @@ fn train_job(
     );
     let fit_start = std::time::Instant::now();
     let mut log = Vec::new();
-    let fitted = fit(
+    let fitted = fit_from(
         p,
         &train,
         others.get("validation"),
+        prior.as_ref(),
         threads,
         0x6c69_6e65_6172,
         host,
@@ -2300,8 +2410,13 @@ pub fn load_model(path: &Path) -> Result<LinearModel, JobError> {
     };
     let text = std::fs::read_to_string(&file)
         .map_err(|e| JobError::User(format!("could not read model {}: {e}", file.display())))?;
-    let m: LinearModel = serde_json::from_str(&text)
-        .map_err(|e| JobError::User(format!("{} is not a kiln Linear Learner model: {e}", file.display())))?;
+    parse_model(&text, &file.display().to_string())
+}
+
+/// A model file's text, checked; `shown` names it in errors.
+fn parse_model(text: &str, shown: &str) -> Result<LinearModel, JobError> {
+    let m: LinearModel = serde_json::from_str(text)
+        .map_err(|e| JobError::User(format!("{shown} is not a kiln Linear Learner model: {e}")))?;
     let outputs = if m.predictor_type == "multiclass_classifier" {
         m.num_classes
     } else {
@@ -2314,9 +2429,8 @@ pub fn load_model(path: &Path) -> Result<LinearModel, JobError> {
         || m.weights.iter().any(|w| w.len() != m.feature_dim)
     {
         return Err(JobError::User(format!(
-            "{} is not a kiln Linear Learner model (algorithm '{}', predictor_type '{}', {} weight arrays of \
+            "{shown} is not a kiln Linear Learner model (algorithm '{}', predictor_type '{}', {} weight arrays of \
              feature_dim {})",
-            file.display(),
             m.algorithm,
             m.predictor_type,
             m.weights.len(),
@@ -2545,6 +2659,46 @@ mod tests {
             .unwrap()
             .1;
         assert!(mse < 1e-3, "{mse}");
+    }
+
+    #[test]
+    fn warm_start_continues_from_the_prior_model() {
+        let w = [2.0f32, -1.0, 0.5, 3.0];
+        let (mut rows, z) = linear_data(5_000, &w, 1.5, 4);
+        rows.labels = z;
+        let p = params(&[
+            ("predictor_type", "regressor"),
+            ("epochs", "20"),
+            ("mini_batch_size", "100"),
+        ]);
+        let first = fit(&p, &rows, None, 2, 1, "algo-1", &mut Vec::new()).model;
+        // A step too small to move: the warm-started model is the prior, through both transforms.
+        let tiny = LinearParams {
+            epochs: 1,
+            learning_rate: Some(1e-9),
+            num_models: Some(1),
+            ..p.clone()
+        };
+        let again = fit_from(&tiny, &rows, None, Some(&first), 1, 9, "algo-1", &mut Vec::new()).model;
+        for (a, b) in again.weights[0].iter().zip(&first.weights[0]) {
+            assert!((a - b).abs() < 1e-4, "{:?} vs {:?}", again.weights, first.weights);
+        }
+        assert!((again.bias[0] - first.bias[0]).abs() < 1e-3);
+        // Without the prior the same step leaves a model far from it.
+        let cold = fit(&tiny, &rows, None, 1, 9, "algo-1", &mut Vec::new()).model;
+        assert!((cold.weights[0][3] - first.weights[0][3]).abs() > 0.5);
+        let wrong = params(&[("predictor_type", "binary_classifier")]);
+        let e = check_prior(&first, &wrong, 4).unwrap_err().to_string();
+        assert!(
+            e.contains("predictor_type regressor but this job has predictor_type binary_classifier"),
+            "{e}"
+        );
+        assert!(
+            check_prior(&first, &p, 5)
+                .unwrap_err()
+                .to_string()
+                .contains("feature_dim 4")
+        );
     }
 
     #[test]
