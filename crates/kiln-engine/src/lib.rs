@@ -24,6 +24,7 @@ pub mod leader;
 mod logs;
 pub mod metrics;
 pub mod pools;
+pub mod rules;
 pub mod runtime;
 pub mod scheduler;
 mod search;
@@ -118,6 +119,8 @@ pub struct Engine {
     job_keys: Mutex<HashMap<String, (Instant, String, String)>>,
     /// Log lines agents sent that were stored (for `/_kiln/metrics`).
     log_lines: std::sync::atomic::AtomicU64,
+    /// When the rules of each running job were last evaluated (account, lower-case name).
+    rules_checked: Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// How long a job key found in the store is trusted without asking again.
@@ -149,6 +152,7 @@ impl Engine {
             catalog: Arc::new(catalog::NoCatalog),
             job_keys: Mutex::new(HashMap::new()),
             log_lines: std::sync::atomic::AtomicU64::new(0),
+            rules_checked: Mutex::new(HashMap::new()),
         }
     }
 

@@ -123,6 +123,18 @@ pub struct RunRecord {
     /// pool's allocation (a cluster): the hosts run in that allocation instead of a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_launch: Option<String>,
+    /// The job's Debugger and Profiler rules and how their evaluation stands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleRecord>,
+}
+
+/// One rule of `DebugRuleConfigurations` or `ProfilerRuleConfigurations` and its evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    /// A `ProfilerRuleConfigurations` entry (else a `DebugRuleConfigurations` one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub profiler: bool,
+    pub evaluation: kiln_api::shapes::RuleEvaluation,
 }
 
 fn is_zero(n: &u32) -> bool {

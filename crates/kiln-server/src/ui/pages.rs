@@ -72,8 +72,8 @@ pub fn duration(secs: f64) -> String {
 
 fn badge(status: &str) -> String {
     let class = match status {
-        "Completed" => "ok",
-        "Failed" => "bad",
+        "Completed" | "NoIssuesFound" => "ok",
+        "Failed" | "IssuesFound" | "Error" => "bad",
         "Stopped" | "Stopping" => "warn",
         _ => "run",
     };
@@ -353,6 +353,26 @@ pub fn job(session: &Session, j: &Value) -> String {
             r#"<section><h2>Input channels</h2><table><thead><tr><th>Channel</th><th>URI</th><th>Distribution</th><th>Content type</th><th>Mode</th></tr></thead>{channels}</table></section>"#
         )
     };
+    let rules: String = ["DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses"]
+        .iter()
+        .flat_map(|k| j[*k].as_array().cloned().unwrap_or_default())
+        .map(|r| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&text(&r["RuleConfigurationName"])),
+                badge(&text(&r["RuleEvaluationStatus"])),
+                esc(&text(&r["StatusDetails"])),
+                when(&r["LastModifiedTime"])
+            )
+        })
+        .collect();
+    let rules = if rules.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#"<section><h2>Rules</h2><table class="rules"><thead><tr><th>Rule</th><th>Status</th><th>Details</th><th>Last change (UTC)</th></tr></thead>{rules}</table></section>"#
+        )
+    };
     let final_metrics = if final_metrics.is_empty() {
         String::new()
     } else {
@@ -367,6 +387,7 @@ pub fn job(session: &Session, j: &Value) -> String {
                 r#"<div class="cols"><section><h2>Overview</h2>{overview}</section>"#,
                 r#"<section><h2>Status</h2><table class="timeline"><thead><tr><th>Step</th><th>Since (UTC)</th><th>Took</th><th>Message</th></tr></thead>{timeline}</table></section></div>"#,
                 r#"<section><h2>Metrics</h2><div class="charts" data-metrics="{root}/jobs/{link}/metrics" data-live="{live}"><p class="empty">No metric points yet.</p></div>{final_metrics}</section>"#,
+                "{rules}",
                 r#"<section><h2>Logs</h2><pre class="logs" data-logs="{root}/jobs/{link}/logs"></pre></section>"#,
                 r#"<div class="cols"><section><h2>Hyperparameters</h2>{hps}</section>{channels}</div>"#
             ),
@@ -382,6 +403,7 @@ pub fn job(session: &Session, j: &Value) -> String {
                 ""
             },
             final_metrics = final_metrics,
+            rules = rules,
             hps = kv_table(&hps),
             channels = channels
         ),
@@ -539,6 +561,16 @@ mod tests {
         let page = job(&s, &j);
         assert!(!page.contains("<img") && page.contains("&lt;img src=x"));
         assert!(!page.contains("</code><b>"));
+        assert!(!page.contains("<h2>Rules</h2>"), "no rules, no section");
+        let j = serde_json::json!({"TrainingJobName": "j", "TrainingJobStatus": "Completed",
+            "DebugRuleEvaluationStatuses": [{"RuleConfigurationName": "<i>L</i>", "RuleEvaluationStatus": "IssuesFound",
+                "StatusDetails": "loss <rose>", "LastModifiedTime": 1796577729.5}]});
+        let page = job(&s, &j);
+        assert!(page.contains("<h2>Rules</h2>") && page.contains(r#"<span class="badge bad">IssuesFound</span>"#));
+        assert!(
+            page.contains("&lt;i&gt;L&lt;/i&gt;") && page.contains("loss &lt;rose&gt;"),
+            "{page}"
+        );
         assert_eq!(duration(5.25), "5.2s");
         assert_eq!(duration(125.0), "2m 05s");
         assert_eq!(duration(3725.0), "1h 02m");
