@@ -360,6 +360,9 @@ pub trait Store: Send + Sync {
     async fn metric_series(&self, account: &str) -> StoreResult<Vec<(String, String)>>;
     /// Stores points sent with `PutMetricData`.
     async fn put_custom_metric_points(&self, account: &str, points: &[CustomMetricPoint]) -> StoreResult<()>;
+    /// Deletes every account's `PutMetricData` and host metric points older than `before` (epoch
+    /// seconds); how many went.
+    async fn expire_custom_metric_points(&self, before: f64) -> StoreResult<u64>;
     /// The account's `PutMetricData` series, each once (in the database's collation order).
     async fn custom_metric_series(&self, account: &str) -> StoreResult<Vec<CustomSeries>>;
     /// Points of one `PutMetricData` series with `start <= timestamp < end`, as (timestamp, value)

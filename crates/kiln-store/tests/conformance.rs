@@ -762,6 +762,22 @@ async fn metric_series_and_custom_points(s: &Subject) {
             .len(),
         250
     );
+    // Expiry deletes every account's points older than the cut, and nothing else.
+    assert_eq!(st.expire_custom_metric_points(100.0).await.unwrap(), 105);
+    assert_eq!(
+        st.custom_metric_points("111111111111", &bulk, 0.0, 1e9)
+            .await
+            .unwrap()
+            .len(),
+        150
+    );
+    assert!(
+        st.custom_metric_points("111111111111", &plain, 0.0, 100.0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(st.expire_custom_metric_points(100.0).await.unwrap(), 0);
 }
 
 async fn log_groups_streams_events(s: &Subject) {
