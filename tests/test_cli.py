@@ -83,3 +83,31 @@ def test_kiln_logs_follow_and_jobs_watch(runner):
     assert p.returncode == 0 and [l for l in p.stdout.splitlines() if l.startswith("tick ")] == ticks
     p = run(runner, "logs", "no-such-job")
     assert p.returncode == 1 and "no-such-job" not in p.stdout and p.stderr.strip(), p.stderr
+
+
+def test_kiln_train_shows_an_upload_progress_bar_on_a_terminal(runner, tmp_path):
+    import os
+    import pty
+    data = tmp_path / "big.csv"
+    row = b"1,0.5,0.25,0.125\n"
+    data.write_bytes(row * (48 * 1024 * 1024 // len(row)))
+    main, sub = pty.openpty()
+    env = dict(runner.env(), TERM="xterm")
+    p = subprocess.run([kiln_bin(), "train", "--image", "xgboost", "--name", "cli-progress", "--train", str(data),
+                        "--hp", "num_round=1"], env=env, stdout=subprocess.PIPE, stderr=sub, timeout=300)
+    os.close(sub)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    text = seen.decode(errors="replace")
+    assert p.returncode == 0, text
+    # The bar (bytes so far / total, rate) was drawn on the terminal, then the summary line.
+    assert "/48.00 MiB" in text or "/ 48.00 MiB" in text, text[-2000:]
+    assert "kiln: uploaded " in text and "(1 file, 48.00 MiB)" in text, text[-2000:]

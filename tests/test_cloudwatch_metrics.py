@@ -426,3 +426,32 @@ def test_host_metrics_aws_cli_and_other_account(server):
     assert other.list_metrics(Namespace=NS, Dimensions=[{"Name": "Host"}])["Metrics"] == []
     _, values = host_series(other, k, "algo-1", "CPUUtilization")
     assert values == []
+
+
+def test_points_older_than_the_retention_are_deleted():
+    """`[metrics] retention_days`: the leader deletes host and PutMetricData points older than it when
+    it starts leading and every hour after; newer points stay."""
+    k = Kiln(config="[metrics]\nretention_days = 1\n").start()
+    try:
+        cw = k.client("cloudwatch")
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cw.put_metric_data(Namespace="Retention", MetricData=[
+            {"MetricName": "m", "Value": 1.0, "Timestamp": now - datetime.timedelta(days=3)},
+            {"MetricName": "m", "Value": 2.0, "Timestamp": now - datetime.timedelta(minutes=5)},
+        ])
+
+        def values():
+            got = cw.get_metric_statistics(Namespace="Retention", MetricName="m", Statistics=["Sum"], Period=3600,
+                                           StartTime=now - datetime.timedelta(days=5), EndTime=now)
+            return sorted(p["Sum"] for p in got["Datapoints"])
+
+        assert values() == [1.0, 2.0]
+        # A restart takes the leadership again, which expires old points at once.
+        k.stop()
+        k.start()
+        deadline = time.time() + 20
+        while values() != [2.0]:
+            assert time.time() < deadline, values()
+            time.sleep(0.2)
+    finally:
+        k.stop()

@@ -245,3 +245,76 @@ def test_an_open_log_tail_does_not_hold_up_a_shutdown():
         stream.close()
     finally:
         k.stop()
+
+
+def console_cookie(k, key):
+    """The session cookie of signing in with `key` ({access_key_id, secret_access_key})."""
+    form = urllib.parse.urlencode({"access_key_id": key["access_key_id"],
+                                   "secret_access_key": key["secret_access_key"]}).encode()
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.build_opener(NoRedirect).open(
+            urllib.request.Request(k.endpoint + "/_kiln/ui/login", data=form), timeout=10)
+    return e.value.headers["Set-Cookie"].split(";")[0]
+
+
+def test_a_jobs_artifacts_download_from_its_page(kiln, browser):
+    import io
+    import tarfile
+    sm, s3 = kiln.client(), kiln.client("s3")
+    src = bundle(s3, "code/artifacts/sourcedir.tar.gz", {"train.py": """
+import os
+open(os.path.join(os.environ["SM_MODEL_DIR"], "weights.txt"), "w").write("w=42")
+os.makedirs(os.environ["SM_OUTPUT_DATA_DIR"], exist_ok=True)
+open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "report.txt"), "w").write("all good")
+"""})
+    sm.create_training_job(**script_job("console-artifacts", src))
+    assert wait(sm, "console-artifacts")["TrainingJobStatus"] == "Completed"
+    sign_in(browser, kiln, kiln.key)
+    browser.get(f"{kiln.endpoint}/_kiln/ui/jobs/console-artifacts")
+    links = {a.text: a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "table.artifacts a")}
+    assert set(links) == {"model.tar.gz", "output.tar.gz"}, links
+    shot(browser, "job-artifacts")
+
+    cookie = console_cookie(kiln, kiln.key)
+    got = urllib.request.urlopen(urllib.request.Request(links["model.tar.gz"], headers={"Cookie": cookie}), timeout=30)
+    assert got.headers["Content-Disposition"] == 'attachment; filename="console-artifacts-model.tar.gz"'
+    with tarfile.open(fileobj=io.BytesIO(got.read()), mode="r:gz") as tar:
+        assert tar.extractfile("weights.txt").read() == b"w=42"
+    got = urllib.request.urlopen(urllib.request.Request(links["output.tar.gz"], headers={"Cookie": cookie}), timeout=30)
+    with tarfile.open(fileobj=io.BytesIO(got.read()), mode="r:gz") as tar:
+        assert tar.extractfile("report.txt").read() == b"all good"
+
+    # Another account, or no session, gets nothing.
+    other = kiln.add_key(account="333333333333")
+    other_cookie = console_cookie(kiln, {"access_key_id": other["AWS_ACCESS_KEY_ID"],
+                                         "secret_access_key": other["AWS_SECRET_ACCESS_KEY"]})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(urllib.request.Request(links["model.tar.gz"], headers={"Cookie": other_cookie}),
+                               timeout=30)
+    assert e.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.build_opener(NoRedirect).open(links["model.tar.gz"], timeout=30)
+    assert e.value.code in (302, 303)
+
+
+def test_the_warm_pools_page_lists_and_releases_a_pool(kiln, browser):
+    sm, s3 = kiln.client(), kiln.client("s3")
+    src = bundle(s3, "code/pool/sourcedir.tar.gz", {"train.py": "print('done', flush=True)\n"})
+    req = script_job("console-pool", src)
+    req["ResourceConfig"]["KeepAlivePeriodInSeconds"] = 600
+    sm.create_training_job(**req)
+    assert wait(sm, "console-pool")["WarmPoolStatus"]["Status"] == "Available"
+    sign_in(browser, kiln, kiln.key)
+    browser.get(f"{kiln.endpoint}/_kiln/ui/pools")
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.pools tbody tr, table.pools tr")
+    row = next(r for r in rows if "console-pool" in r.text)
+    assert "1 × ml.m5.large" in row.text and "10m 00s" in row.text, row.text
+    assert "about 9m" in row.text or "about 10m" in row.text, row.text
+    shot(browser, "pools")
+    row.find_element(By.CSS_SELECTOR, "button[data-release]").click()
+    browser.switch_to.alert.accept()
+    deadline = time.time() + 20
+    while sm.describe_training_job(TrainingJobName="console-pool")["WarmPoolStatus"]["Status"] != "Terminated":
+        assert time.time() < deadline, "the Release button did not release the pool"
+        time.sleep(0.2)
+    until(browser, "the page without the pool", lambda b: "No warm pool is available" in b.page_source)

@@ -336,3 +336,29 @@ def test_models_load_in_other_xgboost_versions(tmp_path):
     for py in os.environ["KILN_XGB_PYTHONS"].split(":"):
         p = subprocess.run([py, "-c", CROSS_CHECK, str(tmp_path / "X.npy"), *args], capture_output=True, text=True)
         assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_one_hot_libsvm_splits_present_from_missing_as_xgboost(tmp_path):
+    """Sparse one-hot data (libsvm lists only the 1s; the rest is missing): a column's only split is
+    present vs missing. kiln finds it, as xgboost does, and xgboost loads the model (the threshold of
+    such a split is f32::MAX) with the same predictions."""
+    rng = np.random.default_rng(11)
+    n, k = 3000, 12
+    cat = rng.integers(0, k, size=(n, 3))
+    logit = np.array([1.5, -1.0, 0.5, -2.0, 0, 0, 1.0, 0, -0.5, 0, 2.0, -1.5])
+    y = (rng.random(n) < 1 / (1 + np.exp(-(logit[cat[:, 0]] + 0.5 * logit[cat[:, 1]])))).astype(int)
+    lines = [f"{yi} " + " ".join(f"{j * k + c}:1" for j, c in enumerate(row)) for row, yi in zip(cat, y)]
+    text = "\n".join(lines) + "\n"
+    job = run_train(make_job(tmp_path, {"num_round": 30, "objective": "binary:logistic", "max_depth": 4},
+                             {"train": text}, content_type="text/libsvm"))
+    assert job.proc.returncode == 0, job.failure
+    (tmp_path / "all.libsvm").write_text(text)
+    ours = kiln_predict(job.model, tmp_path / "all.libsvm")[:, 0]
+    X = np.full((n, 3 * k), np.nan, dtype=np.float32)
+    for i, row in enumerate(cat):
+        X[i, [j * k + c for j, c in enumerate(row)]] = 1.0
+    theirs = xgb_load(job.model).predict(xgb.DMatrix(X))
+    assert np.abs(ours - theirs).max() < 1e-5
+    ref = xgb_train(X, y, {"objective": "binary:logistic", "max_depth": 4}, 30)
+    auc_kiln, auc_xgb = roc_auc_score(y, ours), roc_auc_score(y, ref.predict(xgb.DMatrix(X)))
+    assert auc_kiln >= auc_xgb - 0.005 and auc_kiln > 0.7, (auc_kiln, auc_xgb)

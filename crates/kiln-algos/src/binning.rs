@@ -195,9 +195,12 @@ impl BinCuts {
         }
     }
 
-    /// The split threshold for "bin <= b goes left".
+    /// The split threshold for "bin <= b goes left". The last value bin has no cut above it: a
+    /// split there sends every present value left and the missing ones by their default
+    /// direction, and its threshold is `f32::MAX` (finite, so the model file can hold it, and
+    /// above every value).
     pub fn threshold(&self, f: usize, b: u8) -> f32 {
-        self.cuts[f][b as usize]
+        self.cuts[f].get(b as usize).copied().unwrap_or(f32::MAX)
     }
 }
 

@@ -364,19 +364,27 @@ fn best_split_with(
     let mcw = p.min_child_weight;
     for &f in features {
         let nb = cuts.n_value_bins(f);
-        if nb < 2 {
+        if nb == 0 {
             continue;
         }
         let off = data.offsets()[f];
         let h = &hist[off..off + nb + 1];
         let miss = h[nb];
         let try_missing_left = data.has_missing(f) && miss.h > 0;
+        if nb < 2 && !try_missing_left {
+            continue;
+        }
         if allow_plain && !try_missing_left && p.alpha == 0.0 && p.max_delta_step == 0.0 {
             scan_plain(p, q, &h[..nb - 1], sum, parent_gain, f, &mut best);
             continue;
         }
+        // With missing values the split after the last value bin is a candidate too: every
+        // present value left, the missing ones right (as XGBoost enumerates it). On sparse data
+        // (libsvm, sparse RecordIO) a one-hot feature has a single present value, and this is its
+        // only split.
+        let scanned = if try_missing_left { nb } else { nb - 1 };
         let mut acc = Wide::default();
-        for (b, &e) in h[..nb - 1].iter().enumerate() {
+        for (b, &e) in h[..scanned].iter().enumerate() {
             acc = acc.add(e);
             let mut consider = |left: Wide, default_left: bool| {
                 let right = sum.sub(left);
@@ -397,7 +405,7 @@ fn best_split_with(
                 }
             };
             consider(acc, false);
-            if try_missing_left {
+            if try_missing_left && b + 1 < nb {
                 consider(acc.add(miss), true);
             }
         }
@@ -2544,6 +2552,30 @@ mod tests {
         assert_eq!(b.cuts().threshold(0, s.bin), 3.0);
     }
 
+    #[test]
+    fn a_feature_with_one_present_value_splits_present_from_missing() {
+        // A one-hot column as libsvm or sparse RecordIO gives it: 1 where set, missing elsewhere.
+        let rows: Vec<Vec<f32>> = (0..200)
+            .map(|i| vec![if i % 2 == 0 { 1.0 } else { f32::NAN }])
+            .collect();
+        let grads: Vec<GradPair> = (0..200)
+            .map(|i| GradPair {
+                g: if i % 2 == 0 { -1.0 } else { 1.0 },
+                h: 1.0,
+            })
+            .collect();
+        let b = binned(&rows);
+        assert_eq!(b.cuts().n_value_bins(0), 1);
+        let all: Vec<u32> = (0..200).collect();
+        let packed = pack_exact(&grads);
+        let hist = naive_hist(&b, &packed, &all);
+        let s = best_split(&b, &params(), &EXACT, &hist, Wide { g: 0, h: 200 }, &[0]).unwrap();
+        // Present left, missing right: 100²/100 + 100²/100.
+        assert!(!s.default_left);
+        assert!((s.loss_chg - 200.0).abs() < 1e-9);
+        assert_eq!(b.cuts().threshold(0, s.bin), f32::MAX);
+    }
+
     /// Exhaustive split search on raw values, written without histograms.
     fn naive_best_gain(rows: &[Vec<f32>], grads: &[GradPair], p: &GrowParams) -> f64 {
         let (gt, ht): (f64, f64) = grads
@@ -2554,7 +2586,10 @@ mod tests {
             let mut vals: Vec<f32> = rows.iter().map(|r| r[f]).filter(|v| !v.is_nan()).collect();
             vals.sort_by(f32::total_cmp);
             vals.dedup();
-            for &t in vals.iter().skip(1) {
+            // Present values against missing ones: a threshold above them all.
+            let missing = rows.iter().any(|r| r[f].is_nan());
+            let above = missing.then_some(f32::INFINITY);
+            for &t in vals.iter().skip(1).chain(above.iter()) {
                 for miss_left in [false, true] {
                     let (mut gl, mut hl) = (0.0, 0.0);
                     for (r, g) in rows.iter().zip(grads) {

@@ -388,7 +388,7 @@ impl Tensor {
     }
 
     /// Appends the row, densified to `width` columns (missing sparse entries are 0).
-    fn push_dense(&self, width: usize, out: &mut Vec<f32>) -> Result<(), String> {
+    fn push_dense(&self, width: usize, absent: f32, out: &mut Vec<f32>) -> Result<(), String> {
         if self.keys.is_empty() {
             out.extend_from_slice(&self.values);
             return Ok(());
@@ -401,7 +401,7 @@ impl Tensor {
             ));
         }
         let at = out.len();
-        out.resize(at + width, 0.0);
+        out.resize(at + width, absent);
         for (&k, &v) in self.keys.iter().zip(&self.values) {
             let slot = usize::try_from(k)
                 .ok()
@@ -442,6 +442,13 @@ impl DenseRows {
 /// Reads every record of `input` (named `name` in errors) and appends it to `rows`. Every row
 /// must have `rows.n_cols` columns (set by the first record read when 0).
 pub fn read_dense<R: Read>(input: R, name: &str, rows: &mut DenseRows) -> Result<(), FormatError> {
+    read_dense_with(input, name, rows, 0.0)
+}
+
+/// [`read_dense`], with the keys a sparse record leaves out set to `absent` (0 for the
+/// algorithms that read a sparse tensor as a vector with zeros; NaN, missing, for XGBoost, which
+/// reads it as a CSR matrix).
+pub fn read_dense_with<R: Read>(input: R, name: &str, rows: &mut DenseRows, absent: f32) -> Result<(), FormatError> {
     let mut reader = RecordReader::new(input, name);
     let mut payload = Vec::new();
     loop {
@@ -470,7 +477,7 @@ pub fn read_dense<R: Read>(input: R, name: &str, rows: &mut DenseRows) -> Result
                 rows.n_cols
             )));
         }
-        features.push_dense(width, &mut rows.values).map_err(&fail)?;
+        features.push_dense(width, absent, &mut rows.values).map_err(&fail)?;
         rows.labels
             .push(rec.label.and_then(|l| l.values.first().copied()).unwrap_or(f32::NAN));
     }

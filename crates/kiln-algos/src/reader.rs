@@ -21,6 +21,9 @@ pub enum ContentType {
     Csv,
     /// `text/libsvm`: `label[:weight] index:value ...`.
     Libsvm,
+    /// `application/x-recordio-protobuf`: the SDK's `record_set()` / `write_numpy_to_dense_tensor`
+    /// records, the label in `label["values"]`; keys a sparse record leaves out are missing.
+    RecordIo,
 }
 
 impl ContentType {
@@ -47,17 +50,18 @@ impl ContentType {
                 Ok(ContentType::Csv)
             }
             "text/libsvm" | "libsvm" | "text/x-libsvm" if params.is_empty() => Ok(ContentType::Libsvm),
-            "application/x-parquet" | "parquet" | "application/x-recordio-protobuf" | "recordio-protobuf" => {
-                Err(DataError::ContentType {
-                    value: raw.to_string(),
-                    why: "this format is not supported by kiln yet; convert the data to text/csv or \
-                      text/libsvm"
-                        .to_string(),
-                })
-            }
+            "application/x-recordio-protobuf" | "recordio-protobuf" if params.is_empty() => Ok(ContentType::RecordIo),
+            "application/x-parquet" | "parquet" => Err(DataError::ContentType {
+                value: raw.to_string(),
+                why: "Parquet is not supported by kiln yet; convert the data to text/csv, text/libsvm or \
+                      application/x-recordio-protobuf"
+                    .to_string(),
+            }),
             _ => Err(DataError::ContentType {
                 value: raw.to_string(),
-                why: "use text/csv, text/csv;label_size=1, csv, text/libsvm, text/x-libsvm or libsvm".to_string(),
+                why: "use text/csv, text/csv;label_size=1, csv, text/libsvm, text/x-libsvm, libsvm or \
+                      application/x-recordio-protobuf"
+                    .to_string(),
             }),
         }
     }
@@ -136,6 +140,9 @@ pub enum DataError {
     /// No data rows at all.
     #[error("no data rows found")]
     Empty,
+    /// Malformed binary data (RecordIO-protobuf): what is wrong, and where.
+    #[error("{0}")]
+    Malformed(String),
     /// Sparse data whose dense form would not fit in memory.
     #[error(
         "{rows} rows x {features} features is too large to hold densely (kiln stores features \
@@ -192,7 +199,39 @@ pub fn parse_bytes(bytes: &[u8], content_type: ContentType, opts: &ReadOptions) 
     match content_type {
         ContentType::Csv => parse_csv(bytes, opts),
         ContentType::Libsvm => parse_libsvm(bytes, opts),
+        ContentType::RecordIo => parse_recordio(bytes, opts),
     }
+}
+
+/// RecordIO-protobuf records as a data set: every record's features (a sparse record's absent
+/// keys missing, as XGBoost reads a CSR matrix) and, when `opts.has_label`, its label.
+fn parse_recordio(bytes: &[u8], opts: &ReadOptions) -> Result<Dataset, DataError> {
+    let mut rows = crate::protobuf::DenseRows::new(0);
+    crate::protobuf::read_dense_with(bytes, "RecordIO-protobuf", &mut rows, f32::NAN)
+        .map_err(|e| DataError::Malformed(e.to_string()))?;
+    let n = rows.n_rows();
+    if n == 0 {
+        return Err(DataError::Empty);
+    }
+    let labels = if opts.has_label {
+        if let Some(i) = rows.labels.iter().position(|l| l.is_nan()) {
+            return Err(DataError::Malformed(format!(
+                "record {} has no label[\"values\"] tensor; training data needs one per record",
+                i + 1
+            )));
+        }
+        std::mem::take(&mut rows.labels)
+    } else {
+        Vec::new()
+    };
+    let features = crate::data::DenseMatrix::new(n, rows.n_cols, rows.values)
+        .ok_or(DataError::Empty)?
+        .with_min_cols(opts.min_features);
+    Ok(Dataset {
+        features,
+        labels,
+        weights: None,
+    })
 }
 
 /// Reads one file (memory-mapped; `.gz` files are decompressed into memory first).

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::shapes::{
-    CreateTrainingJobRequest, MetricData, SecondaryStatusTransition, Tag, TrainingJobSummary, WarmPoolStatus,
+    CreateTrainingJobRequest, MetricData, RuleEvaluation, SecondaryStatusTransition, Tag, TrainingJobSummary,
+    WarmPoolStatus,
 };
 use crate::status::{SecondaryStatus, TrainingJobStatus, TuningJobStatus, TuningStrategy};
 use crate::tuning::{CreateTuningJobRequest, ResourceLimits};
@@ -61,6 +62,10 @@ pub struct DescribeTrainingJobResponse {
     pub final_metric_data_list: Vec<MetricData>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warm_pool_status: Option<WarmPoolStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub debug_rule_evaluation_statuses: Vec<RuleEvaluation>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiler_rule_evaluation_statuses: Vec<RuleEvaluation>,
 }
 
 /// `ListTrainingJobsResponse`.

@@ -263,6 +263,18 @@ pub struct WarmPoolStatus {
     pub reused_by_job: Option<String>,
 }
 
+/// An item of `DebugRuleEvaluationStatuses` / `ProfilerRuleEvaluationStatuses`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RuleEvaluation {
+    pub rule_configuration_name: String,
+    pub rule_evaluation_job_arn: String,
+    pub rule_evaluation_status: crate::status::RuleEvaluationStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_details: Option<String>,
+    pub last_modified_time: f64,
+}
+
 /// `ListTrainingJobsRequest`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -136,6 +136,18 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// `RuleEvaluationStatus` of a Debugger or Profiler rule.
+    RuleEvaluationStatus {
+        InProgress,
+        NoIssuesFound,
+        IssuesFound,
+        Error,
+        Stopping,
+        Stopped,
+    }
+);
+
 impl Default for TuningStrategy {
     /// SageMaker's default strategy.
     fn default() -> Self {

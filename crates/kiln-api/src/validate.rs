@@ -216,6 +216,11 @@ pub fn check_training_job(req: &CreateTrainingJobRequest) -> ApiResult<()> {
             }
         }
     }
+    for member in ["DebugRuleConfigurations", "ProfilerRuleConfigurations"] {
+        if let Some(value) = req.extra.get(member) {
+            v.extend(rule_configuration_errors(member, value));
+        }
+    }
     if let Some(tags) = &req.tags {
         let mut keys = HashSet::new();
         for t in tags {
@@ -225,6 +230,54 @@ pub fn check_training_job(req: &CreateTrainingJobRequest) -> ApiResult<()> {
         }
     }
     fail(v)
+}
+
+/// At most this many rules in `DebugRuleConfigurations` (and in `ProfilerRuleConfigurations`).
+const MAX_RULES: usize = 20;
+
+/// What is wrong with a `DebugRuleConfigurations` or `ProfilerRuleConfigurations` list: each
+/// entry needs a unique `RuleConfigurationName` and a `RuleEvaluatorImage`, and its
+/// `RuleParameters` are strings.
+pub fn rule_configuration_errors(member: &str, value: &serde_json::Value) -> Vec<String> {
+    let mut v = Vec::new();
+    let Some(list) = value.as_array() else {
+        return vec![format!("{member} must be a list of rule configurations.")];
+    };
+    if list.len() > MAX_RULES {
+        v.push(format!("{member} has {} rules; at most {MAX_RULES}.", list.len()));
+    }
+    let mut names = HashSet::new();
+    for (i, rule) in list.iter().enumerate() {
+        let at = format!("{member}[{i}]");
+        let name = rule.get("RuleConfigurationName").and_then(|n| n.as_str());
+        match name {
+            Some(n) if (1..=256).contains(&n.len()) => {
+                if !names.insert(n.to_string()) {
+                    v.push(format!("{at}: RuleConfigurationName '{n}' appears more than once."));
+                }
+            }
+            _ => v.push(format!(
+                "{at}: RuleConfigurationName is required (1 to 256 characters)."
+            )),
+        }
+        if rule
+            .get("RuleEvaluatorImage")
+            .and_then(|i| i.as_str())
+            .is_none_or(str::is_empty)
+        {
+            v.push(format!("{at}: RuleEvaluatorImage is required."));
+        }
+        match rule.get("RuleParameters") {
+            None => {}
+            Some(serde_json::Value::Object(params)) => {
+                if let Some((k, _)) = params.iter().find(|(_, p)| !p.is_string()) {
+                    v.push(format!("{at}: RuleParameters '{k}' must be a string."));
+                }
+            }
+            Some(_) => v.push(format!("{at}: RuleParameters must be a map of strings.")),
+        }
+    }
+    v
 }
 
 /// The defaults the real service fills into the echoed request (reference §4).

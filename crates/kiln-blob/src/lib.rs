@@ -451,8 +451,20 @@ impl Blobs {
 
     /// Uploads a local file; returns its size. Large files go multipart, parts in parallel.
     pub async fn upload(&self, local: &Path, uri: &str) -> Result<u64, BlobError> {
-        match BlobUri::parse(uri)? {
-            BlobUri::S3 { bucket, key } => self.upload_s3(local, uri, &bucket, &key).await,
+        self.upload_with_progress(local, uri, &|_| {}).await
+    }
+
+    /// [`Blobs::upload`], calling `progress` with each run of bytes handed to the transfer (a
+    /// multipart upload's parts as they are queued, at most `concurrency` parts ahead of what
+    /// was sent; a small file's size once sent): what a progress bar shows.
+    pub async fn upload_with_progress(
+        &self,
+        local: &Path,
+        uri: &str,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, BlobError> {
+        let sent = match BlobUri::parse(uri)? {
+            BlobUri::S3 { bucket, key } => self.upload_s3(local, uri, &bucket, &key, progress).await?,
             BlobUri::File(dest) => {
                 if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
                     tokio::fs::create_dir_all(parent).await.map_err(io_at(parent))?;
@@ -461,20 +473,31 @@ impl Blobs {
                 match copy_local(local, &partial).await {
                     Ok(size) => {
                         tokio::fs::rename(&partial, &dest).await.map_err(io_at(&dest))?;
-                        Ok(size)
+                        progress(size);
+                        size
                     }
                     Err(e) => {
                         let _ = tokio::fs::remove_file(&partial).await;
-                        Err(e)
+                        return Err(e);
                     }
                 }
             }
-        }
+        };
+        Ok(sent)
     }
 
-    async fn upload_s3(&self, local: &Path, uri: &str, bucket: &str, key: &str) -> Result<u64, BlobError> {
+    async fn upload_s3(
+        &self,
+        local: &Path,
+        uri: &str,
+        bucket: &str,
+        key: &str,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, BlobError> {
         if !addressable(key) {
-            return self.raw(bucket, uri)?.put_file(bucket, key, local, uri).await;
+            let size = self.raw(bucket, uri)?.put_file(bucket, key, local, uri).await?;
+            progress(size);
+            return Ok(size);
         }
         let (client, path) = self.s3(uri, bucket, key)?;
         let file = tokio::fs::File::open(local).await.map_err(io_at(local))?;
@@ -485,6 +508,7 @@ impl Blobs {
                 .put(&path, PutPayload::from(data))
                 .await
                 .map_err(|e| store_error(uri, e))?;
+            progress(size);
             return Ok(size);
         }
         let upload = client.put_multipart(&path).await.map_err(|e| store_error(uri, e))?;
@@ -524,6 +548,7 @@ impl Blobs {
                 if part.is_empty() {
                     return Ok(());
                 }
+                progress(part.len() as u64);
                 writer.put(Bytes::from(part));
                 source = Some(f);
             }

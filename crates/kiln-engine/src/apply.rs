@@ -86,6 +86,7 @@ impl Engine {
                     if let Ok(mut seen) = self.spot_checked.lock() {
                         seen.remove(&key);
                     }
+                    self.finish_rules(job).await;
                 }
             }
         }
@@ -172,6 +173,8 @@ impl Engine {
 
     /// Frees what an ended job's hosts left behind, then records it.
     pub(crate) async fn cleanup(&self, job: &TrainingJobRow) {
+        // Rules whose last evaluation a crash interrupted get it now.
+        self.finish_rules(job).await;
         if let Some(handle) = &job.run.launch {
             let keep_trees = job.status == kiln_api::status::TrainingJobStatus::Failed;
             let pool = job.warm_pool.as_ref().map(|w| w.status);

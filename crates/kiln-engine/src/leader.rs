@@ -65,6 +65,7 @@ impl Engine {
         if let Err(e) = self.tune_tick().await {
             tracing::warn!(target: "kiln::tuner", "tuner pass failed: {}", e.message);
         }
+        self.expire_metrics().await;
         let _ = tokio::time::timeout(PASS_EVERY, self.wake.notified()).await;
     }
 }

@@ -24,6 +24,7 @@ pub mod leader;
 mod logs;
 pub mod metrics;
 pub mod pools;
+pub mod rules;
 pub mod runtime;
 pub mod scheduler;
 mod search;
@@ -118,7 +119,16 @@ pub struct Engine {
     job_keys: Mutex<HashMap<String, (Instant, String, String)>>,
     /// Log lines agents sent that were stored (for `/_kiln/metrics`).
     log_lines: std::sync::atomic::AtomicU64,
+    /// When the rules of each running job were last evaluated (account, lower-case name).
+    rules_checked: Mutex<HashMap<(String, String), Instant>>,
+    /// How long host and `PutMetricData` points are kept (`None`: for ever).
+    metric_retention: Option<Duration>,
+    /// When this process last deleted points older than the retention.
+    metrics_expired: Mutex<Option<Instant>>,
 }
+
+/// How often the leader deletes metric points older than the retention.
+pub const EXPIRE_METRICS_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a job key found in the store is trusted without asking again.
 const JOB_KEY_TTL: Duration = Duration::from_secs(2);
@@ -149,6 +159,44 @@ impl Engine {
             catalog: Arc::new(catalog::NoCatalog),
             job_keys: Mutex::new(HashMap::new()),
             log_lines: std::sync::atomic::AtomicU64::new(0),
+            rules_checked: Mutex::new(HashMap::new()),
+            metric_retention: None,
+            metrics_expired: Mutex::new(None),
+        }
+    }
+
+    /// Keeps host metrics and `PutMetricData` points for `retention` (`None`: for ever); the
+    /// leader deletes older ones every [`EXPIRE_METRICS_EVERY`].
+    pub fn with_metric_retention(mut self, retention: Option<Duration>) -> Self {
+        self.metric_retention = retention;
+        self
+    }
+
+    /// Deletes host and `PutMetricData` points older than the retention, at most every
+    /// [`EXPIRE_METRICS_EVERY`] (and at once when this process starts leading).
+    pub(crate) async fn expire_metrics(&self) {
+        let Some(retention) = self.metric_retention else {
+            return;
+        };
+        let due = self.metrics_expired.lock().is_ok_and(|mut last| {
+            let due = last.is_none_or(|t| t.elapsed() >= EXPIRE_METRICS_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        });
+        if !due {
+            return;
+        }
+        let before = now() - retention.as_secs_f64();
+        match self.store.expire_custom_metric_points(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                target: "kiln::metrics",
+                "deleted {n} metric points older than the retention ({} days)",
+                retention.as_secs_f64() / 86_400.0
+            ),
+            Err(e) => tracing::warn!(target: "kiln::metrics", "deleting expired metric points: {e}"),
         }
     }
 

@@ -74,7 +74,7 @@ fn decode_pos(token: &str) -> ApiResult<(char, EventPos)> {
 pub(crate) struct KnownGroups(Mutex<HashSet<String>>);
 
 impl Engine {
-    fn logs(&self) -> &dyn LogStore {
+    pub(crate) fn logs(&self) -> &dyn LogStore {
         self.logs.as_ref()
     }
 

@@ -192,6 +192,7 @@ impl Engine {
                 tracing::warn!(target: "kiln::scheduler", "training job {}: {}", job.name, e.message);
             }
         }
+        self.watch_rules(&jobs).await;
         if let Err(e) = self.poll_launches(&jobs).await {
             tracing::warn!(target: "kiln::scheduler", "polling the executor: {}", e.message);
         }

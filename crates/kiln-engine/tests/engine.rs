@@ -118,6 +118,9 @@ impl Store for Racing {
     async fn custom_metric_series(&self, account: &str) -> StoreResult<Vec<CustomSeries>> {
         self.inner.custom_metric_series(account).await
     }
+    async fn expire_custom_metric_points(&self, before: f64) -> StoreResult<u64> {
+        self.inner.expire_custom_metric_points(before).await
+    }
     async fn custom_metric_points(
         &self,
         account: &str,

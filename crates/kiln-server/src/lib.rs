@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub header_timeout: Option<std::time::Duration>,
     /// `[metrics] token`: the bearer token `/_kiln/metrics` asks for (`None`: open).
     pub metrics_token: Option<String>,
+    /// `[metrics] retention_days`: how long host metrics and `PutMetricData` points are kept
+    /// (`None`: for ever).
+    pub metric_retention: Option<std::time::Duration>,
 }
 
 /// Where jobs run.
@@ -207,7 +210,11 @@ impl Server {
             objects: objects.clone(),
             external,
         });
-        let engine = Arc::new(build_engine(&config, Arc::new(store), Arc::new(logs))?.with_catalog(catalog));
+        let engine = Arc::new(
+            build_engine(&config, Arc::new(store), Arc::new(logs))?
+                .with_catalog(catalog)
+                .with_metric_retention(config.metric_retention),
+        );
         let keys = Arc::new(Keyring::load(&keys_file)?);
         let accounts = KeyringAccounts {
             keys: keys.clone(),

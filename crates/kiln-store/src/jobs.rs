@@ -771,6 +771,17 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn expire_custom_metric_points(&self, before: f64) -> StoreResult<u64> {
+        let gone = with_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM custom_metric_points WHERE ts < $1")
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(gone)
+    }
+
     async fn custom_metric_series(&self, account: &str) -> StoreResult<Vec<CustomSeries>> {
         let sql = Sql::new(
             "SELECT DISTINCT namespace, metric, dims FROM custom_metric_points WHERE account = $1 \

@@ -123,6 +123,18 @@ pub struct RunRecord {
     /// pool's allocation (a cluster): the hosts run in that allocation instead of a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_launch: Option<String>,
+    /// The job's Debugger and Profiler rules and how their evaluation stands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleRecord>,
+}
+
+/// One rule of `DebugRuleConfigurations` or `ProfilerRuleConfigurations` and its evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    /// A `ProfilerRuleConfigurations` entry (else a `DebugRuleConfigurations` one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub profiler: bool,
+    pub evaluation: kiln_api::shapes::RuleEvaluation,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -348,6 +360,9 @@ pub trait Store: Send + Sync {
     async fn metric_series(&self, account: &str) -> StoreResult<Vec<(String, String)>>;
     /// Stores points sent with `PutMetricData`.
     async fn put_custom_metric_points(&self, account: &str, points: &[CustomMetricPoint]) -> StoreResult<()>;
+    /// Deletes every account's `PutMetricData` and host metric points older than `before` (epoch
+    /// seconds); how many went.
+    async fn expire_custom_metric_points(&self, before: f64) -> StoreResult<u64>;
     /// The account's `PutMetricData` series, each once (in the database's collation order).
     async fn custom_metric_series(&self, account: &str) -> StoreResult<Vec<CustomSeries>>;
     /// Points of one `PutMetricData` series with `start <= timestamp < end`, as (timestamp, value)

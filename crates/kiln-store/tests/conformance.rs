@@ -292,6 +292,16 @@ async fn typed_columns_round_trip(s: &Subject) {
         warm_pool_id: Some("wp-1".into()),
         warm_pool_since: Some(6.25),
         pool_launch: Some("{\"slurm_job_id\":7}".into()),
+        rules: vec![kiln_store::RuleRecord {
+            profiler: true,
+            evaluation: kiln_api::shapes::RuleEvaluation {
+                rule_configuration_name: "ProfilerReport".into(),
+                rule_evaluation_job_arn: "arn:aws:sagemaker:us-east-1:111111111111:processing-job/typed-pr-1".into(),
+                rule_evaluation_status: kiln_api::status::RuleEvaluationStatus::IssuesFound,
+                status_details: Some("why".into()),
+                last_modified_time: 7.5,
+            },
+        }],
     };
     j.version = st.update_training_job(&j).await.unwrap();
     assert_eq!(st.get_training_job("111111111111", "typed").await.unwrap().unwrap(), j);
@@ -752,6 +762,22 @@ async fn metric_series_and_custom_points(s: &Subject) {
             .len(),
         250
     );
+    // Expiry deletes every account's points older than the cut, and nothing else.
+    assert_eq!(st.expire_custom_metric_points(100.0).await.unwrap(), 105);
+    assert_eq!(
+        st.custom_metric_points("111111111111", &bulk, 0.0, 1e9)
+            .await
+            .unwrap()
+            .len(),
+        150
+    );
+    assert!(
+        st.custom_metric_points("111111111111", &plain, 0.0, 100.0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(st.expire_custom_metric_points(100.0).await.unwrap(), 0);
 }
 
 async fn log_groups_streams_events(s: &Subject) {

@@ -52,6 +52,25 @@ pub struct MetricsSection {
     /// When set, `/_kiln/metrics` answers only `Authorization: Bearer <token>` (default: open; it
     /// shows aggregates only).
     pub token: Option<String>,
+    /// Days host metrics (`CPUUtilization`, ...) and `PutMetricData` points are kept, as
+    /// CloudWatch keeps its finest data 15 days (default 15; 0 keeps them for ever). Training
+    /// metrics from the logs stay with their job.
+    pub retention_days: Option<f64>,
+}
+
+impl MetricsSection {
+    /// Default retention of host and `PutMetricData` points.
+    pub const DEFAULT_RETENTION_DAYS: f64 = 15.0;
+
+    /// The retention as a duration (`None`: keep for ever); an error for a negative or
+    /// non-finite value.
+    pub fn retention(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        let days = self.retention_days.unwrap_or(Self::DEFAULT_RETENTION_DAYS);
+        if !days.is_finite() || days < 0.0 {
+            anyhow::bail!("[metrics] retention_days = {days}: give a number of days >= 0 (0 keeps points for ever)");
+        }
+        Ok((days > 0.0).then(|| std::time::Duration::from_secs_f64(days * 86_400.0)))
+    }
 }
 
 /// `[spot]` of `kiln.toml`.
@@ -375,5 +394,16 @@ mod tests {
         assert!(check_executor("slurm").is_ok());
         let e = check_executor("kubernetes").unwrap_err().to_string();
         assert!(e.contains("\"local\", \"slurm\" or \"none\""), "{e}");
+    }
+
+    #[test]
+    fn metric_retention_defaults_to_fifteen_days_and_zero_keeps_points() {
+        let day = std::time::Duration::from_secs(86_400);
+        let parse = |t: &str| toml::from_str::<FileConfig>(t).unwrap().metrics.retention();
+        assert_eq!(parse("").unwrap(), Some(day * 15));
+        assert_eq!(parse("[metrics]\nretention_days = 0.5\n").unwrap(), Some(day / 2));
+        assert_eq!(parse("[metrics]\nretention_days = 0\n").unwrap(), None);
+        let e = parse("[metrics]\nretention_days = -1\n").unwrap_err().to_string();
+        assert!(e.contains("retention_days = -1"), "{e}");
     }
 }

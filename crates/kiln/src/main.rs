@@ -446,6 +446,7 @@ async fn serve(
             .header_timeout_seconds
             .map(std::time::Duration::from_secs_f64),
         metrics_token: settings.metrics.token.clone(),
+        metric_retention: settings.metrics.retention()?,
     })
     .await?;
     if let Some(key) = &server.created_key {

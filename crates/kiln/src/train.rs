@@ -88,37 +88,63 @@ pub(crate) fn timestamp() -> String {
     format!("{}-{}", &s[0..8], &s[9..15])
 }
 
-/// Uploads a local file or directory under `prefix`; s3:// URIs pass through.
+/// Uploads a local file or directory under `prefix`; s3:// URIs pass through. A progress bar
+/// (bytes, rate, time left) shows on a terminal; a line says what went up.
 pub(crate) async fn stage(client: &Client, location: &str, prefix: &str) -> Result<String> {
     if location.starts_with("s3://") {
         return Ok(location.to_string());
     }
     let path = Path::new(location);
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read input {location}"))?;
-    let blobs = client.blobs();
-    if meta.is_file() {
+    let files = if meta.is_file() {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "data".into());
-        blobs
-            .upload(path, &format!("{prefix}{name}"))
-            .await
-            .with_context(|| format!("cannot upload {location}"))?;
+        vec![(path.to_path_buf(), name)]
     } else {
         let mut files = Vec::new();
         collect_files(path, path, &mut files)?;
         if files.is_empty() {
             bail!("input directory {location} holds no files");
         }
-        for (abs, rel) in files {
-            blobs
-                .upload(&abs, &format!("{prefix}{rel}"))
-                .await
-                .with_context(|| format!("cannot upload {}", abs.display()))?;
-        }
+        files
+    };
+    let total: u64 = files
+        .iter()
+        .map(|(p, _)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let bar = upload_bar(total);
+    let started = Instant::now();
+    let blobs = client.blobs();
+    for (abs, rel) in &files {
+        blobs
+            .upload_with_progress(abs, &format!("{prefix}{rel}"), &|n| bar.inc(n))
+            .await
+            .with_context(|| format!("cannot upload {}", abs.display()))?;
     }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "kiln: uploaded {} ({} file{}, {}) in {secs:.1} s ({}/s)",
+        location,
+        files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        indicatif::HumanBytes(total),
+        indicatif::HumanBytes((total as f64 / secs.max(1e-3)) as u64)
+    );
     Ok(prefix.to_string())
+}
+
+/// A byte progress bar on stderr (drawn only on a terminal).
+pub(crate) fn upload_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "  {bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ({eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<()> {

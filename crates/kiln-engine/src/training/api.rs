@@ -36,9 +36,14 @@ pub(crate) fn inject_builtin_metrics(req: &mut CreateTrainingJobRequest) {
 /// A new job in `InProgress/Starting`.
 pub(crate) fn new_job(account: &str, region: &str, spec: CreateTrainingJobRequest, t: f64) -> TrainingJobRow {
     let name = spec.training_job_name.clone();
+    let arn = arn::build(region, account, arn::ResourceType::TrainingJob, &name);
+    let rules = crate::rules::rules_of(&spec)
+        .iter()
+        .map(|r| crate::rules::new_record(&arn, &name, r, t))
+        .collect();
     TrainingJobRow {
         account: account.to_string(),
-        arn: arn::build(region, account, arn::ResourceType::TrainingJob, &name),
+        arn,
         name,
         status: TrainingJobStatus::InProgress,
         secondary_status: SecondaryStatus::Starting,
@@ -56,7 +61,10 @@ pub(crate) fn new_job(account: &str, region: &str, spec: CreateTrainingJobReques
         transitions: vec![starting_transition(t)],
         final_metrics: Vec::new(),
         spec,
-        run: RunRecord::default(),
+        run: RunRecord {
+            rules,
+            ..RunRecord::default()
+        },
         version: 0,
     }
 }
@@ -69,6 +77,16 @@ pub(crate) fn tag_rows(tags: &Option<Vec<kiln_api::shapes::Tag>>) -> Vec<TagRow>
             key: t.key.clone(),
             value: t.value.clone(),
         })
+        .collect()
+}
+
+/// The evaluation statuses of a job's Profiler (or Debugger) rules.
+fn rule_statuses(job: &TrainingJobRow, profiler: bool) -> Vec<kiln_api::shapes::RuleEvaluation> {
+    job.run
+        .rules
+        .iter()
+        .filter(|r| r.profiler == profiler)
+        .map(|r| r.evaluation.clone())
         .collect()
 }
 
@@ -101,6 +119,8 @@ pub fn describe(job: &TrainingJobRow) -> DescribeTrainingJobResponse {
         billable_time_in_seconds: job.billable_time_in_seconds,
         final_metric_data_list: job.final_metrics.clone(),
         warm_pool_status: crate::training::machine::warm_pool_at(job, crate::now()),
+        debug_rule_evaluation_statuses: rule_statuses(job, false),
+        profiler_rule_evaluation_statuses: rule_statuses(job, true),
     }
 }
 
@@ -303,6 +323,12 @@ impl Engine {
             return Err(AwsError::validation(
                 "UpdateTrainingJob needs at least one of ResourceConfig, ProfilerConfig, ProfilerRuleConfigurations or RemoteDebugConfig.",
             ));
+        }
+        if let Some(rules) = &req.profiler_rule_configurations {
+            let errors = kiln_api::validate::rule_configuration_errors("ProfilerRuleConfigurations", rules);
+            if !errors.is_empty() {
+                return Err(AwsError::validation(errors.join(" ")));
+            }
         }
         let name = req.training_job_name.clone();
         let job = self.apply(&caller.account, &name, Event::Update(req)).await?;

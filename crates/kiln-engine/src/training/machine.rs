@@ -24,6 +24,7 @@
 //! | Stopping | `StopOverdue` | Stopping | `Kill` |
 //! | ended | `Cleaned` | (same) | |
 //! | any | `Metrics` | (same; FinalMetricDataList) | |
+//! | any | `RulesEvaluated` | (same; rules still `InProgress` take their verdict) | |
 //! | any | `Update` | (same; warm pool, profiler) | `DropPool` (keep-alive 0) |
 //! | ended (pool Available) | `PoolReused`, `PoolExpired` | (same; pool Reused / Terminated) | `DropPool` (expired) |
 //!
@@ -32,7 +33,7 @@
 
 use kiln_api::agent::{DoneReport, Phase};
 use kiln_api::shapes::{SecondaryStatusTransition, UpdateTrainingJobRequest, WarmPoolStatus};
-use kiln_api::status::{SecondaryStatus, StopReason, TrainingJobStatus, WarmPoolResourceStatus};
+use kiln_api::status::{RuleEvaluationStatus, SecondaryStatus, StopReason, TrainingJobStatus, WarmPoolResourceStatus};
 use kiln_store::{HostRecord, MetricPoint, TrainingJobRow};
 
 use crate::metrics::fold_final;
@@ -94,6 +95,11 @@ pub enum Event {
     PoolReused { by: String },
     /// The job's `Available` warm pool was kept `KeepAlivePeriodInSeconds`: released.
     PoolExpired,
+    /// Debugger/Profiler rules reached a verdict: (configuration name, status, details). Only
+    /// rules still `InProgress` change.
+    RulesEvaluated {
+        updates: Vec<(String, RuleEvaluationStatus, Option<String>)>,
+    },
 }
 
 /// What must happen outside the store after a change is committed.
@@ -305,6 +311,25 @@ fn release_pool(job: &mut TrainingJobRow, status: WarmPoolResourceStatus, by: Op
 /// What ending a job brings about: its warm pool retained (`Available`) or released.
 fn ended(job: &mut TrainingJobRow, now: f64) -> Vec<Effect> {
     let mut effects = vec![Effect::Ended, Effect::Wake];
+    // A stopped job's rules stop with it, as do those of a job that never trained; the others
+    // get their last evaluation after the `Ended` effect.
+    let why = if job.status == TrainingJobStatus::Stopped {
+        Some("the training job was stopped before the rule found an issue")
+    } else if job.run.hosts.is_empty() {
+        Some("the training job ended before it trained")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        for r in &mut job.run.rules {
+            let e = &mut r.evaluation;
+            if e.rule_evaluation_status == RuleEvaluationStatus::InProgress {
+                e.rule_evaluation_status = RuleEvaluationStatus::Stopped;
+                e.status_details = Some(why.to_string());
+                e.last_modified_time = now;
+            }
+        }
+    }
     if let Some(id) = job.run.warm_pool_id.clone() {
         if keeps_pool(job) {
             job.warm_pool = Some(WarmPoolStatus {
@@ -705,6 +730,25 @@ pub fn step(job: &TrainingJobRow, event: &Event, now: f64) -> Result<Step, Refus
                 job.last_modified_time = now;
             }
         }
+        Event::RulesEvaluated { updates } => {
+            for (name, to, details) in updates {
+                let Some(r) = job
+                    .run
+                    .rules
+                    .iter_mut()
+                    .find(|r| &r.evaluation.rule_configuration_name == name)
+                else {
+                    continue;
+                };
+                let e = &mut r.evaluation;
+                if e.rule_evaluation_status == RuleEvaluationStatus::InProgress && *to != e.rule_evaluation_status {
+                    e.rule_evaluation_status = *to;
+                    e.status_details = details.clone();
+                    e.last_modified_time = now;
+                    job.last_modified_time = now;
+                }
+            }
+        }
         Event::Cleaned => {
             if !job.run.cleaned {
                 job.run.cleaned = true;
@@ -785,9 +829,41 @@ fn update(
             }
         }
     }
+    if let Some(serde_json::Value::Array(added)) = &req.profiler_rule_configurations {
+        // Rules are added to the job's, each name once; they are evaluated from now on.
+        let mut list = match job.spec.extra.get("ProfilerRuleConfigurations") {
+            Some(serde_json::Value::Array(list)) => list.clone(),
+            _ => Vec::new(),
+        };
+        let name = |r: &serde_json::Value| {
+            r.get("RuleConfigurationName")
+                .and_then(|n| n.as_str())
+                .map(str::to_string)
+        };
+        for rule in added {
+            if !list.iter().any(|r| name(r) == name(rule)) {
+                list.push(rule.clone());
+            }
+        }
+        job.spec
+            .extra
+            .insert("ProfilerRuleConfigurations".into(), serde_json::Value::Array(list));
+        if !job.status.is_terminal() {
+            for rule in crate::rules::configured(&job.spec.extra, "ProfilerRuleConfigurations") {
+                if !job
+                    .run
+                    .rules
+                    .iter()
+                    .any(|r| r.profiler && r.evaluation.rule_configuration_name == rule.name)
+                {
+                    let record = crate::rules::new_record(&job.arn, &job.name, &rule, now);
+                    job.run.rules.push(record);
+                }
+            }
+        }
+    }
     for (key, value) in [
         ("ProfilerConfig", &req.profiler_config),
-        ("ProfilerRuleConfigurations", &req.profiler_rule_configurations),
         ("RemoteDebugConfig", &req.remote_debug_config),
     ] {
         if let Some(v) = value {
@@ -1001,6 +1077,93 @@ mod tests {
         assert_eq!((late, effects), (j.clone(), vec![]));
         let (cleaned, _) = run(j, &[Event::Cleaned]);
         assert!(cleaned.run.cleaned);
+    }
+
+    fn with_rules() -> TrainingJobRow {
+        let mut spec = spec();
+        spec.extra.insert(
+            "DebugRuleConfigurations".into(),
+            serde_json::json!([
+                {"RuleConfigurationName": "LossNotDecreasing", "RuleEvaluatorImage": "i"},
+                {"RuleConfigurationName": "Overfit", "RuleEvaluatorImage": "i"}
+            ]),
+        );
+        crate::training::api::new_job("123456789012", "us-east-1", spec, 1.0)
+    }
+
+    fn rule_statuses(j: &TrainingJobRow) -> Vec<RuleEvaluationStatus> {
+        j.run
+            .rules
+            .iter()
+            .map(|r| r.evaluation.rule_evaluation_status)
+            .collect()
+    }
+
+    #[test]
+    fn rules_take_one_verdict_and_stop_with_the_job() {
+        use RuleEvaluationStatus::*;
+        let j = with_rules();
+        assert_eq!(rule_statuses(&j), [InProgress, InProgress]);
+        let fired = Event::RulesEvaluated {
+            updates: vec![("LossNotDecreasing".into(), IssuesFound, Some("why".into()))],
+        };
+        let (j, effects) = run(j, &[fired]);
+        assert!(effects.is_empty());
+        assert_eq!(rule_statuses(&j), [IssuesFound, InProgress]);
+        assert_eq!(j.run.rules[0].evaluation.status_details.as_deref(), Some("why"));
+        // A verdict is final: a later one for the same rule changes nothing.
+        let again = Event::RulesEvaluated {
+            updates: vec![("LossNotDecreasing".into(), NoIssuesFound, None)],
+        };
+        let (j, _) = run(j, &[again]);
+        assert_eq!(rule_statuses(&j), [IssuesFound, InProgress]);
+        // Stopping a placed job stops the rules still in progress once it is Stopped.
+        let (j, _) = run(j, &[placed(), Event::Launched { handle: "h".into() }, Event::Stop]);
+        assert_eq!(rule_statuses(&j), [IssuesFound, InProgress]);
+        let (j, _) = run(j, &[done("algo-1", ok()), done("algo-2", ok())]);
+        assert_eq!(j.status, TrainingJobStatus::Stopped);
+        assert_eq!(rule_statuses(&j), [IssuesFound, Stopped]);
+        // A job that never trained: its rules stop at once.
+        let (j, _) = run(with_rules(), &[Event::Stop]);
+        assert_eq!(rule_statuses(&j), [Stopped, Stopped]);
+    }
+
+    #[test]
+    fn updates_add_profiler_rules_once() {
+        let add = |names: &[&str]| {
+            let mut req: UpdateTrainingJobRequest =
+                serde_json::from_value(serde_json::json!({"TrainingJobName": "j"})).unwrap();
+            req.profiler_rule_configurations = Some(serde_json::json!(
+                names
+                    .iter()
+                    .map(
+                        |n| serde_json::json!({"RuleConfigurationName": n, "RuleEvaluatorImage": "i",
+                                           "RuleParameters": {"rule_to_invoke": "ProfilerReport"}})
+                    )
+                    .collect::<Vec<_>>()
+            ));
+            Event::Update(req)
+        };
+        let (j, _) = run(
+            with_rules(),
+            &[add(&["ProfilerReport"]), add(&["ProfilerReport", "CPU"])],
+        );
+        let names: Vec<(bool, &str)> = j
+            .run
+            .rules
+            .iter()
+            .map(|r| (r.profiler, r.evaluation.rule_configuration_name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (false, "LossNotDecreasing"),
+                (false, "Overfit"),
+                (true, "ProfilerReport"),
+                (true, "CPU")
+            ]
+        );
+        assert_eq!(j.spec.extra["ProfilerRuleConfigurations"].as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! Routes: `login` (GET form, POST sign-in), `logout` (POST), `static/*`, `jobs` (list; `?rows=1`
 //! gives the table's rows alone, for refreshing), `jobs/<name>` (a job), `jobs/<name>/metrics`
-//! (its series as JSON), `jobs/<name>/logs` (its log lines as server-sent events), `tuning` and
+//! (its series as JSON), `jobs/<name>/logs` (its log lines as server-sent events),
+//! `jobs/<name>/artifacts/<model|output>` (a download from the object store), `tuning` and
 //! `tuning/<name>` (tuning jobs and their leaderboard), `api/<Service>/<Operation>` (an API call
 //! as the signed-in account: how the pages' scripts stop a job).
 
@@ -137,7 +138,11 @@ pub async fn handle(app_arc: std::sync::Arc<App>, parts: Parts, body: Body) -> R
         (&Method::GET, ["jobs", name]) => job_page(app, &session, &caller, name).await,
         (&Method::GET, ["jobs", name, "metrics"]) => metrics_json(app, &caller, name).await,
         (&Method::GET, ["jobs", name, "logs"]) => log_tail(app_arc.clone(), &caller, name),
+        (&Method::GET, ["jobs", name, "artifacts", what]) => {
+            artifact_download(app, &session, &caller, name, what).await
+        }
         (&Method::GET, ["tuning"]) => tuning_list_page(app, &session, &caller).await,
+        (&Method::GET, ["pools"]) => pools_page(app, &session, &caller).await,
         (&Method::GET, ["tuning", name]) => tuning_page(app, &session, &caller, name).await,
         (&Method::POST, ["api", service, op]) => api_call(app, &parts, body, &caller, service, op).await,
         _ => html(
@@ -256,7 +261,95 @@ async fn job_page(app: &App, session: &Session, caller: &Caller, name: &str) -> 
             );
         }
     };
-    html(StatusCode::OK, pages::job(session, &job))
+    let artifacts = artifacts_of(app, caller, &job).await;
+    html(StatusCode::OK, pages::job(session, &job, &artifacts))
+}
+
+/// The files a job leaves in S3 that its page offers for download: (what, S3 URI).
+fn artifact_uris(job: &Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(m) = job["ModelArtifacts"]["S3ModelArtifacts"].as_str() {
+        out.push(("model", m.to_string()));
+    }
+    if let (Some(base), Some(name)) = (
+        job["OutputDataConfig"]["S3OutputPath"].as_str(),
+        job["TrainingJobName"].as_str(),
+    ) {
+        out.push((
+            "output",
+            format!("{}/{name}/output/output.tar.gz", base.trim_end_matches('/')),
+        ));
+    }
+    out
+}
+
+/// An object of the embedded store that belongs to `caller`'s account, opened for reading.
+async fn open_owned(app: &App, caller: &Caller, uri: &str) -> Option<kiln_s3::OpenObject> {
+    let (bucket, key) = uri.strip_prefix("s3://")?.split_once('/')?;
+    let store = app.s3.store();
+    let owner = store.bucket(bucket).await.ok()??;
+    if owner.account != caller.account {
+        return None;
+    }
+    store.open_object(bucket, key).await.ok()
+}
+
+/// The job's artifacts that exist: (what, S3 URI, size in bytes).
+async fn artifacts_of(app: &App, caller: &Caller, job: &Value) -> Vec<(String, String, u64)> {
+    let mut found = Vec::new();
+    for (what, uri) in artifact_uris(job) {
+        if let Some(object) = open_owned(app, caller, &uri).await {
+            found.push((what.to_string(), uri, object.info.size));
+        }
+    }
+    found
+}
+
+/// Streams one of a job's artifacts (`model`, `output`) from the embedded object store as a
+/// download. Only the job's own account gets it (the job is looked up as the signed-in account,
+/// and the bucket must be that account's).
+async fn artifact_download(app: &App, session: &Session, caller: &Caller, name: &str, what: &str) -> Response {
+    let not_found = |why: &str| {
+        html(
+            StatusCode::NOT_FOUND,
+            pages::error_page(session, "No such artifact", why),
+        )
+    };
+    let job = match call(
+        app,
+        caller,
+        Service::SageMaker,
+        "DescribeTrainingJob",
+        json!({"TrainingJobName": name}),
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => return not_found(&e),
+    };
+    let Some((_, uri)) = artifact_uris(&job).into_iter().find(|(w, _)| *w == what) else {
+        return not_found("The job has no such artifact (yet).");
+    };
+    let Some(object) = open_owned(app, caller, &uri).await else {
+        return not_found(&format!(
+            "{uri} is not in kiln's object store for this account (aws s3 cp it from where it is)."
+        ));
+    };
+    let size = object.info.size;
+    let file = uri.rsplit('/').next().unwrap_or("artifact").replace('"', "");
+    let body = Body::from_stream(object.read(0..size));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, size)
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{}-{file}\"", name.replace('"', "")),
+        )
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-content-type-options", "nosniff")
+        .body(body)
+        .unwrap_or_default()
 }
 
 /// `{"metric": [[epoch seconds, value], ...], ...}` of a job of the caller's account: its
@@ -431,6 +524,53 @@ async fn tail_once(st: &mut TailState) -> (String, bool) {
         out.push_str(": idle\n\n");
     }
     (out, false)
+}
+
+/// The warm pools page: the account's `Available` pools (each described, for its keep-alive and
+/// end time) and the pools reused lately.
+async fn pools_page(app: &App, session: &Session, caller: &Caller) -> Response {
+    let list = |status: &str| {
+        json!({"MaxResults": 100, "SortBy": "CreationTime", "SortOrder": "Descending",
+               "WarmPoolStatusEquals": status})
+    };
+    let (available, reused) = match (
+        call(app, caller, Service::SageMaker, "ListTrainingJobs", list("Available")).await,
+        call(app, caller, Service::SageMaker, "ListTrainingJobs", list("Reused")).await,
+    ) {
+        (Ok(a), Ok(r)) => (a, r),
+        (Err(e), _) | (_, Err(e)) => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                pages::error_page(session, "Cannot list warm pools", &e),
+            );
+        }
+    };
+    let mut described = Vec::new();
+    for s in available["TrainingJobSummaries"].as_array().into_iter().flatten() {
+        let name = s["TrainingJobName"].clone();
+        if let Ok(d) = call(
+            app,
+            caller,
+            Service::SageMaker,
+            "DescribeTrainingJob",
+            json!({"TrainingJobName": name}),
+        )
+        .await
+        {
+            // When the current retention ends: the row knows when it began (the job's end, or the
+            // last UpdateTrainingJob of its keep-alive).
+            let since = match app.engine.load_job(&caller.account, name.as_str().unwrap_or("")).await {
+                Ok(Some(job)) => job.run.warm_pool_since,
+                _ => None,
+            };
+            let keep = d["ResourceConfig"]["KeepAlivePeriodInSeconds"].as_f64().unwrap_or(0.0);
+            described.push((d, since.map(|s| s + keep)));
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    html(StatusCode::OK, pages::pools(session, &described, &reused, now))
 }
 
 async fn tuning_list_page(app: &App, session: &Session, caller: &Caller) -> Response {

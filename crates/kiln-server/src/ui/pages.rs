@@ -72,8 +72,8 @@ pub fn duration(secs: f64) -> String {
 
 fn badge(status: &str) -> String {
     let class = match status {
-        "Completed" => "ok",
-        "Failed" => "bad",
+        "Completed" | "NoIssuesFound" => "ok",
+        "Failed" | "IssuesFound" | "Error" => "bad",
         "Stopped" | "Stopping" => "warn",
         _ => "run",
     };
@@ -85,7 +85,7 @@ fn page(session: Option<&Session>, title: &str, body: &str) -> String {
         Some(s) => format!(
             concat!(
                 r#"<nav><a class="brand" href="{root}/jobs">kiln</a><a href="{root}/jobs">Training jobs</a>"#,
-                r#"<a href="{root}/tuning">Tuning jobs</a><span class="grow"></span>"#,
+                r#"<a href="{root}/tuning">Tuning jobs</a><a href="{root}/pools">Warm pools</a><span class="grow"></span>"#,
                 r#"<span class="who">account {account}</span>"#,
                 r#"<form method="post" action="{root}/logout"><button class="link">Sign out</button></form></nav>"#
             ),
@@ -228,7 +228,25 @@ fn kv_table(pairs: &[(String, String)]) -> String {
 }
 
 /// A training job: what it is, how it went, its metrics and its logs.
-pub fn job(session: &Session, j: &Value) -> String {
+/// A byte count as `12.3 MB`.
+fn size(bytes: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// A training job's page; `artifacts` are the job's files in the object store (what, S3 URI,
+/// size), offered for download.
+pub fn job(session: &Session, j: &Value, artifacts: &[(String, String, u64)]) -> String {
     let name = text(&j["TrainingJobName"]);
     let status = text(&j["TrainingJobStatus"]);
     let secondary = text(&j["SecondaryStatus"]);
@@ -353,6 +371,46 @@ pub fn job(session: &Session, j: &Value) -> String {
             r#"<section><h2>Input channels</h2><table><thead><tr><th>Channel</th><th>URI</th><th>Distribution</th><th>Content type</th><th>Mode</th></tr></thead>{channels}</table></section>"#
         )
     };
+    let rules: String = ["DebugRuleEvaluationStatuses", "ProfilerRuleEvaluationStatuses"]
+        .iter()
+        .flat_map(|k| j[*k].as_array().cloned().unwrap_or_default())
+        .map(|r| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&text(&r["RuleConfigurationName"])),
+                badge(&text(&r["RuleEvaluationStatus"])),
+                esc(&text(&r["StatusDetails"])),
+                when(&r["LastModifiedTime"])
+            )
+        })
+        .collect();
+    let rules = if rules.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#"<section><h2>Rules</h2><table class="rules"><thead><tr><th>Rule</th><th>Status</th><th>Details</th><th>Last change (UTC)</th></tr></thead>{rules}</table></section>"#
+        )
+    };
+    let artifacts: String = artifacts
+        .iter()
+        .map(|(what, uri, bytes)| {
+            format!(
+                r#"<tr><td><a href="{ROOT}/jobs/{}/artifacts/{}" download>{}</a></td><td><code>{}</code></td><td>{}</td></tr>"#,
+                seg(&name),
+                seg(what),
+                esc(uri.rsplit('/').next().unwrap_or(what)),
+                esc(uri),
+                size(*bytes)
+            )
+        })
+        .collect();
+    let artifacts = if artifacts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#"<section><h2>Artifacts</h2><table class="artifacts"><thead><tr><th>Download</th><th>S3 URI</th><th>Size</th></tr></thead>{artifacts}</table></section>"#
+        )
+    };
     let final_metrics = if final_metrics.is_empty() {
         String::new()
     } else {
@@ -367,6 +425,7 @@ pub fn job(session: &Session, j: &Value) -> String {
                 r#"<div class="cols"><section><h2>Overview</h2>{overview}</section>"#,
                 r#"<section><h2>Status</h2><table class="timeline"><thead><tr><th>Step</th><th>Since (UTC)</th><th>Took</th><th>Message</th></tr></thead>{timeline}</table></section></div>"#,
                 r#"<section><h2>Metrics</h2><div class="charts" data-metrics="{root}/jobs/{link}/metrics" data-live="{live}"><p class="empty">No metric points yet.</p></div>{final_metrics}</section>"#,
+                "{rules}{artifacts}",
                 r#"<section><h2>Logs</h2><pre class="logs" data-logs="{root}/jobs/{link}/logs"></pre></section>"#,
                 r#"<div class="cols"><section><h2>Hyperparameters</h2>{hps}</section>{channels}</div>"#
             ),
@@ -382,9 +441,78 @@ pub fn job(session: &Session, j: &Value) -> String {
                 ""
             },
             final_metrics = final_metrics,
+            rules = rules,
+            artifacts = artifacts,
             hps = kv_table(&hps),
             channels = channels
         ),
+    )
+}
+
+/// The warm pools: jobs whose instances are retained (`Available`) for the next matching job,
+/// with when each expires (`described`: the pools' `DescribeTrainingJob` answers and when their
+/// retention ends, epoch seconds), a Release
+/// button each, and the pools reused lately.
+pub fn pools(session: &Session, described: &[(Value, Option<f64>)], reused: &Value, now: f64) -> String {
+    let rows: String = described
+        .iter()
+        .map(|(j, expires)| {
+            let name = text(&j["TrainingJobName"]);
+            let rc = &j["ResourceConfig"];
+            let keep = rc["KeepAlivePeriodInSeconds"].as_f64().unwrap_or(0.0);
+            let left = expires.map_or(keep, |e| (e - now).max(0.0));
+            format!(
+                concat!(
+                    r#"<tr><td><a href="{root}/jobs/{link}">{name}</a></td><td>{count} × {itype}</td><td>{image}</td>"#,
+                    r#"<td>{keep}</td><td>about {left}</td>"#,
+                    r#"<td><button class="danger" data-release="{name}">Release</button></td></tr>"#
+                ),
+                root = ROOT,
+                link = seg(&name),
+                name = esc(&name),
+                count = esc(&text(&rc["InstanceCount"])),
+                itype = esc(&text(&rc["InstanceType"])),
+                image = esc(&text(&j["AlgorithmSpecification"]["TrainingImage"])),
+                keep = duration(keep),
+                left = duration(left)
+            )
+        })
+        .collect();
+    let table = if rows.is_empty() {
+        r#"<p class="empty">No warm pool is available. A job with <code>ResourceConfig.KeepAlivePeriodInSeconds</code> keeps its instances for the next job with the same instance type, count and image.</p>"#.to_string()
+    } else {
+        format!(
+            r#"<table class="pools"><thead><tr><th>Training job</th><th>Instances</th><th>Image</th><th>Keep-alive</th><th>Expires in</th><th></th></tr></thead>{rows}</table>"#
+        )
+    };
+    let reused_rows: String = reused["TrainingJobSummaries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let name = text(&s["TrainingJobName"]);
+            let by = text(&s["WarmPoolStatus"]["ReusedByJob"]);
+            format!(
+                r#"<tr><td><a href="{ROOT}/jobs/{}">{}</a></td><td><a href="{ROOT}/jobs/{}">{}</a></td><td>{}</td></tr>"#,
+                seg(&name),
+                esc(&name),
+                seg(&by),
+                esc(&by),
+                duration(s["WarmPoolStatus"]["ResourceRetainedBillableTimeInSeconds"].as_f64().unwrap_or(0.0))
+            )
+        })
+        .collect();
+    let reused_table = if reused_rows.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#"<section><h2>Reused lately</h2><table><thead><tr><th>Pool of</th><th>Reused by</th><th>Retained</th></tr></thead>{reused_rows}</table></section>"#
+        )
+    };
+    page(
+        Some(session),
+        "Warm pools",
+        &format!(r#"<h1>Warm pools</h1><section><h2>Available</h2>{table}</section>{reused_table}"#),
     )
 }
 
@@ -536,9 +664,19 @@ mod tests {
         };
         let j = serde_json::json!({"TrainingJobName": "j", "TrainingJobStatus": "Failed",
             "FailureReason": "<img src=x onerror=alert(1)>", "HyperParameters": {"x": "</code><b>"}});
-        let page = job(&s, &j);
+        let page = job(&s, &j, &[]);
         assert!(!page.contains("<img") && page.contains("&lt;img src=x"));
         assert!(!page.contains("</code><b>"));
+        assert!(!page.contains("<h2>Rules</h2>"), "no rules, no section");
+        let j = serde_json::json!({"TrainingJobName": "j", "TrainingJobStatus": "Completed",
+            "DebugRuleEvaluationStatuses": [{"RuleConfigurationName": "<i>L</i>", "RuleEvaluationStatus": "IssuesFound",
+                "StatusDetails": "loss <rose>", "LastModifiedTime": 1796577729.5}]});
+        let page = job(&s, &j, &[]);
+        assert!(page.contains("<h2>Rules</h2>") && page.contains(r#"<span class="badge bad">IssuesFound</span>"#));
+        assert!(
+            page.contains("&lt;i&gt;L&lt;/i&gt;") && page.contains("loss &lt;rose&gt;"),
+            "{page}"
+        );
         assert_eq!(duration(5.25), "5.2s");
         assert_eq!(duration(125.0), "2m 05s");
         assert_eq!(duration(3725.0), "1h 02m");

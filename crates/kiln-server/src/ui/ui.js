@@ -123,4 +123,13 @@ document.addEventListener("DOMContentLoaded", () => {
       b.textContent = "Stopping…";
     } catch (e) { alert(`Could not stop it: ${e.message}`); b.disabled = false; }
   }));
+  document.querySelectorAll("button[data-release]").forEach((b) => b.addEventListener("click", async () => {
+    if (!confirm(`Release the warm pool of ${b.dataset.release}?`)) return;
+    b.disabled = true;
+    try {
+      await api("SageMaker", "UpdateTrainingJob",
+        { TrainingJobName: b.dataset.release, ResourceConfig: { KeepAlivePeriodInSeconds: 0 } });
+      location.reload();
+    } catch (e) { alert(`Could not release it: ${e.message}`); b.disabled = false; }
+  }));
 });
