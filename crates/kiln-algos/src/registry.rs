@@ -63,7 +63,12 @@ pub trait Algorithm: Sync {
 }
 
 /// Every built-in kiln implements.
-pub static ALGORITHMS: &[&dyn Algorithm] = &[&crate::xgboost::XGBOOST, &crate::kmeans::KMEANS];
+pub static ALGORITHMS: &[&dyn Algorithm] = &[
+    &crate::xgboost::XGBOOST,
+    &crate::kmeans::KMEANS,
+    &crate::pca::PCA,
+    &crate::knn::KNN,
+];
 
 /// The algorithm named `name` (case-insensitive).
 pub fn by_name(name: &str) -> Option<&'static dyn Algorithm> {
@@ -178,7 +183,12 @@ mod tests {
     fn lookups() {
         assert_eq!(by_name("XGBoost").map(|a| a.name()), Some("xgboost"));
         assert_eq!(by_name("kmeans").map(|a| a.name()), Some("kmeans"));
-        assert!(by_name("pca").is_none());
+        assert_eq!(by_name("pca").map(|a| a.name()), Some("pca"));
+        assert_eq!(by_image("pca").map(|a| a.name()), Some("pca"));
+        assert_eq!(by_image("kiln/pca").map(|a| a.name()), Some("pca"));
+        assert_eq!(by_name("knn").map(|a| a.name()), Some("knn"));
+        assert_eq!(by_image("knn").map(|a| a.name()), Some("knn"));
+        assert_eq!(by_image("kiln/knn").map(|a| a.name()), Some("knn"));
         assert_eq!(by_image("sagemaker-xgboost").map(|a| a.name()), Some("xgboost"));
         assert_eq!(by_image("kiln/xgboost").map(|a| a.name()), Some("xgboost"));
         assert_eq!(by_image("kmeans").map(|a| a.name()), Some("kmeans"));

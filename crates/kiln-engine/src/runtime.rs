@@ -21,8 +21,6 @@ const FRAMEWORKS: &[&str] = &[
 /// `kiln_algos::registry`).
 const UNIMPLEMENTED: &[&str] = &[
     "linear-learner",
-    "knn",
-    "pca",
     "factorization-machines",
     "ntm",
     "lda",
