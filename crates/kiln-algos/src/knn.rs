@@ -22,7 +22,7 @@ use crate::container::{
 };
 use crate::dense_input::{CONTENT_TYPES, Want, read_channel, read_predict_data};
 use crate::hparams::Hp;
-use crate::linalg::{dot, dots};
+use crate::linalg::{dot, dots, dots_t};
 use crate::registry::{Algorithm, ChannelSpec, PredictArgs, check_channels};
 use crate::rng::Rng;
 
@@ -390,6 +390,39 @@ impl TopK {
         }
     }
 
+    /// Offers rows `first..` whose dot products with the query are `ips` (overwritten by
+    /// their scores `norm - f * ip`): the scores are computed in one vectorizable pass, and only
+    /// the few that beat the current k-th best are inserted.
+    #[inline]
+    fn scan(&mut self, ips: &mut [f32], norms: &[f32], f: f32, first: usize) {
+        for (s, &n) in ips.iter_mut().zip(norms) {
+            *s = n - f * *s;
+        }
+        let mut worst = self.worst();
+        for (c, chunk) in ips.chunks(16).enumerate() {
+            // Most chunks hold no row good enough: a branch-free count skips them.
+            if chunk.iter().map(|&s| u32::from(s < worst)).sum::<u32>() == 0 {
+                continue;
+            }
+            for (j, &s) in chunk.iter().enumerate() {
+                if s < worst {
+                    self.push(s, (first + c * 16 + j) as u32);
+                    worst = self.worst();
+                }
+            }
+        }
+    }
+
+    /// The score a row must beat to enter.
+    #[inline]
+    fn worst(&self) -> f32 {
+        if self.scores.len() < self.k {
+            f32::INFINITY
+        } else {
+            self.scores[self.k - 1]
+        }
+    }
+
     #[inline]
     fn push(&mut self, score: f32, id: u32) {
         if self.scores.len() == self.k && score >= self.scores[self.k - 1] {
@@ -423,6 +456,15 @@ pub fn search_flat(queries: &[f32], vectors: &[f32], dim: usize, k: usize, metri
     let norms = score_norms(vectors, dim, metric);
     let f = ip_factor(metric);
     let n = vectors.len() / dim;
+    // The indexed rows transposed block by block (`dim x ROW_BLOCK` each), once for all queries.
+    let panels: Vec<Vec<f32>> = vectors
+        .par_chunks(ROW_BLOCK * dim)
+        .map(|block| {
+            let mut t = Vec::new();
+            crate::linalg::transpose(block, block.len() / dim, dim, &mut t);
+            t
+        })
+        .collect();
     queries
         .par_chunks(QUERY_BLOCK * dim)
         .flat_map_iter(|qb| {
@@ -432,11 +474,9 @@ pub fn search_flat(queries: &[f32], vectors: &[f32], dim: usize, k: usize, metri
             for start in (0..n).step_by(ROW_BLOCK) {
                 let end = (start + ROW_BLOCK).min(n);
                 let p = end - start;
-                dots(qb, &vectors[start * dim..end * dim], dim, &mut out[..m * p]);
+                dots_t(qb, &panels[start / ROW_BLOCK], dim, p, &mut out[..m * p]);
                 for (q, top) in tops.iter_mut().enumerate() {
-                    for (j, &ip) in out[q * p..(q + 1) * p].iter().enumerate() {
-                        top.push(norms[start + j] - f * ip, (start + j) as u32);
-                    }
+                    top.scan(&mut out[q * p..(q + 1) * p], &norms[start..end], f, start);
                 }
             }
             tops.into_iter().map(|t| t.ids)
@@ -444,8 +484,21 @@ pub fn search_flat(queries: &[f32], vectors: &[f32], dim: usize, k: usize, metri
         .collect()
 }
 
-/// Lloyd's k-means on `x` from `nlists` distinct rows: the coarse quantizer.
+/// Rows per list the coarse quantizer trains on (faiss asks for at least 39): more rows place
+/// the centroids no better for probing, and cost a full pass each iteration.
+const QUANTIZER_ROWS_PER_LIST: usize = 64;
+/// Lloyd iterations of the coarse quantizer (faiss' default).
+const QUANTIZER_ITERS: usize = 10;
+
+/// Lloyd's k-means from `nlists` distinct rows, on a sample of `x`: the coarse quantizer.
 fn coarse_centroids(x: &[f32], dim: usize, nlists: usize, rng: &mut Rng) -> Vec<f32> {
+    let all: Vec<usize> = (0..x.len() / dim).collect();
+    let train: Vec<f32> = rng
+        .sample_sorted(&all, nlists * QUANTIZER_ROWS_PER_LIST)
+        .into_iter()
+        .flat_map(|i| x[i * dim..(i + 1) * dim].iter().copied())
+        .collect();
+    let x = &train[..];
     let n = x.len() / dim;
     let all: Vec<usize> = (0..n).collect();
     let mut cent: Vec<f32> = rng
@@ -453,7 +506,7 @@ fn coarse_centroids(x: &[f32], dim: usize, nlists: usize, rng: &mut Rng) -> Vec<
         .into_iter()
         .flat_map(|i| x[i * dim..(i + 1) * dim].iter().copied())
         .collect();
-    for _ in 0..12 {
+    for _ in 0..QUANTIZER_ITERS {
         let assign: Vec<u32> = search_flat(x, &cent, dim, 1, IndexMetric::L2)
             .into_iter()
             .map(|v| v[0])
@@ -509,9 +562,7 @@ impl KnnModel {
                     }
                     out.resize(b - a, 0.0);
                     dots(qv, &self.vectors[a * h.dim..b * h.dim], h.dim, out);
-                    for (j, &ip) in out.iter().enumerate() {
-                        top.push(norms[a + j] - f * ip, (a + j) as u32);
-                    }
+                    top.scan(out, &norms[a..b], f, a);
                 }
                 top.ids
             })
