@@ -1,7 +1,7 @@
-"""The built-in PCA and k-NN driven as their users drive them: through the SageMaker SDK's own
-`PCA` and `KNN` estimators with `record_set()` (RecordIO-protobuf), through boto3 with CSV,
-and `kiln algo pca|knn predict` on the models the jobs uploaded; bad hyperparameters fail with
-a reason that says what to fix."""
+"""The built-in PCA, k-NN and Random Cut Forest driven as their users drive them: through the
+SageMaker SDK's own `PCA`, `KNN` and `RandomCutForest` estimators with `record_set()`
+(RecordIO-protobuf), through boto3 with CSV, and `kiln algo pca|knn|randomcutforest predict` on
+the models the jobs uploaded; bad hyperparameters fail with a reason that says what to fix."""
 import io
 import json
 import os
@@ -22,6 +22,7 @@ from sagemaker.serializer_utils import write_numpy_to_dense_tensor  # noqa: E402
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 KNN_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/knn:1"
 PCA_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/pca:1"
+RCF_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/randomcutforest:1"
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
@@ -252,6 +253,8 @@ def test_bad_hyperparameters_and_data_fail_clearly(sm, s3):
         "pca-comp": (PCA_IMAGE, dict(pca, num_components="4"), "bad", "PCA finds at most feature_dim components"),
         "pca-mode": (PCA_IMAGE, dict(pca, algorithm_mode="fast"), "bad", "is not one of: regular, randomized"),
         "pca-dim": (PCA_IMAGE, dict(pca, feature_dim="5"), "bad", "has 3 features, expected 5"),
+        "rcf-trees": (RCF_IMAGE, {"feature_dim": "3", "num_trees": "10"}, "bad",
+                      "Hyperparameter 'num_trees': value '10' is out of range"),
     }
     for name, (image, hps, prefix, _) in cases.items():
         req = knn_request(name, hps, {"train": (f"s3://pcaknn/{prefix}/train/", None)})
@@ -261,3 +264,52 @@ def test_bad_hyperparameters_and_data_fail_clearly(sm, s3):
         d = wait(sm, name)
         assert d["TrainingJobStatus"] == "Failed", (name, d["TrainingJobStatus"])
         assert reason in d["FailureReason"], (name, d["FailureReason"])
+
+
+def auc(scores, labels):
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    return ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+
+
+def planted_outliers(n, n_out, seed):
+    """A correlated 5-dimensional Gaussian bulk and `n_out` rows planted outside it (label 1)."""
+    rng = np.random.default_rng(seed)
+    mix = np.random.default_rng(0).normal(size=(5, 5))
+    X = rng.normal(size=(n, 5)) @ mix
+    out = rng.normal(size=(n_out, 5))
+    out = out / np.linalg.norm(out, axis=1, keepdims=True) * rng.uniform(8, 12, size=(n_out, 1)) @ mix
+    y = np.r_[np.zeros(n), np.ones(n_out)].astype("float32")
+    X = np.vstack([X, out]).astype("float32")
+    order = rng.permutation(len(X))
+    return X[order], y[order]
+
+
+def test_sdk_random_cut_forest_scores_planted_outliers(session, s3, tmp_path, capsys):
+    X, _ = planted_outliers(5000, 50, seed=1)
+    Xt, yt = planted_outliers(2000, 40, seed=2)
+    rcf = sagemaker.RandomCutForest(role=ROLE, instance_count=1, instance_type="ml.c5.xlarge", num_trees=100,
+                                    num_samples_per_tree=256, output_path="s3://pcaknn/rcf",
+                                    sagemaker_session=session)
+    assert rcf.training_image_uri().endswith("/randomcutforest:1")
+    rcf.fit([rcf.record_set(X, channel="train"), rcf.record_set(Xt, labels=yt, channel="test")], wait=True,
+            logs=True)
+    out = capsys.readouterr().out
+    assert "#quality_metric: host=algo-1, test f1 <score>=" in out, out
+    job = rcf.latest_training_job.describe()
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    metrics = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
+    assert {"test:f1", "test:precision", "test:recall", "test:accuracy"} <= set(metrics), metrics
+    assert metrics["test:precision"] > 0.8 and metrics["test:recall"] > 0.5, metrics
+
+    model_dir = extract_model(s3, rcf.model_data, tmp_path / "model")
+    model = json.loads((model_dir / "rcf-model.json").read_text())
+    assert model["algorithm"] == "randomcutforest" and len(model["samples"]) == 100
+    data = tmp_path / "test.rec"
+    with open(data, "wb") as f:
+        write_numpy_to_dense_tensor(f, Xt)
+    scores = np.array([float(v) for v in predict("randomcutforest", model_dir, data)])
+    assert len(scores) == len(Xt)
+    assert auc(scores, yt) >= 0.9, auc(scores, yt)
+    # The test metrics are the scores against mean + 3 sd of the training scores.
+    flagged = scores > model["score_mean"] + 3 * model["score_std"]
+    assert metrics["test:recall"] == pytest.approx(flagged[yt == 1].mean(), abs=1e-6)

@@ -15,7 +15,12 @@ both sides).
 k-NN: overlapping blobs (sklearn.datasets.make_blobs), label first in CSV; a kiln job with a
 `test` channel builds the index and predicts every test row (the log's build and prediction
 figures); sklearn's KNeighborsClassifier (n_jobs=--threads) fits and predicts the same rows.
-Prints test accuracy and time for kiln's exact (faiss.Flat) and IVF (faiss.IVFFlat) indexes."""
+Prints test accuracy and time for kiln's exact (faiss.Flat) and IVF (faiss.IVFFlat) indexes.
+
+Random Cut Forest (`--only rcf`): a correlated Gaussian bulk with 1% planted outliers; kiln's
+anomaly scores (`kiln algo randomcutforest predict` on the trained model) against sklearn's
+IsolationForest (same number of trees and samples per tree): AUC of the scores against the
+planted labels, and train + score time."""
 import argparse
 import json
 import os
@@ -30,6 +35,8 @@ import pandas as pd
 import sklearn
 from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
@@ -124,6 +131,39 @@ def bench_knn(a, tmp):
               f"   (kiln build {build:.3f}s, predict {pred_s:.3f}s; sklearn fit {sk_fit:.3f}s, predict {sk_pred_s:.3f}s)")
 
 
+def bench_rcf(a, tmp):
+    rng = np.random.default_rng(2)
+    d, n, n_out = 8, a.rcf_rows, a.rcf_rows // 100
+    mix = rng.normal(size=(d, d))
+    out = rng.normal(size=(n_out, d))
+    out = out / np.linalg.norm(out, axis=1, keepdims=True) * rng.uniform(6, 10, size=(n_out, 1))
+    X = np.vstack([rng.normal(size=(n, d)), out]) @ mix
+    y = np.r_[np.zeros(n), np.ones(n_out)]
+    X = X.astype(np.float32)
+    root = tmp / "rcf"
+    write_csv(root / "input/data/train/data.csv", X)
+    job(root, {"feature_dim": str(d), "num_trees": "100", "num_samples_per_tree": "256"}, ["train"])
+    t0 = time.perf_counter()
+    run(a, "randomcutforest", root)
+    p = subprocess.run([a.kiln, "algo", "randomcutforest", "predict", "--model", str(root / "model"), "--data",
+                        str(root / "input/data/train/data.csv"), "--nthread", str(a.threads)],
+                       capture_output=True, text=True)
+    kiln_s = time.perf_counter() - t0
+    assert p.returncode == 0, p.stderr
+    scores = np.array([float(v) for v in p.stdout.split()])
+    t0 = time.perf_counter()
+    iso = IsolationForest(n_estimators=100, max_samples=256, n_jobs=a.threads, random_state=0).fit(X)
+    sk_scores = -iso.score_samples(X)
+    sk_s = time.perf_counter() - t0
+    ka, sa = roc_auc_score(y, scores), roc_auc_score(y, sk_scores)
+    print(f"Random Cut Forest: {n + n_out} x {d} rows, {n_out} planted outliers, 100 trees x 256 samples, "
+          f"{a.threads} threads; vs sklearn IsolationForest")
+    print(f"{'':34}{'kiln':>10}{'sklearn':>10}{'ratio':>8}")
+    print(f"{'AUC (planted outliers)':34}{ka:10.4f}{sa:10.4f}{ka / sa:8.4f}")
+    print(f"{'train + score all rows (s)':34}{kiln_s:10.3f}{sk_s:10.3f}{kiln_s / sk_s:8.3f}   (kiln: two commands, "
+          f"each reading the CSV)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pca-rows", type=int, default=300_000)
@@ -137,13 +177,16 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kiln", default=str(REPO / "target" / "release" / "examples" / "algo"),
                     help="the kiln binary, or the release `algo` example (both take `algo NAME train`)")
-    ap.add_argument("--only", choices=["pca", "knn"], help="run one of the two")
+    ap.add_argument("--rcf-rows", type=int, default=100_000)
+    ap.add_argument("--only", choices=["pca", "knn", "rcf"], help="run one of the three")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if a.only in (None, "pca"):
             bench_pca(a, Path(tmp))
         if a.only in (None, "knn"):
             bench_knn(a, Path(tmp))
+        if a.only in (None, "rcf"):
+            bench_rcf(a, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ pub static ALGORITHMS: &[&dyn Algorithm] = &[
     &crate::kmeans::KMEANS,
     &crate::pca::PCA,
     &crate::knn::KNN,
+    &crate::rcf::RCF,
 ];
 
 /// The algorithm named `name` (case-insensitive).
@@ -189,6 +190,12 @@ mod tests {
         assert_eq!(by_name("knn").map(|a| a.name()), Some("knn"));
         assert_eq!(by_image("knn").map(|a| a.name()), Some("knn"));
         assert_eq!(by_image("kiln/knn").map(|a| a.name()), Some("knn"));
+        assert_eq!(by_name("randomcutforest").map(|a| a.name()), Some("randomcutforest"));
+        assert_eq!(by_image("randomcutforest").map(|a| a.name()), Some("randomcutforest"));
+        assert_eq!(
+            by_image("kiln/randomcutforest").map(|a| a.name()),
+            Some("randomcutforest")
+        );
         assert_eq!(by_image("sagemaker-xgboost").map(|a| a.name()), Some("xgboost"));
         assert_eq!(by_image("kiln/xgboost").map(|a| a.name()), Some("xgboost"));
         assert_eq!(by_image("kmeans").map(|a| a.name()), Some("kmeans"));

@@ -24,7 +24,6 @@ const UNIMPLEMENTED: &[&str] = &[
     "factorization-machines",
     "ntm",
     "lda",
-    "randomcutforest",
     "object2vec",
     "ipinsights",
     "blazingtext",
