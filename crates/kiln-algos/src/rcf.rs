@@ -136,29 +136,43 @@ impl RcfModel {
     }
 }
 
-/// One node of a tree: a leaf (`left == u32::MAX`) or a cut, with the bounding box of its points.
+/// One node of a tree: a leaf (`left == u32::MAX`) or a cut. Its bounding box is in the tree's
+/// `boxes`.
 struct Node {
-    lo: Vec<f32>,
-    hi: Vec<f32>,
-    dim: usize,
+    /// The box's ranges summed over dimensions.
+    range: f32,
+    dim: u32,
     cut: f32,
     left: u32,
     right: u32,
     mass: u32,
 }
 
-/// A random cut tree over `points` (rows of `d`).
+/// A random cut tree over `points` (rows of `d`). Nodes and boxes sit in two flat arrays (a
+/// tree of 256 samples is about 40 KB at 8 features, so a block of rows is scored against it
+/// from cache).
 struct Tree {
     nodes: Vec<Node>,
+    /// Node `i`'s box: `boxes[2 d i..2 d i + d]` its minimum, the next `d` values its maximum.
+    boxes: Vec<f32>,
     d: usize,
 }
 
 impl Tree {
     fn build(points: &[f32], d: usize, rng: &mut Rng) -> Tree {
-        let mut tree = Tree { nodes: Vec::new(), d };
+        let mut tree = Tree {
+            nodes: Vec::new(),
+            boxes: Vec::new(),
+            d,
+        };
         let idx: Vec<usize> = (0..points.len() / d).collect();
         tree.grow(points, idx, rng);
         tree
+    }
+
+    fn bounds(&self, node: u32) -> (&[f32], &[f32]) {
+        let at = 2 * self.d * node as usize;
+        (&self.boxes[at..at + self.d], &self.boxes[at + self.d..at + 2 * self.d])
     }
 
     fn grow(&mut self, points: &[f32], idx: Vec<usize>, rng: &mut Rng) -> u32 {
@@ -166,16 +180,17 @@ impl Tree {
         let mut lo = points[idx[0] * d..(idx[0] + 1) * d].to_vec();
         let mut hi = lo.clone();
         for &i in &idx[1..] {
-            for j in 0..d {
-                lo[j] = lo[j].min(points[i * d + j]);
-                hi[j] = hi[j].max(points[i * d + j]);
+            for (j, v) in points[i * d..(i + 1) * d].iter().enumerate() {
+                lo[j] = lo[j].min(*v);
+                hi[j] = hi[j].max(*v);
             }
         }
         let id = self.nodes.len() as u32;
         let total: f64 = lo.iter().zip(&hi).map(|(a, b)| f64::from(b - a)).sum();
+        self.boxes.extend_from_slice(&lo);
+        self.boxes.extend_from_slice(&hi);
         self.nodes.push(Node {
-            lo,
-            hi,
+            range: total as f32,
             dim: 0,
             cut: 0.0,
             left: u32::MAX,
@@ -186,18 +201,17 @@ impl Tree {
             // One point, or copies of one point: a leaf.
             return id;
         }
-        let node = &self.nodes[id as usize];
         let mut r = rng.next_f64() * total;
         let mut dim = d - 1;
         for j in 0..d {
-            let w = f64::from(node.hi[j] - node.lo[j]);
+            let w = f64::from(hi[j] - lo[j]);
             if r < w {
                 dim = j;
                 break;
             }
             r -= w;
         }
-        let (a, b) = (node.lo[dim], node.hi[dim]);
+        let (a, b) = (lo[dim], hi[dim]);
         // A cut strictly inside the range splits the points in two non-empty parts.
         let mut cut = a + (rng.next_f64() as f32) * (b - a);
         if cut <= a || cut >= b {
@@ -207,16 +221,17 @@ impl Tree {
         let l = self.grow(points, left, rng);
         let rt = self.grow(points, right, rng);
         let n = &mut self.nodes[id as usize];
-        n.dim = dim;
+        n.dim = dim as u32;
         n.cut = cut;
         n.left = l;
         n.right = rt;
         id
     }
 
-    /// The expected `1 / depth` at which a random cut isolates `x` (depth 1 at the root).
-    fn score(&self, x: &[f32]) -> f64 {
-        let mut path = Vec::with_capacity(32);
+    /// The expected `1 / depth` at which a random cut isolates `x` (depth 1 at the root);
+    /// `path` is scratch space.
+    fn score(&self, x: &[f32], path: &mut Vec<u32>) -> f64 {
+        path.clear();
         let mut at = 0u32;
         loop {
             path.push(at);
@@ -224,32 +239,39 @@ impl Tree {
             if n.left == u32::MAX {
                 break;
             }
-            at = if x[n.dim] <= n.cut { n.left } else { n.right };
+            at = if x[n.dim as usize] <= n.cut { n.left } else { n.right };
         }
-        let leaf = &self.nodes[at as usize];
         let depth = path.len() as f64;
-        let seen = leaf.lo.iter().zip(x).all(|(a, b)| a == b) && leaf.lo == leaf.hi;
+        let (lo, hi) = self.bounds(at);
+        let seen = lo == hi && lo == x;
         // At the leaf: a row equal to the leaf's point(s) is not isolated below it; the mass of
         // copies pushes it deeper, as more cuts would be needed among them.
         let mut s = if seen {
-            1.0 / (depth + f64::from(leaf.mass).log2())
+            1.0 / (depth + f64::from(self.nodes[at as usize].mass).log2())
         } else {
             1.0 / (depth + 1.0)
         };
         for (level, &id) in path.iter().enumerate().rev() {
-            let n = &self.nodes[id as usize];
-            let (mut grown, mut outside) = (0f64, 0f64);
-            for ((&lo, &hi), &v) in n.lo.iter().zip(&n.hi).zip(x) {
-                let (a, b) = (lo.min(v), hi.max(v));
-                grown += f64::from(b - a);
-                outside += f64::from((b - a) - (hi - lo));
+            let (lo, hi) = self.bounds(id);
+            // How far `x` lies outside the box, summed over dimensions: 0 (the common case
+            // near the root) leaves the score as it is.
+            let outside: f32 = lo
+                .iter()
+                .zip(hi)
+                .zip(x)
+                .map(|((&l, &h), &v)| (l - v).max(0.0) + (v - h).max(0.0))
+                .sum();
+            if outside > 0.0 {
+                let p = f64::from(outside / (self.nodes[id as usize].range + outside));
+                s = p / (level as f64 + 1.0) + (1.0 - p) * s;
             }
-            let p = if grown > 0.0 { outside / grown } else { 0.0 };
-            s = p * (1.0 / (level as f64 + 1.0)) + (1.0 - p) * s;
         }
         s
     }
 }
+
+/// Rows scored together against one tree at a time.
+const SCORE_BLOCK: usize = 512;
 
 /// The forest rebuilt from a model.
 pub struct Forest {
@@ -274,19 +296,32 @@ impl Forest {
         }
     }
 
-    /// Each row's anomaly score: the trees' mean, times `log2(samples per tree)`.
+    /// Each row's anomaly score: the trees' mean, times `log2(samples per tree)`. Blocks of
+    /// rows in parallel, each block tree by tree (a tree stays in cache for the whole block).
     pub fn scores(&self, x: &[f32], d: usize) -> Vec<f64> {
-        x.par_chunks(d)
-            .map(|row| {
-                let s: f64 = self.trees.iter().map(|t| t.score(row)).sum();
-                self.scale * s / self.trees.len() as f64
-            })
-            .collect()
+        let mut out = vec![0f64; x.len() / d];
+        out.par_chunks_mut(SCORE_BLOCK)
+            .zip(x.par_chunks(SCORE_BLOCK * d))
+            .for_each(|(o, rows)| {
+                let mut path = Vec::with_capacity(64);
+                for tree in &self.trees {
+                    for (s, row) in o.iter_mut().zip(rows.chunks_exact(d)) {
+                        *s += tree.score(row, &mut path);
+                    }
+                }
+                let f = self.scale / self.trees.len() as f64;
+                o.iter_mut().for_each(|s| *s *= f);
+            });
+        out
     }
 }
 
+/// Training rows scored for the anomaly threshold's mean and standard deviation.
+const STATS_ROWS: usize = 20_000;
+
 /// Trains on `x` (row-major, `p.feature_dim` columns): each tree's sample drawn uniformly
-/// without replacement (all rows when there are fewer), and the training rows' score statistics.
+/// without replacement (all rows when there are fewer), and the training rows' score statistics
+/// (on a uniform sample of [`STATS_ROWS`] rows for a larger channel).
 pub fn fit(x: &[f32], p: &RcfParams, seed: u64) -> RcfModel {
     let d = p.feature_dim;
     let n = x.len() / d;
@@ -309,9 +344,22 @@ pub fn fit(x: &[f32], p: &RcfParams, seed: u64) -> RcfModel {
         score_std: 0.0,
         samples,
     };
-    let scores = Forest::new(&model).scores(x, d);
-    let mean = scores.iter().sum::<f64>() / n.max(1) as f64;
-    let var = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n.max(1) as f64;
+    // The threshold's statistics from at most STATS_ROWS rows: their standard error is already
+    // far below the spread of the scores, and scoring every row of a large channel would cost
+    // more than building the forest.
+    let stats: Vec<f32> = if n > STATS_ROWS {
+        Rng::new(seed ^ 0x57a7)
+            .sample_sorted(&all, STATS_ROWS)
+            .into_iter()
+            .flat_map(|i| x[i * d..(i + 1) * d].iter().copied())
+            .collect()
+    } else {
+        x.to_vec()
+    };
+    let scores = Forest::new(&model).scores(&stats, d);
+    let m = scores.len().max(1) as f64;
+    let mean = scores.iter().sum::<f64>() / m;
+    let var = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / m;
     model.score_mean = mean;
     model.score_std = var.sqrt();
     model
@@ -636,7 +684,9 @@ mod tests {
         let mut rng = Rng::new(1);
         let t = Tree::build(&x, 3, &mut rng);
         assert_eq!(t.nodes.len(), 1);
-        assert!(t.score(&[1.0, 1.0, 1.0]) > 0.0);
-        assert!(t.score(&[5.0, 1.0, 1.0]) > t.score(&[1.0, 1.0, 1.0]));
+        let mut path = Vec::new();
+        let same = t.score(&[1.0, 1.0, 1.0], &mut path);
+        assert!(same > 0.0);
+        assert!(t.score(&[5.0, 1.0, 1.0], &mut path) > same);
     }
 }
