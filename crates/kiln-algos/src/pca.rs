@@ -18,7 +18,7 @@ use crate::container::{
 };
 use crate::dense_input::{CONTENT_TYPES, Want, read_channel, read_predict_data};
 use crate::hparams::Hp;
-use crate::linalg::{dots, orthonormalize, sym_eigen, transpose};
+use crate::linalg::{dots, dots_t, orthonormalize, sym_eigen, transpose};
 use crate::registry::{Algorithm, ChannelSpec, PredictArgs, check_channels};
 use crate::rng::Rng;
 
@@ -210,6 +210,10 @@ fn gram(x: &[f32], d: usize, shift: &[f32]) -> Vec<f64> {
 /// squares of the centered rows.
 fn sketch_pass(x: &[f32], d: usize, shift: &[f32], z: &[f32]) -> (Vec<f64>, Vec<f64>, f64) {
     let l = z.len() / d;
+    // The basis transposed once (`d x l`): both products below then read their right-hand
+    // side row-major, as the transposed-panel kernel wants, and no block is transposed.
+    let mut zt = Vec::new();
+    transpose(z, l, d, &mut zt);
     let zero = || (vec![0f64; l * d], vec![0f64; l * l], 0f64);
     x.par_chunks(BLOCK * d)
         .fold(zero, |(mut w, mut tt, mut ss), block| {
@@ -217,15 +221,15 @@ fn sketch_pass(x: &[f32], d: usize, shift: &[f32], z: &[f32]) -> (Vec<f64>, Vec<
             let mut c = Vec::new();
             centered(block, shift, &mut c);
             ss += c.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+            // Y = C Z^T (r x l), then W += Y^T C (l x d) and T += Y^T Y (l x l).
             let mut y = vec![0f32; r * l];
-            dots(&c, z, d, &mut y);
-            let (mut yt, mut ct) = (Vec::new(), Vec::new());
+            dots_t(&c, &zt, d, l, &mut y);
+            let mut yt = Vec::new();
             transpose(&y, r, l, &mut yt);
-            transpose(&c, r, d, &mut ct);
             let mut wb = vec![0f32; l * d];
-            dots(&yt, &ct, r, &mut wb);
+            dots_t(&yt, &c, r, d, &mut wb);
             let mut tb = vec![0f32; l * l];
-            dots(&yt, &yt, r, &mut tb);
+            dots_t(&yt, &y, r, l, &mut tb);
             for (a, &v) in w.iter_mut().zip(&wb) {
                 *a += f64::from(v);
             }
