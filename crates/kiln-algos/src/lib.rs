@@ -12,7 +12,8 @@
 //! [`rank`]); [`model_json`] reads and writes xgboost's JSON model format; [`params`] validates
 //! hyperparameters; [`container`] and [`xgboost`] implement `kiln algo xgboost train|predict`;
 //! [`collective`] connects the hosts of a distributed job so that they train one model.
-//! K-Means: [`kmeans`]. Linear Learner: [`linear`]. [`protobuf`] reads RecordIO-protobuf (the SDK's `record_set()`).
+//! K-Means: [`kmeans`]. Linear Learner: [`linear`]. PCA: [`pca`], k-NN: [`knn`] (both with [`linalg`]), Random Cut Forest: [`rcf`]. [`dense_input`] and [`hparams`] read
+//! the rows and hyperparameters of the built-ins after K-Means. [`protobuf`] reads RecordIO-protobuf (the SDK's `record_set()`).
 
 pub mod binning;
 pub mod booster;
@@ -21,17 +22,23 @@ pub mod cli;
 pub mod collective;
 pub mod container;
 pub mod data;
+pub mod dense_input;
 pub mod distributed;
 pub mod grow;
+pub mod hparams;
 pub mod kmeans;
 pub mod linear;
+pub mod knn;
+pub mod linalg;
 pub mod metric;
 pub mod model_json;
 pub mod objective;
 pub mod params;
+pub mod pca;
 pub mod prof;
 pub mod protobuf;
 pub mod rank;
+pub mod rcf;
 pub mod reader;
 pub mod registry;
 pub mod rng;

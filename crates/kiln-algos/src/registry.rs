@@ -67,6 +67,9 @@ pub static ALGORITHMS: &[&dyn Algorithm] = &[
     &crate::xgboost::XGBOOST,
     &crate::kmeans::KMEANS,
     &crate::linear::LINEAR_LEARNER,
+    &crate::pca::PCA,
+    &crate::knn::KNN,
+    &crate::rcf::RCF,
 ];
 
 /// The algorithm named `name` (case-insensitive).
@@ -182,7 +185,18 @@ mod tests {
     fn lookups() {
         assert_eq!(by_name("XGBoost").map(|a| a.name()), Some("xgboost"));
         assert_eq!(by_name("kmeans").map(|a| a.name()), Some("kmeans"));
-        assert!(by_name("pca").is_none());
+        assert_eq!(by_name("pca").map(|a| a.name()), Some("pca"));
+        assert_eq!(by_image("pca").map(|a| a.name()), Some("pca"));
+        assert_eq!(by_image("kiln/pca").map(|a| a.name()), Some("pca"));
+        assert_eq!(by_name("knn").map(|a| a.name()), Some("knn"));
+        assert_eq!(by_image("knn").map(|a| a.name()), Some("knn"));
+        assert_eq!(by_image("kiln/knn").map(|a| a.name()), Some("knn"));
+        assert_eq!(by_name("randomcutforest").map(|a| a.name()), Some("randomcutforest"));
+        assert_eq!(by_image("randomcutforest").map(|a| a.name()), Some("randomcutforest"));
+        assert_eq!(
+            by_image("kiln/randomcutforest").map(|a| a.name()),
+            Some("randomcutforest")
+        );
         assert_eq!(by_image("sagemaker-xgboost").map(|a| a.name()), Some("xgboost"));
         assert_eq!(by_image("kiln/xgboost").map(|a| a.name()), Some("xgboost"));
         assert_eq!(by_image("kmeans").map(|a| a.name()), Some("kmeans"));

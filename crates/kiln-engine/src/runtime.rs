@@ -20,12 +20,9 @@ const FRAMEWORKS: &[&str] = &[
 /// Built-in images SageMaker has that kiln does not implement yet (the implemented ones are in
 /// `kiln_algos::registry`).
 const UNIMPLEMENTED: &[&str] = &[
-    "knn",
-    "pca",
     "factorization-machines",
     "ntm",
     "lda",
-    "randomcutforest",
     "object2vec",
     "ipinsights",
     "blazingtext",

@@ -1,0 +1,217 @@
+//! Dense input for the built-ins that read rows of `feature_dim` numbers (PCA, k-NN): a
+//! channel's RecordIO-protobuf (the default) or CSV, from files or a Pipe FIFO, and the data
+//! given to `kiln algo NAME predict`. Labels come from a record's `label["values"][0]` or the
+//! first CSV column when the algorithm wants them.
+
+use std::path::Path;
+
+use crate::container::{ChannelConfig, JobError, JobPaths};
+use crate::protobuf::{DenseRows, read_dense};
+use crate::reader::{ContentType, ReadOptions, list_files, read_dir, read_file};
+
+/// RecordIO-protobuf, the default content type of SageMaker's built-ins other than XGBoost.
+pub const RECORDIO: &str = "application/x-recordio-protobuf";
+
+/// Content types these built-ins accept (SageMaker's spellings); the first is the default.
+pub const CONTENT_TYPES: &[&str] = &[RECORDIO, "recordio-protobuf", "text/csv", "csv"];
+
+fn is_recordio(content_type: &str) -> bool {
+    let base = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    matches!(base.as_str(), "application/x-recordio-protobuf" | "recordio-protobuf")
+}
+
+/// What the rows are for: the algorithm's name for messages and whether a label is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Want {
+    /// `PCA`, `k-NN`: named in errors.
+    pub algorithm: &'static str,
+    /// RecordIO records must carry `label`, CSV rows start with it.
+    pub label: bool,
+}
+
+/// Reads channel `name` of a job: every row `feature_dim` wide, every feature present, and a
+/// label per row when `want.label`.
+pub fn read_channel(
+    paths: &JobPaths,
+    name: &str,
+    cfg: &ChannelConfig,
+    feature_dim: usize,
+    want: Want,
+) -> Result<DenseRows, JobError> {
+    let ct = cfg.content_type.as_deref().unwrap_or(RECORDIO);
+    let pipe = cfg.training_input_mode.as_deref() == Some("Pipe");
+    let user = |m: String| JobError::User(format!("channel '{name}': {m}"));
+    let rows = if is_recordio(ct) {
+        let mut rows = DenseRows::new(feature_dim);
+        if pipe {
+            let fifo = paths.data_dir.join(format!("{name}_0"));
+            let f = std::fs::File::open(&fifo).map_err(|e| user(format!("could not open {}: {e}", fifo.display())))?;
+            read_dense(
+                std::io::BufReader::with_capacity(1 << 20, f),
+                &format!("{name}_0"),
+                &mut rows,
+            )
+            .map_err(|e| user(e.to_string()))?;
+        } else {
+            let dir = paths.channel_dir(name);
+            read_recordio_files(&dir, &list_files(&dir).map_err(|e| user(e.to_string()))?, &mut rows).map_err(user)?;
+        }
+        rows
+    } else {
+        let csv = csv_type(ct, want).map_err(user)?;
+        let opts = csv_options(want);
+        let ds = if pipe {
+            let fifo = paths.data_dir.join(format!("{name}_0"));
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::fs::File::open(&fifo).map_err(|e| user(format!("could not open {}: {e}", fifo.display())))?,
+                &mut buf,
+            )
+            .map_err(|e| user(format!("could not read {}: {e}", fifo.display())))?;
+            crate::reader::parse_bytes(&buf, csv, &opts)
+        } else {
+            read_dir(&paths.channel_dir(name), csv, &opts)
+        }
+        .map_err(|e| user(e.to_string()))?;
+        from_dataset(ds, want)
+    };
+    check_rows(&rows, feature_dim, want).map_err(user)?;
+    Ok(rows)
+}
+
+/// Reads the data of `kiln algo NAME predict`: a file or a directory of files, RecordIO-protobuf
+/// when `content_type` says so (or, without one, for `.rec`/`.pbr`/`.recordio` files), else CSV
+/// without a label column.
+pub fn read_predict_data(
+    data: &Path,
+    content_type: Option<&str>,
+    feature_dim: usize,
+    algorithm: &'static str,
+) -> Result<DenseRows, JobError> {
+    let want = Want {
+        algorithm,
+        label: false,
+    };
+    let recordio = match content_type {
+        Some(c) => is_recordio(c),
+        None => data
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "rec" | "pbr" | "recordio")),
+    };
+    let shown = data.display().to_string();
+    let user = |m: String| JobError::User(format!("{shown}: {m}"));
+    let rows = if recordio {
+        let mut rows = DenseRows::new(feature_dim);
+        let files = if data.is_dir() {
+            list_files(data).map_err(|e| user(e.to_string()))?
+        } else {
+            vec![data.to_path_buf()]
+        };
+        read_recordio_files(data, &files, &mut rows).map_err(user)?;
+        rows
+    } else {
+        let csv = csv_type(content_type.unwrap_or("text/csv"), want).map_err(user)?;
+        let opts = csv_options(want);
+        let ds = if data.is_dir() {
+            read_dir(data, csv, &opts)
+        } else {
+            read_file(data, csv, &opts)
+        }
+        .map_err(|e| user(e.to_string()))?;
+        from_dataset(ds, want)
+    };
+    check_rows(&rows, feature_dim, want).map_err(user)?;
+    Ok(rows)
+}
+
+fn read_recordio_files(dir: &Path, files: &[std::path::PathBuf], rows: &mut DenseRows) -> Result<(), String> {
+    for f in files {
+        let shown = f.strip_prefix(dir).unwrap_or(f).display().to_string();
+        let shown = if shown.is_empty() {
+            f.display().to_string()
+        } else {
+            shown
+        };
+        let file = std::fs::File::open(f).map_err(|e| format!("could not open {shown}: {e}"))?;
+        let r = std::io::BufReader::with_capacity(1 << 20, file);
+        if f.extension().is_some_and(|e| e == "gz") {
+            read_dense(flate2::read::MultiGzDecoder::new(r), &shown, rows)
+        } else {
+            read_dense(r, &shown, rows)
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn csv_type(ct: &str, want: Want) -> Result<ContentType, String> {
+    ContentType::parse(Some(ct))
+        .ok()
+        .filter(|c| *c == ContentType::Csv)
+        .ok_or_else(|| {
+            format!(
+                "ContentType '{ct}' is not supported by {}; use application/x-recordio-protobuf or text/csv",
+                want.algorithm
+            )
+        })
+}
+
+fn csv_options(want: Want) -> ReadOptions {
+    ReadOptions {
+        has_label: want.label,
+        csv_weights: false,
+        min_features: 0,
+    }
+}
+
+fn from_dataset(ds: crate::Dataset, want: Want) -> DenseRows {
+    let n = ds.n_rows();
+    DenseRows {
+        n_cols: ds.features.n_cols(),
+        labels: if want.label && ds.labels.len() == n {
+            ds.labels
+        } else {
+            vec![f32::NAN; n]
+        },
+        values: ds.features.values().to_vec(),
+    }
+}
+
+/// Rows, width, missing values and labels, checked with messages that say what to fix.
+fn check_rows(rows: &DenseRows, feature_dim: usize, want: Want) -> Result<(), String> {
+    if rows.n_rows() == 0 {
+        return Err(
+            "it has no rows; upload data written by record_set() or write_numpy_to_dense_tensor(), or CSV".into(),
+        );
+    }
+    if rows.n_cols != feature_dim {
+        return Err(format!(
+            "the data has {} features per row but hyperparameter 'feature_dim' is {feature_dim}; set feature_dim \
+             to the number of feature columns{}",
+            rows.n_cols,
+            if want.label {
+                " (CSV: the columns after the label)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(i) = rows.values.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "row {} has an empty or non-finite feature; {} needs every feature of every row",
+            i / feature_dim.max(1) + 1,
+            want.algorithm
+        ));
+    }
+    if want.label
+        && let Some(i) = rows.labels.iter().position(|v| !v.is_finite())
+    {
+        return Err(format!(
+            "row {} has no label; {} needs a label per row (RecordIO: label[\"values\"]; CSV: the first column)",
+            i + 1,
+            want.algorithm
+        ));
+    }
+    Ok(())
+}
