@@ -18,12 +18,10 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::container::{
-    ChannelConfig, JobError, JobPaths, read_channels, read_hyperparameters, read_resource_config, thread_count,
-};
+use crate::container::{ChannelConfig, JobError, JobPaths, thread_count};
 use crate::dense_input::{CONTENT_TYPES, Want, read_channel, read_predict_data};
 use crate::hparams::Hp;
-use crate::registry::{Algorithm, ChannelSpec, PredictArgs, check_channels};
+use crate::registry::{Algorithm, ChannelSpec, PredictArgs, train_on_one_host};
 use crate::rng::Rng;
 
 /// The model file in `model/` (and so at the root of model.tar.gz).
@@ -433,24 +431,14 @@ impl Algorithm for RandomCutForest {
         out: &mut (dyn Write + Send),
         err: &mut (dyn Write + Send),
     ) -> Result<(), JobError> {
-        let hp = read_hyperparameters(&paths.config_dir)?;
-        let channels = read_channels(paths)?;
-        check_channels(self, channels.keys())?;
-        let p = RcfParams::from_hyperparameters(&hp)?;
-        let rc = read_resource_config(&paths.config_dir)?;
-        if let Some(rc) = rc.as_ref().filter(|rc| rc.hosts.len() > 1) {
-            return Err(JobError::User(format!(
-                "kiln's Random Cut Forest trains on one instance; this job has {} (InstanceCount): set it to 1",
-                rc.hosts.len()
-            )));
-        }
-        let host = rc.map_or_else(|| "algo-1".to_string(), |r| r.current_host);
-        let threads = thread_count(None, env);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| JobError::Internal(format!("could not start {threads} threads: {e}")))?;
-        pool.install(|| train_job(paths, &channels, &p, &host, threads, out, err))
+        train_on_one_host(
+            self,
+            "Random Cut Forest",
+            paths,
+            env,
+            RcfParams::from_hyperparameters,
+            |channels, p, host, threads| train_job(paths, channels, p, host, threads, out, err),
+        )
     }
 
     fn predict(&self, args: &[&str], out: &mut (dyn Write + Send)) -> Result<(), JobError> {

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use crate::container::{JobError, JobPaths};
+use crate::container::{
+    ChannelConfig, JobError, JobPaths, read_channels, read_hyperparameters, read_resource_config, thread_count,
+};
 
 /// One channel a built-in accepts.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +126,38 @@ pub fn check_channels<'a>(
         }
     }
     Ok(())
+}
+
+/// The part of `train` every single-instance built-in shares: reads the hyperparameters (parsed
+/// by `parse`) and the channels (checked against `algo`'s), refuses more than one instance (the
+/// error names the algorithm as `label`), and runs `train_job(channels, params, host, threads)`
+/// on a pool of the job's threads.
+pub(crate) fn train_on_one_host<P: Sync>(
+    algo: &dyn Algorithm,
+    label: &str,
+    paths: &JobPaths,
+    env: &dyn Fn(&str) -> Option<String>,
+    parse: impl FnOnce(&BTreeMap<String, String>) -> Result<P, JobError>,
+    train_job: impl FnOnce(&BTreeMap<String, ChannelConfig>, &P, &str, usize) -> Result<(), JobError> + Send,
+) -> Result<(), JobError> {
+    let hp = read_hyperparameters(&paths.config_dir)?;
+    let channels = read_channels(paths)?;
+    check_channels(algo, channels.keys())?;
+    let params = parse(&hp)?;
+    let rc = read_resource_config(&paths.config_dir)?;
+    if let Some(rc) = rc.as_ref().filter(|rc| rc.hosts.len() > 1) {
+        return Err(JobError::User(format!(
+            "kiln's {label} trains on one instance; this job has {} (InstanceCount): set it to 1",
+            rc.hosts.len()
+        )));
+    }
+    let host = rc.map_or_else(|| "algo-1".to_string(), |r| r.current_host);
+    let threads = thread_count(None, env);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| JobError::Internal(format!("could not start {threads} threads: {e}")))?;
+    pool.install(|| train_job(&channels, &params, &host, threads))
 }
 
 /// What `kiln algo NAME predict` is given: every built-in takes the same flags (`--model`, `--data`,
