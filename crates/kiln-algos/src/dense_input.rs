@@ -81,16 +81,18 @@ pub fn read_channel(
 
 /// Reads the data of `kiln algo NAME predict`: a file or a directory of files, RecordIO-protobuf
 /// when `content_type` says so (or, without one, for `.rec`/`.pbr`/`.recordio` files), else CSV
-/// without a label column.
+/// (its first column a label to skip when `has_label`). Every row has the model's `feature_dim`
+/// features, all present.
 pub fn read_predict_data(
     data: &Path,
     content_type: Option<&str>,
     feature_dim: usize,
     algorithm: &'static str,
+    has_label: bool,
 ) -> Result<DenseRows, JobError> {
     let want = Want {
         algorithm,
-        label: false,
+        label: has_label,
     };
     let recordio = match content_type {
         Some(c) => is_recordio(c),
@@ -121,7 +123,19 @@ pub fn read_predict_data(
         .map_err(|e| user(e.to_string()))?;
         from_dataset(ds, want)
     };
-    check_rows(&rows, feature_dim, want).map_err(user)?;
+    if rows.n_rows() > 0 && rows.n_cols != feature_dim {
+        return Err(user(format!(
+            "the data has {} feature columns but the model's feature_dim is {feature_dim}{}",
+            rows.n_cols,
+            if has_label || recordio {
+                ""
+            } else {
+                " (pass --has-label if the first column is a label)"
+            }
+        )));
+    }
+    // The labels of prediction data (a CSV label column skipped with --has-label) are not used.
+    check_rows(&rows, feature_dim, Want { label: false, ..want }).map_err(user)?;
     Ok(rows)
 }
 

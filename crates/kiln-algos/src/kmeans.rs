@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::container::{ChannelConfig, JobError, JobPaths, thread_count};
+use crate::dense_input::read_predict_data;
 use crate::protobuf::{DenseRows, read_dense};
-use crate::reader::{ContentType, ReadOptions, list_files, read_dir, read_file};
+use crate::reader::{ContentType, ReadOptions, list_files, read_dir};
 use crate::registry::{Algorithm, ChannelSpec, PredictArgs, train_on_one_host};
 use crate::rng::Rng;
 
@@ -863,58 +864,8 @@ fn predict_cmd(args: &[&str], out: &mut (dyn Write + Send)) -> Result<(), JobErr
         nthread,
         ..
     } = PredictArgs::parse(args, USAGE, false)?;
-    let usage = |m: &str| JobError::User(format!("{m}\n{USAGE}"));
     let model = load_model(&model)?;
-    let recordio = match ct.as_deref() {
-        Some(c) => {
-            let base = c.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            matches!(base.as_str(), "application/x-recordio-protobuf" | "recordio-protobuf")
-        }
-        None => data
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "rec" | "pbr" | "recordio")),
-    };
-    let rows = if recordio {
-        let mut rows = DenseRows::new(model.feature_dim);
-        let files = if data.is_dir() {
-            list_files(&data).map_err(|e| JobError::User(e.to_string()))?
-        } else {
-            vec![data.clone()]
-        };
-        for f in &files {
-            let file =
-                std::fs::File::open(f).map_err(|e| JobError::User(format!("could not open {}: {e}", f.display())))?;
-            read_dense(std::io::BufReader::new(file), &f.display().to_string(), &mut rows)
-                .map_err(|e| JobError::User(e.to_string()))?;
-        }
-        rows.values
-    } else {
-        let c = ContentType::parse(Some(ct.as_deref().unwrap_or("text/csv")))
-            .ok()
-            .filter(|c| *c == ContentType::Csv)
-            .ok_or_else(|| usage("--content-type must be text/csv or application/x-recordio-protobuf"))?;
-        let opts = ReadOptions {
-            has_label: false,
-            csv_weights: false,
-            min_features: 0,
-        };
-        let ds = if data.is_dir() {
-            read_dir(&data, c, &opts)
-        } else {
-            read_file(&data, c, &opts)
-        }
-        .map_err(|e| JobError::User(format!("{}: {e}", data.display())))?;
-        if ds.features.n_cols() != model.feature_dim {
-            return Err(JobError::User(format!(
-                "{}: the data has {} columns but the model's feature_dim is {}",
-                data.display(),
-                ds.features.n_cols(),
-                model.feature_dim
-            )));
-        }
-        ds.features.values().to_vec()
-    };
+    let rows = read_predict_data(&data, ct.as_deref(), model.feature_dim, "K-Means", false)?.values;
     let env = |k: &str| std::env::var(k).ok();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(thread_count(nthread, &env))

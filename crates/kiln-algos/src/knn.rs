@@ -978,7 +978,13 @@ fn train_job(
 fn predict_cmd(args: &[&str], out: &mut (dyn Write + Send)) -> Result<(), JobError> {
     let a = PredictArgs::parse(args, USAGE, false)?;
     let model = load_model(&a.model)?;
-    let rows = read_predict_data(&a.data, a.content_type.as_deref(), model.header.feature_dim, "k-NN")?;
+    let rows = read_predict_data(
+        &a.data,
+        a.content_type.as_deref(),
+        model.header.feature_dim,
+        "k-NN",
+        false,
+    )?;
     let env = |k: &str| std::env::var(k).ok();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(thread_count(a.nthread, &env))

@@ -532,7 +532,7 @@ pub fn load_model(path: &Path) -> Result<PcaModel, JobError> {
 fn predict_cmd(args: &[&str], out: &mut (dyn Write + Send)) -> Result<(), JobError> {
     let a = PredictArgs::parse(args, USAGE, false)?;
     let model = load_model(&a.model)?;
-    let rows = read_predict_data(&a.data, a.content_type.as_deref(), model.feature_dim, "PCA")?;
+    let rows = read_predict_data(&a.data, a.content_type.as_deref(), model.feature_dim, "PCA", false)?;
     let env = |k: &str| std::env::var(k).ok();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(thread_count(a.nthread, &env))

@@ -548,6 +548,7 @@ fn predict_cmd(args: &[&str], out: &mut (dyn Write + Send)) -> Result<(), JobErr
         a.content_type.as_deref(),
         model.feature_dim,
         "Random Cut Forest",
+        false,
     )?;
     let env = |k: &str| std::env::var(k).ok();
     let pool = rayon::ThreadPoolBuilder::new()
