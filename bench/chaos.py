@@ -58,6 +58,16 @@ def job_request(name):
     }
 
 
+def parent_of(pid):
+    """The parent pid of `pid` (None once it is gone)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'.
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
 def percentile(values, p):
     if not values:
         return float("nan")
@@ -189,7 +199,10 @@ class Chaos:
             args = [a.decode(errors="replace") for a in args]
             if len(args) > 1 and args[1] == "agent" and any(root in a for a in args) and "--job" in args:
                 out.append((int(pid), args[args.index("--job") + 1]))
-        return out
+        # A child an agent has forked but not yet exec'd (the sandbox, the algorithm) still shows the
+        # agent's command line: killing it would fail the job as the algorithm's error. Agents only.
+        pids = {pid for pid, _ in out}
+        return [(pid, job) for pid, job in out if parent_of(pid) not in pids]
 
     def chaos_loop(self):
         next_server = time.monotonic() + self.server_kill_every
