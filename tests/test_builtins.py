@@ -177,6 +177,43 @@ def test_boto3_kmeans_in_pipe_mode_reads_recordio_from_the_fifo(sm, s3):
     assert_near_truth(model_centers(s3, d["ModelArtifacts"]["S3ModelArtifacts"])[0])
 
 
+def test_kmeans_warm_starts_from_a_model_channel(sm, s3):
+    """A `model` channel holding an earlier job's model.tar.gz: the new job continues its centers
+    (same indices, so cluster ids stay stable), and its model stands for both jobs' rows."""
+    def upload(key, X):
+        s3.put_object(Bucket="builtins", Key=key, Body="\n".join(",".join(map(str, r)) for r in X).encode())
+
+    X1, _ = blobs(300, seed=21)
+    X2, _ = blobs(200, seed=22)
+    upload("warm/first/part-0.csv", X1)
+    upload("warm/second/part-0.csv", X2)
+    hps = {"k": "4", "feature_dim": "3", "mini_batch_size": "200"}
+    sm.create_training_job(**kmeans_request("kmeans-warm-1", hps, {"train": ("s3://builtins/warm/first/", "text/csv")}))
+    first = wait(sm, "kmeans-warm-1")
+    assert first["TrainingJobStatus"] == "Completed", first.get("FailureReason")
+    uri = first["ModelArtifacts"]["S3ModelArtifacts"]
+    c1, m1 = model_centers(s3, uri)
+    assert sum(m1["weights"]) == len(X1)
+
+    # One extra center per cluster and one Lloyd trial: the prior's centers are the start.
+    warm_hps = dict(hps, extra_center_factor="1", local_lloyd_num_trials="1")
+    sm.create_training_job(**kmeans_request("kmeans-warm-2", warm_hps, {
+        "train": ("s3://builtins/warm/second/", "text/csv"), "model": (uri, None)}))
+    second = wait(sm, "kmeans-warm-2")
+    assert second["TrainingJobStatus"] == "Completed", second.get("FailureReason")
+    c2, m2 = model_centers(s3, second["ModelArtifacts"]["S3ModelArtifacts"])
+    assert_near_truth(c2)
+    assert np.linalg.norm(c2 - c1, axis=1).max() < 0.3, (c1, c2)
+    assert sum(m2["weights"]) == len(X1) + len(X2)
+
+    # A model of another k cannot start this job, and says why.
+    sm.create_training_job(**kmeans_request("kmeans-warm-k3", dict(hps, k="3"), {
+        "train": ("s3://builtins/warm/second/", "text/csv"), "model": (uri, None)}))
+    bad = wait(sm, "kmeans-warm-k3")
+    assert bad["TrainingJobStatus"] == "Failed"
+    assert "the model has k 4 but this job has k 3" in bad["FailureReason"], bad["FailureReason"]
+
+
 def test_malformed_protobuf_and_bad_hyperparameters_fail_clearly(sm, s3):
     X, _ = blobs(10, seed=6)
     buf = io.BytesIO()

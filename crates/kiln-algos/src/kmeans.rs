@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::container::{ChannelConfig, JobError, JobPaths, thread_count};
+use crate::container::{ChannelConfig, JobError, JobPaths, MODEL_CHANNEL, thread_count};
 use crate::dense_input::read_predict_data;
 use crate::protobuf::{DenseRows, read_dense};
 use crate::reader::{ContentType, ReadOptions, list_files, read_dir};
-use crate::registry::{Algorithm, ChannelSpec, PredictArgs, train_on_one_host};
+use crate::registry::{Algorithm, ChannelSpec, PredictArgs, read_prior_model, train_on_one_host};
 use crate::rng::Rng;
 
 /// The model file in `model/` (and so at the root of model.tar.gz).
@@ -241,6 +241,10 @@ pub struct KMeansModel {
     pub feature_dim: usize,
     /// The centers, one array of `feature_dim` numbers each.
     pub centers: Vec<Vec<f32>>,
+    /// How many training rows each center is closest to: the weight a warm start (a `model`
+    /// channel) gives the center's running mean. Absent in models written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<f64>,
 }
 
 impl KMeansModel {
@@ -453,9 +457,27 @@ fn lloyd(points: Rows<'_>, weights: &[f64], mut centers: Vec<f32>, max_iter: usi
     (centers, cost)
 }
 
+/// Where a warm-started fit begins: an earlier model's `k` centers, each weighing the rows it
+/// stood for, so that the mini-batch passes continue its running means.
+pub struct WarmStart<'a> {
+    /// `k * feature_dim` values.
+    pub centers: &'a [f32],
+    /// One weight per center.
+    pub weights: &'a [f64],
+}
+
 /// Trains on `train` (row-major, `p.feature_dim` columns): mini-batch passes with the extra
-/// centers, then the local Lloyd down to `k`.
-pub fn fit(train: &[f32], p: &KMeansParams, seed_value: u64, log: Option<&mut (dyn Write + Send)>) -> Vec<f32> {
+/// centers, then the local Lloyd down to `k`. With `warm`, the prior centers are the first `k`
+/// of the extra centers (the others seeded as usual) and the first local Lloyd trial starts from
+/// where they moved, so the result is at least as good, on the weighted centers, as continuing
+/// the prior model alone.
+pub fn fit(
+    train: &[f32],
+    p: &KMeansParams,
+    seed_value: u64,
+    warm: Option<WarmStart<'_>>,
+    log: Option<&mut (dyn Write + Send)>,
+) -> Vec<f32> {
     let rows = Rows {
         values: train,
         d: p.feature_dim,
@@ -475,9 +497,26 @@ pub fn fit(train: &[f32], p: &KMeansParams, seed_value: u64, log: Option<&mut (d
             .collect()
     };
     let sample_rows = Rows { values: &sample, d };
-    let mut centers = seed(sample_rows, &vec![1.0; sample_n], extra, p.init_method, &mut rng);
+    let (mut centers, mut weight) = match &warm {
+        Some(w) => {
+            let fresh = seed(
+                sample_rows,
+                &vec![1.0; sample_n],
+                extra.saturating_sub(p.k),
+                p.init_method,
+                &mut rng,
+            );
+            let mut weight = w.weights.to_vec();
+            weight.resize(fresh.len() / d + p.k, 0.0);
+            ([w.centers, &fresh].concat(), weight)
+        }
+        None => {
+            let c = seed(sample_rows, &vec![1.0; sample_n], extra, p.init_method, &mut rng);
+            let n = c.len() / d;
+            (c, vec![0f64; n])
+        }
+    };
     let kx = centers.len() / d;
-    let mut weight = vec![0f64; kx];
     let mut log = log;
     let decay = |batch: usize| {
         if p.half_life_time_size == 0 {
@@ -524,12 +563,14 @@ pub fn fit(train: &[f32], p: &KMeansParams, seed_value: u64, log: Option<&mut (d
             );
         }
     }
-    reduce(&centers, &weight, p, &mut rng, rows)
+    reduce(&centers, &weight, p, &mut rng, rows, warm.is_some())
 }
 
 /// The local Lloyd: reduces the extra centers (weighted by the rows they absorbed) to `k`,
 /// keeping the best of `local_lloyd_num_trials` starts.
-fn reduce(centers: &[f32], weight: &[f64], p: &KMeansParams, rng: &mut Rng, rows: Rows<'_>) -> Vec<f32> {
+/// With `warm`, the first `k` centers are a prior model's (always live: their weight starts
+/// above 0 and only decays) and the first trial starts from them.
+fn reduce(centers: &[f32], weight: &[f64], p: &KMeansParams, rng: &mut Rng, rows: Rows<'_>, warm: bool) -> Vec<f32> {
     let d = p.feature_dim;
     // Centers that absorbed nothing carry no information.
     let live: Vec<usize> = (0..weight.len()).filter(|&c| weight[c] > 0.0).collect();
@@ -549,8 +590,12 @@ fn reduce(centers: &[f32], weight: &[f64], p: &KMeansParams, rng: &mut Rng, rows
     }
     let trials = p.local_lloyd_num_trials.unwrap_or(AUTO_LLOYD_TRIALS);
     let mut best: Option<(Vec<f32>, f64)> = None;
-    for _ in 0..trials {
-        let start = seed(points, &w, p.k, p.local_lloyd_init_method, rng);
+    for trial in 0..trials {
+        let start = if warm && trial == 0 {
+            pts[..p.k * d].to_vec()
+        } else {
+            seed(points, &w, p.k, p.local_lloyd_init_method, rng)
+        };
         let (c, cost) = lloyd(points, &w, start, p.local_lloyd_max_iter, p.local_lloyd_tol);
         if best.as_ref().is_none_or(|b| cost < b.1) {
             best = Some((c, cost));
@@ -663,6 +708,10 @@ impl Algorithm for KMeans {
                 name: "test",
                 required: false,
             },
+            ChannelSpec {
+                name: MODEL_CHANNEL,
+                required: false,
+            },
         ]
     }
 
@@ -759,9 +808,27 @@ fn train_job(
         threads,
         started.elapsed().as_secs_f64()
     );
+    let prior = match channels.get(MODEL_CHANNEL) {
+        Some(_) => {
+            let (text, shown) = read_prior_model(&paths.channel_dir(MODEL_CHANNEL), MODEL_FILE, "K-Means")?;
+            let m = parse_model(&text, &shown)?;
+            check_prior(&m, p)?;
+            let _ = writeln!(
+                err,
+                "kiln kmeans: starting from the {} centers of channel 'model'",
+                m.centers.len()
+            );
+            Some(m)
+        }
+        None => None,
+    };
+    let prior_weights = prior.as_ref().map(|m| prior_weights(m, p, train.n_rows()));
+    let prior_centers = prior.as_ref().map(KMeansModel::flat);
+    let warm_rows = prior_centers.as_deref().zip(prior_weights.as_deref());
+    let warm = warm_rows.map(|(centers, weights)| WarmStart { centers, weights });
     let mut log = Vec::new();
     let fit_start = std::time::Instant::now();
-    let centers = fit(&train.values, p, 0x6b6d_6561_6e73, Some(&mut log));
+    let centers = fit(&train.values, p, 0x6b6d_6561_6e73, warm, Some(&mut log));
     let fit_s = fit_start.elapsed().as_secs_f64();
     // The log is written with this host's name, as each SageMaker host prints its own.
     let text = String::from_utf8_lossy(&log).replace("host=algo-1", &format!("host={host}"));
@@ -770,7 +837,8 @@ fn train_job(
         values: &train.values,
         d: p.feature_dim,
     };
-    let train_ssd = ssd(rows, &centers);
+    let final_assignment = assign(rows, &centers);
+    let train_ssd = final_assignment.sse;
     let _ = writeln!(
         err,
         "kiln kmeans: fit in {fit_s:.3}s; train msd {} (final centers)",
@@ -799,6 +867,7 @@ fn train_job(
         version: 1,
         feature_dim: p.feature_dim,
         centers: centers.chunks_exact(p.feature_dim).map(<[f32]>::to_vec).collect(),
+        weights: final_weights(&final_assignment.counts, &centers, warm_rows),
     };
     std::fs::create_dir_all(&paths.model_dir)
         .map_err(|e| JobError::Internal(format!("could not create {}: {e}", paths.model_dir.display())))?;
@@ -828,18 +897,71 @@ pub fn load_model(path: &Path) -> Result<KMeansModel, JobError> {
     };
     let text = std::fs::read_to_string(&file)
         .map_err(|e| JobError::User(format!("could not read model {}: {e}", file.display())))?;
-    let m: KMeansModel = serde_json::from_str(&text)
-        .map_err(|e| JobError::User(format!("{} is not a kiln K-Means model: {e}", file.display())))?;
-    if m.algorithm != "kmeans" || m.centers.iter().any(|c| c.len() != m.feature_dim) || m.centers.is_empty() {
+    parse_model(&text, &file.display().to_string())
+}
+
+/// A model file's text, checked; `shown` names it in errors.
+fn parse_model(text: &str, shown: &str) -> Result<KMeansModel, JobError> {
+    let m: KMeansModel =
+        serde_json::from_str(text).map_err(|e| JobError::User(format!("{shown} is not a kiln K-Means model: {e}")))?;
+    let weights_ok = m.weights.is_empty()
+        || (m.weights.len() == m.centers.len() && m.weights.iter().all(|w| w.is_finite() && *w >= 0.0));
+    if m.algorithm != "kmeans"
+        || m.centers.iter().any(|c| c.len() != m.feature_dim)
+        || m.centers.is_empty()
+        || !weights_ok
+    {
         return Err(JobError::User(format!(
-            "{} is not a kiln K-Means model (algorithm '{}', {} centers of feature_dim {})",
-            file.display(),
+            "{shown} is not a kiln K-Means model (algorithm '{}', {} centers of feature_dim {}, {} weights)",
             m.algorithm,
             m.centers.len(),
-            m.feature_dim
+            m.feature_dim,
+            m.weights.len()
         )));
     }
     Ok(m)
+}
+
+/// Fails unless `prior` (a `model` channel's) can start this job: same `k`, same `feature_dim`.
+fn check_prior(prior: &KMeansModel, p: &KMeansParams) -> Result<(), JobError> {
+    let mismatch = |what: &str, old: usize, new: usize| {
+        Err(JobError::User(format!(
+            "channel 'model': the model has {what} {old} but this job has {what} {new}; incremental \
+             training needs the same {what}"
+        )))
+    };
+    if prior.feature_dim != p.feature_dim {
+        return mismatch("feature_dim", prior.feature_dim, p.feature_dim);
+    }
+    if prior.centers.len() != p.k {
+        return mismatch("k", prior.centers.len(), p.k);
+    }
+    Ok(())
+}
+
+/// The rows each final center stands for, what a later warm start continues from: this job's
+/// rows closest to it, plus the weight of the prior centers (if any) closest to it.
+fn final_weights(counts: &[u64], centers: &[f32], prior: Option<(&[f32], &[f64])>) -> Vec<f64> {
+    let mut w: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
+    if let Some((pc, pw)) = prior {
+        let d = centers.len() / counts.len();
+        let nrm = norms(centers, d);
+        for (x, &weight) in pc.chunks_exact(d).zip(pw) {
+            w[closest(x, centers, &nrm, d).0] += weight;
+        }
+    }
+    w
+}
+
+/// The weight each prior center starts with: the rows it stood for (at least 1, so that it stays
+/// a live center); for a model without weights, one mini-batch's rows shared equally.
+fn prior_weights(prior: &KMeansModel, p: &KMeansParams, n: usize) -> Vec<f64> {
+    if prior.weights.len() == prior.centers.len() {
+        prior.weights.iter().map(|w| w.max(1.0)).collect()
+    } else {
+        let each = (p.mini_batch_size.min(n) as f64 / p.k as f64).max(1.0);
+        vec![each; prior.centers.len()]
+    }
 }
 
 /// For each row: its closest center and the Euclidean distance to it.
@@ -964,13 +1086,73 @@ mod tests {
                 epochs: 2,
                 ..KMeansParams::from_hyperparameters(&hp(&[("k", "4"), ("feature_dim", "2")])).unwrap()
             };
-            let centers = fit(&data, &p, 1, None);
+            let centers = fit(&data, &p, 1, None, None);
             assert_eq!(centers.len(), 8);
             for t in &truth {
                 let near = centers.chunks(2).map(|c| sq_dist(c, t)).fold(f32::INFINITY, f32::min);
                 assert!(near < 0.05, "{init:?}: no center near {t:?}: {centers:?}");
             }
         }
+    }
+
+    #[test]
+    fn warm_start_continues_the_prior_centers() {
+        let truth = [[0.0, 0.0], [10.0, 10.0], [-10.0, 10.0], [10.0, -10.0]];
+        let data = blobs(&truth, 500, 1.0, 3);
+        let p = KMeansParams {
+            mini_batch_size: 200,
+            extra_center_factor: Some(1),
+            local_lloyd_num_trials: Some(1),
+            ..KMeansParams::from_hyperparameters(&hp(&[("k", "4"), ("feature_dim", "2")])).unwrap()
+        };
+        // Slightly off centers, in an order a cold start would not reproduce: each moves onto its
+        // own blob and keeps its index.
+        let prior: Vec<f32> = truth.iter().flat_map(|t| [t[0] + 0.7, t[1] - 0.6]).collect();
+        let weights = [50.0; 4];
+        let warm = WarmStart {
+            centers: &prior,
+            weights: &weights,
+        };
+        let centers = fit(&data, &p, 9, Some(warm), None);
+        for (c, t) in centers.chunks(2).zip(&truth) {
+            assert!(sq_dist(c, t) < 0.05, "center {c:?} did not stay on {t:?}: {centers:?}");
+        }
+        // The new model's weights: this job's rows plus the prior's weight, per center.
+        let rows = Rows { values: &data, d: 2 };
+        let w = final_weights(&assign(rows, &centers).counts, &centers, Some((&prior, &weights)));
+        assert_eq!(w, vec![550.0; 4]);
+    }
+
+    #[test]
+    fn a_prior_model_must_match() {
+        let p = KMeansParams::from_hyperparameters(&hp(&[("k", "2"), ("feature_dim", "3")])).unwrap();
+        let model = |k: usize, d: usize| KMeansModel {
+            algorithm: "kmeans".into(),
+            version: 1,
+            feature_dim: d,
+            centers: vec![vec![0.0; d]; k],
+            weights: vec![],
+        };
+        assert!(check_prior(&model(2, 3), &p).is_ok());
+        let e = check_prior(&model(3, 3), &p).unwrap_err().to_string();
+        assert!(e.contains("the model has k 3 but this job has k 2"), "{e}");
+        let e = check_prior(&model(2, 4), &p).unwrap_err().to_string();
+        assert!(e.contains("feature_dim 4") && e.contains("feature_dim 3"), "{e}");
+        let e = parse_model(
+            r#"{"algorithm":"kmeans","version":1,"feature_dim":1,"centers":[[1.0]],"weights":[1.0,2.0]}"#,
+            "m",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a kiln K-Means model"), "{e}");
+        // Models written before weights existed still load; each center then weighs a share of
+        // one mini-batch.
+        let old = parse_model(
+            r#"{"algorithm":"kmeans","version":1,"feature_dim":3,"centers":[[0,0,0],[1,1,1]]}"#,
+            "m",
+        )
+        .unwrap();
+        assert_eq!(prior_weights(&old, &p, 10_000), vec![2500.0; 2]);
     }
 
     #[test]
@@ -992,6 +1174,7 @@ mod tests {
             version: 1,
             feature_dim: 2,
             centers: vec![vec![0.0, 0.0], vec![3.0, 4.0]],
+            weights: vec![],
         };
         let got = predict(&m, &[0.1, 0.0, 3.0, 8.0]);
         assert_eq!(got[0].0, 0);

@@ -24,7 +24,7 @@ use crate::container::{ChannelConfig, JobError, JobPaths, MODEL_CHANNEL, thread_
 use crate::dense_input::read_predict_data;
 use crate::protobuf::{DenseRows, read_dense};
 use crate::reader::{ContentType, ReadOptions, list_files, read_dir};
-use crate::registry::{Algorithm, ChannelSpec, PredictArgs, train_on_one_host};
+use crate::registry::{Algorithm, ChannelSpec, PredictArgs, read_prior_model, train_on_one_host};
 use crate::rng::Rng;
 
 /// The model file in `model/` (and so at the root of model.tar.gz).
@@ -1748,32 +1748,8 @@ pub fn check_prior(prior: &LinearModel, p: &LinearParams, d: usize) -> Result<()
 /// The model of a `model` channel: `linear-learner-model.json`, or the model.tar.gz of an earlier
 /// job holding it.
 fn read_prior(dir: &Path) -> Result<LinearModel, JobError> {
-    let user = |m: String| JobError::User(format!("channel 'model': {m}"));
-    let files = list_files(dir).map_err(|e| user(e.to_string()))?;
-    for f in &files {
-        let shown = f.strip_prefix(dir).unwrap_or(f).display().to_string();
-        let bytes = std::fs::read(f).map_err(|e| user(format!("could not read {shown}: {e}")))?;
-        if bytes.starts_with(&[0x1f, 0x8b]) {
-            let bad = |e: std::io::Error| user(format!("{shown} is not a readable tar.gz archive ({e})"));
-            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
-            for entry in archive.entries().map_err(bad)? {
-                let mut entry = entry.map_err(bad)?;
-                let is_model = entry.path().map_err(bad)?.file_name().is_some_and(|n| n == MODEL_FILE);
-                if is_model && entry.header().entry_type().is_file() {
-                    let mut text = String::new();
-                    std::io::Read::read_to_string(&mut entry, &mut text).map_err(bad)?;
-                    return parse_model(&text, &format!("channel 'model': {shown}: {MODEL_FILE}"));
-                }
-            }
-        } else if f.file_name().is_some_and(|n| n == MODEL_FILE) {
-            let text = String::from_utf8_lossy(&bytes);
-            return parse_model(&text, &format!("channel 'model': {shown}"));
-        }
-    }
-    Err(user(format!(
-        "no {MODEL_FILE} (or model.tar.gz holding it) found; give the model.tar.gz of a kiln Linear \
-         Learner training job"
-    )))
+    let (text, shown) = read_prior_model(dir, MODEL_FILE, "Linear Learner")?;
+    parse_model(&text, &shown)
 }
 
 /// Folds the normalization into the weights: `w'_j = w_j / s_j`, `b' = b - sum w'_j m_j`, and

@@ -160,6 +160,43 @@ pub(crate) fn train_on_one_host<P: Sync>(
     pool.install(|| train_job(&channels, &params, &host, threads))
 }
 
+/// The text of `file_name` in a `model` channel (incremental training): the file itself, or the
+/// `model.tar.gz` of an earlier job holding it. Returns the text and how to name it in errors;
+/// `algo` (e.g. "Linear Learner") says whose model the channel should hold.
+pub(crate) fn read_prior_model(
+    dir: &std::path::Path,
+    file_name: &str,
+    algo: &str,
+) -> Result<(String, String), JobError> {
+    let user = |m: String| JobError::User(format!("channel 'model': {m}"));
+    let files = crate::reader::list_files(dir).map_err(|e| user(e.to_string()))?;
+    for f in &files {
+        let shown = f.strip_prefix(dir).unwrap_or(f).display().to_string();
+        let bytes = std::fs::read(f).map_err(|e| user(format!("could not read {shown}: {e}")))?;
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let bad = |e: std::io::Error| user(format!("{shown} is not a readable tar.gz archive ({e})"));
+            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+            for entry in archive.entries().map_err(bad)? {
+                let mut entry = entry.map_err(bad)?;
+                let is_model = entry.path().map_err(bad)?.file_name().is_some_and(|n| n == file_name);
+                if is_model && entry.header().entry_type().is_file() {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut entry, &mut text).map_err(bad)?;
+                    return Ok((text, format!("channel 'model': {shown}: {file_name}")));
+                }
+            }
+        } else if f.file_name().is_some_and(|n| n == file_name) {
+            return Ok((
+                String::from_utf8_lossy(&bytes).into_owned(),
+                format!("channel 'model': {shown}"),
+            ));
+        }
+    }
+    Err(user(format!(
+        "no {file_name} (or model.tar.gz holding it) found; give the model.tar.gz of a kiln {algo} training job"
+    )))
+}
+
 /// What `kiln algo NAME predict` is given: every built-in takes the same flags (`--model`, `--data`,
 /// `--content-type`, `--output`, `--nthread`), and `--has-label` where its data may carry a label.
 #[derive(Debug, Default)]
