@@ -9,6 +9,7 @@ use crate::binning::BinnedMatrix;
 use crate::booster::{Booster, TrainError, TrainOptions, train_binned};
 use crate::checkpoint::Checkpoints;
 use crate::collective::{Collective, CommConfig};
+use crate::data::Dataset;
 use crate::distributed::{agree_cuts, agree_missing, check_same_model, share};
 use crate::params::{ParamError, XgbConfig, XgbParams};
 use crate::reader::{ContentType, DataError, ReadOptions, list_files, read_dir};
@@ -286,10 +287,11 @@ pub fn run_train(
     for (name, cfg) in &channels {
         if let Some(mode) = &cfg.training_input_mode
             && !matches!(mode.as_str(), "File" | "FastFile")
+            && !(mode == "Pipe" && name != MODEL_CHANNEL)
         {
             return Err(JobError::User(format!(
                 "channel '{name}': TrainingInputMode '{mode}' is not supported by kiln's \
-                 built-in XGBoost; use File or FastFile"
+                 built-in XGBoost for this channel; use File or FastFile"
             )));
         }
     }
@@ -350,6 +352,38 @@ fn replicated(cfg: &ChannelConfig) -> bool {
     cfg.s3_distribution_type.as_deref() != Some("ShardedByS3Key")
 }
 
+fn is_pipe(cfg: &ChannelConfig) -> bool {
+    cfg.training_input_mode.as_deref() == Some("Pipe")
+}
+
+/// A data channel's rows: its files (File, FastFile), or in Pipe mode its FIFO `<name>_0` read
+/// to the end (the channel's objects back to back; text/csv, application/x-parquet and
+/// application/x-recordio-protobuf, the formats SageMaker's XGBoost takes in Pipe mode).
+fn read_channel_data(
+    paths: &JobPaths,
+    name: &str,
+    cfg: &ChannelConfig,
+    ct: ContentType,
+    opts: &ReadOptions,
+) -> Result<Dataset, JobError> {
+    if !is_pipe(cfg) {
+        return read_dir(&paths.channel_dir(name), ct, opts).map_err(|e| data_error(name, e));
+    }
+    if ct == ContentType::Libsvm {
+        return Err(JobError::User(format!(
+            "channel '{name}': Pipe mode takes text/csv, application/x-parquet or \
+             application/x-recordio-protobuf (as SageMaker's XGBoost), not libsvm; set the \
+             channel's ContentType, or use File mode for libsvm"
+        )));
+    }
+    let fifo = paths.data_dir.join(format!("{name}_0"));
+    let mut bytes = Vec::new();
+    std::fs::File::open(&fifo)
+        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+        .map_err(|e| JobError::User(format!("channel '{name}': could not read {}: {e}", fifo.display())))?;
+    crate::reader::parse_bytes(&bytes, ct, opts).map_err(|e| data_error(name, e))
+}
+
 /// Reads the channels, trains (with the other hosts of `comm`) and writes the model.
 #[allow(clippy::too_many_arguments)]
 fn train_job(
@@ -377,9 +411,16 @@ fn train_job(
         None => Ok(sketch.cuts(params.max_bin)),
     };
     let train_dir = paths.channel_dir("train");
-    let files = list_files(&train_dir).map_err(|e| data_error("train", e))?;
-    // CSV goes straight into bins (no float matrix); gzip and libsvm take the float path.
-    let streamable = train_ct == ContentType::Csv && !files.iter().any(|f| f.extension().is_some_and(|e| e == "gz"));
+    let files = if is_pipe(train_cfg) {
+        Vec::new()
+    } else {
+        list_files(&train_dir).map_err(|e| data_error("train", e))?
+    };
+    // CSV files go straight into bins (no float matrix); gzip, libsvm, the other formats and a
+    // Pipe mode stream take the float path.
+    let streamable = train_ct == ContentType::Csv
+        && !is_pipe(train_cfg)
+        && !files.iter().any(|f| f.extension().is_some_and(|e| e == "gz"));
     let mut train = if streamable {
         let scan = scan_csv(&files, &opts).map_err(|e| data_error("train", e))?;
         let cuts = choose_cuts(scan.sketch())?;
@@ -391,7 +432,7 @@ fn train_job(
             weights: d.weights,
         }
     } else {
-        let ds = read_dir(&train_dir, train_ct, &opts).map_err(|e| data_error("train", e))?;
+        let ds = read_channel_data(paths, "train", train_cfg, train_ct, &opts)?;
         let cuts = choose_cuts(Sketch {
             rows: &ds.features,
             index: None,
@@ -433,7 +474,7 @@ fn train_job(
                 },
                 ..opts
             };
-            let v = read_dir(&paths.channel_dir("validation"), vct, &vopts).map_err(|e| data_error("validation", e))?;
+            let v = read_channel_data(paths, "validation", cfg, vct, &vopts)?;
             if v.features.n_cols() != train.n_features {
                 return Err(JobError::User(format!(
                     "channel 'validation': it has {} feature columns but 'train' has {}; \

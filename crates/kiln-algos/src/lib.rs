@@ -34,6 +34,7 @@ pub mod metric;
 pub mod model_json;
 pub mod objective;
 pub mod params;
+pub mod parquet_reader;
 pub mod pca;
 pub mod prof;
 pub mod protobuf;

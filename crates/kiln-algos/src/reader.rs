@@ -24,6 +24,8 @@ pub enum ContentType {
     /// `application/x-recordio-protobuf`: the SDK's `record_set()` / `write_numpy_to_dense_tensor`
     /// records, the label in `label["values"]`; keys a sparse record leaves out are missing.
     RecordIo,
+    /// `application/x-parquet`: numeric columns, the label first; nulls are missing values.
+    Parquet,
 }
 
 impl ContentType {
@@ -51,16 +53,11 @@ impl ContentType {
             }
             "text/libsvm" | "libsvm" | "text/x-libsvm" if params.is_empty() => Ok(ContentType::Libsvm),
             "application/x-recordio-protobuf" | "recordio-protobuf" if params.is_empty() => Ok(ContentType::RecordIo),
-            "application/x-parquet" | "parquet" => Err(DataError::ContentType {
-                value: raw.to_string(),
-                why: "Parquet is not supported by kiln yet; convert the data to text/csv, text/libsvm or \
-                      application/x-recordio-protobuf"
-                    .to_string(),
-            }),
+            "application/x-parquet" | "parquet" if params.is_empty() => Ok(ContentType::Parquet),
             _ => Err(DataError::ContentType {
                 value: raw.to_string(),
-                why: "use text/csv, text/csv;label_size=1, csv, text/libsvm, text/x-libsvm, libsvm or \
-                      application/x-recordio-protobuf"
+                why: "use text/csv, text/csv;label_size=1, csv, text/libsvm, text/x-libsvm, libsvm, \
+                      application/x-recordio-protobuf or application/x-parquet"
                     .to_string(),
             }),
         }
@@ -200,6 +197,7 @@ pub fn parse_bytes(bytes: &[u8], content_type: ContentType, opts: &ReadOptions) 
         ContentType::Csv => parse_csv(bytes, opts),
         ContentType::Libsvm => parse_libsvm(bytes, opts),
         ContentType::RecordIo => parse_recordio(bytes, opts),
+        ContentType::Parquet => crate::parquet_reader::parse_parquet(bytes, opts),
     }
 }
 
@@ -274,7 +272,8 @@ pub fn read_dir(dir: &Path, content_type: ContentType, opts: &ReadOptions) -> Re
         out = Some(match out {
             None => ds,
             Some(prev) => {
-                if content_type == ContentType::Csv && prev.features.n_cols() != ds.features.n_cols() {
+                let fixed_width = matches!(content_type, ContentType::Csv | ContentType::Parquet);
+                if fixed_width && prev.features.n_cols() != ds.features.n_cols() {
                     return Err(DataError::InFile {
                         file: f.to_string_lossy().into_owned(),
                         source: Box::new(DataError::FeatureCount {
@@ -1511,7 +1510,9 @@ mod tests {
         }
         assert!(ContentType::parse(Some("text/csv;label_size=2")).is_err());
         assert!(ContentType::parse(Some("application/json")).is_err());
-        assert!(ContentType::parse(Some("parquet")).is_err());
+        for c in ["application/x-parquet", "parquet"] {
+            assert_eq!(ContentType::parse(Some(c)).unwrap(), ContentType::Parquet, "{c}");
+        }
     }
 
     #[test]
