@@ -24,6 +24,7 @@ pub mod container;
 pub mod data;
 pub mod dense_input;
 pub mod distributed;
+pub mod fm;
 pub mod grow;
 pub mod hparams;
 pub mod kmeans;
