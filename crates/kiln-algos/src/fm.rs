@@ -624,16 +624,20 @@ struct Adam {
 }
 
 impl Adam {
-    /// One Adam update of `theta` (with its moments `m`, `v`) from a summed gradient `g`.
-    fn update(&self, s: Step, theta: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
-        let mut g = g * self.rescale;
-        if let Some(c) = self.clip {
-            g = g.clamp(-c, c);
+    /// Adam updates of `theta` (with its moments `m`, `v`) from the summed gradients `g`, which
+    /// it rescales and clips in place. Written over slices so that the compiler vectorizes it
+    /// (the square roots and divisions are most of a feature's update).
+    fn update(&self, s: Step, theta: &mut [f32], m: &mut [f32], v: &mut [f32], g: &mut [f32]) {
+        let clip = self.clip.unwrap_or(f32::INFINITY);
+        for g in g.iter_mut() {
+            *g = (*g * self.rescale).clamp(-clip, clip);
         }
-        g += s.wd * *theta;
-        *m = BETA1 * *m + (1.0 - BETA1) * g;
-        *v = BETA2 * *v + (1.0 - BETA2) * g * g;
-        *theta -= s.lr * *m / (v.sqrt() + self.eps);
+        for (((t, m), v), &g) in theta.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g.iter()) {
+            let g = g + s.wd * *t;
+            *m = BETA1 * *m + (1.0 - BETA1) * g;
+            *v = BETA2 * *v + (1.0 - BETA2) * g * g;
+            *t -= s.lr * *m / (v.sqrt() + self.eps);
+        }
     }
 }
 
@@ -651,14 +655,20 @@ pub fn fit(
     // feature's parameters and Adam moments sit together for its update.
     let width = k + 1;
     let stride = 3 * width;
-    let mut rng = Rng::new(seed);
     let mut table = vec![0f32; d * stride];
-    for row in table.chunks_exact_mut(stride) {
-        row[0] = p.linear.init.draw(&mut rng);
-        for v in &mut row[1..width] {
-            *v = p.factors.init.draw(&mut rng);
-        }
-    }
+    // Each feature's start from its own stream: drawn in parallel, the same for any thread count.
+    table
+        .par_chunks_mut(stride)
+        .with_min_len(256)
+        .enumerate()
+        .for_each(|(i, row)| {
+            let mut rng = Rng::for_round(seed, i + 1);
+            row[0] = p.linear.init.draw(&mut rng);
+            for v in &mut row[1..width] {
+                *v = p.factors.init.draw(&mut rng);
+            }
+        });
+    let mut rng = Rng::for_round(seed, 0);
     let mut w0 = p.bias.init.draw(&mut rng);
     let (mut m0, mut v0) = (0f32, 0f32);
     let adam = Adam {
@@ -709,7 +719,13 @@ pub fn fit(
             }
             // Phase 2: the bias, then every touched feature by the one task that owns its row.
             let g0: f32 = grads.iter().map(|g| g.1).sum();
-            adam.update(step(&p.bias), &mut w0, &mut m0, &mut v0, g0);
+            adam.update(
+                step(&p.bias),
+                std::slice::from_mut(&mut w0),
+                std::slice::from_mut(&mut m0),
+                std::slice::from_mut(&mut v0),
+                &mut [g0],
+            );
             entries.clear();
             for (b, &r) in batch.iter().enumerate() {
                 let (c, v) = rows.row(r as usize);
@@ -726,19 +742,18 @@ pub fn fit(
                     g.fill(0.0);
                     let (params, rest) = row.split_at_mut(width);
                     let (m, v) = rest.split_at_mut(width);
+                    let (g_lin, g_fac) = g.split_at_mut(1);
                     for e in group {
                         let dz = grads[e.row as usize].1;
                         let s = &sums[e.row as usize * k..(e.row as usize + 1) * k];
-                        g[0] += dz * e.x;
-                        let x2 = e.x * e.x;
-                        for f in 0..k {
-                            g[f + 1] += dz * (e.x * s[f] - params[f + 1] * x2);
+                        g_lin[0] += dz * e.x;
+                        let (a, b) = (dz * e.x, dz * e.x * e.x);
+                        for ((gf, &sf), &vf) in g_fac.iter_mut().zip(s).zip(&params[1..]) {
+                            *gf += a * sf - b * vf;
                         }
                     }
-                    adam.update(lin, &mut params[0], &mut m[0], &mut v[0], g[0]);
-                    for f in 1..width {
-                        adam.update(fac, &mut params[f], &mut m[f], &mut v[f], g[f]);
-                    }
+                    adam.update(lin, &mut params[..1], &mut m[..1], &mut v[..1], g_lin);
+                    adam.update(fac, &mut params[1..], &mut m[1..], &mut v[1..], g_fac);
                 },
             );
         }
@@ -764,7 +779,11 @@ fn split_rows<'t, 'e>(table: &'t mut [f32], stride: usize, entries: &'e [Entry])
     let mut i = 0;
     while i < entries.len() {
         let col = entries[i].col as usize;
-        let end = i + entries[i..].partition_point(|e| e.col as usize == col);
+        // Groups are short (a feature appears in few rows of a batch): a scan, not a search.
+        let mut end = i + 1;
+        while end < entries.len() && entries[end].col as usize == col {
+            end += 1;
+        }
         let (_, tail) = std::mem::take(&mut rest).split_at_mut((col - rest_start) * stride);
         let (row, tail) = tail.split_at_mut(stride);
         out.push((row, &entries[i..end]));
