@@ -12,7 +12,7 @@
 //! [`rank`]); [`model_json`] reads and writes xgboost's JSON model format; [`params`] validates
 //! hyperparameters; [`container`] and [`xgboost`] implement `kiln algo xgboost train|predict`;
 //! [`collective`] connects the hosts of a distributed job so that they train one model.
-//! K-Means: [`kmeans`]. Linear Learner: [`linear`]. PCA: [`pca`], k-NN: [`knn`] (both with [`linalg`]), Random Cut Forest: [`rcf`]. [`dense_input`] and [`hparams`] read
+//! K-Means: [`kmeans`]. Linear Learner: [`linear`]. PCA: [`pca`], k-NN: [`knn`] (both with [`linalg`]), Random Cut Forest: [`rcf`], Factorization Machines: [`fm`] (sparse rows). [`dense_input`] and [`hparams`] read
 //! the rows and hyperparameters of the built-ins after K-Means. [`protobuf`] reads RecordIO-protobuf (the SDK's `record_set()`).
 
 pub mod binning;
@@ -24,6 +24,7 @@ pub mod container;
 pub mod data;
 pub mod dense_input;
 pub mod distributed;
+pub mod fm;
 pub mod grow;
 pub mod hparams;
 pub mod kmeans;

@@ -148,6 +148,11 @@ impl<R: Read> RecordReader<R> {
     pub fn record_index(&self) -> usize {
         self.record
     }
+
+    /// Bytes read so far: the offset of the next record's header.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
 }
 
 /// A tensor from a `Value`, widened to `f32`.

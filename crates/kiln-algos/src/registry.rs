@@ -72,6 +72,7 @@ pub static ALGORITHMS: &[&dyn Algorithm] = &[
     &crate::pca::PCA,
     &crate::knn::KNN,
     &crate::rcf::RCF,
+    &crate::fm::FACTORIZATION_MACHINES,
 ];
 
 /// The algorithm named `name` (case-insensitive).
@@ -278,6 +279,14 @@ mod tests {
             Some("linear-learner")
         );
         assert_eq!(by_name("Linear-Learner").map(|a| a.name()), Some("linear-learner"));
+        assert_eq!(
+            by_image("factorization-machines").map(|a| a.name()),
+            Some("factorization-machines")
+        );
+        assert_eq!(
+            by_image("kiln/factorization-machines").map(|a| a.name()),
+            Some("factorization-machines")
+        );
         assert!(by_image("ntm").is_none());
         // No two algorithms answer to one image.
         for a in ALGORITHMS {

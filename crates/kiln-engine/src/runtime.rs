@@ -20,7 +20,6 @@ const FRAMEWORKS: &[&str] = &[
 /// Built-in images SageMaker has that kiln does not implement yet (the implemented ones are in
 /// `kiln_algos::registry`).
 const UNIMPLEMENTED: &[&str] = &[
-    "factorization-machines",
     "ntm",
     "lda",
     "object2vec",
