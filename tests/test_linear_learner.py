@@ -112,9 +112,9 @@ def csv_bytes(X, y=None):
     return "\n".join(",".join(f"{v:.6g}" for v in r) for r in rows).encode()
 
 
-def ll_request(name, hps, channels):
+def ll_request(name, hps, channels, mode="File"):
     req = job_request(name, HyperParameters=hps)
-    req["AlgorithmSpecification"] = {"TrainingImage": LL_IMAGE, "TrainingInputMode": "File"}
+    req["AlgorithmSpecification"] = {"TrainingImage": LL_IMAGE, "TrainingInputMode": mode}
     req["OutputDataConfig"] = {"S3OutputPath": "s3://linear/boto"}
     req["InputDataConfig"] = [
         dict({"ChannelName": ch, "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}},
@@ -168,6 +168,29 @@ def test_sdk_linear_learner_binary_with_record_set(session, s3, tmp_path, capsys
     assert np.abs(score - expect).max() < 1e-4
     assert (label == (score >= model["threshold"])).all()
     assert (label == yt).mean() == pytest.approx(metrics["test:binary_classification_accuracy"], abs=1e-6)
+
+
+def test_pipe_mode_trains_the_file_mode_model(sm, s3):
+    """Pipe mode: `train` (two objects, streamed back to back) and `validation` records read from
+    their FIFOs train the model File mode trains on the same objects."""
+    X, y = binary(3000, seed=31)
+    Xv, yv = binary(800, seed=32)
+    for key, (A, b) in {"pipe/train/a.rec": (X[:1500], y[:1500]), "pipe/train/b.rec": (X[1500:], y[1500:]),
+                        "pipe/validation/v.rec": (Xv, yv)}.items():
+        buf = io.BytesIO()
+        write_numpy_to_dense_tensor(buf, A, b)
+        s3.put_object(Bucket="linear", Key=key, Body=buf.getvalue())
+    hps = {"predictor_type": "binary_classifier", "feature_dim": "5", "epochs": "5"}
+    channels = {"train": ("s3://linear/pipe/train/", None), "validation": ("s3://linear/pipe/validation/", None)}
+    sm.create_training_job(**ll_request("ll-pipe", hps, channels, mode="Pipe"))
+    sm.create_training_job(**ll_request("ll-pipe-file", hps, channels))
+    pipe, file = wait(sm, "ll-pipe"), wait(sm, "ll-pipe-file")
+    assert pipe["TrainingJobStatus"] == "Completed", pipe.get("FailureReason")
+    assert file["TrainingJobStatus"] == "Completed", file.get("FailureReason")
+    got = {m["MetricName"]: m["Value"] for m in pipe["FinalMetricDataList"]}
+    want = {m["MetricName"]: m["Value"] for m in file["FinalMetricDataList"]}
+    assert got["validation:binary_classification_accuracy"] > 0.93, got
+    assert got == pytest.approx(want, rel=1e-4), (got, want)
 
 
 def test_boto3_csv_regressor_recovers_the_weights(sm, s3, tmp_path):

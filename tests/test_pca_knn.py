@@ -190,9 +190,9 @@ def test_sdk_knn_classifier_with_record_set(session, s3, tmp_path, capsys):
     assert (pred == expect).mean() > 0.99, (pred[:20], expect[:20])
 
 
-def knn_request(name, hps, channels):
+def knn_request(name, hps, channels, mode="File", image=KNN_IMAGE):
     req = job_request(name, HyperParameters=hps)
-    req["AlgorithmSpecification"] = {"TrainingImage": KNN_IMAGE, "TrainingInputMode": "File"}
+    req["AlgorithmSpecification"] = {"TrainingImage": image, "TrainingInputMode": mode}
     req["OutputDataConfig"] = {"S3OutputPath": "s3://pcaknn/boto"}
     req["InputDataConfig"] = [
         dict({"ChannelName": ch, "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}},
@@ -230,6 +230,43 @@ def test_boto3_knn_regressor_on_csv_with_an_ivf_index(sm, s3, tmp_path):
     pred = np.array([float(v) for v in predict("knn", model_dir, tmp_path / "q.csv")])
     assert len(pred) == len(Xt)
     assert ((pred - yt) ** 2).mean() == pytest.approx(metrics["test:mse"], rel=1e-3)
+
+
+def test_pipe_mode_reads_recordio_from_the_fifos(sm, s3, tmp_path):
+    """Pipe mode (no ContentType: RecordIO-protobuf is the default): k-NN reads labelled `train`
+    and `test` records from their FIFOs, PCA its `train`; the results are File mode's."""
+    def upload(key, X, y=None):
+        buf = io.BytesIO()
+        write_numpy_to_dense_tensor(buf, X, y)
+        s3.put_object(Bucket="pcaknn", Key=key, Body=buf.getvalue())
+
+    X, y = blobs(2000, 6, 3, seed=11)
+    Xt, yt = blobs(300, 6, 3, seed=12)
+    upload("pipe/knn-train/a.rec", X[:1000], y[:1000])
+    upload("pipe/knn-train/b.rec", X[1000:], y[1000:])
+    upload("pipe/knn-test/t.rec", Xt, yt)
+    P = correlated(3000, seed=13)
+    upload("pipe/pca-train/p.rec", P)
+    sm.create_training_job(**knn_request("knn-pipe", {
+        "feature_dim": "6", "k": "5", "predictor_type": "classifier", "sample_size": "2000"}, {
+        "train": ("s3://pcaknn/pipe/knn-train/", None), "test": ("s3://pcaknn/pipe/knn-test/", None)}, mode="Pipe"))
+    sm.create_training_job(**knn_request("pca-pipe", {
+        "feature_dim": "10", "num_components": "2", "mini_batch_size": "500"}, {
+        "train": ("s3://pcaknn/pipe/pca-train/", None)}, mode="Pipe", image=PCA_IMAGE))
+    d = wait(sm, "knn-pipe")
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    metrics = {m["MetricName"]: m["Value"] for m in d["FinalMetricDataList"]}
+    expect = sklearn_free_knn(X, y, Xt, 5)
+    assert metrics["test:accuracy"] == pytest.approx((expect == yt).mean(), abs=1e-6), metrics
+
+    d = wait(sm, "pca-pipe")
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    model = json.loads((extract_model(s3, d["ModelArtifacts"]["S3ModelArtifacts"], tmp_path / "pca")
+                        / "pca-model.json").read_text())
+    assert model["n_rows"] == len(P)
+    vt = np.linalg.svd(P - P.mean(0), full_matrices=False)[2]
+    for c in range(2):
+        assert abs(np.array(model["components"][c]) @ vt[c]) > 0.99
 
 
 def test_bad_hyperparameters_and_data_fail_clearly(sm, s3):
