@@ -7,22 +7,21 @@ import json
 import os
 import subprocess
 import tarfile
-import time
 
-import boto3
 import numpy as np
 import pytest
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 sagemaker = pytest.importorskip("sagemaker")
 
-from kilntest import SHARED, Kiln, job_request, kiln_bin  # noqa: E402
+from builtin_jobs import builtin_request, extract_model, kiln, s3, s3_bytes, session, sm, wait, wait_tuning  # noqa: E402,F401
+from kilntest import SHARED, kiln_bin  # noqa: E402
 from sagemaker.serializer_utils import write_numpy_to_dense_tensor  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 KMEANS_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1"
 TRUTH = np.array([[0.0, 0.0, 0.0], [20.0, 0.0, 5.0], [0.0, 20.0, -5.0], [20.0, 20.0, 10.0]], dtype="float32")
-TERMINAL = ("Completed", "Failed", "Stopped")
+BUCKET = "builtins"
 
 
 def blobs(n_per, seed):
@@ -34,55 +33,8 @@ def blobs(n_per, seed):
     return X[order], y[order]
 
 
-@pytest.fixture(scope="module")
-def kiln():
-    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n').start()
-    yield k
-    k.stop()
-
-
-@pytest.fixture(scope="module")
-def session(kiln):
-    key = kiln.key
-    saved = {v: os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL=kiln.endpoint, AWS_ACCESS_KEY_ID=key["access_key_id"],
-                      AWS_SECRET_ACCESS_KEY=key["secret_access_key"], AWS_DEFAULT_REGION="us-east-1")
-    s = sagemaker.Session(boto_session=boto3.Session(region_name="us-east-1"), default_bucket="builtins")
-    s.default_bucket()
-    yield s
-    for v, old in saved.items():
-        if old is None:
-            os.environ.pop(v, None)
-        else:
-            os.environ[v] = old
-
-
-@pytest.fixture(scope="module")
-def sm(kiln, session):
-    # The SDK session's own boto3 session: boto3's default session would keep these credentials
-    # for later modules' servers.
-    return session.boto_session.client("sagemaker")
-
-
-@pytest.fixture(scope="module")
-def s3(kiln, session):
-    return session.boto_session.client("s3")
-
-
-def wait(sm, name, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        d = sm.describe_training_job(TrainingJobName=name)
-        if d["TrainingJobStatus"] in TERMINAL:
-            return d
-        time.sleep(0.5)
-    raise AssertionError(f"{name} did not finish")
-
-
 def model_centers(s3, uri):
-    bucket, key = uri[len("s3://"):].split("/", 1)
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+    with tarfile.open(fileobj=io.BytesIO(s3_bytes(s3, uri))) as tar:
         model = json.load(tar.extractfile("kmeans-model.json"))
     assert model["algorithm"] == "kmeans" and model["feature_dim"] == 3
     return np.array(model["centers"]), model
@@ -116,9 +68,7 @@ def test_sdk_kmeans_with_record_set_learns_the_centers(session, s3, tmp_path, ca
     assert_near_truth(centers)
 
     # `kiln algo kmeans predict` on the model from model.tar.gz: every test row goes to its blob's center.
-    bucket, key = km.model_data[len("s3://"):].split("/", 1)
-    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
-        tar.extractall(tmp_path / "model")
+    extract_model(s3, km.model_data, tmp_path / "model")
     data = tmp_path / "test.rec"
     with open(data, "wb") as f:
         write_numpy_to_dense_tensor(f, Xt)
@@ -136,14 +86,7 @@ def test_sdk_kmeans_with_record_set_learns_the_centers(session, s3, tmp_path, ca
 
 
 def kmeans_request(name, hps, channels, mode="File"):
-    req = job_request(name, HyperParameters=hps)
-    req["AlgorithmSpecification"] = {"TrainingImage": KMEANS_IMAGE, "TrainingInputMode": mode}
-    req["OutputDataConfig"] = {"S3OutputPath": "s3://builtins/boto"}
-    req["InputDataConfig"] = [
-        dict({"ChannelName": ch, "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}},
-             **({"ContentType": ct} if ct else {}))
-        for ch, (uri, ct) in channels.items()]
-    return req
+    return builtin_request(name, KMEANS_IMAGE, hps, channels, "s3://builtins/boto", mode)
 
 
 def test_boto3_kmeans_on_csv_reports_test_msd(sm, s3):
@@ -268,13 +211,7 @@ def test_tuning_kmeans_on_test_msd_picks_the_right_k(sm, s3):
             "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
             "StoppingCondition": {"MaxRuntimeInSeconds": 600},
         })
-    deadline = time.time() + 180
-    while True:
-        d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-kmeans")
-        if d["HyperParameterTuningJobStatus"] in ("Completed", "Failed", "Stopped"):
-            break
-        assert time.time() < deadline, d["TrainingJobStatusCounters"]
-        time.sleep(0.5)
+    d = wait_tuning(sm, "tune-kmeans")
     assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
     assert d["TrainingJobStatusCounters"]["Completed"] == 3
     best = d["BestTrainingJob"]
@@ -292,23 +229,16 @@ def xgboost_request(s3, name, hps, model_uri=None):
     flights = SHARED / "data" / "flights"
     if "Contents" not in s3.list_objects_v2(Bucket="builtins", Prefix="flights/train/"):
         s3.upload_file(str(flights / "train.csv"), "builtins", "flights/train/train.csv")
-    req = job_request(name, HyperParameters={k: str(v) for k, v in hps.items()})
-    req["AlgorithmSpecification"] = {"TrainingImage": XGBOOST_IMAGE, "TrainingInputMode": "File"}
-    req["OutputDataConfig"] = {"S3OutputPath": "s3://builtins/xgb-out"}
-    channels = [{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {"S3DataSource": {
-        "S3DataType": "S3Prefix", "S3Uri": "s3://builtins/flights/train/"}}}]
+    channels = {"train": ("s3://builtins/flights/train/", "text/csv")}
     if model_uri:
-        channels.append({"ChannelName": "model", "ContentType": "application/x-sagemaker-model",
-                         "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": model_uri}}})
-    req["InputDataConfig"] = channels
-    return req
+        channels["model"] = (model_uri, "application/x-sagemaker-model")
+    return xgboost_data_request(name, hps, channels)
 
 
 def xgboost_model(s3, uri, path):
     """The `xgboost-model` of a job's model.tar.gz, loaded with xgboost's own Python package."""
     xgb = pytest.importorskip("xgboost")
-    bucket, key = uri[len("s3://"):].split("/", 1)
-    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
+    with tarfile.open(fileobj=io.BytesIO(s3_bytes(s3, uri))) as tar:
         path.write_bytes(tar.extractfile("xgboost-model").read())
     return xgb.Booster(model_file=str(path))
 
@@ -321,12 +251,7 @@ def flights_frame(rows):
 
 def xgboost_data_request(name, hps, channels, mode="File"):
     """A built-in XGBoost job whose channels are {name: (uri, content_type)}."""
-    req = job_request(name, HyperParameters={k: str(v) for k, v in hps.items()})
-    req["AlgorithmSpecification"] = {"TrainingImage": XGBOOST_IMAGE, "TrainingInputMode": mode}
-    req["OutputDataConfig"] = {"S3OutputPath": "s3://builtins/xgb-out"}
-    req["InputDataConfig"] = [{"ChannelName": ch, "ContentType": ct, "DataSource": {"S3DataSource": {
-        "S3DataType": "S3Prefix", "S3Uri": uri}}} for ch, (uri, ct) in channels.items()]
-    return req
+    return builtin_request(name, XGBOOST_IMAGE, hps, channels, "s3://builtins/xgb-out", mode)
 
 
 def test_xgboost_reads_parquet_as_pandas_writes_it(kiln, sm, s3, tmp_path):
@@ -452,14 +377,9 @@ def test_xgboost_reads_recordio_protobuf_as_the_sdk_writes_it(kiln, sm, s3):
     put("rio/bad/train/data.rec", b"\x0a\x00\x00\x00\x10\x00\x00\x00not a record at all")
 
     def request(name, layout, content_type):
-        req = job_request(name, HyperParameters={"objective": "binary:logistic", "num_round": "20",
-                                                 "max_depth": "3", "eval_metric": "auc"})
-        req["AlgorithmSpecification"] = {"TrainingImage": XGBOOST_IMAGE, "TrainingInputMode": "File"}
-        req["OutputDataConfig"] = {"S3OutputPath": "s3://builtins/rio-out"}
+        hps = {"objective": "binary:logistic", "num_round": 20, "max_depth": 3, "eval_metric": "auc"}
         chans = ("train",) if layout == "bad" else ("train", "validation")
-        req["InputDataConfig"] = [{"ChannelName": ch, "ContentType": content_type, "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"s3://builtins/rio/{layout}/{ch}/"}}} for ch in chans]
-        return req
+        return xgboost_data_request(name, hps, {ch: (f"s3://builtins/rio/{layout}/{ch}/", content_type) for ch in chans})
 
     rio = "application/x-recordio-protobuf"
     for name, layout, ct in (("xgb-rio-csv", "csv", "text/csv"), ("xgb-rio-dense", "dense", rio),

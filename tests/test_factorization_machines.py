@@ -5,11 +5,7 @@ own `FactorizationMachines` estimator on sparse one-hot data written by the SDK'
 import io
 import json
 import os
-import subprocess
-import tarfile
-import time
 
-import boto3
 import numpy as np
 import pytest
 
@@ -17,13 +13,13 @@ os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 sagemaker = pytest.importorskip("sagemaker")
 sparse = pytest.importorskip("scipy.sparse")
 
-from kilntest import Kiln, kiln_bin, job_request  # noqa: E402
+from builtin_jobs import builtin_request, extract_model, kiln, predict, s3, session, sm, wait, wait_tuning  # noqa: E402,F401
 from sagemaker.amazon.amazon_estimator import RecordSet  # noqa: E402
 from sagemaker.serializer_utils import write_numpy_to_dense_tensor, write_spmatrix_to_sparse_tensor  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 FM_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/factorization-machines:1"
-TERMINAL = ("Completed", "Failed", "Stopped")
+BUCKET = "fmachines"
 USERS, ITEMS = 60, 40
 DIM = USERS + ITEMS
 
@@ -48,51 +44,6 @@ def pairs(n, seed, regress=False):
     return X, y.astype("float32")
 
 
-@pytest.fixture(scope="module")
-def kiln():
-    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n').start()
-    yield k
-    k.stop()
-
-
-@pytest.fixture(scope="module")
-def session(kiln):
-    key = kiln.key
-    saved = {v: os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL=kiln.endpoint, AWS_ACCESS_KEY_ID=key["access_key_id"],
-                      AWS_SECRET_ACCESS_KEY=key["secret_access_key"], AWS_DEFAULT_REGION="us-east-1")
-    s = sagemaker.Session(boto_session=boto3.Session(region_name="us-east-1"), default_bucket="fmachines")
-    s.default_bucket()
-    yield s
-    for v, old in saved.items():
-        if old is None:
-            os.environ.pop(v, None)
-        else:
-            os.environ[v] = old
-
-
-@pytest.fixture(scope="module")
-def sm(kiln, session):
-    # The SDK session's own boto3 session: boto3's default session would keep these credentials
-    # for later modules' servers.
-    return session.boto_session.client("sagemaker")
-
-
-@pytest.fixture(scope="module")
-def s3(kiln, session):
-    return session.boto_session.client("s3")
-
-
-def wait(sm, name, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        d = sm.describe_training_job(TrainingJobName=name)
-        if d["TrainingJobStatus"] in TERMINAL:
-            return d
-        time.sleep(0.5)
-    raise AssertionError(f"{name} did not finish")
-
-
 def sparse_rec(X, y=None):
     buf = io.BytesIO()
     write_spmatrix_to_sparse_tensor(buf, X, y)
@@ -105,19 +56,13 @@ def dense_rec(X, y=None):
     return buf.getvalue()
 
 
-def extract_model(s3, uri, into):
+def fm_model(s3, uri, into):
     """Unpacks a job's model.tar.gz into `into`; returns the model JSON."""
-    bucket, key = uri[len("s3://"):].split("/", 1)
-    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
-        tar.extractall(into)
-    return json.loads((into / "factorization-machines-model.json").read_text())
+    return json.loads((extract_model(s3, uri, into) / "factorization-machines-model.json").read_text())
 
 
-def predict(model_dir, data, *extra):
-    p = subprocess.run([kiln_bin(), "algo", "factorization-machines", "predict", "--model", str(model_dir),
-                        "--data", str(data), *extra], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    return [line.split(",") for line in p.stdout.splitlines()]
+def fm_predict(model_dir, data, *extra):
+    return [line.split(",") for line in predict("factorization-machines", model_dir, data, *extra)]
 
 
 def fm_scores(model, X):
@@ -129,14 +74,7 @@ def fm_scores(model, X):
 
 
 def fm_request(name, hps, channels, mode="File"):
-    req = job_request(name, HyperParameters=hps)
-    req["AlgorithmSpecification"] = {"TrainingImage": FM_IMAGE, "TrainingInputMode": mode}
-    req["OutputDataConfig"] = {"S3OutputPath": "s3://fmachines/boto"}
-    req["InputDataConfig"] = [
-        dict({"ChannelName": ch, "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}},
-             **({"ContentType": ct} if ct else {}))
-        for ch, (uri, ct) in channels.items()]
-    return req
+    return builtin_request(name, FM_IMAGE, hps, channels, "s3://fmachines/boto", mode)
 
 
 FAST = {"epochs": 15, "mini_batch_size": 100, "linear_lr": 0.02, "factors_lr": 0.02, "factors_init_sigma": 0.1}
@@ -170,11 +108,11 @@ def test_sdk_binary_classifier_on_sparse_one_hot(session, s3, tmp_path, capsys):
     linear = (LogisticRegression(max_iter=1000).fit(X, y).predict(Xt) == yt).mean()
     assert linear < 0.65 and metrics["test:binary_classification_accuracy"] > linear + 0.3, (linear, metrics)
 
-    model = extract_model(s3, fm.model_data, tmp_path / "model")
+    model = fm_model(s3, fm.model_data, tmp_path / "model")
     assert model["predictor_type"] == "binary_classifier" and model["feature_dim"] == DIM
     assert len(model["w"]) == DIM and np.array(model["V"]).shape == (DIM, 4)
     (tmp_path / "test.rec").write_bytes(sparse_rec(Xt))
-    rows = predict(tmp_path / "model", tmp_path / "test.rec")
+    rows = fm_predict(tmp_path / "model", tmp_path / "test.rec")
     assert len(rows) == len(yt)
     label = np.array([float(r[0]) for r in rows])
     score = np.array([float(r[1]) for r in rows])
@@ -197,11 +135,11 @@ def test_boto3_regressor_in_pipe_mode_from_dense_records(sm, s3, tmp_path):
     metrics = {m["MetricName"]: m["Value"] for m in d["FinalMetricDataList"]}
     # The interaction's standard deviation is about 1.4 and the noise's 0.1.
     assert metrics["test:rmse"] < 0.35, metrics
-    model = extract_model(s3, d["ModelArtifacts"]["S3ModelArtifacts"], tmp_path / "model")
+    model = fm_model(s3, d["ModelArtifacts"]["S3ModelArtifacts"], tmp_path / "model")
     assert model["predictor_type"] == "regressor"
     (tmp_path / "test.csv").write_text("\n".join(",".join(f"{v:g}" for v in r) for r in np.column_stack(
         [yt, np.asarray(Xt.todense())])))
-    pred = np.array([float(r[0]) for r in predict(tmp_path / "model", tmp_path / "test.csv", "--has-label")])
+    pred = np.array([float(r[0]) for r in fm_predict(tmp_path / "model", tmp_path / "test.csv", "--has-label")])
     assert np.abs(pred - fm_scores(model, Xt)).max() < 1e-3
     assert np.sqrt(np.mean((pred - yt) ** 2)) == pytest.approx(metrics["test:rmse"], rel=1e-3)
 
@@ -233,13 +171,7 @@ def test_tuning_on_test_rmse(sm, s3):
             "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
             "StoppingCondition": {"MaxRuntimeInSeconds": 600},
         })
-    deadline = time.time() + 180
-    while True:
-        d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-fm")
-        if d["HyperParameterTuningJobStatus"] in TERMINAL:
-            break
-        assert time.time() < deadline, d["TrainingJobStatusCounters"]
-        time.sleep(0.5)
+    d = wait_tuning(sm, "tune-fm")
     assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
     assert d["TrainingJobStatusCounters"]["Completed"] == 2
     best = d["BestTrainingJob"]
