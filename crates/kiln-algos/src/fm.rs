@@ -847,16 +847,7 @@ impl Algorithm for FactorizationMachines {
     }
 
     fn channels(&self) -> &'static [ChannelSpec] {
-        &[
-            ChannelSpec {
-                name: "train",
-                required: true,
-            },
-            ChannelSpec {
-                name: "test",
-                required: false,
-            },
-        ]
+        &[ChannelSpec::TRAIN, ChannelSpec::TEST]
     }
 
     fn content_types(&self) -> &'static [&'static str] {

@@ -699,20 +699,7 @@ impl Algorithm for KMeans {
     }
 
     fn channels(&self) -> &'static [ChannelSpec] {
-        &[
-            ChannelSpec {
-                name: "train",
-                required: true,
-            },
-            ChannelSpec {
-                name: "test",
-                required: false,
-            },
-            ChannelSpec {
-                name: MODEL_CHANNEL,
-                required: false,
-            },
-        ]
+        &[ChannelSpec::TRAIN, ChannelSpec::TEST, ChannelSpec::MODEL]
     }
 
     fn content_types(&self) -> &'static [&'static str] {

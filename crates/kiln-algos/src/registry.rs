@@ -19,6 +19,25 @@ pub struct ChannelSpec {
     pub required: bool,
 }
 
+impl ChannelSpec {
+    /// `train`, which every built-in requires.
+    pub const TRAIN: ChannelSpec = ChannelSpec {
+        name: "train",
+        required: true,
+    };
+
+    /// `validation`, optional.
+    pub const VALIDATION: ChannelSpec = ChannelSpec::optional("validation");
+    /// `test`, optional.
+    pub const TEST: ChannelSpec = ChannelSpec::optional("test");
+    /// `model` (incremental training: an earlier job's model), optional.
+    pub const MODEL: ChannelSpec = ChannelSpec::optional(crate::container::MODEL_CHANNEL);
+
+    const fn optional(name: &'static str) -> ChannelSpec {
+        ChannelSpec { name, required: false }
+    }
+}
+
 /// A SageMaker built-in algorithm, as kiln runs it inside the container contract.
 pub trait Algorithm: Sync {
     /// The name used by `kiln algo NAME` and the runtime (`xgboost`, `kmeans`).

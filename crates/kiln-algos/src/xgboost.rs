@@ -44,20 +44,7 @@ impl Algorithm for Xgboost {
     }
 
     fn channels(&self) -> &'static [ChannelSpec] {
-        &[
-            ChannelSpec {
-                name: "train",
-                required: true,
-            },
-            ChannelSpec {
-                name: "validation",
-                required: false,
-            },
-            ChannelSpec {
-                name: crate::container::MODEL_CHANNEL,
-                required: false,
-            },
-        ]
+        &[ChannelSpec::TRAIN, ChannelSpec::VALIDATION, ChannelSpec::MODEL]
     }
 
     fn content_types(&self) -> &'static [&'static str] {
