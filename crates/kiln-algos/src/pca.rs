@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::container::{ChannelConfig, JobError, JobPaths, thread_count};
 use crate::dense_input::{CONTENT_TYPES, Want, read_channel, read_predict_data};
 use crate::hparams::Hp;
-use crate::linalg::{dots, dots_t, orthonormalize, sym_eigen, transpose};
+use crate::linalg::{Gram, dots, dots_t, orthonormalize, sym_eigen, transpose};
 use crate::registry::{Algorithm, ChannelSpec, PredictArgs, train_on_one_host};
 use crate::rng::Rng;
 
@@ -182,25 +182,58 @@ fn centered(block: &[f32], shift: &[f32], out: &mut Vec<f32>) {
     );
 }
 
-/// `sum_i (x_i - shift)^T (x_i - shift)`, `d x d`: each block's Gram in f32 by the dot kernel
-/// (its rows are centered first, so nothing cancels), summed in f64.
-fn gram(x: &[f32], d: usize, shift: &[f32]) -> Vec<f64> {
-    x.par_chunks(BLOCK * d)
+/// Rows whose mean is the shift of [`centered_gram`].
+const SHIFT_ROWS: usize = 1024;
+
+/// The column means (zeros without `subtract_mean`) and `sum_i (x_i - mean)^T (x_i - mean)`
+/// (`d x d`) in one pass over the rows. Each row goes into a [`Gram`] minus a shift `s` (the
+/// mean of the first rows: close to the mean, so the f32 products lose nothing to
+/// cancellation) with a column of ones after it, whose entries sum the shifted rows; the mean
+/// is then `s + sum (x_i - s) / n` and the exact centering a rank-one correction,
+/// `- n (mean - s)^T (mean - s)`.
+fn centered_gram(x: &[f32], d: usize, subtract_mean: bool) -> (Vec<f64>, Vec<f64>) {
+    let n = x.len() / d;
+    let shift: Vec<f32> = if subtract_mean {
+        column_mean(&x[..n.min(SHIFT_ROWS) * d], d)
+            .iter()
+            .map(|&m| m as f32)
+            .collect()
+    } else {
+        vec![0.0; d]
+    };
+    let w = d + 1;
+    let g = x
+        .par_chunks(BLOCK * d)
         .fold(
-            || (vec![0f64; d * d], Vec::new(), Vec::new(), vec![0f32; d * d]),
-            |(mut acc, mut c, mut t, mut g), block| {
-                let r = block.len() / d;
-                centered(block, shift, &mut c);
-                transpose(&c, r, d, &mut t);
-                dots(&t, &t, r, &mut g);
-                for (a, &v) in acc.iter_mut().zip(&g) {
-                    *a += f64::from(v);
+            || Gram::new(w),
+            |mut g, block| {
+                for row in block.chunks_exact(d) {
+                    g.push(|dst| {
+                        for ((o, &v), &m) in dst.iter_mut().zip(row).zip(&shift) {
+                            *o = v - m;
+                        }
+                        dst[d] = 1.0;
+                    });
                 }
-                (acc, c, t, g)
+                g
             },
         )
-        .map(|(acc, ..)| acc)
-        .reduce(|| vec![0f64; d * d], add_into)
+        .reduce(|| Gram::new(w), Gram::merge)
+        .finish();
+    let nf = n as f64;
+    let delta: Vec<f64> = if subtract_mean {
+        (0..d).map(|j| g[j * w + d] / nf).collect()
+    } else {
+        vec![0.0; d]
+    };
+    let mut out = vec![0f64; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            out[i * d + j] = g[i * w + j] - nf * delta[i] * delta[j];
+        }
+    }
+    let mean = shift.iter().zip(&delta).map(|(&s, &dm)| f64::from(s) + dm).collect();
+    (mean, out)
 }
 
 /// One pass of randomized mode over `x` (centered on `shift`) with the `l x d` basis `z`:
@@ -267,24 +300,27 @@ pub fn fit(x: &[f32], p: &PcaParams, seed: u64) -> Result<PcaModel, JobError> {
             "channel 'train' has {n} row; PCA needs at least 2 rows to measure variance"
         )));
     }
-    let mean = if p.subtract_mean {
-        column_mean(x, d)
-    } else {
-        vec![0.0; d]
+    // Regular mode finds the mean in its one pass over the rows; randomized mode first.
+    let (mean, regular_gram) = match p.mode {
+        Mode::Regular => {
+            let (mean, g) = centered_gram(x, d, p.subtract_mean);
+            (mean, Some(g))
+        }
+        Mode::Randomized if p.subtract_mean => (column_mean(x, d), None),
+        Mode::Randomized => (vec![0.0; d], None),
     };
     let shift: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
     let denom = (n - 1) as f64;
     let k = p.num_components;
     // (variances, components vector-major, total variance)
-    let (vals, vecs, total) = match p.mode {
-        Mode::Regular => {
-            let g = gram(x, d, &shift);
+    let (vals, vecs, total) = match (p.mode, regular_gram) {
+        (Mode::Regular, Some(g)) => {
             let total = (0..d).map(|i| g[i * d + i]).sum::<f64>() / denom;
             let cov: Vec<f64> = g.iter().map(|v| v / denom).collect();
             let (vals, vecs) = sym_eigen(&cov, d);
             (vals[..k].to_vec(), vecs[..k * d].to_vec(), total)
         }
-        Mode::Randomized => {
+        _ => {
             let l = p.sketch_width().max(k);
             let mut rng = Rng::new(seed);
             let mut basis: Vec<f64> = (0..l * d).map(|_| gaussian(&mut rng)).collect();
