@@ -13,6 +13,10 @@
 //! the batch per output (the dot products, then the gradient `axpy`), both written so that the
 //! compiler vectorizes them. The per-epoch threshold search bins scores in a histogram (one
 //! pass); only the final model's threshold is found exactly, with one sort.
+//!
+//! A regressor with squared loss (and no `l1` or explicit learning rate) skips SGD: the normal
+//! equations are accumulated in one pass and solved exactly per candidate `wd`
+//! ([`solves_exactly`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};

@@ -1,9 +1,10 @@
 //! SageMaker's built-in PCA (`pca` images): the top `num_components` principal components of
-//! the `train` channel. `regular` mode accumulates the covariance matrix (row blocks in
-//! parallel, f32 products within a block, f64 across blocks) and takes its eigenvectors;
-//! `randomized` mode finds the components' subspace with a randomized range finder (Halko,
-//! Martinsson and Tropp) of `num_components + extra_components` columns and a few power
-//! iterations, streaming over the rows without forming the `d x d` matrix. The model is
+//! the `train` channel. `regular` mode accumulates the covariance matrix in one pass (the
+//! register-tiled [`Gram`] kernel: f32 products within a block, f64 across blocks) and takes
+//! its eigenvectors; `randomized` mode finds the components' subspace with a randomized range
+//! finder (Halko, Martinsson and Tropp) of `num_components + extra_components` columns and a
+//! few power iterations, streaming over the rows without forming the `d x d` matrix unless
+//! that matrix is the cheaper way to apply `X^T X` (narrow data). The model is
 //! `model/pca-model.json` (`docs/builtins.md` documents it); `kiln algo pca predict` prints each
 //! row's projection.
 
