@@ -2846,6 +2846,19 @@ mod tests {
         assert!(f.exact);
         assert!((f.model.weights[0][0] - 2.0).abs() < 1e-5, "{:?}", f.model);
         assert!((f.model.bias[0] - 1.0).abs() < 1e-5, "{:?}", f.model);
+        // Eight candidates (wd 0 and 1e-4) selected on a validation channel: the unregularized
+        // one fits noiseless data best, and the log has the one epoch's lines.
+        let p8 = params(&[("predictor_type", "regressor")]);
+        let mut log = Vec::new();
+        let f = fit(&p8, &rows, Some(&rows), 2, 3, "algo-1", &mut log);
+        assert!(f.exact && f.best_model < 4, "model {}", f.best_model);
+        assert!((f.model.weights[0][0] - 2.0).abs() < 1e-4, "{:?}", f.model);
+        let log = String::from_utf8(log).unwrap();
+        assert!(
+            log.contains("epoch=0, validation square_loss_objective <loss>="),
+            "{log}"
+        );
+        assert!(log.contains("criteria=loss_function"), "{log}");
 
         let mut rows = DenseRows::new(1);
         for (x, y) in [(1.0f32, 1.0f32), (2.0, 3.0), (3.0, 2.0)] {
