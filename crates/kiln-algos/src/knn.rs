@@ -391,7 +391,7 @@ impl TopK {
     /// Offers rows `first..` whose dot products with the query are `ips` (overwritten by
     /// their scores `norm - f * ip`): the scores are computed in one vectorizable pass, and only
     /// the few that beat the current k-th best are inserted.
-    #[inline]
+    #[inline(always)]
     fn scan(&mut self, ips: &mut [f32], norms: &[f32], f: f32, first: usize) {
         for (s, &n) in ips.iter_mut().zip(norms) {
             *s = n - f * *s;
@@ -436,6 +436,33 @@ impl TopK {
     }
 }
 
+/// [`TopK::scan`] for each query of a block: row `q` of `ips` (`norms.len()` wide) is query
+/// `q`'s dot products with rows `first..`.
+#[inline(always)]
+fn scan_all_plain(tops: &mut [TopK], ips: &mut [f32], norms: &[f32], f: f32, first: usize) {
+    for (top, row) in tops.iter_mut().zip(ips.chunks_exact_mut(norms.len())) {
+        top.scan(row, norms, f, first);
+    }
+}
+
+/// [`scan_all_plain`] compiled for AVX2: the score pass and the chunk counts in 8-lane
+/// registers rather than the baseline's 4, a third of the exact search's time before.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn scan_all_avx2(tops: &mut [TopK], ips: &mut [f32], norms: &[f32], f: f32, first: usize) {
+    scan_all_plain(tops, ips, norms, f, first)
+}
+
+fn scan_all(tops: &mut [TopK], ips: &mut [f32], norms: &[f32], f: f32, first: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above), the one requirement for
+        // calling a function compiled with them enabled.
+        return unsafe { scan_all_avx2(tops, ips, norms, f, first) };
+    }
+    scan_all_plain(tops, ips, norms, f, first)
+}
+
 /// Norms used by the score: `|x|^2` for L2 (the score is `|x|^2 - 2 q.x`), none for inner
 /// products (the score is `-q.x`).
 fn score_norms(vectors: &[f32], dim: usize, metric: IndexMetric) -> Vec<f32> {
@@ -473,9 +500,7 @@ pub fn search_flat(queries: &[f32], vectors: &[f32], dim: usize, k: usize, metri
                 let end = (start + ROW_BLOCK).min(n);
                 let p = end - start;
                 dots_t(qb, &panels[start / ROW_BLOCK], dim, p, &mut out[..m * p]);
-                for (q, top) in tops.iter_mut().enumerate() {
-                    top.scan(&mut out[q * p..(q + 1) * p], &norms[start..end], f, start);
-                }
+                scan_all(&mut tops, &mut out[..m * p], &norms[start..end], f, start);
             }
             tops.into_iter().map(|t| t.ids)
         })

@@ -13,6 +13,10 @@
 //! the batch per output (the dot products, then the gradient `axpy`), both written so that the
 //! compiler vectorizes them. The per-epoch threshold search bins scores in a histogram (one
 //! pass); only the final model's threshold is found exactly, with one sort.
+//!
+//! A regressor with squared loss (and no `l1` or explicit learning rate) skips SGD: the normal
+//! equations are accumulated in one pass and solved exactly per candidate `wd`
+//! ([`solves_exactly`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -22,6 +26,7 @@ use rayon::prelude::*;
 
 use crate::container::{ChannelConfig, JobError, JobPaths, MODEL_CHANNEL, thread_count};
 use crate::dense_input::read_predict_data;
+use crate::linalg::Gram;
 use crate::protobuf::{DenseRows, read_dense};
 use crate::reader::{ContentType, ReadOptions, list_files, read_dir};
 use crate::registry::{Algorithm, ChannelSpec, PredictArgs, read_prior_model, train_on_one_host};
@@ -1456,6 +1461,8 @@ pub struct Fitted {
     pub best_model: usize,
     /// The epoch (0-based) of the kept weights.
     pub best_epoch: usize,
+    /// Solved exactly ([`solves_exactly`]) rather than by epochs of SGD.
+    pub exact: bool,
 }
 
 /// Trains on `train` (and selects on `validation` when given); `log` gets the per-epoch lines.
@@ -1472,7 +1479,8 @@ pub fn fit(
 }
 
 /// [`fit`], every model starting from `prior` (incremental training; checked by
-/// [`check_prior`]) when given.
+/// [`check_prior`]) when given. A regressor [`solves_exactly`] needs no starting point: its
+/// answer is the minimizer, wherever SGD would have started.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_from(
     p: &LinearParams,
@@ -1484,6 +1492,9 @@ pub fn fit_from(
     host: &str,
     log: &mut dyn Write,
 ) -> Fitted {
+    if solves_exactly(p, train.n_cols) {
+        return fit_exact(p, train, validation, threads, seed, host, log);
+    }
     let mut rng = Rng::new(seed);
     let d = train.n_cols;
     let k = p.outputs();
@@ -1689,6 +1700,218 @@ pub fn fit_from(
         epochs_run,
         best_model: chosen.index,
         best_epoch: chosen.epoch,
+        exact: false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The regressor's exact path
+
+/// Widest data the exact regressor takes: its Gram matrix costs `n d^2 / 2` multiply-adds
+/// (about `d / 200` times the SGD path's eight models over six epochs, at the kernel's higher
+/// speed) and `d^2` f64 per thread; wider data goes to SGD.
+pub const EXACT_MAX_DIM: usize = 1024;
+
+/// Whether [`fit_from`] solves the regressor exactly: squared loss (`auto` for a regressor)
+/// has a closed-form minimizer, the normal equations, when nothing else asks for SGD: no `l1`
+/// (not smooth), no explicit `learning_rate` (a user who sets one asks for SGD's steps), and a
+/// width whose `d x d` Gram matrix is cheap ([`EXACT_MAX_DIM`]).
+pub fn solves_exactly(p: &LinearParams, d: usize) -> bool {
+    p.predictor_type == PredictorType::Regressor
+        && p.loss == Loss::Squared
+        && p.l1.is_none_or(|l1| l1 == 0.0)
+        && p.learning_rate.is_none()
+        && d <= EXACT_MAX_DIM
+}
+
+/// `[x', 1, y']` (normalized features, the intercept's column, the label in model units) summed
+/// as `X^T X` over every training row, `(d + 2) x (d + 2)`: in one parallel pass, one
+/// accumulator per thread.
+fn normal_equations(rows: &DenseRows, mean: &[f32], scale: &[f32], ls: LabelScale, threads: usize) -> Vec<f64> {
+    let d = rows.n_cols;
+    let n = rows.n_rows();
+    let inv: Vec<f32> = scale.iter().map(|s| 1.0 / s).collect();
+    let parts = threads.clamp(1, n.max(1));
+    let per = n.div_ceil(parts).max(1);
+    (0..parts)
+        .into_par_iter()
+        .map(|t| {
+            let mut g = Gram::new(d + 2);
+            for i in t * per..((t + 1) * per).min(n) {
+                let x = &rows.values[i * d..(i + 1) * d];
+                g.push(|dst| {
+                    for (j, (o, &v)) in dst[..d].iter_mut().zip(x).enumerate() {
+                        *o = (v - mean[j]) * inv[j];
+                    }
+                    dst[d] = 1.0;
+                    dst[d + 1] = ls.to_model(rows.labels[i]);
+                });
+            }
+            g
+        })
+        .reduce(|| Gram::new(d + 2), Gram::merge)
+        .finish()
+}
+
+/// Solves `a x = b` for the symmetric positive definite `m x m` matrix `a` (row-major) by
+/// Cholesky. Pivots below `tiny` (a constant feature, whose normalized column is all zeros)
+/// give that unknown 0 rather than dividing by nothing.
+fn cholesky_solve(a: &[f64], m: usize, b: &[f64], tiny: f64) -> Vec<f64> {
+    let mut l = vec![0f64; m * m];
+    for i in 0..m {
+        for j in 0..=i {
+            let s = a[i * m + j] - (0..j).map(|k| l[i * m + k] * l[j * m + k]).sum::<f64>();
+            if i == j {
+                l[i * m + i] = if s > tiny { s.sqrt() } else { 0.0 };
+            } else if l[j * m + j] > 0.0 {
+                l[i * m + j] = s / l[j * m + j];
+            }
+        }
+    }
+    // L z = b, then L^T x = z; a zero pivot's unknown stays 0.
+    let mut z = vec![0f64; m];
+    for i in 0..m {
+        if l[i * m + i] > 0.0 {
+            z[i] = (b[i] - (0..i).map(|k| l[i * m + k] * z[k]).sum::<f64>()) / l[i * m + i];
+        }
+    }
+    let mut x = vec![0f64; m];
+    for i in (0..m).rev() {
+        if l[i * m + i] > 0.0 {
+            x[i] = (z[i] - (i + 1..m).map(|k| l[k * m + i] * x[k]).sum::<f64>()) / l[i * m + i];
+        }
+    }
+    x
+}
+
+/// The exact minimizer of the SGD path's objective for one `wd`, in the normalized space:
+/// `(1/n) sum (w.x' + b - y')^2 + (wd/2) |w|^2 + (wd bias_wd_mult / 2) b^2`, whose gradient is
+/// zero where `(A + (n/2) R) theta = X^T y'` with `A` the Gram matrix of `[x', 1]` and `R` the
+/// diagonal of weight decays. Returns `(w, b)`.
+fn exact_solution(p: &LinearParams, g: &[f64], d: usize, wd: f32) -> (Vec<f32>, f32) {
+    let m = if p.use_bias { d + 1 } else { d };
+    let w_ = d + 2;
+    let n = g[d * w_ + d];
+    let mut a = vec![0f64; m * m];
+    let mut rhs = vec![0f64; m];
+    for i in 0..m {
+        for j in 0..m {
+            a[i * m + j] = g[i * w_ + j];
+        }
+        rhs[i] = g[i * w_ + d + 1];
+        let decay = if i < d { wd } else { wd * p.bias_wd_mult };
+        a[i * m + i] += 0.5 * n * f64::from(decay);
+    }
+    let biggest = (0..m).map(|i| a[i * m + i]).fold(0f64, f64::max);
+    let theta = cholesky_solve(&a, m, &rhs, 1e-12 * biggest.max(f64::MIN_POSITIVE));
+    let w = theta[..d].iter().map(|&v| v as f32).collect();
+    (w, if p.use_bias { theta[d] as f32 } else { 0.0 })
+}
+
+/// The mean squared residual in model units of `(w, b)` on the rows summed in `g`:
+/// `(theta^T A theta - 2 theta^T X^T y' + y'^T y') / n`.
+fn exact_train_loss(g: &[f64], d: usize, w: &[f32], b: f32) -> f64 {
+    let w_ = d + 2;
+    let theta: Vec<f64> = w.iter().map(|&v| f64::from(v)).chain([f64::from(b)]).collect();
+    let n = g[d * w_ + d].max(1.0);
+    let mut quad = 0.0;
+    let mut lin = 0.0;
+    for i in 0..=d {
+        quad += theta[i] * (0..=d).map(|j| g[i * w_ + j] * theta[j]).sum::<f64>();
+        lin += theta[i] * g[i * w_ + d + 1];
+    }
+    ((quad - 2.0 * lin + g[(d + 1) * w_ + d + 1]) / n).max(0.0)
+}
+
+/// The regressor's exact path ([`solves_exactly`]): the normal equations accumulated in one
+/// pass, one Cholesky solve per distinct `wd` of the `num_models` candidates (their learning
+/// rates do not matter to an exact solve), the best kept on `validation` (else `train`) as the
+/// SGD path does. A prior model (incremental training) is checked by the caller but is no
+/// starting point here: the minimizer is the same from anywhere.
+fn fit_exact(
+    p: &LinearParams,
+    train: &DenseRows,
+    validation: Option<&DenseRows>,
+    threads: usize,
+    seed: u64,
+    host: &str,
+    log: &mut dyn Write,
+) -> Fitted {
+    let mut rng = Rng::new(seed);
+    let d = train.n_cols;
+    let (mean, scale, label) = scaler(p, train, &mut rng);
+    let g = normal_equations(train, &mean, &scale, label, threads);
+    let setup = Setup {
+        p,
+        k: 1,
+        d,
+        class_weight: vec![1.0, 1.0],
+        lr_step: 1,
+    };
+    let val_x = validation.map(|v| normalize(v, None, &mean, &scale));
+    let num_models = p.num_models.unwrap_or(AUTO_NUM_MODELS).max(1);
+    let mut solved: Vec<(u32, Model, Eval)> = Vec::new();
+    let mut best: Option<(usize, usize)> = None;
+    for i in 0..num_models {
+        let wd = match p.wd {
+            Some(wd) => wd * WD_SPREAD[(i / 4) % 4],
+            None => WD_AUTO[(i / 4) % 4],
+        };
+        let at = match solved.iter().position(|s| s.0 == wd.to_bits()) {
+            Some(at) => at,
+            None => {
+                let (w, b) = exact_solution(p, &g, d, wd);
+                let mut m = Model::new(&setup, 0.0, wd, 0.0, &[b], &mut rng);
+                m.w = w;
+                let eval = match (validation, &val_x) {
+                    (Some(v), Some(x)) => evaluate(&setup, label, &m, Data { x, y: &v.labels, d }),
+                    _ => {
+                        let loss = exact_train_loss(&g, d, &m.w, m.b[0]) * f64::from(label.std).powi(2);
+                        Eval { loss, criterion: -loss }
+                    }
+                };
+                solved.push((wd.to_bits(), m, eval));
+                solved.len() - 1
+            }
+        };
+        if best.is_none_or(|(_, b)| solved[at].2.criterion > solved[b].2.criterion) {
+            best = Some((i, at));
+        }
+    }
+    let (index, at) = best.expect("num_models is at least 1");
+    let (_, m, e) = &solved[at];
+    let obj = p.loss.objective_name();
+    let train_loss = exact_train_loss(&g, d, &m.w, m.b[0]) * f64::from(label.std).powi(2);
+    let _ = writeln!(
+        log,
+        "#quality_metric: host={host}, epoch=0, train {obj} <loss>={train_loss}"
+    );
+    if validation.is_some() {
+        let _ = writeln!(
+            log,
+            "#quality_metric: host={host}, epoch=0, validation {obj} <loss>={}",
+            e.loss
+        );
+    }
+    let _ = writeln!(
+        log,
+        "#early_stopping_criteria_metric: host={host}, epoch=0, criteria=loss_function, value={}",
+        -e.criterion
+    );
+    let _ = writeln!(log, "#progress_metric: host={host}, completed 100 % of epochs");
+    let prep = Prepared {
+        x: Vec::new(),
+        y: Vec::new(),
+        mean,
+        scale,
+        label,
+    };
+    Fitted {
+        model: to_original_space(p, m, &prep),
+        epochs_run: 0,
+        best_model: index,
+        best_epoch: 0,
+        exact: true,
     }
 }
 
@@ -2281,7 +2504,13 @@ fn train_job(
         Some(_) => {
             let m = read_prior(&paths.channel_dir(MODEL_CHANNEL))?;
             check_prior(&m, p, d)?;
-            let _ = writeln!(err, "kiln linear-learner: starting from the model of channel 'model'");
+            let start = if solves_exactly(p, d) {
+                "checked the model of channel 'model'; squared loss is solved exactly, so the result is the \
+                 same minimizer with or without it"
+            } else {
+                "starting from the model of channel 'model'"
+            };
+            let _ = writeln!(err, "kiln linear-learner: {start}");
             Some(m)
         }
         None => None,
@@ -2330,17 +2559,25 @@ fn train_job(
     );
     let fit_s = fit_start.elapsed().as_secs_f64();
     let _ = out.write_all(&log);
-    let _ = writeln!(
-        err,
-        "kiln linear-learner: fit in {fit_s:.3}s; {} epochs; kept model {} of epoch {}{}",
-        fitted.epochs_run,
-        fitted.best_model,
-        fitted.best_epoch,
-        fitted
-            .model
-            .threshold
-            .map_or(String::new(), |t| format!(", threshold {t}"))
-    );
+    if fitted.exact {
+        let _ = writeln!(
+            err,
+            "kiln linear-learner: fit in {fit_s:.3}s; solved exactly (normal equations, squared loss); kept model {}",
+            fitted.best_model
+        );
+    } else {
+        let _ = writeln!(
+            err,
+            "kiln linear-learner: fit in {fit_s:.3}s; {} epochs; kept model {} of epoch {}{}",
+            fitted.epochs_run,
+            fitted.best_model,
+            fitted.best_epoch,
+            fitted
+                .model
+                .threshold
+                .map_or(String::new(), |t| format!(", threshold {t}"))
+        );
+    }
     let model = fitted.model;
     // The final model on each channel, as SageMaker reports it after training.
     for (name, rows) in std::iter::once(("train", &train)).chain(others.iter().map(|(n, r)| (*n, r))) {
@@ -2568,6 +2805,106 @@ mod tests {
             .unwrap()
             .1;
         assert!(mse < 1e-3, "{mse}");
+    }
+
+    /// Cases solved by hand: noiseless `y = 2x + 1` gives back exactly its weight and bias;
+    /// with `wd` and no bias, `w = sum xy / (sum x^2 + n wd / 2)`.
+    #[test]
+    fn exact_regressor_matches_hand_solved_cases() {
+        let mut rows = DenseRows::new(1);
+        for x in [0.0f32, 1.0, 2.0, 3.0] {
+            rows.values.push(x);
+            rows.labels.push(2.0 * x + 1.0);
+        }
+        let p = params(&[("predictor_type", "regressor"), ("wd", "0"), ("num_models", "1")]);
+        assert!(solves_exactly(&p, 1));
+        let f = fit(&p, &rows, None, 2, 3, "algo-1", &mut Vec::new());
+        assert!(f.exact);
+        assert!((f.model.weights[0][0] - 2.0).abs() < 1e-5, "{:?}", f.model);
+        assert!((f.model.bias[0] - 1.0).abs() < 1e-5, "{:?}", f.model);
+        // Eight candidates (wd 0 and 1e-4) selected on a validation channel: the unregularized
+        // one fits noiseless data best, and the log has the one epoch's lines.
+        let p8 = params(&[("predictor_type", "regressor")]);
+        let mut log = Vec::new();
+        let f = fit(&p8, &rows, Some(&rows), 2, 3, "algo-1", &mut log);
+        assert!(f.exact && f.best_model < 4, "model {}", f.best_model);
+        assert!((f.model.weights[0][0] - 2.0).abs() < 1e-4, "{:?}", f.model);
+        let log = String::from_utf8(log).unwrap();
+        assert!(
+            log.contains("epoch=0, validation square_loss_objective <loss>="),
+            "{log}"
+        );
+        assert!(log.contains("criteria=loss_function"), "{log}");
+
+        let mut rows = DenseRows::new(1);
+        for (x, y) in [(1.0f32, 1.0f32), (2.0, 3.0), (3.0, 2.0)] {
+            rows.values.push(x);
+            rows.labels.push(y);
+        }
+        let p = params(&[
+            ("predictor_type", "regressor"),
+            ("wd", "2"),
+            ("num_models", "1"),
+            ("use_bias", "false"),
+            ("normalize_data", "false"),
+            ("normalize_label", "false"),
+        ]);
+        let f = fit(&p, &rows, None, 1, 3, "algo-1", &mut Vec::new());
+        assert!((f.model.weights[0][0] - 13.0 / 17.0).abs() < 1e-6, "{:?}", f.model);
+        assert_eq!(f.model.bias[0], 0.0);
+    }
+
+    /// The exact path's objective (the SGD path's own: mean squared residual plus `wd/2 |w|^2`)
+    /// is at most what SGD reaches on the same data, and only squared loss without `l1` or an
+    /// explicit learning rate takes it.
+    #[test]
+    fn exact_regressor_objective_is_at_most_sgds() {
+        // Features in [-1, 1] (no normalization, so the objective is the one in these units).
+        let w = [2.0f32, -1.0, 0.5, 3.0, 0.0];
+        let mut rng = Rng::new(8);
+        let mut rows = DenseRows::new(w.len());
+        for _ in 0..4_000 {
+            let x: Vec<f32> = w.iter().map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect();
+            rows.labels
+                .push(dot(&w, &x) + 1.5 + (rng.next_f64() as f32 - 0.5) * 4.0);
+            rows.values.extend(x);
+        }
+        let plain = [
+            ("predictor_type", "regressor"),
+            ("wd", "0.01"),
+            ("num_models", "1"),
+            ("normalize_data", "false"),
+            ("normalize_label", "false"),
+            ("unbias_label", "false"),
+            ("epochs", "30"),
+            ("mini_batch_size", "100"),
+        ];
+        let objective = |m: &LinearModel| {
+            let d = w.len();
+            let sq: f64 = rows
+                .values
+                .chunks_exact(d)
+                .zip(&rows.labels)
+                .map(|(x, &y)| f64::from(dot(&m.weights[0], x) + m.bias[0] - y).powi(2))
+                .sum();
+            let reg: f64 = m.weights[0].iter().map(|&v| f64::from(v).powi(2)).sum();
+            sq / rows.n_rows() as f64 + 0.005 * reg
+        };
+        let exact = fit(&params(&plain), &rows, None, 2, 3, "algo-1", &mut Vec::new());
+        assert!(exact.exact);
+        let mut with_lr = plain.to_vec();
+        with_lr.push(("learning_rate", "0.01"));
+        let sgd = fit(&params(&with_lr), &rows, None, 2, 3, "algo-1", &mut Vec::new());
+        assert!(!sgd.exact);
+        let (oe, os) = (objective(&exact.model), objective(&sgd.model));
+        assert!(oe <= os * (1.0 + 1e-6), "exact {oe} vs sgd {os}");
+        assert!(os < oe * 1.2, "SGD should get close: exact {oe} vs sgd {os}");
+        for extra in [("l1", "0.01"), ("loss", "absolute_loss"), ("learning_rate", "0.1")] {
+            let mut hp = plain.to_vec();
+            hp.push(extra);
+            assert!(!solves_exactly(&params(&hp), 5), "{extra:?}");
+        }
+        assert!(!solves_exactly(&params(&plain), EXACT_MAX_DIM + 1));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! SageMaker's built-in PCA (`pca` images): the top `num_components` principal components of
-//! the `train` channel. `regular` mode accumulates the covariance matrix (row blocks in
-//! parallel, f32 products within a block, f64 across blocks) and takes its eigenvectors;
-//! `randomized` mode finds the components' subspace with a randomized range finder (Halko,
-//! Martinsson and Tropp) of `num_components + extra_components` columns and a few power
-//! iterations, streaming over the rows without forming the `d x d` matrix. The model is
+//! the `train` channel. `regular` mode accumulates the covariance matrix in one pass (the
+//! register-tiled [`Gram`] kernel: f32 products within a block, f64 across blocks) and takes
+//! its eigenvectors; `randomized` mode finds the components' subspace with a randomized range
+//! finder (Halko, Martinsson and Tropp) of `num_components + extra_components` columns and a
+//! few power iterations, streaming over the rows without forming the `d x d` matrix unless
+//! that matrix is the cheaper way to apply `X^T X` (narrow data). The model is
 //! `model/pca-model.json` (`docs/builtins.md` documents it); `kiln algo pca predict` prints each
 //! row's projection.
 
@@ -16,7 +17,7 @@ use rayon::prelude::*;
 use crate::container::{ChannelConfig, JobError, JobPaths, thread_count};
 use crate::dense_input::{CONTENT_TYPES, Want, read_channel, read_predict_data};
 use crate::hparams::Hp;
-use crate::linalg::{dots, dots_t, orthonormalize, sym_eigen, transpose};
+use crate::linalg::{Gram, dots, dots_t, orthonormalize, sym_eigen, transpose};
 use crate::registry::{Algorithm, ChannelSpec, PredictArgs, train_on_one_host};
 use crate::rng::Rng;
 
@@ -182,25 +183,58 @@ fn centered(block: &[f32], shift: &[f32], out: &mut Vec<f32>) {
     );
 }
 
-/// `sum_i (x_i - shift)^T (x_i - shift)`, `d x d`: each block's Gram in f32 by the dot kernel
-/// (its rows are centered first, so nothing cancels), summed in f64.
-fn gram(x: &[f32], d: usize, shift: &[f32]) -> Vec<f64> {
-    x.par_chunks(BLOCK * d)
+/// Rows whose mean is the shift of [`centered_gram`].
+const SHIFT_ROWS: usize = 1024;
+
+/// The column means (zeros without `subtract_mean`) and `sum_i (x_i - mean)^T (x_i - mean)`
+/// (`d x d`) in one pass over the rows. Each row goes into a [`Gram`] minus a shift `s` (the
+/// mean of the first rows: close to the mean, so the f32 products lose nothing to
+/// cancellation) with a column of ones after it, whose entries sum the shifted rows; the mean
+/// is then `s + sum (x_i - s) / n` and the exact centering a rank-one correction,
+/// `- n (mean - s)^T (mean - s)`.
+fn centered_gram(x: &[f32], d: usize, subtract_mean: bool) -> (Vec<f64>, Vec<f64>) {
+    let n = x.len() / d;
+    let shift: Vec<f32> = if subtract_mean {
+        column_mean(&x[..n.min(SHIFT_ROWS) * d], d)
+            .iter()
+            .map(|&m| m as f32)
+            .collect()
+    } else {
+        vec![0.0; d]
+    };
+    let w = d + 1;
+    let g = x
+        .par_chunks(BLOCK * d)
         .fold(
-            || (vec![0f64; d * d], Vec::new(), Vec::new(), vec![0f32; d * d]),
-            |(mut acc, mut c, mut t, mut g), block| {
-                let r = block.len() / d;
-                centered(block, shift, &mut c);
-                transpose(&c, r, d, &mut t);
-                dots(&t, &t, r, &mut g);
-                for (a, &v) in acc.iter_mut().zip(&g) {
-                    *a += f64::from(v);
+            || Gram::new(w),
+            |mut g, block| {
+                for row in block.chunks_exact(d) {
+                    g.push(|dst| {
+                        for ((o, &v), &m) in dst.iter_mut().zip(row).zip(&shift) {
+                            *o = v - m;
+                        }
+                        dst[d] = 1.0;
+                    });
                 }
-                (acc, c, t, g)
+                g
             },
         )
-        .map(|(acc, ..)| acc)
-        .reduce(|| vec![0f64; d * d], add_into)
+        .reduce(|| Gram::new(w), Gram::merge)
+        .finish();
+    let nf = n as f64;
+    let delta: Vec<f64> = if subtract_mean {
+        (0..d).map(|j| g[j * w + d] / nf).collect()
+    } else {
+        vec![0.0; d]
+    };
+    let mut out = vec![0f64; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            out[i * d + j] = g[i * w + j] - nf * delta[i] * delta[j];
+        }
+    }
+    let mean = shift.iter().zip(&delta).map(|(&s, &dm)| f64::from(s) + dm).collect();
+    (mean, out)
 }
 
 /// One pass of randomized mode over `x` (centered on `shift`) with the `l x d` basis `z`:
@@ -239,6 +273,26 @@ fn sketch_pass(x: &[f32], d: usize, shift: &[f32], z: &[f32]) -> (Vec<f64>, Vec<
         .reduce(zero, |a, b| (add_into(a.0, b.0), add_into(a.1, b.1), a.2 + b.2))
 }
 
+/// Whether randomized mode should form the `d x d` Gram matrix once (one pass of `n d^2 / 2`
+/// multiply-adds by the fast kernel) and run its power iterations on it, rather than stream
+/// over the rows for each of its `POWER_ITERS + 2` passes (about `2 n d l` each): the same
+/// products `X^T X z`, so the same result, cheaper while `d` is under about `16 l` (and the
+/// matrix small).
+fn gram_is_cheaper(d: usize, l: usize) -> bool {
+    d <= 16 * l && d <= 4096
+}
+
+/// `G z_j` for each of the `l` vectors `z_j` (vector-major) and the symmetric `d x d` `g`.
+fn gram_times(g: &[f64], d: usize, z: &[f64]) -> Vec<f64> {
+    let mut out = vec![0f64; z.len()];
+    for (o, v) in out.chunks_exact_mut(d).zip(z.chunks_exact(d)) {
+        for (oi, row) in o.iter_mut().zip(g.chunks_exact(d)) {
+            *oi = row.iter().zip(v).map(|(a, b)| a * b).sum();
+        }
+    }
+    out
+}
+
 /// Standard normal draws (Box-Muller).
 fn gaussian(rng: &mut Rng) -> f64 {
     let u = rng.next_f64().max(1e-300);
@@ -267,37 +321,65 @@ pub fn fit(x: &[f32], p: &PcaParams, seed: u64) -> Result<PcaModel, JobError> {
             "channel 'train' has {n} row; PCA needs at least 2 rows to measure variance"
         )));
     }
-    let mean = if p.subtract_mean {
-        column_mean(x, d)
+    // Regular mode finds the mean in its one pass over the rows; randomized mode first.
+    let l = p.sketch_width().max(p.num_components);
+    let (mean, gram) = if p.mode == Mode::Regular || gram_is_cheaper(d, l) {
+        let (mean, g) = centered_gram(x, d, p.subtract_mean);
+        (mean, Some(g))
+    } else if p.subtract_mean {
+        (column_mean(x, d), None)
     } else {
-        vec![0.0; d]
+        (vec![0.0; d], None)
     };
     let shift: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
     let denom = (n - 1) as f64;
     let k = p.num_components;
     // (variances, components vector-major, total variance)
-    let (vals, vecs, total) = match p.mode {
-        Mode::Regular => {
-            let g = gram(x, d, &shift);
+    let (vals, vecs, total) = match (p.mode, gram) {
+        (Mode::Regular, Some(g)) => {
             let total = (0..d).map(|i| g[i * d + i]).sum::<f64>() / denom;
             let cov: Vec<f64> = g.iter().map(|v| v / denom).collect();
             let (vals, vecs) = sym_eigen(&cov, d);
             (vals[..k].to_vec(), vecs[..k * d].to_vec(), total)
         }
-        Mode::Randomized => {
-            let l = p.sketch_width().max(k);
+        (_, gram) => {
             let mut rng = Rng::new(seed);
             let mut basis: Vec<f64> = (0..l * d).map(|_| gaussian(&mut rng)).collect();
             orthonormalize(&mut basis, d, l);
-            // The range pass, then power iterations: each applies X^T X to the basis.
+            // The range pass, then power iterations: each applies X^T X to the basis, from
+            // the Gram matrix when it was formed, else in a pass over the rows.
             for _ in 0..=POWER_ITERS {
-                let z: Vec<f32> = basis.iter().map(|&v| v as f32).collect();
-                basis = sketch_pass(x, d, &shift, &z).0;
+                basis = match &gram {
+                    Some(g) => gram_times(g, d, &basis),
+                    None => {
+                        let z: Vec<f32> = basis.iter().map(|&v| v as f32).collect();
+                        sketch_pass(x, d, &shift, &z).0
+                    }
+                };
                 orthonormalize(&mut basis, d, l);
             }
             // Rayleigh-Ritz on the final basis: the l x l covariance in its coordinates.
-            let z: Vec<f32> = basis.iter().map(|&v| v as f32).collect();
-            let (_, t, ss) = sketch_pass(x, d, &shift, &z);
+            let (t, ss) = match &gram {
+                Some(g) => {
+                    let gb = gram_times(g, d, &basis);
+                    let mut t = vec![0f64; l * l];
+                    for i in 0..l {
+                        for j in 0..l {
+                            t[i * l + j] = basis[i * d..(i + 1) * d]
+                                .iter()
+                                .zip(&gb[j * d..(j + 1) * d])
+                                .map(|(a, b)| a * b)
+                                .sum();
+                        }
+                    }
+                    (t, (0..d).map(|i| g[i * d + i]).sum::<f64>())
+                }
+                None => {
+                    let z: Vec<f32> = basis.iter().map(|&v| v as f32).collect();
+                    let (_, t, ss) = sketch_pass(x, d, &shift, &z);
+                    (t, ss)
+                }
+            };
             let total = ss / denom;
             let small: Vec<f64> = t.iter().map(|v| v / denom).collect();
             let (vals, u) = sym_eigen(&small, l);
@@ -674,6 +756,46 @@ mod tests {
                 assert!((proj[c] - want).abs() < 1e-3, "{proj:?}");
             }
             assert!(captured_variance(&m, &x) > 0.99);
+        }
+    }
+
+    /// Randomized mode both ways: streaming passes over the rows when `d` is large against the
+    /// sketch (70 features, 2 columns), the Gram matrix otherwise (16 columns); both agree with
+    /// regular mode on the planted direction and its variance.
+    #[test]
+    fn randomized_streams_or_uses_the_gram_matrix_alike() {
+        let d = 70;
+        let axis: Vec<f64> = (0..d).map(|j| ((j % 7) as f64 - 3.0) / 10.0).collect();
+        let norm = axis.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let mut rng = Rng::new(4);
+        let mut x = Vec::new();
+        for _ in 0..5_000 {
+            let z = 5.0 * gaussian(&mut rng);
+            x.extend((0..d).map(|j| (2.0 + z * axis[j] / norm + 0.1 * gaussian(&mut rng)) as f32));
+        }
+        assert!(!gram_is_cheaper(d, 2) && gram_is_cheaper(d, 16));
+        let mut variances = Vec::new();
+        for (mode, extra) in [("regular", "-1"), ("randomized", "1"), ("randomized", "15")] {
+            let p = PcaParams::from_hyperparameters(&hp(&[
+                ("feature_dim", "70"),
+                ("mini_batch_size", "500"),
+                ("num_components", "1"),
+                ("algorithm_mode", mode),
+                ("extra_components", extra),
+            ]))
+            .unwrap();
+            let m = fit(&x, &p, 1).unwrap();
+            let cos: f64 = m.components[0]
+                .iter()
+                .zip(&axis)
+                .map(|(&a, b)| f64::from(a) * b / norm)
+                .sum();
+            assert!(cos.abs() > 0.999, "{mode} {extra}: cos {cos}");
+            variances.push(m.explained_variance[0]);
+        }
+        assert!((variances[0] / 25.0 - 1.0).abs() < 0.1, "{variances:?}");
+        for v in &variances[1..] {
+            assert!((v / variances[0] - 1.0).abs() < 1e-3, "{variances:?}");
         }
     }
 
