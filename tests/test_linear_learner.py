@@ -5,23 +5,19 @@ boto3 with CSV (label first) for a regressor and a multiclass classifier, a tuni
 import io
 import json
 import os
-import subprocess
-import tarfile
-import time
 
-import boto3
 import numpy as np
 import pytest
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 sagemaker = pytest.importorskip("sagemaker")
 
-from kilntest import Kiln, job_request, kiln_bin  # noqa: E402
+from builtin_jobs import builtin_request, extract_model, kiln, predict, s3, session, sm, wait, wait_tuning  # noqa: E402,F401
 from sagemaker.serializer_utils import write_numpy_to_dense_tensor  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 LL_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/linear-learner:1"
-TERMINAL = ("Completed", "Failed", "Stopped")
+BUCKET = "linear"
 W = np.array([1.5, -2.0, 0.0, 0.7, 3.0], dtype="float32")
 
 
@@ -47,64 +43,13 @@ def blobs(n, seed):
     return (centers[y] + rng.normal(size=(n, 2))).astype("float32"), y.astype("float32")
 
 
-@pytest.fixture(scope="module")
-def kiln():
-    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n').start()
-    yield k
-    k.stop()
-
-
-@pytest.fixture(scope="module")
-def session(kiln):
-    key = kiln.key
-    saved = {v: os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL=kiln.endpoint, AWS_ACCESS_KEY_ID=key["access_key_id"],
-                      AWS_SECRET_ACCESS_KEY=key["secret_access_key"], AWS_DEFAULT_REGION="us-east-1")
-    s = sagemaker.Session(boto_session=boto3.Session(region_name="us-east-1"), default_bucket="linear")
-    s.default_bucket()
-    yield s
-    for v, old in saved.items():
-        if old is None:
-            os.environ.pop(v, None)
-        else:
-            os.environ[v] = old
-
-
-@pytest.fixture(scope="module")
-def sm(kiln, session):
-    # The SDK session's own boto3 session: boto3's default session would keep these credentials
-    # for later modules' servers.
-    return session.boto_session.client("sagemaker")
-
-
-@pytest.fixture(scope="module")
-def s3(kiln, session):
-    return session.boto_session.client("s3")
-
-
-def wait(sm, name, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        d = sm.describe_training_job(TrainingJobName=name)
-        if d["TrainingJobStatus"] in TERMINAL:
-            return d
-        time.sleep(0.5)
-    raise AssertionError(f"{name} did not finish")
-
-
-def extract_model(s3, uri, into):
+def ll_model(s3, uri, into):
     """Unpacks a job's model.tar.gz into `into`; returns the model JSON."""
-    bucket, key = uri[len("s3://"):].split("/", 1)
-    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
-        tar.extractall(into)
-    return json.loads((into / "linear-learner-model.json").read_text())
+    return json.loads((extract_model(s3, uri, into) / "linear-learner-model.json").read_text())
 
 
-def predict(model_dir, data, *extra):
-    p = subprocess.run([kiln_bin(), "algo", "linear-learner", "predict", "--model", str(model_dir),
-                        "--data", str(data), *extra], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    return [line.split(",") for line in p.stdout.splitlines()]
+def ll_predict(model_dir, data, *extra):
+    return [line.split(",") for line in predict("linear-learner", model_dir, data, *extra)]
 
 
 def csv_bytes(X, y=None):
@@ -113,14 +58,7 @@ def csv_bytes(X, y=None):
 
 
 def ll_request(name, hps, channels, mode="File"):
-    req = job_request(name, HyperParameters=hps)
-    req["AlgorithmSpecification"] = {"TrainingImage": LL_IMAGE, "TrainingInputMode": mode}
-    req["OutputDataConfig"] = {"S3OutputPath": "s3://linear/boto"}
-    req["InputDataConfig"] = [
-        dict({"ChannelName": ch, "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}},
-             **({"ContentType": ct} if ct else {}))
-        for ch, (uri, ct) in channels.items()]
-    return req
+    return builtin_request(name, LL_IMAGE, hps, channels, "s3://linear/boto", mode)
 
 
 def test_sdk_linear_learner_binary_with_record_set(session, s3, tmp_path, capsys):
@@ -149,7 +87,7 @@ def test_sdk_linear_learner_binary_with_record_set(session, s3, tmp_path, capsys
     assert 0 < metrics["test:objective_loss"] < 0.25, metrics
     assert metrics["test:roc_auc_score"] > 0.98, metrics
 
-    model = extract_model(s3, ll.model_data, tmp_path / "model")
+    model = ll_model(s3, ll.model_data, tmp_path / "model")
     assert model["predictor_type"] == "binary_classifier" and model["feature_dim"] == 5
     assert 0 < model["threshold"] < 1
     # The weights point where W does (the data is not normalized in the file: original space).
@@ -159,7 +97,7 @@ def test_sdk_linear_learner_binary_with_record_set(session, s3, tmp_path, capsys
     data = tmp_path / "test.rec"
     with open(data, "wb") as f:
         write_numpy_to_dense_tensor(f, Xt)
-    rows = predict(tmp_path / "model", data)
+    rows = ll_predict(tmp_path / "model", data)
     assert len(rows) == len(Xt)
     label = np.array([float(r[0]) for r in rows])
     score = np.array([float(r[1]) for r in rows])
@@ -209,11 +147,11 @@ def test_boto3_csv_regressor_recovers_the_weights(sm, s3, tmp_path):
     assert metrics["test:mse"] < 0.03, metrics
     assert metrics["test:absolute_loss"] < 0.15, metrics
     assert metrics["test:objective_loss"] == pytest.approx(metrics["test:mse"], rel=1e-3), metrics
-    model = extract_model(s3, d["ModelArtifacts"]["S3ModelArtifacts"], tmp_path / "model")
+    model = ll_model(s3, d["ModelArtifacts"]["S3ModelArtifacts"], tmp_path / "model")
     assert np.abs(np.array(model["weights"][0]) - W).max() < 0.05, model
     assert abs(model["bias"][0] - 4.0) < 0.2, model
     (tmp_path / "test.csv").write_bytes(csv_bytes(Xt, yt))
-    pred = np.array([float(r[0]) for r in predict(tmp_path / "model", tmp_path / "test.csv", "--has-label")])
+    pred = np.array([float(r[0]) for r in ll_predict(tmp_path / "model", tmp_path / "test.csv", "--has-label")])
     assert np.mean((pred - yt) ** 2) == pytest.approx(metrics["test:mse"], rel=1e-3)
 
 
@@ -231,10 +169,10 @@ def test_boto3_csv_multiclass(sm, s3, tmp_path):
     metrics = {m["MetricName"]: m["Value"] for m in d["FinalMetricDataList"]}
     assert metrics["test:multiclass_accuracy"] > 0.99, metrics
     assert metrics["test:macro_f_beta"] > 0.99, metrics
-    model = extract_model(s3, d["ModelArtifacts"]["S3ModelArtifacts"], tmp_path / "model")
+    model = ll_model(s3, d["ModelArtifacts"]["S3ModelArtifacts"], tmp_path / "model")
     assert model["num_classes"] == 3 and len(model["weights"]) == 3
     (tmp_path / "test.csv").write_bytes(csv_bytes(Xt))
-    rows = predict(tmp_path / "model", tmp_path / "test.csv")
+    rows = ll_predict(tmp_path / "model", tmp_path / "test.csv")
     assert all(len(r) == 4 for r in rows)
     label = np.array([float(r[0]) for r in rows])
     probs = np.array([[float(v) for v in r[1:]] for r in rows])
@@ -309,13 +247,7 @@ def test_tuning_on_validation_objective_loss(sm, s3):
             "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
             "StoppingCondition": {"MaxRuntimeInSeconds": 600},
         })
-    deadline = time.time() + 180
-    while True:
-        d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-linear")
-        if d["HyperParameterTuningJobStatus"] in TERMINAL:
-            break
-        assert time.time() < deadline, d["TrainingJobStatusCounters"]
-        time.sleep(0.5)
+    d = wait_tuning(sm, "tune-linear")
     assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
     assert d["TrainingJobStatusCounters"]["Completed"] == 2
     best = d["BestTrainingJob"]

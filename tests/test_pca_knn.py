@@ -5,84 +5,21 @@ the models the jobs uploaded; bad hyperparameters fail with a reason that says w
 import io
 import json
 import os
-import subprocess
-import tarfile
-import time
 
-import boto3
 import numpy as np
 import pytest
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 sagemaker = pytest.importorskip("sagemaker")
 
-from kilntest import Kiln, job_request, kiln_bin  # noqa: E402
+from builtin_jobs import builtin_request, extract_model, kiln, predict, s3, session, sm, wait  # noqa: E402,F401
 from sagemaker.serializer_utils import write_numpy_to_dense_tensor  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 KNN_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/knn:1"
 PCA_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/pca:1"
 RCF_IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/randomcutforest:1"
-TERMINAL = ("Completed", "Failed", "Stopped")
-
-
-@pytest.fixture(scope="module")
-def kiln():
-    k = Kiln(config='[jobs]\nstop_grace_seconds = 2\n').start()
-    yield k
-    k.stop()
-
-
-@pytest.fixture(scope="module")
-def session(kiln):
-    key = kiln.key
-    saved = {v: os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL=kiln.endpoint, AWS_ACCESS_KEY_ID=key["access_key_id"],
-                      AWS_SECRET_ACCESS_KEY=key["secret_access_key"], AWS_DEFAULT_REGION="us-east-1")
-    s = sagemaker.Session(boto_session=boto3.Session(region_name="us-east-1"), default_bucket="pcaknn")
-    s.default_bucket()
-    yield s
-    for v, old in saved.items():
-        if old is None:
-            os.environ.pop(v, None)
-        else:
-            os.environ[v] = old
-
-
-@pytest.fixture(scope="module")
-def sm(kiln, session):
-    # The SDK session's own boto3 session: boto3's default session would keep these credentials
-    # for later modules' servers.
-    return session.boto_session.client("sagemaker")
-
-
-@pytest.fixture(scope="module")
-def s3(kiln, session):
-    return session.boto_session.client("s3")
-
-
-def wait(sm, name, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        d = sm.describe_training_job(TrainingJobName=name)
-        if d["TrainingJobStatus"] in TERMINAL:
-            return d
-        time.sleep(0.5)
-    raise AssertionError(f"{name} did not finish")
-
-
-def extract_model(s3, uri, dest):
-    bucket, key = uri[len("s3://"):].split("/", 1)
-    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
-        tar.extractall(dest)
-    return dest
-
-
-def predict(algo, model_dir, data, *extra):
-    p = subprocess.run([kiln_bin(), "algo", algo, "predict", "--model", str(model_dir), "--data", str(data), *extra],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    return p.stdout.splitlines()
+BUCKET = "pcaknn"
 
 
 def correlated(n, seed):
@@ -191,14 +128,7 @@ def test_sdk_knn_classifier_with_record_set(session, s3, tmp_path, capsys):
 
 
 def knn_request(name, hps, channels, mode="File", image=KNN_IMAGE):
-    req = job_request(name, HyperParameters=hps)
-    req["AlgorithmSpecification"] = {"TrainingImage": image, "TrainingInputMode": mode}
-    req["OutputDataConfig"] = {"S3OutputPath": "s3://pcaknn/boto"}
-    req["InputDataConfig"] = [
-        dict({"ChannelName": ch, "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}},
-             **({"ContentType": ct} if ct else {}))
-        for ch, (uri, ct) in channels.items()]
-    return req
+    return builtin_request(name, image, hps, channels, "s3://pcaknn/boto", mode)
 
 
 def csv_rows(y, X):

@@ -2369,22 +2369,10 @@ impl Algorithm for LinearLearner {
 
     fn channels(&self) -> &'static [ChannelSpec] {
         &[
-            ChannelSpec {
-                name: "train",
-                required: true,
-            },
-            ChannelSpec {
-                name: "validation",
-                required: false,
-            },
-            ChannelSpec {
-                name: "test",
-                required: false,
-            },
-            ChannelSpec {
-                name: MODEL_CHANNEL,
-                required: false,
-            },
+            ChannelSpec::TRAIN,
+            ChannelSpec::VALIDATION,
+            ChannelSpec::TEST,
+            ChannelSpec::MODEL,
         ]
     }
 

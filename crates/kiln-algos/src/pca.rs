@@ -464,16 +464,7 @@ impl Algorithm for Pca {
     }
 
     fn channels(&self) -> &'static [ChannelSpec] {
-        &[
-            ChannelSpec {
-                name: "train",
-                required: true,
-            },
-            ChannelSpec {
-                name: "test",
-                required: false,
-            },
-        ]
+        &[ChannelSpec::TRAIN, ChannelSpec::TEST]
     }
 
     fn content_types(&self) -> &'static [&'static str] {
