@@ -205,9 +205,9 @@ def test_bad_hyperparameters_and_malformed_data_fail_clearly(sm, s3):
         "ll-dim": ({"predictor_type": "regressor", "feature_dim": "4"}, rec("good"), "has 5 features, expected 4"),
         "ll-truncated": ({"predictor_type": "binary_classifier"}, rec("trunc"), "truncated"),
         "ll-csv-as-rec": ({"predictor_type": "binary_classifier"}, rec("label2"), "RecordIO magic"),
-        "ll-no-label": ({"predictor_type": "binary_classifier"}, rec("nolabel"), "row 1 has label missing"),
+        "ll-no-label": ({"predictor_type": "binary_classifier"}, rec("nolabel"), "row 1 has no label"),
         "ll-label-2": ({"predictor_type": "binary_classifier"}, csv("label2"), "row 2 has label 2; binary_classifier labels must be 0 or 1"),
-        "ll-hole": ({"predictor_type": "regressor"}, csv("hole"), "empty field"),
+        "ll-hole": ({"predictor_type": "regressor"}, csv("hole"), "empty or non-finite feature"),
     }
     for name, (hps, channels, _) in cases.items():
         sm.create_training_job(**ll_request(name, hps, channels))

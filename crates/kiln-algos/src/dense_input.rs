@@ -1,4 +1,5 @@
-//! Dense input for the built-ins that read rows of `feature_dim` numbers (PCA, k-NN): a
+//! Dense input for the built-ins that read rows of `feature_dim` numbers (K-Means, Linear
+//! Learner, PCA, k-NN, Random Cut Forest; Factorization Machines for its sources): a
 //! channel's RecordIO-protobuf (the default) or CSV, from files or a Pipe FIFO, and the data
 //! given to `kiln algo NAME predict`. Labels come from a record's `label["values"][0]` or the
 //! first CSV column when the algorithm wants them.
@@ -15,7 +16,7 @@ pub const RECORDIO: &str = "application/x-recordio-protobuf";
 /// Content types these built-ins accept (SageMaker's spellings); the first is the default.
 pub const CONTENT_TYPES: &[&str] = &[RECORDIO, "recordio-protobuf", "text/csv", "csv"];
 
-fn is_recordio(content_type: &str) -> bool {
+pub(crate) fn is_recordio(content_type: &str) -> bool {
     let base = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     matches!(base.as_str(), "application/x-recordio-protobuf" | "recordio-protobuf")
 }
@@ -29,33 +30,24 @@ pub struct Want {
     pub label: bool,
 }
 
-/// Reads channel `name` of a job: every row `feature_dim` wide, every feature present, and a
-/// label per row when `want.label`.
+/// Reads channel `name` of a job: every row `feature_dim` wide (`None`: as wide as the first
+/// row), every feature present, and a label per row when `want.label`.
 pub fn read_channel(
     paths: &JobPaths,
     name: &str,
     cfg: &ChannelConfig,
-    feature_dim: usize,
+    feature_dim: Option<usize>,
     want: Want,
 ) -> Result<DenseRows, JobError> {
     let ct = cfg.content_type.as_deref().unwrap_or(RECORDIO);
     let pipe = cfg.training_input_mode.as_deref() == Some("Pipe");
     let user = |m: String| JobError::User(format!("channel '{name}': {m}"));
     let rows = if is_recordio(ct) {
-        let mut rows = DenseRows::new(feature_dim);
-        if pipe {
-            let fifo = paths.data_dir.join(format!("{name}_0"));
-            let f = std::fs::File::open(&fifo).map_err(|e| user(format!("could not open {}: {e}", fifo.display())))?;
-            read_dense(
-                std::io::BufReader::with_capacity(1 << 20, f),
-                &format!("{name}_0"),
-                &mut rows,
-            )
-            .map_err(|e| user(e.to_string()))?;
-        } else {
-            let dir = paths.channel_dir(name);
-            read_recordio_files(&dir, &list_files(&dir).map_err(|e| user(e.to_string()))?, &mut rows).map_err(user)?;
-        }
+        let mut rows = DenseRows::new(feature_dim.unwrap_or(0));
+        for_each_source(paths, name, cfg, |r, shown| {
+            read_dense(r, shown, &mut rows).map_err(|e| e.to_string())
+        })
+        .map_err(user)?;
         rows
     } else {
         let csv = csv_type(ct, want).map_err(user)?;
@@ -75,8 +67,51 @@ pub fn read_channel(
         .map_err(|e| user(e.to_string()))?;
         from_dataset(ds, want)
     };
-    check_rows(&rows, feature_dim, want).map_err(user)?;
+    check_rows(&rows, feature_dim.unwrap_or(rows.n_cols), want).map_err(user)?;
     Ok(rows)
+}
+
+/// Hands `read` each source of a channel's data with the name its errors show: the channel's
+/// files (sorted; `.gz` decompressed), or in Pipe mode its FIFO `<name>_0` (the objects back to
+/// back, once: an algorithm that makes several passes keeps the rows).
+pub(crate) fn for_each_source(
+    paths: &JobPaths,
+    name: &str,
+    cfg: &ChannelConfig,
+    mut read: impl FnMut(&mut dyn std::io::Read, &str) -> Result<(), String>,
+) -> Result<(), String> {
+    if cfg.training_input_mode.as_deref() == Some("Pipe") {
+        let fifo = paths.data_dir.join(format!("{name}_0"));
+        let f = std::fs::File::open(&fifo).map_err(|e| format!("could not open {}: {e}", fifo.display()))?;
+        return read(&mut std::io::BufReader::with_capacity(1 << 20, f), &format!("{name}_0"));
+    }
+    let dir = paths.channel_dir(name);
+    for_each_file(&dir, &list_files(&dir).map_err(|e| e.to_string())?, read)
+}
+
+/// Hands `read` each of `files` (gzip-decompressed when named `.gz`) with its name relative to
+/// `dir`.
+pub(crate) fn for_each_file(
+    dir: &Path,
+    files: &[std::path::PathBuf],
+    mut read: impl FnMut(&mut dyn std::io::Read, &str) -> Result<(), String>,
+) -> Result<(), String> {
+    for f in files {
+        let shown = f.strip_prefix(dir).unwrap_or(f).display().to_string();
+        let shown = if shown.is_empty() {
+            f.display().to_string()
+        } else {
+            shown
+        };
+        let file = std::fs::File::open(f).map_err(|e| format!("could not open {shown}: {e}"))?;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+        if f.extension().is_some_and(|e| e == "gz") {
+            read(&mut flate2::read::MultiGzDecoder::new(r), &shown)?;
+        } else {
+            read(&mut r, &shown)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the data of `kiln algo NAME predict`: a file or a directory of files, RecordIO-protobuf
@@ -110,7 +145,10 @@ pub fn read_predict_data(
         } else {
             vec![data.to_path_buf()]
         };
-        read_recordio_files(data, &files, &mut rows).map_err(user)?;
+        for_each_file(data, &files, |r, shown| {
+            read_dense(r, shown, &mut rows).map_err(|e| e.to_string())
+        })
+        .map_err(user)?;
         rows
     } else {
         let csv = csv_type(content_type.unwrap_or("text/csv"), want).map_err(user)?;
@@ -137,26 +175,6 @@ pub fn read_predict_data(
     // The labels of prediction data (a CSV label column skipped with --has-label) are not used.
     check_rows(&rows, feature_dim, Want { label: false, ..want }).map_err(user)?;
     Ok(rows)
-}
-
-fn read_recordio_files(dir: &Path, files: &[std::path::PathBuf], rows: &mut DenseRows) -> Result<(), String> {
-    for f in files {
-        let shown = f.strip_prefix(dir).unwrap_or(f).display().to_string();
-        let shown = if shown.is_empty() {
-            f.display().to_string()
-        } else {
-            shown
-        };
-        let file = std::fs::File::open(f).map_err(|e| format!("could not open {shown}: {e}"))?;
-        let r = std::io::BufReader::with_capacity(1 << 20, file);
-        if f.extension().is_some_and(|e| e == "gz") {
-            read_dense(flate2::read::MultiGzDecoder::new(r), &shown, rows)
-        } else {
-            read_dense(r, &shown, rows)
-        }
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 fn csv_type(ct: &str, want: Want) -> Result<ContentType, String> {

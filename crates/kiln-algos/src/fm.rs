@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::container::{ChannelConfig, JobError, JobPaths, thread_count};
+use crate::dense_input::{for_each_file, for_each_source, is_recordio};
 use crate::hparams::Hp;
 use crate::protobuf::{FormatError, RecordReader, decode_record};
 use crate::reader::list_files;
@@ -362,32 +363,6 @@ pub fn read_sparse<R: Read>(input: R, name: &str, rows: &mut SparseRows) -> Resu
     }
 }
 
-fn is_recordio(content_type: &str) -> bool {
-    let base = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    matches!(base.as_str(), "application/x-recordio-protobuf" | "recordio-protobuf")
-}
-
-/// Reads RecordIO files (gzip-compressed when named `.gz`) into `rows`.
-fn read_files(dir: &Path, files: &[PathBuf], rows: &mut SparseRows) -> Result<(), String> {
-    for f in files {
-        let shown = f.strip_prefix(dir).unwrap_or(f).display().to_string();
-        let shown = if shown.is_empty() {
-            f.display().to_string()
-        } else {
-            shown
-        };
-        let file = std::fs::File::open(f).map_err(|e| format!("could not open {shown}: {e}"))?;
-        let r = std::io::BufReader::with_capacity(1 << 20, file);
-        if f.extension().is_some_and(|e| e == "gz") {
-            read_sparse(flate2::read::MultiGzDecoder::new(r), &shown, rows)
-        } else {
-            read_sparse(r, &shown, rows)
-        }
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
 /// Reads channel `name`: RecordIO-protobuf from its files or its Pipe-mode FIFO, labelled rows of
 /// `p.feature_dim` columns (binary labels 0 or 1).
 pub fn read_channel(paths: &JobPaths, name: &str, cfg: &ChannelConfig, p: &FmParams) -> Result<SparseRows, JobError> {
@@ -401,19 +376,10 @@ pub fn read_channel(paths: &JobPaths, name: &str, cfg: &ChannelConfig, p: &FmPar
         )));
     }
     let mut rows = SparseRows::new(p.feature_dim);
-    if cfg.training_input_mode.as_deref() == Some("Pipe") {
-        let fifo = paths.data_dir.join(format!("{name}_0"));
-        let f = std::fs::File::open(&fifo).map_err(|e| user(format!("could not open {}: {e}", fifo.display())))?;
-        read_sparse(
-            std::io::BufReader::with_capacity(1 << 20, f),
-            &format!("{name}_0"),
-            &mut rows,
-        )
-        .map_err(|e| user(e.to_string()))?;
-    } else {
-        let dir = paths.channel_dir(name);
-        read_files(&dir, &list_files(&dir).map_err(|e| user(e.to_string()))?, &mut rows).map_err(user)?;
-    }
+    for_each_source(paths, name, cfg, |r, shown| {
+        read_sparse(r, shown, &mut rows).map_err(|e| e.to_string())
+    })
+    .map_err(user)?;
     check_rows(&rows, Some(p.predictor)).map_err(user)?;
     Ok(rows)
 }
@@ -1063,7 +1029,10 @@ fn read_predict_rows(a: &PredictArgs, feature_dim: usize) -> Result<SparseRows, 
         vec![a.data.clone()]
     };
     let mut rows = SparseRows::new(feature_dim);
-    read_files(&a.data, &files, &mut rows).map_err(user)?;
+    for_each_file(&a.data, &files, |r, shown| {
+        read_sparse(r, shown, &mut rows).map_err(|e| e.to_string())
+    })
+    .map_err(user)?;
     check_rows(&rows, None).map_err(user)?;
     Ok(rows)
 }

@@ -15,17 +15,13 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::container::{ChannelConfig, JobError, JobPaths, MODEL_CHANNEL, thread_count};
-use crate::dense_input::read_predict_data;
-use crate::protobuf::{DenseRows, read_dense};
-use crate::reader::{ContentType, ReadOptions, list_files, read_dir};
+use crate::dense_input::{self, Want, read_predict_data};
+use crate::protobuf::DenseRows;
 use crate::registry::{Algorithm, ChannelSpec, PredictArgs, read_prior_model, train_on_one_host};
 use crate::rng::Rng;
 
 /// The model file in `model/` (and so at the root of model.tar.gz).
 pub const MODEL_FILE: &str = "kmeans-model.json";
-
-/// RecordIO-protobuf, the default content type of SageMaker's K-Means.
-const RECORDIO: &str = "application/x-recordio-protobuf";
 
 const USAGE: &str = "\
 usage: kiln algo kmeans train [--ml-root DIR]
@@ -606,81 +602,11 @@ fn reduce(centers: &[f32], weight: &[f64], p: &KMeansParams, rng: &mut Rng, rows
 
 /// A channel's rows: RecordIO-protobuf or CSV (no label column), from files or a Pipe FIFO.
 fn read_channel(paths: &JobPaths, name: &str, cfg: &ChannelConfig, feature_dim: usize) -> Result<DenseRows, JobError> {
-    let ct = cfg.content_type.as_deref().unwrap_or(RECORDIO);
-    let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let pipe = cfg.training_input_mode.as_deref() == Some("Pipe");
-    let user = |m: String| JobError::User(format!("channel '{name}': {m}"));
-    if matches!(base.as_str(), "application/x-recordio-protobuf" | "recordio-protobuf") {
-        let mut rows = DenseRows::new(feature_dim);
-        if pipe {
-            // Pipe mode: the epoch-0 FIFO holds the channel once; later epochs reuse the rows.
-            let fifo = paths.data_dir.join(format!("{name}_0"));
-            let f = std::fs::File::open(&fifo).map_err(|e| user(format!("could not open {}: {e}", fifo.display())))?;
-            read_dense(
-                std::io::BufReader::with_capacity(1 << 20, f),
-                &format!("{name}_0"),
-                &mut rows,
-            )
-            .map_err(|e| user(e.to_string()))?;
-        } else {
-            let dir = paths.channel_dir(name);
-            let files = list_files(&dir).map_err(|e| user(e.to_string()))?;
-            for f in &files {
-                let shown = f.strip_prefix(&dir).unwrap_or(f).display().to_string();
-                let file = std::fs::File::open(f).map_err(|e| user(format!("could not open {shown}: {e}")))?;
-                let r = std::io::BufReader::with_capacity(1 << 20, file);
-                if f.extension().is_some_and(|e| e == "gz") {
-                    read_dense(flate2::read::MultiGzDecoder::new(r), &shown, &mut rows)
-                } else {
-                    read_dense(r, &shown, &mut rows)
-                }
-                .map_err(|e| user(e.to_string()))?;
-            }
-        }
-        if rows.n_rows() == 0 {
-            return Err(user(
-                "it has no records; upload data written by record_set() or write_numpy_to_dense_tensor()".into(),
-            ));
-        }
-        return Ok(rows);
-    }
-    let csv = ContentType::parse(Some(ct))
-        .ok()
-        .filter(|c| *c == ContentType::Csv)
-        .ok_or_else(|| {
-            user(format!(
-                "ContentType '{ct}' is not supported by K-Means; use application/x-recordio-protobuf or text/csv"
-            ))
-        })?;
-    let opts = ReadOptions {
-        has_label: false,
-        csv_weights: false,
-        min_features: 0,
+    let want = Want {
+        algorithm: "K-Means",
+        label: false,
     };
-    let ds = if pipe {
-        let fifo = paths.data_dir.join(format!("{name}_0"));
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::fs::File::open(&fifo).map_err(|e| user(format!("could not open {}: {e}", fifo.display())))?,
-            &mut buf,
-        )
-        .map_err(|e| user(format!("could not read {}: {e}", fifo.display())))?;
-        crate::reader::parse_bytes(&buf, csv, &opts)
-    } else {
-        read_dir(&paths.channel_dir(name), csv, &opts)
-    }
-    .map_err(|e| user(e.to_string()))?;
-    if let Some(i) = ds.features.values().iter().position(|v| v.is_nan()) {
-        return Err(user(format!(
-            "row {} has an empty field; K-Means needs every feature of every row",
-            i / ds.features.n_cols().max(1) + 1
-        )));
-    }
-    Ok(DenseRows {
-        n_cols: ds.features.n_cols(),
-        labels: vec![f32::NAN; ds.n_rows()],
-        values: ds.features.values().to_vec(),
-    })
+    dense_input::read_channel(paths, name, cfg, Some(feature_dim), want)
 }
 
 /// SageMaker's built-in K-Means.
@@ -703,7 +629,7 @@ impl Algorithm for KMeans {
     }
 
     fn content_types(&self) -> &'static [&'static str] {
-        &[RECORDIO, "recordio-protobuf", "text/csv", "csv"]
+        dense_input::CONTENT_TYPES
     }
 
     fn check_hyperparameters(&self, hp: &BTreeMap<String, String>) -> Result<(), JobError> {

@@ -926,7 +926,7 @@ fn train_job(
     let train_cfg = channels
         .get("train")
         .ok_or_else(|| JobError::User("channel 'train' is required".into()))?;
-    let train = read_channel(paths, "train", train_cfg, p.feature_dim, WANT)?;
+    let train = read_channel(paths, "train", train_cfg, Some(p.feature_dim), WANT)?;
     let fit_start = std::time::Instant::now();
     let model = fit(&train.values, &train.labels, p, 0x006b_6e6e)?;
     let h = &model.header;
@@ -951,7 +951,7 @@ fn train_job(
         fit_start.elapsed().as_secs_f64()
     );
     if let Some(cfg) = channels.get("test") {
-        let test = read_channel(paths, "test", cfg, p.feature_dim, WANT)?;
+        let test = read_channel(paths, "test", cfg, Some(p.feature_dim), WANT)?;
         let t = std::time::Instant::now();
         let pred = model.predict(&test.values);
         let _ = writeln!(

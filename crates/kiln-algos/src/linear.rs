@@ -25,18 +25,14 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::container::{ChannelConfig, JobError, JobPaths, MODEL_CHANNEL, thread_count};
-use crate::dense_input::read_predict_data;
+use crate::dense_input::{self, Want, read_predict_data};
 use crate::linalg::Gram;
-use crate::protobuf::{DenseRows, read_dense};
-use crate::reader::{ContentType, ReadOptions, list_files, read_dir};
+use crate::protobuf::DenseRows;
 use crate::registry::{Algorithm, ChannelSpec, PredictArgs, read_prior_model, train_on_one_host};
 use crate::rng::Rng;
 
 /// The model file in `model/` (and so at the root of model.tar.gz).
 pub const MODEL_FILE: &str = "linear-learner-model.json";
-
-/// RecordIO-protobuf, the default content type of SageMaker's Linear Learner.
-const RECORDIO: &str = "application/x-recordio-protobuf";
 
 const USAGE: &str = "\
 usage: kiln algo linear-learner train [--ml-root DIR]
@@ -2243,85 +2239,18 @@ fn check_labels(name: &str, rows: &DenseRows, p: &LinearParams) -> Result<(), Jo
 }
 
 /// A channel's rows and labels: RecordIO-protobuf (label in the record) or CSV (label first),
-/// from files or a Pipe FIFO.
+/// from files or a Pipe FIFO; `feature_dim` `None` (auto) takes the width of the first row.
 fn read_channel(
     paths: &JobPaths,
     name: &str,
     cfg: &ChannelConfig,
     feature_dim: Option<usize>,
 ) -> Result<DenseRows, JobError> {
-    let ct = cfg.content_type.as_deref().unwrap_or(RECORDIO);
-    let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let pipe = cfg.training_input_mode.as_deref() == Some("Pipe");
-    let user = |m: String| JobError::User(format!("channel '{name}': {m}"));
-    let fifo = paths.data_dir.join(format!("{name}_0"));
-    if matches!(base.as_str(), "application/x-recordio-protobuf" | "recordio-protobuf") {
-        let mut rows = DenseRows::new(feature_dim.unwrap_or(0));
-        if pipe {
-            let f = std::fs::File::open(&fifo).map_err(|e| user(format!("could not open {}: {e}", fifo.display())))?;
-            read_dense(
-                std::io::BufReader::with_capacity(1 << 20, f),
-                &format!("{name}_0"),
-                &mut rows,
-            )
-            .map_err(|e| user(e.to_string()))?;
-        } else {
-            let dir = paths.channel_dir(name);
-            for f in &list_files(&dir).map_err(|e| user(e.to_string()))? {
-                let shown = f.strip_prefix(&dir).unwrap_or(f).display().to_string();
-                let file = std::fs::File::open(f).map_err(|e| user(format!("could not open {shown}: {e}")))?;
-                let r = std::io::BufReader::with_capacity(1 << 20, file);
-                if f.extension().is_some_and(|e| e == "gz") {
-                    read_dense(flate2::read::MultiGzDecoder::new(r), &shown, &mut rows)
-                } else {
-                    read_dense(r, &shown, &mut rows)
-                }
-                .map_err(|e| user(e.to_string()))?;
-            }
-        }
-        if rows.n_rows() == 0 {
-            return Err(user(
-                "it has no records; upload data written by record_set() or write_numpy_to_dense_tensor()".into(),
-            ));
-        }
-        return Ok(rows);
-    }
-    let csv = ContentType::parse(Some(ct))
-        .ok()
-        .filter(|c| *c == ContentType::Csv)
-        .ok_or_else(|| {
-            user(format!(
-                "ContentType '{ct}' is not supported by Linear Learner; use application/x-recordio-protobuf or text/csv"
-            ))
-        })?;
-    let opts = ReadOptions {
-        has_label: true,
-        csv_weights: false,
-        min_features: 0,
+    let want = Want {
+        algorithm: "Linear Learner",
+        label: true,
     };
-    let ds = if pipe {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::fs::File::open(&fifo).map_err(|e| user(format!("could not open {}: {e}", fifo.display())))?,
-            &mut buf,
-        )
-        .map_err(|e| user(format!("could not read {}: {e}", fifo.display())))?;
-        crate::reader::parse_bytes(&buf, csv, &opts)
-    } else {
-        read_dir(&paths.channel_dir(name), csv, &opts)
-    }
-    .map_err(|e| user(e.to_string()))?;
-    if let Some(i) = ds.features.values().iter().position(|v| v.is_nan()) {
-        return Err(user(format!(
-            "row {} has an empty field; Linear Learner needs every feature of every row",
-            i / ds.features.n_cols().max(1) + 1
-        )));
-    }
-    Ok(DenseRows {
-        n_cols: ds.features.n_cols(),
-        labels: ds.labels.clone(),
-        values: ds.features.values().to_vec(),
-    })
+    dense_input::read_channel(paths, name, cfg, feature_dim, want)
 }
 
 fn check_width(name: &str, rows: &DenseRows, d: usize) -> Result<(), JobError> {
@@ -2377,7 +2306,7 @@ impl Algorithm for LinearLearner {
     }
 
     fn content_types(&self) -> &'static [&'static str] {
-        &[RECORDIO, "recordio-protobuf", "text/csv", "csv"]
+        dense_input::CONTENT_TYPES
     }
 
     fn check_hyperparameters(&self, hp: &BTreeMap<String, String>) -> Result<(), JobError> {

@@ -534,7 +534,7 @@ fn train_job(
     let train_cfg = channels
         .get("train")
         .ok_or_else(|| JobError::User("channel 'train' is required".into()))?;
-    let train = read_channel(paths, "train", train_cfg, p.feature_dim, WANT)?;
+    let train = read_channel(paths, "train", train_cfg, Some(p.feature_dim), WANT)?;
     let _ = writeln!(
         err,
         "kiln pca: train {} rows x {} features; {} components, {:?} mode{}, subtract_mean {}; {} threads (read in {:.3}s)",
@@ -560,7 +560,7 @@ fn train_job(
         "#quality_metric: host={host}, train explained_variance_ratio <score>={ratio}"
     );
     if let Some(cfg) = channels.get("test") {
-        let test = read_channel(paths, "test", cfg, p.feature_dim, WANT)?;
+        let test = read_channel(paths, "test", cfg, Some(p.feature_dim), WANT)?;
         let v = captured_variance(&model, &test.values);
         let _ = writeln!(
             out,

@@ -454,7 +454,7 @@ fn train_job(
     let train_cfg = channels
         .get("train")
         .ok_or_else(|| JobError::User("channel 'train' is required".into()))?;
-    let train = read_channel(paths, "train", train_cfg, p.feature_dim, want(false))?;
+    let train = read_channel(paths, "train", train_cfg, Some(p.feature_dim), want(false))?;
     let model = fit(&train.values, p, 0x0072_6366);
     let _ = writeln!(
         err,
@@ -471,7 +471,7 @@ fn train_job(
         started.elapsed().as_secs_f64()
     );
     if let Some(cfg) = channels.get("test") {
-        let test = read_channel(paths, "test", cfg, p.feature_dim, want(true))?;
+        let test = read_channel(paths, "test", cfg, Some(p.feature_dim), want(true))?;
         let scores = Forest::new(&model).scores(&test.values, p.feature_dim);
         let th = model.threshold();
         let (mut tp, mut fp, mut tn, mut fneg) = (0f64, 0f64, 0f64, 0f64);
