@@ -11,7 +11,7 @@ use crate::checkpoint::Checkpoints;
 use crate::collective::{Collective, CommError, decode, encode};
 use crate::data::{Dataset, DenseMatrix};
 use crate::grow::{GrowParams, Grower, grad_max};
-use crate::metric::Metric;
+use crate::metric::{EvalData, Metric, eval_all_global};
 use crate::objective::{GradPair, Objective, weighted_quantile};
 use crate::params::{GrowPolicy, XgbParams};
 use crate::prof::{Phase, time};
@@ -626,46 +626,77 @@ fn train_in_pool(
             let es_extra = es_metric.filter(|m| es_rounds.is_some() && !to_eval.contains(m));
             let printed = to_eval.len();
             to_eval.extend(es_extra);
-            let eval_set = |&(name, m, y, w): &EvalSet<'_>, buf: &mut EvalBuffers| {
-                obj.eval_transform(m, &mut buf.preds);
-                let kk = if buf.preds.len() == y.len() { 1 } else { k };
-                match comm {
-                    Some(c) if name == "validation" && opts.valid_whole => {
-                        let local: Vec<f64> = to_eval
+            let values: Vec<Vec<f64>> = match comm {
+                // Alone, the data sets are evaluated at the same time.
+                None => {
+                    let eval_set = |&(_, m, y, w): &EvalSet<'_>, buf: &mut EvalBuffers| -> Vec<f64> {
+                        obj.eval_transform(m, &mut buf.preds);
+                        let kk = if buf.preds.len() == y.len() { 1 } else { k };
+                        to_eval
                             .iter()
                             .map(|metric| metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank))
-                            .collect();
-                        // The same rows and model on every host. With early stopping, which
-                        // must stop every host in the same round, algo-1's values are broadcast
-                        // (one small message) to make sure: some means are summed in an order
-                        // that depends on the thread count. Otherwise only algo-1 prints them.
-                        if es_rounds.is_some() {
-                            Ok(decode::<f64>(&c.broadcast(encode(&local))?))
+                            .collect()
+                    };
+                    match (&sets[..], &mut eval_buffers[..]) {
+                        ([a, b], [ba, bb]) => {
+                            let (x, y) = rayon::join(|| eval_set(a, ba), || eval_set(b, bb));
+                            vec![x, y]
+                        }
+                        _ => sets
+                            .iter()
+                            .zip(eval_buffers.iter_mut())
+                            .map(|(set, buf)| eval_set(set, buf))
+                            .collect(),
+                    }
+                }
+                Some(c) => {
+                    for (&(_, m, ..), buf) in sets.iter().zip(eval_buffers.iter_mut()) {
+                        obj.eval_transform(m, &mut buf.preds);
+                    }
+                    // A validation set every host has whole is evaluated by each alone: the
+                    // same rows and model, so the same bits. With early stopping, which must
+                    // stop every host in the same round, algo-1's values are broadcast (one
+                    // small message) to make sure: some means are summed in an order that
+                    // depends on the thread count. Every other set is this host's part,
+                    // evaluated together, all exchanges at once.
+                    let whole = |name: &str| name == "validation" && opts.valid_whole;
+                    let mut together = Vec::new();
+                    let mut values = vec![Vec::new(); sets.len()];
+                    for (i, (&(name, _, y, w), buf)) in sets.iter().zip(eval_buffers.iter_mut()).enumerate() {
+                        let kk = if y.is_empty() || buf.preds.len() != y.len() {
+                            k
                         } else {
-                            Ok(local)
+                            1
+                        };
+                        if whole(name) {
+                            let local: Vec<f64> = to_eval
+                                .iter()
+                                .map(|metric| metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank))
+                                .collect();
+                            values[i] = if es_rounds.is_some() {
+                                decode::<f64>(&c.broadcast(encode(&local))?)
+                            } else {
+                                local
+                            };
+                        } else {
+                            together.push((
+                                i,
+                                EvalData {
+                                    preds: &buf.preds,
+                                    k: kk,
+                                    labels: y,
+                                    weights: w,
+                                    scratch: &mut buf.rank,
+                                },
+                            ));
                         }
                     }
-                    _ => to_eval
-                        .iter()
-                        .map(|metric| match comm {
-                            Some(c) => metric.eval_global(&buf.preds, kk, y, w, &mut buf.rank, c),
-                            None => Ok(metric.eval_reusing(&buf.preds, kk, y, w, &mut buf.rank)),
-                        })
-                        .collect::<Result<Vec<f64>, CommError>>(),
+                    let (at, mut data): (Vec<usize>, Vec<EvalData<'_>>) = together.into_iter().unzip();
+                    for (i, v) in at.into_iter().zip(eval_all_global(&to_eval, &mut data, c)?) {
+                        values[i] = v;
+                    }
+                    values
                 }
-            };
-            // Alone, the data sets are evaluated at the same time (distributed, the hosts'
-            // collective calls must come in one order).
-            let values: Vec<Vec<f64>> = match (&sets[..], &mut eval_buffers[..]) {
-                ([a, b], [ba, bb]) if comm.is_none() => {
-                    let (x, y) = rayon::join(|| eval_set(a, ba), || eval_set(b, bb));
-                    vec![x?, y?]
-                }
-                _ => sets
-                    .iter()
-                    .zip(eval_buffers.iter_mut())
-                    .map(|(set, buf)| eval_set(set, buf))
-                    .collect::<Result<_, _>>()?,
             };
             let mut line = format!("[{}]", round.saturating_sub(opts.round_offset));
             for (&(name, ..), vals) in sets.iter().zip(&values) {

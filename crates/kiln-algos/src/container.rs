@@ -10,7 +10,7 @@ use crate::booster::{Booster, TrainError, TrainOptions, train_binned};
 use crate::checkpoint::Checkpoints;
 use crate::collective::{Collective, CommConfig};
 use crate::data::Dataset;
-use crate::distributed::{agree_cuts, agree_missing, check_same_model, share};
+use crate::distributed::{agree_cuts, agree_missing, check_same_model, select_dataset, share};
 use crate::params::{ParamError, XgbConfig, XgbParams};
 use crate::reader::{ContentType, DataError, ReadOptions, list_files, read_dir};
 use crate::stream::{Sketch, scan_csv};
@@ -487,6 +487,20 @@ fn train_job(
         }
         None => None,
     };
+    // A replicated validation channel: every host read every row; each evaluates its share
+    // (as training rows are shared), and the hosts compute the metrics together. With fewer
+    // rows than hosts, each evaluates all of them alone.
+    let valid_replicated = channels.get("validation").is_some_and(replicated);
+    let valid_whole = match (comm, &valid) {
+        (Some(c), Some(v)) if valid_replicated && v.n_rows() >= c.size() => false,
+        _ => valid_replicated,
+    };
+    let valid = match (comm, valid) {
+        (Some(c), Some(v)) if valid_replicated && !valid_whole => {
+            Some(select_dataset(&v, &share(v.n_rows(), c.rank(), c.size())))
+        }
+        (_, v) => v,
+    };
     let _ = writeln!(
         err,
         "kiln xgboost: train {} rows x {} features{}; objective {}; {} rounds; {} threads{}",
@@ -573,9 +587,7 @@ fn train_job(
             resume: resume.as_ref().map(|r| &r.1),
             round_offset: prior_rounds,
             checkpoints: checkpoints.as_ref().filter(|_| root),
-            // A replicated validation channel is evaluated whole on every host (no exchange);
-            // a sharded one is each host's part, evaluated together.
-            valid_whole: channels.get("validation").is_some_and(replicated),
+            valid_whole,
         },
     )?;
     if let Some((it, score)) = booster.best {

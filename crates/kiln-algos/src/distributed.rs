@@ -7,10 +7,11 @@
 //!   `FullyReplicated` every host sees the same files and takes the rows `i` with
 //!   `i % hosts == rank` ([`share`]).
 //! - Cuts ([`agree_cuts`]): sharded, each host thins its sketch sample to the rows whose index is
-//!   a multiple of the sketch step of all hosts' rows together, algo-1 gathers the samples (at
-//!   most about 256k rows in all, as alone) and chooses the cuts from them; replicated, algo-1
-//!   chooses them from its own sample, which is that of the whole data, exactly as a single
-//!   host would. Either way algo-1 broadcasts them, so every host bins identically. (xgboost
+//!   a multiple of the sketch step of all hosts' rows together (at most about 256k rows in all,
+//!   as alone); replicated, each host's own sample is that of the whole data, exactly as a
+//!   single host's. Each host chooses the cuts of its block of features (from every host's
+//!   sampled values of them, sent to it in one all-to-all, when sharded) and the hosts then
+//!   exchange their blocks, so every host bins identically and the work is shared. (xgboost
 //!   merges mergeable weighted quantile summaries instead; a gathered sample is simpler, and
 //!   equal to the single-host sample when all rows fit in it.)
 
@@ -48,27 +49,144 @@ pub fn select_dataset(ds: &Dataset, keep: &[u32]) -> Dataset {
     }
 }
 
-fn encode_cuts(cuts: &BinCuts) -> Vec<u8> {
-    let mut out = encode(&[cuts.n_features() as u64]);
-    for f in 0..cuts.n_features() {
-        out.extend(encode(&[cuts.cuts(f).len() as u64]));
-        out.extend(encode(cuts.cuts(f)));
+/// Features `[start, end)` whose cuts host `rank` of `size` computes.
+fn features_of(nf: usize, rank: usize, size: usize) -> std::ops::Range<usize> {
+    nf * rank / size..nf * (rank + 1) / size
+}
+
+/// The columns `cols` of `m`, as a matrix of their own.
+fn columns(m: &DenseMatrix, cols: std::ops::Range<usize>) -> DenseMatrix {
+    let values = (0..m.n_rows()).flat_map(|r| &m.row(r)[cols.clone()]).copied().collect();
+    DenseMatrix::new(m.n_rows(), cols.len(), values).expect("rows of the same width")
+}
+
+/// Cut lists on the wire: their number, then each one's length and values.
+fn encode_cuts(cuts: &[Vec<f32>]) -> Vec<u8> {
+    let mut out = encode(&[cuts.len() as u64]);
+    for c in cuts {
+        out.extend(encode(&[c.len() as u64]));
+        out.extend(encode(c));
     }
     out
 }
 
-fn decode_cuts(b: &[u8]) -> Option<BinCuts> {
+fn decode_cuts(b: &[u8]) -> Option<Vec<Vec<f32>>> {
     let word = |at: usize| b.get(at..at + 8).map(|x| decode::<u64>(x)[0] as usize);
     let nf = word(0)?;
     let mut at = 8;
-    let mut cuts = Vec::with_capacity(nf);
+    let mut cuts = Vec::with_capacity(nf.min(b.len()));
     for _ in 0..nf {
         let len = word(at)?;
         at += 8;
-        cuts.push(decode::<f32>(b.get(at..at + 4 * len)?));
+        cuts.push(decode::<f32>(b.get(at..at.checked_add(len.checked_mul(4)?)?)?));
         at += 4 * len;
     }
-    Some(BinCuts::from_cuts(cuts))
+    Some(cuts)
+}
+
+/// The cut points every host bins its training rows with (see the module documentation).
+/// `sketch` is this host's; `replicated` whether every host read the same rows.
+///
+/// The work is shared: host r chooses the cuts of its block of features ([`features_of`]),
+/// and the hosts then exchange their blocks. Sharded, each host first sends every other one
+/// its sampled rows' values of that host's features (an all-to-all), so each block is chosen
+/// from the sample of all the hosts' rows; replicated, each host's own sample is the whole
+/// data's. Either way every host ends with the same cuts, the ones a single host would choose
+/// from that sample (each feature's cuts depend on its column alone).
+pub fn agree_cuts(
+    comm: &Collective,
+    sketch: &Sketch<'_>,
+    max_bin: usize,
+    replicated: bool,
+) -> Result<BinCuts, JobError> {
+    let (n, me) = (comm.size(), comm.rank());
+    let nf = sketch.rows.n_cols();
+    let mine = features_of(nf, me, n);
+    let my_cuts: Vec<Vec<f32>> = if replicated {
+        let c = BinCuts::compute(&columns(sketch.rows, mine.clone()), sketch.weights, max_bin);
+        (0..mine.len()).map(|f| c.cuts(f).to_vec()).collect()
+    } else {
+        let mut total = [sketch.n_rows as i64];
+        comm.sum_i64(&mut total)?;
+        let step = sketch_step(total[0] as usize);
+        let keep: Vec<usize> = (0..sketch.rows.n_rows())
+            .filter(|&i| sketch.index.map_or(i, |x| x[i]).is_multiple_of(step))
+            .collect();
+        // To each host: this host's width and kept rows, their values of its features, and
+        // their weights.
+        let parts = (0..n)
+            .map(|r| {
+                let cols = features_of(nf, r, n);
+                let mut part = encode(&[nf as u64, keep.len() as u64]);
+                let values: Vec<f32> = keep
+                    .iter()
+                    .flat_map(|&i| &sketch.rows.row(i)[cols.clone()])
+                    .copied()
+                    .collect();
+                part.extend(encode(&values));
+                if let Some(w) = sketch.weights {
+                    part.extend(encode(&keep.iter().map(|&i| w[i]).collect::<Vec<f32>>()));
+                }
+                part
+            })
+            .collect();
+        let got = comm.all_to_all(parts)?;
+        let (mut values, mut weights, mut rows) = (Vec::new(), Vec::new(), 0);
+        let width = |b: &[u8]| b.get(..16).map(decode::<u64>).map(|h| (h[0] as usize, h[1] as usize));
+        for (r, b) in got.iter().enumerate() {
+            let bad = || JobError::Internal(format!("{} sent an unreadable sketch sample", comm.host(r)));
+            let (their_nf, their_rows) = width(b).ok_or_else(bad)?;
+            if their_nf != nf {
+                return Err(columns_differ(comm, r, their_nf, nf));
+            }
+            let len = 4 * their_rows * mine.len();
+            let v = b.get(16..16 + len).ok_or_else(bad)?;
+            values.extend(decode::<f32>(v));
+            if sketch.weights.is_some() {
+                weights.extend(decode::<f32>(
+                    b.get(16 + len..16 + len + 4 * their_rows).ok_or_else(bad)?,
+                ));
+            }
+            rows += their_rows;
+        }
+        if rows == 0 {
+            return Err(JobError::User(
+                "the hosts' training data has no rows to choose cut points from".into(),
+            ));
+        }
+        let m = DenseMatrix::new(rows, mine.len(), values)
+            .ok_or_else(|| JobError::Internal("the sketch samples do not add up".into()))?;
+        let w = sketch.weights.is_some().then_some(&weights[..]);
+        let c = BinCuts::compute_all(&m, w, max_bin);
+        (0..mine.len()).map(|f| c.cuts(f).to_vec()).collect()
+    };
+    // Every host's width and block, to every host.
+    let mut block = encode(&[nf as u64]);
+    block.extend(encode_cuts(&my_cuts));
+    let blocks = comm.all_to_all(vec![block; n])?;
+    let mut cuts = Vec::with_capacity(nf);
+    for (r, b) in blocks.iter().enumerate() {
+        let unreadable = || JobError::Internal(format!("{} sent unreadable cuts", comm.host(r)));
+        let their_nf = b
+            .get(..8)
+            .map(|h| decode::<u64>(h)[0] as usize)
+            .ok_or_else(unreadable)?;
+        if their_nf != nf {
+            return Err(columns_differ(comm, r, their_nf, nf));
+        }
+        cuts.extend(decode_cuts(&b[8..]).ok_or_else(unreadable)?);
+    }
+    Ok(BinCuts::from_cuts(cuts))
+}
+
+/// Host `r`'s training data has `theirs` feature columns where this host's has `mine`.
+fn columns_differ(comm: &Collective, r: usize, theirs: usize, mine: usize) -> JobError {
+    JobError::User(format!(
+        "{}'s training data has {theirs} feature columns but {}'s has {mine}; every host's files \
+         need the same columns",
+        comm.host(r),
+        comm.host(comm.rank())
+    ))
 }
 
 /// algo-1's verdict, broadcast: the payload, or a failure every host reports.
@@ -84,68 +202,6 @@ fn broadcast_verdict(comm: &Collective, verdict: Option<Result<Vec<u8>, String>>
         Some((_, msg)) => Err(JobError::User(String::from_utf8_lossy(msg).into_owned())),
         None => Err(JobError::Internal(format!("{} sent an empty verdict", comm.host(0)))),
     }
-}
-
-/// The cut points every host bins its training rows with (see the module documentation).
-/// `sketch` is this host's; `replicated` whether every host read the same rows.
-pub fn agree_cuts(
-    comm: &Collective,
-    sketch: &Sketch<'_>,
-    max_bin: usize,
-    replicated: bool,
-) -> Result<BinCuts, JobError> {
-    let nf = sketch.rows.n_cols();
-    let verdict = if replicated {
-        comm.is_root().then(|| Ok(encode_cuts(&sketch.cuts(max_bin))))
-    } else {
-        let mut total = [sketch.n_rows as i64];
-        comm.sum_i64(&mut total)?;
-        let step = sketch_step(total[0] as usize);
-        let keep: Vec<usize> = (0..sketch.rows.n_rows())
-            .filter(|&i| sketch.index.map_or(i, |x| x[i]).is_multiple_of(step))
-            .collect();
-        let mut mine = encode(&[nf as u64, keep.len() as u64]);
-        for &i in &keep {
-            mine.extend(encode(sketch.rows.row(i)));
-        }
-        if let Some(w) = sketch.weights {
-            mine.extend(encode(&keep.iter().map(|&i| w[i]).collect::<Vec<f32>>()));
-        }
-        comm.gather(mine)?.map(|all| {
-            let (mut values, mut weights, mut n) = (Vec::new(), Vec::new(), 0);
-            for (rank, b) in all.iter().enumerate() {
-                let head = decode::<u64>(&b[..16]);
-                let (their_nf, rows) = (head[0] as usize, head[1] as usize);
-                if their_nf != nf {
-                    return Err(format!(
-                        "{}'s training data has {their_nf} feature columns but {}'s has {nf}; every \
-                         host's files need the same columns",
-                        comm.host(rank),
-                        comm.host(0)
-                    ));
-                }
-                let (v, w) = b[16..].split_at(4 * rows * nf);
-                values.extend(decode::<f32>(v));
-                weights.extend(decode::<f32>(w));
-                n += rows;
-            }
-            let m = DenseMatrix::new(n, nf, values).ok_or("no sampled rows")?;
-            let w = sketch.weights.is_some().then_some(&weights[..]);
-            Ok(encode_cuts(&BinCuts::compute_all(&m, w, max_bin)))
-        })
-    };
-    let bytes = broadcast_verdict(comm, verdict)?;
-    let cuts =
-        decode_cuts(&bytes).ok_or_else(|| JobError::Internal(format!("{} sent unreadable cuts", comm.host(0))))?;
-    if cuts.n_features() != nf {
-        return Err(JobError::User(format!(
-            "{}'s training data has {} feature columns but {}'s has {nf}; every host needs the same columns",
-            comm.host(0),
-            cuts.n_features(),
-            comm.host(comm.rank())
-        )));
-    }
-    Ok(cuts)
 }
 
 /// Marks features as having missing values where any host's rows have some.
@@ -328,6 +384,26 @@ mod tests {
     }
 
     #[test]
+    fn hosts_whose_files_have_other_columns_fail_saying_so() {
+        let dir = std::env::temp_dir().join(format!("kiln-dist-width-{}", std::process::id()));
+        let wide: String = csv(2000, 3000).lines().map(|l| format!("{l},1\n")).collect();
+        let roots = [
+            tree(&dir, Some("algo-1"), &[("a.csv", csv(0, 2000))], "ShardedByS3Key"),
+            tree(&dir, Some("algo-2"), &[("b.csv", wide)], "ShardedByS3Key"),
+        ];
+        for (r, _) in two_hosts(roots) {
+            let e = r.unwrap_err().to_string();
+            assert!(
+                e.contains("training data has 5 feature columns but")
+                    || e.contains("training data has 4 feature columns but"),
+                "{e}"
+            );
+            assert!(e.contains("every host's files need the same columns"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn shares_cover_every_row_once() {
         let parts: Vec<Vec<u32>> = (0..3).map(|r| share(10, r, 3)).collect();
         assert_eq!(parts[0], vec![0, 3, 6, 9]);
@@ -339,8 +415,9 @@ mod tests {
 
     #[test]
     fn cuts_round_trip() {
-        let cuts = BinCuts::from_cuts(vec![vec![0.5, 1.0, 7.25], vec![], vec![-3.0]]);
+        let cuts = vec![vec![0.5, 1.0, 7.25], vec![], vec![-3.0]];
         assert_eq!(decode_cuts(&encode_cuts(&cuts)), Some(cuts));
         assert_eq!(decode_cuts(&[1, 2, 3]), None);
+        assert_eq!(decode_cuts(&encode(&[1u64, u64::MAX])), None);
     }
 }

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::collective::{Collective, CommError, decode, encode};
-use crate::rank::{Before, RankScratch, fold_groups, merge_ranked, sort_rows};
+use crate::rank::{Before, Merged, RankScratch, SortedRows, fold_groups, merge_ranked, sort_rows};
 
 /// A per-row loss: (the row's predictions, its label) → loss.
 type RowLoss<'a> = &'a (dyn Fn(&[f32], f64) -> f64 + Sync);
@@ -22,11 +22,16 @@ fn loss_sums(preds: &[f32], k: usize, labels: &[f32], weights: Option<&[f32]>, f
         .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
-/// The weighted mean of a per-row loss of one output per row, as [`loss_sums`] gives it but
-/// with the loss inlined into the loop (no call per row): the metrics most often printed every
-/// round (`logloss`, `error`). Pieces of rows are summed in order, the same whatever the
-/// thread count.
-fn weighted_mean(preds: &[f32], labels: &[f32], weights: Option<&[f32]>, f: impl Fn(f32, f64) -> f64 + Sync) -> f64 {
+/// The weighted sums `(Σ w·loss, Σ w)` of a per-row loss of one output per row, as
+/// [`loss_sums`] gives them but with the loss inlined into the loop (no call per row): the
+/// metrics most often printed every round (`logloss`, `error`). Pieces of rows are summed in
+/// order, the same whatever the thread count.
+fn weighted_sums(
+    preds: &[f32],
+    labels: &[f32],
+    weights: Option<&[f32]>,
+    f: impl Fn(f32, f64) -> f64 + Sync,
+) -> (f64, f64) {
     const PIECE: usize = 1 << 14;
     let sums: Vec<(f64, f64)> = labels
         .par_chunks(PIECE)
@@ -50,7 +55,16 @@ fn weighted_mean(preds: &[f32], labels: &[f32], weights: Option<&[f32]>, f: impl
             }
         })
         .collect();
-    let (s, sw) = sums.iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    sums.iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// The weighted mean of [`weighted_sums`].
+fn weighted_mean(preds: &[f32], labels: &[f32], weights: Option<&[f32]>, f: impl Fn(f32, f64) -> f64 + Sync) -> f64 {
+    ratio(weighted_sums(preds, labels, weights, f))
+}
+
+/// `s / sw`, NaN without weight.
+fn ratio((s, sw): (f64, f64)) -> f64 {
     if sw > 0.0 { s / sw } else { f64::NAN }
 }
 
@@ -331,10 +345,8 @@ impl Metric {
     }
 
     /// [`Self::eval`] over a data set split across the hosts of `comm`: each host passes its
-    /// rows, and every host gets the metric of all of them (the same bits everywhere). Means
-    /// are sums of numerators and denominators; binary `auc`/`aucpr` merge the hosts' rows,
-    /// each host's sorted by score, at algo-1 (exact: see `ranked_area`); `f1` and
-    /// multi-class areas gather every row at algo-1. `scratch` as in [`Self::eval_reusing`].
+    /// rows, and every host gets the metric of all of them (the same bits everywhere). One
+    /// metric of one set of [`eval_all_global`], which says how.
     pub fn eval_global(
         &self,
         preds: &[f32],
@@ -344,27 +356,74 @@ impl Metric {
         scratch: &mut RankScratch,
         comm: &Collective,
     ) -> Result<f64, CommError> {
-        if comm.size() == 1 {
-            return Ok(self.eval_reusing(preds, k, labels, weights, scratch));
+        let mut set = [EvalData {
+            preds,
+            k,
+            labels,
+            weights,
+            scratch,
+        }];
+        Ok(eval_all_global(std::slice::from_ref(self), &mut set, comm)?[0][0])
+    }
+
+    /// How the metric is computed over several hosts' rows.
+    fn global(&self, k: usize) -> Global {
+        match *self {
+            Metric::Auc | Metric::Aucpr if k == 1 => Global::Ranked {
+                roc: *self == Metric::Auc,
+            },
+            Metric::Auc | Metric::Aucpr | Metric::F1 | Metric::R2 => Global::Other,
+            _ => Global::Mean,
         }
-        match self {
-            Metric::Auc | Metric::Aucpr if k == 1 => {
-                ranked_area(*self == Metric::Auc, preds, labels, weights, scratch, comm)
+    }
+
+    /// This host's weighted sums `(Σ w·loss, Σ w)` of a [`Global::Mean`] metric.
+    fn local_sums(&self, preds: &[f32], k: usize, labels: &[f32], weights: Option<&[f32]>) -> (f64, f64) {
+        match *self {
+            Metric::Logloss if k == 1 => weighted_sums(preds, labels, weights, logloss_row),
+            Metric::Error { threshold, .. } if k == 1 => {
+                let t = f64::from(threshold);
+                weighted_sums(preds, labels, weights, |p, y| error_row(p, y, t))
             }
-            Metric::Auc | Metric::Aucpr | Metric::F1 => gathered_eval(self, preds, k, labels, weights, comm),
             _ => {
-                let mut failed = None;
-                let v = self.eval_with(preds, k, labels, weights, &mut RankScratch::default(), &mut |f| {
-                    let (s, sw) = loss_sums(preds, k, labels, weights, f);
-                    let mut x = [s, sw];
-                    if let Err(e) = comm.sum_f64(&mut x) {
-                        failed.get_or_insert(e);
-                    }
-                    if x[1] > 0.0 { x[0] / x[1] } else { f64::NAN }
+                let mut sums = (0.0, 0.0);
+                self.eval_with(preds, k, labels, weights, &mut RankScratch::default(), &mut |f| {
+                    sums = loss_sums(preds, k, labels, weights, f);
+                    f64::NAN
                 });
-                failed.map_or(Ok(v), Err)
+                sums
             }
         }
+    }
+
+    /// The value of a [`Global::Mean`] metric whose mean has the weighted sums `sums`.
+    fn of_sums(&self, k: usize, sums: (f64, f64)) -> f64 {
+        self.eval_with(&[], k, &[], None, &mut RankScratch::default(), &mut |_| ratio(sums))
+    }
+
+    /// A [`Global::Other`] metric over every host's rows: `f1` and multi-class areas gather
+    /// every row at algo-1; `r2` sums each of its means over the hosts in turn.
+    fn eval_other_global(
+        &self,
+        preds: &[f32],
+        k: usize,
+        labels: &[f32],
+        weights: Option<&[f32]>,
+        comm: &Collective,
+    ) -> Result<f64, CommError> {
+        if matches!(self, Metric::Auc | Metric::Aucpr | Metric::F1) {
+            return gathered_eval(self, preds, k, labels, weights, comm);
+        }
+        let mut failed = None;
+        let v = self.eval_with(preds, k, labels, weights, &mut RankScratch::default(), &mut |f| {
+            let (s, sw) = loss_sums(preds, k, labels, weights, f);
+            let mut x = [s, sw];
+            if let Err(e) = comm.sum_f64(&mut x) {
+                failed.get_or_insert(e);
+            }
+            ratio((x[0], x[1]))
+        });
+        failed.map_or(Ok(v), Err)
     }
 
     /// The metric, with `mean(loss)` the weighted mean of a per-row loss over the data set.
@@ -521,72 +580,271 @@ fn gathered_eval(
     Ok(decode::<f64>(&comm.broadcast(encode(&[value]))?)[0])
 }
 
-/// Binary ROC (`roc`) or precision-recall area of every host's rows, exact, with the work
-/// shared out as a distributed sort does it: each host sorts its own rows; the hosts agree on
-/// splitters (the mean of their quantile keys) that cut the score range into one range per
-/// host; host r receives range r of every host's sorted rows (an all-to-all exchange: 4 bytes
-/// a row, 8 with weights, once), merges them in one linear pass into exactly the sorted rows
-/// one host would have in that range, and folds them, starting from the positive and negative
-/// weight of the ranges above (summed over the hosts). The areas of the ranges add up. The
-/// result is one host's area of the union (the same groups, summed in the same order within
-/// a range; only the split into ranges, and so the last bits, differ), the same bits on
-/// every host.
-fn ranked_area(
-    roc: bool,
-    scores: &[f32],
-    labels: &[f32],
-    weights: Option<&[f32]>,
-    scratch: &mut RankScratch,
+/// How a metric is computed over several hosts' rows ([`eval_all_global`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Global {
+    /// A function of one weighted mean: the hosts' sums of its numerator and denominator.
+    Mean,
+    /// A binary ROC (`roc`) or precision-recall area: the distributed ranking.
+    Ranked { roc: bool },
+    /// Anything else, on its own ([`Metric::eval_other_global`]).
+    Other,
+}
+
+/// A data set's predictions, predictions per row, labels and weights.
+type SetView<'a> = (&'a [f32], usize, &'a [f32], Option<&'a [f32]>);
+
+/// One data set of a distributed evaluation: this host's rows (predictions as
+/// [`Metric::eval`] takes them, `k` per row), and the set's buffers kept from round to round.
+pub struct EvalData<'a> {
+    /// This host's predictions.
+    pub preds: &'a [f32],
+    /// Predictions per row.
+    pub k: usize,
+    /// This host's labels.
+    pub labels: &'a [f32],
+    /// This host's weights.
+    pub weights: Option<&'a [f32]>,
+    /// The set's ranking buffers (and, distributed, the hosts' splitters of its ranking).
+    pub scratch: &'a mut RankScratch,
+}
+
+/// Every metric of `metrics` on every set of `sets`, each over the rows of all the hosts of
+/// `comm` (`[set][metric]`, the same bits on every host), with the exchanges of all of them
+/// made together: one all-to-all and one sum per call, whatever the number of sets and
+/// metrics (a second sum when a precision-recall area is asked for; the first evaluation of a
+/// ranked set adds one to agree on its splitters).
+///
+/// - Means (`logloss`, `error`, `rmse`, ...): the sums of each host's numerator and
+///   denominator.
+/// - Binary `auc` and `aucpr`, exact, with the work shared out as a distributed sort does it:
+///   each host sorts its own rows (once per set, for both areas); splitters (the mean of the
+///   hosts' quantile keys in the previous round) cut the score range into one range per host;
+///   host r receives range r of every host's sorted rows (4 bytes a row, 8 with weights),
+///   merges them in one linear pass into exactly the sorted rows one host would have in that
+///   range, and folds them. The ROC area of a range that starts below positive weight `P` is
+///   the area folded from zero plus `P` times the range's negative weight, so each host's
+///   range needs nothing from the others before the sum; a precision-recall area does (its
+///   precision depends on what came before), hence its second sum. The result is one host's
+///   area of the union: the same groups, summed in the same order within a range (only the
+///   split into ranges, and so the last bits, differ). The splitters only balance the work;
+///   any give the exact area.
+/// - `r2`, `f1` and multi-class areas: on their own, after the others (see
+///   [`Metric::eval_other_global`]).
+pub fn eval_all_global(
+    metrics: &[Metric],
+    sets: &mut [EvalData<'_>],
     comm: &Collective,
-) -> Result<f64, CommError> {
-    let (n, me) = (comm.size(), comm.rank());
-    let sorted = sort_rows(scores, labels, weights, |y| y > 0.5, scratch);
-    // Splitters: sums of the hosts' quantile keys, and how many hosts have rows.
-    let mut q = vec![0i64; n];
-    if let Some(keys) = sorted.quantile_keys(n) {
-        for (x, k) in q.iter_mut().zip(keys) {
-            *x = i64::from(k);
-        }
-        q[n - 1] = 1;
+) -> Result<Vec<Vec<f64>>, CommError> {
+    if comm.size() == 1 {
+        return Ok(sets
+            .iter_mut()
+            .map(|d| {
+                metrics
+                    .iter()
+                    .map(|m| m.eval_reusing(d.preds, d.k, d.labels, d.weights, d.scratch))
+                    .collect()
+            })
+            .collect());
     }
-    comm.sum_i64(&mut q)?;
-    let splitters: Vec<u32> = q[..n - 1].iter().map(|&s| (s / q[n - 1].max(1)) as u32).collect();
-    let parts = comm.all_to_all(sorted.range_bytes(&splitters))?;
-    let merged = merge_ranked(&parts)
-        .map_err(|why| CommError::Setup(format!("{} cannot read the hosts' rankings: {why}", comm.host(me))))?;
-    // Each range's positive weight, negative weight and rows, by host.
-    let (p, ng) = merged.totals();
-    let mut totals = vec![0.0; 3 * n];
-    totals[3 * me..3 * me + 3].copy_from_slice(&[p, ng, merged.len() as f64]);
-    comm.sum_f64(&mut totals)?;
-    let mut before = Before::NONE;
-    let mut all = Before::NONE;
-    for (r, t) in totals.chunks_exact(3).enumerate() {
-        if r == me {
-            before = all;
-        }
-        all = Before {
-            pos: all.pos + t[0],
-            neg: all.neg + t[1],
-            any: all.any || t[2] > 0.0,
-        };
-    }
-    let mine: f64 = merged
-        .fold(before, |b| Area::after(roc, b), |a, p, n| a.add(p, n))
+    let (n, me, n_sets) = (comm.size(), comm.rank(), sets.len());
+    let plan: Vec<Vec<Global>> = sets
         .iter()
-        .map(|a| a.area)
-        .sum();
-    let mut areas = vec![0.0; n];
-    areas[me] = mine;
-    comm.sum_f64(&mut areas)?;
-    let area = Area {
-        roc,
-        tp: all.pos,
-        fp: all.neg,
-        area: areas.iter().sum(),
-        prev_prec: f64::NAN,
+        .map(|d| metrics.iter().map(|m| m.global(d.k)).collect())
+        .collect();
+    let ranked: Vec<bool> = plan
+        .iter()
+        .map(|p| p.iter().any(|g| matches!(g, Global::Ranked { .. })))
+        .collect();
+    let wants = |s: usize, roc: bool| plan[s].contains(&Global::Ranked { roc });
+    let views: Vec<SetView<'_>> = sets.iter().map(|d| (d.preds, d.k, d.labels, d.weights)).collect();
+
+    // This host's sums of the means.
+    let mut sums: Vec<f64> = Vec::new();
+    for (s, &(p, k, y, w)) in views.iter().enumerate() {
+        for (m, _) in metrics.iter().zip(&plan[s]).filter(|x| *x.1 == Global::Mean) {
+            let (a, b) = m.local_sums(p, k, y, w);
+            sums.extend([a, b]);
+        }
+    }
+
+    // The ranked sets: sorted here, cut into one range per host, exchanged.
+    let mut splitters: Vec<Option<Vec<u32>>> = sets.iter_mut().map(|d| d.scratch.splitters.take()).collect();
+    let sorted: Vec<Option<SortedRows<'_>>> = sets
+        .iter_mut()
+        .zip(&ranked)
+        .map(|(d, &r)| r.then(|| sort_rows(d.preds, d.labels, d.weights, |y| y > 0.5, &mut *d.scratch)))
+        .collect();
+    let keys: Vec<Option<Vec<u32>>> = sorted
+        .iter()
+        .map(|x| x.as_ref().and_then(|x| x.quantile_keys(n)))
+        .collect();
+    let first: Vec<usize> = (0..n_sets).filter(|&s| ranked[s] && splitters[s].is_none()).collect();
+    if !first.is_empty() {
+        let mut q = vec![0.0; n * first.len()];
+        for (slot, &s) in q.chunks_exact_mut(n).zip(&first) {
+            put_keys(slot, keys[s].as_deref());
+        }
+        comm.sum_f64(&mut q)?;
+        for (slot, &s) in q.chunks_exact(n).zip(&first) {
+            splitters[s] = Some(splitters_of(slot));
+        }
+    }
+    let mut outgoing = vec![Vec::new(); n];
+    for (s, x) in sorted.iter().enumerate() {
+        let Some(x) = x else { continue };
+        let cuts = splitters[s].as_deref().unwrap_or_default();
+        for (out, part) in outgoing.iter_mut().zip(x.range_bytes(cuts)) {
+            out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            out.extend_from_slice(&part);
+        }
+    }
+    drop(sorted);
+    let incoming = if ranked.contains(&true) {
+        comm.all_to_all(outgoing)?
+    } else {
+        Vec::new()
     };
-    Ok(area.value())
+    let mut at = vec![0usize; incoming.len()];
+    let mut merged: Vec<Option<Merged>> = (0..n_sets).map(|_| None).collect();
+    for s in (0..n_sets).filter(|&s| ranked[s]) {
+        let unreadable =
+            |why: String| CommError::Setup(format!("{} cannot read the hosts' rankings: {why}", comm.host(me)));
+        let parts = incoming
+            .iter()
+            .zip(at.iter_mut())
+            .map(|(b, at)| next_frame(b, at))
+            .collect::<Option<Vec<&[u8]>>>()
+            .ok_or_else(|| unreadable("a part is cut short".into()))?;
+        let m = merge_ranked(&parts).map_err(unreadable)?;
+        // This host's range: its weights, rows and ROC area from zero; its quantile keys.
+        let (p, ng) = m.totals();
+        let roc_from_zero = if wants(s, true) {
+            m.fold(Before::NONE, |b| Area::after(true, b), |a, p, n| a.add(p, n))
+                .iter()
+                .map(|a| a.area)
+                .sum()
+        } else {
+            0.0
+        };
+        let base = sums.len();
+        sums.resize(base + 5 * n, 0.0);
+        sums[base + 4 * me..base + 4 * me + 4].copy_from_slice(&[p, ng, m.len() as f64, roc_from_zero]);
+        put_keys(&mut sums[base + 4 * n..], keys[s].as_deref());
+        merged[s] = Some(m);
+    }
+    comm.sum_f64(&mut sums)?;
+
+    let mut out = vec![vec![f64::NAN; metrics.len()]; sets.len()];
+    let mut sums = sums.as_slice();
+    for (s, &(_, k, ..)) in views.iter().enumerate() {
+        for (j, m) in metrics.iter().enumerate().filter(|x| plan[s][x.0] == Global::Mean) {
+            out[s][j] = m.of_sums(k, (sums[0], sums[1]));
+            sums = &sums[2..];
+        }
+    }
+    // Per ranked set: each host's range (positive weight, negative weight, rows, ROC area from
+    // zero), and the next round's splitters.
+    let mut pr_areas = Vec::new();
+    let mut ranges: Vec<(usize, &[f64], Before)> = Vec::new();
+    for s in (0..sets.len()).filter(|&s| ranked[s]) {
+        let (block, rest) = sums.split_at(5 * n);
+        sums = rest;
+        splitters[s] = Some(splitters_of(&block[4 * n..]));
+        let block = &block[..4 * n];
+        let mut before = Before::NONE;
+        let mut all = Before::NONE;
+        let mut roc_area = 0.0;
+        for (r, t) in block.chunks_exact(4).enumerate() {
+            if r == me {
+                before = all;
+            }
+            roc_area += t[3] + all.pos * t[1];
+            all = Before {
+                pos: all.pos + t[0],
+                neg: all.neg + t[1],
+                any: all.any || t[2] > 0.0,
+            };
+        }
+        if wants(s, true) {
+            let area = Area {
+                roc: true,
+                tp: all.pos,
+                fp: all.neg,
+                area: roc_area,
+                prev_prec: f64::NAN,
+            };
+            set_where(&mut out[s], metrics, Metric::Auc, area.value());
+        }
+        if wants(s, false) {
+            let m = merged[s].as_ref().expect("merged");
+            let mine: f64 = m
+                .fold(before, |b| Area::after(false, b), |a, p, n| a.add(p, n))
+                .iter()
+                .map(|a| a.area)
+                .sum();
+            let base = pr_areas.len();
+            pr_areas.resize(base + n, 0.0);
+            pr_areas[base + me] = mine;
+        }
+        ranges.push((s, block, all));
+    }
+    if !pr_areas.is_empty() {
+        comm.sum_f64(&mut pr_areas)?;
+        let mut areas = pr_areas.chunks_exact(n);
+        for &(s, _, all) in ranges.iter().filter(|r| wants(r.0, false)) {
+            let area = Area {
+                roc: false,
+                tp: all.pos,
+                fp: all.neg,
+                area: areas.next().expect("one block per set").iter().sum(),
+                prev_prec: f64::NAN,
+            };
+            set_where(&mut out[s], metrics, Metric::Aucpr, area.value());
+        }
+    }
+    for (d, sp) in sets.iter_mut().zip(splitters) {
+        d.scratch.splitters = sp;
+    }
+    for (s, &(p, k, y, w)) in views.iter().enumerate() {
+        for (j, m) in metrics.iter().enumerate().filter(|x| plan[s][x.0] == Global::Other) {
+            out[s][j] = m.eval_other_global(p, k, y, w, comm)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Sets the values of `metric` in `values` (one per metric of `metrics`) to `value`.
+fn set_where(values: &mut [f64], metrics: &[Metric], metric: Metric, value: f64) {
+    for (v, _) in values.iter_mut().zip(metrics).filter(|x| *x.1 == metric) {
+        *v = value;
+    }
+}
+
+/// A host's quantile keys (`n - 1` of them) and 1, or zeros without rows, in `slot` (`n`
+/// long), to be summed over the hosts.
+fn put_keys(slot: &mut [f64], keys: Option<&[u32]>) {
+    if let Some(keys) = keys {
+        let (last, rest) = slot.split_last_mut().expect("n > 0");
+        for (x, &k) in rest.iter_mut().zip(keys) {
+            *x = f64::from(k);
+        }
+        *last = 1.0;
+    }
+}
+
+/// Splitters from summed [`put_keys`] slots: the mean of the hosts' keys.
+fn splitters_of(slot: &[f64]) -> Vec<u32> {
+    let (&count, sums) = slot.split_last().expect("n > 0");
+    sums.iter().map(|&s| (s / count.max(1.0)) as u32).collect()
+}
+
+/// The next `u64`-length-prefixed frame of `b` at `*at`, moving `at` past it.
+fn next_frame<'b>(b: &'b [u8], at: &mut usize) -> Option<&'b [u8]> {
+    let len = u64::from_le_bytes(b.get(*at..*at + 8)?.try_into().ok()?) as usize;
+    let frame = b.get(*at + 8..(*at + 8).checked_add(len)?)?;
+    *at += 8 + len;
+    Some(frame)
 }
 
 /// The ROC or precision-recall area of groups of tied rows fed by descending score.
@@ -1087,6 +1345,86 @@ mod tests {
         let labels = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0];
         check_distributed_areas(&tied, &labels, &w[..9], &[2, 5]);
         check_distributed_areas(&s[..6], &[1.0; 6], &w[..6], &[3]);
+    }
+
+    #[test]
+    fn all_metrics_of_all_sets_at_once_equal_one_hosts_values() {
+        let mut x = 11u64;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as u32
+        };
+        // Two sets of different sizes (the second weighted), three rounds whose scores move
+        // (each round cut at the splitters the hosts agreed in the round before), metrics of
+        // every kind, one of them twice.
+        let sizes = [60_000, 9_000];
+        let base: Vec<Vec<f32>> = sizes
+            .iter()
+            .map(|&n| (0..n).map(|_| (next() % 5000) as f32 / 5000.0).collect())
+            .collect();
+        let labels: Vec<Vec<f32>> = base
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .map(|&p| f32::from(u8::from(p > 0.6 || next() % 4 == 0)))
+                    .collect()
+            })
+            .collect();
+        let weights: Vec<f32> = (0..sizes[1]).map(|_| (next() % 97) as f32 / 7.0).collect();
+        let scores =
+            |set: usize, round: usize| -> Vec<f32> { base[set].iter().map(|&p| p.powi(round as i32 + 1)).collect() };
+        let metrics = [
+            Metric::Auc,
+            Metric::Logloss,
+            Metric::Aucpr,
+            Metric::R2,
+            Metric::Rmse,
+            Metric::Auc,
+        ];
+        let hosts = 3;
+        let part = |n: usize, r: usize| n * r / hosts..n * (r + 1) / hosts;
+        let got = crate::collective::tests::run_hosts(hosts, |c| {
+            let mut scratch = [RankScratch::default(), RankScratch::default()];
+            (0..3)
+                .map(|round| {
+                    let (sa, sb) = (scores(0, round), scores(1, round));
+                    let (ra, rb) = (part(sizes[0], c.rank()), part(sizes[1], c.rank()));
+                    let [xa, xb] = &mut scratch;
+                    let mut sets = [
+                        EvalData {
+                            preds: &sa[ra.clone()],
+                            k: 1,
+                            labels: &labels[0][ra],
+                            weights: None,
+                            scratch: xa,
+                        },
+                        EvalData {
+                            preds: &sb[rb.clone()],
+                            k: 1,
+                            labels: &labels[1][rb.clone()],
+                            weights: Some(&weights[rb]),
+                            scratch: xb,
+                        },
+                    ];
+                    eval_all_global(&metrics, &mut sets, c).unwrap()
+                })
+                .collect::<Vec<_>>()
+        });
+        for round in 0..3 {
+            for set in 0..2 {
+                let w = (set == 1).then_some(&weights[..]);
+                for (j, m) in metrics.iter().enumerate() {
+                    let want = m.eval(&scores(set, round), 1, &labels[set], w);
+                    for host in &got {
+                        let g = host[round][set][j];
+                        assert!(
+                            (g - want).abs() <= 1e-12,
+                            "round {round} set {set} {m:?}: {g} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     proptest! {

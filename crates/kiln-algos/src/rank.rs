@@ -20,6 +20,9 @@ const DIGIT_BITS: u32 = 11;
 pub struct RankScratch {
     unweighted: Lists<u32>,
     weighted: Lists<u64>,
+    /// Distributed evaluation: the keys that cut this data set's ranking into one range per
+    /// host, agreed by the hosts in the previous round (see `crate::metric::eval_all_global`).
+    pub(crate) splitters: Option<Vec<u32>>,
 }
 
 /// The keys of the positive and the negative rows, and scratch space to sort each.
@@ -37,8 +40,16 @@ trait Word: Copy + Default + Send + Sync {
     fn key(self) -> u32;
     /// The total weight of a run of words, in their order.
     fn weight_of(run: &[Self]) -> f64;
-    /// Appends the word's little-endian bytes to `out`.
-    fn put(self, out: &mut Vec<u8>);
+    /// The word's little-endian bytes (`BYTES` of them).
+    fn le_bytes(self) -> [u8; 8];
+    /// Appends the words' little-endian bytes to `out`, `BYTES` each.
+    fn put_all(words: &[Self], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + words.len() * Self::BYTES, 0);
+        for (b, &w) in out[start..].chunks_exact_mut(Self::BYTES).zip(words) {
+            b.copy_from_slice(&w.le_bytes()[..Self::BYTES]);
+        }
+    }
     /// Bytes per word on the wire.
     const BYTES: usize;
     /// The word of `BYTES` little-endian bytes.
@@ -59,8 +70,9 @@ impl Word for u32 {
     fn weight_of(run: &[Self]) -> f64 {
         run.len() as f64
     }
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
+    #[inline]
+    fn le_bytes(self) -> [u8; 8] {
+        u64::from(self).to_le_bytes()
     }
     const BYTES: usize = 4;
     fn get(b: &[u8]) -> Self {
@@ -84,8 +96,9 @@ impl Word for u64 {
             .map(|&w| f64::from(f32::from_bits(w as u32 & 0x7fff_ffff)))
             .sum()
     }
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
+    #[inline]
+    fn le_bytes(self) -> [u8; 8] {
+        self.to_le_bytes()
     }
     const BYTES: usize = 8;
     fn get(b: &[u8]) -> Self {
@@ -305,9 +318,8 @@ impl SortedRows<'_> {
                     let mut out = Vec::with_capacity(9 + (p.len() + q.len()) * W::BYTES);
                     out.push(u8::from(weighted));
                     out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-                    for &w in p.iter().chain(q) {
-                        w.put(&mut out);
-                    }
+                    W::put_all(p, &mut out);
+                    W::put_all(q, &mut out);
                     out
                 })
                 .collect()
@@ -332,18 +344,18 @@ pub enum Merged {
 /// sorted them: merging sorted lists gives exactly the sorted lists of the union (equal words
 /// are indistinguishable). O(rows) with few hosts. Unweighted parts join weighted ones with
 /// weight 1. Fails on bytes that are not such a part.
-pub fn merge_ranked(parts: &[Vec<u8>]) -> Result<Merged, String> {
-    if parts.iter().any(|b| b.first() == Some(&1)) {
+pub fn merge_ranked<B: AsRef<[u8]>>(parts: &[B]) -> Result<Merged, String> {
+    if parts.iter().any(|b| b.as_ref().first() == Some(&1)) {
         let lists = parts
             .iter()
-            .map(|b| decode_part::<u64>(b))
+            .map(|b| decode_part::<u64>(b.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
         let (p, q) = merge_parts(lists);
         Ok(Merged::Weighted(p, q))
     } else {
         let lists = parts
             .iter()
-            .map(|b| decode_part::<u32>(b))
+            .map(|b| decode_part::<u32>(b.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
         let (p, q) = merge_parts(lists);
         Ok(Merged::Plain(p, q))
@@ -415,14 +427,15 @@ fn decode_part<W: FromPart>(b: &[u8]) -> Result<(Vec<W>, Vec<W>), String> {
     if words.len() % size != 0 || n_pos > words.len() / size {
         return Err(bad());
     }
-    let all: Vec<W> = if flag == 1 {
-        words.chunks_exact(8).map(W::get).collect()
-    } else {
-        words.chunks_exact(4).map(|c| W::from_u32(u32::get(c))).collect()
+    let list = |b: &[u8]| -> Vec<W> {
+        if flag == 1 {
+            b.chunks_exact(8).map(W::get).collect()
+        } else {
+            b.chunks_exact(4).map(|c| W::from_u32(u32::get(c))).collect()
+        }
     };
-    let mut p = all;
-    let q = p.split_off(n_pos);
-    Ok((p, q))
+    let (p, q) = words.split_at(n_pos * size);
+    Ok((list(p), list(q)))
 }
 
 /// The positive and the negative lists of every part, each merged into one sorted list.
