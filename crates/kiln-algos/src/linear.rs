@@ -9,10 +9,13 @@
 //!
 //! Speed: the training rows are normalized and shuffled once into one row-major `f32` copy; the
 //! models are split into one group per thread, and each group walks the mini-batches once per
-//! epoch, updating all its models on a batch while it is in cache. A step is two passes over
-//! the batch per output (the dot products, then the gradient `axpy`), both written so that the
-//! compiler vectorizes them. The per-epoch threshold search bins scores in a histogram (one
-//! pass); only the final model's threshold is found exactly, with one sort.
+//! epoch, updating all its models on a batch while it is in cache. Single-output models
+//! (binary, regressor) train eight at a time in a [`tile`] of interleaved weights: one FMA per
+//! feature and row advances all eight dot products, and one more their gradient sums.
+//! Multi-output (multiclass) models take two passes over the batch per output (the dot
+//! products, then the gradient `axpy`). The per-epoch threshold search bins scores in a
+//! histogram (one pass); only the final model's threshold is found exactly, with one (parallel)
+//! sort.
 //!
 //! A regressor with squared loss (and no `l1` or explicit learning rate) skips SGD: the normal
 //! equations are accumulated in one pass and solved exactly per candidate `wd`
@@ -1321,7 +1324,8 @@ fn best_cut(p: &LinearParams, cuts: impl Iterator<Item = (f64, u64, u64)>, pos: 
 
 /// The exact best threshold of scores `(score, label)` by the criterion (one sort).
 fn exact_threshold(p: &LinearParams, mut scored: Vec<(f32, bool)>) -> f64 {
-    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    // Ties are grouped below, so their order (which the parallel sort does not fix) is moot.
+    scored.par_sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
     let pos = scored.iter().filter(|s| s.1).count() as u64;
     let neg = scored.len() as u64 - pos;
     let mut cuts = Vec::new();
@@ -2011,7 +2015,7 @@ fn final_threshold(p: &LinearParams, model: &LinearModel, rows: &DenseRows) -> f
         .into_par_iter()
         .map(|i| {
             let x = &rows.values[i * rows.n_cols..(i + 1) * rows.n_cols];
-            (model.score(x)[0], rows.labels[i] > 0.5)
+            (model.binary_score(x), rows.labels[i] > 0.5)
         })
         .collect();
     let t = exact_threshold(p, scored);
@@ -2052,6 +2056,12 @@ pub struct LinearModel {
 impl LinearModel {
     /// The scores of row `x`: a probability (logistic), a margin (hinge), per-class
     /// probabilities (multiclass) or the prediction (regressor).
+    /// A binary classifier's score, `score(x)[0]` without allocating.
+    fn binary_score(&self, x: &[f32]) -> f32 {
+        let z = dot(&self.weights[0], x) + self.bias[0];
+        if self.loss == "hinge_loss" { z } else { sigmoid(z) }
+    }
+
     pub fn score(&self, x: &[f32]) -> Vec<f32> {
         let mut z: Vec<f32> = self
             .weights
@@ -2890,6 +2900,32 @@ mod tests {
         let x = &rows.values[..5];
         let s = f.model.score(x);
         assert_eq!(f.model.label(&s), rows.labels[0]);
+        assert_eq!(f.model.binary_score(x), s[0]);
+    }
+
+    /// Models train in tiles of eight lanes whose grouping follows the thread count; a model's
+    /// arithmetic must not depend on its lane or its tile mates, so every thread count gives
+    /// the same bits (including tiles of 3 and a part-filled second tile with 12 models).
+    #[test]
+    fn binary_models_do_not_depend_on_the_thread_count() {
+        let w = [1.0f32, -2.0, 0.0, 0.5, 1.0, 0.3, -0.7, 2.0, 0.1, -1.0, 0.4];
+        let (mut rows, z) = linear_data(3_000, &w, 0.5, 11);
+        rows.labels = z.iter().map(|&v| f32::from(u8::from(v > 0.0))).collect();
+        for num_models in ["8", "12"] {
+            let p = params(&[
+                ("predictor_type", "binary_classifier"),
+                ("epochs", "4"),
+                ("mini_batch_size", "100"),
+                ("num_models", num_models),
+                ("l1", "0.001"),
+            ]);
+            let one = fit(&p, &rows, None, 1, 5, "algo-1", &mut Vec::new());
+            for threads in [2, 3, 5] {
+                let other = fit(&p, &rows, None, threads, 5, "algo-1", &mut Vec::new());
+                assert_eq!(other.model, one.model, "{num_models} models on {threads} threads");
+                assert_eq!((other.best_model, other.best_epoch), (one.best_model, one.best_epoch));
+            }
+        }
     }
 
     #[test]
