@@ -9,10 +9,13 @@
 //!
 //! Speed: the training rows are normalized and shuffled once into one row-major `f32` copy; the
 //! models are split into one group per thread, and each group walks the mini-batches once per
-//! epoch, updating all its models on a batch while it is in cache. A step is two passes over
-//! the batch per output (the dot products, then the gradient `axpy`), both written so that the
-//! compiler vectorizes them. The per-epoch threshold search bins scores in a histogram (one
-//! pass); only the final model's threshold is found exactly, with one sort.
+//! epoch, updating all its models on a batch while it is in cache. Single-output models
+//! (binary, regressor) train eight at a time in a [`tile`] of interleaved weights: one FMA per
+//! feature and row advances all eight dot products, and one more their gradient sums.
+//! Multi-output (multiclass) models take two passes over the batch per output (the dot
+//! products, then the gradient `axpy`). The per-epoch threshold search bins scores in a
+//! histogram (one pass); only the final model's threshold is found exactly, with one (parallel)
+//! sort.
 //!
 //! A regressor with squared loss (and no `l1` or explicit learning rate) skips SGD: the normal
 //! equations are accumulated in one pass and solved exactly per candidate `wd`
@@ -30,6 +33,8 @@ use crate::linalg::Gram;
 use crate::protobuf::DenseRows;
 use crate::registry::{Algorithm, ChannelSpec, PredictArgs, read_prior_model, train_on_one_host};
 use crate::rng::Rng;
+
+mod tile;
 
 /// The model file in `model/` (and so at the root of model.tar.gz).
 pub const MODEL_FILE: &str = "linear-learner-model.json";
@@ -805,14 +810,15 @@ fn logistic(z: f32, y: f32) -> (f32, f32) {
 /// loss and the gradient pass.
 const BLOCK: usize = 64;
 
-/// Replaces each `z[i]` by the second value of `f(z[i], y[i])` and returns the sum of the
-/// first. A plain map into a buffer, summed afterwards in eight lanes: a running sum in the
-/// loop is a strict floating-point reduction, which keeps the compiler from vectorizing `f`
-/// (mostly `exp` and `ln`).
+/// Replaces each `z[i]` by the second value of `f(z[i], y[i])` (for up to `N` values) and
+/// returns the sums of the first in eight lanes: lane `l` sums the values at `l`, `l + 8`, ...
+/// A plain map into a buffer, summed afterwards: a running sum in the loop is a strict
+/// floating-point reduction, which keeps the compiler from vectorizing `f` (mostly `exp` and
+/// `ln`). With rows of eight interleaved models ([`tile`]) a lane is one model's sum.
 #[inline(always)]
-fn map_block(z: &mut [f32], y: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> f32 {
-    let mut losses = [0f32; BLOCK];
-    let n = z.len().min(y.len()).min(BLOCK);
+fn map_lanes<const N: usize>(z: &mut [f32], y: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> [f32; 8] {
+    let mut losses = [0f32; N];
+    let n = z.len().min(y.len()).min(N);
     for ((zi, &yi), li) in z[..n].iter_mut().zip(&y[..n]).zip(&mut losses[..n]) {
         let (l, g) = f(*zi, yi);
         *li = l;
@@ -824,24 +830,30 @@ fn map_block(z: &mut [f32], y: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> f3
             acc[j] += c[j];
         }
     }
+    acc
+}
+
+/// The sum of [`map_lanes`]' eight lanes.
+#[inline(always)]
+fn lanes_sum(acc: [f32; 8]) -> f32 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
-/// Turns a block's outputs `z` (one per row) into weighted loss gradients in place; returns
-/// the block's loss sum. `cw` weighs labels 0 and 1.
+/// Turns outputs `z` (up to `N`) into weighted loss gradients in place; returns the loss sums
+/// in eight lanes ([`map_lanes`]). `cw` weighs labels 0 and 1.
 #[inline(always)]
-fn grads_block(loss: Loss, z: &mut [f32], y: &[f32], cw: [f32; 2]) -> f32 {
+fn grads_lanes<const N: usize>(loss: Loss, z: &mut [f32], y: &[f32], cw: [f32; 2]) -> [f32; 8] {
     let weight = |y: f32| cw[0] + y * (cw[1] - cw[0]);
     match loss {
-        Loss::Logistic => map_block(z, y, |z, y| {
+        Loss::Logistic => map_lanes::<N>(z, y, |z, y| {
             let (l, sig) = logistic(z, y);
             (l, -(2.0 * y - 1.0) * sig * weight(y))
         }),
-        Loss::Squared => map_block(z, y, |z, y| {
+        Loss::Squared => map_lanes::<N>(z, y, |z, y| {
             let r = z - y;
             (r * r, 2.0 * r * weight(y))
         }),
-        other => map_block(z, y, |z, y| {
+        other => map_lanes::<N>(z, y, |z, y| {
             let (l, g) = other.value_grad(z, y);
             (l, g * if y > 0.5 { cw[1] } else { cw[0] })
         }),
@@ -851,10 +863,10 @@ fn grads_block(loss: Loss, z: &mut [f32], y: &[f32], cw: [f32; 2]) -> f32 {
 /// The loss sum of a block's outputs (one per row); `z` is overwritten.
 #[inline(always)]
 fn loss_block(loss: Loss, z: &mut [f32], y: &[f32]) -> f32 {
-    match loss {
-        Loss::Logistic => map_block(z, y, |z, y| (logistic(z, y).0, 0.0)),
-        other => map_block(z, y, |z, y| (other.value_grad(z, y).0, 0.0)),
-    }
+    lanes_sum(match loss {
+        Loss::Logistic => map_lanes::<BLOCK>(z, y, |z, y| (logistic(z, y).0, 0.0)),
+        other => map_lanes::<BLOCK>(z, y, |z, y| (other.value_grad(z, y).0, 0.0)),
+    })
 }
 
 /// The histogram bucket of a binary raw output: 1024 buckets of 1/64 over z in [-8, 8).
@@ -943,15 +955,14 @@ impl Model {
         }
     }
 
-    /// One mini-batch step; with `hist`, the rows' outputs before the step also go into the
-    /// model's histogram (the selection criterion when there is no validation channel).
+    /// One mini-batch step of a multi-output (multiclass) model; single-output models train
+    /// eight at a time in a [`tile`].
     #[inline(always)]
-    fn step(&mut self, s: &Setup<'_>, batch: Data<'_>, hist: bool) {
+    fn step(&mut self, s: &Setup<'_>, batch: Data<'_>) {
         let (k, d, n) = (s.k, s.d, batch.len());
         self.g_w.fill(0.0);
         self.g_b.fill(0.0);
         self.z.resize(BLOCK * k, 0.0);
-        let cw = [s.class_weight[0], s.class_weight[1 % s.class_weight.len()]];
         let mut loss_sum = 0.0f64;
         for start in (0..n).step_by(BLOCK) {
             let block = batch.range(start, (start + BLOCK).min(n));
@@ -960,29 +971,15 @@ impl Model {
             for i in 0..rows {
                 forward(&self.w, &self.b, block.row(i), &mut z[i * k..(i + 1) * k]);
             }
-            if k == 1 {
-                if hist {
-                    for (&zi, &yi) in z.iter().zip(block.y) {
-                        let h = if yi > 0.5 {
-                            &mut self.hist_pos
-                        } else {
-                            &mut self.hist_neg
-                        };
-                        h[bucket(zi)] += 1;
-                    }
-                }
-                loss_sum += f64::from(grads_block(s.p.loss, z, block.y, cw));
-            } else {
-                for (i, &yi) in block.y.iter().enumerate() {
-                    let zr = &mut z[i * k..(i + 1) * k];
-                    let cls = yi as usize;
-                    let lse = softmax(zr);
-                    loss_sum += f64::from(lse - (fast_ln(zr[cls].max(1e-30)) + lse));
-                    let wgt = s.class_weight[cls];
-                    zr[cls] -= 1.0;
-                    for v in zr.iter_mut() {
-                        *v *= wgt;
-                    }
+            for (i, &yi) in block.y.iter().enumerate() {
+                let zr = &mut z[i * k..(i + 1) * k];
+                let cls = yi as usize;
+                let lse = softmax(zr);
+                loss_sum += f64::from(lse - (fast_ln(zr[cls].max(1e-30)) + lse));
+                let wgt = s.class_weight[cls];
+                zr[cls] -= 1.0;
+                for v in zr.iter_mut() {
+                    *v *= wgt;
                 }
             }
             for i in 0..rows {
@@ -998,91 +995,88 @@ impl Model {
         self.epoch_rows += n;
         let inv = 1.0 / n as f32;
         self.t += 1;
-        let mut lr = self.lr;
-        if s.p.use_lr_scheduler {
-            let decays = (self.t / s.lr_step as u64) as i32;
-            lr = (lr * s.p.lr_scheduler_factor.powi(decays)).max(s.p.lr_scheduler_minimum_lr.min(self.lr));
+        let lr = scheduled_lr(s, self.lr, self.t);
+        let rule = Rule::new(s.p, lr, self.wd, inv, self.t);
+        for (((w, &g), m), v) in self.w.iter_mut().zip(&self.g_w).zip(&mut self.m_w).zip(&mut self.v_w) {
+            rule.apply(s.p, w, g, m, v);
         }
-        let wd = self.wd;
-        update(
-            s.p,
-            lr,
-            wd,
-            inv,
-            self.t,
-            &mut self.w,
-            &self.g_w,
-            &mut self.m_w,
-            &mut self.v_w,
-        );
         if self.l1 > 0.0 {
-            // Proximal step: soft-thresholding keeps exact zeros.
             let t = lr * self.l1;
             for w in &mut self.w {
-                *w = w.signum() * (w.abs() - t).max(0.0);
+                *w = shrink(*w, t);
             }
         }
         if s.p.use_bias {
-            let (blr, bwd) = (lr * s.p.bias_lr_mult, wd * s.p.bias_wd_mult);
-            update(
-                s.p,
-                blr,
-                bwd,
-                inv,
-                self.t,
-                &mut self.b,
-                &self.g_b,
-                &mut self.m_b,
-                &mut self.v_b,
-            );
+            let rule = Rule::new(s.p, lr * s.p.bias_lr_mult, self.wd * s.p.bias_wd_mult, inv, self.t);
+            for (((w, &g), m), v) in self.b.iter_mut().zip(&self.g_b).zip(&mut self.m_b).zip(&mut self.v_b) {
+                rule.apply(s.p, w, g, m, v);
+            }
         }
     }
 }
 
-/// One optimizer update of `w` from the summed gradient `g` (scaled by `inv`) plus `wd * w`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn update(
-    p: &LinearParams,
+/// One model's optimizer settings for one step: the step's learning rate (after the
+/// scheduler), weight decay, and the gradient's scale (one over the batch's rows).
+#[derive(Debug, Clone, Copy, Default)]
+struct Rule {
     lr: f32,
     wd: f32,
     inv: f32,
-    t: u64,
-    w: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) {
-    match p.optimizer {
-        Optimizer::Adam => {
-            let (b1, b2) = (p.beta_1, p.beta_2);
-            let c1 = 1.0 - b1.powi(t.min(1 << 20) as i32);
-            let c2 = 1.0 - b2.powi(t.min(1 << 20) as i32);
-            let step = lr * c2.sqrt() / c1.max(1e-12);
-            for i in 0..w.len() {
-                let gi = g[i] * inv + wd * w[i];
-                m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                w[i] -= step * m[i] / (v[i].sqrt() + 1e-8);
-            }
+    /// Adam's bias-corrected step size at this step.
+    adam_step: f32,
+}
+
+impl Rule {
+    fn new(p: &LinearParams, lr: f32, wd: f32, inv: f32, t: u64) -> Rule {
+        let (b1, b2) = (p.beta_1, p.beta_2);
+        let c1 = 1.0 - b1.powi(t.min(1 << 20) as i32);
+        let c2 = 1.0 - b2.powi(t.min(1 << 20) as i32);
+        Rule {
+            lr,
+            wd,
+            inv,
+            adam_step: lr * c2.sqrt() / c1.max(1e-12),
         }
-        Optimizer::RmsProp => {
-            let b2 = p.beta_2;
-            for i in 0..w.len() {
-                let gi = g[i] * inv + wd * w[i];
-                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                w[i] -= lr * gi / (v[i].sqrt() + 1e-8);
+    }
+
+    /// Updates one weight `w` (with its optimizer state `m`, `v`) from its summed gradient `g`
+    /// (scaled by `inv`) plus `wd * w`.
+    #[inline(always)]
+    fn apply(self, p: &LinearParams, w: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
+        let gi = g * self.inv + self.wd * *w;
+        match p.optimizer {
+            Optimizer::Adam => {
+                let (b1, b2) = (p.beta_1, p.beta_2);
+                *m = b1 * *m + (1.0 - b1) * gi;
+                *v = b2 * *v + (1.0 - b2) * gi * gi;
+                *w -= self.adam_step * *m / (v.sqrt() + 1e-8);
             }
-        }
-        Optimizer::Sgd => {
-            let mu = p.momentum;
-            for i in 0..w.len() {
-                let gi = g[i] * inv + wd * w[i];
-                m[i] = mu * m[i] + gi;
-                w[i] -= lr * m[i];
+            Optimizer::RmsProp => {
+                let b2 = p.beta_2;
+                *v = b2 * *v + (1.0 - b2) * gi * gi;
+                *w -= self.lr * gi / (v.sqrt() + 1e-8);
+            }
+            Optimizer::Sgd => {
+                *m = p.momentum * *m + gi;
+                *w -= self.lr * *m;
             }
         }
     }
+}
+
+/// The learning rate of a model whose base rate is `base` at its step `t`.
+fn scheduled_lr(s: &Setup<'_>, base: f32, t: u64) -> f32 {
+    if !s.p.use_lr_scheduler {
+        return base;
+    }
+    let decays = (t / s.lr_step as u64) as i32;
+    (base * s.p.lr_scheduler_factor.powi(decays)).max(s.p.lr_scheduler_minimum_lr.min(base))
+}
+
+/// Soft-thresholding by `t`, the proximal step of an `l1` penalty: it keeps exact zeros.
+#[inline(always)]
+fn shrink(w: f32, t: f32) -> f32 {
+    w.signum() * (w.abs() - t).max(0.0)
 }
 
 /// How labels map into the space the models are trained in (regressors: normalized).
@@ -1192,32 +1186,42 @@ fn criterion(p: &LinearParams, loss: f64, pos: &[u32], neg: &[u32]) -> f64 {
     best_cut(p, cuts, total(pos), total(neg)).0
 }
 
-/// Trains every model of `group` one epoch over `data`, a mini-batch at a time.
+/// Trains every multi-output model of `group` one epoch over `data`, a mini-batch at a time.
 #[inline(always)]
-fn epoch_plain(s: &Setup<'_>, group: &mut [Model], data: Data<'_>, hist: bool) {
+fn epoch_plain(s: &Setup<'_>, group: &mut [Model], data: Data<'_>) {
     let n = data.len();
     for start in (0..n).step_by(s.p.mini_batch_size) {
         let batch = data.range(start, (start + s.p.mini_batch_size).min(n));
         for m in group.iter_mut() {
-            m.step(s, batch, hist);
+            m.step(s, batch);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn epoch_avx2(s: &Setup<'_>, group: &mut [Model], data: Data<'_>, hist: bool) {
-    epoch_plain(s, group, data, hist);
+fn epoch_avx2(s: &Setup<'_>, group: &mut [Model], data: Data<'_>) {
+    epoch_plain(s, group, data);
 }
 
+/// Trains every model of `group` one epoch over `data`: single-output models (binary,
+/// regressor) in tiles of [`tile::LANES`], multi-output ones one by one. With `hist`, a binary
+/// model's outputs before each step also go into its histogram (the selection criterion when
+/// there is no validation channel).
 fn run_epoch(s: &Setup<'_>, group: &mut [Model], data: Data<'_>, hist: bool) {
+    if s.k == 1 {
+        for models in group.chunks_mut(tile::LANES) {
+            tile::epoch(s, models, data, hist);
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above), the one requirement for
         // calling a function compiled with them enabled.
-        return unsafe { epoch_avx2(s, group, data, hist) };
+        return unsafe { epoch_avx2(s, group, data) };
     }
-    epoch_plain(s, group, data, hist);
+    epoch_plain(s, group, data);
 }
 
 fn argmax(z: &[f32]) -> usize {
@@ -1320,7 +1324,8 @@ fn best_cut(p: &LinearParams, cuts: impl Iterator<Item = (f64, u64, u64)>, pos: 
 
 /// The exact best threshold of scores `(score, label)` by the criterion (one sort).
 fn exact_threshold(p: &LinearParams, mut scored: Vec<(f32, bool)>) -> f64 {
-    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    // Ties are grouped below, so their order (which the parallel sort does not fix) is moot.
+    scored.par_sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
     let pos = scored.iter().filter(|s| s.1).count() as u64;
     let neg = scored.len() as u64 - pos;
     let mut cuts = Vec::new();
@@ -2010,7 +2015,7 @@ fn final_threshold(p: &LinearParams, model: &LinearModel, rows: &DenseRows) -> f
         .into_par_iter()
         .map(|i| {
             let x = &rows.values[i * rows.n_cols..(i + 1) * rows.n_cols];
-            (model.score(x)[0], rows.labels[i] > 0.5)
+            (model.binary_score(x), rows.labels[i] > 0.5)
         })
         .collect();
     let t = exact_threshold(p, scored);
@@ -2051,6 +2056,12 @@ pub struct LinearModel {
 impl LinearModel {
     /// The scores of row `x`: a probability (logistic), a margin (hinge), per-class
     /// probabilities (multiclass) or the prediction (regressor).
+    /// A binary classifier's score, `score(x)[0]` without allocating.
+    fn binary_score(&self, x: &[f32]) -> f32 {
+        let z = dot(&self.weights[0], x) + self.bias[0];
+        if self.loss == "hinge_loss" { z } else { sigmoid(z) }
+    }
+
     pub fn score(&self, x: &[f32]) -> Vec<f32> {
         let mut z: Vec<f32> = self
             .weights
@@ -2889,6 +2900,32 @@ mod tests {
         let x = &rows.values[..5];
         let s = f.model.score(x);
         assert_eq!(f.model.label(&s), rows.labels[0]);
+        assert_eq!(f.model.binary_score(x), s[0]);
+    }
+
+    /// Models train in tiles of eight lanes whose grouping follows the thread count; a model's
+    /// arithmetic must not depend on its lane or its tile mates, so every thread count gives
+    /// the same bits (including tiles of 3 and a part-filled second tile with 12 models).
+    #[test]
+    fn binary_models_do_not_depend_on_the_thread_count() {
+        let w = [1.0f32, -2.0, 0.0, 0.5, 1.0, 0.3, -0.7, 2.0, 0.1, -1.0, 0.4];
+        let (mut rows, z) = linear_data(3_000, &w, 0.5, 11);
+        rows.labels = z.iter().map(|&v| f32::from(u8::from(v > 0.0))).collect();
+        for num_models in ["8", "12"] {
+            let p = params(&[
+                ("predictor_type", "binary_classifier"),
+                ("epochs", "4"),
+                ("mini_batch_size", "100"),
+                ("num_models", num_models),
+                ("l1", "0.001"),
+            ]);
+            let one = fit(&p, &rows, None, 1, 5, "algo-1", &mut Vec::new());
+            for threads in [2, 3, 5] {
+                let other = fit(&p, &rows, None, threads, 5, "algo-1", &mut Vec::new());
+                assert_eq!(other.model, one.model, "{num_models} models on {threads} threads");
+                assert_eq!((other.best_model, other.best_epoch), (one.best_model, one.best_epoch));
+            }
+        }
     }
 
     #[test]
