@@ -14,6 +14,9 @@
 # over plain HTTP, and it sends each part's Content-MD5; `--s3-disable-checksum` so that it does not
 # read the whole file once more first to store its MD5, `--ignore-times` so that it uploads again),
 # GET with 8 streams, then `sync` of the file like the reference. RCLONE=0 skips it.
+# Where the AWS CLI is installed, each round also runs `aws s3 cp` up and down (then `sync`) with its
+# multipart settings raised to the same 16 MiB parts and 8 requests in flight (its defaults are 8 MiB
+# and 10); over plain HTTP botocore signs every payload. AWSCLI=0 skips it.
 #   SIZE_MB=1024 ROUNDS=3 BENCH_DIR=/path/on/the/disk/to/test scripts/bench-s3.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,12 +80,34 @@ rclone_cmd() {
     RCLONE_CONFIG_KILN_FORCE_PATH_STYLE=true AWS_CA_BUNDLE= rclone -q --s3-no-check-bucket "$@"
 }
 
+AWSCLI=${AWSCLI:-1}
+command -v aws >/dev/null || AWSCLI=0
+printf '%s\n' "[default]" "region = us-east-1" "s3 =" "  multipart_threshold = 16MB" \
+  "  multipart_chunksize = 16MB" "  max_concurrent_requests = 8" >"$DIR/aws.conf"
+run_awscli() {  # run_awscli <download-to> → "put_seconds get_seconds"
+  local t0 t1 t2
+  t0=$(now)
+  awscli_cmd cp "$DIR/src.bin" s3://bench/awscli.bin
+  t1=$(now)
+  awscli_cmd cp s3://bench/awscli.bin "$1"
+  sync "$1"
+  t2=$(now)
+  cmp -s "$DIR/src.bin" "$1" || { echo "the AWS CLI's downloaded copy differs from the original" >&2; exit 1; }
+  rm -f "$1"
+  awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { print b - a, c - b }'
+}
+awscli_cmd() {
+  AWS_CONFIG_FILE="$DIR/aws.conf" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_ACCESS_KEY_ID="$KEY" \
+    AWS_SECRET_ACCESS_KEY="$SECRET" aws --endpoint-url "http://127.0.0.1:$PORT" s3 "$@" --only-show-errors
+}
+
 # A warm-up round, not counted: the first use of memory on a VM is slow, whoever touches it.
 cp "$DIR/src.bin" "$DIR/copy.bin" && sync && rm -f "$DIR/copy.bin"
 run_client "$DIR/back.bin" >/dev/null
 if [ "$RCLONE" = 1 ]; then run_rclone "$DIR/rback.bin" >/dev/null; fi
+if [ "$AWSCLI" = 1 ]; then run_awscli "$DIR/aback.bin" >/dev/null; fi
 
-COPY_S= PUT_S= GET_S= UPUT_S= UGET_S= RPUT_S= RGET_S=
+COPY_S= PUT_S= GET_S= UPUT_S= UGET_S= RPUT_S= RGET_S= APUT_S= AGET_S=
 for round in $(seq "$ROUNDS"); do
   t0=$(now)
   cp "$DIR/src.bin" "$DIR/copy.bin"
@@ -98,7 +123,13 @@ for round in $(seq "$ROUNDS"); do
     RPUT_S=$(min "$RPUT_S" "$rp") RGET_S=$(min "$RGET_S" "$rg")
     rclone_rates="; rclone PUT $(rate "$MB" "$rp"), GET $(rate "$MB" "$rg") MB/s"
   fi
-  echo "round $round: cp+sync $(rate "$MB" "$c") MB/s; signed PUT $(rate "$MB" "$p"), GET $(rate "$MB" "$g"); unsigned PUT $(rate "$MB" "$up"), GET $(rate "$MB" "$ug") MB/s$rclone_rates"
+  awscli_rates=
+  if [ "$AWSCLI" = 1 ]; then
+    read -r ap ag <<<"$(run_awscli "$DIR/aback.bin")"
+    APUT_S=$(min "$APUT_S" "$ap") AGET_S=$(min "$AGET_S" "$ag")
+    awscli_rates="; aws s3 cp PUT $(rate "$MB" "$ap"), GET $(rate "$MB" "$ag") MB/s"
+  fi
+  echo "round $round: cp+sync $(rate "$MB" "$c") MB/s; signed PUT $(rate "$MB" "$p"), GET $(rate "$MB" "$g"); unsigned PUT $(rate "$MB" "$up"), GET $(rate "$MB" "$ug") MB/s$rclone_rates$awscli_rates; load $(cut -d' ' -f1 /proc/loadavg)"
   COPY_S=$(min "$COPY_S" "$c") PUT_S=$(min "$PUT_S" "$p") GET_S=$(min "$GET_S" "$g")
   UPUT_S=$(min "$UPUT_S" "$up") UGET_S=$(min "$UGET_S" "$ug")
 done
@@ -114,4 +145,8 @@ line "S3 GET, UNSIGNED-PAYLOAD (parallel ranges)" "$(rate "$MB" "$UGET_S")"
 if [ "$RCLONE" = 1 ]; then
   line "rclone PUT, signed payload (multipart)" "$(rate "$MB" "$RPUT_S")"
   line "rclone GET (8 streams, then sync)" "$(rate "$MB" "$RGET_S")"
+fi
+if [ "$AWSCLI" = 1 ]; then
+  line "aws s3 cp PUT, signed payload (16 MiB parts)" "$(rate "$MB" "$APUT_S")"
+  line "aws s3 cp GET (8 requests, then sync)" "$(rate "$MB" "$AGET_S")"
 fi

@@ -29,7 +29,6 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as StorePath;
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use tokio::io::AsyncWriteExt;
 
 pub use archive::{pack_tar_gz, unpack_tar_gz};
 pub use uri::BlobUri;
@@ -176,21 +175,28 @@ pub struct Blobs {
     config: BlobConfig,
     transfer: TransferConfig,
     clients: Mutex<HashMap<String, Arc<AmazonS3>>>,
+    /// Ranges being downloaded, across every download at once: a channel is staged several
+    /// objects at a time, and each large one alone would fill `concurrency` requests; beyond
+    /// that, more streams only add buffers and threads on both ends.
+    ranges_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Blobs {
     /// Object access with this routing.
     pub fn new(config: BlobConfig) -> Self {
+        let transfer = TransferConfig::default();
         Self {
             config,
-            transfer: TransferConfig::default(),
+            transfer,
             clients: Mutex::default(),
+            ranges_in_flight: Arc::new(tokio::sync::Semaphore::new(transfer.concurrency.max(1))),
         }
     }
 
     /// Changes how transfers are split.
     pub fn with_transfer(mut self, transfer: TransferConfig) -> Self {
         self.transfer = transfer;
+        self.ranges_in_flight = Arc::new(tokio::sync::Semaphore::new(transfer.concurrency.max(1)));
         self
     }
 
@@ -355,50 +361,40 @@ impl Blobs {
         let meta = client.head(&path).await.map_err(|e| store_error(uri, e))?;
         let size = meta.size;
         let file = std::fs::File::create(dest).map_err(io_at(dest))?;
-        if size >= self.transfer.parallel_download_threshold {
-            file.set_len(size).map_err(io_at(dest))?;
-            let file = Arc::new(WriteTarget {
-                file,
-                lock: std::sync::Mutex::new(()),
-            });
-            let step = self.transfer.range_size.max(1);
-            let ranges: Vec<Range<u64>> = (0..size)
-                .step_by(step as usize)
-                .map(|s| s..(s + step).min(size))
-                .collect();
-            futures::stream::iter(ranges)
-                .map(|range| {
-                    let (client, path, file) = (client.clone(), path.clone(), file.clone());
-                    let if_match = meta.e_tag.clone();
-                    async move { fetch_range(&client, &path, range, if_match, &file, uri, dest).await }
-                })
-                .buffer_unordered(self.transfer.concurrency.max(1))
-                .try_collect::<Vec<()>>()
-                .await?;
-            sync_file(file, dest).await?;
+        file.set_len(size).map_err(io_at(dest))?;
+        let file = Arc::new(WriteTarget {
+            file,
+            lock: std::sync::Mutex::new(()),
+        });
+        // A small object is one range: the same path streams it to disk, and the If-Match still
+        // catches it changing between the HEAD and the GET.
+        let step = if size >= self.transfer.parallel_download_threshold {
+            self.transfer.range_size.max(1)
         } else {
-            let options = GetOptions {
-                if_match: meta.e_tag.clone(),
-                ..Default::default()
-            };
-            let mut stream = client
-                .get_opts(&path, options)
-                .await
-                .map_err(|e| store_error(uri, e))?
-                .into_stream();
-            let mut out = tokio::fs::File::from_std(file);
-            let mut got = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| store_error(uri, e))?;
-                got += chunk.len() as u64;
-                out.write_all(&chunk).await.map_err(io_at(dest))?;
-            }
-            out.flush().await.map_err(io_at(dest))?;
-            if got != size {
-                return Err(BlobError::Changed { uri: uri.to_string() });
-            }
-            out.sync_all().await.map_err(io_at(dest))?;
-        }
+            size.max(1)
+        };
+        let ranges: Vec<Range<u64>> = (0..size)
+            .step_by(step as usize)
+            .map(|s| s..(s + step).min(size))
+            .collect();
+        futures::stream::iter(ranges)
+            .map(|range| {
+                let (client, path, file) = (client.clone(), path.clone(), file.clone());
+                let if_match = meta.e_tag.clone();
+                let turns = self.ranges_in_flight.clone();
+                async move {
+                    // The semaphore is never closed, so this waits for a turn and nothing else.
+                    let _turn = turns.acquire_owned().await.map_err(|e| BlobError::Store {
+                        uri: uri.to_string(),
+                        message: e.to_string(),
+                    })?;
+                    fetch_range(&client, &path, range, if_match, &file, uri, dest).await
+                }
+            })
+            .buffer_unordered(self.transfer.concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        sync_file(file, dest).await?;
         Ok(size)
     }
 
@@ -629,8 +625,6 @@ impl Blobs {
     }
 }
 
-/// Fetches one range into its place in `file`. Bytes are gathered into blocks that a blocking
-/// thread writes at their offset while the next block arrives; the two blocks are reused.
 /// The file parallel ranges are written into. Writes take turns: concurrent buffered writes to
 /// one file contend on its inode lock and burn CPU spinning.
 struct WriteTarget {
@@ -638,6 +632,9 @@ struct WriteTarget {
     lock: std::sync::Mutex<()>,
 }
 
+/// Fetches one range into its place in `file`. The body's chunks are gathered, uncopied, into
+/// blocks that a blocking thread writes at their offset with one `pwritev` while the next block
+/// arrives.
 async fn fetch_range(
     client: &AmazonS3,
     path: &StorePath,
@@ -658,35 +655,38 @@ async fn fetch_range(
         .await
         .map_err(|e| store_error(uri, e))?
         .into_stream();
-    let joined = |r: Result<io::Result<Vec<u8>>, tokio::task::JoinError>| {
+    let joined = |r: Result<io::Result<()>, tokio::task::JoinError>| {
         r.map_err(|e| io::Error::other(e.to_string()))
             .and_then(|r| r)
             .map_err(io_at(dest))
     };
     let mut offset = range.start;
-    let mut block: Vec<u8> = Vec::with_capacity(BLOCK);
-    let mut writing: Option<tokio::task::JoinHandle<io::Result<Vec<u8>>>> = None;
+    let mut block: Vec<Bytes> = Vec::new();
+    let mut block_len = 0;
+    let mut writing: Option<tokio::task::JoinHandle<io::Result<()>>> = None;
     loop {
         let next = stream.next().await;
         let done = next.is_none();
         if let Some(chunk) = next {
-            block.extend_from_slice(&chunk.map_err(|e| store_error(uri, e))?);
+            let chunk = chunk.map_err(|e| store_error(uri, e))?;
+            if !chunk.is_empty() {
+                block_len += chunk.len();
+                block.push(chunk);
+            }
         }
-        if block.len() >= BLOCK || (done && !block.is_empty()) {
-            let mut spare = match writing.take() {
-                Some(h) => joined(h.await)?,
-                None => Vec::with_capacity(BLOCK),
-            };
-            spare.clear();
-            let data = std::mem::replace(&mut block, spare);
-            let (file, at) = (file.clone(), offset);
-            offset += data.len() as u64;
+        if block_len >= BLOCK || block.len() >= MAX_SLICES || (done && block_len > 0) {
+            if let Some(h) = writing.take() {
+                joined(h.await)?;
+            }
+            let data = std::mem::take(&mut block);
+            let (file, at, len) = (file.clone(), offset, block_len as u64);
+            offset += len;
+            block_len = 0;
             writing = Some(tokio::task::spawn_blocking(move || {
-                use std::os::unix::fs::FileExt;
                 let _turn = file.lock.lock().map_err(|_| io::Error::other("a writer panicked"))?;
-                file.file.write_all_at(&data, at)?;
-                start_writeback(&file.file, at, data.len() as u64);
-                Ok(data)
+                write_all_at_vectored(&file.file, &data, at)?;
+                start_writeback(&file.file, at, len);
+                Ok(())
             }));
         }
         if done {
@@ -700,6 +700,51 @@ async fn fetch_range(
         return Err(BlobError::Changed { uri: uri.to_string() });
     }
     Ok(())
+}
+
+/// The most slices one `pwritev` takes here (Linux allows 1024).
+const MAX_SLICES: usize = 512;
+
+/// Writes `chunks` one after another into `file` from offset `at`.
+fn write_all_at_vectored(file: &std::fs::File, chunks: &[Bytes], mut at: u64) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = match write_vectored_at(file, rest, at) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "the disk accepted no bytes"));
+        }
+        at += n as u64;
+        io::IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
+/// One `pwritev`: as many of `slices` as the kernel takes, from offset `at`.
+#[cfg(target_os = "linux")]
+fn write_vectored_at(file: &std::fs::File, slices: &[io::IoSlice<'_>], at: u64) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let offset = i64::try_from(at).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+    let count = slices.len().min(MAX_SLICES) as libc::c_int;
+    // SAFETY: `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix, and the first `count`
+    // slices borrow buffers that stay alive for the call; the descriptor stays open while `file`
+    // is borrowed. The kernel only reads from the buffers.
+    let n = unsafe { libc::pwritev(file.as_raw_fd(), slices.as_ptr().cast(), count, offset) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Elsewhere than on Linux: the first non-empty slice, with a positioned write.
+#[cfg(not(target_os = "linux"))]
+fn write_vectored_at(file: &std::fs::File, slices: &[io::IoSlice<'_>], at: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    match slices.iter().find(|s| !s.is_empty()) {
+        Some(s) => file.write_at(s, at),
+        None => Ok(0),
+    }
 }
 
 /// Starts writing `len` bytes of `file` from `offset` to the disk without waiting for them, so
@@ -815,6 +860,24 @@ mod tests {
             external: vec![("data".into(), endpoint("http://data"))],
         });
         assert_eq!(blobs.endpoint_for("other").endpoint_url, "http://kiln");
+    }
+
+    #[test]
+    fn gathered_chunks_land_at_their_offset_in_order() {
+        // More chunks than one pwritev takes, of uneven sizes (some empty), after a prefix that
+        // must stay untouched.
+        let chunks: Vec<Bytes> = (0..1500u32)
+            .map(|i| Bytes::from(vec![(i % 251) as u8; (i as usize * 7) % 300]))
+            .collect();
+        let expected: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f");
+        let file = std::fs::File::create(&path).expect("create");
+        file.set_len(100 + expected.len() as u64).expect("size");
+        write_all_at_vectored(&file, &chunks, 100).expect("write");
+        let got = std::fs::read(&path).expect("read");
+        assert!(got[..100].iter().all(|&b| b == 0));
+        assert_eq!(got[100..], expected[..]);
     }
 
     #[tokio::test]

@@ -451,3 +451,48 @@ async fn buckets_route_to_their_configured_endpoint() {
         content.len() as u64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prefix_of_large_small_and_empty_objects_stages_byte_for_byte() {
+    let kiln = start_kiln();
+    create_bucket(&kiln.endpoint, "staging");
+    // Small settings, so that several objects at once each want more ranges than are allowed in
+    // flight across all of them.
+    let blobs = blobs_for(&kiln.endpoint).with_transfer(TransferConfig {
+        parallel_download_threshold: 6 * MIB as u64,
+        range_size: MIB as u64,
+        concurrency: 3,
+        ..TransferConfig::default()
+    });
+    let objects: Vec<(String, Vec<u8>)> = [
+        ("a.bin", 7 * MIB + 3),
+        ("b.bin", 9 * MIB),
+        ("c.bin", 2 * MIB + 1),
+        ("empty.bin", 0),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (name, len))| (name.to_string(), data(len, 20 + i as u64)))
+    .collect();
+    for (name, content) in &objects {
+        blobs
+            .put_bytes(&format!("s3://staging/channel/{name}"), Bytes::from(content.clone()))
+            .await
+            .expect("put");
+    }
+    let scratch = tempfile::tempdir().expect("scratch");
+    let staged = blobs
+        .download_prefix("s3://staging/channel/", &scratch.path().join("train"))
+        .await
+        .expect("stage");
+    assert_eq!(staged.len(), objects.len());
+    for (name, content) in &objects {
+        let got = std::fs::read(scratch.path().join("train").join(name)).expect("staged file");
+        assert!(
+            got == *content,
+            "{name}: staged bytes differ ({} vs {} bytes)",
+            got.len(),
+            content.len()
+        );
+    }
+}
