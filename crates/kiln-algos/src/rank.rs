@@ -282,15 +282,36 @@ pub fn sort_rows<'s>(
 }
 
 impl SortedRows<'_> {
-    /// The keys at 1/n, 2/n, ... (n - 1)/n of the longer list (where the rows would be cut
-    /// into n ranges of about equal size); None without rows.
+    /// The keys at 1/n, 2/n, ... (n - 1)/n of the rows, positive and negative together (where
+    /// the rows would be cut into n ranges of about equal size: the work of each range is
+    /// its rows); None without rows.
     pub fn quantile_keys(&self, n: usize) -> Option<Vec<u32>> {
         fn keys<W: Word>(p: &[W], q: &[W], n: usize) -> Option<Vec<u32>> {
-            let longer = if p.len() >= q.len() { p } else { q };
-            if longer.is_empty() {
+            let total = p.len() + q.len();
+            if total == 0 {
                 return None;
             }
-            Some((1..n).map(|i| longer[i * longer.len() / n].key()).collect())
+            // Rows whose key is at most `k`, in both lists.
+            let at_most = |k: u32| p.partition_point(|x| x.key() <= k) + q.partition_point(|x| x.key() <= k);
+            Some(
+                (1..n)
+                    .map(|i| {
+                        // The key of the row at position i·total/n of the union: the smallest
+                        // key with more rows at or below it than that position.
+                        let at = i * total / n;
+                        let (mut lo, mut hi) = (0u32, u32::MAX);
+                        while lo < hi {
+                            let mid = lo + (hi - lo) / 2;
+                            if at_most(mid) > at {
+                                hi = mid;
+                            } else {
+                                lo = mid + 1;
+                            }
+                        }
+                        lo
+                    })
+                    .collect(),
+            )
         }
         match self {
             SortedRows::Plain(p, q) => keys(p, q, n),
