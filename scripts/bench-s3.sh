@@ -60,19 +60,25 @@ run_client() {  # run_client <download-to> [unsigned] → "put_seconds get_secon
 
 RCLONE=${RCLONE:-1}
 command -v rclone >/dev/null || RCLONE=0
-run_rclone() {  # run_rclone <download-to> → "put_seconds get_seconds"
-  local t0 t1 t2
+# run_tool <name> <up-function> <down-function> <download-to> → "put_seconds get_seconds": a
+# client nobody here wrote uploads the file and downloads it again (then sync), checked byte for byte.
+run_tool() {
+  local name=$1 up=$2 down=$3 to=$4 t0 t1 t2
   t0=$(now)
-  rclone_cmd copyto "$DIR/src.bin" kiln:bench/rclone.bin --s3-upload-cutoff 16M --s3-chunk-size 16M \
-    --s3-upload-concurrency 8 --s3-disable-checksum --ignore-times
+  "$up" "$DIR/src.bin"
   t1=$(now)
-  rclone_cmd copyto kiln:bench/rclone.bin "$1" --multi-thread-cutoff 16M --multi-thread-streams 8
-  sync "$1"
+  "$down" "$to"
+  sync "$to"
   t2=$(now)
-  cmp -s "$DIR/src.bin" "$1" || { echo "rclone's downloaded copy differs from the original" >&2; exit 1; }
-  rm -f "$1"
+  cmp -s "$DIR/src.bin" "$to" || { echo "$name's downloaded copy differs from the original" >&2; exit 1; }
+  rm -f "$to"
   awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { print b - a, c - b }'
 }
+rclone_up() {
+  rclone_cmd copyto "$1" kiln:bench/rclone.bin --s3-upload-cutoff 16M --s3-chunk-size 16M \
+    --s3-upload-concurrency 8 --s3-disable-checksum --ignore-times
+}
+rclone_down() { rclone_cmd copyto kiln:bench/rclone.bin "$1" --multi-thread-cutoff 16M --multi-thread-streams 8; }
 rclone_cmd() {
   RCLONE_CONFIG="$DIR/rclone.conf" RCLONE_CONFIG_KILN_TYPE=s3 RCLONE_CONFIG_KILN_PROVIDER=Other \
     RCLONE_CONFIG_KILN_ENDPOINT="http://127.0.0.1:$PORT" RCLONE_CONFIG_KILN_ACCESS_KEY_ID="$KEY" \
@@ -84,18 +90,8 @@ AWSCLI=${AWSCLI:-1}
 command -v aws >/dev/null || AWSCLI=0
 printf '%s\n' "[default]" "region = us-east-1" "s3 =" "  multipart_threshold = 16MB" \
   "  multipart_chunksize = 16MB" "  max_concurrent_requests = 8" >"$DIR/aws.conf"
-run_awscli() {  # run_awscli <download-to> → "put_seconds get_seconds"
-  local t0 t1 t2
-  t0=$(now)
-  awscli_cmd cp "$DIR/src.bin" s3://bench/awscli.bin
-  t1=$(now)
-  awscli_cmd cp s3://bench/awscli.bin "$1"
-  sync "$1"
-  t2=$(now)
-  cmp -s "$DIR/src.bin" "$1" || { echo "the AWS CLI's downloaded copy differs from the original" >&2; exit 1; }
-  rm -f "$1"
-  awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { print b - a, c - b }'
-}
+awscli_up() { awscli_cmd cp "$1" s3://bench/awscli.bin; }
+awscli_down() { awscli_cmd cp s3://bench/awscli.bin "$1"; }
 awscli_cmd() {
   AWS_CONFIG_FILE="$DIR/aws.conf" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_ACCESS_KEY_ID="$KEY" \
     AWS_SECRET_ACCESS_KEY="$SECRET" aws --endpoint-url "http://127.0.0.1:$PORT" s3 "$@" --only-show-errors
@@ -104,8 +100,8 @@ awscli_cmd() {
 # A warm-up round, not counted: the first use of memory on a VM is slow, whoever touches it.
 cp "$DIR/src.bin" "$DIR/copy.bin" && sync && rm -f "$DIR/copy.bin"
 run_client "$DIR/back.bin" >/dev/null
-if [ "$RCLONE" = 1 ]; then run_rclone "$DIR/rback.bin" >/dev/null; fi
-if [ "$AWSCLI" = 1 ]; then run_awscli "$DIR/aback.bin" >/dev/null; fi
+if [ "$RCLONE" = 1 ]; then run_tool rclone rclone_up rclone_down "$DIR/rback.bin" >/dev/null; fi
+if [ "$AWSCLI" = 1 ]; then run_tool "the AWS CLI" awscli_up awscli_down "$DIR/aback.bin" >/dev/null; fi
 
 COPY_S= PUT_S= GET_S= UPUT_S= UGET_S= RPUT_S= RGET_S= APUT_S= AGET_S=
 for round in $(seq "$ROUNDS"); do
@@ -119,13 +115,13 @@ for round in $(seq "$ROUNDS"); do
   read -r up ug <<<"$(run_client "$DIR/back.bin" unsigned)"
   rclone_rates=
   if [ "$RCLONE" = 1 ]; then
-    read -r rp rg <<<"$(run_rclone "$DIR/rback.bin")"
+    read -r rp rg <<<"$(run_tool rclone rclone_up rclone_down "$DIR/rback.bin")"
     RPUT_S=$(min "$RPUT_S" "$rp") RGET_S=$(min "$RGET_S" "$rg")
     rclone_rates="; rclone PUT $(rate "$MB" "$rp"), GET $(rate "$MB" "$rg") MB/s"
   fi
   awscli_rates=
   if [ "$AWSCLI" = 1 ]; then
-    read -r ap ag <<<"$(run_awscli "$DIR/aback.bin")"
+    read -r ap ag <<<"$(run_tool "the AWS CLI" awscli_up awscli_down "$DIR/aback.bin")"
     APUT_S=$(min "$APUT_S" "$ap") AGET_S=$(min "$AGET_S" "$ag")
     awscli_rates="; aws s3 cp PUT $(rate "$MB" "$ap"), GET $(rate "$MB" "$ag") MB/s"
   fi
