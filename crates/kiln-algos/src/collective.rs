@@ -9,7 +9,11 @@
 //! rank order and sends the result back: every host ends with the same bits. That moves the
 //! whole buffer 2(N-1) times through algo-1's link; a ring allreduce (reduce-scatter, then
 //! all-gather around the ring) moves 2(N-1)/N of it per host and spreads the load, the better
-//! choice beyond a handful of hosts. With two hosts both move the same bytes.
+//! choice beyond a handful of hosts. Two hosts (the common case) skip the relay: each sends its
+//! buffer straight to the other while receiving the other's (a second thread writes large
+//! ones, so neither blocks on full socket buffers), and both combine in rank order, so the
+//! result is the same bits with half the time on the wire. Histogram sums travel as `i32`
+//! when every value fits ([`Collective::sum_i64_slices`]).
 //!
 //! **Failures are errors, never hangs.** Every socket read and write has a timeout (a peer
 //! silent for longer is lost), a closed or reset connection is an error at once, and errors name
@@ -41,6 +45,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PAYLOAD: u64 = 1 << 36;
 
 const HEADER: usize = 24;
+/// Payloads small enough that two hosts may both send one before either reads (far below the
+/// socket buffers of any TCP stack).
+const BUFFERED: usize = 16 << 10;
 const KIND_DATA: u8 = 1;
 const KIND_ABORT: u8 = 2;
 const KIND_HELLO: u8 = 3;
@@ -149,6 +156,23 @@ fn describe(e: &std::io::Error, timeout: Duration) -> String {
     }
 }
 
+/// Writes one frame: the header, then the payload (in one segment when it is small, as the
+/// connection has no Nagle delay to merge them).
+fn write_frame(stream: &mut TcpStream, kind: u8, seq: u64, payload: &[u8]) -> std::io::Result<()> {
+    let mut head = [0u8; HEADER];
+    head[0] = kind;
+    head[8..16].copy_from_slice(&seq.to_le_bytes());
+    head[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    if payload.len() <= 64 << 10 {
+        let mut msg = Vec::with_capacity(HEADER + payload.len());
+        msg.extend_from_slice(&head);
+        msg.extend_from_slice(payload);
+        stream.write_all(&msg)
+    } else {
+        stream.write_all(&head).and_then(|()| stream.write_all(payload))
+    }
+}
+
 impl Link {
     fn new(host: String, stream: TcpStream, timeout: Duration) -> Result<Self, CommError> {
         let setup = |e: std::io::Error| CommError::Lost {
@@ -169,22 +193,33 @@ impl Link {
     }
 
     fn send(&mut self, kind: u8, seq: u64, payload: &[u8]) -> Result<(), CommError> {
-        let mut head = [0u8; HEADER];
-        head[0] = kind;
-        head[8..16].copy_from_slice(&seq.to_le_bytes());
-        head[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-        let r = if payload.len() <= 64 << 10 {
-            // One segment for small messages (the connection has no Nagle delay to merge them).
-            let mut msg = Vec::with_capacity(HEADER + payload.len());
-            msg.extend_from_slice(&head);
-            msg.extend_from_slice(payload);
-            self.stream.write_all(&msg)
-        } else {
-            self.stream
-                .write_all(&head)
-                .and_then(|()| self.stream.write_all(payload))
-        };
-        r.map_err(|e| self.lost(&e))
+        write_frame(&mut self.stream, kind, seq, payload).map_err(|e| self.lost(&e))
+    }
+
+    /// Sends `payload` to the peer and receives its data frame of operation `seq`, both at
+    /// once: two hosts that send each other large buffers before reading would otherwise both
+    /// block once the socket buffers are full. Small payloads fit in those buffers and are
+    /// sent before reading; larger ones are written by a second thread while this one reads.
+    fn exchange(&mut self, seq: u64, payload: &[u8]) -> Result<Vec<u8>, CommError> {
+        if payload.len() <= BUFFERED {
+            self.send(KIND_DATA, seq, payload)?;
+            return self.recv(seq);
+        }
+        let mut writer = self.stream.try_clone().map_err(|e| self.lost(&e))?;
+        std::thread::scope(|s| {
+            let sending = s.spawn(move || write_frame(&mut writer, KIND_DATA, seq, payload));
+            let got = self.recv(seq);
+            if got.is_err() {
+                // Unblocks the writer (the peer may have stopped reading); the link is broken.
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            }
+            let sent = sending
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the sending thread panicked")));
+            let got = got?;
+            sent.map_err(|e| self.lost(&e))?;
+            Ok(got)
+        })
     }
 
     /// The next frame: (kind, sequence number, payload).
@@ -200,8 +235,15 @@ impl Link {
                 why: format!("it sent something that is not a kiln XGBoost message (kind {kind}, {len} bytes)"),
             });
         }
-        let mut payload = vec![0u8; len as usize];
-        self.stream.read_exact(&mut payload).map_err(|e| self.lost(&e))?;
+        // Read into spare capacity: a zero-filled buffer would be written twice.
+        let mut payload = Vec::with_capacity(len as usize);
+        let got = (&mut self.stream)
+            .take(len)
+            .read_to_end(&mut payload)
+            .map_err(|e| self.lost(&e))?;
+        if got as u64 != len {
+            return Err(self.lost(&ErrorKind::UnexpectedEof.into()));
+        }
         Ok((kind, seq, payload))
     }
 
@@ -291,6 +333,59 @@ fn unframe(b: &[u8]) -> Option<Vec<Vec<u8>>> {
         at += len;
     }
     (at == b.len()).then_some(out)
+}
+
+/// With `hosts` = 2, the link to the other host (each side has exactly one).
+fn pair(links: &mut [Option<Link>], hosts: usize) -> Option<&mut Link> {
+    if hosts == 2 {
+        links.iter_mut().flatten().next()
+    } else {
+        None
+    }
+}
+
+/// Integers on the wire: a width byte (4 or 8), then every value at that width.
+fn encode_ints(parts: &[&mut [i64]]) -> Vec<u8> {
+    let fits = parts.iter().all(|p| p.iter().all(|&x| i32::try_from(x).is_ok()));
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let width = if fits { 4 } else { 8 };
+    let mut out = Vec::with_capacity(1 + width * total);
+    out.push(width as u8);
+    for p in parts {
+        if fits {
+            out.extend(p.iter().flat_map(|&x| (x as i32).to_le_bytes()));
+        } else {
+            out.extend(p.iter().flat_map(|&x| x.to_le_bytes()));
+        }
+    }
+    out
+}
+
+/// Adds the integers [`encode_ints`] wrote to `parts` (or, with `replace`, sets them); None if
+/// `b` does not hold exactly as many.
+fn add_ints(parts: &mut [&mut [i64]], b: &[u8], replace: bool) -> Option<()> {
+    let (&width, body) = b.split_first()?;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if !matches!(width, 4 | 8) || body.len() != total * width as usize {
+        return None;
+    }
+    let width = usize::from(width);
+    let mut at = 0;
+    for p in parts.iter_mut() {
+        let bytes = &body[at..at + p.len() * width];
+        at += bytes.len();
+        let put = |x: &mut i64, v: i64| *x = if replace { v } else { x.wrapping_add(v) };
+        if width == 4 {
+            for (x, c) in p.iter_mut().zip(bytes.chunks_exact(4)) {
+                put(x, i64::from(i32::from_le_bytes(c.try_into().expect("four bytes"))));
+            }
+        } else {
+            for (x, c) in p.iter_mut().zip(bytes.chunks_exact(8)) {
+                put(x, i64::from_le_bytes(c.try_into().expect("eight bytes")));
+            }
+        }
+    }
+    Some(())
 }
 
 struct State {
@@ -407,12 +502,27 @@ impl Collective {
         if self.size() == 1 {
             return Ok(());
         }
-        let (rank, len) = (self.rank, buf.len());
+        let (rank, len, n) = (self.rank, buf.len(), self.size());
         self.op(|links, seq| {
             let out_of_step = |host: &str, got: usize| CommError::Lost {
                 host: host.to_string(),
                 why: format!("the hosts are out of step: it sent {got} bytes for operation {seq}, this host has {len}"),
             };
+            if let Some(link) = pair(links, n) {
+                // Two hosts: each sends its buffer to the other at once and both combine,
+                // algo-1's first, so both end with the bits algo-1 alone would compute.
+                let mut other = link.exchange(seq, buf)?;
+                if other.len() != len {
+                    return Err(out_of_step(&link.host, other.len()));
+                }
+                if rank == 0 {
+                    combine(buf, &other);
+                } else {
+                    combine(&mut other, buf);
+                    buf.copy_from_slice(&other);
+                }
+                return Ok(());
+            }
             if rank == 0 {
                 for link in links.iter_mut().flatten() {
                     let data = link.recv(seq)?;
@@ -458,6 +568,44 @@ impl Collective {
     /// Sums of every host's `xs` (exact: integers wrap, as the histograms' sums never do).
     pub fn sum_i64(&self, xs: &mut [i64]) -> Result<(), CommError> {
         self.allreduce(xs, i64::wrapping_add)
+    }
+
+    /// [`Self::sum_i64`] of several slices in one message, sent as `i32` when every value
+    /// fits (histograms of quantized gradients mostly do: half the bytes).
+    pub fn sum_i64_slices(&self, parts: &mut [&mut [i64]]) -> Result<(), CommError> {
+        if self.size() == 1 {
+            return Ok(());
+        }
+        let (rank, n) = (self.rank, self.size());
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        self.op(|links, seq| {
+            let unreadable = |host: &str| CommError::Lost {
+                host: host.to_string(),
+                why: format!("the hosts are out of step: operation {seq} is not a sum of {total} integers"),
+            };
+            let mine = encode_ints(parts);
+            if let Some(link) = pair(links, n) {
+                // Two hosts: integer sums do not depend on the order of adding.
+                let got = link.exchange(seq, &mine)?;
+                return add_ints(parts, &got, false).ok_or_else(|| unreadable(&link.host));
+            }
+            if rank == 0 {
+                for link in links.iter_mut().flatten() {
+                    let got = link.recv(seq)?;
+                    add_ints(parts, &got, false).ok_or_else(|| unreadable(&link.host))?;
+                }
+                let sum = encode_ints(parts);
+                for link in links.iter_mut().flatten() {
+                    link.send(KIND_DATA, seq, &sum)?;
+                }
+            } else {
+                let link = links[0].as_mut().expect("a link to algo-1");
+                link.send(KIND_DATA, seq, &mine)?;
+                let got = link.recv(seq)?;
+                add_ints(parts, &got, true).ok_or_else(|| unreadable(&link.host))?;
+            }
+            Ok(())
+        })
     }
 
     /// Sums of every host's `xs`, added in rank order (the same bits on every host).
@@ -536,6 +684,12 @@ impl Collective {
                 host: host.to_string(),
                 why: format!("the hosts are out of step: operation {seq} is not an exchange of {n} parts"),
             };
+            if let Some(link) = pair(links, n) {
+                // Two hosts: straight to each other, both ways at once.
+                let other = 1 - rank;
+                parts[other] = link.exchange(seq, &parts[other])?;
+                return Ok(parts);
+            }
             if rank == 0 {
                 // Row r: what host r sent; column c: for host c.
                 let mut sent: Vec<Vec<Vec<u8>>> = vec![std::mem::take(&mut parts)];
@@ -783,53 +937,76 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn allreduce_broadcast_and_gather_across_three_hosts() {
-        let out = run_hosts(3, |c| {
-            let r = c.rank() as i64;
-            let mut ints = vec![r, 10 * r, -1, i64::MAX / 4];
-            c.sum_i64(&mut ints).unwrap();
-            let mut floats = vec![0.5 * r as f64, 1e300, -(r as f64)];
-            c.sum_f64(&mut floats).unwrap();
-            let mut maxes = vec![r as f32, -(r as f32), f32::NAN];
-            c.max_f32(&mut maxes).unwrap();
-            let mut flags = vec![r == 2, false, true];
-            c.any(&mut flags).unwrap();
-            let b = c.broadcast(format!("from {}", c.host(c.rank())).into_bytes()).unwrap();
-            let g = c.gather(vec![r as u8; r as usize + 1]).unwrap();
-            // A large buffer (several socket buffers).
-            let mut big = vec![1i64; 3 << 20];
-            c.sum_i64(&mut big).unwrap();
-            assert!(big.iter().all(|&x| x == 3));
-            (ints, floats, maxes, flags, b, g)
-        });
-        for (rank, (ints, floats, maxes, flags, b, g)) in out.into_iter().enumerate() {
-            assert_eq!(ints, vec![3, 30, -3, 3 * (i64::MAX / 4)]);
-            assert_eq!(floats, vec![1.5, 3e300, -3.0]);
-            assert_eq!(maxes[..2], [2.0, 0.0]);
-            assert!(maxes[2].is_nan());
-            assert_eq!(flags, vec![true, false, true]);
-            assert_eq!(b, b"from algo-1");
-            if rank == 0 {
-                assert_eq!(g, Some(vec![vec![0], vec![1, 1], vec![2, 2, 2]]));
-            } else {
-                assert_eq!(g, None);
+    fn allreduce_broadcast_and_gather_across_two_and_three_hosts() {
+        // Two hosts talk straight to each other, more go through algo-1: both ways are checked.
+        for n in [2usize, 3] {
+            let out = run_hosts(n, |c| {
+                let r = c.rank() as i64;
+                let mut ints = vec![r, 10 * r, -1, i64::MAX / 4];
+                c.sum_i64(&mut ints).unwrap();
+                let mut floats = vec![0.5 * r as f64, 1e300, -(r as f64)];
+                c.sum_f64(&mut floats).unwrap();
+                let mut maxes = vec![r as f32, -(r as f32), f32::NAN];
+                c.max_f32(&mut maxes).unwrap();
+                let mut flags = vec![r == 1, false, true];
+                c.any(&mut flags).unwrap();
+                let b = c.broadcast(format!("from {}", c.host(c.rank())).into_bytes()).unwrap();
+                let g = c.gather(vec![r as u8; r as usize + 1]).unwrap();
+                // A large buffer (several socket buffers, sent both ways at once by two hosts).
+                let mut big = vec![1i64; 3 << 20];
+                c.sum_i64(&mut big).unwrap();
+                assert!(big.iter().all(|&x| x == n as i64));
+                // Several slices in one message; one host's values need 64 bits, which the
+                // others then receive whatever width they sent.
+                let (mut a, mut b2) = (vec![r; 5000], vec![-r; 70_000]);
+                if r == 1 {
+                    a[7] = 1 << 40;
+                }
+                c.sum_i64_slices(&mut [&mut a[..], &mut b2[..]]).unwrap();
+                let sum: i64 = (0..n as i64).sum();
+                assert_eq!(a[7], (1 << 40) + sum - 1);
+                assert!(a.iter().enumerate().all(|(i, &x)| i == 7 || x == sum));
+                assert!(b2.iter().all(|&x| x == -sum));
+                (ints, floats, maxes, flags, b, g)
+            });
+            let n = n as i64;
+            for (rank, (ints, floats, maxes, flags, b, g)) in out.into_iter().enumerate() {
+                let sum: i64 = (0..n).sum();
+                assert_eq!(ints, vec![sum, 10 * sum, -n, n * (i64::MAX / 4)]);
+                assert_eq!(floats, vec![0.5 * sum as f64, n as f64 * 1e300, -sum as f64]);
+                assert_eq!(maxes[..2], [(n - 1) as f32, 0.0]);
+                assert!(maxes[2].is_nan());
+                assert_eq!(flags, vec![true, false, true]);
+                assert_eq!(b, b"from algo-1");
+                if rank == 0 {
+                    let want: Vec<Vec<u8>> = (0..n as u8).map(|r| vec![r; usize::from(r) + 1]).collect();
+                    assert_eq!(g, Some(want));
+                } else {
+                    assert_eq!(g, None);
+                }
             }
         }
     }
 
     #[test]
     fn all_to_all_delivers_each_part_to_its_host() {
-        let out = run_hosts(3, |c| {
-            let me = c.rank() as u8;
-            // Host r sends host c the bytes [r, c] repeated r + c times (nothing from 0 to 0).
-            let parts = (0..3u8).map(|to| [me, to].repeat(usize::from(me + to))).collect();
-            c.all_to_all(parts).unwrap()
-        });
-        for (to, got) in out.into_iter().enumerate() {
-            let want: Vec<Vec<u8>> = (0..3u8)
-                .map(|from| [from, to as u8].repeat(usize::from(from) + to))
-                .collect();
-            assert_eq!(got, want);
+        for n in [2u8, 3] {
+            // Host r sends host c the bytes [r, c] repeated r + c times (nothing from 0 to 0),
+            // and then parts of several megabytes.
+            let out = run_hosts(usize::from(n), |c| {
+                let me = c.rank() as u8;
+                let small = c.all_to_all((0..n).map(|to| [me, to].repeat(usize::from(me + to))).collect());
+                let big = c.all_to_all((0..n).map(|to| vec![me ^ to; 3 << 20]).collect());
+                (small.unwrap(), big.unwrap())
+            });
+            for (to, (small, big)) in out.into_iter().enumerate() {
+                let want: Vec<Vec<u8>> = (0..n)
+                    .map(|from| [from, to as u8].repeat(usize::from(from) + to))
+                    .collect();
+                assert_eq!(small, want);
+                let want: Vec<Vec<u8>> = (0..n).map(|from| vec![from ^ to as u8; 3 << 20]).collect();
+                assert!(big == want);
+            }
         }
         assert_eq!(Collective::single().all_to_all(vec![vec![5]]).unwrap(), vec![vec![5]]);
         assert_eq!(unframe(&frame(&[vec![], vec![1, 2]])), Some(vec![vec![], vec![1, 2]]));
@@ -869,18 +1046,14 @@ pub(crate) mod tests {
             // One operation completes, then the process "dies" during the next.
             drop(c);
         });
-        assert_eq!(
-            e,
-            CommError::Lost {
-                host: "algo-2".into(),
-                why: "connection closed (its process ended)".into()
-            }
+        // Closed or reset, depending on whether algo-1's send reached the closed socket first.
+        let said = e.to_string();
+        assert!(
+            said == "lost contact with algo-2: connection closed (its process ended)"
+                || said == "lost contact with algo-2: connection reset (its process ended)",
+            "{said}"
         );
         assert!(took < Duration::from_secs(5), "{took:?}");
-        assert_eq!(
-            e.to_string(),
-            "lost contact with algo-2: connection closed (its process ended)"
-        );
     }
 
     #[test]

@@ -152,8 +152,10 @@ impl Entry {
 /// Quantization levels: a piece's packed sum stays within i32 (gradient) and u32 (hessian).
 const LEVELS: usize = (i32::MAX as usize) / PIECE;
 
-/// Exact integer sums of quantized gradients and hessians.
+/// Exact integer sums of quantized gradients and hessians (`repr(C)`: a slice of them is a
+/// slice of `i64` pairs, summed over the hosts as such).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Wide {
     /// Sum of quantized gradients.
     pub g: i64,
@@ -702,20 +704,17 @@ impl<'a> Grower<'a> {
     pub fn sum_hists(&self, hists: &mut [&mut Vec<Wide>]) {
         let Some(comm) = self.comm else { return };
         time(Phase::Allreduce, || {
-            let mut flat: Vec<i64> = Vec::with_capacity(2 * hists.iter().map(|h| h.len()).sum::<usize>());
-            for h in hists.iter() {
-                for w in h.iter() {
-                    flat.extend_from_slice(&[w.g, w.h]);
-                }
-            }
-            if let Err(e) = comm.sum_i64(&mut flat) {
-                return self.comm_failed(e);
-            }
-            let mut it = flat.chunks_exact(2);
-            for h in hists.iter_mut() {
-                for (w, x) in h.iter_mut().zip(&mut it) {
-                    (w.g, w.h) = (x[0], x[1]);
-                }
+            let mut flat: Vec<&mut [i64]> = hists
+                .iter_mut()
+                .map(|h| {
+                    // SAFETY: `Wide` is `repr(C)` with two `i64` fields and no padding, so `h.len()`
+                    // of them are `2 * h.len()` initialized, aligned `i64`s; the borrow of `h` is
+                    // held for the slice's life.
+                    unsafe { std::slice::from_raw_parts_mut(h.as_mut_ptr().cast::<i64>(), 2 * h.len()) }
+                })
+                .collect();
+            if let Err(e) = comm.sum_i64_slices(&mut flat) {
+                self.comm_failed(e);
             }
         });
     }
