@@ -495,6 +495,7 @@ fn train_in_pool(
     let defer_margins = k == 1 && params.subsample >= 1.0 && !(opts.log.is_some() && opts.eval_train);
     let mut pending: Option<usize> = None;
     let spw = params.scale_pos_weight as f32;
+    crate::prof::mark("rounds start");
     for round in start..end {
         let mut rng = Rng::for_round(params.seed, round);
         let mut row_rng = row_seed.map(|s| Rng::for_round(s, round));
@@ -737,6 +738,7 @@ fn train_in_pool(
         }
         save_checkpoint(&mut booster, best, round, &opts)?;
     }
+    crate::prof::mark("rounds done");
     crate::prof::report();
     if let Some((best_round, score)) = best {
         // Keep the best iteration's trees, like xgboost's EarlyStopping(save_best=True).

@@ -841,6 +841,7 @@ fn connect_to_root(cfg: &CommConfig, deadline: Instant) -> Result<Link, CommErro
     let root = &cfg.hosts[0];
     let target = format!("{}:{}", cfg.master_addr, cfg.port);
     let mut last = String::from("not tried");
+    let mut tries = 0;
     let stream = loop {
         let attempt = match target.to_socket_addrs() {
             Ok(addrs) => {
@@ -872,7 +873,10 @@ fn connect_to_root(cfg: &CommConfig, deadline: Instant) -> Result<Link, CommErro
                 cfg.timeout.as_secs_f64()
             )));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Hosts start together, so algo-1 usually listens within moments: retry soon at
+        // first, then every 100 ms.
+        tries += 1;
+        std::thread::sleep(Duration::from_millis(if tries < 50 { 5 } else { 100 }));
     };
     let mut link = Link::new(root.clone(), stream, cfg.timeout)?;
     let hello = Hello {

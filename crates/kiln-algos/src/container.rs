@@ -281,6 +281,7 @@ pub fn run_train(
     out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
 ) -> Result<(), JobError> {
+    crate::prof::mark("start");
     let hp = read_hyperparameters(&paths.config_dir)?;
     let channels = read_channels(paths)?;
     crate::registry::check_channels(&crate::xgboost::XGBOOST, channels.keys())?;
@@ -320,7 +321,9 @@ pub fn run_train(
                 cfg.hosts[0],
                 cfg.port
             );
-            Some(Collective::connect(&cfg)?)
+            let c = Collective::connect(&cfg)?;
+            crate::prof::mark("hosts connected");
+            Some(c)
         }
         _ => None,
     };
@@ -423,7 +426,9 @@ fn train_job(
         && !files.iter().any(|f| f.extension().is_some_and(|e| e == "gz"));
     let mut train = if streamable {
         let scan = scan_csv(&files, &opts).map_err(|e| data_error("train", e))?;
+        crate::prof::mark("training rows sampled");
         let cuts = choose_cuts(scan.sketch())?;
+        crate::prof::mark("cuts chosen");
         let d = scan.bin(cuts).map_err(|e| data_error("train", e))?;
         TrainData {
             n_features: d.matrix.n_features(),
@@ -446,6 +451,7 @@ fn train_job(
             weights: ds.weights,
         }
     };
+    crate::prof::mark("training rows binned");
     if let Some(c) = comm {
         if replicated(train_cfg) {
             // Every host read every row: keep this host's share.
@@ -501,6 +507,7 @@ fn train_job(
         }
         (_, v) => v,
     };
+    crate::prof::mark("validation rows read");
     let _ = writeln!(
         err,
         "kiln xgboost: train {} rows x {} features{}; objective {}; {} rounds; {} threads{}",

@@ -71,3 +71,15 @@ pub fn report() {
     let total: u64 = NANOS.iter().map(|v| v.load(Ordering::Relaxed)).sum();
     eprintln!("kiln profile: {} (sum {:.3}s)", parts.join(", "), total as f64 / 1e9);
 }
+
+/// When the first [`mark`] was made (the job's start).
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// With `KILN_PROFILE` set, prints how long after the first mark (the job's start) the job
+/// reached `what`: where the time before the first round goes.
+pub fn mark(what: &str) {
+    let start = *START.get_or_init(Instant::now);
+    if std::env::var_os("KILN_PROFILE").is_some() {
+        eprintln!("kiln profile: {what} at {:.3}s", start.elapsed().as_secs_f64());
+    }
+}
