@@ -4,6 +4,11 @@
 //! `#{j : c[j] <= x}` (0..=k), and a missing value to code `k + 1`. A split "bin <= b goes left"
 //! is therefore exactly `x < c[b]` — the test xgboost's predictor applies to `split_conditions` —
 //! so a model evaluated on raw floats routes every training row as the binned trainer did.
+//!
+//! The cuts are weighted quantiles of a sketch sample of about `SKETCH_ROWS` rows. A training
+//! job chooses the sample by a hash of each row's content ([`in_sketch`] of [`line_key`] or
+//! [`values_key`]), not by the row's position, so the cuts, hence the model, do not depend on
+//! the order of the rows or files, nor on how the rows are split among hosts.
 
 use rayon::prelude::*;
 
