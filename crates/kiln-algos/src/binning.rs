@@ -4,6 +4,11 @@
 //! `#{j : c[j] <= x}` (0..=k), and a missing value to code `k + 1`. A split "bin <= b goes left"
 //! is therefore exactly `x < c[b]` — the test xgboost's predictor applies to `split_conditions` —
 //! so a model evaluated on raw floats routes every training row as the binned trainer did.
+//!
+//! The cuts are weighted quantiles of a sketch sample of about `SKETCH_ROWS` rows. A training
+//! job chooses the sample by a hash of each row's content ([`in_sketch`] of [`line_key`] or
+//! [`values_key`]), not by the row's position, so the cuts, hence the model, do not depend on
+//! the order of the rows or files, nor on how the rows are split among hosts.
 
 use rayon::prelude::*;
 
@@ -21,11 +26,84 @@ pub const COLUMN_PAD: usize = 3;
 /// Rows sampled to choose cut points (all rows when there are fewer).
 pub const SKETCH_ROWS: usize = 1 << 18;
 
-/// Rows `r` with `r % step == 0` form the sketch sample: the smallest power of two that keeps
-/// at most `SKETCH_ROWS` rows (a power of two so a streaming reader can reach the same sample by
-/// halving its sample as rows arrive).
+/// The sketch sample of `n_rows` rows is one row in `sketch_step(n_rows)`: the smallest power of
+/// two that keeps about `SKETCH_ROWS` rows. Which rows is [`in_sketch`]'s choice, by each row's
+/// key; a power of two so that the sample at a larger step is part of the sample at a smaller
+/// one (a streaming reader halves its sample as rows arrive; a host thins its own to the step of
+/// all hosts' rows).
 pub fn sketch_step(n_rows: usize) -> usize {
     n_rows.div_ceil(SKETCH_ROWS).max(1).next_power_of_two()
+}
+
+/// Whether the row with `key` ([`line_key`], [`values_key`]) is in the sketch sample at `step`
+/// (a power of two). The key is a hash of the row's content, not its position, so the sample,
+/// hence the cuts and the model, do not depend on the order of the rows or on how they are split
+/// among files or hosts.
+#[inline]
+pub fn in_sketch(key: u64, step: usize) -> bool {
+    key & (step as u64 - 1) == 0
+}
+
+const MIX_A: u64 = 0x9E37_79B9_7F4A_7C15;
+const MIX_B: u64 = 0xC2B2_AE3D_27D4_EB4F;
+
+/// One 8-byte word into the running hash (the low bits of a product depend only on the low bits
+/// of its factors, hence the rotation before the second multiply).
+#[inline(always)]
+fn mix_word(h: u64, w: u64) -> u64 {
+    (h ^ w.wrapping_mul(MIX_A)).rotate_left(31).wrapping_mul(MIX_B)
+}
+
+/// murmur3's 64-bit finaliser: every input bit reaches every output bit, so the low bits that
+/// [`in_sketch`] tests are uniform.
+#[inline(always)]
+fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    h ^ (h >> 33)
+}
+
+/// The sketch key of a CSV row: a hash of its line's bytes (without the `\n`, and without a `\r`
+/// before it, so that CRLF and LF files sample the same rows).
+#[inline]
+pub fn line_key(line: &[u8]) -> u64 {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut h = (line.len() as u64).wrapping_mul(MIX_B);
+    let mut words = line.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = mix_word(h, u64::from_le_bytes(b));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = mix_word(h, u64::from_le_bytes(b));
+    }
+    fmix64(h)
+}
+
+/// The sketch key of a parsed row (formats read as floats): a hash of its features' and its
+/// label's bits.
+pub fn values_key(features: &[f32], label: f32) -> u64 {
+    let mut h = (features.len() as u64).wrapping_mul(MIX_B);
+    let mut pairs = features.chunks_exact(2);
+    for p in &mut pairs {
+        h = mix_word(h, u64::from(p[0].to_bits()) | u64::from(p[1].to_bits()) << 32);
+    }
+    let last = pairs.remainder().first().map_or(0, |x| u64::from(x.to_bits()));
+    fmix64(mix_word(h, last | u64::from(label.to_bits()) << 32))
+}
+
+/// [`values_key`] of every row of `m` with its label.
+pub fn values_keys(m: &DenseMatrix, labels: &[f32]) -> Vec<u64> {
+    (0..m.n_rows())
+        .into_par_iter()
+        .map(|r| values_key(m.row(r), labels.get(r).copied().unwrap_or(f32::NAN)))
+        .collect()
 }
 
 /// Cut points per feature.
@@ -62,20 +140,33 @@ impl BinCuts {
     }
 
     /// Chooses at most `max_bin` (capped at 255) value bins per feature from weighted quantiles of
-    /// a systematic sample of rows; features with few distinct values get one bin per value.
+    /// a systematic sample of rows, those whose index is a multiple of `sketch_step(n_rows)`;
+    /// features with few distinct values get one bin per value. For callers without row keys
+    /// (the library's `train`, tests); training jobs sample by key ([`Self::compute_keyed`]).
     pub fn compute(m: &DenseMatrix, weights: Option<&[f32]>, max_bin: usize) -> Self {
-        Self::compute_sampled(m, weights, max_bin, sketch_step(m.n_rows()))
+        let rows: Vec<usize> = (0..m.n_rows()).step_by(sketch_step(m.n_rows())).collect();
+        Self::compute_rows(m, weights, max_bin, &rows)
+    }
+
+    /// [`Self::compute`] from the rows of `m` in the sketch sample at `step` ([`in_sketch`] of
+    /// `keys`, one per row of `m`).
+    pub fn compute_keyed(m: &DenseMatrix, weights: Option<&[f32]>, keys: &[u64], step: usize, max_bin: usize) -> Self {
+        let rows: Vec<usize> = (0..m.n_rows()).filter(|&r| in_sketch(keys[r], step)).collect();
+        Self::compute_rows(m, weights, max_bin, &rows)
     }
 
     /// [`Self::compute`] from every row of `m` however many (`m` is already a sample: the
     /// hosts' sketch samples put together).
     pub fn compute_all(m: &DenseMatrix, weights: Option<&[f32]>, max_bin: usize) -> Self {
-        Self::compute_sampled(m, weights, max_bin, 1)
+        let rows: Vec<usize> = (0..m.n_rows()).collect();
+        Self::compute_rows(m, weights, max_bin, &rows)
     }
 
-    fn compute_sampled(m: &DenseMatrix, weights: Option<&[f32]>, max_bin: usize, step: usize) -> Self {
+    /// The cuts of the rows `rows` of `m`; they depend on the rows' values and weights, not on
+    /// their order.
+    fn compute_rows(m: &DenseMatrix, weights: Option<&[f32]>, max_bin: usize, rows: &[usize]) -> Self {
         let max_bins = max_bin.clamp(2, MAX_VALUE_BINS);
-        let (n, nf) = (m.n_rows(), m.n_cols());
+        let nf = m.n_cols();
         // A few features per task: each task reads every sampled row once (one or two cache
         // lines of it) instead of once per feature, and there are still several tasks per
         // thread to balance.
@@ -86,8 +177,8 @@ impl BinCuts {
             .into_par_iter()
             .flat_map_iter(|f0| {
                 let fs = f0..(f0 + per_task).min(nf);
-                let mut cols: Vec<Vec<u64>> = fs.clone().map(|_| Vec::with_capacity(n / step + 1)).collect();
-                for r in (0..n).step_by(step) {
+                let mut cols: Vec<Vec<u64>> = fs.clone().map(|_| Vec::with_capacity(rows.len())).collect();
+                for &r in rows {
                     let w = weights.map_or(1.0, |w| w[r]);
                     // Rows without weight (or a NaN one) are not in the sample.
                     let counted = w > 0.0;

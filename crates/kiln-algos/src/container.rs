@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::binning::BinnedMatrix;
+use crate::binning::{BinnedMatrix, values_keys};
 use crate::booster::{Booster, TrainError, TrainOptions, train_binned};
 use crate::checkpoint::Checkpoints;
 use crate::collective::{Collective, CommConfig};
@@ -438,9 +438,10 @@ fn train_job(
         }
     } else {
         let ds = read_channel_data(paths, "train", train_cfg, train_ct, &opts)?;
+        let keys = values_keys(&ds.features, &ds.labels);
         let cuts = choose_cuts(Sketch {
             rows: &ds.features,
-            index: None,
+            keys: &keys,
             weights: ds.weights.as_deref(),
             n_rows: ds.n_rows(),
         })?;

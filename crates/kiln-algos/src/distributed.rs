@@ -6,16 +6,19 @@
 //! - Rows: with `ShardedByS3Key` each host has its own files and trains on all their rows; with
 //!   `FullyReplicated` every host sees the same files and takes the rows `i` with
 //!   `i % hosts == rank` ([`share`]).
-//! - Cuts ([`agree_cuts`]): sharded, each host thins its sketch sample to the rows whose index is
-//!   a multiple of the sketch step of all hosts' rows together (at most about 256k rows in all,
-//!   as alone); replicated, each host's own sample is that of the whole data, exactly as a
-//!   single host's. Each host chooses the cuts of its block of features (from every host's
-//!   sampled values of them, sent to it in one all-to-all, when sharded) and the hosts then
-//!   exchange their blocks, so every host bins identically and the work is shared. (xgboost
-//!   merges mergeable weighted quantile summaries instead; a gathered sample is simpler, and
-//!   equal to the single-host sample when all rows fit in it.)
+//! - Cuts ([`agree_cuts`]): the sketch sample is chosen by a hash of each row's content
+//!   ([`crate::binning::in_sketch`]), not by its position, so it is the same rows however the
+//!   rows are split among files and hosts. Sharded, each host thins its sketch sample to the rows
+//!   keyed in at the sketch step of all hosts' rows together (about 256k rows in all, as alone);
+//!   replicated, each host's own sample is that of the whole data. Either way the hosts' samples
+//!   together are exactly the rows one host would sample from all the files, so they choose the
+//!   cuts, hence the model, one host would. Each host chooses the cuts of its block of features
+//!   (from every host's sampled values of them, sent to it in one all-to-all, when sharded) and
+//!   the hosts then exchange their blocks, so every host bins identically and the work is
+//!   shared. (xgboost merges mergeable weighted quantile summaries instead; a gathered sample is
+//!   simpler, and exactly the single-host sample.)
 
-use crate::binning::{BinCuts, BinnedMatrix, sketch_step};
+use crate::binning::{BinCuts, BinnedMatrix, in_sketch, sketch_step};
 use crate::collective::{Collective, CommError, decode, encode};
 use crate::container::JobError;
 use crate::data::{Dataset, DenseMatrix};
@@ -103,14 +106,20 @@ pub fn agree_cuts(
     let nf = sketch.rows.n_cols();
     let mine = features_of(nf, me, n);
     let my_cuts: Vec<Vec<f32>> = if replicated {
-        let c = BinCuts::compute(&columns(sketch.rows, mine.clone()), sketch.weights, max_bin);
+        let c = BinCuts::compute_keyed(
+            &columns(sketch.rows, mine.clone()),
+            sketch.weights,
+            sketch.keys,
+            sketch_step(sketch.n_rows),
+            max_bin,
+        );
         (0..mine.len()).map(|f| c.cuts(f).to_vec()).collect()
     } else {
         let mut total = [sketch.n_rows as i64];
         comm.sum_i64(&mut total)?;
         let step = sketch_step(total[0] as usize);
         let keep: Vec<usize> = (0..sketch.rows.n_rows())
-            .filter(|&i| sketch.index.map_or(i, |x| x[i]).is_multiple_of(step))
+            .filter(|&i| in_sketch(sketch.keys[i], step))
             .collect();
         // To each host: this host's width and kept rows, their values of its features, and
         // their weights.
@@ -401,6 +410,85 @@ mod tests {
             assert!(e.contains("every host's files need the same columns"), "{e}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hosts_choose_the_cuts_one_host_chooses_however_the_rows_are_split() {
+        use crate::collective::tests::run_hosts;
+        use crate::reader::ReadOptions;
+        use crate::stream::scan_csv_with;
+        use crate::stream::tests::{many_values, tmp};
+        // More rows than the sketch sample (a step of 2), cut at row counts that are not
+        // multiples of it.
+        let n = 300_000;
+        let whole = [tmp("split-all.csv", &many_values(0, n))];
+        let alone = scan_csv_with(&whole, &ReadOptions::default(), 0).unwrap();
+        let reference = alone.sketch().cuts(64);
+        let splits: [&[(u64, u64)]; 3] = [
+            &[(0, 123_457), (123_457, n)],
+            // The later rows on the first host.
+            &[(123_457, n), (0, 123_457)],
+            &[(0, 77_777), (200_001, n), (77_777, 200_001)],
+        ];
+        for (k, split) in splits.iter().enumerate() {
+            let files: Vec<PathBuf> = split
+                .iter()
+                .map(|&(from, to)| tmp(&format!("split-{k}-{from}.csv"), &many_values(from, to)))
+                .collect();
+            let got = run_hosts(split.len(), |c| {
+                // The first host parses its file at once, the others stream theirs: both
+                // sample by the rows' keys.
+                let small_below = if c.rank() == 0 { u64::MAX } else { 0 };
+                let files = std::slice::from_ref(&files[c.rank()]);
+                let scan = scan_csv_with(files, &ReadOptions::default(), small_below).unwrap();
+                agree_cuts(c, &scan.sketch(), 64, false).unwrap()
+            });
+            for cuts in got {
+                assert_eq!(cuts, reference, "split {k}");
+            }
+        }
+        // Replicated: every host reads every row and chooses as one host does.
+        let got = run_hosts(2, |c| agree_cuts(c, &alone.sketch(), 64, true).unwrap());
+        assert!(got.iter().all(|cuts| *cuts == reference));
+    }
+
+    #[test]
+    fn hosts_reading_floats_choose_the_cuts_one_host_chooses() {
+        use crate::binning::{SKETCH_ROWS, values_keys};
+        use crate::collective::tests::run_hosts;
+        // Rows as gzip, libsvm or Parquet give them: sampled by a hash of their values.
+        let n = SKETCH_ROWS + 54_321;
+        let values: Vec<f32> = (0..n as u64)
+            .map(crate::stream::tests::noise)
+            .flat_map(|r| [(r >> 40) as f32 / 1000.0, (r & 0xFFFF) as f32])
+            .collect();
+        let labels: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+        let all = DenseMatrix::new(n, 2, values.clone()).unwrap();
+        let keys = values_keys(&all, &labels);
+        let one = Sketch {
+            rows: &all,
+            keys: &keys,
+            weights: None,
+            n_rows: n,
+        };
+        let reference = one.cuts(32);
+        // The values are such that a sample by row index would differ (here: one by key at
+        // another step).
+        assert_ne!(BinCuts::compute_keyed(&all, None, &keys, 4, 32), reference);
+        let bounds = [0, 99_999, 200_003, n];
+        let got = run_hosts(3, |c| {
+            let (from, to) = (bounds[c.rank()], bounds[c.rank() + 1]);
+            let rows = DenseMatrix::new(to - from, 2, values[2 * from..2 * to].to_vec()).unwrap();
+            let keys = values_keys(&rows, &labels[from..to]);
+            let sketch = Sketch {
+                rows: &rows,
+                keys: &keys,
+                weights: None,
+                n_rows: to - from,
+            };
+            agree_cuts(c, &sketch, 32, false).unwrap()
+        });
+        assert!(got.iter().all(|cuts| *cuts == reference));
     }
 
     #[test]

@@ -710,15 +710,18 @@ pub(crate) fn count_rows(chunk: &[u8]) -> (usize, usize) {
     (rows, n_lines)
 }
 
-/// The offsets in `chunk` where its rows with data start (pushed to `starts`), in one walk
-/// over its lines; returns the number of lines.
-pub(crate) fn row_starts(chunk: &[u8], starts: &mut Vec<usize>) -> usize {
+/// The offsets in `chunk` where its rows with data start (pushed to `starts`) and each row's
+/// sketch key ([`crate::binning::line_key`], pushed to `keys`), in one walk over its lines (a
+/// line is hashed while it is in cache from finding its end); returns the number of lines.
+pub(crate) fn row_starts(chunk: &[u8], starts: &mut Vec<usize>, keys: &mut Vec<u64>) -> usize {
     let mut n_lines = 0;
     let mut p = 0;
     while p < chunk.len() {
         let end = memchr::memchr(b'\n', &chunk[p..]).map_or(chunk.len(), |e| p + e);
-        if !is_blank(&chunk[p..end]) {
+        let line = &chunk[p..end];
+        if !is_blank(line) {
             starts.push(p);
+            keys.push(crate::binning::line_key(line));
         }
         n_lines += 1;
         p = end + 1;

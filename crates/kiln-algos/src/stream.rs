@@ -1,12 +1,15 @@
 //! Training CSV straight into bins, without ever holding the data as floats.
 //!
 //! Two sequential passes over the files, each reading 16 MB blocks (the next one read while
-//! this one is parsed) and parsing a block in parallel: the first counts rows and keeps the
-//! sketch sample (rows `r % step == 0`, from a step estimated from the input's size, halving
-//! the sample as rows arrive, which ends on exactly the sample [`BinCuts::compute`] would
-//! take); the second parses every row into `u8` codes. Peak memory is two blocks plus the
-//! codes — no float matrix, and no memory map whose pages count against the process — and the
-//! cuts, hence the model, equal those of reading the floats first.
+//! this one is parsed) and parsing a block in parallel: the first counts rows, hashes each
+//! row's line into its sketch key ([`crate::binning::line_key`]) and parses the sketch sample,
+//! the rows keyed in at the step (from a step estimated from the input's size, halving the
+//! sample as rows arrive, which ends on exactly the rows keyed in at `sketch_step(n_rows)`);
+//! the second parses every row into `u8` codes. Peak memory is two blocks plus the codes — no float
+//! matrix, and no memory map whose pages count against the process — and the cuts, hence the
+//! model, equal those of reading the floats first and sampling them by the same keys. As the
+//! keys are hashes of the rows' content, the sample does not depend on the order of the rows or
+//! files, nor on how they are split among hosts ([`crate::distributed::agree_cuts`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 
 use rayon::prelude::*;
 
-use crate::binning::{BinCuts, BinnedMatrix, SKETCH_ROWS, sketch_step};
+use crate::binning::{BinCuts, BinnedMatrix, in_sketch, sketch_step};
 use crate::data::DenseMatrix;
 use crate::reader::{
     ContentType, CsvLayout, DataError, ReadOptions, RowSink, chunk_bounds, count_lines, count_rows, for_each_row,
@@ -39,8 +42,8 @@ pub struct BinnedData {
     pub weights: Option<Vec<f32>>,
 }
 
-/// Sampled rows of one chunk: (row indices, feature values, weights).
-type SampleRows = (Vec<usize>, Vec<f32>, Vec<f32>);
+/// Sampled rows of one chunk: (sketch keys, feature values, weights).
+type SampleRows = (Vec<u64>, Vec<f32>, Vec<f32>);
 
 /// Calls `f(block, first_line_number)` for consecutive blocks of `path` that end at line ends;
 /// `f` returns the number of lines in the block (it walks them anyway). A thread reads the
@@ -126,29 +129,45 @@ fn in_file(files: &[PathBuf], i: usize, e: DataError) -> DataError {
     }
 }
 
+/// The rows of one chunk, from one walk over its lines.
+struct KeyedRows {
+    /// Where each row with data starts.
+    starts: Vec<usize>,
+    /// Each row's sketch key ([`crate::binning::line_key`]).
+    keys: Vec<u64>,
+    /// Lines, blank ones included.
+    n_lines: usize,
+}
+
+fn keyed_rows(chunk: &[u8]) -> KeyedRows {
+    let (mut starts, mut keys) = (Vec::new(), Vec::new());
+    let n_lines = row_starts(chunk, &mut starts, &mut keys);
+    KeyedRows { starts, keys, n_lines }
+}
+
 /// What the first pass finds.
 struct Sampled {
     lay: Option<CsvLayout>,
     n_rows: usize,
-    /// The sample's rows are the multiples of this.
+    /// The sample is the rows keyed in at this step.
     step: usize,
-    sample_idx: Vec<usize>,
+    sample_keys: Vec<u64>,
     sample_vals: Vec<f32>,
     sample_w: Vec<f32>,
     /// (rows, lines) of each chunk of each block, in order.
     chunks: Vec<Vec<(usize, usize)>>,
 }
 
-/// The first pass: the layout, the rows, and the sketch sample, the rows whose index is a
-/// multiple of `step` (halved as rows arrive to keep at most `SKETCH_ROWS`). Without a `step`,
-/// it starts from one estimated from the first block's bytes per row and the `total` bytes,
-/// two thirds of the rows that promises, so as to parse few rows that are later dropped.
+/// The first pass: the layout, the rows, and the sketch sample, the rows keyed in at `step`
+/// (doubled as rows arrive to stay `sketch_step` of the rows so far). Without a `step`, it
+/// starts from one estimated from the first block's bytes per row and the `total` bytes, two
+/// thirds of the rows that promises, so as to parse few rows that are later dropped.
 fn sample_pass(files: &[PathBuf], opts: &ReadOptions, step: Option<usize>, total: u64) -> Result<Sampled, DataError> {
     let mut out = Sampled {
         lay: None,
         n_rows: 0,
         step: step.unwrap_or(1),
-        sample_idx: Vec::new(),
+        sample_keys: Vec::new(),
         sample_vals: Vec::new(),
         sample_w: Vec::new(),
         chunks: Vec::new(),
@@ -170,80 +189,76 @@ fn sample_pass(files: &[PathBuf], opts: &ReadOptions, step: Option<usize>, total
                 return Ok(count_lines(block));
             };
             let nf = lay.n_feat();
-            // One walk over each chunk's lines finds where its rows start; then the sampled
-            // rows are parsed where they start.
+            // One walk over each chunk's lines finds where its rows start and hashes them; then
+            // the sampled rows are parsed where they start.
             let bounds = chunk_bounds(block, n_chunks());
-            let walked: Vec<(Vec<usize>, usize)> = bounds
-                .par_iter()
-                .map(|&(s, e)| {
-                    let mut starts = Vec::new();
-                    let n_lines = row_starts(&block[s..e], &mut starts);
-                    (starts, n_lines)
-                })
-                .collect();
-            let block_rows: usize = walked.iter().map(|w| w.0.len()).sum();
+            let walked: Vec<KeyedRows> = bounds.par_iter().map(|&(s, e)| keyed_rows(&block[s..e])).collect();
+            let block_rows: usize = walked.iter().map(|w| w.starts.len()).sum();
             if step.is_none() && out.n_rows == 0 && block_rows > 0 {
                 let est = total as f64 * block_rows as f64 / block.len() as f64 * (2.0 / 3.0);
                 out.step = sketch_step(est as usize);
             }
             let (mut row0, mut line0) = (out.n_rows, first_line);
-            let mut firsts = Vec::with_capacity(bounds.len());
-            for (starts, n_lines) in &walked {
-                firsts.push((row0, line0));
-                row0 += starts.len();
-                line0 += n_lines;
+            let mut first_lines = Vec::with_capacity(bounds.len());
+            for w in &walked {
+                first_lines.push(line0);
+                row0 += w.starts.len();
+                line0 += w.n_lines;
             }
             let step = out.step;
             let parts: Vec<Result<SampleRows, DataError>> = bounds
                 .par_iter()
                 .zip(&walked)
-                .zip(&firsts)
-                .map(|((&(s, e), (starts, _)), &(row_start, line_start))| {
+                .zip(&first_lines)
+                .map(|((&(s, e), w), &line_start)| {
                     let text = &block[s..e];
-                    let (mut idx, mut vals, mut ws) = (Vec::new(), Vec::new(), Vec::new());
+                    let (mut keys, mut vals, mut ws) = (Vec::new(), Vec::new(), Vec::new());
                     let mut row = vec![f32::NAN; nf];
-                    // The chunk's first row whose index in the input is a multiple of `step`.
-                    let first = (step - row_start % step) % step;
-                    for (i, &p) in starts.iter().enumerate().skip(first).step_by(step) {
+                    for (&p, &key) in w.starts.iter().zip(&w.keys) {
+                        if !in_sketch(key, step) {
+                            continue;
+                        }
                         // The lines before a row all end in a newline.
                         let line_no = || line_start + count_lines(&text[..p]);
                         let (_, w) = parse_row_at(text, p, &lay, &mut row, line_no)?;
-                        idx.push(row_start + i);
+                        keys.push(key);
                         vals.extend_from_slice(&row);
                         ws.push(w);
                     }
-                    Ok((idx, vals, ws))
+                    Ok((keys, vals, ws))
                 })
                 .collect();
             for p in parts {
-                let (idx, vals, ws) = p?;
-                out.sample_idx.extend(idx);
+                let (keys, vals, ws) = p?;
+                out.sample_keys.extend(keys);
                 out.sample_vals.extend(vals);
                 out.sample_w.extend(ws);
             }
             out.chunks
-                .push(walked.iter().map(|(st, n_lines)| (st.len(), *n_lines)).collect());
+                .push(walked.iter().map(|w| (w.starts.len(), w.n_lines)).collect());
             out.n_rows = row0;
-            // Halve the sample until it fits; every kept row stays a multiple of the new step.
+            // Thin the sample to the step of the rows so far (a power of two, so the rows keyed
+            // in at it are among those kept so far); at the end it is `sketch_step(n_rows)`.
             let Sampled {
                 step,
-                sample_idx,
+                sample_keys,
                 sample_vals,
                 sample_w,
+                n_rows,
                 ..
             } = &mut out;
-            while sample_idx.len() > SKETCH_ROWS {
-                *step *= 2;
+            if *step < sketch_step(*n_rows) {
+                *step = sketch_step(*n_rows);
                 let mut keep = 0;
-                for i in 0..sample_idx.len() {
-                    if sample_idx[i].is_multiple_of(*step) {
-                        sample_idx[keep] = sample_idx[i];
+                for i in 0..sample_keys.len() {
+                    if in_sketch(sample_keys[i], *step) {
+                        sample_keys[keep] = sample_keys[i];
                         sample_w[keep] = sample_w[i];
                         sample_vals.copy_within(i * nf..(i + 1) * nf, keep * nf);
                         keep += 1;
                     }
                 }
-                sample_idx.truncate(keep);
+                sample_keys.truncate(keep);
                 sample_w.truncate(keep);
                 sample_vals.truncate(keep * nf);
             }
@@ -271,25 +286,28 @@ pub struct CsvScan<'f> {
 }
 
 enum Scanned {
-    /// A small input, parsed into floats at once.
-    Small(crate::data::Dataset),
-    /// A large one: the sketch sample (rows `r % step == 0`), and what pass 2 reuses.
+    /// A small input, parsed into floats at once, and every row's sketch key.
+    Small(crate::data::Dataset, Vec<u64>),
+    /// A large one: the sketch sample (the rows keyed in at `sketch_step(n_rows)`), and what
+    /// pass 2 reuses.
     Streamed {
         lay: CsvLayout,
         n_rows: usize,
         sample: DenseMatrix,
-        sample_idx: Vec<usize>,
+        sample_keys: Vec<u64>,
         sample_w: Vec<f32>,
         chunks: Vec<Vec<(usize, usize)>>,
     },
 }
 
-/// The rows the cut points are chosen from.
+/// The rows the cut points are chosen from: some or all of the input's rows with their sketch
+/// keys, among them at least every row keyed in at `sketch_step(n_rows)`
+/// ([`crate::binning::in_sketch`]).
 pub struct Sketch<'a> {
-    /// Sampled rows' features.
+    /// The rows' features.
     pub rows: &'a DenseMatrix,
-    /// Each sampled row's index in the input (None: the sample is every row, in order).
-    pub index: Option<&'a [usize]>,
+    /// Each row's sketch key ([`crate::binning::line_key`] or [`crate::binning::values_key`]).
+    pub keys: &'a [u64],
     /// Their instance weights (only with `csv_weights`).
     pub weights: Option<&'a [f32]>,
     /// Rows in the input.
@@ -297,9 +315,10 @@ pub struct Sketch<'a> {
 }
 
 impl Sketch<'_> {
-    /// The cuts reading the input alone chooses.
+    /// The cuts reading the input alone chooses: those of the rows keyed in at
+    /// `sketch_step(n_rows)`.
     pub fn cuts(&self, max_bin: usize) -> BinCuts {
-        BinCuts::compute(self.rows, self.weights, max_bin)
+        BinCuts::compute_keyed(self.rows, self.weights, self.keys, sketch_step(self.n_rows), max_bin)
     }
 }
 
@@ -307,30 +326,30 @@ impl<'f> CsvScan<'f> {
     /// Rows in the input.
     pub fn n_rows(&self) -> usize {
         match &self.inner {
-            Scanned::Small(d) => d.n_rows(),
+            Scanned::Small(d, _) => d.n_rows(),
             Scanned::Streamed { n_rows, .. } => *n_rows,
         }
     }
 
     /// The rows to choose cut points from: every row of a small input, else the sketch sample
-    /// (every `sketch_step(n_rows)`-th row).
+    /// (the rows keyed in at `sketch_step(n_rows)`).
     pub fn sketch(&self) -> Sketch<'_> {
         match &self.inner {
-            Scanned::Small(d) => Sketch {
+            Scanned::Small(d, keys) => Sketch {
                 rows: &d.features,
-                index: None,
+                keys,
                 weights: d.weights.as_deref(),
                 n_rows: d.n_rows(),
             },
             Scanned::Streamed {
                 n_rows,
                 sample,
-                sample_idx,
+                sample_keys,
                 sample_w,
                 ..
             } => Sketch {
                 rows: sample,
-                index: Some(sample_idx),
+                keys: sample_keys,
                 weights: self.opts.csv_weights.then_some(&sample_w[..]),
                 n_rows: *n_rows,
             },
@@ -340,7 +359,7 @@ impl<'f> CsvScan<'f> {
     /// Pass 2: every row into codes with `cuts`.
     pub fn bin(self, cuts: BinCuts) -> Result<BinnedData, DataError> {
         match self.inner {
-            Scanned::Small(d) => Ok(BinnedData {
+            Scanned::Small(d, _) => Ok(BinnedData {
                 matrix: BinnedMatrix::new(&d.features, cuts),
                 labels: d.labels,
                 weights: d.weights,
@@ -361,13 +380,22 @@ impl<'f> CsvScan<'f> {
 
 /// Pass 1 over headerless, label-first CSV files (see [`CsvScan`]).
 pub fn scan_csv<'f>(files: &'f [PathBuf], opts: &ReadOptions) -> Result<CsvScan<'f>, DataError> {
+    scan_csv_with(files, opts, SMALL_INPUT_BELOW)
+}
+
+/// [`scan_csv`], parsing inputs of fewer than `small_below` bytes into floats at once.
+pub(crate) fn scan_csv_with<'f>(
+    files: &'f [PathBuf],
+    opts: &ReadOptions,
+    small_below: u64,
+) -> Result<CsvScan<'f>, DataError> {
     // Small inputs: floats for a moment cost little, and one parse beats two.
     let total: u64 = files
         .iter()
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
-    if total < SMALL_INPUT_BELOW {
+    if total < small_below {
         let mut all: Option<crate::data::Dataset> = None;
         for (fi, f) in files.iter().enumerate() {
             let d = match read_file(f, ContentType::Csv, opts) {
@@ -393,14 +421,27 @@ pub fn scan_csv<'f>(files: &'f [PathBuf], opts: &ReadOptions) -> Result<CsvScan<
             });
         }
         let d = all.ok_or(DataError::Empty)?;
+        let keys = line_keys(files)?;
+        if keys.len() != d.n_rows() {
+            // The same rows are counted by the same rules; a file that changed is the one way.
+            return Err(DataError::Io {
+                path: files.last().cloned().unwrap_or_default(),
+                source: std::io::Error::other(format!(
+                    "the files changed while they were being read ({} rows parsed, then {} rows \
+                     hashed); read them again",
+                    d.n_rows(),
+                    keys.len()
+                )),
+            });
+        }
         return Ok(CsvScan {
             files,
             opts: *opts,
-            inner: Scanned::Small(d),
+            inner: Scanned::Small(d, keys),
         });
     }
-    // Pass 1: layout, row count, sketch sample. The sample is every `sketch_step(n_rows)`-th
-    // row, but `n_rows` is only known at the end: the pass starts from a step estimated from
+    // Pass 1: layout, row count, sketch sample. The sample is the rows keyed in at
+    // `sketch_step(n_rows)`, but `n_rows` is only known at the end: the pass starts from a step estimated from
     // the input's size, and in the rare case that it was too large (far fewer rows than the
     // first block promised) runs again with the right one.
     let mut first = sample_pass(files, opts, None, total)?;
@@ -410,7 +451,7 @@ pub fn scan_csv<'f>(files: &'f [PathBuf], opts: &ReadOptions) -> Result<CsvScan<
     let Sampled {
         lay,
         n_rows,
-        sample_idx,
+        sample_keys,
         sample_vals,
         sample_w,
         chunks,
@@ -423,7 +464,7 @@ pub fn scan_csv<'f>(files: &'f [PathBuf], opts: &ReadOptions) -> Result<CsvScan<
         return Err(DataError::Empty);
     }
     let nf = lay.n_feat();
-    let sample = DenseMatrix::new(sample_idx.len(), nf, sample_vals).ok_or(DataError::Empty)?;
+    let sample = DenseMatrix::new(sample_keys.len(), nf, sample_vals).ok_or(DataError::Empty)?;
     Ok(CsvScan {
         files,
         opts: *opts,
@@ -431,11 +472,32 @@ pub fn scan_csv<'f>(files: &'f [PathBuf], opts: &ReadOptions) -> Result<CsvScan<
             lay,
             n_rows,
             sample,
-            sample_idx,
+            sample_keys,
             sample_w,
             chunks,
         },
     })
+}
+
+/// The sketch key of every row of `files`, in order: the rows the streaming passes find (the
+/// same blocks, without a byte-order mark, and the same rules for blank lines), so that a small
+/// input parsed at once samples the rows streaming it would.
+fn line_keys(files: &[PathBuf]) -> Result<Vec<u64>, DataError> {
+    let mut keys = Vec::new();
+    for (fi, path) in files.iter().enumerate() {
+        for_each_block(path, |block, _| {
+            let bounds = chunk_bounds(block, n_chunks());
+            let walked: Vec<KeyedRows> = bounds.par_iter().map(|&(s, e)| keyed_rows(&block[s..e])).collect();
+            let mut n_lines = 0;
+            for w in walked {
+                keys.extend(w.keys);
+                n_lines += w.n_lines;
+            }
+            Ok(n_lines)
+        })
+        .map_err(|e| in_file(files, fi, e))?;
+    }
+    Ok(keys)
 }
 
 /// Pass 2: every row of `files` into codes with `cuts` (`chunks` as pass 1 counted them).
@@ -553,15 +615,101 @@ fn bin_pass(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::binning::{SKETCH_ROWS, line_key};
 
-    fn tmp(name: &str, text: &str) -> PathBuf {
+    pub(crate) fn tmp(name: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("kiln-stream-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    /// The sketch keys of the rows of CSV `text`, found without the readers' code: a hash of
+    /// each line that is not blank.
+    fn keys_of(text: &str) -> Vec<u64> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        text.split('\n')
+            .filter(|l| !l.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r')))
+            .map(|l| line_key(l.as_bytes()))
+            .collect()
+    }
+
+    /// The cuts of CSV `text` read as floats (`floats`), sampled by the rows' keys.
+    fn keyed_cuts(text: &str, floats: &crate::data::Dataset, max_bin: usize) -> BinCuts {
+        let keys = keys_of(text);
+        assert_eq!(keys.len(), floats.n_rows());
+        BinCuts::compute_keyed(&floats.features, None, &keys, sketch_step(keys.len()), max_bin)
+    }
+
+    /// A pseudo-random number for `i` (splitmix64).
+    pub(crate) fn noise(i: u64) -> u64 {
+        let mut z = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// CSV rows `from..to` of three features with random, mostly distinct values (so the cuts
+    /// depend on which rows are sampled), some missing.
+    pub(crate) fn many_values(from: u64, to: u64) -> String {
+        let mut text = String::new();
+        for i in from..to {
+            let r = noise(i);
+            let a = (r >> 40) as f32 / 1000.0;
+            let b = if i % 11 == 0 {
+                String::new()
+            } else {
+                format!("{}", ((r >> 8) & 0xFFFF) as f32 / 16.0 - 3.5)
+            };
+            text.push_str(&format!("{},{a},{b},{}\n", i % 2, (r & 0xFF) * (r >> 60)));
+        }
+        text
+    }
+
+    #[test]
+    fn the_sample_does_not_depend_on_file_order_splits_or_the_path() {
+        // More rows than `SKETCH_ROWS` (a step of 2), cut at row counts that are not multiples
+        // of it.
+        let n = 300_000;
+        assert!(sketch_step(n as usize) > 1);
+        let whole = vec![tmp("order-all.csv", &many_values(0, n))];
+        let (a, b, c) = (
+            tmp("order-a.csv", &many_values(0, 100_001)),
+            tmp("order-b.csv", &many_values(100_001, 222_222)),
+            tmp("order-c.csv", &many_values(222_222, n)),
+        );
+        let cuts = |files: &[PathBuf], small_below: u64| {
+            let scan = scan_csv_with(files, &ReadOptions::default(), small_below).unwrap();
+            assert_eq!(scan.n_rows(), n as usize);
+            scan.sketch().cuts(64)
+        };
+        // Streamed, one file.
+        let reference = cuts(&whole, 0);
+        // The data is such that a sample by row index would differ with the files' order.
+        let by_index = |files: &[&PathBuf]| {
+            let parts = files
+                .iter()
+                .map(|f| read_file(f, ContentType::Csv, &ReadOptions::default()).unwrap());
+            let all = parts.reduce(|a, b| a.append(b)).unwrap();
+            BinCuts::compute(&all.features, None, 64)
+        };
+        assert_ne!(by_index(&[&a, &b, &c]), by_index(&[&b, &c, &a]));
+        // Parsed at once (the small-input path), one file.
+        assert_eq!(cuts(&whole, u64::MAX), reference);
+        for files in [
+            vec![a.clone(), b.clone(), c.clone()],
+            vec![c.clone(), a.clone(), b.clone()],
+            vec![b, c, a],
+        ] {
+            assert_eq!(cuts(&files, 0), reference);
+            assert_eq!(cuts(&files, u64::MAX), reference);
+        }
+        // The rows' order within a file does not matter either.
+        let reversed: String = many_values(0, n).lines().rev().map(|l| format!("{l}\r\n")).collect();
+        assert_eq!(cuts(&[tmp("order-rev.csv", &reversed)], 0), reference);
     }
 
     #[test]
@@ -581,7 +729,7 @@ mod tests {
         let opts = ReadOptions::default();
         let streamed = read_csv_binned(std::slice::from_ref(&p), &opts, 64).unwrap();
         let floats = read_file(&p, ContentType::Csv, &opts).unwrap();
-        let cuts = BinCuts::compute(&floats.features, None, 64);
+        let cuts = keyed_cuts(&text, &floats, 64);
         let direct = BinnedMatrix::new(&floats.features, cuts.clone());
         assert_eq!(streamed.matrix.cuts(), &cuts);
         assert_eq!(streamed.matrix.group_codes(), direct.group_codes());
@@ -593,12 +741,14 @@ mod tests {
         }
     }
 
-    /// Cuts and codes of `p` streamed equal those of reading the floats first.
+    /// Cuts and codes of `p` streamed equal those of reading the floats first (and sampling
+    /// them by the same keys).
     fn assert_streams_like_floats(p: &Path, max_bin: usize) {
         let opts = ReadOptions::default();
         let streamed = read_csv_binned(&[p.to_path_buf()], &opts, max_bin).unwrap();
         let floats = read_file(p, ContentType::Csv, &opts).unwrap();
-        let cuts = BinCuts::compute(&floats.features, None, max_bin);
+        let text = std::fs::read_to_string(p).unwrap();
+        let cuts = keyed_cuts(&text, &floats, max_bin);
         assert_eq!(streamed.matrix.cuts(), &cuts);
         let direct = BinnedMatrix::new(&floats.features, cuts);
         assert_eq!(streamed.matrix.group_codes(), direct.group_codes());
