@@ -10,8 +10,12 @@
 # cut into two halves, one per host, as ShardedByS3Key would give them. The program is the kiln-algos
 # `algo` example (the same code as `kiln algo`, much quicker to build in release); KILN_BIN=path/to/kiln
 # runs the kiln binary instead. Wall time is from start to the last host's exit (reading the CSV included).
-#   ROUNDS=100 REPS=2 [KILN_PROFILE=1] [METRIC=auc] scripts/bench-xgb-distributed.sh
+#   ROUNDS=100 REPS=2 [KILN_PROFILE=1] [METRIC=auc] [PIN=0] scripts/bench-xgb-distributed.sh
 # (METRIC=logloss: training without the exact train AUC the hosts compute together every round.)
+# Each process is pinned to a core of its own (taskset; the 1-host job to core 0, host K to core
+# K-1), as hosts on separate machines each have theirs: left to the scheduler, two processes that
+# wake each other a thousand times a second keep being moved onto one core (the waker's) and
+# wait for each other there. PIN=0 measures that too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${KILN_SHARED:-../shared}
@@ -63,22 +67,27 @@ now() { date +%s.%N; }
 TIME=()
 if [ -x /usr/bin/time ]; then TIME=(/usr/bin/time -f "%U %S" -o); fi
 timed() { local out=$1; shift; if [ ${#TIME[@]} -gt 0 ]; then "${TIME[@]}" "$out" "$@"; else "$@"; fi; }
+# pin CPU: the command prefix that pins to core CPU (modulo the cores there are); none with PIN=0.
+pin() { if [ "${PIN:-1}" != 0 ] && command -v taskset >/dev/null; then echo "taskset -c $(($1 % $(nproc)))"; fi; }
 cpu() { [ -f "$1" ] && awk '{printf "%.2f", $1 + $2}' "$1" || echo "?"; }
 auc() { tail -1 "$1" | tr '\t' '\n' | sed -n "s/^validation-$METRIC://p"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); 1M x 28 rows, $ROUNDS rounds, depth 6"
+pinned="each process on a core of its own"
+if [ "${PIN:-1}" = 0 ] || ! command -v taskset >/dev/null; then pinned="processes placed by the scheduler"; fi
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); 1M x 28 rows, $ROUNDS rounds, depth 6; $pinned"
 best1=""; best2=""
 for rep in $(seq 1 "$REPS"); do
   rm -rf "$W"/one/model "$W"/algo-*/model
   t=$(now)
-  timed "$W/one.time" "${ALGO[@]}" xgboost train --ml-root "$W/one" >"$W/one.out" 2>"$W/one.err"
+  # shellcheck disable=SC2046 # the prefix is words
+  timed "$W/one.time" $(pin 0) "${ALGO[@]}" xgboost train --ml-root "$W/one" >"$W/one.out" 2>"$W/one.err"
   one=$(echo "$(now) - $t" | bc)
   port=$(free_port)
   t=$(now)
   for h in algo-1 algo-2; do
     KILN_XGB_PORT=$port KILN_XGB_MASTER_ADDR=127.0.0.1 TRAINING_JOB_NAME=bench-dxgb \
-      timed "$W/$h.time" "${ALGO[@]}" xgboost train --ml-root "$W/$h" >"$W/$h.out" 2>"$W/$h.err" &
+      timed "$W/$h.time" $(pin $((${h#algo-} - 1))) "${ALGO[@]}" xgboost train --ml-root "$W/$h" >"$W/$h.out" 2>"$W/$h.err" &
   done
   wait
   two=$(echo "$(now) - $t" | bc)
