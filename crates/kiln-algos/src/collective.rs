@@ -156,6 +156,41 @@ fn describe(e: &std::io::Error, timeout: Duration) -> String {
     }
 }
 
+/// How long a host polls for the next message before it sleeps in a blocking read.
+const SPIN: Duration = Duration::from_micros(SPIN_MICROS);
+const SPIN_MICROS: u64 = 300;
+
+/// Polls `stream` for a moment until a byte is there to read (or the peer closed it). Hosts
+/// wait for each other many times a second, mostly briefly; a thread that sleeps each time is
+/// woken on the waker's core (hosts on one machine then keep sharing a core) and costs a wake-up
+/// each time. The blocking read after it handles timeouts and errors.
+fn spin_until_readable(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let start = Instant::now();
+        let mut byte = 0u8;
+        loop {
+            // SAFETY: a one-byte peek into a live local buffer on an open socket's descriptor.
+            let n = unsafe {
+                libc::recv(
+                    stream.as_raw_fd(),
+                    (&raw mut byte).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 || std::io::Error::last_os_error().kind() != ErrorKind::WouldBlock || start.elapsed() >= SPIN {
+                return;
+            }
+            // Lets a thread of this process that has work (the sender of an exchange) run.
+            std::thread::yield_now();
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
+}
+
 /// Writes one frame: the header, then the payload (in one segment when it is small, as the
 /// connection has no Nagle delay to merge them).
 fn write_frame(stream: &mut TcpStream, kind: u8, seq: u64, payload: &[u8]) -> std::io::Result<()> {
@@ -225,6 +260,7 @@ impl Link {
     /// The next frame: (kind, sequence number, payload).
     fn recv_any(&mut self) -> Result<(u8, u64, Vec<u8>), CommError> {
         let mut head = [0u8; HEADER];
+        spin_until_readable(&self.stream);
         self.stream.read_exact(&mut head).map_err(|e| self.lost(&e))?;
         let kind = head[0];
         let seq = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
