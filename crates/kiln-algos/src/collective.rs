@@ -603,7 +603,7 @@ impl Collective {
 
     /// Sums of every host's `xs` (exact: integers wrap, as the histograms' sums never do).
     pub fn sum_i64(&self, xs: &mut [i64]) -> Result<(), CommError> {
-        self.allreduce(xs, i64::wrapping_add)
+        self.sum_i64_slices(&mut [xs])
     }
 
     /// [`Self::sum_i64`] of several slices in one message, sent as `i32` when every value
@@ -619,10 +619,9 @@ impl Collective {
                 host: host.to_string(),
                 why: format!("the hosts are out of step: operation {seq} is not a sum of {total} integers"),
             };
-            let mine = encode_ints(parts);
             if let Some(link) = pair(links, n) {
                 // Two hosts: integer sums do not depend on the order of adding.
-                let got = link.exchange(seq, &mine)?;
+                let got = link.exchange(seq, &encode_ints(parts))?;
                 return add_ints(parts, &got, false).ok_or_else(|| unreadable(&link.host));
             }
             if rank == 0 {
@@ -636,7 +635,7 @@ impl Collective {
                 }
             } else {
                 let link = links[0].as_mut().expect("a link to algo-1");
-                link.send(KIND_DATA, seq, &mine)?;
+                link.send(KIND_DATA, seq, &encode_ints(parts))?;
                 let got = link.recv(seq)?;
                 add_ints(parts, &got, true).ok_or_else(|| unreadable(&link.host))?;
             }

@@ -483,24 +483,17 @@ fn merge_all<W: Copy + Ord>(mut lists: Vec<Vec<W>>) -> Vec<W> {
 
 /// Two sorted lists as one.
 fn merge_two<W: Copy + Ord>(a: &[W], b: &[W]) -> Vec<W> {
-    let n = a.len() + b.len();
-    let mut out = Vec::with_capacity(n);
-    let dst = out.spare_capacity_mut();
+    let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         // Branch-free choice: random scores make the comparison unpredictable.
-        let (x, y) = (a[i], b[j]);
-        let take_b = y < x;
-        dst[i + j].write(if take_b { y } else { x });
+        let take_b = b[j] < a[i];
+        out.push(if take_b { b[j] } else { a[i] });
         j += usize::from(take_b);
         i += usize::from(!take_b);
     }
-    for (d, &x) in dst[i + j..].iter_mut().zip(a[i..].iter().chain(&b[j..])) {
-        d.write(x);
-    }
-    // SAFETY: the loops above wrote every one of the `n` slots: one per element taken from
-    // `a` or `b` (i + j of them), then the rest of both.
-    unsafe { out.set_len(n) };
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
     out
 }
 
