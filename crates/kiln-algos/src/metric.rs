@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::collective::{Collective, CommError, decode, encode};
-use crate::rank::{Before, Merged, RankScratch, SortedRows, fold_groups, merge_ranked, sort_rows};
+use crate::rank::{Before, RankScratch, Ranked, fold_groups, sample_quantile_keys};
 
 /// A per-row loss: (the row's predictions, its label) → loss.
 type RowLoss<'a> = &'a (dyn Fn(&[f32], f64) -> f64 + Sync);
@@ -618,17 +618,17 @@ pub struct EvalData<'a> {
 /// - Means (`logloss`, `error`, `rmse`, ...): the sums of each host's numerator and
 ///   denominator.
 /// - Binary `auc` and `aucpr`, exact, with the work shared out as a distributed sort does it:
-///   each host sorts its own rows (once per set, for both areas); splitters (the mean of the
-///   hosts' quantile keys in the previous round) cut the score range into one range per host;
-///   host r receives range r of every host's sorted rows (4 bytes a row, 8 with weights),
-///   merges them in one linear pass into exactly the sorted rows one host would have in that
-///   range, and folds them. The ROC area of a range that starts below positive weight `P` is
-///   the area folded from zero plus `P` times the range's negative weight, so each host's
-///   range needs nothing from the others before the sum; a precision-recall area does (its
-///   precision depends on what came before), hence its second sum. The result is one host's
-///   area of the union: the same groups, summed in the same order within a range (only the
-///   split into ranges, and so the last bits, differ). The splitters only balance the work;
-///   any give the exact area.
+///   splitters (placed from a grid of keys over every host's range in the previous round, from
+///   a sample of each host's scores in the first) cut the score range into one range per host;
+///   each host cuts its rows into those ranges in one pass, unsorted, and sends range r to host
+///   r (4 bytes a row, 8 with weights), which sorts its range once, with the other hosts' rows
+///   in it: exactly the sorted rows one host would have in that range. The ROC area of a
+///   range that starts below positive weight `P` is the area folded from zero plus `P` times
+///   the range's negative weight, so each host's range needs nothing from the others before
+///   the sum; a precision-recall area does (its precision depends on what came before), hence
+///   its second sum. The result is one host's area of the union: the same groups, summed in
+///   the same order within a range (only the split into ranges, and so the last bits, differ).
+///   The splitters only balance the work; any give the exact area.
 /// - `r2`, `f1` and multi-class areas: on their own, after the others (see
 ///   [`Metric::eval_other_global`]).
 pub fn eval_all_global(
@@ -668,22 +668,14 @@ pub fn eval_all_global(
         }
     }
 
-    // The ranked sets: sorted here, cut into one range per host, exchanged.
+    // The ranked sets: cut into one range per host (at splitters agreed in the round before,
+    // or from a sample of each host's scores the first time), exchanged, each range sorted.
     let mut splitters: Vec<Option<Vec<u32>>> = sets.iter_mut().map(|d| d.scratch.splitters.take()).collect();
-    let sorted: Vec<Option<SortedRows<'_>>> = sets
-        .iter_mut()
-        .zip(&ranked)
-        .map(|(d, &r)| r.then(|| sort_rows(d.preds, d.labels, d.weights, |y| y > 0.5, &mut *d.scratch)))
-        .collect();
-    let keys: Vec<Option<Vec<u32>>> = sorted
-        .iter()
-        .map(|x| x.as_ref().and_then(|x| x.quantile_keys(n)))
-        .collect();
     let first: Vec<usize> = (0..n_sets).filter(|&s| ranked[s] && splitters[s].is_none()).collect();
     if !first.is_empty() {
         let mut q = vec![0.0; n * first.len()];
         for (slot, &s) in q.chunks_exact_mut(n).zip(&first) {
-            put_keys(slot, keys[s].as_deref());
+            put_keys(slot, sample_quantile_keys(views[s].0, n).as_deref());
         }
         comm.sum_f64(&mut q)?;
         for (slot, &s) in q.chunks_exact(n).zip(&first) {
@@ -691,23 +683,26 @@ pub fn eval_all_global(
         }
     }
     let mut outgoing = vec![Vec::new(); n];
-    for (s, x) in sorted.iter().enumerate() {
-        let Some(x) = x else { continue };
-        let cuts = splitters[s].as_deref().unwrap_or_default();
-        for (out, part) in outgoing.iter_mut().zip(x.range_bytes(cuts)) {
+    for (s, d) in sets.iter_mut().enumerate().filter(|(s, _)| ranked[*s]) {
+        let cuts = splitters[s].get_or_insert_with(|| vec![0; n - 1]);
+        let parts = d.scratch.cut(d.preds, d.labels, d.weights, |y| y > 0.5, cuts, me);
+        for (out, part) in outgoing.iter_mut().zip(parts) {
             out.extend_from_slice(&(part.len() as u64).to_le_bytes());
             out.extend_from_slice(&part);
         }
     }
-    drop(sorted);
     let incoming = if ranked.contains(&true) {
         comm.all_to_all(outgoing)?
     } else {
         Vec::new()
     };
     let mut at = vec![0usize; incoming.len()];
-    let mut merged: Vec<Option<Merged>> = (0..n_sets).map(|_| None).collect();
-    for s in (0..n_sets).filter(|&s| ranked[s]) {
+    let mut mine: Vec<Option<Ranked<'_>>> = Vec::with_capacity(n_sets);
+    for (s, d) in sets.iter_mut().enumerate() {
+        if !ranked[s] {
+            mine.push(None);
+            continue;
+        }
         let unreadable =
             |why: String| CommError::Setup(format!("{} cannot read the hosts' rankings: {why}", comm.host(me)));
         let parts = incoming
@@ -716,8 +711,14 @@ pub fn eval_all_global(
             .map(|(b, at)| next_frame(b, at))
             .collect::<Option<Vec<&[u8]>>>()
             .ok_or_else(|| unreadable("a part is cut short".into()))?;
-        let m = merge_ranked(&parts).map_err(unreadable)?;
-        // This host's range: its weights, rows and ROC area from zero; its quantile keys.
+        let others: Vec<&[u8]> = parts
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| *r != me)
+            .map(|x| *x.1)
+            .collect();
+        let m = d.scratch.sort_range(&others).map_err(unreadable)?;
+        // This host's range: its weights, rows and ROC area from zero; a grid of its keys.
         let (p, ng) = m.totals();
         let roc_from_zero = if wants(s, true) {
             m.fold(Before::NONE, |b| Area::after(true, b), |a, p, n| a.add(p, n))
@@ -728,14 +729,17 @@ pub fn eval_all_global(
             0.0
         };
         let base = sums.len();
-        sums.resize(base + 5 * n, 0.0);
+        sums.resize(base + (4 + GRID) * n, 0.0);
         sums[base + 4 * me..base + 4 * me + 4].copy_from_slice(&[p, ng, m.len() as f64, roc_from_zero]);
-        put_keys(&mut sums[base + 4 * n..], keys[s].as_deref());
-        merged[s] = Some(m);
+        let grid = base + 4 * n + GRID * me;
+        for (x, k) in sums[grid..grid + GRID].iter_mut().zip(m.grid_keys(GRID)) {
+            *x = f64::from(k);
+        }
+        mine.push(Some(m));
     }
     comm.sum_f64(&mut sums)?;
 
-    let mut out = vec![vec![f64::NAN; metrics.len()]; sets.len()];
+    let mut out = vec![vec![f64::NAN; metrics.len()]; n_sets];
     let mut sums = sums.as_slice();
     for (s, &(_, k, ..)) in views.iter().enumerate() {
         for (j, m) in metrics.iter().enumerate().filter(|x| plan[s][x.0] == Global::Mean) {
@@ -747,11 +751,13 @@ pub fn eval_all_global(
     // zero), and the next round's splitters.
     let mut pr_areas = Vec::new();
     let mut ranges: Vec<(usize, &[f64], Before)> = Vec::new();
-    for s in (0..sets.len()).filter(|&s| ranked[s]) {
-        let (block, rest) = sums.split_at(5 * n);
+    for s in (0..n_sets).filter(|&s| ranked[s]) {
+        let (block, rest) = sums.split_at((4 + GRID) * n);
         sums = rest;
-        splitters[s] = Some(splitters_of(&block[4 * n..]));
-        let block = &block[..4 * n];
+        let (block, grids) = block.split_at(4 * n);
+        if let Some(next) = splitters_of_grids(block, grids, n) {
+            splitters[s] = Some(next);
+        }
         let mut before = Before::NONE;
         let mut all = Before::NONE;
         let mut roc_area = 0.0;
@@ -777,7 +783,7 @@ pub fn eval_all_global(
             set_where(&mut out[s], metrics, Metric::Auc, area.value());
         }
         if wants(s, false) {
-            let m = merged[s].as_ref().expect("merged");
+            let m = mine[s].as_ref().expect("this host's range");
             let mine: f64 = m
                 .fold(before, |b| Area::after(false, b), |a, p, n| a.add(p, n))
                 .iter()
@@ -803,6 +809,7 @@ pub fn eval_all_global(
             set_where(&mut out[s], metrics, Metric::Aucpr, area.value());
         }
     }
+    drop(mine);
     for (d, sp) in sets.iter_mut().zip(splitters) {
         d.scratch.splitters = sp;
     }
@@ -837,6 +844,33 @@ fn put_keys(slot: &mut [f64], keys: Option<&[u32]>) {
 fn splitters_of(slot: &[f64]) -> Vec<u32> {
     let (&count, sums) = slot.split_last().expect("n > 0");
     sums.iter().map(|&s| (s / count.max(1.0)) as u32).collect()
+}
+
+/// Keys per host's range in the sum from which the hosts place the next round's splitters.
+const GRID: usize = 64;
+
+/// The next round's splitters from each host's range (`totals`: 4 values per host, the third
+/// its rows) and the [`GRID`] keys over it (`grids`): the key nearest below each `i/n` of all
+/// the rows. None without rows.
+fn splitters_of_grids(totals: &[f64], grids: &[f64], n: usize) -> Option<Vec<u32>> {
+    let lens: Vec<usize> = totals.chunks_exact(4).map(|t| t[2] as usize).collect();
+    let total: usize = lens.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    Some(
+        (1..n)
+            .map(|i| {
+                let mut at = i * total / n;
+                let mut r = 0;
+                while at >= lens[r] {
+                    at -= lens[r];
+                    r += 1;
+                }
+                grids[r * GRID + at * GRID / lens[r]] as u32
+            })
+            .collect(),
+    )
 }
 
 /// The next `u64`-length-prefixed frame of `b` at `*at`, moving `at` past it.
@@ -1318,6 +1352,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn splitters_fall_at_equal_shares_of_all_hosts_rows() {
+        // Three hosts' ranges of 100, 0 and 300 rows; grid keys j·1000 + r (ascending within
+        // each range, and across ranges in host order).
+        let totals = [0.0, 0.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 300.0, 0.0];
+        let mut grids = vec![0.0; 3 * GRID];
+        for r in 0..3 {
+            for j in 0..GRID {
+                grids[r * GRID + j] = (r * 100_000 + j * 1000) as f64;
+            }
+        }
+        // Row 400/3 = 133 is row 33 of host 2's range (grid 33·64/300 = 7); row 266 its 166th
+        // (grid 35).
+        assert_eq!(splitters_of_grids(&totals, &grids, 3), Some(vec![207_000, 235_000]));
+        assert_eq!(splitters_of_grids(&[0.0; 12], &grids, 3), None);
     }
 
     #[test]

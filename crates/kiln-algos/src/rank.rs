@@ -7,6 +7,8 @@
 //! sorted at the same time, in buffers kept from one round to the next. One merge of the two
 //! lists then yields each distinct score with its positive and negative weight. Several times
 //! faster than a comparison sort of the rows, whose cost had exceeded training's (issue 22).
+//! Distributed, each host cuts its rows into one range of keys per host without sorting them
+//! ([`RankScratch::cut`]) and sorts the range it is sent ([`RankScratch::sort_range`]).
 //!
 //! Weighted rows carry their weight's bits below the key (a `u64`), so the sort orders the
 //! weights of tied rows by their bits: the order, and with it every sum, is the same whatever
@@ -23,6 +25,8 @@ pub struct RankScratch {
     /// Distributed evaluation: the keys that cut this data set's ranking into one range per
     /// host, agreed by the hosts in the previous round (see `crate::metric::eval_all_global`).
     pub(crate) splitters: Option<Vec<u32>>,
+    /// Whether the range kept by [`RankScratch::cut`] is in `weighted` (else in `unweighted`).
+    cut_weighted: bool,
 }
 
 /// The keys of the positive and the negative rows, and scratch space to sort each.
@@ -252,143 +256,196 @@ fn fold<W: Word, A: Send>(
     vec![a, b]
 }
 
-/// One host's rows sorted for distributed evaluation (see `crate::metric`'s `ranked_area`):
-/// the positive and the negative words, each list sorted, in the host's [`RankScratch`].
-pub enum SortedRows<'s> {
+/// A host's range of a distributed ranking (see `crate::metric::eval_all_global`), sorted:
+/// the positive and the negative words of every host's rows in that range of keys, each
+/// list sorted, in the host's [`RankScratch`].
+#[derive(Debug)]
+pub enum Ranked<'s> {
     /// Keys only.
     Plain(&'s [u32], &'s [u32]),
     /// Keys above weights.
     Weighted(&'s [u64], &'s [u64]),
 }
 
-/// Sorts one host's rows `(scores[i], pos(labels[i]), weights[i])` into `scratch`.
-pub fn sort_rows<'s>(
-    scores: &[f32],
-    labels: &[f32],
-    weights: Option<&[f32]>,
-    pos: impl Fn(f32) -> bool + Sync + Copy,
-    scratch: &'s mut RankScratch,
-) -> SortedRows<'s> {
-    match weights {
-        None => {
-            let (p, q) = rank(&mut scratch.unweighted, labels, pos, |i| key(scores[i]));
-            SortedRows::Plain(p, q)
-        }
-        Some(w) => {
-            let (p, q) = rank(&mut scratch.weighted, labels, pos, |i| weighted_word(scores[i], w[i]));
-            SortedRows::Weighted(p, q)
+impl RankScratch {
+    /// A distributed ranking's first step: this host's rows `(scores[i], pos(labels[i]),
+    /// weights[i])` cut at `splitters` (ascending keys) into one range of keys per host (`[..,
+    /// s0)`, `[s0, s1)`, ..., `[s_last, ..]`: no group of tied rows straddles two), in one
+    /// branch-free pass that counts and one that scatters, none of them sorted. Range `me`
+    /// stays here for [`Self::sort_range`]; every other range `r` is returned as bytes for host
+    /// `r` (`out[me]` is empty): a flag (1 if weighted), the number of positive words (`u64`),
+    /// then the positive and the negative words, little-endian (4 bytes each, 8 weighted).
+    pub fn cut(
+        &mut self,
+        scores: &[f32],
+        labels: &[f32],
+        weights: Option<&[f32]>,
+        pos: impl Fn(f32) -> bool + Copy,
+        splitters: &[u32],
+        me: usize,
+    ) -> Vec<Vec<u8>> {
+        self.cut_weighted = weights.is_some();
+        match weights {
+            None => cut_into(&mut self.unweighted, false, labels, pos, splitters, me, |i| {
+                key(scores[i])
+            }),
+            Some(w) => cut_into(&mut self.weighted, true, labels, pos, splitters, me, |i| {
+                weighted_word(scores[i], w[i])
+            }),
         }
     }
-}
 
-impl SortedRows<'_> {
-    /// The keys at 1/n, 2/n, ... (n - 1)/n of the rows, positive and negative together (where
-    /// the rows would be cut into n ranges of about equal size: the work of each range is
-    /// its rows); None without rows.
-    pub fn quantile_keys(&self, n: usize) -> Option<Vec<u32>> {
-        fn keys<W: Word>(p: &[W], q: &[W], n: usize) -> Option<Vec<u32>> {
-            let total = p.len() + q.len();
-            if total == 0 {
-                return None;
+    /// A distributed ranking's second step: the range kept by [`Self::cut`] with the other
+    /// hosts' parts of it (their [`Self::cut`] bytes for this host) added, sorted. The lists
+    /// are exactly those one host would sort from all the rows in this range (equal words are
+    /// indistinguishable). Unweighted parts join weighted ones with weight 1. Fails on bytes
+    /// that are not such a part.
+    pub fn sort_range<B: AsRef<[u8]>>(&mut self, parts: &[B]) -> Result<Ranked<'_>, String> {
+        if self.cut_weighted || parts.iter().any(|b| b.as_ref().first() == Some(&1)) {
+            if !self.cut_weighted {
+                // This host's words join weighted ones: as words of weight 1.
+                let (u, w) = (&self.unweighted, &mut self.weighted);
+                w.pos.clear();
+                w.pos.extend(u.pos.iter().map(|&k| u64::from_u32(k)));
+                w.neg.clear();
+                w.neg.extend(u.neg.iter().map(|&k| u64::from_u32(k)));
+                self.cut_weighted = true;
             }
-            // Rows whose key is at most `k`, in both lists.
-            let at_most = |k: u32| p.partition_point(|x| x.key() <= k) + q.partition_point(|x| x.key() <= k);
-            Some(
-                (1..n)
-                    .map(|i| {
-                        // The key of the row at position i·total/n of the union: the smallest
-                        // key with more rows at or below it than that position.
-                        let at = i * total / n;
-                        let (mut lo, mut hi) = (0u32, u32::MAX);
-                        while lo < hi {
-                            let mid = lo + (hi - lo) / 2;
-                            if at_most(mid) > at {
-                                hi = mid;
-                            } else {
-                                lo = mid + 1;
-                            }
-                        }
-                        lo
-                    })
-                    .collect(),
-            )
-        }
-        match self {
-            SortedRows::Plain(p, q) => keys(p, q, n),
-            SortedRows::Weighted(p, q) => keys(p, q, n),
-        }
-    }
-
-    /// The rows cut at `splitters` (ascending keys) into `splitters.len() + 1` ranges of
-    /// keys (`[.., s0)`, `[s0, s1)`, ..., `[s_last, ..]`: no group of tied rows straddles two),
-    /// each as bytes [`merge_ranked`] reads: a flag (1 if weighted), the number of positive
-    /// words (`u64`), then the positive and the negative words, little-endian (4 bytes each,
-    /// 8 weighted).
-    pub fn range_bytes(&self, splitters: &[u32]) -> Vec<Vec<u8>> {
-        fn ranges<W: Word>(weighted: bool, p: &[W], q: &[W], splitters: &[u32]) -> Vec<Vec<u8>> {
-            let cut = |list: &[W]| -> Vec<usize> {
-                let mut at = vec![0];
-                at.extend(splitters.iter().map(|&s| list.partition_point(|x| x.key() < s)));
-                at.push(list.len());
-                at
-            };
-            let (cp, cq) = (cut(p), cut(q));
-            (0..=splitters.len())
-                .map(|r| {
-                    let (p, q) = (&p[cp[r]..cp[r + 1].max(cp[r])], &q[cq[r]..cq[r + 1].max(cq[r])]);
-                    let mut out = Vec::with_capacity(9 + (p.len() + q.len()) * W::BYTES);
-                    out.push(u8::from(weighted));
-                    out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-                    W::put_all(p, &mut out);
-                    W::put_all(q, &mut out);
-                    out
-                })
-                .collect()
-        }
-        match self {
-            SortedRows::Plain(p, q) => ranges(false, p, q, splitters),
-            SortedRows::Weighted(p, q) => ranges(true, p, q, splitters),
+            let (p, q) = sort_lists(&mut self.weighted, parts)?;
+            Ok(Ranked::Weighted(p, q))
+        } else {
+            let (p, q) = sort_lists(&mut self.unweighted, parts)?;
+            Ok(Ranked::Plain(p, q))
         }
     }
 }
 
-/// Sorted positive and negative words of rows gathered from several hosts ([`merge_ranked`]).
-#[derive(Debug)]
-pub enum Merged {
-    /// Keys only.
-    Plain(Vec<u32>, Vec<u32>),
-    /// Keys above weights.
-    Weighted(Vec<u64>, Vec<u64>),
-}
-
-/// The rows of `parts` ([`SortedRows::range_bytes`], one per host) as one host would have
-/// sorted them: merging sorted lists gives exactly the sorted lists of the union (equal words
-/// are indistinguishable). O(rows) with few hosts. Unweighted parts join weighted ones with
-/// weight 1. Fails on bytes that are not such a part.
-pub fn merge_ranked<B: AsRef<[u8]>>(parts: &[B]) -> Result<Merged, String> {
-    if parts.iter().any(|b| b.as_ref().first() == Some(&1)) {
-        let lists = parts
-            .iter()
-            .map(|b| decode_part::<u64>(b.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (p, q) = merge_parts(lists);
-        Ok(Merged::Weighted(p, q))
-    } else {
-        let lists = parts
-            .iter()
-            .map(|b| decode_part::<u32>(b.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (p, q) = merge_parts(lists);
-        Ok(Merged::Plain(p, q))
+/// [`RankScratch::cut`] of the words `word(i)`, this host's range left in `lists.pos` and
+/// `lists.neg`.
+fn cut_into<W: Word>(
+    lists: &mut Lists<W>,
+    weighted: bool,
+    labels: &[f32],
+    pos: impl Fn(f32) -> bool + Copy,
+    splitters: &[u32],
+    me: usize,
+    word: impl Fn(usize) -> W,
+) -> Vec<Vec<u8>> {
+    let n = splitters.len() + 1;
+    let part = |p: &[W], q: &[W]| {
+        let mut out = Vec::with_capacity(9 + (p.len() + q.len()) * W::BYTES);
+        out.push(u8::from(weighted));
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        W::put_all(p, &mut out);
+        W::put_all(q, &mut out);
+        out
+    };
+    if let &[splitter] = splitters {
+        // Two hosts: one pass. Each list has one spare slot; the words of range 0 fill it from
+        // the front, those of range 1 from the back, and every word is written at both ends
+        // of both lists, kept only where its cursor moves (no branch on label or range): a
+        // slot written and not kept is free, and is overwritten by the next word kept there,
+        // or is the spare one once the list is full.
+        let np = labels.iter().filter(|&&y| pos(y)).count();
+        let (p, q) = (&mut lists.pos, &mut lists.neg);
+        p.clear();
+        p.resize(np + 1, W::default());
+        q.clear();
+        q.resize(labels.len() - np + 1, W::default());
+        let (mut p_lo, mut p_hi, mut q_lo, mut q_hi) = (0, np, 0, labels.len() - np);
+        let (ps, qs) = (&mut p[..], &mut q[..]);
+        for (i, &y) in labels.iter().enumerate() {
+            let w = word(i);
+            let (is_pos, high) = (pos(y), w.key() >= splitter);
+            ps[p_lo] = w;
+            ps[p_hi] = w;
+            qs[q_lo] = w;
+            qs[q_hi] = w;
+            p_lo += usize::from(is_pos & !high);
+            p_hi -= usize::from(is_pos & high);
+            q_lo += usize::from(!is_pos & !high);
+            q_hi -= usize::from(!is_pos & high);
+        }
+        // Range 0: [0, lo); range 1: (hi, end); lo == hi, the spare slot.
+        let theirs = if me == 0 {
+            let out = part(&p[p_lo + 1..], &q[q_lo + 1..]);
+            p.truncate(p_lo);
+            q.truncate(q_lo);
+            out
+        } else {
+            let out = part(&p[..p_lo], &q[..q_lo]);
+            p.drain(..=p_lo);
+            q.drain(..=q_lo);
+            out
+        };
+        let mut out = vec![Vec::new(); 2];
+        out[1 - me] = theirs;
+        return out;
     }
+    // Any number of hosts: a pass that counts the words of each bucket (2r: the positive words
+    // of range r; 2r + 1: its negative words) and one that scatters them.
+    let bucket = |i: usize, y: f32| {
+        let k = word(i).key();
+        2 * splitters.iter().filter(|&&s| s <= k).count() + usize::from(!pos(y))
+    };
+    let mut counts = vec![0usize; 2 * n];
+    for (i, &y) in labels.iter().enumerate() {
+        counts[bucket(i, y)] += 1;
+    }
+    let mut others: Vec<Vec<W>> = counts
+        .iter()
+        .enumerate()
+        .map(|(b, &c)| if b / 2 == me { Vec::new() } else { vec![W::default(); c] })
+        .collect();
+    lists.pos.clear();
+    lists.pos.resize(counts[2 * me], W::default());
+    lists.neg.clear();
+    lists.neg.resize(counts[2 * me + 1], W::default());
+    let mut dst: Vec<&mut [W]> = others.iter_mut().map(|v| &mut v[..]).collect();
+    dst[2 * me] = &mut lists.pos[..];
+    dst[2 * me + 1] = &mut lists.neg[..];
+    let mut at = vec![0usize; 2 * n];
+    for (i, &y) in labels.iter().enumerate() {
+        let b = bucket(i, y);
+        dst[b][at[b]] = word(i);
+        at[b] += 1;
+    }
+    (0..n)
+        .map(|r| {
+            if r == me {
+                Vec::new()
+            } else {
+                part(&others[2 * r], &others[2 * r + 1])
+            }
+        })
+        .collect()
 }
 
-impl Merged {
+/// The words of `parts` appended to `lists.pos` and `lists.neg`, and each list sorted.
+fn sort_lists<'a, W: FromPart, B: AsRef<[u8]>>(
+    lists: &'a mut Lists<W>,
+    parts: &[B],
+) -> Result<(&'a [W], &'a [W]), String> {
+    let Lists {
+        pos: p,
+        neg: q,
+        pos_tmp,
+        neg_tmp,
+    } = lists;
+    for b in parts {
+        decode_part_into(b.as_ref(), p, q)?;
+    }
+    pos_tmp.resize(p.len(), W::default());
+    neg_tmp.resize(q.len(), W::default());
+    Ok(rayon::join(|| radix_sort(p, pos_tmp), || radix_sort(q, neg_tmp)))
+}
+
+impl Ranked<'_> {
     /// Number of rows.
     pub fn len(&self) -> usize {
         match self {
-            Merged::Plain(p, q) => p.len() + q.len(),
-            Merged::Weighted(p, q) => p.len() + q.len(),
+            Ranked::Plain(p, q) => p.len() + q.len(),
+            Ranked::Weighted(p, q) => p.len() + q.len(),
         }
     }
 
@@ -400,8 +457,8 @@ impl Merged {
     /// The positive and negative weight of the rows (unweighted: exact counts).
     pub fn totals(&self) -> (f64, f64) {
         match self {
-            Merged::Plain(p, q) => (u32::weight_of(p), u32::weight_of(q)),
-            Merged::Weighted(p, q) => (u64::weight_of(p), u64::weight_of(q)),
+            Ranked::Plain(p, q) => (u32::weight_of(p), u32::weight_of(q)),
+            Ranked::Weighted(p, q) => (u64::weight_of(p), u64::weight_of(q)),
         }
     }
 
@@ -413,10 +470,57 @@ impl Merged {
         add: impl Fn(&mut A, f64, f64) + Sync,
     ) -> Vec<A> {
         match self {
-            Merged::Plain(p, q) => fold(p, q, before, start, add),
-            Merged::Weighted(p, q) => fold(p, q, before, start, add),
+            Ranked::Plain(p, q) => fold(p, q, before, start, add),
+            Ranked::Weighted(p, q) => fold(p, q, before, start, add),
         }
     }
+
+    /// The keys of the rows at positions `j * len / g` for `j` in `0..g`, positive and
+    /// negative rows together (a grid over the range from which hosts place the next
+    /// splitters); empty without rows.
+    pub fn grid_keys(&self, g: usize) -> Vec<u32> {
+        fn keys<W: Word>(p: &[W], q: &[W], g: usize) -> Vec<u32> {
+            let total = p.len() + q.len();
+            if total == 0 {
+                return Vec::new();
+            }
+            // Rows whose key is at most `k`, in both lists.
+            let at_most = |k: u32| p.partition_point(|x| x.key() <= k) + q.partition_point(|x| x.key() <= k);
+            (0..g)
+                .map(|j| {
+                    // The key of the row at position j·total/g of the union: the smallest key
+                    // with more rows at or below it than that position.
+                    let at = j * total / g;
+                    let (mut lo, mut hi) = (0u32, u32::MAX);
+                    while lo < hi {
+                        let mid = lo + (hi - lo) / 2;
+                        if at_most(mid) > at {
+                            hi = mid;
+                        } else {
+                            lo = mid + 1;
+                        }
+                    }
+                    lo
+                })
+                .collect()
+        }
+        match self {
+            Ranked::Plain(p, q) => keys(p, q, g),
+            Ranked::Weighted(p, q) => keys(p, q, g),
+        }
+    }
+}
+
+/// The keys that cut `scores` into `n` ranges of about equal size, from a sample of at most
+/// about 4096 of them (the first round's splitters, before any ranking); None without rows.
+pub fn sample_quantile_keys(scores: &[f32], n: usize) -> Option<Vec<u32>> {
+    if scores.is_empty() {
+        return None;
+    }
+    let step = scores.len().div_ceil(4096);
+    let mut sample: Vec<u32> = scores.iter().step_by(step).map(|&s| key(s)).collect();
+    sample.sort_unstable();
+    Some((1..n).map(|i| sample[i * sample.len() / n]).collect())
 }
 
 /// The words wanted by a flag's width: an unweighted word (a bare key) as a weighted one is
@@ -437,64 +541,28 @@ impl FromPart for u64 {
     }
 }
 
-/// A part's (positive, negative) words, as `W`.
-fn decode_part<W: FromPart>(b: &[u8]) -> Result<(Vec<W>, Vec<W>), String> {
+/// A part's positive and negative words (as `W`) appended to `p` and `q`.
+fn decode_part_into<W: FromPart>(b: &[u8], p: &mut Vec<W>, q: &mut Vec<W>) -> Result<(), String> {
     let bad = || format!("a ranked part of {} bytes is malformed", b.len());
     let (&flag, rest) = b.split_first().ok_or_else(bad)?;
     let n_pos = rest.get(..8).ok_or_else(bad)?;
     let n_pos = u64::from_le_bytes(n_pos.try_into().expect("eight bytes")) as usize;
     let words = &rest[8..];
     let size = if flag == 1 { 8 } else { 4 };
-    if words.len() % size != 0 || n_pos > words.len() / size {
+    if flag > 1 || words.len() % size != 0 || n_pos > words.len() / size {
         return Err(bad());
     }
-    let list = |b: &[u8]| -> Vec<W> {
+    let append = |b: &[u8], list: &mut Vec<W>| {
         if flag == 1 {
-            b.chunks_exact(8).map(W::get).collect()
+            list.extend(b.chunks_exact(8).map(W::get));
         } else {
-            b.chunks_exact(4).map(|c| W::from_u32(u32::get(c))).collect()
+            list.extend(b.chunks_exact(4).map(|c| W::from_u32(u32::get(c))));
         }
     };
-    let (p, q) = words.split_at(n_pos * size);
-    Ok((list(p), list(q)))
-}
-
-/// The positive and the negative lists of every part, each merged into one sorted list.
-fn merge_parts<W: Word + Ord>(lists: Vec<(Vec<W>, Vec<W>)>) -> (Vec<W>, Vec<W>) {
-    let (ps, qs): (Vec<Vec<W>>, Vec<Vec<W>>) = lists.into_iter().unzip();
-    rayon::join(|| merge_all(ps), || merge_all(qs))
-}
-
-/// Sorted lists merged pairwise into one sorted list.
-fn merge_all<W: Copy + Ord>(mut lists: Vec<Vec<W>>) -> Vec<W> {
-    while lists.len() > 1 {
-        let mut next = Vec::with_capacity(lists.len().div_ceil(2));
-        let mut it = lists.into_iter();
-        while let Some(a) = it.next() {
-            next.push(match it.next() {
-                Some(b) => merge_two(&a, &b),
-                None => a,
-            });
-        }
-        lists = next;
-    }
-    lists.pop().unwrap_or_default()
-}
-
-/// Two sorted lists as one.
-fn merge_two<W: Copy + Ord>(a: &[W], b: &[W]) -> Vec<W> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        // Branch-free choice: random scores make the comparison unpredictable.
-        let take_b = b[j] < a[i];
-        out.push(if take_b { b[j] } else { a[i] });
-        j += usize::from(take_b);
-        i += usize::from(!take_b);
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
+    let (bp, bq) = words.split_at(n_pos * size);
+    append(bp, p);
+    append(bq, q);
+    Ok(())
 }
 
 /// Calls `f(score, positive weight, negative weight)` for each distinct score, descending
@@ -718,45 +786,49 @@ mod tests {
         }
     }
 
-    /// The groups of rows cut into host parts, folded as the hosts fold them: each host sorts
-    /// its part and cuts it into ranges at splitters (the mean of the hosts' quantile keys);
-    /// range r of every host is merged (host r's job), its totals summed up before the next
-    /// range. Returns each range's (before, groups).
+    /// The groups of rows cut into host parts, folded as the hosts fold them: each host cuts
+    /// its part into ranges at splitters (from the hosts' samples), range r of every host is
+    /// sorted by host r, its totals summed up before the next range. Returns each range's
+    /// (before, groups).
     fn fold_as_hosts(s: &[f32], y: &[f32], w: Option<&[f32]>, cuts: &[usize]) -> Vec<(Before, Vec<(f64, f64)>)> {
         let mut bounds = vec![0];
         bounds.extend_from_slice(cuts);
         bounds.push(s.len());
         let n = bounds.len() - 1;
-        let mut scratches: Vec<RankScratch> = (0..n).map(|_| RankScratch::default()).collect();
-        let sorted: Vec<SortedRows<'_>> = bounds
+        let quantiles: Vec<Vec<u32>> = bounds
             .windows(2)
-            .zip(&mut scratches)
-            .map(|(r, scratch)| {
-                let (a, b) = (r[0], r[1]);
-                sort_rows(&s[a..b], &y[a..b], w.map(|w| &w[a..b]), |t| t > 0.5, scratch)
-            })
+            .filter_map(|r| sample_quantile_keys(&s[r[0]..r[1]], n))
             .collect();
-        let quantiles: Vec<Vec<u32>> = sorted.iter().filter_map(|x| x.quantile_keys(n)).collect();
         let splitters: Vec<u32> = (0..n - 1)
             .map(|i| (quantiles.iter().map(|q| u64::from(q[i])).sum::<u64>() / quantiles.len() as u64) as u32)
             .collect();
-        let sent: Vec<Vec<Vec<u8>>> = sorted.iter().map(|x| x.range_bytes(&splitters)).collect();
+        let mut scratches: Vec<RankScratch> = (0..n).map(|_| RankScratch::default()).collect();
+        let sent: Vec<Vec<Vec<u8>>> = bounds
+            .windows(2)
+            .zip(&mut scratches)
+            .enumerate()
+            .map(|(me, (r, scratch))| {
+                let (a, b) = (r[0], r[1]);
+                scratch.cut(&s[a..b], &y[a..b], w.map(|w| &w[a..b]), |t| t > 0.5, &splitters, me)
+            })
+            .collect();
         let mut before = Before::NONE;
         let mut out = Vec::new();
-        for r in 0..n {
-            let parts: Vec<Vec<u8>> = sent.iter().map(|host| host[r].clone()).collect();
-            let merged = merge_ranked(&parts).unwrap();
-            let folded = merged.fold(
+        for (r, scratch) in scratches.iter_mut().enumerate() {
+            let parts: Vec<Vec<u8>> = (0..n).filter(|&h| h != r).map(|h| sent[h][r].clone()).collect();
+            assert!(sent[r][r].is_empty());
+            let ranked = scratch.sort_range(&parts).unwrap();
+            let folded = ranked.fold(
                 before,
                 |b| (b, Vec::new()),
                 |a: &mut (Before, Vec<(f64, f64)>), p, q| a.1.push((p, q)),
             );
             out.extend(folded);
-            let (p, q) = merged.totals();
+            let (p, q) = ranked.totals();
             before = Before {
                 pos: before.pos + p,
                 neg: before.neg + q,
-                any: before.any || p + q > 0.0 || !parts.iter().all(|b| b.len() == 9),
+                any: before.any || !ranked.is_empty(),
             };
         }
         out
@@ -797,8 +869,15 @@ mod tests {
         }
         // Few rows, all tied: every range but one empty.
         check_hosts(&[0.5; 7], &[1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0], None, &[3, 5]);
-        assert!(merge_ranked(&[vec![0, 1]]).is_err());
-        assert!(merge_ranked(&[vec![0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]]).is_err());
+        let mut scratch = RankScratch::default();
+        scratch.cut(&[], &[], None, |t| t > 0.5, &[], 0);
+        assert!(scratch.sort_range(&[vec![0, 1]]).is_err());
+        assert!(
+            scratch
+                .sort_range(&[vec![0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]])
+                .is_err()
+        );
+        assert!(scratch.sort_range(&[vec![2, 0, 0, 0, 0, 0, 0, 0, 0]]).is_err());
     }
 
     #[test]
@@ -806,23 +885,24 @@ mod tests {
         let s = [0.5f32, 0.25, 0.5, 0.75, 0.25];
         let y = [1.0f32, 0.0, 0.0, 1.0, 1.0];
         let ones = [1.0f32; 5];
-        let (mut a, mut b) = (RankScratch::default(), RankScratch::default());
-        let parts = vec![
-            sort_rows(&s[..2], &y[..2], None, |t| t > 0.5, &mut a)
-                .range_bytes(&[])
-                .remove(0),
-            sort_rows(&s[2..], &y[2..], Some(&ones[2..]), |t| t > 0.5, &mut b)
-                .range_bytes(&[])
-                .remove(0),
-        ];
-        let merged = merge_ranked(&parts).unwrap();
-        assert!(matches!(merged, Merged::Weighted(..)));
-        let got = merged.fold(
-            Before::NONE,
-            |_| Vec::new(),
-            |a: &mut Vec<(f64, f64)>, p, q| a.push((p, q)),
-        );
-        assert_eq!(got, vec![vec![(1.0, 0.0), (1.0, 1.0), (1.0, 1.0)]]);
+        let want = vec![vec![(1.0, 0.0), (1.0, 1.0), (1.0, 1.0)]];
+        // Either host's words weighted, the other's not; all rows in host 0's range.
+        for weighted_host in 0..2 {
+            let (mut a, mut b) = (RankScratch::default(), RankScratch::default());
+            let w = |h: usize, r: std::ops::Range<usize>| (h == weighted_host).then(|| &ones[r]);
+            a.cut(&s[..2], &y[..2], w(0, 0..2), |t| t > 0.5, &[u32::MAX], 0);
+            let part = b
+                .cut(&s[2..], &y[2..], w(1, 2..5), |t| t > 0.5, &[u32::MAX], 1)
+                .remove(0);
+            let ranked = a.sort_range(&[part]).unwrap();
+            assert!(matches!(ranked, Ranked::Weighted(..)));
+            let got = ranked.fold(
+                Before::NONE,
+                |_| Vec::new(),
+                |a: &mut Vec<(f64, f64)>, p, q| a.push((p, q)),
+            );
+            assert_eq!(got, want);
+        }
     }
 
     proptest! {
