@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::binning::{BinnedMatrix, values_keys};
+use crate::binning::{BinnedMatrix, sketch_step, values_keys};
 use crate::booster::{Booster, TrainError, TrainOptions, train_binned};
 use crate::checkpoint::Checkpoints;
 use crate::collective::{Collective, CommConfig};
@@ -13,7 +13,7 @@ use crate::data::Dataset;
 use crate::distributed::{agree_cuts, agree_missing, check_same_model, select_dataset, share};
 use crate::params::{ParamError, XgbConfig, XgbParams};
 use crate::reader::{ContentType, DataError, ReadOptions, list_files, read_dir};
-use crate::stream::{Sketch, scan_csv};
+use crate::stream::{Sketch, input_bytes, scan_csv, scan_csv_part};
 
 /// The training channel, binned.
 struct TrainData {
@@ -425,7 +425,20 @@ fn train_job(
         && !is_pipe(train_cfg)
         && !files.iter().any(|f| f.extension().is_some_and(|e| e == "gz"));
     let mut train = if streamable {
-        let scan = scan_csv(&files, &opts).map_err(|e| data_error("train", e))?;
+        let scan = match comm {
+            // A part of the rows: sampled at the step of all hosts' rows (their bytes tell it
+            // before the rows are counted), not at the denser step of this part's.
+            Some(c) if !replicated(train_cfg) => {
+                let mut bytes = [input_bytes(&files) as i64];
+                c.sum_i64(&mut bytes)?;
+                let scan = scan_csv_part(&files, &opts, bytes[0] as u64).map_err(|e| data_error("train", e))?;
+                let mut rows = [scan.n_rows() as i64];
+                c.sum_i64(&mut rows)?;
+                scan.sample_at_most(sketch_step(rows[0] as usize))
+                    .map_err(|e| data_error("train", e))?
+            }
+            _ => scan_csv(&files, &opts).map_err(|e| data_error("train", e))?,
+        };
         crate::prof::mark("training rows sampled");
         let cuts = choose_cuts(scan.sketch())?;
         crate::prof::mark("cuts chosen");
@@ -440,6 +453,7 @@ fn train_job(
         let ds = read_channel_data(paths, "train", train_cfg, train_ct, &opts)?;
         let keys = values_keys(&ds.features, &ds.labels);
         let cuts = choose_cuts(Sketch {
+            step: 1,
             rows: &ds.features,
             keys: &keys,
             weights: ds.weights.as_deref(),

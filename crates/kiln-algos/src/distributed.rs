@@ -118,6 +118,13 @@ pub fn agree_cuts(
         let mut total = [sketch.n_rows as i64];
         comm.sum_i64(&mut total)?;
         let step = sketch_step(total[0] as usize);
+        if sketch.step > step {
+            return Err(JobError::Internal(format!(
+                "{}'s sketch sample is thinner (one row in {}) than all hosts' rows need (one in {step})",
+                comm.host(me),
+                sketch.step
+            )));
+        }
         let keep: Vec<usize> = (0..sketch.rows.n_rows())
             .filter(|&i| in_sketch(sketch.keys[i], step))
             .collect();
@@ -414,15 +421,16 @@ mod tests {
 
     #[test]
     fn hosts_choose_the_cuts_one_host_chooses_however_the_rows_are_split() {
+        use crate::binning::sketch_step;
         use crate::collective::tests::run_hosts;
         use crate::reader::ReadOptions;
-        use crate::stream::scan_csv_with;
         use crate::stream::tests::{many_values, tmp};
+        use crate::stream::{input_bytes, scan_csv_with};
         // More rows than the sketch sample (a step of 2), cut at row counts that are not
         // multiples of it.
         let n = 300_000;
         let whole = [tmp("split-all.csv", &many_values(0, n))];
-        let alone = scan_csv_with(&whole, &ReadOptions::default(), 0).unwrap();
+        let alone = scan_csv_with(&whole, &ReadOptions::default(), 0, None).unwrap();
         let reference = alone.sketch().cuts(64);
         let splits: [&[(u64, u64)]; 3] = [
             &[(0, 123_457), (123_457, n)],
@@ -435,12 +443,23 @@ mod tests {
                 .iter()
                 .map(|&(from, to)| tmp(&format!("split-{k}-{from}.csv"), &many_values(from, to)))
                 .collect();
+            // As the job does: each host samples at the step the bytes of all hosts' files
+            // promise, then makes sure it is not larger than that of all the rows. With
+            // split 1 the promise is eight times too large: the streaming host passes over its
+            // file again.
+            let all_bytes = input_bytes(&files) * if k == 1 { 8 } else { 1 };
             let got = run_hosts(split.len(), |c| {
                 // The first host parses its file at once, the others stream theirs: both
                 // sample by the rows' keys.
                 let small_below = if c.rank() == 0 { u64::MAX } else { 0 };
                 let files = std::slice::from_ref(&files[c.rank()]);
-                let scan = scan_csv_with(files, &ReadOptions::default(), small_below).unwrap();
+                let scan = scan_csv_with(files, &ReadOptions::default(), small_below, Some(all_bytes)).unwrap();
+                let mut rows = [scan.n_rows() as i64];
+                c.sum_i64(&mut rows).unwrap();
+                let step = sketch_step(rows[0] as usize);
+                assert_eq!(scan.sketch().step > step, k == 1 && c.rank() > 0);
+                let scan = scan.sample_at_most(step).unwrap();
+                assert!(scan.sketch().step <= step);
                 agree_cuts(c, &scan.sketch(), 64, false).unwrap()
             });
             for cuts in got {
@@ -466,6 +485,7 @@ mod tests {
         let all = DenseMatrix::new(n, 2, values.clone()).unwrap();
         let keys = values_keys(&all, &labels);
         let one = Sketch {
+            step: 1,
             rows: &all,
             keys: &keys,
             weights: None,
@@ -481,6 +501,7 @@ mod tests {
             let rows = DenseMatrix::new(to - from, 2, values[2 * from..2 * to].to_vec()).unwrap();
             let keys = values_keys(&rows, &labels[from..to]);
             let sketch = Sketch {
+                step: 1,
                 rows: &rows,
                 keys: &keys,
                 weights: None,

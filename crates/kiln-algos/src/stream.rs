@@ -288,11 +288,12 @@ pub struct CsvScan<'f> {
 enum Scanned {
     /// A small input, parsed into floats at once, and every row's sketch key.
     Small(crate::data::Dataset, Vec<u64>),
-    /// A large one: the sketch sample (the rows keyed in at `sketch_step(n_rows)`), and what
-    /// pass 2 reuses.
+    /// A large one: the sketch sample (the rows keyed in at `step`: `sketch_step(n_rows)`, or
+    /// larger for a host's part of the rows), and what pass 2 reuses.
     Streamed {
         lay: CsvLayout,
         n_rows: usize,
+        step: usize,
         sample: DenseMatrix,
         sample_keys: Vec<u64>,
         sample_w: Vec<f32>,
@@ -301,9 +302,10 @@ enum Scanned {
 }
 
 /// The rows the cut points are chosen from: some or all of the input's rows with their sketch
-/// keys, among them at least every row keyed in at `sketch_step(n_rows)`
-/// ([`crate::binning::in_sketch`]).
+/// keys, among them at least every row keyed in at `step` ([`crate::binning::in_sketch`]).
 pub struct Sketch<'a> {
+    /// Every row keyed in at this step is among `rows` (1: all the rows).
+    pub step: usize,
     /// The rows' features.
     pub rows: &'a DenseMatrix,
     /// Each row's sketch key ([`crate::binning::line_key`] or [`crate::binning::values_key`]).
@@ -318,6 +320,10 @@ impl Sketch<'_> {
     /// The cuts reading the input alone chooses: those of the rows keyed in at
     /// `sketch_step(n_rows)`.
     pub fn cuts(&self, max_bin: usize) -> BinCuts {
+        assert!(
+            self.step <= sketch_step(self.n_rows),
+            "a part's sample chooses no cuts alone"
+        );
         BinCuts::compute_keyed(self.rows, self.weights, self.keys, sketch_step(self.n_rows), max_bin)
     }
 }
@@ -336,6 +342,7 @@ impl<'f> CsvScan<'f> {
     pub fn sketch(&self) -> Sketch<'_> {
         match &self.inner {
             Scanned::Small(d, keys) => Sketch {
+                step: 1,
                 rows: &d.features,
                 keys,
                 weights: d.weights.as_deref(),
@@ -343,16 +350,31 @@ impl<'f> CsvScan<'f> {
             },
             Scanned::Streamed {
                 n_rows,
+                step,
                 sample,
                 sample_keys,
                 sample_w,
                 ..
             } => Sketch {
+                step: *step,
                 rows: sample,
                 keys: sample_keys,
                 weights: self.opts.csv_weights.then_some(&sample_w[..]),
                 n_rows: *n_rows,
             },
+        }
+    }
+
+    /// This scan, with a sketch sample that holds every row keyed in at `step` (a power of
+    /// two): the first pass again, at that step, if it sampled more sparsely
+    /// ([`scan_csv_part`]).
+    pub fn sample_at_most(self, step: usize) -> Result<Self, DataError> {
+        match self.inner {
+            Scanned::Streamed { step: had, .. } if had > step => {
+                let first = sample_pass(self.files, &self.opts, Some(step), 0)?;
+                streamed(self.files, &self.opts, first)
+            }
+            _ => Ok(self),
         }
     }
 
@@ -380,21 +402,38 @@ impl<'f> CsvScan<'f> {
 
 /// Pass 1 over headerless, label-first CSV files (see [`CsvScan`]).
 pub fn scan_csv<'f>(files: &'f [PathBuf], opts: &ReadOptions) -> Result<CsvScan<'f>, DataError> {
-    scan_csv_with(files, opts, SMALL_INPUT_BELOW)
+    scan_csv_with(files, opts, SMALL_INPUT_BELOW, None)
 }
 
-/// [`scan_csv`], parsing inputs of fewer than `small_below` bytes into floats at once.
+/// [`scan_csv`] of one host's part of the rows, whose sketch sample is thinned to the step of
+/// all hosts' rows ([`crate::distributed::agree_cuts`]): the first pass samples at a step
+/// estimated from `all_bytes`, the size of every host's files, so as to parse no rows that will
+/// be dropped. The step of all the rows is only known once the hosts have counted them: then
+/// [`CsvScan::sample_at_most`] passes over the files again in the rare case that the estimate
+/// was too large.
+pub fn scan_csv_part<'f>(files: &'f [PathBuf], opts: &ReadOptions, all_bytes: u64) -> Result<CsvScan<'f>, DataError> {
+    scan_csv_with(files, opts, SMALL_INPUT_BELOW, Some(all_bytes))
+}
+
+/// The size of `files` in bytes (those that can be read).
+pub fn input_bytes(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// [`scan_csv`] ([`scan_csv_part`] with `all_bytes`), parsing inputs of fewer than
+/// `small_below` bytes into floats at once.
 pub(crate) fn scan_csv_with<'f>(
     files: &'f [PathBuf],
     opts: &ReadOptions,
     small_below: u64,
+    all_bytes: Option<u64>,
 ) -> Result<CsvScan<'f>, DataError> {
     // Small inputs: floats for a moment cost little, and one parse beats two.
-    let total: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
+    let total = input_bytes(files);
     if total < small_below {
         let mut all: Option<crate::data::Dataset> = None;
         for (fi, f) in files.iter().enumerate() {
@@ -444,18 +483,23 @@ pub(crate) fn scan_csv_with<'f>(
     // `sketch_step(n_rows)`, but `n_rows` is only known at the end: the pass starts from a step estimated from
     // the input's size, and in the rare case that it was too large (far fewer rows than the
     // first block promised) runs again with the right one.
-    let mut first = sample_pass(files, opts, None, total)?;
-    if first.step > sketch_step(first.n_rows) {
+    let mut first = sample_pass(files, opts, None, all_bytes.unwrap_or(total))?;
+    if all_bytes.is_none() && first.step > sketch_step(first.n_rows) {
         first = sample_pass(files, opts, Some(sketch_step(first.n_rows)), total)?;
     }
+    streamed(files, opts, first)
+}
+
+/// The [`CsvScan`] of a first pass.
+fn streamed<'f>(files: &'f [PathBuf], opts: &ReadOptions, first: Sampled) -> Result<CsvScan<'f>, DataError> {
     let Sampled {
         lay,
         n_rows,
+        step,
         sample_keys,
         sample_vals,
         sample_w,
         chunks,
-        ..
     } = first;
     let Some(lay) = lay else {
         return Err(DataError::Empty);
@@ -471,6 +515,7 @@ pub(crate) fn scan_csv_with<'f>(
         inner: Scanned::Streamed {
             lay,
             n_rows,
+            step,
             sample,
             sample_keys,
             sample_w,
@@ -682,7 +727,7 @@ pub(crate) mod tests {
             tmp("order-c.csv", &many_values(222_222, n)),
         );
         let cuts = |files: &[PathBuf], small_below: u64| {
-            let scan = scan_csv_with(files, &ReadOptions::default(), small_below).unwrap();
+            let scan = scan_csv_with(files, &ReadOptions::default(), small_below, None).unwrap();
             assert_eq!(scan.n_rows(), n as usize);
             scan.sketch().cuts(64)
         };
