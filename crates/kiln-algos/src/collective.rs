@@ -260,8 +260,10 @@ impl Link {
     /// The next frame: (kind, sequence number, payload).
     fn recv_any(&mut self) -> Result<(u8, u64, Vec<u8>), CommError> {
         let mut head = [0u8; HEADER];
+        let waiting = Instant::now();
         spin_until_readable(&self.stream);
         self.stream.read_exact(&mut head).map_err(|e| self.lost(&e))?;
+        crate::prof::add_waiting(waiting.elapsed());
         let kind = head[0];
         let seq = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
         let len = u64::from_le_bytes(head[16..24].try_into().expect("eight bytes"));

@@ -58,6 +58,16 @@ pub fn add(phase: Phase, d: std::time::Duration) {
     NANOS[phase as usize].fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
 }
 
+/// Time spent waiting for another host's next message to start arriving (distributed
+/// training), within the phases that exchange data (`allreduce`, `eval`, and the steps before
+/// the first round): the share of a host's time that the others' pace decides.
+static WAITING: AtomicU64 = AtomicU64::new(0);
+
+/// Adds time spent waiting for another host.
+pub fn add_waiting(d: std::time::Duration) {
+    WAITING.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+}
+
 /// Prints the totals to stderr if `KILN_PROFILE` is set.
 pub fn report() {
     if std::env::var_os("KILN_PROFILE").is_none() {
@@ -70,6 +80,13 @@ pub fn report() {
         .collect();
     let total: u64 = NANOS.iter().map(|v| v.load(Ordering::Relaxed)).sum();
     eprintln!("kiln profile: {} (sum {:.3}s)", parts.join(", "), total as f64 / 1e9);
+    let waiting = WAITING.load(Ordering::Relaxed);
+    if waiting > 0 {
+        eprintln!(
+            "kiln profile: waiting for other hosts {:.3}s (within the phases above and the steps before the first round)",
+            waiting as f64 / 1e9
+        );
+    }
 }
 
 /// When the first [`mark`] was made (the job's start).
