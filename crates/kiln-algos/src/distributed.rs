@@ -12,9 +12,9 @@
 //!   keyed in at the sketch step of all hosts' rows together (about 256k rows in all, as alone);
 //!   replicated, each host's own sample is that of the whole data. Either way the hosts' samples
 //!   together are exactly the rows one host would sample from all the files, so they choose the
-//!   cuts, hence the model, one host would. Each host chooses the cuts of its block of features
-//!   (from every host's sampled values of them, sent to it in one all-to-all, when sharded) and
-//!   the hosts then exchange their blocks, so every host bins identically and the work is
+//!   cuts, hence the model, one host would. Each host chooses the cuts of its share of the
+//!   features (every N-th; from every host's sampled values of them, sent to it in one
+//!   all-to-all, when sharded) and the hosts then exchange them, so every host bins identically and the work is
 //!   shared. (xgboost merges mergeable weighted quantile summaries instead; a gathered sample is
 //!   simpler, and exactly the single-host sample.)
 
@@ -52,14 +52,17 @@ pub fn select_dataset(ds: &Dataset, keep: &[u32]) -> Dataset {
     }
 }
 
-/// Features `[start, end)` whose cuts host `rank` of `size` computes.
-fn features_of(nf: usize, rank: usize, size: usize) -> std::ops::Range<usize> {
-    nf * rank / size..nf * (rank + 1) / size
+/// The features whose cuts host `rank` of `size` computes: every `size`-th from `rank`
+/// (features of one kind, costlier or cheaper to sort, often sit next to each other).
+fn features_of(nf: usize, rank: usize, size: usize) -> Vec<usize> {
+    (rank..nf).step_by(size).collect()
 }
 
 /// The columns `cols` of `m`, as a matrix of their own.
-fn columns(m: &DenseMatrix, cols: std::ops::Range<usize>) -> DenseMatrix {
-    let values = (0..m.n_rows()).flat_map(|r| &m.row(r)[cols.clone()]).copied().collect();
+fn columns(m: &DenseMatrix, cols: &[usize]) -> DenseMatrix {
+    let values = (0..m.n_rows())
+        .flat_map(|r| cols.iter().map(move |&c| m.row(r)[c]))
+        .collect();
     DenseMatrix::new(m.n_rows(), cols.len(), values).expect("rows of the same width")
 }
 
@@ -90,9 +93,9 @@ fn decode_cuts(b: &[u8]) -> Option<Vec<Vec<f32>>> {
 /// The cut points every host bins its training rows with (see the module documentation).
 /// `sketch` is this host's; `replicated` whether every host read the same rows.
 ///
-/// The work is shared: host r chooses the cuts of its block of features ([`features_of`]),
-/// and the hosts then exchange their blocks. Sharded, each host first sends every other one
-/// its sampled rows' values of that host's features (an all-to-all), so each block is chosen
+/// The work is shared: host r chooses the cuts of its share of features ([`features_of`]),
+/// and the hosts then exchange them. Sharded, each host first sends every other one
+/// its sampled rows' values of that host's features (an all-to-all), so each share is chosen
 /// from the sample of all the hosts' rows; replicated, each host's own sample is the whole
 /// data's. Either way every host ends with the same cuts, the ones a single host would choose
 /// from that sample (each feature's cuts depend on its column alone).
@@ -107,7 +110,7 @@ pub fn agree_cuts(
     let mine = features_of(nf, me, n);
     let my_cuts: Vec<Vec<f32>> = if replicated {
         let c = BinCuts::compute_keyed(
-            &columns(sketch.rows, mine.clone()),
+            &columns(sketch.rows, &mine),
             sketch.weights,
             sketch.keys,
             sketch_step(sketch.n_rows),
@@ -134,12 +137,13 @@ pub fn agree_cuts(
             .map(|r| {
                 let cols = features_of(nf, r, n);
                 let mut part = encode(&[nf as u64, keep.len() as u64]);
-                let values: Vec<f32> = keep
-                    .iter()
-                    .flat_map(|&i| &sketch.rows.row(i)[cols.clone()])
-                    .copied()
-                    .collect();
-                part.extend(encode(&values));
+                part.reserve(4 * keep.len() * cols.len());
+                for &i in &keep {
+                    let row = sketch.rows.row(i);
+                    for &c in &cols {
+                        part.extend_from_slice(&row[c].to_le_bytes());
+                    }
+                }
                 if let Some(w) = sketch.weights {
                     part.extend(encode(&keep.iter().map(|&i| w[i]).collect::<Vec<f32>>()));
                 }
@@ -180,7 +184,7 @@ pub fn agree_cuts(
     let mut block = encode(&[nf as u64]);
     block.extend(encode_cuts(&my_cuts));
     let blocks = comm.all_to_all(vec![block; n])?;
-    let mut cuts = Vec::with_capacity(nf);
+    let mut cuts = vec![Vec::new(); nf];
     for (r, b) in blocks.iter().enumerate() {
         let unreadable = || JobError::Internal(format!("{} sent unreadable cuts", comm.host(r)));
         let their_nf = b
@@ -190,7 +194,14 @@ pub fn agree_cuts(
         if their_nf != nf {
             return Err(columns_differ(comm, r, their_nf, nf));
         }
-        cuts.extend(decode_cuts(&b[8..]).ok_or_else(unreadable)?);
+        let theirs = decode_cuts(&b[8..]).ok_or_else(unreadable)?;
+        let features = features_of(nf, r, n);
+        if theirs.len() != features.len() {
+            return Err(unreadable());
+        }
+        for (f, c) in features.into_iter().zip(theirs) {
+            cuts[f] = c;
+        }
     }
     Ok(BinCuts::from_cuts(cuts))
 }
