@@ -286,11 +286,11 @@ impl RankScratch {
     ) -> Vec<Vec<u8>> {
         self.cut_weighted = weights.is_some();
         match weights {
-            None => cut_into(&mut self.unweighted, false, labels, pos, splitters, me, |i| {
-                key(scores[i])
+            None => cut_into(&mut self.unweighted, false, labels, pos, splitters, me, || {
+                scores.iter().map(|&s| key(s))
             }),
-            Some(w) => cut_into(&mut self.weighted, true, labels, pos, splitters, me, |i| {
-                weighted_word(scores[i], w[i])
+            Some(w) => cut_into(&mut self.weighted, true, labels, pos, splitters, me, || {
+                scores.iter().zip(w).map(|(&s, &w)| weighted_word(s, w))
             }),
         }
     }
@@ -320,16 +320,16 @@ impl RankScratch {
     }
 }
 
-/// [`RankScratch::cut`] of the words `word(i)`, this host's range left in `lists.pos` and
-/// `lists.neg`.
-fn cut_into<W: Word>(
+/// [`RankScratch::cut`] of the rows' words (`words()`, one per label), this host's range left
+/// in `lists.pos` and `lists.neg`.
+fn cut_into<W: Word, I: Iterator<Item = W>>(
     lists: &mut Lists<W>,
     weighted: bool,
     labels: &[f32],
     pos: impl Fn(f32) -> bool + Copy,
     splitters: &[u32],
     me: usize,
-    word: impl Fn(usize) -> W,
+    words: impl Fn() -> I,
 ) -> Vec<Vec<u8>> {
     let n = splitters.len() + 1;
     let part = |p: &[W], q: &[W]| {
@@ -348,14 +348,12 @@ fn cut_into<W: Word>(
         // or is the spare one once the list is full.
         let np = labels.iter().filter(|&&y| pos(y)).count();
         let (p, q) = (&mut lists.pos, &mut lists.neg);
-        p.clear();
+        // Every slot but the spare one is written below: the lists need no clearing first.
         p.resize(np + 1, W::default());
-        q.clear();
         q.resize(labels.len() - np + 1, W::default());
         let (mut p_lo, mut p_hi, mut q_lo, mut q_hi) = (0, np, 0, labels.len() - np);
         let (ps, qs) = (&mut p[..], &mut q[..]);
-        for (i, &y) in labels.iter().enumerate() {
-            let w = word(i);
+        for (w, &y) in words().zip(labels) {
             let (is_pos, high) = (pos(y), w.key() >= splitter);
             ps[p_lo] = w;
             ps[p_hi] = w;
@@ -384,13 +382,13 @@ fn cut_into<W: Word>(
     }
     // Any number of hosts: a pass that counts the words of each bucket (2r: the positive words
     // of range r; 2r + 1: its negative words) and one that scatters them.
-    let bucket = |i: usize, y: f32| {
-        let k = word(i).key();
+    let bucket = |w: W, y: f32| {
+        let k = w.key();
         2 * splitters.iter().filter(|&&s| s <= k).count() + usize::from(!pos(y))
     };
     let mut counts = vec![0usize; 2 * n];
-    for (i, &y) in labels.iter().enumerate() {
-        counts[bucket(i, y)] += 1;
+    for (w, &y) in words().zip(labels) {
+        counts[bucket(w, y)] += 1;
     }
     let mut others: Vec<Vec<W>> = counts
         .iter()
@@ -405,9 +403,9 @@ fn cut_into<W: Word>(
     dst[2 * me] = &mut lists.pos[..];
     dst[2 * me + 1] = &mut lists.neg[..];
     let mut at = vec![0usize; 2 * n];
-    for (i, &y) in labels.iter().enumerate() {
-        let b = bucket(i, y);
-        dst[b][at[b]] = word(i);
+    for (w, &y) in words().zip(labels) {
+        let b = bucket(w, y);
+        dst[b][at[b]] = w;
         at[b] += 1;
     }
     (0..n)
