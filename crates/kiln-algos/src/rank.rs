@@ -424,18 +424,25 @@ fn sort_lists<'a, W: FromPart, B: AsRef<[u8]>>(
     lists: &'a mut Lists<W>,
     parts: &[B],
 ) -> Result<(&'a [W], &'a [W]), String> {
-    let Lists {
-        pos: p,
-        neg: q,
-        pos_tmp,
-        neg_tmp,
-    } = lists;
     for b in parts {
-        decode_part_into(b.as_ref(), p, q)?;
+        decode_part_into(b.as_ref(), &mut lists.pos, &mut lists.neg)?;
     }
-    pos_tmp.resize(p.len(), W::default());
-    neg_tmp.resize(q.len(), W::default());
-    Ok(rayon::join(|| radix_sort(p, pos_tmp), || radix_sort(q, neg_tmp)))
+    Ok(lists.sorted())
+}
+
+impl<W: Word> Lists<W> {
+    /// The positive and the negative words, each list sorted (the two at the same time).
+    fn sorted(&mut self) -> (&[W], &[W]) {
+        let Lists {
+            pos,
+            neg,
+            pos_tmp,
+            neg_tmp,
+        } = self;
+        pos_tmp.resize(pos.len(), W::default());
+        neg_tmp.resize(neg.len(), W::default());
+        rayon::join(|| radix_sort(pos, pos_tmp), || radix_sort(neg, neg_tmp))
+    }
 }
 
 impl Ranked<'_> {
@@ -600,34 +607,23 @@ fn rank<'a, W: Word>(
     word: impl Fn(usize) -> W + Sync,
 ) -> (&'a [W], &'a [W]) {
     let n = labels.len();
-    let Lists {
-        pos: p,
-        neg: q,
-        pos_tmp,
-        neg_tmp,
-    } = lists;
     // Two halves of the rows are split at the same time, each into its own part of the two
     // lists (the first half's positives first).
     let half = if n >= MIN_SPLIT { n / 2 } else { n };
     let (ya, yb) = labels.split_at(half);
     let pos_a = ya.iter().filter(|&&y| pos(y)).count();
     let np = pos_a + yb.iter().filter(|&&y| pos(y)).count();
-    for (list, len) in [
-        (&mut *p, np),
-        (&mut *q, n - np),
-        (&mut *pos_tmp, np),
-        (&mut *neg_tmp, n - np),
-    ] {
+    for (list, len) in [(&mut lists.pos, np), (&mut lists.neg, n - np)] {
         list.clear();
         list.resize(len, W::default());
     }
-    let (pa, pb) = p.split_at_mut(pos_a);
-    let (qa, qb) = q.split_at_mut(half - pos_a);
+    let (pa, pb) = lists.pos.split_at_mut(pos_a);
+    let (qa, qb) = lists.neg.split_at_mut(half - pos_a);
     rayon::join(
         || split(ya, 0, pos, &word, pa, qa),
         || split(yb, half, pos, &word, pb, qb),
     );
-    rayon::join(|| radix_sort(p, pos_tmp), || radix_sort(q, neg_tmp))
+    lists.sorted()
 }
 
 /// Writes the words of rows `first..first + labels.len()` to `p` (positives, in row order)
