@@ -116,6 +116,8 @@ def test_a_wrong_secret_is_refused(kiln, browser):
     browser.find_element(By.NAME, "access_key_id").send_keys(kiln.key["access_key_id"])
     browser.find_element(By.NAME, "secret_access_key").send_keys("not-the-secret")
     browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+    # The answer is a new page: wait for it (the form's page has no error element).
+    until(browser, "the refusal", lambda d: d.find_elements(By.CSS_SELECTOR, ".error"))
     assert "do not match" in browser.find_element(By.CSS_SELECTOR, ".error").text
     shot(browser, "login")
 
