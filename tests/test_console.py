@@ -194,6 +194,7 @@ def test_a_tuning_jobs_leaderboard(kiln, browser):
     sign_in(browser, kiln, kiln.key)
     browser.get(f"{kiln.endpoint}/_kiln/ui/tuning")
     browser.find_element(By.LINK_TEXT, "console-tune").click()
+    until(browser, "the tuning job's page", lambda d: d.find_elements(By.CSS_SELECTOR, "table.leaderboard"))
     rows = browser.find_elements(By.CSS_SELECTOR, "table.leaderboard tr")
     table = browser.find_element(By.CSS_SELECTOR, "table.leaderboard").text
     assert table.count("Completed") == 4, table
