@@ -14,8 +14,8 @@
 //!   together are exactly the rows one host would sample from all the files, so they choose the
 //!   cuts, hence the model, one host would. Each host chooses the cuts of its share of the
 //!   features (every N-th; from every host's sampled values of them, sent to it in one
-//!   all-to-all, when sharded) and the hosts then exchange them, so every host bins identically and the work is
-//!   shared. (xgboost merges mergeable weighted quantile summaries instead; a gathered sample is
+//!   all-to-all, when sharded) and the hosts then exchange them, so every host bins
+//!   identically and the work is shared. (xgboost merges mergeable weighted quantile summaries instead; a gathered sample is
 //!   simpler, and exactly the single-host sample.)
 
 use crate::binning::{BinCuts, BinnedMatrix, in_sketch, sketch_step};

@@ -1356,8 +1356,8 @@ mod tests {
 
     #[test]
     fn splitters_fall_at_equal_shares_of_all_hosts_rows() {
-        // Three hosts' ranges of 100, 0 and 300 rows; grid keys j·1000 + r (ascending within
-        // each range, and across ranges in host order).
+        // Three hosts' ranges of 100, 0 and 300 rows; grid keys r·100000 + j·1000 (ascending
+        // within each range, and across ranges in host order).
         let totals = [0.0, 0.0, 100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 300.0, 0.0];
         let mut grids = vec![0.0; 3 * GRID];
         for r in 0..3 {

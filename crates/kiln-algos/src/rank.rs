@@ -270,8 +270,9 @@ pub enum Ranked<'s> {
 impl RankScratch {
     /// A distributed ranking's first step: this host's rows `(scores[i], pos(labels[i]),
     /// weights[i])` cut at `splitters` (ascending keys) into one range of keys per host (`[..,
-    /// s0)`, `[s0, s1)`, ..., `[s_last, ..]`: no group of tied rows straddles two), in one
-    /// branch-free pass that counts and one that scatters, none of them sorted. Range `me`
+    /// s0)`, `[s0, s1)`, ..., `[s_last, ..]`: no group of tied rows straddles two), none of
+    /// them sorted: one branch-free pass for two hosts, a pass that counts and one that
+    /// scatters for more. Range `me`
     /// stays here for [`Self::sort_range`]; every other range `r` is returned as bytes for host
     /// `r` (`out[me]` is empty): a flag (1 if weighted), the number of positive words (`u64`),
     /// then the positive and the negative words, little-endian (4 bytes each, 8 weighted).
