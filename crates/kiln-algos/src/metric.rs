@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::collective::{Collective, CommError, decode, encode};
-use crate::rank::{Before, RankScratch, Ranked, fold_groups, sample_quantile_keys};
+use crate::rank::{Before, RankScratch, Ranked, rank_rows, sample_quantile_keys};
 
 /// A per-row loss: (the row's predictions, its label) → loss.
 type RowLoss<'a> = &'a (dyn Fn(&[f32], f64) -> f64 + Sync);
@@ -721,10 +721,12 @@ pub fn eval_all_global(
         // This host's range: its weights, rows and ROC area from zero; a grid of its keys.
         let (p, ng) = m.totals();
         let roc_from_zero = if wants(s, true) {
-            m.fold(Before::NONE, |b| Area::after(true, b), |a, p, n| a.add(p, n))
-                .iter()
-                .map(|a| a.area)
-                .sum()
+            m.plain_roc_area().unwrap_or_else(|| {
+                m.fold(Before::NONE, |b| Area::after(true, b), |a, p, n| a.add(p, n))
+                    .iter()
+                    .map(|a| a.area)
+                    .sum()
+            })
         } else {
             0.0
         };
@@ -977,16 +979,19 @@ fn ranked_area_local(
     pos: impl Fn(f32) -> bool + Sync + Copy,
     scratch: &mut RankScratch,
 ) -> f64 {
-    let parts = fold_groups(
-        scores,
-        labels,
-        weights,
-        pos,
-        scratch,
-        |before| Area::after(roc, before),
-        |a, p, n| a.add(p, n),
-    );
-    area_of_parts(&parts)
+    let m = rank_rows(scores, labels, weights, pos, scratch);
+    if roc && let Some(area) = m.plain_roc_area() {
+        let (tp, fp) = m.totals();
+        return Area {
+            roc,
+            tp,
+            fp,
+            area,
+            prev_prec: f64::NAN,
+        }
+        .value();
+    }
+    area_of_parts(&m.fold(Before::NONE, |b| Area::after(roc, b), |a, p, n| a.add(p, n)))
 }
 
 /// The area of consecutive parts of the ranking: the last part ends with the totals, and the
