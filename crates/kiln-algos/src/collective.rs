@@ -10,8 +10,9 @@
 //! whole buffer 2(N-1) times through algo-1's link; a ring allreduce (reduce-scatter, then
 //! all-gather around the ring) moves 2(N-1)/N of it per host and spreads the load, the better
 //! choice beyond a handful of hosts. Two hosts (the common case) skip the relay: each sends its
-//! buffer straight to the other while receiving the other's (a second thread writes large
-//! ones, so neither blocks on full socket buffers), and both combine in rank order, so the
+//! buffer straight to the other while receiving the other's (large ones a piece at a time
+//! each way, as far as the socket takes and gives without blocking, so neither host blocks on
+//! full socket buffers), and both combine in rank order, so the
 //! result is the same bits with half the time on the wire. Histogram sums travel as `i32`
 //! when every value fits ([`Collective::sum_i64_slices`]).
 //!
@@ -183,7 +184,8 @@ fn spin_until_readable(stream: &TcpStream) {
             if n >= 0 || std::io::Error::last_os_error().kind() != ErrorKind::WouldBlock || start.elapsed() >= SPIN {
                 return;
             }
-            // Lets a thread of this process that has work (the sender of an exchange) run.
+            // Lets another thread of this process that has work run (off Linux, the sender of
+            // an exchange).
             std::thread::yield_now();
         }
     }
@@ -194,10 +196,7 @@ fn spin_until_readable(stream: &TcpStream) {
 /// Writes one frame: the header, then the payload (in one segment when it is small, as the
 /// connection has no Nagle delay to merge them).
 fn write_frame(stream: &mut TcpStream, kind: u8, seq: u64, payload: &[u8]) -> std::io::Result<()> {
-    let mut head = [0u8; HEADER];
-    head[0] = kind;
-    head[8..16].copy_from_slice(&seq.to_le_bytes());
-    head[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    let head = frame_head(kind, seq, payload.len());
     if payload.len() <= 64 << 10 {
         let mut msg = Vec::with_capacity(HEADER + payload.len());
         msg.extend_from_slice(&head);
@@ -206,6 +205,15 @@ fn write_frame(stream: &mut TcpStream, kind: u8, seq: u64, payload: &[u8]) -> st
     } else {
         stream.write_all(&head).and_then(|()| stream.write_all(payload))
     }
+}
+
+/// A frame's header: its kind, the operation's sequence number and the payload's length.
+fn frame_head(kind: u8, seq: u64, len: usize) -> [u8; HEADER] {
+    let mut head = [0u8; HEADER];
+    head[0] = kind;
+    head[8..16].copy_from_slice(&seq.to_le_bytes());
+    head[16..24].copy_from_slice(&(len as u64).to_le_bytes());
+    head
 }
 
 impl Link {
@@ -234,12 +242,25 @@ impl Link {
     /// Sends `payload` to the peer and receives its data frame of operation `seq`, both at
     /// once: two hosts that send each other large buffers before reading would otherwise both
     /// block once the socket buffers are full. Small payloads fit in those buffers and are
-    /// sent before reading; larger ones are written by a second thread while this one reads.
+    /// sent before reading; larger ones are written while the peer's is read (in this thread on
+    /// Linux, [`Self::exchange_unblocked`]; elsewhere by a second thread).
     fn exchange(&mut self, seq: u64, payload: &[u8]) -> Result<Vec<u8>, CommError> {
         if payload.len() <= BUFFERED {
             self.send(KIND_DATA, seq, payload)?;
             return self.recv(seq);
         }
+        #[cfg(target_os = "linux")]
+        {
+            let frame = self.exchange_unblocked(seq, payload)?;
+            self.data_of(seq, frame)
+        }
+        #[cfg(not(target_os = "linux"))]
+        self.exchange_by_thread(seq, payload)
+    }
+
+    /// [`Self::exchange`] of a large payload: written by a second thread while this one reads.
+    #[cfg(not(target_os = "linux"))]
+    fn exchange_by_thread(&mut self, seq: u64, payload: &[u8]) -> Result<Vec<u8>, CommError> {
         let mut writer = self.stream.try_clone().map_err(|e| self.lost(&e))?;
         std::thread::scope(|s| {
             let sending = s.spawn(move || write_frame(&mut writer, KIND_DATA, seq, payload));
@@ -257,13 +278,123 @@ impl Link {
         })
     }
 
-    /// The next frame: (kind, sequence number, payload).
-    fn recv_any(&mut self) -> Result<(u8, u64, Vec<u8>), CommError> {
-        let mut head = [0u8; HEADER];
-        let waiting = Instant::now();
-        spin_until_readable(&self.stream);
-        self.stream.read_exact(&mut head).map_err(|e| self.lost(&e))?;
-        crate::prof::add_waiting(waiting.elapsed());
+    /// [`Self::exchange`] of a large payload, in this thread: the frame is written and the
+    /// peer's read as far as the socket takes and gives without blocking, waiting in `poll`
+    /// when neither moves (a writing thread spawned per exchange cost ~70 us, and the two
+    /// threads then took turns on the host's core). Returns the peer's frame (kind, sequence
+    /// number, payload) for [`Self::data_of`].
+    #[cfg(target_os = "linux")]
+    fn exchange_unblocked(&mut self, seq: u64, payload: &[u8]) -> Result<(u8, u64, Vec<u8>), CommError> {
+        use std::os::fd::AsRawFd;
+        let fd = self.stream.as_raw_fd();
+        let head_out = frame_head(KIND_DATA, seq, payload.len());
+        let total = HEADER + payload.len();
+        let (mut sent, mut send_failed) = (0, None);
+        let (mut head, mut got_head) = ([0u8; HEADER], 0);
+        // The peer's frame once its header is in: kind, sequence number, length, payload.
+        let mut frame: Option<(u8, u64, usize, Vec<u8>)> = None;
+        let mut last_move = Instant::now();
+        let pending = |e: &std::io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted);
+        loop {
+            let mut moved = false;
+            if sent < total {
+                let out = if sent < HEADER {
+                    &head_out[sent..]
+                } else {
+                    &payload[sent - HEADER..]
+                };
+                // SAFETY: a send of `out.len()` initialized bytes on an open socket's descriptor.
+                let n = unsafe {
+                    libc::send(
+                        fd,
+                        out.as_ptr().cast(),
+                        out.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n >= 0 {
+                    sent += n as usize;
+                    moved |= n > 0;
+                } else {
+                    let e = std::io::Error::last_os_error();
+                    if !pending(&e) {
+                        // Read what the peer sent before it went (its reason, if it failed).
+                        send_failed = Some(e);
+                        sent = total;
+                    }
+                }
+            }
+            let reading = frame.as_ref().is_none_or(|f| f.3.len() != f.2);
+            if reading {
+                // Where the next bytes go: the rest of the header, then the payload's spare
+                // capacity (a zero-filled buffer would be written twice).
+                let (to, room) = match &mut frame {
+                    None => (head[got_head..].as_mut_ptr(), HEADER - got_head),
+                    Some((.., len, body)) => (body.spare_capacity_mut().as_mut_ptr().cast::<u8>(), *len - body.len()),
+                };
+                // SAFETY: a receive into `room` writable bytes at `to` (the header's rest, or
+                // the body's spare capacity, which is at least its length's rest).
+                let n = unsafe { libc::recv(fd, to.cast(), room, libc::MSG_DONTWAIT) };
+                if n == 0 {
+                    return Err(self.lost(&ErrorKind::UnexpectedEof.into()));
+                }
+                if n > 0 {
+                    moved = true;
+                    let n = n as usize;
+                    match &mut frame {
+                        None => {
+                            got_head += n;
+                            if got_head == HEADER {
+                                let (kind, got_seq, len) = self.parse_head(&head)?;
+                                frame = Some((kind, got_seq, len as usize, Vec::with_capacity(len as usize)));
+                            }
+                        }
+                        // SAFETY: `recv` initialized the `n` bytes after the body's length.
+                        Some((.., body)) => unsafe { body.set_len(body.len() + n) },
+                    }
+                } else {
+                    let e = std::io::Error::last_os_error();
+                    if !pending(&e) {
+                        return Err(self.lost(&e));
+                    }
+                }
+            }
+            if let Some((kind, got_seq, len, body)) = frame.take_if(|f| f.3.len() == f.2) {
+                if sent == total {
+                    if let Some(e) = send_failed.filter(|_| kind != KIND_ABORT) {
+                        return Err(self.lost(&e));
+                    }
+                    return Ok((kind, got_seq, body));
+                }
+                frame = Some((kind, got_seq, len, body));
+            }
+            if moved {
+                last_move = Instant::now();
+                continue;
+            }
+            let Some(left) = self.timeout.checked_sub(last_move.elapsed()) else {
+                return Err(self.lost(&ErrorKind::TimedOut.into()));
+            };
+            let waiting = Instant::now();
+            let mut events = if reading { libc::POLLIN } else { 0 };
+            if sent < total {
+                events |= libc::POLLOUT;
+            } else {
+                // Only the peer's frame is missing: it usually comes within moments.
+                spin_until_readable(&self.stream);
+            }
+            let mut p = libc::pollfd { fd, events, revents: 0 };
+            // SAFETY: one valid `pollfd` for the duration of the call.
+            unsafe { libc::poll(&mut p, 1, left.as_millis().clamp(1, i32::MAX as u128) as i32) };
+            if sent == total {
+                crate::prof::add_waiting(waiting.elapsed());
+            }
+        }
+    }
+
+    /// A frame's kind, sequence number and payload length, from its header; fails on a header
+    /// no kiln host writes.
+    fn parse_head(&self, head: &[u8; HEADER]) -> Result<(u8, u64, u64), CommError> {
         let kind = head[0];
         let seq = u64::from_le_bytes(head[8..16].try_into().expect("eight bytes"));
         let len = u64::from_le_bytes(head[16..24].try_into().expect("eight bytes"));
@@ -273,6 +404,17 @@ impl Link {
                 why: format!("it sent something that is not a kiln XGBoost message (kind {kind}, {len} bytes)"),
             });
         }
+        Ok((kind, seq, len))
+    }
+
+    /// The next frame: (kind, sequence number, payload).
+    fn recv_any(&mut self) -> Result<(u8, u64, Vec<u8>), CommError> {
+        let mut head = [0u8; HEADER];
+        let waiting = Instant::now();
+        spin_until_readable(&self.stream);
+        self.stream.read_exact(&mut head).map_err(|e| self.lost(&e))?;
+        crate::prof::add_waiting(waiting.elapsed());
+        let (kind, seq, len) = self.parse_head(&head)?;
         // Read into spare capacity: a zero-filled buffer would be written twice.
         let mut payload = Vec::with_capacity(len as usize);
         let got = (&mut self.stream)
@@ -287,7 +429,13 @@ impl Link {
 
     /// The data frame of operation `seq`.
     fn recv(&mut self, seq: u64) -> Result<Vec<u8>, CommError> {
-        let (kind, got, payload) = self.recv_any()?;
+        let frame = self.recv_any()?;
+        self.data_of(seq, frame)
+    }
+
+    /// The payload of `frame` if it is the data of operation `seq`; else why not (the peer
+    /// failed, or the hosts are out of step).
+    fn data_of(&self, seq: u64, (kind, got, payload): (u8, u64, Vec<u8>)) -> Result<Vec<u8>, CommError> {
         match kind {
             KIND_ABORT => Err(CommError::PeerFailed {
                 host: self.host.clone(),
@@ -1064,16 +1212,20 @@ pub(crate) mod tests {
         assert_eq!(c.broadcast(vec![1, 2]).unwrap(), vec![1, 2]);
     }
 
-    /// algo-1 and a thread playing algo-2 that does `peer(collective)` instead of joining the
-    /// allreduce; returns algo-1's error and how long it took.
-    fn root_error_when(timeout: Duration, peer: impl FnOnce(Collective) + Send) -> (CommError, Duration) {
+    /// Lengths of the allreduce in the failure tests: one sent before reading, and one larger
+    /// than the socket buffers, sent while reading.
+    const FAILING_LENGTHS: [usize; 2] = [1000, 1 << 20];
+
+    /// algo-1 and a thread playing algo-2 that does `peer(collective)` instead of joining an
+    /// allreduce of `len` floats; returns algo-1's error and how long it took.
+    fn root_error_when(timeout: Duration, len: usize, peer: impl FnOnce(Collective) + Send) -> (CommError, Duration) {
         let cfgs = configs(2, free_port(), timeout);
         std::thread::scope(|s| {
             let c1 = &cfgs[1];
             s.spawn(move || peer(Collective::connect(c1).unwrap()));
             let root = Collective::connect(&cfgs[0]).unwrap();
             let start = Instant::now();
-            let mut buf = vec![1.0f64; 1000];
+            let mut buf = vec![1.0f64; len];
             let e = root.sum_f64(&mut buf).unwrap_err();
             // Broken for good: the next operation fails at once with the same error.
             assert_eq!(root.broadcast(vec![1]).unwrap_err(), e);
@@ -1083,8 +1235,14 @@ pub(crate) mod tests {
 
     #[test]
     fn a_peer_that_drops_mid_allreduce_is_named_at_once() {
-        let (e, took) = root_error_when(Duration::from_secs(30), |c| {
-            // One operation completes, then the process "dies" during the next.
+        for len in FAILING_LENGTHS {
+            a_peer_that_drops(len);
+        }
+    }
+
+    fn a_peer_that_drops(len: usize) {
+        let (e, took) = root_error_when(Duration::from_secs(30), len, |c| {
+            // The process "dies" during the operation.
             drop(c);
         });
         // Closed or reset, depending on whether algo-1's send reached the closed socket first.
@@ -1099,7 +1257,13 @@ pub(crate) mod tests {
 
     #[test]
     fn a_silent_peer_times_out_with_its_name() {
-        let (e, took) = root_error_when(Duration::from_millis(800), |c| {
+        for len in FAILING_LENGTHS {
+            a_silent_peer(len);
+        }
+    }
+
+    fn a_silent_peer(len: usize) {
+        let (e, took) = root_error_when(Duration::from_millis(800), len, |c| {
             std::thread::sleep(Duration::from_millis(2500));
             drop(c);
         });
@@ -1116,8 +1280,10 @@ pub(crate) mod tests {
 
     #[test]
     fn a_peer_that_fails_says_why_and_a_dead_root_is_named() {
-        let (e, _) = root_error_when(Duration::from_secs(30), |c| c.abort("channel 'train' is empty"));
-        assert_eq!(e.to_string(), "algo-2 failed: channel 'train' is empty");
+        for len in FAILING_LENGTHS {
+            let (e, _) = root_error_when(Duration::from_secs(30), len, |c| c.abort("channel 'train' is empty"));
+            assert_eq!(e.to_string(), "algo-2 failed: channel 'train' is empty", "{len} floats");
+        }
         // The other way round: algo-2 waits on algo-1, which goes away.
         let cfgs = configs(2, free_port(), Duration::from_secs(30));
         let e = std::thread::scope(|s| {
