@@ -328,6 +328,13 @@ impl Objective {
             Objective::Softmax { num_class } => {
                 out.extend(margins.chunks(num_class).map(|m| argmax(m) as f32));
             }
+            Objective::RegLogistic | Objective::BinaryLogistic => {
+                const BLOCK: usize = 1 << 14;
+                out.resize(margins.len(), 0.0);
+                out.par_chunks_mut(BLOCK)
+                    .zip(margins.par_chunks(BLOCK))
+                    .for_each(|(o, m)| sigmoid_block(m, o));
+            }
             _ => {
                 out.par_extend(margins.par_iter().with_min_len(1 << 14).map(|&m| self.transform_one(m)));
             }
@@ -422,6 +429,120 @@ pub fn fast_exp(x: f32) -> f32 {
 #[inline]
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
+}
+
+/// [`sigmoid`] of each margin into `out` (as long), the same bits: with AVX2 and FMA, four at
+/// a time by the algorithm of glibc's `expf` (see [`exp4`]; about twice as fast as a libm
+/// call per row, which metrics evaluated every round pay on every row).
+fn sigmoid_block(margins: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above), the one requirement for
+        // calling a function compiled with them enabled.
+        return unsafe { sigmoid_block_avx2(margins, out) };
+    }
+    for (o, &m) in out.iter_mut().zip(margins) {
+        *o = sigmoid(m);
+    }
+}
+
+/// 2^(i/32) for `i` in `0..32` as `f64` bits, less `i << 47` (the part of the exponent that
+/// [`exp4`] adds back from the rounded quotient): the table of glibc's `expf`.
+#[cfg(target_arch = "x86_64")]
+const EXP2_32THS: [u64; 32] = [
+    0x3ff0000000000000,
+    0x3fefd9b0d3158574,
+    0x3fefb5586cf9890f,
+    0x3fef9301d0125b51,
+    0x3fef72b83c7d517b,
+    0x3fef54873168b9aa,
+    0x3fef387a6e756238,
+    0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715,
+    0x3feef1a7373aa9cb,
+    0x3feedea64c123422,
+    0x3feece086061892d,
+    0x3feebfdad5362a27,
+    0x3feeb42b569d4f82,
+    0x3feeab07dd485429,
+    0x3feea47eb03a5585,
+    0x3feea09e667f3bcd,
+    0x3fee9f75e8ec5f74,
+    0x3feea11473eb0187,
+    0x3feea589994cce13,
+    0x3feeace5422aa0db,
+    0x3feeb737b0cdc5e5,
+    0x3feec49182a3f090,
+    0x3feed503b23e255d,
+    0x3feee89f995ad3ad,
+    0x3feeff76f2fb5e47,
+    0x3fef199bdd85529c,
+    0x3fef3720dcef9069,
+    0x3fef5818dcfba487,
+    0x3fef7c97337b9b5f,
+    0x3fefa4afa2a490da,
+    0x3fefd0765b6e4540,
+];
+
+/// `e^x` of four floats with `|x| < 87`, as glibc's `expf` computes it: in `f64`, `x·32/ln 2 =
+/// k + r` (`k` rounded to the nearest integer, `|r| <= 1/2`), `e^x = 2^(k/32) · 2^(r/32)` with
+/// the first factor from [`EXP2_32THS`] and the exponent bits of `k / 32`, the second a cubic
+/// in `r`, and one rounding to `f32` at the end. The bits match libm's `expf` on every input
+/// tried (the tests compare millions); the final rounding absorbs the last `f64` bits, so the
+/// fused multiply-adds change nothing.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp4(x: std::arch::x86_64::__m128) -> std::arch::x86_64::__m128 {
+    use std::arch::x86_64::*;
+    const N: f64 = 32.0;
+    let inv_ln2_n = _mm256_set1_pd(std::f64::consts::LOG2_E * N);
+    // 1.5 * 2^52: adding it rounds to an integer, left in the low mantissa bits.
+    let shift = _mm256_set1_pd(6_755_399_441_055_744.0);
+    let c0 = _mm256_set1_pd(f64::from_bits(0x3fac_6af8_4b91_2394) / (N * N * N));
+    let c1 = _mm256_set1_pd(f64::from_bits(0x3fce_bfce_50fa_c4f3) / (N * N));
+    let c2 = _mm256_set1_pd(f64::from_bits(0x3fe6_2e42_ff0c_52d6) / N);
+    let xd = _mm256_cvtps_pd(x);
+    let z = _mm256_mul_pd(inv_ln2_n, xd);
+    let k = _mm256_add_pd(z, shift);
+    let ki = _mm256_castpd_si256(k);
+    let r = _mm256_sub_pd(z, _mm256_sub_pd(k, shift));
+    let slot = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+    // SAFETY: every index is below 32, the table's length; AVX2 is enabled.
+    let t = unsafe { _mm256_i64gather_epi64::<8>(EXP2_32THS.as_ptr().cast(), slot) };
+    let s = _mm256_castsi256_pd(_mm256_add_epi64(t, _mm256_slli_epi64::<47>(ki)));
+    let p = _mm256_fmadd_pd(c0, r, c1);
+    let y = _mm256_fmadd_pd(c2, r, _mm256_set1_pd(1.0));
+    let y = _mm256_fmadd_pd(p, _mm256_mul_pd(r, r), y);
+    _mm256_cvtpd_ps(_mm256_mul_pd(y, s))
+}
+
+/// [`sigmoid_block`] with AVX2 and FMA: four margins at a time, those beyond ±87 (where
+/// `expf` leaves the normal range) and the last few by [`sigmoid`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sigmoid_block_avx2(margins: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let one = _mm_set1_ps(1.0);
+    let mut outs = out.chunks_exact_mut(4);
+    let mut ins = margins.chunks_exact(4);
+    for (o, m) in (&mut outs).zip(&mut ins) {
+        // Without a short cut, so that the four tests are one vector compare.
+        let in_range = m.iter().fold(true, |a, &x| a & (x.abs() < 87.0));
+        if in_range {
+            // SAFETY: `m` and `o` hold four floats each (unaligned loads and stores).
+            let x = unsafe { _mm_loadu_ps(m.as_ptr()) };
+            let e = exp4(_mm_xor_ps(x, _mm_set1_ps(-0.0)));
+            // SAFETY: as above.
+            unsafe { _mm_storeu_ps(o.as_mut_ptr(), _mm_div_ps(one, _mm_add_ps(one, e))) };
+        } else {
+            for (o, &x) in o.iter_mut().zip(m) {
+                *o = sigmoid(x);
+            }
+        }
+    }
+    for (o, &x) in outs.into_remainder().iter_mut().zip(ins.remainder()) {
+        *o = sigmoid(x);
+    }
 }
 
 /// Numerically stable softmax of `m` into `out`.
@@ -622,6 +743,49 @@ mod tests {
         assert_eq!(out, vec![0.5, 0.5]);
         Objective::Gamma.transform(&[0.0], &mut out);
         assert_eq!(out, vec![1.0]);
+    }
+
+    #[test]
+    fn the_vectorized_sigmoid_is_sigmoid_bit_for_bit() {
+        // Every margin of a fine grid over [-100, 100] (both sides of the ±87 cut-over), random
+        // bit patterns, and the special values, in slices of every remainder length.
+        let mut m: Vec<f32> = (-1_000_000..=1_000_000).map(|i| i as f32 * 1e-4).collect();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        m.extend((0..500_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            f32::from_bits(x as u32)
+        }));
+        m.extend([
+            0.0,
+            -0.0,
+            86.99999,
+            87.0,
+            -87.0,
+            88.72283,
+            -103.97,
+            -104.0,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            -1e-45,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        let want: Vec<u32> = m.iter().map(|&v| sigmoid(v).to_bits()).collect();
+        for skip in 0..4 {
+            let mut out = vec![0.0; m.len() - skip];
+            sigmoid_block(&m[skip..], &mut out);
+            for (i, (o, w)) in out.iter().zip(&want[skip..]).enumerate() {
+                let same = o.to_bits() == *w || (o.is_nan() && f32::from_bits(*w).is_nan());
+                assert!(same, "margin {}: {o} vs {}", m[skip + i], f32::from_bits(*w));
+            }
+        }
+        let mut out = Vec::new();
+        Objective::BinaryLogistic.transform(&m, &mut out);
+        assert!(out.iter().zip(&want).all(|(o, w)| o.to_bits() == *w || o.is_nan()));
     }
 
     #[test]
