@@ -19,7 +19,7 @@ from test_jobs import bundle, script_job, wait
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -64,7 +64,15 @@ def shot(browser, name):
 
 
 def until(browser, what, check, timeout=30):
-    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda d: check(d), message=what)
+    # Pages redraw parts of themselves as a job moves on: an element found a moment ago may be
+    # gone when it is read (stale), which is "not yet", like an element not there yet.
+    wait = WebDriverWait(
+        browser,
+        timeout,
+        poll_frequency=0.2,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )
+    return wait.until(lambda d: check(d), message=what)
 
 
 def chart_points(browser, metric):

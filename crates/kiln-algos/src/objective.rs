@@ -484,7 +484,7 @@ const EXP2_32THS: [u64; 32] = [
     0x3fefd0765b6e4540,
 ];
 
-/// `e^x` of four floats with `|x| < 87`, as glibc's `expf` computes it: in `f64`, `x·32/ln 2 =
+/// `e^x` of four floats with `|x| < 87`, as glibc's `expf` (2.28 and later) computes it: in `f64`, `x·32/ln 2 =
 /// k + r` (`k` rounded to the nearest integer, `|r| <= 1/2`), `e^x = 2^(k/32) · 2^(r/32)` with
 /// the first factor from [`EXP2_32THS`] and the exponent bits of `k / 32`, the second a cubic
 /// in `r`, and one rounding to `f32` at the end. The bits match libm's `expf` on every input
