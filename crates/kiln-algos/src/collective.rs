@@ -359,14 +359,13 @@ impl Link {
                     }
                 }
             }
-            if let Some((kind, got_seq, len, body)) = frame.take_if(|f| f.3.len() == f.2) {
-                if sent == total {
-                    if let Some(e) = send_failed.filter(|_| kind != KIND_ABORT) {
-                        return Err(self.lost(&e));
-                    }
-                    return Ok((kind, got_seq, body));
+            if sent == total
+                && let Some((kind, got_seq, _, body)) = frame.take_if(|f| f.3.len() == f.2)
+            {
+                if let Some(e) = send_failed.filter(|_| kind != KIND_ABORT) {
+                    return Err(self.lost(&e));
                 }
-                frame = Some((kind, got_seq, len, body));
+                return Ok((kind, got_seq, body));
             }
             if moved {
                 last_move = Instant::now();
