@@ -89,6 +89,8 @@ class Report:
     soak_open: int = 0
     seconds: float = 0.0
     lost: list = field(default_factory=list)
+    # For each lost job: its transitions, log stream and agent logs, so that a failure explains itself.
+    evidence: list = field(default_factory=list)
     # (seconds since the server's last start, milliseconds) of Describe calls over 100 ms.
     slow_calls: list = field(default_factory=list)
     # Describe calls in flight across a server's SIGKILL and restart (not in the percentiles).
@@ -101,7 +103,8 @@ class Report:
                 f"DescribeTrainingJob: {len(self.describe_ms)} calls answered, p50 {percentile(self.describe_ms, 50):.1f} ms, "
                 f"p99 {percentile(self.describe_ms, 99):.1f} ms, max {max(self.describe_ms, default=0):.1f} ms; "
                 f"{self.describe_errors} refused while the server was down, {self.spanning_restart} answered across a restart\n"
-                f"server peak RSS {self.peak_rss_mb:.0f} MB; lost: {self.lost or 'nothing'}")
+                f"server peak RSS {self.peak_rss_mb:.0f} MB; lost: {self.lost or 'nothing'}"
+                + "".join("\n" + e for e in self.evidence))
 
 
 class Chaos:
@@ -121,6 +124,7 @@ class Chaos:
         self.clients = {}
         self.starts = [time.monotonic()]
         self.downs = []
+        self.agent_logs = {}
 
     # The server: started, SIGKILLed and started again on the same directory and port.
     def start(self):
@@ -177,6 +181,52 @@ class Chaos:
             self.created.append(name)
             self.created_count.value = len(self.created)
             time.sleep(0.02)
+
+    def agent_logs_loop(self):
+        """Keeps a copy of every agent's log (the executor deletes a Completed job's tree): the
+        evidence printed for a lost job."""
+        import glob
+        while not self.done.wait(0.1):
+            kiln = self.kiln
+            if kiln is None:
+                continue
+            for path in glob.glob(f"{kiln.data_dir}/work/*/*/*/*/agent.log"):
+                try:
+                    with open(path, errors="replace") as f:
+                        self.agent_logs[path] = f.read()
+                except OSError:
+                    pass
+
+    def explain(self, name):
+        """What the server and the agents recorded of job `name`, for a report of a lost job."""
+        out = [f"--- {name}"]
+        try:
+            d = self.client().describe_training_job(TrainingJobName=name)
+            out += [f"  {t['Status']}: {t.get('StatusMessage', '')}" for t in d.get("SecondaryStatusTransitions", [])]
+            out.append(f"  final metrics: {[m['MetricName'] for m in d.get('FinalMetricDataList', [])]}")
+            logs = self.client("logs")
+            group = "/aws/sagemaker/TrainingJobs"
+            for s in logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{name}/")["logStreams"]:
+                events, kw = [], {}
+                while True:
+                    page = logs.get_log_events(logGroupName=group, logStreamName=s["logStreamName"],
+                                               startFromHead=True, **kw)
+                    events += page["events"]
+                    if not page["events"] or page["nextForwardToken"] == kw.get("nextToken"):
+                        break
+                    kw = {"nextToken": page["nextForwardToken"]}
+                rounds = [e for e in events if "validation-auc" in e["message"]]
+                out.append(f"  log stream {s['logStreamName']}: {len(events)} lines, {len(rounds)} with validation-auc")
+                out += [f"    {e['message'][:200]}" for e in events if "auc:" not in e["message"]][:40]
+        except Exception as e:  # noqa: BLE001 - evidence is best effort
+            out.append(f"  (the server's record could not be read: {e})")
+        for path, text in sorted(self.agent_logs.items()):
+            if f"/{name}/" in path:
+                lines = text.splitlines()
+                rounds = sum("validation-auc" in line for line in lines)
+                out.append(f"  agent log {path}: {len(lines)} lines, {rounds} with validation-auc")
+                out += [f"    {line[:300]}" for line in lines if "auc:" not in line][:40]
+        return "\n".join(out)
 
     def rss_loop(self):
         while not self.done.is_set():
@@ -264,11 +314,14 @@ class Chaos:
                 self.report.lost.append(f"{name}: {status} without a reason")
             elif status == "Failed":
                 self.report.lost.append(f"{name}: Failed: {d['FailureReason']}")
+        for name in sorted({entry.split(":")[0] for entry in self.report.lost} & set(self.names)):
+            self.report.evidence.append(self.explain(name))
 
     def run(self, timeout):
         t = time.monotonic()
         self.start()
-        threads = [threading.Thread(target=f, daemon=True) for f in (self.rss_loop, self.chaos_loop)]
+        threads = [threading.Thread(target=f, daemon=True)
+                   for f in (self.rss_loop, self.chaos_loop, self.agent_logs_loop)]
         for th in threads:
             th.start()
         # The soak runs in a process of its own, so that its sockets do not slow the measuring.

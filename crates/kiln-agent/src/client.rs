@@ -85,7 +85,8 @@ impl ControlPlane {
         let url = self.url(call);
         let resp = result.map_err(|e| CallError::Unreachable(format!("{url}: {e}")))?;
         let status = resp.status();
-        if status.is_server_error() {
+        // A 5xx or 429 did not take the call: it is sent again (what a 4xx refuses is not).
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             let body = resp.text().await.unwrap_or_default();
             return Err(CallError::Unreachable(format!("{url}: {status}: {}", body.trim())));
         }

@@ -1,7 +1,10 @@
 //! The protocol between the control plane and `kiln agent` (one agent per host of a job), served
 //! under `/_kiln/agent/v1/jobs/{account}/{job}/hosts/{host}/...` with `Authorization: Bearer
 //! <job token>`. JSON bodies, snake_case. The agent retries every call until the control plane
-//! answers (it may be restarting); reports are idempotent.
+//! answers (it may be restarting): a 5xx or 429 (a throttled call is answered 503) is sent again,
+//! a 4xx is final (an ended job's token is refused with 403). Reports are idempotent: a log
+//! batch numbered by line is stored once, and a final report the host had recorded, sent again
+//! after its answer was lost, is answered `{}` even once the job has ended.
 //!
 //! | call | body | answer |
 //! |---|---|---|

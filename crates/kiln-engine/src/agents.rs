@@ -73,6 +73,19 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl Engine {
     /// Loads a job for an agent call, checking its token and host.
     async fn agent_job(&self, account: &str, name: &str, host: &str, token: &str) -> ApiResult<TrainingJobRow> {
+        self.agent_job_when_ended(account, name, host, token, WhenEnded::Refuse)
+            .await
+    }
+
+    /// [`Engine::agent_job`], with what to do if the job has ended.
+    async fn agent_job_when_ended(
+        &self,
+        account: &str,
+        name: &str,
+        host: &str,
+        token: &str,
+        ended: WhenEnded<'_>,
+    ) -> ApiResult<TrainingJobRow> {
         let denied = || AwsError::new(403, "AccessDenied", format!("invalid agent token for {name}/{host}"));
         let job = self.load_job(account, name).await?.ok_or_else(denied)?;
         let expected = job.run.agent_token.as_deref().unwrap_or_default();
@@ -84,7 +97,12 @@ impl Engine {
         }
         // The token dies with the job: an ended job takes no more reports (its hosts reported
         // before it ended; whoever kept the token cannot change it afterwards).
-        if job.status.is_terminal() {
+        let let_through = match ended {
+            WhenEnded::Refuse => false,
+            WhenEnded::Allow => true,
+            WhenEnded::IfRecorded(report) => recorded_done(&job, host) == Some(report),
+        };
+        if job.status.is_terminal() && !let_through {
             return Err(AwsError::new(
                 403,
                 "AccessDenied",
@@ -95,9 +113,24 @@ impl Engine {
     }
 
     /// Checks an agent call's token and host without acting on it: the server does this before it
-    /// reads the call's body.
-    pub async fn agent_authorize(&self, account: &str, name: &str, host: &str, token: &str) -> ApiResult<()> {
-        self.agent_job(account, name, host, token).await.map(|_| ())
+    /// reads the call's body. A final report (`done`) to an ended job is let through to
+    /// [`Engine::agent_done`], which alone can tell whether it was recorded.
+    pub async fn agent_authorize(
+        &self,
+        account: &str,
+        name: &str,
+        host: &str,
+        token: &str,
+        call: &str,
+    ) -> ApiResult<()> {
+        let ended = if call == "done" {
+            WhenEnded::Allow
+        } else {
+            WhenEnded::Refuse
+        };
+        self.agent_job_when_ended(account, name, host, token, ended)
+            .await
+            .map(|_| ())
     }
 
     /// `GET .../assignment`: everything the host needs to run its part.
@@ -308,7 +341,13 @@ impl Engine {
         token: &str,
         report: DoneReport,
     ) -> ApiResult<()> {
-        let job = self.agent_job(account, name, host, token).await?;
+        let job = self
+            .agent_job_when_ended(account, name, host, token, WhenEnded::IfRecorded(&report))
+            .await?;
+        if job.status.is_terminal() {
+            // This host's report, recorded before the job ended; its answer was lost.
+            return Ok(());
+        }
         // The model can only be where this job's artifacts go: `<S3OutputPath>/<job>/output/…`.
         if let Some(uri) = &report.model_artifacts {
             let prefix = format!(
@@ -355,6 +394,26 @@ impl Engine {
         }
         report
     }
+}
+
+/// What an agent call may do once its job has ended.
+enum WhenEnded<'a> {
+    /// Nothing: the token died with the job.
+    Refuse,
+    /// Go on to the call, which decides.
+    Allow,
+    /// Be answered as received: this is the final report the host had recorded, sent again
+    /// because its answer was lost (the server stopped after committing it).
+    IfRecorded(&'a DoneReport),
+}
+
+/// The final report `host` of `job` had recorded, if any.
+fn recorded_done<'a>(job: &'a TrainingJobRow, host: &str) -> Option<&'a DoneReport> {
+    job.run
+        .hosts
+        .iter()
+        .find(|h| h.host == host)
+        .and_then(|h| h.done.as_ref())
 }
 
 #[cfg(test)]

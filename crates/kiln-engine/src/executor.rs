@@ -334,10 +334,12 @@ impl LocalExecutor {
             .map_err(|e| format!("cannot start {}: {e}", self.kiln_bin.display()))?;
         let pid = child.id().ok_or("the agent exited at once")?;
         let ticks = start_ticks(pid).unwrap_or(0);
-        let _ = std::fs::write(
-            dir.join("agent.pid"),
-            format!("{pid} {ticks} {}\n", fingerprint(&job.token)),
-        );
+        // Whole or absent, never half-written: a relaunch reads it to find this agent.
+        let pid_file = dir.join("agent.pid");
+        let partial = dir.join("agent.pid.partial");
+        if std::fs::write(&partial, format!("{pid} {ticks} {}\n", fingerprint(&job.token))).is_ok() {
+            let _ = std::fs::rename(&partial, &pid_file);
+        }
         // Reap the child when it exits so it does not linger as a zombie; the engine learns how the
         // host ended from the agent's own report.
         tokio::spawn(async move {

@@ -463,7 +463,7 @@ async fn hosts_reports_fold_into_the_normal_flow() {
     engine.agent_done(acct, "j", "algo-1", &t, done.clone()).await.unwrap();
     let no_model = DoneReport {
         model_artifacts: None,
-        ..done
+        ..done.clone()
     };
     engine.agent_done(acct, "j", "algo-2", &t, no_model).await.unwrap();
     let j = job(&engine, "j").await;
@@ -483,6 +483,25 @@ async fn hosts_reports_fold_into_the_normal_flow() {
     // The ended job's agent token is no longer valid.
     let e = engine
         .agent_heartbeat(acct, "j", "algo-1", &t, Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "AccessDenied", "{}", e.message);
+    // Except for the final report a host had recorded, sent again after its answer was lost: it
+    // is answered as received, and changes nothing.
+    engine.agent_authorize(acct, "j", "algo-1", &t, "done").await.unwrap();
+    engine.agent_done(acct, "j", "algo-1", &t, done.clone()).await.unwrap();
+    assert_eq!(job(&engine, "j").await, j);
+    let other = DoneReport {
+        exit_code: Some(1),
+        failure_reason: Some("AlgorithmError: late".into()),
+        model_artifacts: None,
+    };
+    let e = engine.agent_done(acct, "j", "algo-1", &t, other).await.unwrap_err();
+    assert_eq!(e.code, "AccessDenied", "{}", e.message);
+    let e = engine.agent_done(acct, "j", "algo-1", "wrong", done).await.unwrap_err();
+    assert_eq!(e.code, "AccessDenied", "{}", e.message);
+    let e = engine
+        .agent_authorize(acct, "j", "algo-1", &t, "logs")
         .await
         .unwrap_err();
     assert_eq!(e.code, "AccessDenied", "{}", e.message);

@@ -26,7 +26,10 @@ fn json_response<T: Serialize>(status: u16, body: &T) -> Response {
 }
 
 fn error_response(e: &AwsError) -> Response {
-    json_response(e.status, &serde_json::json!({ "error": e.code, "message": e.message }))
+    // Agents drop what a 4xx refuses and send again what a 5xx did not take: a throttled call
+    // (the job's row was busy) is one to send again.
+    let status = if e.code == "ThrottlingException" { 503 } else { e.status };
+    json_response(status, &serde_json::json!({ "error": e.code, "message": e.message }))
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AwsError> {
@@ -70,7 +73,7 @@ pub async fn handle(app: &App, parts: Parts, body: Body) -> Response {
     // The token is checked before the body is read: a caller without one costs only its headers.
     let has_body = matches!(*call, "status" | "logs" | "heartbeat" | "done");
     let body = if has_body {
-        if let Err(e) = app.engine.agent_authorize(account, job, host, &token).await {
+        if let Err(e) = app.engine.agent_authorize(account, job, host, &token, call).await {
             return error_response(&e);
         }
         let mut body = body;
@@ -168,5 +171,18 @@ async fn pool_next(app: &App, account: &str, job: &str, token: &str, query: &str
     {
         Ok(answer) => json_response(200, &answer),
         Err(e) => error_response(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttled_agent_call_is_one_to_send_again() {
+        let throttled = AwsError::new(400, "ThrottlingException", "The job is being updated concurrently");
+        assert_eq!(error_response(&throttled).status(), 503);
+        let refused = AwsError::new(403, "AccessDenied", "the training job j has ended");
+        assert_eq!(error_response(&refused).status(), 403);
     }
 }
