@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,8 +18,8 @@ use tokio::sync::watch;
 
 use crate::logs::{LineSplitter, LogSink, now_ms};
 
-/// How long the output pipes may stay open after the process group is gone (a grandchild that
-/// left the group may hold them).
+/// How long the output pipes may stay open, with nothing more coming, after the process group is
+/// gone (a grandchild that left the group may hold them). Output still arriving is read to its end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Stderr lines kept for the toolkit's `ErrorMessage`.
@@ -223,12 +224,14 @@ pub async fn run(
     }
     RUNNING.store(pgid, std::sync::atomic::Ordering::Relaxed);
     let tail = Arc::new(Mutex::new(VecDeque::new()));
+    // Bytes the readers have taken from the pipes, to tell a slow drain from a held pipe.
+    let read = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(pump(out, sink.clone(), None)));
+        readers.push(tokio::spawn(pump(out, sink.clone(), None, read.clone())));
     }
     if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(pump(err, sink.clone(), Some(tail.clone()))));
+        readers.push(tokio::spawn(pump(err, sink.clone(), Some(tail.clone()), read.clone())));
     }
 
     let mut stopped = false;
@@ -249,10 +252,13 @@ pub async fn run(
     // Whatever the main process left behind in its group ends with it.
     signal_group(pgid, Signal::SIGKILL);
     RUNNING.store(0, std::sync::atomic::Ordering::Relaxed);
-    for mut r in readers {
-        if tokio::time::timeout(DRAIN_TIMEOUT, &mut r).await.is_err() {
-            r.abort();
-        }
+    if !drain(readers, &read).await {
+        sink.line(format!(
+            "[kiln agent] stopped reading the output of `{}` {}s after it ended: a process that left \
+             its process group still holds it open",
+            spawn.display(),
+            DRAIN_TIMEOUT.as_secs()
+        ));
     }
     let exit = match status {
         Ok(s) => match (s.code(), s.signal()) {
@@ -273,8 +279,36 @@ pub async fn run(
     })
 }
 
-/// Copies one output stream into the sink line by line.
-async fn pump<R: AsyncRead + Unpin>(mut r: R, sink: LogSink, tail: Option<Arc<Mutex<VecDeque<String>>>>) {
+/// Waits for the output readers to reach the end of their pipes, for as long as output keeps
+/// coming and then [`DRAIN_TIMEOUT`] more; aborts the rest. Whether every reader ended.
+async fn drain(mut readers: Vec<tokio::task::JoinHandle<()>>, read: &AtomicU64) -> bool {
+    const STEP: Duration = Duration::from_millis(250);
+    let mut seen = read.load(Ordering::Relaxed);
+    let mut quiet = Duration::ZERO;
+    for i in 0..readers.len() {
+        loop {
+            if tokio::time::timeout(STEP, &mut readers[i]).await.is_ok() {
+                break;
+            }
+            let now = read.load(Ordering::Relaxed);
+            quiet = if now == seen { quiet + STEP } else { Duration::ZERO };
+            seen = now;
+            if quiet >= DRAIN_TIMEOUT {
+                readers[i..].iter().for_each(|r| r.abort());
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Copies one output stream into the sink line by line, counting the bytes in `read`.
+async fn pump<R: AsyncRead + Unpin>(
+    mut r: R,
+    sink: LogSink,
+    tail: Option<Arc<Mutex<VecDeque<String>>>>,
+    read: Arc<AtomicU64>,
+) {
     let mut split = LineSplitter::new();
     let mut buf = vec![0u8; 64 * 1024];
     let emit = |line: String| {
@@ -293,10 +327,73 @@ async fn pump<R: AsyncRead + Unpin>(mut r: R, sink: LogSink, tail: Option<Arc<Mu
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => split.push(&buf[..n]).into_iter().for_each(&emit),
+            Ok(n) => {
+                read.fetch_add(n as u64, Ordering::Relaxed);
+                split.push(&buf[..n]).into_iter().for_each(&emit);
+            }
         }
     }
     if let Some(line) = split.finish() {
         emit(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Spawn {
+        Spawn {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            cwd: std::env::temp_dir(),
+            env: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
+        }
+    }
+
+    async fn run_sh(script: &str) -> (Finished, Vec<String>, Duration) {
+        let sink = LogSink::new(1 << 30, false);
+        let (_tx, mut stop) = watch::channel(false);
+        let started = std::time::Instant::now();
+        let f = run(&sh(script), &sink, &mut stop, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        let lines = sink
+            .take(100_000, 1 << 30)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        (f, lines, took)
+    }
+
+    #[tokio::test]
+    async fn output_still_coming_after_the_exit_is_read_to_its_end() {
+        // The main process ends at once; a process that left its group writes for 7 s more, past
+        // the drain's 5 s of quiet, and every line of it arrives.
+        let (f, lines, _) =
+            run_sh("setsid sh -c 'for i in 1 2 3 4 5 6 7; do echo late-$i; sleep 1; done' & sleep 0.5; echo main-done")
+                .await;
+        assert!(f.exit.success());
+        assert!(lines.contains(&"main-done".to_string()), "{lines:?}");
+        for i in 1..=7 {
+            assert!(lines.contains(&format!("late-{i}")), "late-{i} missing: {lines:?}");
+        }
+        assert!(!lines.iter().any(|l| l.contains("stopped reading")), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pipe_held_open_in_silence_is_let_go_and_said_so() {
+        let (f, lines, took) = run_sh("setsid sleep 8 & sleep 0.5; echo main-done").await;
+        assert!(f.exit.success());
+        assert!(took < Duration::from_secs(15), "took {took:?}");
+        assert_eq!(lines[0], "main-done");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("stopped reading the output") && l.contains("still holds it open")),
+            "{lines:?}"
+        );
     }
 }
