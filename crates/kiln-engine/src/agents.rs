@@ -96,7 +96,8 @@ impl Engine {
             return Err(AwsError::validation(format!("job {name} has no host {host}")));
         }
         // The token dies with the job: an ended job takes no more reports (its hosts reported
-        // before it ended; whoever kept the token cannot change it afterwards).
+        // before it ended; whoever kept the token cannot change it afterwards), bar the same
+        // final report sent again after its answer was lost.
         let let_through = match ended {
             WhenEnded::Refuse => false,
             WhenEnded::Allow => true,
