@@ -351,6 +351,18 @@ mod tests {
         }
     }
 
+    /// A path the process that leaves the group touches once it has (the main process must not
+    /// end before, or the group's SIGKILL takes it too).
+    fn ready_file(name: &str) -> String {
+        let p = std::env::temp_dir().join(format!("kiln-launch-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p.display().to_string()
+    }
+
+    fn wait_for(path: &str) -> String {
+        format!("while [ ! -e {path} ]; do sleep 0.05; done; rm -f {path}")
+    }
+
     async fn run_sh(script: &str) -> (Finished, Vec<String>, Duration) {
         let sink = LogSink::new(1 << 30, false);
         let (_tx, mut stop) = watch::channel(false);
@@ -372,9 +384,12 @@ mod tests {
     async fn output_still_coming_after_the_exit_is_read_to_its_end() {
         // The main process ends at once; a process that left its group writes for 7 s more, past
         // the drain's 5 s of quiet, and every line of it arrives.
-        let (f, lines, _) =
-            run_sh("setsid sh -c 'for i in 1 2 3 4 5 6 7; do echo late-$i; sleep 1; done' & sleep 0.5; echo main-done")
-                .await;
+        let ready = ready_file("writer");
+        let script = format!(
+            "setsid sh -c 'touch {ready}; for i in 1 2 3 4 5 6 7; do echo late-$i; sleep 1; done' & {}; echo main-done",
+            wait_for(&ready)
+        );
+        let (f, lines, _) = run_sh(&script).await;
         assert!(f.exit.success());
         assert!(lines.contains(&"main-done".to_string()), "{lines:?}");
         for i in 1..=7 {
@@ -385,7 +400,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_pipe_held_open_in_silence_is_let_go_and_said_so() {
-        let (f, lines, took) = run_sh("setsid sleep 8 & sleep 0.5; echo main-done").await;
+        let ready = ready_file("holder");
+        let script = format!(
+            "setsid sh -c 'touch {ready}; exec sleep 8' & {}; echo main-done",
+            wait_for(&ready)
+        );
+        let (f, lines, took) = run_sh(&script).await;
         assert!(f.exit.success());
         assert!(took < Duration::from_secs(15), "took {took:?}");
         assert_eq!(lines[0], "main-done");
