@@ -351,16 +351,17 @@ mod tests {
         }
     }
 
-    /// A path the process that leaves the group touches once it has (the main process must not
-    /// end before, or the group's SIGKILL takes it too).
-    fn ready_file(name: &str) -> String {
-        let p = std::env::temp_dir().join(format!("kiln-launch-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        p.display().to_string()
-    }
-
-    fn wait_for(path: &str) -> String {
-        format!("while [ ! -e {path} ]; do sleep 0.05; done; rm -f {path}")
+    /// Runs a main process that starts `escaped` in a session (and group) of its own, waits until
+    /// it is there (or the group's SIGKILL at the main process's end would take it too), and
+    /// ends printing `main-done`.
+    async fn run_leaving(name: &str, escaped: &str) -> (Finished, Vec<String>, Duration) {
+        let ready = std::env::temp_dir().join(format!("kiln-launch-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&ready);
+        let ready = ready.display();
+        run_sh(&format!(
+            "setsid sh -c 'touch {ready}; {escaped}' & while [ ! -e {ready} ]; do sleep 0.05; done; rm -f {ready}; echo main-done"
+        ))
+        .await
     }
 
     async fn run_sh(script: &str) -> (Finished, Vec<String>, Duration) {
@@ -384,12 +385,7 @@ mod tests {
     async fn output_still_coming_after_the_exit_is_read_to_its_end() {
         // The main process ends at once; a process that left its group writes for 7 s more, past
         // the drain's 5 s of quiet, and every line of it arrives.
-        let ready = ready_file("writer");
-        let script = format!(
-            "setsid sh -c 'touch {ready}; for i in 1 2 3 4 5 6 7; do echo late-$i; sleep 1; done' & {}; echo main-done",
-            wait_for(&ready)
-        );
-        let (f, lines, _) = run_sh(&script).await;
+        let (f, lines, _) = run_leaving("writer", "for i in 1 2 3 4 5 6 7; do echo late-$i; sleep 1; done").await;
         assert!(f.exit.success());
         assert!(lines.contains(&"main-done".to_string()), "{lines:?}");
         for i in 1..=7 {
@@ -400,12 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pipe_held_open_in_silence_is_let_go_and_said_so() {
-        let ready = ready_file("holder");
-        let script = format!(
-            "setsid sh -c 'touch {ready}; exec sleep 8' & {}; echo main-done",
-            wait_for(&ready)
-        );
-        let (f, lines, took) = run_sh(&script).await;
+        let (f, lines, took) = run_leaving("holder", "exec sleep 8").await;
         assert!(f.exit.success());
         assert!(took < Duration::from_secs(15), "took {took:?}");
         assert_eq!(lines[0], "main-done");
